@@ -1,0 +1,62 @@
+"""The exceptions of flask-asyncstate, one small hierarchy to catch at the level you care about.
+
+``AsyncStateError`` is the root. Store failures are ``StoreError`` (and
+``StoreUnavailable`` when the store cannot be reached at all); the original
+redis-py error is always chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class AsyncStateError(Exception):
+    """Base class of every error raised by flask-asyncstate."""
+
+
+class StoreError(AsyncStateError):
+    """The shared store failed to carry out an operation."""
+
+
+class StoreUnavailable(StoreError):
+    """The shared store cannot be reached (connection refused, timed out, restarting).
+
+    Retry later; the web layer answers 503.
+    """
+
+
+class UnserializableState(AsyncStateError, TypeError):
+    """A state value cannot round-trip through the store; the message names the field."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        #: Dotted path of the offending field, e.g. ``"rows[2].when"``.
+        self.path = path
+
+
+class StateTooLarge(AsyncStateError, ValueError):
+    """An encoded entry is larger than ``ASYNCSTATE_MAX_ENTRY_SIZE``."""
+
+    def __init__(self, size: int, limit: int, key: str) -> None:
+        super().__init__(
+            f"state entry {key!r} is {size} bytes encoded, more than the limit of {limit} bytes"
+            " (ASYNCSTATE_MAX_ENTRY_SIZE); store less, or raise the limit"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class JobCancelled(AsyncStateError):
+    """Raised by :meth:`JobContext.check_cancelled` once a cancel was requested.
+
+    Letting it escape the job function ends the job as ``cancelled``, not ``failed``.
+    """
+
+
+class QuotaExceeded(AsyncStateError):
+    """The current session already has ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` unfinished jobs.
+
+    The web layer answers 429.
+    """
+
+
+class InvalidToken(AsyncStateError):
+    """A job token is malformed, forged, signed with another key, or expired."""

@@ -1,0 +1,236 @@
+"""The store interface: JSON documents by key, sliding expiry, a separate cancel flag, local Events.
+
+A backend implements a handful of storage hooks (``_create``, ``_read``,
+``_write``, ``_update``, ``_cancel``, ``_remove``, ``_exists``, ``_keys``,
+``_touch``); this base holds everything they share: key layout, encoding and
+the size cap, and the registry of ``threading.Event`` objects that a cancel
+must set in the process that holds them.
+
+Key layout: ``<prefix>{<kind>:<name>}``. The braces are a Redis Cluster hash
+tag, so everything about one entry lives in one slot. The cancel flag is kept
+beside the document (never inside it), so writing a document can never erase a
+cancel request.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import serialization
+from ..errors import StateTooLarge
+
+#: Default sliding expiry in seconds (``ASYNCSTATE_EXPIRES``).
+DEFAULT_EXPIRES = 900
+#: Default cap on one encoded entry in bytes (``ASYNCSTATE_MAX_ENTRY_SIZE``).
+DEFAULT_MAX_ENTRY_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored entry as read back: the document and whether a cancel was requested."""
+
+    data: dict[str, Any]
+    cancel_requested: bool
+
+
+class Store(ABC):
+    """Shared logic of every backend; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        *,
+        key_prefix: str = "asyncstate:",
+        expires: float = DEFAULT_EXPIRES,
+        max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
+    ) -> None:
+        if expires <= 0:
+            raise ValueError("expires must be a positive number of seconds")
+        self.key_prefix = key_prefix
+        self.expires = expires
+        self.max_entry_size = max_entry_size
+        self._events: dict[str, threading.Event] = {}
+        self._events_lock = threading.Lock()
+
+    # -- keys --------------------------------------------------------------
+
+    def key(self, kind: str, name: str | None = None) -> str:
+        """The storage key of the entry ``kind`` + optional ``name``."""
+        return f"{self.key_prefix}{{{kind}:{name or ''}}}"
+
+    def split_key(self, key: str) -> tuple[str, str]:
+        """Inverse of :meth:`key`: ``(kind, name)``."""
+        inner = key[len(self.key_prefix) + 1 : -1]
+        kind, _, name = inner.partition(":")
+        return kind, name
+
+    # -- public operations -------------------------------------------------
+
+    def create(
+        self,
+        key: str,
+        data: dict[str, Any],
+        *,
+        cancel_event: threading.Event | None = None,
+        never_expires: bool = False,
+        ttl: float | None = None,
+    ) -> None:
+        """Add or replace the entry at ``key`` (a replaced entry's cancel flag is cleared)."""
+        text = self._encode(key, data)
+        seconds = 0 if never_expires else (ttl if ttl is not None else self.expires)
+        self._create(key, text, int(seconds * 1000))
+        if cancel_event is not None:
+            self._hold(key, cancel_event)
+        else:
+            self._release(key)
+
+    def read(self, key: str, *, refresh: bool = True) -> Entry | None:
+        """The entry at ``key``, or None; a read counts as use and restarts its expiry."""
+        return self.read_many([key], refresh=refresh)[0]
+
+    def read_many(self, keys: list[str], *, refresh: bool = True) -> list[Entry | None]:
+        """Several entries in one round trip, in the order asked."""
+        if not keys:
+            return []
+        raws = self._read(keys, refresh)
+        out: list[Entry | None] = []
+        for key, raw in zip(keys, raws):
+            if raw is None:
+                self._release(key)
+                out.append(None)
+                continue
+            text, flag = raw
+            if flag:
+                self._deliver(key)
+            out.append(Entry(serialization.loads(text), flag))
+        return out
+
+    def write(self, key: str, data: dict[str, Any]) -> bool:
+        """Replace the document of an existing entry; False (and nothing written) if it is gone."""
+        flag = self._write(key, self._encode(key, data))
+        return self._after_write(key, flag)
+
+    def update(self, key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+        """Atomically replace the document with ``fn(document)``, retrying on conflict.
+
+        ``fn`` may run more than once and must not have side effects beyond its result.
+        Returns False when there is no entry (nothing is created).
+        """
+
+        def apply(text: str) -> str:
+            return self._encode(key, fn(serialization.loads(text)))
+
+        return self._after_write(key, self._update(key, apply))
+
+    def cancel(self, key: str) -> bool:
+        """Record a cancel request and set the entry's Event wherever it is held.
+
+        True only when the entry exists. The request is stored, so a holder that
+        missed the notification still sees it on its next read or write.
+        """
+        found = self._cancel(key)
+        if found:
+            self._deliver(key)
+        return found
+
+    def remove(self, key: str) -> bool:
+        """Delete the entry; True if there was one. Releases a local Event."""
+        self._release(key)
+        return self._remove(key)
+
+    def exists(self, key: str) -> bool:
+        """Whether the entry is live, without counting as use."""
+        return self._exists(key)
+
+    def keys(self, kind: str) -> list[str]:
+        """Keys of every live entry of ``kind``."""
+        return self._keys(kind)
+
+    def touch(self, keys: Iterable[str]) -> None:
+        """Restart the expiry of entries in use that nobody reads (a long silent job)."""
+        keys = list(keys)
+        if keys:
+            self._touch(keys)
+
+    def close(self) -> None:
+        """Stop background threads and drop local Events."""
+        with self._events_lock:
+            self._events.clear()
+
+    # -- local cancel Events -------------------------------------------------
+
+    def held_keys(self) -> list[str]:
+        with self._events_lock:
+            return list(self._events)
+
+    def _hold(self, key: str, event: threading.Event) -> None:
+        with self._events_lock:
+            self._events[key] = event
+        self._on_hold()
+
+    def _release(self, key: str) -> None:
+        with self._events_lock:
+            self._events.pop(key, None)
+
+    def _deliver(self, key: str) -> None:
+        with self._events_lock:
+            event = self._events.get(key)
+        if event is not None:
+            event.set()
+
+    def _after_write(self, key: str, flag: bool | None) -> bool:
+        if flag is None:
+            self._release(key)
+            return False
+        if flag:
+            self._deliver(key)
+        return True
+
+    def _on_hold(self) -> None:
+        """Called when an Event is registered; Redis starts its listener here."""
+
+    def _encode(self, key: str, data: dict[str, Any]) -> str:
+        if not isinstance(data, dict):
+            raise TypeError(f"store documents are dicts, got {type(data).__name__}")
+        text = serialization.dumps(data)
+        size = len(text.encode("utf-8"))
+        if size > self.max_entry_size:
+            raise StateTooLarge(size, self.max_entry_size, key)
+        return text
+
+    # -- storage hooks -----------------------------------------------------
+
+    @abstractmethod
+    def _create(self, key: str, text: str, ttl_ms: int) -> None:
+        """Replace the entry: document ``text``, flag cleared, expiry ``ttl_ms`` (0 = never)."""
+
+    @abstractmethod
+    def _read(self, keys: list[str], refresh: bool) -> list[tuple[str, bool] | None]:
+        """``(text, cancel_flag)`` per key or None; restart expiry when ``refresh``."""
+
+    @abstractmethod
+    def _write(self, key: str, text: str) -> bool | None:
+        """Set the document if the entry exists; return its cancel flag, or None if missing."""
+
+    @abstractmethod
+    def _update(self, key: str, apply: Callable[[str], str]) -> bool | None:
+        """Compare-and-set loop around ``apply``; cancel flag, or None if missing."""
+
+    @abstractmethod
+    def _cancel(self, key: str) -> bool:
+        """Set the stored flag and notify every process; False if the entry is missing."""
+
+    @abstractmethod
+    def _remove(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _keys(self, kind: str) -> list[str]: ...
+
+    @abstractmethod
+    def _touch(self, keys: list[str]) -> None: ...

@@ -1,0 +1,160 @@
+"""In-process store: the embedded default. Shared by the threads of one process only."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .base import Store
+
+_PURGE_EVERY = 1.0
+
+
+@dataclass
+class _Slot:
+    text: str
+    ttl: float  # seconds; 0 = never expires
+    expires_at: float
+    cancelled: bool = False
+    version: int = 0
+
+
+class MemoryStore(Store):
+    """Entries in a dict guarded by a lock; expiry is checked on access and swept every second."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._slots: dict[str, _Slot] = {}
+        self._lock = threading.Lock()
+        self._last_purge = time.monotonic()
+        self._dead: list[str] = []  # expired keys whose local Events still need releasing
+
+    def _live(self, key: str, now: float) -> _Slot | None:
+        """The slot if present and unexpired (caller holds the lock)."""
+        slot = self._slots.get(key)
+        if slot is not None and slot.ttl and slot.expires_at <= now:
+            del self._slots[key]
+            self._dead.append(key)
+            return None
+        return slot
+
+    def _purge(self, now: float) -> None:
+        """Drop every expired slot, at most once a second (caller holds the lock)."""
+        if now - self._last_purge < _PURGE_EVERY:
+            return
+        self._last_purge = now
+        for key in [k for k, s in self._slots.items() if s.ttl and s.expires_at <= now]:
+            self._live(key, now)
+
+    def _locked(self, op: Callable[[float], Any]) -> Any:
+        """Run ``op`` under the lock, then release the Events of entries found expired."""
+        now = time.monotonic()
+        with self._lock:
+            result = op(now)
+            self._purge(now)
+            dead, self._dead = self._dead, []
+        for key in dead:
+            self._release(key)
+        return result
+
+    def _create(self, key: str, text: str, ttl_ms: int) -> None:
+        ttl = ttl_ms / 1000
+
+        def op(now: float) -> None:
+            old = self._slots.get(key)
+            version = old.version + 1 if old else 0
+            self._slots[key] = _Slot(text, ttl, now + ttl, False, version)
+
+        self._locked(op)
+
+    def _read(self, keys: list[str], refresh: bool) -> list[tuple[str, bool] | None]:
+        def op(now: float) -> list[tuple[str, bool] | None]:
+            out: list[tuple[str, bool] | None] = []
+            for key in keys:
+                slot = self._live(key, now)
+                if slot is None:
+                    out.append(None)
+                    continue
+                if refresh:
+                    slot.expires_at = now + slot.ttl
+                out.append((slot.text, slot.cancelled))
+            return out
+
+        result: list[tuple[str, bool] | None] = self._locked(op)
+        return result
+
+    def _write(self, key: str, text: str) -> bool | None:
+        def op(now: float) -> bool | None:
+            slot = self._live(key, now)
+            if slot is None:
+                return None
+            slot.text, slot.expires_at, slot.version = text, now + slot.ttl, slot.version + 1
+            return slot.cancelled
+
+        result: bool | None = self._locked(op)
+        return result
+
+    def _update(self, key: str, apply: Callable[[str], str]) -> bool | None:
+        # Optimistic, like Redis WATCH: ``apply`` is user code and runs outside the lock.
+        while True:
+            with self._lock:
+                slot = self._live(key, time.monotonic())
+                if slot is None:
+                    return None
+                text, version = slot.text, slot.version
+            new_text = apply(text)
+
+            def op(now: float) -> tuple[bool, bool | None]:
+                current = self._live(key, now)
+                if current is None:
+                    return True, None
+                if current.version != version:
+                    return False, None
+                current.text, current.expires_at = new_text, now + current.ttl
+                current.version += 1
+                return True, current.cancelled
+
+            done, flag = self._locked(op)
+            if done:
+                return flag
+
+    def _cancel(self, key: str) -> bool:
+        def op(now: float) -> bool:
+            slot = self._live(key, now)
+            if slot is None:
+                return False
+            slot.cancelled = True
+            slot.expires_at = now + slot.ttl
+            return True
+
+        result: bool = self._locked(op)
+        return result
+
+    def _remove(self, key: str) -> bool:
+        result: bool = self._locked(lambda now: self._slots.pop(key, None) is not None)
+        return result
+
+    def _exists(self, key: str) -> bool:
+        result: bool = self._locked(lambda now: self._live(key, now) is not None)
+        return result
+
+    def _keys(self, kind: str) -> list[str]:
+        start = self.key(kind, "")[:-1]  # "<prefix>{<kind>:"
+
+        def op(now: float) -> list[str]:
+            return [k for k in list(self._slots) if k.startswith(start) and self._live(k, now)]
+
+        result: list[str] = self._locked(op)
+        return result
+
+    def _touch(self, keys: list[str]) -> None:
+        def op(now: float) -> None:
+            for key in keys:
+                slot = self._live(key, now)
+                if slot is not None:
+                    slot.expires_at = now + slot.ttl
+
+        self._locked(op)

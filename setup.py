@@ -1,0 +1,42 @@
+"""Packaging for flask-asyncstate (tool settings live in pyproject.toml)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="flask-asyncstate",
+    version="0.1.0",
+    description="Tracked, cancellable long-running jobs for Flask, shared across instances.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    python_requires=">=3.11",
+    packages=find_packages(include=["flask_asyncstate", "flask_asyncstate.*"]),
+    package_data={"flask_asyncstate": ["py.typed", "static/*", "templates/asyncstate/*"]},
+    include_package_data=True,
+    install_requires=[
+        "flask>=2.3",
+        "itsdangerous>=2.1",
+        "blinker>=1.6",
+        "xstatic-jquery>=3.5",
+    ],
+    extras_require={
+        "redis": ["redis>=4.5"],
+        "session": ["flask-session>=0.6", "cachelib>=0.10"],
+        "test": [
+            "redis>=4.5",
+            "flask-session>=0.6",
+            "cachelib>=0.10",
+            "pytest>=7.4",
+            "hypothesis>=6.80",
+            "playwright>=1.40",
+            "gunicorn>=21",
+            "sphinx>=7",
+            "pallets-sphinx-themes>=2.1",
+        ],
+        "bench": ["redis>=4.5", "rq>=1.15", "celery[redis]>=5.3", "flask-executor>=1.0", "matplotlib>=3.7"],
+    },
+    classifiers=[
+        "Framework :: Flask",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.11",
+    ],
+)

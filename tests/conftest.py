@@ -1,0 +1,53 @@
+"""Shared fixtures: a real redis-server per test session, stores of both kinds, apps and clients."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from redis_server import RedisServer  # noqa: E402
+
+from flask_asyncstate.stores import MemoryStore, Store  # noqa: E402
+from flask_asyncstate.stores.redis import RedisStore, client_from_url  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the session's redis-server, emptied before each test (it is ours alone)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = client_from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """Each contract test runs once per backend."""
+    made: Store
+    if request.param == "memory":
+        made = MemoryStore(key_prefix="test:")
+    else:
+        client = client_from_url(request.getfixturevalue("redis_url"))
+        made = RedisStore(client, key_prefix="test:", sweep_interval=0.2)
+    yield made
+    made.close()

@@ -1,0 +1,45 @@
+"""Code that runs in separate OS processes (spawned by multiprocessing) for cross-process tests."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from flask_asyncstate.state import StateAPI
+from flask_asyncstate.stores.redis import RedisStore, client_from_url
+
+
+@dataclass
+class Counter:
+    n: int = 0
+
+
+def state_api(url: str) -> StateAPI:
+    return StateAPI(RedisStore(client_from_url(url), key_prefix="test:", sweep_interval=0.2))
+
+
+def hold_event(url: str, name: str, ready: Any, result: Any, wait: float) -> None:
+    """Create an entry with a cancel Event, then report whether the Event got set."""
+    state = state_api(url)
+    event = threading.Event()
+    state.create(Counter(), name=name, cancel_event=event)
+    state.store.subscribed.wait(5)  # type: ignore[attr-defined]
+    ready.set()
+    result.put(event.wait(wait))
+    state.store.close()
+
+
+def increment(url: str, name: str, threads: int, times: int) -> None:
+    state = state_api(url)
+
+    def work() -> None:
+        for _ in range(times):
+            state.update(Counter, lambda c: setattr(c, "n", c.n + 1), name=name)
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    state.store.close()

@@ -1,0 +1,112 @@
+"""What only the Redis backend must show: separate processes, atomicity, outages, key layout."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+import redis
+from procs import Counter, hold_event, increment, state_api
+from redis_server import RedisServer, free_port
+
+from flask_asyncstate.errors import StoreError, StoreUnavailable
+from flask_asyncstate.state import StateAPI
+from flask_asyncstate.stores.redis import RedisStore, client_from_url
+
+spawn = multiprocessing.get_context("spawn")
+
+
+def test_cancel_from_other_process_sets_event(redis_url: str) -> None:
+    ready, result = spawn.Event(), spawn.Queue()
+    holder = spawn.Process(target=hold_event, args=(redis_url, "job", ready, result, 10))
+    holder.start()
+    assert ready.wait(30)
+    state = state_api(redis_url)
+    assert state.cancel(Counter, name="job") is True
+    assert result.get(timeout=15) is True
+    holder.join(10)
+    print("cross-process cancel: Event set in the holder process")
+
+
+def test_updates_from_two_processes_are_atomic(redis_url: str) -> None:
+    state = state_api(redis_url)
+    state.create(Counter(), name="count")
+    procs = [spawn.Process(target=increment, args=(redis_url, "count", 4, 2000)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert state.get(Counter, name="count") == Counter(16000)
+    print("2 processes x 4 threads x 2,000 updates -> 16,000")
+
+
+def test_cancel_while_listener_disconnected_is_not_lost(redis_url: str) -> None:
+    state = state_api(redis_url)
+    store = state.store
+    assert isinstance(store, RedisStore)
+    event = threading.Event()
+    state.create(Counter(), name="gap", cancel_event=event)
+    assert store.subscribed.wait(5)
+    admin = redis.Redis.from_url(redis_url)
+    admin.client_kill_filter(_type="pubsub")  # drop the listener's link, then cancel at once
+    assert state_api(redis_url).cancel(Counter, name="gap") is True
+    assert event.wait(5)
+    store.close()
+
+
+def test_keys_are_cluster_friendly(redis_url: str) -> None:
+    state = state_api(redis_url)
+    state.create(Counter(), name="x")
+    keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys("test:*")]
+    assert keys == ["test:{procs.Counter:x}"]  # one key per entry, hash-tagged
+
+
+def test_redis_down_raises_our_error() -> None:
+    client = client_from_url(f"redis://127.0.0.1:{free_port()}/0")
+    state = StateAPI(RedisStore(client))
+    for call in (
+        lambda: state.create(Counter()),
+        lambda: state.get(Counter),
+        lambda: state.update(Counter, lambda c: None),
+        lambda: state.cancel(Counter),
+        lambda: state.remove(Counter),
+        lambda: state.get_all(Counter),
+    ):
+        with pytest.raises(StoreUnavailable) as info:
+            call()
+        assert isinstance(info.value.__cause__, redis.ConnectionError)
+
+
+def test_redis_restart_listener_recovers() -> None:
+    server = RedisServer().start()
+    try:
+        state = state_api(server.url)
+        store = state.store
+        assert isinstance(store, RedisStore)
+        event = threading.Event()
+        state.create(Counter(), name="r", cancel_event=event, never_expires=True)
+        assert store.subscribed.wait(5)
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            state.get(Counter, name="r")
+        server.start()  # empty again: no persistence
+        state.create(Counter(), name="r", cancel_event=event)
+        deadline = time.monotonic() + 10
+        while not store.subscribed.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.subscribed.is_set(), "listener must resubscribe after a restart"
+        assert state_api(server.url).cancel(Counter, name="r")
+        assert event.wait(5)
+        store.close()
+    finally:
+        server.stop()
+
+
+def test_server_error_is_store_error(redis_url: str) -> None:
+    redis.Redis.from_url(redis_url).set("test:{procs.Counter:}", "a string, not a hash")
+    with pytest.raises(StoreError) as info:
+        state_api(redis_url).get(Counter)
+    assert isinstance(info.value.__cause__, redis.RedisError)

@@ -1,0 +1,211 @@
+"""The state API contract: every test runs against MemoryStore and a real RedisStore."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from flask_asyncstate.errors import StateTooLarge, UnserializableState
+from flask_asyncstate.state import StateAPI
+from flask_asyncstate.stores import Store
+
+
+@dataclass
+class ImportState:
+    progress: int = 0
+    message: str = ""
+    rows: list = field(default_factory=list)
+
+
+@dataclass
+class Inner:
+    a: int = 0
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    tags: dict = field(default_factory=dict)
+
+
+class Hooked:
+    def __init__(self, when: datetime.date) -> None:
+        self.when = when
+
+    def to_dict(self) -> dict:
+        return {"when": self.when.isoformat()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Hooked":
+        return cls(datetime.date.fromisoformat(data["when"]))
+
+
+@pytest.fixture
+def state(store: Store) -> StateAPI:
+    return StateAPI(store)
+
+
+def test_dataclass_round_trips_exactly(state: StateAPI) -> None:
+    original = ImportState(3, "héllo ✓", [1, 2.5, None, True, {"k": ["x"]}])
+    state.create(original, name="import")
+    assert state.get(ImportState, name="import") == original
+
+
+def test_nested_dataclass_dict_and_hooks_round_trip(state: StateAPI) -> None:
+    state.create(Outer(Inner(7), {"a": 1}))
+    assert state.get(Outer) == Outer(Inner(7), {"a": 1})
+    state.create({"plain": [1, 2]}, name="d")
+    assert state.get(dict, name="d") == {"plain": [1, 2]}
+    state.create(Hooked(datetime.date(2026, 11, 23)))
+    assert state.get(Hooked).when == datetime.date(2026, 11, 23)
+
+
+def test_unknown_entry_answers_none_false(state: StateAPI) -> None:
+    assert state.get(ImportState, name="nope") is None
+    assert state.contains(ImportState, name="nope") is False
+    assert state.cancel(ImportState, name="nope") is False
+    assert state.update(ImportState, lambda s: None, name="nope") is False
+    assert state.remove(ImportState, name="nope") is False
+    assert state.get(ImportState, name="nope") is None  # update did not create it
+
+
+def test_type_and_name_make_the_key(state: StateAPI) -> None:
+    state.create(ImportState(1), name="a")
+    state.create(ImportState(2), name="b")
+    state.create(ImportState(3))
+    state.create({"progress": 4}, name="a")
+    assert state.get(ImportState, name="a").progress == 1
+    assert state.get(ImportState, name="b").progress == 2
+    assert state.get(ImportState).progress == 3
+    assert state.get(dict, name="a") == {"progress": 4}
+    assert sorted(s.progress for s in state.get_all(ImportState)) == [1, 2, 3]
+
+
+def test_update_mutates_or_replaces(state: StateAPI) -> None:
+    state.create(ImportState(), name="i")
+    assert state.update(ImportState, lambda s: setattr(s, "progress", 50), name="i") is True
+    assert state.get(ImportState, name="i").progress == 50
+    assert state.update(ImportState, lambda s: ImportState(99, "new"), name="i") is True
+    assert state.get(ImportState, name="i") == ImportState(99, "new")
+
+
+@pytest.mark.parametrize(
+    "value, path",
+    [
+        ({1, 2}, "rows"),
+        ((1, 2), "rows"),
+        (datetime.datetime(2026, 1, 1), "rows"),
+        (object(), "rows"),
+        ([1, {"deep": {3}}], "rows[1].deep"),
+        ([float("nan")], "rows[0]"),
+        ({1: "int key"}, "rows[1]"),
+    ],
+)
+def test_create_refuses_what_cannot_round_trip(state: StateAPI, value: object, path: str) -> None:
+    with pytest.raises(TypeError) as info:
+        state.create(ImportState(rows=value), name="bad")  # type: ignore[arg-type]
+    assert isinstance(info.value, UnserializableState)
+    assert info.value.path == path
+    assert repr(path) in str(info.value)
+    assert state.get(ImportState, name="bad") is None
+
+
+def test_update_refuses_unserialisable_and_keeps_old_value(state: StateAPI) -> None:
+    state.create(ImportState(5), name="i")
+    with pytest.raises(TypeError, match="'message'"):
+        state.update(ImportState, lambda s: setattr(s, "message", {1}), name="i")
+    assert state.get(ImportState, name="i") == ImportState(5)
+
+
+def test_oversized_entry_is_refused(store: Store, state: StateAPI) -> None:
+    store.max_entry_size = 1000
+    state.create(ImportState(message="x" * 900), name="ok")
+    with pytest.raises(StateTooLarge, match="ASYNCSTATE_MAX_ENTRY_SIZE"):
+        state.create(ImportState(message="x" * 2000), name="big")
+    assert state.get(ImportState, name="big") is None
+    with pytest.raises(ValueError):
+        state.update(ImportState, lambda s: setattr(s, "message", "y" * 2000), name="ok")
+    assert state.get(ImportState, name="ok").message == "x" * 900
+
+
+def test_non_state_objects_are_refused(state: StateAPI) -> None:
+    with pytest.raises(TypeError, match="dataclass"):
+        state.create(object())
+    with pytest.raises(TypeError, match="pass the class"):
+        state.get(ImportState(), name="x")  # type: ignore[arg-type]
+
+
+def test_cancel_sets_event_and_survives_state_writes(state: StateAPI) -> None:
+    event = threading.Event()
+    state.create(ImportState(), name="c", cancel_event=event)
+    assert not state.is_cancelled(ImportState, name="c")
+    assert state.cancel(ImportState, name="c") is True
+    assert event.wait(2)
+    state.update(ImportState, lambda s: setattr(s, "progress", 10), name="c")
+    assert state.is_cancelled(ImportState, name="c")
+    assert state.get(ImportState, name="c").progress == 10
+
+
+def test_create_replaces_and_clears_cancel(state: StateAPI) -> None:
+    state.create(ImportState(1), name="r")
+    state.cancel(ImportState, name="r")
+    state.create(ImportState(2), name="r")
+    assert state.get(ImportState, name="r") == ImportState(2)
+    assert not state.is_cancelled(ImportState, name="r")
+
+
+def test_remove_releases_local_event(store: Store, state: StateAPI) -> None:
+    event = threading.Event()
+    state.create(ImportState(), name="x", cancel_event=event)
+    assert store.held_keys()
+    assert state.remove(ImportState, name="x") is True
+    assert store.held_keys() == []
+    assert state.cancel(ImportState, name="x") is False
+    assert not event.is_set()
+
+
+def test_concurrent_updates_lose_nothing(state: StateAPI) -> None:
+    state.create(ImportState(), name="n")
+
+    def work() -> None:
+        for _ in range(300):
+            state.update(ImportState, lambda s: setattr(s, "progress", s.progress + 1), name="n")
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state.get(ImportState, name="n").progress == 1800
+
+
+def test_sliding_expiry(store: Store, state: StateAPI) -> None:
+    store.expires = 1
+    event = threading.Event()
+    state.create(ImportState(1), name="idle", cancel_event=event)
+    state.create(ImportState(2), name="busy")
+    state.create(ImportState(3), name="forever", never_expires=True)
+    for _ in range(5):  # 2.5 s: "busy" is read every 0.5 s, "idle" never
+        time.sleep(0.5)
+        assert state.get(ImportState, name="busy") == ImportState(2)
+    assert state.contains(ImportState, name="idle") is False
+    assert state.get(ImportState, name="idle") is None
+    assert state.get(ImportState, name="forever") == ImportState(3)
+    deadline = time.monotonic() + 3
+    while store.held_keys() and time.monotonic() < deadline:
+        state.contains(ImportState, name="busy")  # any operation lets the memory store sweep
+        time.sleep(0.1)
+    assert store.held_keys() == [], "expiry must release the local Event"
+
+
+def test_contains_does_not_refresh_expiry(store: Store, state: StateAPI) -> None:
+    store.expires = 1
+    state.create(ImportState(), name="peek")
+    for _ in range(4):
+        time.sleep(0.4)
+        state.contains(ImportState, name="peek")
+    assert state.contains(ImportState, name="peek") is False
