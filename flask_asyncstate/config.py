@@ -1,0 +1,70 @@
+"""The ``ASYNCSTATE_*`` configuration keys, their defaults, and their validation (read once per app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Every key with its default. ``init_app`` sets these with ``app.config.setdefault``.
+DEFAULTS: dict[str, Any] = {
+    "ASYNCSTATE_REDIS_URL": None,
+    "ASYNCSTATE_KEY_PREFIX": "asyncstate:",
+    "ASYNCSTATE_MAX_WORKERS": 4,
+    "ASYNCSTATE_EXPIRES": 900,
+    "ASYNCSTATE_FLUSH_INTERVAL": 0.25,
+    "ASYNCSTATE_HEARTBEAT_INTERVAL": 5.0,
+    "ASYNCSTATE_MAX_JOBS_PER_SESSION": 5,
+    "ASYNCSTATE_URL_PREFIX": "/asyncstate",
+    "ASYNCSTATE_TOKEN_MAX_AGE": None,
+    "ASYNCSTATE_EAGER": False,
+    "ASYNCSTATE_MAX_ENTRY_SIZE": 64 * 1024,
+    "ASYNCSTATE_SHUTDOWN_TIMEOUT": 10.0,
+    "ASYNCSTATE_SSE_MAX_AGE": 300.0,
+}
+
+
+def _positive(config: Any, key: str, kind: type = float) -> Any:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{key} must be a positive number, got {value!r}")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one app."""
+
+    redis_url: str | None
+    key_prefix: str
+    max_workers: int
+    expires: float
+    flush_interval: float
+    heartbeat_interval: float
+    max_jobs_per_session: int
+    url_prefix: str
+    token_max_age: float | None
+    eager: bool
+    max_entry_size: int
+    shutdown_timeout: float
+    sse_max_age: float
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Settings":
+        for key, value in DEFAULTS.items():
+            config.setdefault(key, value)
+        max_age = config["ASYNCSTATE_TOKEN_MAX_AGE"]
+        return cls(
+            redis_url=config["ASYNCSTATE_REDIS_URL"] or None,
+            key_prefix=str(config["ASYNCSTATE_KEY_PREFIX"]),
+            max_workers=_positive(config, "ASYNCSTATE_MAX_WORKERS", int),
+            expires=_positive(config, "ASYNCSTATE_EXPIRES"),
+            flush_interval=_positive(config, "ASYNCSTATE_FLUSH_INTERVAL"),
+            heartbeat_interval=_positive(config, "ASYNCSTATE_HEARTBEAT_INTERVAL"),
+            max_jobs_per_session=_positive(config, "ASYNCSTATE_MAX_JOBS_PER_SESSION", int),
+            url_prefix=str(config["ASYNCSTATE_URL_PREFIX"]).rstrip("/"),
+            token_max_age=None if max_age is None else _positive(config, "ASYNCSTATE_TOKEN_MAX_AGE"),
+            eager=bool(config["ASYNCSTATE_EAGER"]),
+            max_entry_size=_positive(config, "ASYNCSTATE_MAX_ENTRY_SIZE", int),
+            shutdown_timeout=_positive(config, "ASYNCSTATE_SHUTDOWN_TIMEOUT"),
+            sse_max_age=_positive(config, "ASYNCSTATE_SSE_MAX_AGE"),
+        )

@@ -1,0 +1,173 @@
+"""The Flask extension object: configuration, wiring of store, runner, blueprint and CLI."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any, overload
+
+from flask import Flask, current_app, has_app_context, session
+
+from . import tokens
+from .config import Settings
+from .jobs import JobHandle, TrackedJob
+from .runner import JobRunner
+from .state import StateAPI
+from .stores.base import Store
+from .stores.memory import MemoryStore
+
+
+def _make_store(settings: Settings, redis_client: Any) -> tuple[Store, bool]:
+    """The store an app gets, and whether we created it (and so must close it)."""
+    options = {
+        "key_prefix": settings.key_prefix,
+        "expires": settings.expires,
+        "max_entry_size": settings.max_entry_size,
+    }
+    if redis_client is None and settings.redis_url is None:
+        return MemoryStore(**options), True
+    try:
+        from .stores.redis import RedisStore, client_from_url
+    except ImportError as exc:
+        raise RuntimeError(
+            "ASYNCSTATE_REDIS_URL is set but redis-py is not installed:"
+            " pip install 'flask-asyncstate[redis]'"
+        ) from exc
+    if redis_client is not None:
+        return RedisStore(redis_client, **options), False
+    return RedisStore(client_from_url(settings.redis_url or ""), **options), True
+
+
+class AsyncState:
+    """Tracked, cancellable jobs and shared typed state for Flask apps.
+
+    One object can serve several apps (app factories): everything per app is
+    kept in a :class:`~flask_asyncstate.runner.JobRunner` found through the
+    current app.
+    """
+
+    def __init__(self, app: Flask | None = None, *, redis: Any = None) -> None:
+        self._runners: weakref.WeakKeyDictionary[Flask, JobRunner] = weakref.WeakKeyDictionary()
+        if app is not None:
+            self.init_app(app, redis=redis)
+
+    def init_app(self, app: Flask, *, redis: Any = None) -> None:
+        """Register the extension on ``app``.
+
+        Reads once, with ``app.config.setdefault``, the keys (see :mod:`flask_asyncstate.config`):
+
+        - ``ASYNCSTATE_REDIS_URL``: Redis to share jobs between instances (None: in-process memory).
+        - ``ASYNCSTATE_KEY_PREFIX``: prefix of every Redis key and channel (``"asyncstate:"``).
+        - ``ASYNCSTATE_MAX_WORKERS``: threads running jobs in this process (4).
+        - ``ASYNCSTATE_EXPIRES``: seconds an untouched entry lives (900).
+        - ``ASYNCSTATE_FLUSH_INTERVAL``: seconds between writes of buffered progress (0.25).
+        - ``ASYNCSTATE_HEARTBEAT_INTERVAL``: seconds between liveness beats (5); 3 missed = lost.
+        - ``ASYNCSTATE_MAX_JOBS_PER_SESSION``: unfinished jobs a session may have (5).
+        - ``ASYNCSTATE_URL_PREFIX``: where the blueprint is mounted (``"/asyncstate"``).
+        - ``ASYNCSTATE_TOKEN_MAX_AGE``: seconds a token stays valid (None: no limit).
+        - ``ASYNCSTATE_EAGER``: run jobs inline in ``start()``, for tests (False).
+        - ``ASYNCSTATE_MAX_ENTRY_SIZE``: bytes one encoded entry may take (65536).
+        - ``ASYNCSTATE_SHUTDOWN_TIMEOUT``: seconds shutdown waits for cancelled jobs (10).
+        - ``ASYNCSTATE_SSE_MAX_AGE``: seconds one event stream stays open at most (300).
+
+        :param redis: a ``redis.Redis`` client to use instead of ``ASYNCSTATE_REDIS_URL``.
+        """
+        if "asyncstate" in app.extensions:
+            raise RuntimeError(
+                "A 'AsyncState' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        settings = Settings.from_config(app.config)
+        store, owns_store = _make_store(settings, redis)
+        self._runners[app] = JobRunner(app, settings, store, owns_store)
+        app.extensions["asyncstate"] = self
+        from .views import register  # the web layer is optional for the core
+
+        register(self, app, settings)
+
+    # -- finding the per-app runner ----------------------------------------
+
+    def runner(self, app: Flask | None = None) -> JobRunner:
+        """The per-app runtime: the current app's, or the only app's outside an app context."""
+        if app is None:
+            if has_app_context():
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+            elif len(self._runners) == 1:
+                return next(iter(self._runners.values()))
+            else:
+                raise RuntimeError(
+                    "No Flask app context: push one (with app.app_context():) to pick the app."
+                )
+        try:
+            return self._runners[app]
+        except KeyError:
+            raise RuntimeError(
+                "The current Flask app is not registered with this 'AsyncState' instance."
+                " Did you forget to call 'init_app', or did you create multiple"
+                " 'AsyncState' instances?"
+            ) from None
+
+    @property
+    def state(self) -> StateAPI:
+        """The typed state API (create / update / get / contains / get_all / cancel / remove)."""
+        return self.runner().state
+
+    @property
+    def store(self) -> Store:
+        return self.runner().store
+
+    # -- jobs ----------------------------------------------------------------
+
+    @overload
+    def job(self, fn: Callable[..., Any]) -> TrackedJob: ...
+
+    @overload
+    def job(
+        self, fn: None = None, *, name: str | None = None, never_expires: bool = False,
+        state: type | None = None,
+    ) -> Callable[[Callable[..., Any]], TrackedJob]: ...
+
+    def job(
+        self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
+        never_expires: bool = False, state: type | None = None,
+    ) -> TrackedJob | Callable[[Callable[..., Any]], TrackedJob]:
+        """Decorate a function ``fn(job, *args)`` as a tracked job.
+
+        :param name: shown in progress documents (default: the function name).
+        :param never_expires: keep the job's document until it is removed.
+        :param state: a state type; the job gets ``job.state`` bound to an entry of it.
+        """
+
+        def decorate(f: Callable[..., Any]) -> TrackedJob:
+            return TrackedJob(self, f, name=name, never_expires=never_expires, state=state)
+
+        return decorate(fn) if fn is not None else decorate
+
+    def handle(self, token: str) -> JobHandle:
+        """A handle on the job a token names; raises :class:`InvalidToken` if it is bad."""
+        runner = self.runner()
+        return runner.handle(runner.signer.unsign(token))
+
+    def status(self, token: str) -> dict[str, Any] | None:
+        """The progress document of a token's job (None if unknown or expired)."""
+        return self.handle(token).status()
+
+    def cancel(self, token: str) -> bool:
+        """Request cancellation of a token's job from any instance; False if unknown."""
+        return self.handle(token).cancel()
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The current session's jobs, newest first, each with its ``token``."""
+        runner = self.runner()
+        ids = tokens.session_job_ids(session)
+        docs = runner.records.statuses(ids) if ids else []
+        return [
+            dict(doc, token=runner.signer.sign(job_id))
+            for job_id, doc in zip(ids, docs)
+            if doc is not None
+        ]
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop every app's runner: cancel running jobs, wait, write ``lost`` for the rest."""
+        for runner in list(self._runners.values()):
+            runner.shutdown(timeout)

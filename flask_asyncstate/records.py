@@ -1,0 +1,134 @@
+"""Job and instance documents in the store: what is written, and how a reader sees it.
+
+A job is a store entry of kind ``flask_asyncstate.job`` named by the job id.
+Its document holds the public progress fields plus ``instance`` (which
+process runs it); ``cancel_requested`` comes from the store's separate cancel
+flag. Each running instance keeps a heartbeat entry of kind
+``flask_asyncstate.instance`` that expires after three missed beats; a reader
+that finds an unfinished job whose instance entry is gone reports ``lost``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from .stores.base import Entry, Store
+
+JOB_KIND = "flask_asyncstate.job"
+INSTANCE_KIND = "flask_asyncstate.instance"
+
+QUEUED, RUNNING = "queued", "running"
+SUCCEEDED, FAILED, CANCELLED, LOST = "succeeded", "failed", "cancelled", "lost"
+#: Statuses after which nothing changes any more.
+FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST})
+UNFINISHED = frozenset({QUEUED, RUNNING})
+
+#: The fields of the progress document, in the order they are shown.
+PUBLIC_FIELDS = (
+    "id", "name", "status", "current", "total", "percent", "message",
+    "result", "error", "cancel_requested", "created_at", "updated_at",
+)
+
+
+def new_document(job_id: str, name: str, instance: str) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "id": job_id, "name": name, "status": QUEUED, "current": 0, "total": None,
+        "percent": None, "message": None, "result": None, "error": None,
+        "created_at": now, "updated_at": now, "instance": instance,
+    }
+
+
+def percent_of(current: float, total: float | None) -> float | None:
+    if not total:
+        return None
+    return round(min(100.0, max(0.0, current * 100.0 / total)), 2)
+
+
+class JobRecords:
+    """Reads and writes job and instance entries for one app's store."""
+
+    def __init__(self, store: Store, instance_id: str) -> None:
+        self.store = store
+        self.instance_id = instance_id
+
+    def job_key(self, job_id: str) -> str:
+        return self.store.key(JOB_KIND, job_id)
+
+    def instance_key(self, instance_id: str) -> str:
+        return self.store.key(INSTANCE_KIND, instance_id)
+
+    # -- writing (the instance that runs the job) ---------------------------
+
+    def create(self, doc: dict[str, Any], event: threading.Event, never_expires: bool) -> None:
+        self.store.create(
+            self.job_key(doc["id"]), doc, cancel_event=event, never_expires=never_expires
+        )
+
+    def save(self, doc: dict[str, Any], event: threading.Event, never_expires: bool) -> None:
+        """Write the document; re-create the entry if it vanished (a Redis restart)."""
+        if not self.store.write(self.job_key(doc["id"]), doc):
+            self.create(doc, event, never_expires)
+
+    def beat(self, info: dict[str, Any], interval: float, running: list[str]) -> None:
+        """Refresh this instance's liveness entry and keep its silent jobs from expiring."""
+        key = self.instance_key(self.instance_id)
+        if not self.store.write(key, info):
+            self.store.create(key, info, ttl=3 * interval)
+        self.store.touch(self.job_key(j) for j in running)
+
+    def retire(self) -> None:
+        self.store.remove(self.instance_key(self.instance_id))
+
+    # -- reading (any instance) ----------------------------------------------
+
+    def status(self, job_id: str) -> dict[str, Any] | None:
+        """The public progress document of a job, or None if it is unknown or expired."""
+        return self.statuses([job_id])[0]
+
+    def statuses(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
+        entries = self.store.read_many([self.job_key(j) for j in job_ids])
+        return self._public(entries)
+
+    def all_jobs(self) -> list[dict[str, Any]]:
+        """Every live job of every instance (a scan: for the CLI and admin pages)."""
+        keys = self.store.keys(JOB_KIND)
+        entries = self.store.read_many(keys, refresh=False)
+        docs = [d for d in self._public(entries, internal=True) if d is not None]
+        return sorted(docs, key=lambda d: d["created_at"], reverse=True)
+
+    def instances(self) -> list[dict[str, Any]]:
+        keys = self.store.keys(INSTANCE_KIND)
+        entries = self.store.read_many(keys, refresh=False)
+        return [e.data for e in entries if e is not None]
+
+    def _public(
+        self, entries: list[Entry | None], internal: bool = False
+    ) -> list[dict[str, Any] | None]:
+        dead = self._dead_instances(entries)
+        out: list[dict[str, Any] | None] = []
+        for entry in entries:
+            if entry is None:
+                out.append(None)
+                continue
+            doc = dict(entry.data, cancel_requested=entry.cancel_requested)
+            if doc["status"] in UNFINISHED and doc.get("instance") in dead:
+                doc["status"] = LOST
+            public = {f: doc.get(f) for f in PUBLIC_FIELDS}
+            if internal:
+                public["instance"] = doc.get("instance")
+            out.append(public)
+        return out
+
+    def _dead_instances(self, entries: list[Entry | None]) -> set[str]:
+        owners = {
+            e.data.get("instance")
+            for e in entries
+            if e is not None and e.data.get("status") in UNFINISHED
+        }
+        owners.discard(self.instance_id)  # we are alive: we are the ones asking
+        owners.discard(None)
+        ordered = sorted(o for o in owners if isinstance(o, str))
+        return {o for o in ordered if not self.store.exists(self.instance_key(o))}

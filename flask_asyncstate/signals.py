@@ -1,0 +1,17 @@
+"""Blinker signals, sent with the Flask app as sender (like Flask's own signals).
+
+Receivers get ``job_id`` and ``document`` (the progress document) as keyword
+arguments. ``job_progress`` is coalesced: it fires when buffered progress is
+written, not on every ``progress()`` call.
+"""
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: A job left the queue and its function is about to run.
+job_started = _signals.signal("asyncstate-job-started")
+#: Buffered progress of a job was written to the store.
+job_progress = _signals.signal("asyncstate-job-progress")
+#: A job reached a final status (``document["status"]`` says which).
+job_finished = _signals.signal("asyncstate-job-finished")

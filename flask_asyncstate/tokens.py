@@ -1,0 +1,85 @@
+"""Job tokens (itsdangerous) and the binding of job ids to the user's session.
+
+A token is the job id signed with the app's ``SECRET_KEY`` and our salt; it
+proves the id was issued by this app and nothing more. Seeing a job also
+requires its id to be in the requesting session, so a token replayed from
+another browser session is refused like garbage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+
+from .errors import InvalidToken
+from .records import UNFINISHED
+
+SALT = "flask-asyncstate.job"
+#: Session key holding this session's job ids, newest first.
+SESSION_KEY = "_asyncstate_jobs"
+
+
+class TokenSigner:
+    """Sign job ids into URL-safe tokens and check them back."""
+
+    def __init__(self, secret_key: str | bytes | None, max_age: float | None) -> None:
+        self._secret_key = secret_key
+        self.max_age = max_age
+
+    def _serializer(self) -> URLSafeTimedSerializer:
+        if not self._secret_key:
+            raise RuntimeError(
+                "flask-asyncstate signs job tokens with SECRET_KEY: set app.config['SECRET_KEY']"
+            )
+        return URLSafeTimedSerializer(self._secret_key, salt=SALT)
+
+    def sign(self, job_id: str) -> str:
+        return self._serializer().dumps(job_id)
+
+    def unsign(self, token: str) -> str:
+        """The job id inside ``token``; :class:`InvalidToken` if it is bad in any way."""
+        if not isinstance(token, str) or len(token) > 512:
+            raise InvalidToken("malformed job token")
+        try:
+            job_id = self._serializer().loads(token, max_age=self.max_age)
+        except BadData as exc:
+            raise InvalidToken("invalid or expired job token") from exc
+        if not isinstance(job_id, str):
+            raise InvalidToken("malformed job token")
+        return job_id
+
+
+def session_job_ids(session: MutableMapping[str, Any]) -> list[str]:
+    ids = session.get(SESSION_KEY)
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
+def bind(
+    session: MutableMapping[str, Any],
+    job_id: str,
+    known: list[tuple[str, dict[str, Any] | None]],
+    limit: int,
+) -> None:
+    """Record ``job_id`` first in the session's list.
+
+    ``known`` pairs the session's current ids with their documents (read once
+    by the caller for the quota check). Unfinished jobs stay; of the finished
+    ones only the ``limit`` newest do; ids gone from the store drop off.
+    """
+    kept: list[str] = []
+    finished = 0
+    for job, doc in known:
+        if doc is None:
+            continue
+        if doc["status"] not in UNFINISHED:
+            finished += 1
+            if finished > limit:
+                continue
+        kept.append(job)
+    session[SESSION_KEY] = [job_id, *kept]
+
+
+def owns(session: MutableMapping[str, Any], job_id: str) -> bool:
+    return job_id in session_job_ids(session)
