@@ -17,15 +17,15 @@ from .stores.base import Store
 from .stores.memory import MemoryStore
 
 
-def _make_store(settings: Settings, redis_client: Any) -> tuple[Store, bool]:
-    """The store an app gets, and whether we created it (and so must close it)."""
+def _make_store(settings: Settings, redis_client: Any) -> Store:
+    """The store an app gets: Redis when a client or URL is given, else in-process memory."""
     options = {
         "key_prefix": settings.key_prefix,
         "expires": settings.expires,
         "max_entry_size": settings.max_entry_size,
     }
     if redis_client is None and settings.redis_url is None:
-        return MemoryStore(**options), True
+        return MemoryStore(**options)
     try:
         from .stores.redis import RedisStore, client_from_url
     except ImportError as exc:
@@ -34,8 +34,8 @@ def _make_store(settings: Settings, redis_client: Any) -> tuple[Store, bool]:
             " pip install 'flask-asyncstate[redis]'"
         ) from exc
     if redis_client is not None:
-        return RedisStore(redis_client, **options), False
-    return RedisStore(client_from_url(settings.redis_url or ""), **options), True
+        return RedisStore(redis_client, **options)
+    return RedisStore(client_from_url(settings.redis_url or ""), **options)
 
 
 class AsyncState:
@@ -78,8 +78,7 @@ class AsyncState:
                 " Import and use that instance instead."
             )
         settings = Settings.from_config(app.config)
-        store, owns_store = _make_store(settings, redis)
-        self._runners[app] = JobRunner(app, settings, store, owns_store)
+        self._runners[app] = JobRunner(app, settings, _make_store(settings, redis))
         app.extensions["asyncstate"] = self
         from .views import register  # the web layer is optional for the core
 

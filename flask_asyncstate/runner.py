@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, has_request_context, session
 
-from . import signals, tokens
+from . import serialization, signals, tokens
 from .config import Settings
 from .errors import QuotaExceeded, StateTooLarge, StoreError
 from .jobs import BoundState, JobContext, JobHandle
@@ -47,11 +47,10 @@ def _error(exc: BaseException) -> dict[str, str]:
 class JobRunner:
     """Everything flask-asyncstate keeps per app: settings, store, state API, pool, threads."""
 
-    def __init__(self, app: Flask, settings: Settings, store: Store, owns_store: bool) -> None:
+    def __init__(self, app: Flask, settings: Settings, store: Store) -> None:
         self._app_ref = weakref.ref(app)
         self.settings = settings
         self.store = store
-        self._owns_store = owns_store
         self.state = StateAPI(store)
         self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.records = JobRecords(store, self.instance_id)
@@ -163,6 +162,11 @@ class JobRunner:
         else:
             if ctx.cancelled.is_set():  # honoured the request by returning early
                 self._finish(ctx, job, CANCELLED)
+                return
+            try:
+                serialization.check_value(result, "result", f"job {job.name!r}")
+            except TypeError as exc:
+                self._finish(ctx, job, FAILED, error=_error(exc))
             else:
                 self._finish(ctx, job, SUCCEEDED, result=result)
 
@@ -200,10 +204,7 @@ class JobRunner:
             self.records.save(final, ctx.cancelled, job.never_expires)
         except (TypeError, StateTooLarge) as exc:
             # The result cannot be stored: the job fails, with a clear reason, instead.
-            final.update(status=FAILED, result=None, error={
-                "type": type(exc).__name__,
-                "message": f"the job's result cannot be stored: {exc}"[:_MAX_ERROR_MESSAGE],
-            })
+            final.update(status=FAILED, result=None, error=_error(exc))
             with ctx._lock:
                 ctx._doc.update(final)
             self.records.save(final, ctx.cancelled, job.never_expires)
@@ -236,6 +237,9 @@ class JobRunner:
     def _write_loop(self) -> None:
         next_beat = time.monotonic() + self.settings.heartbeat_interval
         while not self._stop.wait(self.settings.flush_interval):
+            if self._app_ref() is None:  # the app is gone (a test, a factory): so are we
+                self.shutdown(0)
+                return
             self.flush()
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.settings.heartbeat_interval
@@ -274,8 +278,9 @@ class JobRunner:
                 with ctx._lock:
                     ctx._dirty = True
                 return
-        if signal:
-            signals.job_progress.send(self.app, job_id=ctx.id, document=doc)
+        app = self._app_ref()
+        if signal and app is not None:
+            signals.job_progress.send(app, job_id=ctx.id, document=doc)
 
     def _beat(self) -> None:
         with self._lock:
@@ -323,8 +328,7 @@ class JobRunner:
             self.records.retire()
         except StoreError:
             pass
-        if self._owns_store:
-            self.store.close()
+        self.store.close()  # stops its listener; a client passed to init_app stays open
 
 
 def _register_exit(runner: JobRunner) -> None:

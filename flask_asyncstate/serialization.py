@@ -98,6 +98,11 @@ def _encode_dataclass(obj: Any, prefix: str, owner: str) -> dict[str, Any]:
     return out
 
 
+def check_value(value: Any, path: str, owner: str) -> Any:
+    """Validate one JSON-native value (e.g. a job result); ``UnserializableState`` names ``path``."""
+    return _encode(value, path, owner)
+
+
 def to_document(obj: Any) -> dict[str, Any]:
     """Validate ``obj`` and return its JSON-ready dict; raise ``UnserializableState`` if it can't."""
     tp = type(obj)

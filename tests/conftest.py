@@ -51,3 +51,26 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
         made = RedisStore(client, key_prefix="test:", sweep_interval=0.2)
     yield made
     made.close()
+
+
+@pytest.fixture
+def make_app() -> Iterator[object]:
+    """Factory of (app, extension) pairs, shut down after the test."""
+    from apps import make_app as factory
+
+    made: list = []
+
+    def build(redis_url: str | None = None, **config: object):  # type: ignore[no-untyped-def]
+        app, ext = factory(redis_url, **config)
+        made.append((app, ext))  # keep the app alive: the extension holds it weakly
+        return app, ext
+
+    yield build
+    for _app, ext in made:
+        ext.shutdown(timeout=2)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_url(request: pytest.FixtureRequest) -> str | None:
+    """None for the in-memory store, else a real Redis URL: run a test on both backends."""
+    return None if request.param == "memory" else request.getfixturevalue("redis_url")

@@ -43,3 +43,20 @@ def increment(url: str, name: str, threads: int, times: int) -> None:
     for t in pool:
         t.join()
     state.store.close()
+
+
+def run_job(url: str, job_name: str, args: tuple[Any, ...], out: Any) -> None:
+    """Instance A: start one job, report its token, then report how it ended."""
+    from apps import define_jobs, make_app
+
+    app, ext = make_app(url)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        handle = jobs[job_name].start(*args)
+        out.put(("started", handle.token))
+        ctx = ext.runner().local_context(handle.id)
+        assert ctx is not None
+        ctx._done.wait(60)
+        out.put(("event_set", ctx.cancelled.is_set()))
+        out.put(("final", handle.status()))
+    ext.shutdown()

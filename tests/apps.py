@@ -1,0 +1,76 @@
+"""Small app factories shared by in-process tests and the child processes of cross-process tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from flask import Flask
+
+from flask_asyncstate import AsyncState, JobContext
+
+SECRET = "test-secret-not-for-production"
+
+
+def make_app(redis_url: str | None = None, **config: Any) -> tuple[Flask, AsyncState]:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=SECRET,
+        TESTING=True,
+        ASYNCSTATE_KEY_PREFIX="test:",
+        ASYNCSTATE_FLUSH_INTERVAL=0.05,
+        ASYNCSTATE_HEARTBEAT_INTERVAL=0.5,
+    )
+    if redis_url:
+        app.config["ASYNCSTATE_REDIS_URL"] = redis_url
+    app.config.update(config)
+    ext = AsyncState(app)
+    return app, ext
+
+
+def define_jobs(ext: AsyncState) -> dict[str, Any]:
+    """The jobs the tests start, registered on ``ext``."""
+    jobs: dict[str, Any] = {}
+
+    @ext.job
+    def count(job: JobContext, n: int, sleep: float = 0.0) -> dict[str, int]:
+        for i in range(1, n + 1):
+            job.check_cancelled()
+            job.progress(i, total=n, message=f"{i:,} of {n:,} rows")
+            if sleep:
+                time.sleep(sleep)
+        return {"rows": n}
+
+    @ext.job
+    def until_cancelled(job: JobContext, limit: float = 60.0) -> str:
+        deadline = time.monotonic() + limit
+        i = 0
+        while not job.cancelled.wait(0.01):
+            i += 1
+            job.progress(i, message=f"tick {i}")
+            if time.monotonic() > deadline:
+                return "timed out"
+        return "stopped early"
+
+    @ext.job(name="stubborn")
+    def ignores_cancel(job: JobContext, seconds: float) -> None:
+        time.sleep(seconds)
+
+    @ext.job
+    def blocked(job: JobContext, gate: threading.Event) -> str:
+        gate.wait(30)
+        return "released"
+
+    @ext.job
+    def fails(job: JobContext) -> None:
+        job.progress(1, total=2)
+        raise ValueError("bad row 7")
+
+    @ext.job
+    def returns_set(job: JobContext) -> set[int]:
+        return {1, 2}
+
+    jobs.update(count=count, until_cancelled=until_cancelled, stubborn=ignores_cancel,
+                blocked=blocked, fails=fails, returns_set=returns_set)
+    return jobs

@@ -1,0 +1,270 @@
+"""Job lifecycle on both backends: results, failures, cancellation, quotas, eager mode, signals."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from apps import define_jobs
+
+from flask_asyncstate import QuotaExceeded, job_finished, job_progress, job_started
+from flask_asyncstate.records import PUBLIC_FIELDS
+
+
+def test_success_stores_result_and_exact_document(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        handle = jobs["count"].start(40)
+        doc = handle.wait(10)
+    assert list(doc) == list(PUBLIC_FIELDS)
+    assert doc["status"] == "succeeded"
+    assert (doc["current"], doc["total"], doc["percent"]) == (40, 40, 100.0)
+    assert doc["message"] == "40 of 40 rows"
+    assert doc["result"] == {"rows": 40}
+    assert doc["error"] is None and doc["cancel_requested"] is False
+    assert doc["name"] == "count" and doc["id"] == handle.id
+    assert doc["created_at"] <= doc["updated_at"]
+
+
+def test_failure_stores_error_and_logs_traceback(make_app, backend_url, caplog) -> None:
+    app, ext = make_app(backend_url)
+    jobs = define_jobs(ext)
+    with caplog.at_level(logging.ERROR, logger="flask_asyncstate"), app.app_context():
+        doc = jobs["fails"].start().wait(10)
+    assert doc["status"] == "failed"
+    assert doc["error"] == {"type": "ValueError", "message": "bad row 7"}
+    assert "Traceback" not in str(doc)
+    assert any(r.exc_info and "bad row 7" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_unserialisable_result_fails_cleanly_and_pool_lives_on(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        doc = jobs["returns_set"].start().wait(10)
+        assert doc["status"] == "failed"
+        assert doc["error"]["type"] == "UnserializableState"
+        assert "field 'result' of job 'returns_set'" in doc["error"]["message"]
+        assert jobs["count"].start(3).wait(10)["status"] == "succeeded"
+
+
+def test_cancel_while_running_is_cooperative(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        handle = jobs["until_cancelled"].start()
+        deadline = time.monotonic() + 5
+        while handle.status()["status"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert handle.cancel() is True
+        doc = handle.wait(10)
+    assert doc["status"] == "cancelled"
+    assert doc["cancel_requested"] is True
+    assert doc["result"] is None  # returned normally after the request: still cancelled
+
+
+def test_job_cancelled_exception_ends_cancelled(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        handle = jobs["count"].start(100000, sleep=0.001)
+        time.sleep(0.1)
+        ext.cancel(handle.token)
+        doc = handle.wait(10)
+    assert doc["status"] == "cancelled"
+    assert doc["error"] is None
+    assert 0 < doc["current"] < 100000
+
+
+def test_cancelled_while_queued_never_starts(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1)
+    jobs = define_jobs(ext)
+    started = []
+    gate = threading.Event()
+
+    @ext.job
+    def record(job) -> None:
+        started.append(job.id)
+
+    with app.app_context():
+        first = jobs["blocked"].start(gate)
+        second = record.start()
+        assert second.status()["status"] == "queued"
+        assert second.cancel() is True
+        gate.set()
+        assert first.wait(10)["status"] == "succeeded"
+        assert second.wait(10)["status"] == "cancelled"
+    assert started == []
+
+
+def test_unknown_job_answers(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    with app.app_context():
+        handle = ext.runner().handle("0" * 32)
+        assert handle.status() is None
+        assert handle.cancel() is False
+        assert handle.wait(1) is None
+
+
+def test_final_document_is_not_overwritten_by_buffered_progress(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_FLUSH_INTERVAL=0.01)
+
+    @ext.job
+    def burst(job) -> str:
+        for i in range(20000):
+            job.progress(i, total=20000)
+        return "done"
+
+    with app.app_context():
+        handles = [burst.start() for _ in range(8)]
+        for h in handles:
+            h.wait(20)
+        time.sleep(0.1)  # several flush intervals after the end
+        for h in handles:
+            doc = h.status()
+            assert doc["status"] == "succeeded" and doc["result"] == "done"
+            assert doc["current"] == 19999
+
+
+def test_quota_per_session(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
+    jobs = define_jobs(ext)
+    gate = threading.Event()
+    with app.test_request_context("/"):
+        a = jobs["blocked"].start(gate)
+        jobs["blocked"].start(gate)
+        with pytest.raises(QuotaExceeded, match="ASYNCSTATE_MAX_JOBS_PER_SESSION=2"):
+            jobs["blocked"].start(gate)
+        gate.set()
+        a.wait(10)
+        time.sleep(0.05)
+        jobs["count"].start(1).wait(10)  # room again once one finished
+        assert [j["status"] for j in ext.jobs()][0] == "succeeded"
+        assert len(ext.jobs()) == 3
+    with app.app_context():  # outside a request there is no session and no quota
+        for _ in range(3):
+            jobs["count"].start(1).wait(10)
+
+
+def test_eager_mode_runs_inline_with_same_documents(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_EAGER=True)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        handle = jobs["count"].start(5)
+        doc = handle.status()  # no wait needed: start() returned after the job ended
+        assert doc["status"] == "succeeded" and doc["result"] == {"rows": 5}
+        assert jobs["fails"].start().status()["error"]["type"] == "ValueError"
+
+
+def test_signals_fire_with_app_as_sender(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    jobs = define_jobs(ext)
+    seen: list[tuple[str, str]] = []
+
+    def receiver(name: str):  # type: ignore[no-untyped-def]
+        def receive(sender, job_id, document):  # type: ignore[no-untyped-def]
+            assert sender is app
+            seen.append((name, document["status"]))
+        return receive
+
+    started, progressed, finished = receiver("started"), receiver("progress"), receiver("finished")
+    with job_started.connected_to(started, app), job_progress.connected_to(progressed, app), \
+            job_finished.connected_to(finished, app), app.app_context():
+        jobs["count"].start(30, sleep=0.01).wait(10)
+    assert seen[0] == ("started", "running")
+    assert seen[-1] == ("finished", "succeeded")
+    assert 1 <= sum(1 for s in seen if s[0] == "progress") < 30  # coalesced
+
+
+def test_two_apps_in_one_process_are_independent(make_app) -> None:
+    from flask import Flask
+
+    app1, ext1 = make_app()
+    app2, ext2 = make_app()
+    jobs1 = define_jobs(ext1)
+    with app1.app_context():
+        handle = jobs1["count"].start(3)
+        handle.wait(10)
+        token = handle.token
+    assert ext1.runner(app1) is not ext2.runner(app2)
+    assert ext1.runner(app1).store is not ext2.runner(app2).store
+    with app2.app_context():
+        assert ext2.status(token) is None  # app2's store has never seen the job
+        with pytest.raises(RuntimeError, match="init_app"):
+            ext1.runner()  # app2 is not registered with ext1
+    with pytest.raises(RuntimeError, match="init_app"):
+        ext1.runner(Flask("other"))
+    with pytest.raises(RuntimeError, match="already been registered"):
+        ext2.init_app(app1)
+
+
+def test_declared_state_is_bound_to_the_job(make_app, backend_url) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class ImportState:
+        imported: int = 0
+
+    app, ext = make_app(backend_url)
+
+    @ext.job(state=ImportState, name="typed")
+    def typed(job) -> int:
+        for _ in range(5):
+            job.state.update(lambda s: setattr(s, "imported", s.imported + 1))
+        return job.state.get().imported
+
+    with app.app_context():
+        handle = typed.start()
+        assert handle.wait(10)["result"] == 5
+        assert ext.state.get(ImportState, name=handle.id) == ImportState(5)
+        handle_cancel = typed.start()
+        handle_cancel.wait(10)
+        assert ext.state.cancel(ImportState, name=handle_cancel.id) is True
+
+
+def test_shutdown_cancels_waits_and_marks_the_rest_lost(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=2)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        polite = jobs["until_cancelled"].start()
+        stubborn = jobs["stubborn"].start(3)
+        queued = jobs["count"].start(1)
+        time.sleep(0.2)
+        ext.shutdown(timeout=0.5)
+        assert polite.status()["status"] == "cancelled"
+        lost = stubborn.status()
+        assert lost["status"] == "lost" and lost["error"]["type"] == "Shutdown"
+        assert queued.status()["status"] == "cancelled"
+        with pytest.raises(RuntimeError, match="shut down"):
+            jobs["count"].start(1)
+
+
+def test_progress_validates_its_arguments(make_app) -> None:
+    app, ext = make_app()
+    errors: list[str] = []
+
+    @ext.job
+    def bad(job) -> None:
+        for call in (lambda: job.progress("1"), lambda: job.progress(1, total="9"),
+                     lambda: job.progress(1, message=3), lambda: job.message(None)):
+            try:
+                call()
+            except TypeError as exc:
+                errors.append(str(exc))
+
+    with app.app_context():
+        bad.start().wait(10)
+    assert len(errors) == 4
+
+
+def test_start_without_secret_key_explains(make_app) -> None:
+    app, ext = make_app(SECRET_KEY=None)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        handle = jobs["count"].start(1)
+        with pytest.raises(RuntimeError, match="SECRET_KEY"):
+            handle.token  # noqa: B018
+        assert handle.wait(10)["status"] == "succeeded"
