@@ -29,6 +29,8 @@ setup(
             "hypothesis>=6.80",
             "playwright>=1.40",
             "gunicorn>=21",
+            "requests>=2.28",
+            "flask-wtf>=1.1",
             "sphinx>=7",
             "pallets-sphinx-themes>=2.1",
         ],

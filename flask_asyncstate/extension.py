@@ -6,10 +6,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
-from flask import Flask, current_app, has_app_context, session
+from flask import Flask, current_app, get_template_attribute, has_app_context, request, session, url_for
+from markupsafe import Markup
 
-from . import tokens
+from . import tokens, views
+from .cli import asyncstate_cli
 from .config import Settings
+from .errors import QuotaExceeded, StoreError
 from .jobs import JobHandle, TrackedJob
 from .runner import JobRunner
 from .state import StateAPI
@@ -36,6 +39,17 @@ def _make_store(settings: Settings, redis_client: Any) -> Store:
     if redis_client is not None:
         return RedisStore(redis_client, **options)
     return RedisStore(client_from_url(settings.redis_url or ""), **options)
+
+
+def widget(token: str, **options: Any) -> Markup:
+    """Jinja global ``asyncstate_widget(token)``: the progress bar, cancel button and scripts.
+
+    Options go to the macro in ``asyncstate/widget.html`` (``interval``,
+    ``mode``, ``include_assets``, ``jquery_url``, ``label``...).
+    """
+    macro = get_template_attribute("asyncstate/widget.html", "asyncstate_widget")
+    prefix = url_for("asyncstate.not_found", rest="").rstrip("/")
+    return Markup(macro(token, prefix=prefix, **options))
 
 
 class AsyncState:
@@ -80,9 +94,23 @@ class AsyncState:
         settings = Settings.from_config(app.config)
         self._runners[app] = JobRunner(app, settings, _make_store(settings, redis))
         app.extensions["asyncstate"] = self
-        from .views import register  # the web layer is optional for the core
+        self._register_web(app, settings)
 
-        register(self, app, settings)
+    def _register_web(self, app: Flask, settings: Settings) -> None:
+        """Blueprint, error answers, the ``asyncstate_widget`` Jinja global and the CLI."""
+        blueprint = views.create_blueprint(settings.url_prefix)
+        app.register_blueprint(blueprint)
+        app.register_error_handler(QuotaExceeded, views.quota_exceeded)
+        app.register_error_handler(StoreError, views.store_error)
+        app.jinja_env.globals["asyncstate_widget"] = widget
+        app.cli.add_command(asyncstate_cli)
+        # Flask-WTF may be set up before or after us: exempt now, and again on our first request.
+        views.exempt_from_csrf_protect(app, blueprint)
+
+        @app.before_request
+        def _exempt_late() -> None:
+            if request.blueprint == "asyncstate":
+                views.exempt_from_csrf_protect(app, blueprint)
 
     # -- finding the per-app runner ----------------------------------------
 

@@ -1,0 +1,219 @@
+"""The blueprint: every row of SPEC.md's error table, session isolation, token tampering."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from apps import define_jobs
+from flask import Flask
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from redis_server import RedisServer
+
+from flask_asyncstate.tokens import SALT
+
+XHR = {"X-Requested-With": "XMLHttpRequest"}
+
+
+@pytest.fixture
+def web(make_app, backend_url):  # type: ignore[no-untyped-def]
+    """An app with a view that starts jobs, on both backends."""
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
+    jobs = define_jobs(ext)
+    gate = threading.Event()
+
+    @app.post("/start/<kind>")
+    def start(kind: str):  # type: ignore[no-untyped-def]
+        args = {"count": (3,), "until_cancelled": (), "blocked": (gate,)}[kind]
+        return {"token": jobs[kind].start(*args).token}
+
+    yield app, ext, gate
+    gate.set()
+
+
+def _start(client, kind: str = "until_cancelled") -> str:  # type: ignore[no-untyped-def]
+    response = client.post(f"/start/{kind}")
+    assert response.status_code == 200, response.data
+    return response.json["token"]
+
+
+def _assert_json_error(response, status: int) -> None:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/json"
+    assert "error" in response.json
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_progress_answers_own_job_by_get_and_post(web) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, _ = web
+    client = app.test_client()
+    token = _start(client, "count")
+    for method in (client.get, client.post):
+        response = method(f"/asyncstate/progress/{token}")
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.json["name"] == "count"
+        assert response.json["status"] in ("queued", "running", "succeeded")
+
+
+def _flip(token: str, index: int) -> str:
+    ch = token[index]
+    return token[:index] + ("A" if ch != "A" else "B") + token[index + 1 :]
+
+
+def test_bad_tokens_all_answer_the_same_404(web) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, _ = web
+    client = app.test_client()
+    token = _start(client)
+    job_id = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=SALT).loads(token)
+    other_key = URLSafeTimedSerializer("another-secret", salt=SALT).dumps(job_id)
+
+    class OldSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - 3600  # an hour ago: past the max age below
+
+    old = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=SALT, signer=OldSigner).dumps(job_id)
+    app.extensions["asyncstate"].runner(app).signer.max_age = 60
+    bodies = set()
+    for bad in ["garbage", "", "a" * 600, _flip(token, 3), _flip(token, len(token) - 2),
+                other_key, old, token + "x", "%00", "..%2f..%2fetc"]:
+        response = client.get(f"/asyncstate/progress/{bad}")
+        _assert_json_error(response, 404)
+        bodies.add(response.data)
+    stranger = app.test_client()  # a valid token from another session
+    response = stranger.get(f"/asyncstate/progress/{token}")
+    _assert_json_error(response, 404)
+    bodies.add(response.data)
+    assert len(bodies) <= 2  # "no such job in this session", or the catch-all "not found"
+    assert client.get(f"/asyncstate/progress/{token}").status_code == 200
+
+
+def test_sessions_are_isolated(web) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, _ = web
+    alice, bob = app.test_client(), app.test_client()
+    token = _start(alice)
+    assert [j["token"] for j in alice.get("/asyncstate/jobs").json]
+    assert bob.get("/asyncstate/jobs").json == []
+    _assert_json_error(bob.post(f"/asyncstate/cancel/{token}", headers=XHR), 404)
+    assert alice.get(f"/asyncstate/progress/{token}").json["cancel_requested"] is False
+
+
+def test_cancel_needs_post_and_same_origin_proof(web) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, _ = web
+    client = app.test_client()
+    token = _start(client)
+    response = client.get(f"/asyncstate/cancel/{token}")
+    _assert_json_error(response, 405)
+    assert response.headers["Allow"] == "POST"
+    _assert_json_error(client.delete(f"/asyncstate/progress/{token}"), 405)
+    _assert_json_error(client.post("/asyncstate/jobs"), 405)
+    _assert_json_error(client.post(f"/asyncstate/cancel/{token}"), 403)
+    _assert_json_error(
+        client.post(f"/asyncstate/cancel/{token}", headers={"Origin": "https://evil.example"}), 403
+    )
+    assert client.get(f"/asyncstate/progress/{token}").json["cancel_requested"] is False
+    response = client.post(f"/asyncstate/cancel/{token}", headers={"Origin": "http://localhost"})
+    assert response.status_code == 202
+    assert response.json["cancel_requested"] is True
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_cancel_with_header_stops_the_job(web) -> None:  # type: ignore[no-untyped-def]
+    app, ext, _ = web
+    client = app.test_client()
+    token = _start(client)
+    response = client.post(f"/asyncstate/cancel/{token}", headers=XHR)
+    assert response.status_code == 202 and response.json["cancel_requested"] is True
+    with app.app_context():
+        assert ext.handle(token).wait(10)["status"] == "cancelled"
+    assert client.get(f"/asyncstate/progress/{token}").json["status"] == "cancelled"
+
+
+def test_flask_wtf_csrf_is_honoured(make_app) -> None:
+    from flask_wtf.csrf import CSRFProtect, generate_csrf
+
+    app, ext = make_app()
+    CSRFProtect(app)  # set up after us: our blueprint must still answer JSON
+    jobs = define_jobs(ext)
+
+    @app.get("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["until_cancelled"].start().token, "csrf": generate_csrf()}
+
+    client = app.test_client()
+    started = client.get("/start").json
+    url = f"/asyncstate/cancel/{started['token']}"
+    _assert_json_error(client.post(url, headers=XHR), 403)
+    _assert_json_error(client.post(url, headers={**XHR, "X-CSRFToken": "forged"}), 403)
+    response = client.post(url, headers={**XHR, "X-CSRFToken": started["csrf"]})
+    assert response.status_code == 202
+
+
+def test_quota_answers_429(web) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, gate = web
+    client = app.test_client()
+    _start(client, "blocked")
+    _start(client, "blocked")
+    response = client.post("/start/blocked")
+    _assert_json_error(response, 429)
+    assert "ASYNCSTATE_MAX_JOBS_PER_SESSION" in response.json["error"]
+    assert app.test_client().post("/start/blocked").status_code == 200  # others are not affected
+
+
+def test_store_unreachable_answers_503(make_app) -> None:
+    server = RedisServer().start()
+    try:
+        app, ext = make_app(server.url)
+        jobs = define_jobs(ext)
+
+        @app.post("/start")
+        def start():  # type: ignore[no-untyped-def]
+            return {"token": jobs["count"].start(2).token}
+
+        client = app.test_client()
+        token = client.post("/start").json["token"]
+        assert client.get(f"/asyncstate/progress/{token}").status_code == 200
+        server.stop()
+        _assert_json_error(client.get(f"/asyncstate/progress/{token}"), 503)
+        _assert_json_error(client.post(f"/asyncstate/cancel/{token}", headers=XHR), 503)
+        _assert_json_error(client.get("/asyncstate/jobs"), 503)
+        _assert_json_error(client.post("/start"), 503)
+    finally:
+        server.stop()
+
+
+def test_unknown_paths_under_the_prefix_answer_json(web) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, _ = web
+    client = app.test_client()
+    for path in ["/asyncstate", "/asyncstate/", "/asyncstate/progress/", "/asyncstate/nope",
+                 "/asyncstate/progress/a/b", "/asyncstate/cancel"]:
+        _assert_json_error(client.get(path), 404)
+
+
+def test_assets_are_served_locally(web) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, _ = web
+    client = app.test_client()
+    for path, needle in [("jquery.js", b"jQuery v3"), ("asyncstate.js", b"$.fn[NAME] = function"),
+                         ("asyncstate.css", b".asyncstate-bar")]:
+        with client.get(f"/asyncstate/{path}") as response:
+            assert response.status_code == 200
+            assert needle in response.data
+
+
+def test_widget_renders_accessible_markup(web) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, _ = web
+    with app.test_request_context("/"):
+        html = app.jinja_env.from_string("{{ asyncstate_widget('t<o>k') }}").render()
+    assert 'role="progressbar"' in html and 'aria-valuenow="0"' in html
+    assert 'data-asyncstate-token="t&lt;o&gt;k"' in html
+    assert 'src="/asyncstate/jquery.js"' in html and "cdn" not in html.lower()
+
+
+def test_url_prefix_is_configurable(make_app) -> None:
+    app, ext = make_app(ASYNCSTATE_URL_PREFIX="/jobs-api/")
+    assert app.test_client().get("/jobs-api/jobs").json == []
+    with app.test_request_context("/"):
+        assert 'data-asyncstate-prefix="/jobs-api"' in app.jinja_env.from_string(
+            "{{ asyncstate_widget('t') }}").render()
+    assert isinstance(app, Flask)
