@@ -1,0 +1,85 @@
+"""The example app in headless Chromium (Debian's, driven by Playwright): bar, cancel, isolation."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from servers import AppProcess
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian's chromium is required: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def example(tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
+    """The example app as the README runs it: embedded in-memory store, no Redis."""
+    with AppProcess(tmp_path, SESSION_DIR=str(tmp_path / "sessions")) as app:
+        yield app
+
+
+@pytest.mark.parametrize("mode", ["poll"])
+def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, mode) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    external: list[str] = []
+    page.on("request", lambda req: None if req.url.startswith(example.url) else external.append(req.url))
+
+    page.goto(example.url + "/")
+    page.click("#start-import")
+    bar = page.locator(".asyncstate-bar")
+    bar.wait_for()
+    page.wait_for_function(
+        "() => +document.querySelector('.asyncstate-bar').getAttribute('aria-valuenow') > 0",
+        timeout=15000,
+    )
+    first = int(bar.get_attribute("aria-valuenow") or 0)
+    page.wait_for_function(
+        f"() => +document.querySelector('.asyncstate-bar').getAttribute('aria-valuenow') > {first}",
+        timeout=15000,
+    )
+    risen = int(bar.get_attribute("aria-valuenow") or 0)
+    assert 0 < first < risen < 100
+    assert "of 2,000 products" in page.locator(".asyncstate-message").inner_text()
+
+    page.click(".asyncstate-cancel")
+    page.wait_for_selector(".asyncstate.asyncstate--cancelled", timeout=15000)
+    assert "Cancelled" in page.locator(".asyncstate-status").inner_text()
+    page.screenshot(path=str(tmp_path / "cancelled.png"), full_page=True)
+
+    token = page.locator("[data-asyncstate-token]").get_attribute("data-asyncstate-token")
+    own = page.request.get(f"{example.url}/asyncstate/progress/{token}")
+    assert own.status == 200 and own.json()["status"] == "cancelled"
+
+    other = browser.new_context()  # another browser: another session cookie
+    response = other.request.get(f"{example.url}/asyncstate/progress/{token}")
+    assert response.status == 404
+    assert response.headers["content-type"].startswith("application/json")
+    other_page = other.new_page()
+    other_page.goto(f"{example.url}/?token={token}")
+    other_page.wait_for_selector(".asyncstate.asyncstate--notfound", timeout=15000)
+    other.close()
+
+    page.goto(example.url + "/my-jobs")
+    assert page.locator("#jobs tr[data-status=cancelled]").count() == 1
+    assert errors == [] and external == []
+    context.close()
+    print(f"aria-valuenow rose {first} -> {risen}, cancelled; screenshot {tmp_path / 'cancelled.png'}")

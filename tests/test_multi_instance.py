@@ -1,0 +1,51 @@
+"""Two example-app processes on two ports share one redis-server for jobs and sessions."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from servers import AppProcess
+
+XHR = {"X-Requested-With": "XMLHttpRequest"}
+JSON = {"Accept": "application/json"}
+
+
+def _progress(browser: requests.Session, app: AppProcess, token: str) -> requests.Response:
+    return browser.get(f"{app.url}/asyncstate/progress/{token}", timeout=5)
+
+
+def test_start_on_one_instance_watch_and_cancel_on_the_other(redis_url, tmp_path) -> None:
+    with AppProcess(tmp_path, REDIS_URL=redis_url) as a, AppProcess(tmp_path, REDIS_URL=redis_url) as b:
+        browser = requests.Session()  # one cookie jar: the same session cookie goes to both
+        started = browser.post(f"{a.url}/import", headers=JSON, timeout=5)
+        assert started.status_code == 202, started.text
+        token = started.json()["token"]
+
+        seen = []
+        deadline = time.monotonic() + 20
+        while len({d["current"] for d in seen}) < 3:
+            assert time.monotonic() < deadline, seen[-1:]
+            response = _progress(browser, b, token)
+            assert response.status_code == 200, response.text
+            seen.append(response.json())
+            time.sleep(0.1)
+        assert seen[-1]["status"] == "running"
+        assert seen[-1]["message"].endswith("of 2,000 products")
+
+        cancelled = browser.post(f"{b.url}/asyncstate/cancel/{token}", headers=XHR, timeout=5)
+        assert cancelled.status_code == 202 and cancelled.json()["cancel_requested"] is True
+        while (doc := _progress(browser, a, token).json())["status"] != "cancelled":
+            assert time.monotonic() < deadline + 10, doc
+            time.sleep(0.05)
+        assert doc["current"] < 2000
+
+        jobs_on_b = browser.get(f"{b.url}/asyncstate/jobs", timeout=5).json()
+        assert [j["id"] for j in jobs_on_b] == [doc["id"]]
+
+        stranger = requests.Session()
+        for app in (a, b):
+            assert _progress(stranger, app, token).status_code == 404
+            assert stranger.get(f"{app.url}/asyncstate/jobs", timeout=5).json() == []
+    print(f"started on :{a.port}, {len(seen)} polls and a cancel on :{b.port}; "
+          f"stopped at {doc['current']} of 2,000")
