@@ -28,22 +28,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import platform
-import shutil
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # run from a checkout, no install needed
-
-from redis_server import RedisServer  # noqa: E402
+from _common import redis_server  # also puts the checkout on sys.path: no install needed
 
 from flask_asyncstate import serialization  # noqa: E402
 from flask_asyncstate.state import StateAPI  # noqa: E402
@@ -178,17 +170,6 @@ def environment(client: redis.Redis, ops: int, repeats: int) -> str:
 
 
 # -- driver -------------------------------------------------------------------
-
-
-@contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    """A throwaway redis-server on a free port, stopped and its directory removed after."""
-    server = RedisServer()
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

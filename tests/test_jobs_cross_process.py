@@ -70,14 +70,15 @@ class CountingConnection(redis.Connection):
 
 
 def test_hot_progress_loop_costs_a_bounded_number_of_redis_round_trips(redis_url) -> None:
-    from apps import make_app
+    from apps import SECRET
+    from flask import Flask
+
+    from flask_asyncstate import AsyncState
 
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=port)
-    app, _ = make_app(ASYNCSTATE_FLUSH_INTERVAL=0.25)
-    app.extensions.clear()
-    from flask_asyncstate import AsyncState
-
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=SECRET, ASYNCSTATE_HEARTBEAT_INTERVAL=0.5)
     ext = AsyncState(app, redis=redis.Redis(connection_pool=pool))
 
     @ext.job
