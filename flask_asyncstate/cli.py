@@ -1,14 +1,117 @@
-"""``flask asyncstate ...`` commands (filled in with the CLI issue)."""
+"""``flask asyncstate ...``: look at and manage the jobs of every instance sharing the store."""
 
 from __future__ import annotations
 
+import json
+import time
+from typing import Any
+
 import click
+from flask import current_app
 from flask.cli import AppGroup
+
+from .records import FINAL, LOST
+from .runner import JobRunner
 
 asyncstate_cli = AppGroup("asyncstate", help="Inspect and manage flask-asyncstate jobs.")
 
 
+def _runner() -> JobRunner:
+    runner: JobRunner = current_app.extensions["asyncstate"].runner()
+    return runner
+
+
+def _age(since: float | None) -> str:
+    if not since:
+        return "-"
+    seconds = max(0, int(time.time() - since))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
 @asyncstate_cli.command("list")
-def list_jobs() -> None:
-    """List live jobs across instances."""
-    click.echo("not yet")
+@click.option("--status", "statuses", multiple=True, help="Only jobs with this status (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_jobs(statuses: tuple[str, ...], as_json: bool) -> None:
+    """List live jobs of every instance, newest first."""
+    jobs = [j for j in _runner().records.all_jobs() if not statuses or j["status"] in statuses]
+    if as_json:
+        click.echo(json.dumps(jobs, indent=2))
+        return
+    if not jobs:
+        click.echo("No live jobs.")
+        return
+    rows = [
+        [j["id"], str(j["name"]), j["status"],
+         "-" if j["percent"] is None else f"{j['percent']:.0f}%",
+         _age(j["created_at"]), str(j.get("instance") or "-")]
+        for j in jobs
+    ]
+    _table(["ID", "NAME", "STATUS", "PERCENT", "AGE", "INSTANCE"], rows)
+
+
+def _job(job_id: str) -> dict[str, Any]:
+    doc = _runner().records.status(job_id)
+    if doc is None:
+        raise click.ClickException(f"no live job with id {job_id!r} (finished jobs expire)")
+    return doc
+
+
+@asyncstate_cli.command("show")
+@click.argument("job_id")
+def show(job_id: str) -> None:
+    """Print one job's progress document as JSON."""
+    click.echo(json.dumps(_job(job_id), indent=2))
+
+
+@asyncstate_cli.command("cancel")
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Request cancellation of a job, wherever it runs."""
+    doc = _job(job_id)
+    if doc["status"] in FINAL:
+        raise click.ClickException(f"job {job_id} already ended: {doc['status']}")
+    if not _runner().cancel(job_id):
+        raise click.ClickException(f"job {job_id} vanished before it could be cancelled")
+    click.echo(f"Cancel requested for job {job_id} ({doc['name']}).")
+
+
+@asyncstate_cli.command("purge")
+@click.option("--all", "include_lost", is_flag=True, help="Also remove lost jobs.")
+@click.option("--older-than", type=float, default=0.0, metavar="SECONDS",
+              help="Only jobs whose last update is at least this old.")
+def purge(include_lost: bool, older_than: float) -> None:
+    """Remove finished job entries (succeeded, failed, cancelled)."""
+    runner = _runner()
+    removable = FINAL if include_lost else FINAL - {LOST}
+    cutoff = time.time() - older_than
+    removed = 0
+    for job in runner.records.all_jobs():
+        if job["status"] in removable and job["updated_at"] <= cutoff:
+            removed += runner.records.remove(job["id"])
+    click.echo(f"Removed {removed} finished job(s).")
+
+
+@asyncstate_cli.command("instances")
+def instances() -> None:
+    """List live instances (those heartbeating) and the jobs they run."""
+    found = sorted(_runner().records.instances(), key=lambda i: i.get("started_at", 0))
+    if not found:
+        click.echo("No live instances.")
+        return
+    rows = [
+        [str(i["id"]), str(i.get("host")), str(i.get("pid")), _age(i.get("started_at")),
+         _age(i.get("beat_at")), str(len(i.get("jobs", []))), " ".join(i.get("jobs", []))]
+        for i in found
+    ]
+    _table(["INSTANCE", "HOST", "PID", "UP", "LAST BEAT", "JOBS", "RUNNING"], rows)

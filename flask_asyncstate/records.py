@@ -79,6 +79,9 @@ class JobRecords:
             self.store.create(key, info, ttl=3 * interval)
         self.store.touch(self.job_key(j) for j in running)
 
+    def remove(self, job_id: str) -> bool:
+        return self.store.remove(self.job_key(job_id))
+
     def retire(self) -> None:
         self.store.remove(self.instance_key(self.instance_id))
 
