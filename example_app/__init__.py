@@ -91,7 +91,9 @@ def create_app(config: dict[str, object] | None = None) -> Flask:
 
     @app.get("/")
     def index() -> str:
-        return render_template("index.html", token=request.args.get("token"))
+        # mode "auto": push updates over Server-Sent Events, falling back to polling
+        mode = "poll" if request.args.get("mode") == "poll" else "auto"
+        return render_template("index.html", token=request.args.get("token"), mode=mode)
 
     @app.post("/import")
     def start_import():  # type: ignore[no-untyped-def]

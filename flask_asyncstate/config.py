@@ -20,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "ASYNCSTATE_MAX_ENTRY_SIZE": 64 * 1024,
     "ASYNCSTATE_SHUTDOWN_TIMEOUT": 10.0,
     "ASYNCSTATE_SSE_MAX_AGE": 300.0,
+    "ASYNCSTATE_SSE_PING_INTERVAL": 15.0,
 }
 
 
@@ -47,6 +48,7 @@ class Settings:
     max_entry_size: int
     shutdown_timeout: float
     sse_max_age: float
+    sse_ping_interval: float
 
     @classmethod
     def from_config(cls, config: Any) -> "Settings":
@@ -67,4 +69,5 @@ class Settings:
             max_entry_size=_positive(config, "ASYNCSTATE_MAX_ENTRY_SIZE", int),
             shutdown_timeout=_positive(config, "ASYNCSTATE_SHUTDOWN_TIMEOUT"),
             sse_max_age=_positive(config, "ASYNCSTATE_SSE_MAX_AGE"),
+            sse_ping_interval=_positive(config, "ASYNCSTATE_SSE_PING_INTERVAL"),
         )

@@ -83,6 +83,7 @@ class AsyncState:
         - ``ASYNCSTATE_MAX_ENTRY_SIZE``: bytes one encoded entry may take (65536).
         - ``ASYNCSTATE_SHUTDOWN_TIMEOUT``: seconds shutdown waits for cancelled jobs (10).
         - ``ASYNCSTATE_SSE_MAX_AGE``: seconds one event stream stays open at most (300).
+        - ``ASYNCSTATE_SSE_PING_INTERVAL``: seconds between keep-alive comments on a stream (15).
 
         :param redis: a ``redis.Redis`` client to use instead of ``ASYNCSTATE_REDIS_URL``.
         """

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import tokens
 from .errors import InvalidToken, QuotaExceeded, StoreError
+from .events import progress_stream
 
 log = logging.getLogger("flask_asyncstate")
 
@@ -113,6 +114,21 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         if doc is None:
             return error(404, _NOT_FOUND)
         return _json(doc, 202)
+
+    @bp.route("/events/<token>", methods=_ANY_METHOD)
+    def events(token: str) -> Response:
+        if request.method != "GET":
+            return error(405, "use GET", Allow="GET")
+        job_id = session_job_id(token)
+        runner = _extension().runner()
+        if runner.records.status(job_id) is None:
+            return error(404, _NOT_FOUND)
+        # The generator needs no request context: the session was checked above.
+        return Response(
+            progress_stream(runner, job_id),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     @bp.route("/jobs", methods=_ANY_METHOD)
     def jobs() -> Response:

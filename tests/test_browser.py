@@ -34,7 +34,7 @@ def example(tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
         yield app
 
 
-@pytest.mark.parametrize("mode", ["poll"])
+@pytest.mark.parametrize("mode", ["poll", "auto"])
 def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, mode) -> None:  # type: ignore[no-untyped-def]
     context = browser.new_context()
     page = context.new_page()
@@ -45,6 +45,9 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
 
     page.goto(example.url + "/")
     page.click("#start-import")
+    page.wait_for_url("**/?token=*")
+    if mode == "poll":
+        page.goto(page.url + "&mode=poll")
     bar = page.locator(".asyncstate-bar")
     bar.wait_for()
     page.wait_for_function(
@@ -57,13 +60,15 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
         timeout=15000,
     )
     risen = int(bar.get_attribute("aria-valuenow") or 0)
+    transport = page.evaluate("() => jQuery('.asyncstate').data('asyncstate').transport")
+    assert transport == ("sse" if mode == "auto" else "poll")
     assert 0 < first < risen < 100
     assert "of 2,000 products" in page.locator(".asyncstate-message").inner_text()
 
     page.click(".asyncstate-cancel")
     page.wait_for_selector(".asyncstate.asyncstate--cancelled", timeout=15000)
     assert "Cancelled" in page.locator(".asyncstate-status").inner_text()
-    page.screenshot(path=str(tmp_path / "cancelled.png"), full_page=True)
+    page.screenshot(path=str(tmp_path / f"cancelled-{mode}.png"), full_page=True)
 
     token = page.locator("[data-asyncstate-token]").get_attribute("data-asyncstate-token")
     own = page.request.get(f"{example.url}/asyncstate/progress/{token}")
@@ -82,4 +87,5 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
     assert page.locator("#jobs tr[data-status=cancelled]").count() == 1
     assert errors == [] and external == []
     context.close()
-    print(f"aria-valuenow rose {first} -> {risen}, cancelled; screenshot {tmp_path / 'cancelled.png'}")
+    print(f"{mode}: aria-valuenow rose {first} -> {risen} over {transport}, cancelled;"
+          f" screenshot {tmp_path / f'cancelled-{mode}.png'}")

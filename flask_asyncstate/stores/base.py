@@ -14,9 +14,10 @@ cancel request.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ class Store(ABC):
         self.max_entry_size = max_entry_size
         self._events: dict[str, threading.Event] = {}
         self._events_lock = threading.Lock()
+        self._watchers: dict[str, set[threading.Event]] = {}
 
     # -- keys --------------------------------------------------------------
 
@@ -82,6 +84,7 @@ class Store(ABC):
         text = self._encode(key, data)
         seconds = 0 if never_expires else (ttl if ttl is not None else self.expires)
         self._create(key, text, int(seconds * 1000))
+        self._changed(key)
         if cancel_event is not None:
             self._hold(key, cancel_event)
         else:
@@ -134,6 +137,7 @@ class Store(ABC):
         found = self._cancel(key)
         if found:
             self._deliver(key)
+            self._changed(key)
         return found
 
     def remove(self, key: str) -> bool:
@@ -159,6 +163,39 @@ class Store(ABC):
         """Stop background threads and drop local Events."""
         with self._events_lock:
             self._events.clear()
+
+    @contextlib.contextmanager
+    def watch(self, key: str) -> Iterator[threading.Event]:
+        """An Event set whenever the entry at ``key`` is written or cancelled, from any process.
+
+        For push updates: wait on it, ``clear()`` it, then read. Notifications
+        can be coalesced or (on Redis, while reconnecting) missed, so wait with a
+        timeout and read anyway.
+        """
+        event = threading.Event()
+        with self._events_lock:
+            self._watchers.setdefault(key, set()).add(event)
+        self._on_watch()
+        try:
+            yield event
+        finally:
+            with self._events_lock:
+                watchers = self._watchers.get(key)
+                if watchers is not None:
+                    watchers.discard(event)
+                    if not watchers:
+                        del self._watchers[key]
+
+    def watched_keys(self) -> int:
+        """How many keys have watchers in this process (for tests and monitoring)."""
+        with self._events_lock:
+            return len(self._watchers)
+
+    def _notify(self, key: str) -> None:
+        with self._events_lock:
+            watchers = list(self._watchers.get(key, ()))
+        for event in watchers:
+            event.set()
 
     # -- local cancel Events -------------------------------------------------
 
@@ -187,10 +224,18 @@ class Store(ABC):
             return False
         if flag:
             self._deliver(key)
+        self._changed(key)
         return True
+
+    def _changed(self, key: str) -> None:
+        """A write succeeded here. The memory store tells local watchers; Redis publishes instead."""
+        self._notify(key)
 
     def _on_hold(self) -> None:
         """Called when an Event is registered; Redis starts its listener here."""
+
+    def _on_watch(self) -> None:
+        """Called when a watcher is registered; Redis starts its listener here."""
 
     def _encode(self, key: str, data: dict[str, Any]) -> str:
         if not isinstance(data, dict):

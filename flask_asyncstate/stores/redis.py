@@ -4,10 +4,12 @@ One hash per entry (``d`` document, ``c`` cancel flag, ``x`` expiry in ms),
 so the document and the cancel flag live apart but expire together. Reads and
 conditional writes are single-key Lua scripts (atomic, Cluster-safe);
 ``update`` is a WATCH/MULTI transaction. A cancel sets ``c`` and publishes the
-key on ``<prefix>cancel``; one listener thread per store sets the matching
-local Events, and re-checks the stored flags after every (re)subscription and
-every ``sweep_interval`` seconds, so a cancel published while the link was
-down is still delivered. The same sweep releases Events of expired entries.
+key on ``<prefix>cancel``; every write publishes the key on
+``<prefix>changed``. One listener thread per store sets the matching local
+cancel Events, and wakes local watchers (push updates) while there are any;
+it re-checks the stored flags after every (re)subscription and every
+``sweep_interval`` seconds, so a cancel published while the link was down is
+still delivered. The same sweep releases Events of expired entries.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ local x = redis.call('HGET', KEYS[1], 'x')
 if not x then return false end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
+redis.call('PUBLISH', ARGV[2], KEYS[1])
 return redis.call('HGET', KEYS[1], 'c') or ''
 """
 
@@ -97,6 +100,7 @@ class RedisStore(Store):
         super().__init__(**options)
         self.client = client
         self.channel = f"{self.key_prefix}cancel"
+        self.changes_channel = f"{self.key_prefix}changed"
         self.sweep_interval = sweep_interval
         self._read_script = client.register_script(_READ)
         self._write_script = client.register_script(_WRITE)
@@ -106,6 +110,7 @@ class RedisStore(Store):
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
         self._listener_lock = threading.Lock()
+        self._hearing_changes = False
         #: Set each time the listener is subscribed; tests and bench wait on it.
         self.subscribed = threading.Event()
 
@@ -118,6 +123,7 @@ class RedisStore(Store):
             pipe.hset(key, mapping={"d": text, "x": ttl_ms})
             if ttl_ms:
                 pipe.pexpire(key, ttl_ms)
+            pipe.publish(self.changes_channel, key)
             pipe.execute()
 
     def _read(self, keys: list[str], refresh: bool) -> list[tuple[str, bool] | None]:
@@ -134,7 +140,7 @@ class RedisStore(Store):
 
     def _write(self, key: str, text: str) -> bool | None:
         with _translate():
-            flag = self._write_script(keys=[key], args=[text])
+            flag = self._write_script(keys=[key], args=[text, self.changes_channel])
         return None if flag is None else bool(flag)
 
     def _update(self, key: str, apply: Callable[[str], str]) -> bool | None:
@@ -151,6 +157,7 @@ class RedisStore(Store):
             pipe.hset(key, "d", new_text)
             if int(ttl):
                 pipe.pexpire(key, int(ttl))
+            pipe.publish(self.changes_channel, key)
             result[0] = bool(flag)
 
         with _translate():
@@ -181,7 +188,17 @@ class RedisStore(Store):
                 self._touch_script(keys=[key], client=pipe)
             pipe.execute()
 
-    # -- cancel listener ---------------------------------------------------
+    def _changed(self, key: str) -> None:
+        """Watchers here and elsewhere hear of the write through ``<prefix>changed``."""
+
+    # -- listener ------------------------------------------------------------
+
+    def _on_watch(self) -> None:
+        self._on_hold()
+        if not self._hearing_changes:
+            # Wake the listener now (not at its next poll) so it subscribes to changes.
+            with contextlib.suppress(redis.RedisError, OSError):
+                self.client.publish(self.channel, "")
 
     def _on_hold(self) -> None:
         if self._closed.is_set():
@@ -193,7 +210,7 @@ class RedisStore(Store):
             self._listener_pid = os.getpid()  # a forked child needs its own thread
             self.subscribed.clear()
             self._listener = threading.Thread(
-                target=self._listen, name="asyncstate-cancel-listener", daemon=True
+                target=self._listen, name="asyncstate-listener", daemon=True
             )
             self._listener.start()
 
@@ -204,15 +221,22 @@ class RedisStore(Store):
             try:
                 pubsub.subscribe(self.channel)
                 next_sweep = 0.0
+                changes = False
                 while not self._closed.is_set():
-                    msg = pubsub.get_message(timeout=0.5)
+                    if changes != bool(self._watchers):  # only hear of writes while someone watches
+                        changes = self._hearing_changes = not changes
+                        (pubsub.subscribe if changes else pubsub.unsubscribe)(self.changes_channel)
+                    msg = pubsub.get_message(timeout=0.2 if changes else 0.5)
                     if msg is not None:
-                        if msg["type"] == "subscribe":
+                        if msg["type"] == "subscribe" and _text(msg["channel"]) == self.channel:
                             # (re)subscribed: anything published while we were away is in the flags
                             self.subscribed.set()
                             self._sweep()
-                        elif msg["type"] == "message":
-                            self._deliver(_text(msg["data"]))
+                        elif msg["type"] == "message" and msg["data"]:  # empty: a wake-up call
+                            key = _text(msg["data"])
+                            if _text(msg["channel"]) == self.channel:
+                                self._deliver(key)
+                            self._notify(key)
                         backoff = 0.05
                     now = time.monotonic()
                     if now >= next_sweep:
@@ -220,6 +244,7 @@ class RedisStore(Store):
                         next_sweep = now + self.sweep_interval
             except (redis.RedisError, OSError, StoreError) as exc:
                 self.subscribed.clear()
+                self._hearing_changes = False
                 log.warning("asyncstate cancel listener lost Redis (%s); retrying", exc)
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, 2.0)

@@ -1,0 +1,169 @@
+"""Server-Sent Events: pushed progress, the same session checks, bounded cost per open stream."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import tracemalloc
+
+import pytest
+import requests
+from apps import define_jobs
+from werkzeug.serving import make_server
+
+
+def _frames(chunks) -> list[tuple[str, object]]:  # type: ignore[no-untyped-def]
+    """Parse an SSE byte stream into (event name, data) pairs."""
+    text = b"".join(chunks).decode()
+    out = []
+    for block in text.split("\n\n"):
+        name, data = "message", None
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+        if data is not None:
+            out.append((name, data))
+    return out
+
+
+def test_stream_pushes_changes_and_ends_on_final_status(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["count"].start(20, sleep=0.02).token}
+
+    client = app.test_client()
+    token = client.post("/start").json["token"]
+    response = client.get(f"/asyncstate/events/{token}", buffered=False)
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-store"
+    frames = _frames(response.response)
+    response.close()
+    docs = [d for name, d in frames if name == "message"]
+    assert len(docs) >= 3, frames  # several pushed updates, not one final answer
+    assert [d["current"] for d in docs] == sorted(d["current"] for d in docs)
+    assert frames[-1][0] == "end" and frames[-1][1]["status"] == "succeeded"
+    assert docs[-1]["result"] == {"rows": 20}
+
+
+def test_stream_has_the_same_session_checks(make_app) -> None:
+    app, ext = make_app()
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["until_cancelled"].start().token}
+
+    owner, stranger = app.test_client(), app.test_client()
+    token = owner.post("/start").json["token"]
+    for client, url in [(stranger, f"/asyncstate/events/{token}"),
+                        (owner, "/asyncstate/events/forged"),
+                        (owner, f"/asyncstate/events/{token[:-2]}xx")]:
+        response = client.get(url)
+        assert response.status_code == 404 and response.json["error"]
+    assert owner.post(f"/asyncstate/events/{token}").status_code == 405
+
+
+def test_stream_from_another_instance_is_fed_by_pubsub(make_app, redis_url) -> None:
+    app_a, ext_a = make_app(redis_url)
+    app_b, _ext_b = make_app(redis_url)
+    jobs = define_jobs(ext_a)
+
+    @app_a.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["count"].start(15, sleep=0.03).token}
+
+    client_a = app_a.test_client()
+    token = client_a.post("/start").json["token"]
+    client_b = app_b.test_client()  # carry A's session cookie over to B
+    cookie = client_a.get_cookie("session")
+    client_b.set_cookie("session", cookie.value)
+    response = client_b.get(f"/asyncstate/events/{token}", buffered=False)
+    assert response.status_code == 200
+    frames = _frames(response.response)
+    response.close()
+    assert len([f for f in frames if f[0] == "message"]) >= 3
+    assert frames[-1][1]["status"] == "succeeded"
+
+
+@pytest.fixture
+def live_server(make_app):  # type: ignore[no-untyped-def]
+    """The app on a real threaded WSGI server in this process, so we can look inside it."""
+    app, ext = make_app(ASYNCSTATE_SSE_PING_INTERVAL=0.2, ASYNCSTATE_FLUSH_INTERVAL=0.02)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app, ext, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_server) -> None:
+    app, ext, url = live_server
+    gate, step = threading.Event(), threading.Event()
+
+    @ext.job
+    def ticker(job) -> int:  # type: ignore[no-untyped-def]
+        i = 0
+        while not gate.is_set():
+            i += 1
+            job.progress(i, message=f"tick {i}")
+            step.wait(0.03)
+        return i
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": ticker.start().token}
+
+    browser = requests.Session()
+    token = browser.post(f"{url}/start").json()["token"]
+    baseline_threads = threading.active_count()
+    streams = [browser.get(f"{url}/asyncstate/events/{token}", stream=True, timeout=10)
+               for _ in range(20)]
+    received = [0] * len(streams)
+
+    def drain(i: int) -> None:
+        try:
+            for _line in streams[i].iter_lines():
+                received[i] += 1
+        except (requests.RequestException, AttributeError, ValueError):
+            pass  # closed by the test
+
+    readers = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(streams))]
+    for r in readers:
+        r.start()
+    runner = ext.runner(app)
+    store = runner.store
+    key = runner.records.job_key(runner.signer.unsign(token))
+    deadline = time.monotonic() + 10
+    while len(store._watchers.get(key, ())) < 20:
+        assert time.monotonic() < deadline, "streams did not open"
+        time.sleep(0.05)
+
+    tracemalloc.start()
+    time.sleep(1.0)  # ~30 updates pushed to 20 streams
+    first, _ = tracemalloc.get_traced_memory()
+    before = sum(received)
+    time.sleep(3.0)  # ~100 more updates to each stream
+    second, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    frames = sum(received) - before
+    growth = second - first
+    assert frames > 20 * 40, frames
+    assert growth < 200 * 1024, f"memory grew {growth} bytes over {frames} frames"
+    assert store.watched_keys() == 1
+
+    for response in streams:
+        response.close()
+    deadline = time.monotonic() + 5
+    while store.watched_keys() or threading.active_count() > baseline_threads:
+        assert time.monotonic() < deadline, (store.watched_keys(), threading.active_count())
+        time.sleep(0.05)
+    gate.set()
+    print(f"20 streams, {frames} frames in 3 s, traced memory {growth:+d} bytes; "
+          "all server threads freed after close")
