@@ -85,6 +85,7 @@ def create_app(config: dict[str, object] | None = None) -> Flask:
             tempfile.gettempdir(), "asyncstate-example-sessions"
         )
         app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(session_dir))
+    app.config.from_prefixed_env()  # e.g. FLASK_ASYNCSTATE_MAX_WORKERS=8
     app.config.update(config or {})
     Session(app)
     asyncstate.init_app(app)

@@ -67,17 +67,25 @@ class JobRecords:
             self.job_key(doc["id"]), doc, cancel_event=event, never_expires=never_expires
         )
 
-    def save(self, doc: dict[str, Any], event: threading.Event, never_expires: bool) -> None:
-        """Write the document; re-create the entry if it vanished (a Redis restart)."""
-        if not self.store.write(self.job_key(doc["id"]), doc):
-            self.create(doc, event, never_expires)
+    def save(self, doc: dict[str, Any], event: threading.Event, never_expires: bool) -> bool:
+        """Write the document; re-create the entry if it vanished (a Redis restart): then False."""
+        if self.store.write(self.job_key(doc["id"]), doc):
+            return True
+        self.create(doc, event, never_expires)
+        return False
 
-    def beat(self, info: dict[str, Any], interval: float, running: list[str]) -> None:
-        """Refresh this instance's liveness entry and keep its silent jobs from expiring."""
+    def beat(self, info: dict[str, Any], interval: float, running: list[str]) -> bool:
+        """Refresh this instance's liveness entry and keep its silent jobs from expiring.
+
+        Returns False when the entry had vanished (first beat, or Redis lost its
+        data in a restart): the caller then rewrites its jobs' documents.
+        """
         key = self.instance_key(self.instance_id)
-        if not self.store.write(key, info):
+        found = self.store.write(key, info)
+        if not found:
             self.store.create(key, info, ttl=3 * interval)
         self.store.touch(self.job_key(j) for j in running)
+        return found
 
     def remove(self, job_id: str) -> bool:
         return self.store.remove(self.job_key(job_id))

@@ -199,15 +199,19 @@ class JobRunner:
         self._retire(ctx, job, final)
         return True
 
+    def _save(self, ctx: JobContext, job: TrackedJob, doc: dict[str, Any]) -> None:
+        if not self.records.save(doc, ctx.cancelled, job.never_expires):
+            self._beat()  # the store lost its data: prove we are alive before anyone reads "lost"
+
     def _save_final(self, ctx: JobContext, job: TrackedJob, final: dict[str, Any]) -> None:
         try:
-            self.records.save(final, ctx.cancelled, job.never_expires)
+            self._save(ctx, job, final)
         except (TypeError, StateTooLarge) as exc:
             # The result cannot be stored: the job fails, with a clear reason, instead.
             final.update(status=FAILED, result=None, error=_error(exc))
             with ctx._lock:
                 ctx._doc.update(final)
-            self.records.save(final, ctx.cancelled, job.never_expires)
+            self._save(ctx, job, final)
 
     def _retire(self, ctx: JobContext, job: TrackedJob, final: dict[str, Any]) -> None:
         with self._lock:
@@ -272,7 +276,7 @@ class JobRunner:
                 doc = dict(ctx._doc)
                 ctx._dirty = False
             try:
-                self.records.save(doc, ctx.cancelled, job.never_expires)
+                self._save(ctx, job, doc)
             except StoreError as exc:
                 log.debug("job %s: progress not written (%s); will retry", ctx.id, exc)
                 with ctx._lock:
@@ -289,7 +293,12 @@ class JobRunner:
             "id": self.instance_id, "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": self._started_at, "beat_at": time.time(), "jobs": running,
         }
-        self.records.beat(info, self.settings.heartbeat_interval, running)
+        if not self.records.beat(info, self.settings.heartbeat_interval, running):
+            with self._lock:
+                active = [ctx for ctx, _job in self._active.values()]
+            for ctx in active:  # the store lost our entries: write them again on the next flush
+                with ctx._lock:
+                    ctx._dirty = True
 
     # -- shutdown ----------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from ..errors import StateTooLarge
 DEFAULT_EXPIRES = 900
 #: Default cap on one encoded entry in bytes (``ASYNCSTATE_MAX_ENTRY_SIZE``).
 DEFAULT_MAX_ENTRY_SIZE = 64 * 1024
+#: Seconds a thread waits for its turn on a key before it updates optimistically anyway.
+_UPDATE_LOCK_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Store(ABC):
         self._events: dict[str, threading.Event] = {}
         self._events_lock = threading.Lock()
         self._watchers: dict[str, set[threading.Event]] = {}
+        self._update_locks: dict[str, list[Any]] = {}
 
     # -- keys --------------------------------------------------------------
 
@@ -126,7 +129,32 @@ class Store(ABC):
         def apply(text: str) -> str:
             return self._encode(key, fn(serialization.loads(text)))
 
-        return self._after_write(key, self._update(key, apply))
+        # Threads of this process take turns on a key, so optimistic retries only happen
+        # between processes. The timeout keeps a nested update on another key from deadlocking.
+        with self._key_lock(key) as lock:
+            locked = lock.acquire(timeout=_UPDATE_LOCK_TIMEOUT)
+            try:
+                flag = self._update(key, apply)
+            finally:
+                if locked:
+                    lock.release()
+        return self._after_write(key, flag)
+
+    @contextlib.contextmanager
+    def _key_lock(self, key: str) -> Iterator[threading.RLock]:
+        """A lock per key, dropped when no thread uses it any more."""
+        with self._events_lock:
+            entry = self._update_locks.get(key)
+            if entry is None:
+                entry = self._update_locks[key] = [threading.RLock(), 0]
+            entry[1] += 1
+        try:
+            yield entry[0]
+        finally:
+            with self._events_lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._update_locks[key]
 
     def cancel(self, key: str) -> bool:
         """Record a cancel request and set the entry's Event wherever it is held.
