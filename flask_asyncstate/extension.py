@@ -100,6 +100,7 @@ class AsyncState:
     def _register_web(self, app: Flask, settings: Settings) -> None:
         """Blueprint, error answers, the ``asyncstate_widget`` Jinja global and the CLI."""
         blueprint = views.create_blueprint(settings.url_prefix)
+        app.url_map.converters["asyncstate_any"] = views.AnyPathConverter
         app.register_blueprint(blueprint)
         app.register_error_handler(QuotaExceeded, views.quota_exceeded)
         app.register_error_handler(StoreError, views.store_error)

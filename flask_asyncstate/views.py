@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import xstatic.pkg.jquery
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, session
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from . import tokens
 from .errors import InvalidToken, QuotaExceeded, StoreError
@@ -41,6 +42,13 @@ def _json(payload: Any, status: int = 200) -> Response:
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+class AnyPathConverter(PathConverter):
+    """Like ``path``, but also matches newlines, so the catch-all really catches all."""
+
+    regex = "[\\s\\S]*?"
+    part_isolating = False  # werkzeug infers True from a regex without "/"
 
 
 def _extension() -> Any:
@@ -149,7 +157,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         return send_from_directory(xstatic.pkg.jquery.BASE_DIR, "jquery.min.js", max_age=3600)
 
     @bp.route("/", defaults={"rest": ""}, methods=_ANY_METHOD, strict_slashes=False)
-    @bp.route("/<path:rest>", methods=_ANY_METHOD)
+    @bp.route("/<asyncstate_any:rest>", methods=_ANY_METHOD)
     def not_found(rest: str) -> Response:
         return error(404, "not found")
 
