@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "ASYNCSTATE_EAGER": False,
     "ASYNCSTATE_MAX_ENTRY_SIZE": 64 * 1024,
     "ASYNCSTATE_SHUTDOWN_TIMEOUT": 10.0,
-    "ASYNCSTATE_SSE_MAX_AGE": 300.0,
+    "ASYNCSTATE_SSE_MAX_AGE": 25.0,
     "ASYNCSTATE_SSE_PING_INTERVAL": 15.0,
 }
 
@@ -29,6 +29,16 @@ def _positive(config: Any, key: str, kind: type = float) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{key} must be a positive number, got {value!r}")
     return kind(value)
+
+
+def _url_prefix(config: Any) -> str:
+    prefix = str(config["ASYNCSTATE_URL_PREFIX"] or "").rstrip("/")
+    if not prefix.startswith("/"):
+        raise ValueError(
+            "ASYNCSTATE_URL_PREFIX must be a path like '/asyncstate': the blueprint's catch-all"
+            f" would otherwise answer for the whole app (got {config['ASYNCSTATE_URL_PREFIX']!r})"
+        )
+    return prefix
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class Settings:
             flush_interval=_positive(config, "ASYNCSTATE_FLUSH_INTERVAL"),
             heartbeat_interval=_positive(config, "ASYNCSTATE_HEARTBEAT_INTERVAL"),
             max_jobs_per_session=_positive(config, "ASYNCSTATE_MAX_JOBS_PER_SESSION", int),
-            url_prefix=str(config["ASYNCSTATE_URL_PREFIX"]).rstrip("/"),
+            url_prefix=_url_prefix(config),
             token_max_age=None if max_age is None else _positive(config, "ASYNCSTATE_TOKEN_MAX_AGE"),
             eager=bool(config["ASYNCSTATE_EAGER"]),
             max_entry_size=_positive(config, "ASYNCSTATE_MAX_ENTRY_SIZE", int),

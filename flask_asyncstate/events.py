@@ -5,8 +5,9 @@ for the memory store) and re-reads the document at least once a second in case
 a notification was missed. It sends the document whenever it differs, a
 ``: ping`` comment every ``ASYNCSTATE_SSE_PING_INTERVAL`` seconds (which also
 finds a closed page, freeing the server thread), an ``end`` event after a
-final status, and closes after ``ASYNCSTATE_SSE_MAX_AGE`` seconds at most (the
-browser's EventSource reconnects by itself).
+final status, and after ``ASYNCSTATE_SSE_MAX_AGE`` seconds a ``reconnect``
+event (the widget opens a new stream) before it closes, so no stream holds a
+server thread for long, nor delays a graceful shutdown.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def progress_stream(runner: JobRunner, job_id: str) -> Iterator[str]:
                     yield _event(doc, "end")
                     return
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline:  # free this server thread; the browser opens a new stream
+                yield _event({"reason": "stream lifetime reached"}, "reconnect")
                 return
             if now >= next_ping:
                 yield ": ping\n\n"

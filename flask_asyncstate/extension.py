@@ -12,7 +12,7 @@ from markupsafe import Markup
 from . import tokens, views
 from .cli import asyncstate_cli
 from .config import Settings
-from .errors import QuotaExceeded, StoreError
+from .errors import InvalidToken, QuotaExceeded, StoreError
 from .jobs import JobHandle, TrackedJob
 from .runner import JobRunner
 from .state import StateAPI
@@ -82,7 +82,8 @@ class AsyncState:
         - ``ASYNCSTATE_EAGER``: run jobs inline in ``start()``, for tests (False).
         - ``ASYNCSTATE_MAX_ENTRY_SIZE``: bytes one encoded entry may take (65536).
         - ``ASYNCSTATE_SHUTDOWN_TIMEOUT``: seconds shutdown waits for cancelled jobs (10).
-        - ``ASYNCSTATE_SSE_MAX_AGE``: seconds one event stream stays open at most (300).
+        - ``ASYNCSTATE_SSE_MAX_AGE``: seconds one event stream stays open before the
+          browser is told to reconnect (25: below gunicorn's graceful timeout).
         - ``ASYNCSTATE_SSE_PING_INTERVAL``: seconds between keep-alive comments on a stream (15).
 
         :param redis: a ``redis.Redis`` client to use instead of ``ASYNCSTATE_REDIS_URL``.
@@ -102,6 +103,7 @@ class AsyncState:
         blueprint = views.create_blueprint(settings.url_prefix)
         app.url_map.converters["asyncstate_any"] = views.AnyPathConverter
         app.register_blueprint(blueprint)
+        app.register_error_handler(InvalidToken, views.invalid_token)
         app.register_error_handler(QuotaExceeded, views.quota_exceeded)
         app.register_error_handler(StoreError, views.store_error)
         app.jinja_env.globals["asyncstate_widget"] = widget

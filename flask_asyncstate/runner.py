@@ -52,9 +52,8 @@ class JobRunner:
         self.settings = settings
         self.store = store
         self.state = StateAPI(store)
-        self.instance_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.records = JobRecords(store, self.instance_id)
-        self.signer = tokens.TokenSigner(app.config.get("SECRET_KEY"), settings.token_max_age)
+        self.records = JobRecords(store, _new_instance_id())
+        self.signer = tokens.TokenSigner(app.config, settings.token_max_age)
         self._active: dict[str, tuple[JobContext, TrackedJob]] = {}
         self._pending: dict[str, tuple[JobContext, TrackedJob, dict[str, Any]]] = {}
         self._futures: dict[str, Future[None]] = {}
@@ -66,6 +65,11 @@ class JobRunner:
         self._closed = False
         self._started_at = time.time()
         _register_exit(self)
+
+    @property
+    def instance_id(self) -> str:
+        """This process's id in heartbeats and job documents (renewed in a forked child)."""
+        return self.records.instance_id
 
     @property
     def app(self) -> Flask:
@@ -103,7 +107,7 @@ class JobRunner:
         self.records.create(ctx.snapshot(), ctx.cancelled, job.never_expires)
         with self._lock:
             self._active[job_id] = (ctx, job)
-        token = self.signer.sign(job_id) if self.signer_ready else None
+        token = self.signer.sign(job_id) if self.signer.ready else None
         if in_request:
             tokens.bind(session, job_id, known, self.settings.max_jobs_per_session)
         if self.settings.eager:
@@ -115,10 +119,6 @@ class JobRunner:
                 if job_id in self._active:
                     self._futures[job_id] = future
         return JobHandle(self, job_id, token)
-
-    @property
-    def signer_ready(self) -> bool:
-        return bool(self.app.config.get("SECRET_KEY"))
 
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id, None)
@@ -146,7 +146,7 @@ class JobRunner:
                 ctx._doc["updated_at"] = time.time()
                 ctx._dirty = True
             self._flush_one(ctx, job, signal=False)
-            signals.job_started.send(self.app, job_id=ctx.id, document=ctx.snapshot())
+            _send(signals.job_started, self._app_ref(), job_id=ctx.id, document=ctx.snapshot())
             with self.app.app_context():
                 result = job.fn(ctx, *args, **kwargs)
         except BaseException as exc:
@@ -219,9 +219,7 @@ class JobRunner:
             self._pending.pop(ctx.id, None)
             self._futures.pop(ctx.id, None)
         ctx._done.set()
-        app = self._app_ref()
-        if app is not None:
-            signals.job_finished.send(app, job_id=ctx.id, document=final)
+        _send(signals.job_finished, self._app_ref(), job_id=ctx.id, document=final)
 
     # -- the writer thread -----------------------------------------------------
 
@@ -229,6 +227,12 @@ class JobRunner:
         with self._lock:
             if self._pid == os.getpid() and self._writer is not None and self._writer.is_alive():
                 return
+            if self._pid and self._pid != os.getpid():
+                # a forked child (gunicorn --preload): its own id, so its death is its own
+                self.records.instance_id = _new_instance_id()
+                self._active.clear()
+                self._futures.clear()
+                self._pending.clear()
             self._pid = os.getpid()  # first use, or a forked child: threads do not survive fork
             self._stop.clear()
             self._pool = ThreadPoolExecutor(
@@ -244,7 +248,10 @@ class JobRunner:
             if self._app_ref() is None:  # the app is gone (a test, a factory): so are we
                 self.shutdown(0)
                 return
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the writer must outlive any single failure
+                log.exception("flask-asyncstate writer: flush failed")
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.settings.heartbeat_interval
                 try:
@@ -282,9 +289,8 @@ class JobRunner:
                 with ctx._lock:
                     ctx._dirty = True
                 return
-        app = self._app_ref()
-        if signal and app is not None:
-            signals.job_progress.send(app, job_id=ctx.id, document=doc)
+        if signal:
+            _send(signals.job_progress, self._app_ref(), job_id=ctx.id, document=doc)
 
     def _beat(self) -> None:
         with self._lock:
@@ -338,6 +344,20 @@ class JobRunner:
         except StoreError:
             pass
         self.store.close()  # stops its listener; a client passed to init_app stays open
+
+
+def _new_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _send(signal: Any, app: Flask | None, **kwargs: Any) -> None:
+    """Send a signal; a failing receiver is logged, and never stops a job or the writer."""
+    if app is None:
+        return
+    try:
+        signal.send(app, **kwargs)
+    except Exception:
+        log.exception("a receiver of flask-asyncstate's %r signal failed", signal.name)
 
 
 def _register_exit(runner: JobRunner) -> None:

@@ -8,7 +8,7 @@ another browser session is refused like garbage.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from itsdangerous import BadData, URLSafeTimedSerializer
@@ -22,18 +22,28 @@ SESSION_KEY = "_asyncstate_jobs"
 
 
 class TokenSigner:
-    """Sign job ids into URL-safe tokens and check them back."""
+    """Sign job ids into URL-safe tokens and check them back.
 
-    def __init__(self, secret_key: str | bytes | None, max_age: float | None) -> None:
-        self._secret_key = secret_key
+    Keys are read from the app's config at each use, so ``SECRET_KEY`` may be
+    set after ``init_app``; ``SECRET_KEY_FALLBACKS`` still verify (key rotation).
+    """
+
+    def __init__(self, config: Mapping[str, Any], max_age: float | None) -> None:
+        self._config = config
         self.max_age = max_age
 
+    @property
+    def ready(self) -> bool:
+        return bool(self._config.get("SECRET_KEY"))
+
     def _serializer(self) -> URLSafeTimedSerializer:
-        if not self._secret_key:
+        key = self._config.get("SECRET_KEY")
+        if not key:
             raise RuntimeError(
                 "flask-asyncstate signs job tokens with SECRET_KEY: set app.config['SECRET_KEY']"
             )
-        return URLSafeTimedSerializer(self._secret_key, salt=SALT)
+        fallbacks = list(self._config.get("SECRET_KEY_FALLBACKS") or [])
+        return URLSafeTimedSerializer([*fallbacks, key], salt=SALT)  # the last one signs
 
     def sign(self, job_id: str) -> str:
         return self._serializer().dumps(job_id)

@@ -20,6 +20,7 @@ from werkzeug.routing import PathConverter
 from . import tokens
 from .errors import InvalidToken, QuotaExceeded, StoreError
 from .events import progress_stream
+from .records import FINAL
 
 log = logging.getLogger("flask_asyncstate")
 
@@ -116,11 +117,14 @@ def create_blueprint(url_prefix: str) -> Blueprint:
             return error(403, csrf_problem)
         job_id = session_job_id(token)
         runner = _extension().runner()
-        if not runner.cancel(job_id):
-            return error(404, _NOT_FOUND)
         doc = runner.records.status(job_id)
         if doc is None:
             return error(404, _NOT_FOUND)
+        if doc["status"] in FINAL:
+            return _json(doc, 202)  # nothing left to cancel: the document says how it ended
+        if not runner.cancel(job_id):
+            return error(404, _NOT_FOUND)
+        doc["cancel_requested"] = True
         return _json(doc, 202)
 
     @bp.route("/events/<token>", methods=_ANY_METHOD)
@@ -161,15 +165,16 @@ def create_blueprint(url_prefix: str) -> Blueprint:
     def not_found(rest: str) -> Response:
         return error(404, "not found")
 
-    @bp.errorhandler(InvalidToken)
-    def invalid_token(exc: InvalidToken) -> Response:
-        return error(404, _NOT_FOUND)
-
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         return error(exc.code or 500, exc.description or exc.name)
 
     return bp
+
+
+def invalid_token(exc: InvalidToken) -> Response:
+    """App-wide: ``asyncstate.status/cancel/handle`` with a bad token in a user's view -> 404."""
+    return error(404, _NOT_FOUND)
 
 
 def quota_exceeded(exc: QuotaExceeded) -> Response:

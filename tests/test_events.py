@@ -167,3 +167,22 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     gate.set()
     print(f"20 streams, {frames} frames in 3 s, traced memory {growth:+d} bytes; "
           "all server threads freed after close")
+
+
+def test_long_stream_asks_the_browser_to_reconnect(make_app) -> None:
+    app, ext = make_app(ASYNCSTATE_SSE_MAX_AGE=0.3)
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["until_cancelled"].start().token}
+
+    client = app.test_client()
+    token = client.post("/start").json["token"]
+    started = time.monotonic()
+    response = client.get(f"/asyncstate/events/{token}", buffered=False)
+    frames = _frames(response.response)
+    response.close()
+    assert time.monotonic() - started < 3
+    assert frames[-1][0] == "reconnect"
+    assert frames[0][1]["status"] in ("queued", "running")

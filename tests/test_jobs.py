@@ -268,3 +268,46 @@ def test_start_without_secret_key_explains(make_app) -> None:
         with pytest.raises(RuntimeError, match="SECRET_KEY"):
             handle.token  # noqa: B018
         assert handle.wait(10)["status"] == "succeeded"
+
+
+def test_secret_key_is_read_at_use_and_fallbacks_verify(make_app) -> None:
+    from flask_asyncstate.errors import InvalidToken
+
+    app, ext = make_app(SECRET_KEY=None)
+    jobs = define_jobs(ext)
+    app.config["SECRET_KEY"] = "old-key"  # set after init_app, as some factories do
+    with app.app_context():
+        token = jobs["count"].start(1).token
+        app.config.update(SECRET_KEY="new-key", SECRET_KEY_FALLBACKS=["old-key"])
+        assert ext.status(token)["name"] == "count"  # rotated key: old tokens still verify
+        app.config["SECRET_KEY_FALLBACKS"] = []
+        with pytest.raises(InvalidToken):
+            ext.status(token)
+
+
+def test_a_failing_signal_receiver_breaks_nothing(make_app, caplog) -> None:
+    app, ext = make_app()
+    jobs = define_jobs(ext)
+
+    def broken(sender, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("receiver bug")
+
+    with job_started.connected_to(broken, app), job_progress.connected_to(broken, app), \
+            job_finished.connected_to(broken, app), app.app_context():
+        first = jobs["count"].start(20, sleep=0.01).wait(10)
+        second = jobs["count"].start(2).wait(10)
+    assert first["status"] == second["status"] == "succeeded"
+    assert any("receiver" in r.getMessage() for r in caplog.records)
+
+
+def test_forked_child_gets_its_own_instance_id(make_app) -> None:
+    app, ext = make_app()
+    jobs = define_jobs(ext)
+    runner = ext.runner(app)
+    with app.app_context():
+        jobs["count"].start(1).wait(10)
+        parent_id = runner.instance_id
+        runner._pid = -1  # what a gunicorn --preload worker looks like after fork
+        child_doc = jobs["count"].start(1).wait(10)
+    assert runner.instance_id != parent_id
+    assert child_doc["status"] == "succeeded"

@@ -217,3 +217,31 @@ def test_url_prefix_is_configurable(make_app) -> None:
         assert 'data-asyncstate-prefix="/jobs-api"' in app.jinja_env.from_string(
             "{{ asyncstate_widget('t') }}").render()
     assert isinstance(app, Flask)
+
+
+def test_cancel_of_a_finished_job_changes_nothing(web) -> None:  # type: ignore[no-untyped-def]
+    app, ext, _ = web
+    client = app.test_client()
+    token = _start(client, "count")
+    with app.app_context():
+        ext.handle(token).wait(10)
+    response = client.post(f"/asyncstate/cancel/{token}", headers=XHR)
+    assert response.status_code == 202
+    assert response.json["status"] == "succeeded" and response.json["cancel_requested"] is False
+    assert client.get(f"/asyncstate/progress/{token}").json["cancel_requested"] is False
+
+
+def test_bad_token_in_a_user_view_is_a_json_404(web) -> None:  # type: ignore[no-untyped-def]
+    app, ext, _ = web
+
+    @app.get("/mine/<token>")
+    def mine(token: str):  # type: ignore[no-untyped-def]
+        return ext.status(token) or {}
+
+    _assert_json_error(app.test_client().get("/mine/forged"), 404)
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "relative"])
+def test_url_prefix_must_be_an_absolute_path(make_app, prefix: str) -> None:
+    with pytest.raises(ValueError, match="ASYNCSTATE_URL_PREFIX"):
+        make_app(ASYNCSTATE_URL_PREFIX=prefix)

@@ -268,6 +268,12 @@
         self.failures = 0;
         self._handleDoc(doc);
       });
+      source.addEventListener('reconnect', function () {
+        // The server ends long streams on purpose (to free its thread): open a new one.
+        if (self.source !== source) { return; }
+        self._closeStream();
+        if (!self.finished && !self.destroyed && !self._openStream()) { self._fallBack(); }
+      });
       source.addEventListener('end', function () {
         if (self.source !== source) { return; }
         self._closeStream();
