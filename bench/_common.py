@@ -48,21 +48,23 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/")[0])
 
 
-def counting_connection_class() -> type[redis.Connection]:
-    """A fresh ``redis.Connection`` subclass counting network round trips in ``.sent``.
+class CountingConnection(redis.Connection):
+    """Counts network round trips in ``sent``: one per command sent, one per pipeline.
 
-    One count per command sent, one per pipeline (as in tests/test_jobs_cross_process.py).
-    Each call returns its own class, so each library gets its own counter.
+    The same counting as tests/test_jobs_cross_process.py; use
+    :func:`counting_connection_class` to get a subclass with a counter of its own.
     """
 
-    class CountingConnection(redis.Connection):
-        sent = 0
+    sent = 0
 
-        def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
-            CountingConnection.sent += 1
-            return super().send_packed_command(command, check_health)
+    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        type(self).sent += 1
+        return super().send_packed_command(command, check_health)
 
-    return CountingConnection
+
+def counting_connection_class() -> type[CountingConnection]:
+    """A fresh :class:`CountingConnection` subclass, so each library gets its own counter."""
+    return type("CountingConnection", (CountingConnection,), {"sent": 0})
 
 
 def counting_client(url: str, connection_class: type[redis.Connection]) -> redis.Redis:

@@ -48,10 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import _alt_jobs
-import celery
 import redis
-import rq
 from _common import (
     SECRET,
     counting_client,
@@ -62,10 +59,17 @@ from _common import (
     redis_server,
     timed,
 )
-from celery import Celery
 from flask import Flask
-from rq import Queue, SimpleWorker
-from rq.job import Job
+
+try:
+    import _alt_jobs
+    import celery
+    import rq
+    from celery import Celery
+    from rq import Queue, SimpleWorker
+    from rq.job import Job
+except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
+    raise SystemExit(f"bench/progress.py needs rq and celery: pip install -e '.[bench]' ({exc})")
 
 from flask_asyncstate import AsyncState, JobContext
 from flask_asyncstate.stores.redis import client_from_url

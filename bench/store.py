@@ -37,10 +37,10 @@ from dataclasses import dataclass
 import redis
 from _common import redis_server  # also puts the checkout on sys.path: no install needed
 
-from flask_asyncstate import serialization  # noqa: E402
-from flask_asyncstate.state import StateAPI  # noqa: E402
-from flask_asyncstate.stores import MemoryStore  # noqa: E402
-from flask_asyncstate.stores.redis import RedisStore, client_from_url  # noqa: E402
+from flask_asyncstate import serialization
+from flask_asyncstate.state import StateAPI
+from flask_asyncstate.stores import MemoryStore
+from flask_asyncstate.stores.redis import RedisStore, client_from_url
 
 OPERATIONS = ("create", "update", "get")
 COLUMNS = ("memory", "redis", "bare")

@@ -82,7 +82,6 @@ class JobContext:
             doc["current"] = current
             if total is not None:
                 doc["total"] = total
-            doc["percent"] = percent_of(current, doc["total"])
             if message is not None:
                 doc["message"] = message
             doc["updated_at"] = now
@@ -103,8 +102,17 @@ class JobContext:
             raise JobCancelled(f"job {self.id} was cancelled")
 
     def snapshot(self) -> dict[str, Any]:
+        """A copy of the document as it would be written now.
+
+        ``percent`` is computed here rather than in ``progress()``, off the hot path.
+        """
         with self._lock:
-            return dict(self._doc)
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> dict[str, Any]:
+        doc = dict(self._doc)
+        doc["percent"] = percent_of(doc["current"], doc["total"])
+        return doc
 
 
 class JobHandle:

@@ -187,7 +187,7 @@ class JobRunner:
             ctx._finished = True
             with ctx._lock:
                 ctx._doc.update(status=status, result=result, error=error, updated_at=time.time())
-                final = dict(ctx._doc)
+                final = ctx._snapshot_locked()
             try:
                 self._save_final(ctx, job, final)
             except StoreError as exc:
@@ -280,7 +280,7 @@ class JobRunner:
             with ctx._lock:
                 if not ctx._dirty:
                     return
-                doc = dict(ctx._doc)
+                doc = ctx._snapshot_locked()
                 ctx._dirty = False
             try:
                 self._save(ctx, job, doc)
