@@ -64,9 +64,9 @@ def create_app(config: dict[str, object] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_hex(32),
-        EXAMPLE_PRODUCTS=int(os.environ.get("EXAMPLE_PRODUCTS", 5000)),
-        EXAMPLE_BATCH=int(os.environ.get("EXAMPLE_BATCH", 100)),
-        EXAMPLE_PAUSE=float(os.environ.get("EXAMPLE_PAUSE", 0.1)),
+        EXAMPLE_PRODUCTS=int(os.environ.get("EXAMPLE_PRODUCTS", "5000")),
+        EXAMPLE_BATCH=int(os.environ.get("EXAMPLE_BATCH", "100")),
+        EXAMPLE_PAUSE=float(os.environ.get("EXAMPLE_PAUSE", "0.1")),
         SESSION_PERMANENT=False,
     )
     redis_url = os.environ.get("REDIS_URL")

@@ -61,7 +61,7 @@ class Settings:
     sse_ping_interval: float
 
     @classmethod
-    def from_config(cls, config: Any) -> "Settings":
+    def from_config(cls, config: Any) -> Settings:
         for key, value in DEFAULTS.items():
             config.setdefault(key, value)
         max_age = config["ASYNCSTATE_TOKEN_MAX_AGE"]

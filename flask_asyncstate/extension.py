@@ -6,7 +6,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
-from flask import Flask, current_app, get_template_attribute, has_app_context, request, session, url_for
+from flask import (
+    Flask,
+    current_app,
+    get_template_attribute,
+    has_app_context,
+    request,
+    session,
+    url_for,
+)
 from markupsafe import Markup
 
 from . import tokens, views
@@ -22,7 +30,7 @@ from .stores.memory import MemoryStore
 
 def _make_store(settings: Settings, redis_client: Any) -> Store:
     """The store an app gets: Redis when a client or URL is given, else in-process memory."""
-    options = {
+    options: dict[str, Any] = {
         "key_prefix": settings.key_prefix,
         "expires": settings.expires,
         "max_entry_size": settings.max_entry_size,

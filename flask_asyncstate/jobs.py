@@ -7,6 +7,7 @@ lock and marks it dirty; the runner's writer thread ships the newest value.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,19 @@ if TYPE_CHECKING:
     from .state import StateAPI
 
 T = TypeVar("T")
+
+
+#: Longest progress message accepted; it is shown beside a bar, not a log.
+MAX_MESSAGE_LENGTH = 2000
+
+
+def _check_message(text: object) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"progress message must be str, got {type(text).__name__}")
+    if len(text) > MAX_MESSAGE_LENGTH:
+        raise ValueError(
+            f"progress message is {len(text)} characters, more than {MAX_MESSAGE_LENGTH}"
+        )
 
 
 class BoundState(Generic[T]):
@@ -68,14 +82,18 @@ class JobContext:
     ) -> None:
         """Record progress; cheap enough for a hot loop (written at most every flush interval).
 
-        ``total`` and ``message`` keep their previous value when omitted.
+        ``total`` and ``message`` keep their previous value when omitted. Numbers must
+        be finite and the message at most ``MAX_MESSAGE_LENGTH`` (2000) characters:
+        anything else raises ``TypeError``/``ValueError`` here, in the job, not later.
         """
         if not isinstance(current, (int, float)):
             raise TypeError(f"progress current must be a number, got {type(current).__name__}")
         if total is not None and not isinstance(total, (int, float)):
             raise TypeError(f"progress total must be a number, got {type(total).__name__}")
-        if message is not None and not isinstance(message, str):
-            raise TypeError(f"progress message must be str, got {type(message).__name__}")
+        if current.__class__ is float and not math.isfinite(current):
+            raise ValueError(f"progress current must be finite, got {current}")
+        if message is not None:
+            _check_message(message)
         now = time.time()
         with self._lock:
             doc = self._doc
@@ -89,8 +107,7 @@ class JobContext:
 
     def message(self, text: str) -> None:
         """Change only the message shown beside the bar."""
-        if not isinstance(text, str):
-            raise TypeError(f"message must be str, got {type(text).__name__}")
+        _check_message(text)
         with self._lock:
             self._doc["message"] = text
             self._doc["updated_at"] = time.time()

@@ -25,10 +25,18 @@ from flask import Flask, has_request_context, session
 
 from . import serialization, signals, tokens
 from .config import Settings
-from .errors import QuotaExceeded, StateTooLarge, StoreError
+from .errors import JobCancelled, QuotaExceeded, StateTooLarge, StoreError
 from .jobs import BoundState, JobContext, JobHandle
-from .records import CANCELLED, FAILED, LOST, RUNNING, SUCCEEDED, UNFINISHED, JobRecords
-from .records import new_document
+from .records import (
+    CANCELLED,
+    FAILED,
+    LOST,
+    RUNNING,
+    SUCCEEDED,
+    UNFINISHED,
+    JobRecords,
+    new_document,
+)
 from .state import StateAPI
 from .stores.base import Store
 
@@ -150,8 +158,6 @@ class JobRunner:
             with self.app.app_context():
                 result = job.fn(ctx, *args, **kwargs)
         except BaseException as exc:
-            from .errors import JobCancelled
-
             if isinstance(exc, JobCancelled):
                 self._finish(ctx, job, CANCELLED)
             else:

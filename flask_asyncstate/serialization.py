@@ -42,11 +42,11 @@ def _has_hooks(tp: type) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _field_types(cls: type) -> dict[str, Any]:
+def _field_types(cls: Any) -> dict[str, Any]:
     """Resolved annotations of a dataclass; falls back to raw ones for local classes."""
     try:
         return typing.get_type_hints(cls)
-    except Exception:  # forward refs that cannot be resolved: use what is there
+    except (NameError, TypeError, AttributeError):  # unresolvable forward refs: use what is there
         return {f.name: f.type for f in dataclasses.fields(cls)}
 
 
@@ -90,7 +90,7 @@ def _encode(value: Any, path: str, owner: str, annotation: Any = None) -> Any:
 
 
 def _encode_dataclass(obj: Any, prefix: str, owner: str) -> dict[str, Any]:
-    types = _field_types(type(obj))
+    types = _field_types(type(obj))  # type: ignore[arg-type]
     out = {}
     for f in dataclasses.fields(obj):
         path = f"{prefix}.{f.name}" if prefix else f.name
@@ -144,7 +144,7 @@ def _decode_dataclass(cls: type, data: dict[str, Any]) -> Any:
 def from_document(tp: type, data: dict[str, Any]) -> Any:
     """Rebuild an instance of ``tp`` from a document made by :func:`to_document`."""
     if _has_hooks(tp) and not issubclass(tp, dict):
-        return tp.from_dict(data)
+        return tp.from_dict(data)  # type: ignore[attr-defined]
     if dataclasses.is_dataclass(tp):
         return _decode_dataclass(tp, data)
     if issubclass(tp, dict):

@@ -53,7 +53,8 @@ class TokenSigner:
         if not isinstance(token, str) or len(token) > 512:
             raise InvalidToken("malformed job token")
         try:
-            job_id = self._serializer().loads(token, max_age=self.max_age)
+            max_age = None if self.max_age is None else int(self.max_age)
+            job_id = self._serializer().loads(token, max_age=max_age)
         except BadData as exc:
             raise InvalidToken("invalid or expired job token") from exc
         if not isinstance(job_id, str):

@@ -11,10 +11,10 @@ import redis
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from redis_server import RedisServer  # noqa: E402
+from redis_server import RedisServer
 
-from flask_asyncstate.stores import MemoryStore, Store  # noqa: E402
-from flask_asyncstate.stores.redis import RedisStore, client_from_url  # noqa: E402
+from flask_asyncstate.stores import MemoryStore, Store
+from flask_asyncstate.stores.redis import RedisStore, client_from_url
 
 
 @pytest.fixture(scope="session")

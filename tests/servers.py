@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import requests
 from redis_server import free_port
@@ -57,7 +58,7 @@ class AppProcess:
         self.proc = None
         self._log.close()
 
-    def __enter__(self) -> AppProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -51,7 +51,7 @@ def _mutations(token: str) -> st.SearchStrategy[str]:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_routes_never_answer_500_html_or_foreign_data(world, data) -> None:  # type: ignore[no-untyped-def]
-    app, client, own, foreign = world
+    _app, client, own, foreign = world
     route = data.draw(st.sampled_from(ROUTES))
     token = data.draw(st.one_of(
         _mutations(own["token"]), _mutations(foreign["token"]), st.text(max_size=80),

@@ -142,7 +142,7 @@ def test_quota_per_session(make_app, backend_url) -> None:
         a.wait(10)
         time.sleep(0.05)
         jobs["count"].start(1).wait(10)  # room again once one finished
-        assert [j["status"] for j in ext.jobs()][0] == "succeeded"
+        assert next(j["status"] for j in ext.jobs()) == "succeeded"
         assert len(ext.jobs()) == 3
     with app.app_context():  # outside a request there is no session and no quota
         for _ in range(3):
@@ -249,15 +249,16 @@ def test_progress_validates_its_arguments(make_app) -> None:
     @ext.job
     def bad(job) -> None:
         for call in (lambda: job.progress("1"), lambda: job.progress(1, total="9"),
-                     lambda: job.progress(1, message=3), lambda: job.message(None)):
+                     lambda: job.progress(1, message=3), lambda: job.message(None),
+                     lambda: job.progress(float("nan")), lambda: job.message("x" * 5000)):
             try:
                 call()
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:
                 errors.append(str(exc))
 
     with app.app_context():
-        bad.start().wait(10)
-    assert len(errors) == 4
+        assert bad.start().wait(10)["status"] == "succeeded"
+    assert len(errors) == 6, errors
 
 
 def test_start_without_secret_key_explains(make_app) -> None:

@@ -8,7 +8,6 @@ import signal
 import time
 
 import redis
-from apps import define_jobs
 from procs import run_job
 
 spawn = multiprocessing.get_context("spawn")
@@ -35,7 +34,7 @@ def test_other_instance_reads_progress_and_cancels(make_app, redis_url) -> None:
         assert seen["status"] == "running" and seen["message"].startswith("tick")
         assert ext.cancel(token) is True
         assert out.get(timeout=10) == ("event_set", True)
-        kind, final_in_a = out.get(timeout=10)
+        _kind, final_in_a = out.get(timeout=10)
         assert final_in_a["status"] == "cancelled"
         doc = ext.handle(token).wait(10)
     assert doc["status"] == "cancelled" and doc["cancel_requested"] is True

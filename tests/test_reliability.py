@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import pytest
-import redis
 import requests
 from apps import define_jobs
 from procs import Counter, increment, state_api

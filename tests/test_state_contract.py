@@ -40,7 +40,7 @@ class Hooked:
         return {"when": self.when.isoformat()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Hooked":
+    def from_dict(cls, data: dict) -> Hooked:
         return cls(datetime.date.fromisoformat(data["when"]))
 
 

@@ -151,7 +151,7 @@ def test_flask_wtf_csrf_is_honoured(make_app) -> None:
 
 
 def test_quota_answers_429(web) -> None:  # type: ignore[no-untyped-def]
-    app, _ext, gate = web
+    app, _ext, _gate = web
     client = app.test_client()
     _start(client, "blocked")
     _start(client, "blocked")
@@ -211,7 +211,7 @@ def test_widget_renders_accessible_markup(web) -> None:  # type: ignore[no-untyp
 
 
 def test_url_prefix_is_configurable(make_app) -> None:
-    app, ext = make_app(ASYNCSTATE_URL_PREFIX="/jobs-api/")
+    app, _ext = make_app(ASYNCSTATE_URL_PREFIX="/jobs-api/")
     assert app.test_client().get("/jobs-api/jobs").json == []
     with app.test_request_context("/"):
         assert 'data-asyncstate-prefix="/jobs-api"' in app.jinja_env.from_string(
