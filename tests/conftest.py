@@ -74,3 +74,20 @@ def make_app() -> Iterator[object]:
 def backend_url(request: pytest.FixtureRequest) -> str | None:
     """None for the in-memory store, else a real Redis URL: run a test on both backends."""
     return None if request.param == "memory" else request.getfixturevalue("redis_url")
+
+
+# -- the run reads as a report: what each passing test printed is listed at the end ----------
+
+_HELD: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed and report.capstdout.strip():
+        _HELD.append((report.nodeid, report.capstdout.strip()))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if _HELD:
+        terminalreporter.section("what the tests held")
+        for nodeid, out in _HELD:
+            terminalreporter.line(f"{nodeid}\n    " + out.replace("\n", "\n    "))

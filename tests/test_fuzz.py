@@ -5,6 +5,7 @@ Never a 500, never HTML under the prefix, never another session's data.
 
 from __future__ import annotations
 
+from collections import Counter
 from urllib.parse import quote
 
 import pytest
@@ -13,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.reliability
+
+TALLY: Counter[str] = Counter()
 
 ROUTES = ["progress", "cancel", "events", "jobs", "asyncstate.js", "jquery.js", "nope", ""]
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -75,3 +78,12 @@ def test_routes_never_answer_500_html_or_foreign_data(world, data) -> None:  # t
         assert bodiless or response.mimetype in ("application/json", "text/event-stream"), \
             (method, path, response.mimetype)
     assert foreign["id"].encode() not in payload, (method, path)
+    TALLY[f"{method} {route or '/'} -> {response.status_code}"] += 1
+
+
+def test_fuzz_report() -> None:
+    """Runs after the fuzz test (file order) and prints what it threw and got back."""
+    if TALLY:
+        answers = Counter(key.rsplit(" ", 1)[1] for key in TALLY.elements())
+        print(f"{sum(TALLY.values())} generated requests: status codes {dict(sorted(answers.items()))};"
+              " no 500, no HTML, no foreign job id")
