@@ -44,7 +44,10 @@ def new_document(job_id: str, name: str, instance: str) -> dict[str, Any]:
 def percent_of(current: float, total: float | None) -> float | None:
     if not total:
         return None
-    return round(min(100.0, max(0.0, current * 100.0 / total)), 2)
+    try:
+        return round(min(100.0, max(0.0, current * 100.0 / total)), 2)
+    except OverflowError:  # numbers beyond float range: no percentage rather than no document
+        return None
 
 
 class JobRecords:
@@ -74,8 +77,11 @@ class JobRecords:
         self.create(doc, event, never_expires)
         return False
 
-    def beat(self, info: dict[str, Any], interval: float, running: list[str]) -> bool:
-        """Refresh this instance's liveness entry and keep its silent jobs from expiring.
+    def beat(
+        self, info: dict[str, Any], interval: float, running: list[str], extra: list[str]
+    ) -> bool:
+        """Refresh this instance's liveness entry; keep its silent jobs (and ``extra`` keys,
+        their state entries) from expiring.
 
         Returns False when the entry had vanished (first beat, or Redis lost its
         data in a restart): the caller then rewrites its jobs' documents.
@@ -84,7 +90,7 @@ class JobRecords:
         found = self.store.write(key, info)
         if not found:
             self.store.create(key, info, ttl=3 * interval)
-        self.store.touch(self.job_key(j) for j in running)
+        self.store.touch([*(self.job_key(j) for j in running), *extra])
         return found
 
     def remove(self, job_id: str) -> bool:

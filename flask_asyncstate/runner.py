@@ -25,7 +25,7 @@ from flask import Flask, has_request_context, session
 
 from . import serialization, signals, tokens
 from .config import Settings
-from .errors import JobCancelled, QuotaExceeded, StateTooLarge, StoreError
+from .errors import JobCancelled, QuotaExceeded, StoreError
 from .jobs import BoundState, JobContext, JobHandle
 from .records import (
     CANCELLED,
@@ -49,7 +49,11 @@ _MAX_ERROR_MESSAGE = 2000
 
 
 def _error(exc: BaseException) -> dict[str, str]:
-    return {"type": type(exc).__name__, "message": str(exc)[:_MAX_ERROR_MESSAGE]}
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a failing __str__ must still give a final document
+        message = f"<{type(exc).__name__} whose message could not be read>"
+    return {"type": type(exc).__name__, "message": message[:_MAX_ERROR_MESSAGE]}
 
 
 class JobRunner:
@@ -68,7 +72,8 @@ class JobRunner:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._writer: threading.Thread | None = None
-        self._pid = 0
+        self._pid = os.getpid()  # a forked child sees another pid and renews its instance id
+        self._threads_lock = threading.Lock()
         self._stop = threading.Event()
         self._closed = False
         self._started_at = time.time()
@@ -89,8 +94,6 @@ class JobRunner:
     # -- starting ------------------------------------------------------------
 
     def start(self, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
-        if self._closed:
-            raise RuntimeError("flask-asyncstate was shut down; no new jobs can start")
         self._ensure_threads()
         in_request = has_request_context()
         known: list[tuple[str, dict[str, Any] | None]] = []
@@ -122,7 +125,11 @@ class JobRunner:
             self._run(ctx, job, args, kwargs)
         else:
             assert self._pool is not None
-            future = self._pool.submit(self._run, ctx, job, args, kwargs)
+            try:
+                future = self._pool.submit(self._run, ctx, job, args, kwargs)
+            except RuntimeError:  # shut down between our check and the submit
+                self._finish(ctx, job, CANCELLED)
+                raise RuntimeError("flask-asyncstate was shut down; no new jobs can start") from None
             with self._lock:
                 if job_id in self._active:
                     self._futures[job_id] = future
@@ -144,37 +151,48 @@ class JobRunner:
 
     def _run(self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         try:
-            if not ctx.cancelled.is_set():
-                self._deliver_stored_cancel(ctx)
-            if ctx.cancelled.is_set():  # cancelled while queued: never starts
-                self._finish(ctx, job, CANCELLED)
-                return
-            with ctx._lock:
-                ctx._doc["status"] = RUNNING
-                ctx._doc["updated_at"] = time.time()
-                ctx._dirty = True
-            self._flush_one(ctx, job, signal=False)
-            _send(signals.job_started, self._app_ref(), job_id=ctx.id, document=ctx.snapshot())
+            self._run_job(ctx, job, args, kwargs)
+        finally:
+            if not ctx._finished:  # whatever went wrong above, nothing stays running
+                self._finish(ctx, job, FAILED, error={
+                    "type": "InternalError", "message": "the job ended without a final status",
+                })
+
+    def _run_job(
+        self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        if not ctx.cancelled.is_set():
+            self._deliver_stored_cancel(ctx)
+        if ctx.cancelled.is_set():  # cancelled while queued: never starts
+            self._finish(ctx, job, CANCELLED)
+            return
+        with ctx._lock:
+            ctx._doc["status"] = RUNNING
+            ctx._doc["updated_at"] = time.time()
+            ctx._dirty = True
+        self._flush_one(ctx, job, signal=False)
+        _send(signals.job_started, self._app_ref(), job_id=ctx.id, document=ctx.snapshot())
+        try:
             with self.app.app_context():
                 result = job.fn(ctx, *args, **kwargs)
+        except JobCancelled:
+            self._finish(ctx, job, CANCELLED)
+            return
         except BaseException as exc:
-            if isinstance(exc, JobCancelled):
-                self._finish(ctx, job, CANCELLED)
-            else:
-                log.error("job %s (%s) failed", ctx.id, job.name, exc_info=exc)
-                self._finish(ctx, job, FAILED, error=_error(exc))
-                if not isinstance(exc, Exception):
-                    raise
+            log.error("job %s (%s) failed", ctx.id, job.name, exc_info=exc)
+            self._finish(ctx, job, FAILED, error=_error(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if ctx.cancelled.is_set():  # honoured the request by returning early
+            self._finish(ctx, job, CANCELLED)
+            return
+        try:
+            serialization.check_value(result, "result", f"job {job.name!r}")
+        except (TypeError, RecursionError) as exc:
+            self._finish(ctx, job, FAILED, error=_error(exc))
         else:
-            if ctx.cancelled.is_set():  # honoured the request by returning early
-                self._finish(ctx, job, CANCELLED)
-                return
-            try:
-                serialization.check_value(result, "result", f"job {job.name!r}")
-            except TypeError as exc:
-                self._finish(ctx, job, FAILED, error=_error(exc))
-            else:
-                self._finish(ctx, job, SUCCEEDED, result=result)
+            self._finish(ctx, job, SUCCEEDED, result=result)
 
     def _deliver_stored_cancel(self, ctx: JobContext) -> None:
         try:
@@ -202,7 +220,7 @@ class JobRunner:
                     self._pending[ctx.id] = (ctx, job, final)
                     self._active.pop(ctx.id, None)
                 return True
-        self._retire(ctx, job, final)
+        self._retire(ctx, final)
         return True
 
     def _save(self, ctx: JobContext, job: TrackedJob, doc: dict[str, Any]) -> None:
@@ -212,41 +230,54 @@ class JobRunner:
     def _save_final(self, ctx: JobContext, job: TrackedJob, final: dict[str, Any]) -> None:
         try:
             self._save(ctx, job, final)
-        except (TypeError, StateTooLarge) as exc:
-            # The result cannot be stored: the job fails, with a clear reason, instead.
-            final.update(status=FAILED, result=None, error=_error(exc))
+        except StoreError:
+            raise  # the store is away: the caller keeps the document and retries
+        except Exception as exc:  # noqa: BLE001 - too large, not JSON, too deep: fail, saying why
+            log.warning("job %s: final document cannot be stored: %r", ctx.id, exc)
+            final.update(status=FAILED, result=None, error=_error(exc), message=None)
             with ctx._lock:
                 ctx._doc.update(final)
             self._save(ctx, job, final)
 
-    def _retire(self, ctx: JobContext, job: TrackedJob, final: dict[str, Any]) -> None:
+    def _retire(self, ctx: JobContext, final: dict[str, Any]) -> None:
+        """The final document is stored: forget the job here, once."""
         with self._lock:
-            self._active.pop(ctx.id, None)
-            self._pending.pop(ctx.id, None)
+            found = self._active.pop(ctx.id, None) or self._pending.pop(ctx.id, None)
             self._futures.pop(ctx.id, None)
+        if found is None:
+            return  # retired already (a pending final retried by two threads)
+        self.store.release(self.records.job_key(ctx.id))  # no cancel can matter any more
+        if ctx.state is not None:
+            self.store.release(self.state.key(ctx.state.type, ctx.id))
         ctx._done.set()
         _send(signals.job_finished, self._app_ref(), job_id=ctx.id, document=final)
 
     # -- the writer thread -----------------------------------------------------
 
     def _ensure_threads(self) -> None:
-        with self._lock:
+        """Start the pool and writer on first use, and again in a forked child."""
+        with self._threads_lock:
+            if self._closed:
+                raise RuntimeError("flask-asyncstate was shut down; no new jobs can start")
             if self._pid == os.getpid() and self._writer is not None and self._writer.is_alive():
                 return
-            if self._pid and self._pid != os.getpid():
+            if self._pid != os.getpid():
                 # a forked child (gunicorn --preload): its own id, so its death is its own
                 self.records.instance_id = _new_instance_id()
+                self._lock = threading.Lock()
                 self._active.clear()
                 self._futures.clear()
                 self._pending.clear()
-            self._pid = os.getpid()  # first use, or a forked child: threads do not survive fork
+                self._pid = os.getpid()
             self._stop.clear()
             self._pool = ThreadPoolExecutor(
                 max_workers=self.settings.max_workers, thread_name_prefix="asyncstate-job"
             )
-            self._writer = threading.Thread(target=self._write_loop, name="asyncstate-writer", daemon=True)
-        self._beat()  # before any job exists, so no reader sees it as lost
-        self._writer.start()
+            self._beat()  # before any job exists, so no reader sees it as lost
+            self._writer = threading.Thread(
+                target=self._write_loop, name="asyncstate-writer", daemon=True
+            )
+            self._writer.start()
 
     def _write_loop(self) -> None:
         next_beat = time.monotonic() + self.settings.heartbeat_interval
@@ -259,11 +290,12 @@ class JobRunner:
             except Exception:  # the writer must outlive any single failure
                 log.exception("flask-asyncstate writer: flush failed")
             if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self.settings.heartbeat_interval
                 try:
                     self._beat()
                 except StoreError as exc:
                     log.warning("asyncstate heartbeat failed: %s", exc)
+                    continue  # try again at the next tick: Redis may be back any moment
+                next_beat = time.monotonic() + self.settings.heartbeat_interval
 
     def flush(self) -> None:
         """Write buffered progress and retry pending final documents now."""
@@ -271,13 +303,16 @@ class JobRunner:
             active = list(self._active.values())
             pending = list(self._pending.values())
         for ctx, job in active:
-            self._flush_one(ctx, job)
+            try:
+                self._flush_one(ctx, job)
+            except Exception:  # one job's bad document must not stop the others' progress
+                log.exception("job %s: progress could not be written", ctx.id)
         for ctx, job, final in pending:
             try:
                 self._save_final(ctx, job, final)
             except StoreError:
                 continue
-            self._retire(ctx, job, final)
+            self._retire(ctx, final)
 
     def _flush_one(self, ctx: JobContext, job: TrackedJob, signal: bool = True) -> None:
         with ctx._write_lock:
@@ -301,11 +336,15 @@ class JobRunner:
     def _beat(self) -> None:
         with self._lock:
             running = list(self._active)
+            states = [
+                self.state.key(ctx.state.type, ctx.id)
+                for ctx, _job in self._active.values() if ctx.state is not None
+            ]
         info = {
             "id": self.instance_id, "host": socket.gethostname(), "pid": os.getpid(),
             "started_at": self._started_at, "beat_at": time.time(), "jobs": running,
         }
-        if not self.records.beat(info, self.settings.heartbeat_interval, running):
+        if not self.records.beat(info, self.settings.heartbeat_interval, running, states):
             with self._lock:
                 active = [ctx for ctx, _job in self._active.values()]
             for ctx in active:  # the store lost our entries: write them again on the next flush
@@ -316,9 +355,10 @@ class JobRunner:
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Cancel running jobs, wait up to ``timeout`` s, write ``lost`` for any still running."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._threads_lock:
+            if self._closed:
+                return
+            self._closed = True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         with self._lock:
             active = list(self._active.values())

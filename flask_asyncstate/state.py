@@ -23,6 +23,10 @@ class StateAPI:
     def __init__(self, store: Store) -> None:
         self.store = store
 
+    def key(self, tp: type, name: str | None = None) -> str:
+        """The store key of the entry ``tp`` + ``name``."""
+        return self._key(tp, name)
+
     def _key(self, tp: type, name: str | None) -> str:
         if not isinstance(tp, type):
             raise TypeError(f"expected a state type, got {tp!r}; pass the class, e.g. ImportState")

@@ -76,15 +76,15 @@ def bind(
     """Record ``job_id`` first in the session's list.
 
     ``known`` pairs the session's current ids with their documents (read once
-    by the caller for the quota check). Unfinished jobs stay; of the finished
-    ones only the ``limit`` newest do; ids gone from the store drop off.
+    by the caller for the quota check). Unfinished jobs stay; of the others
+    only the ``limit`` newest do. An id whose document is missing counts as
+    finished rather than being dropped at once: after a Redis restart a running
+    job writes its document again.
     """
     kept: list[str] = []
     finished = 0
     for job, doc in known:
-        if doc is None:
-            continue
-        if doc["status"] not in UNFINISHED:
+        if doc is None or doc["status"] not in UNFINISHED:
             finished += 1
             if finished > limit:
                 continue

@@ -312,3 +312,128 @@ def test_forked_child_gets_its_own_instance_id(make_app) -> None:
         child_doc = jobs["count"].start(1).wait(10)
     assert runner.instance_id != parent_id
     assert child_doc["status"] == "succeeded"
+
+
+# -- robustness: nothing stays running, whatever the job or the timing does ------------------
+
+
+def test_odd_results_and_exceptions_still_end_the_job(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    @ext.job
+    def deep(job) -> list:  # type: ignore[no-untyped-def]
+        value: list = []
+        for _ in range(5000):
+            value = [value]
+        return value
+
+    @ext.job
+    def unprintable(job) -> None:  # type: ignore[no-untyped-def]
+        raise Unprintable()
+
+    @ext.job
+    def huge_total(job) -> str:  # type: ignore[no-untyped-def]
+        job.progress(1, total=10**400)
+        time.sleep(0.2)
+        return "ok"
+
+    with app.app_context():
+        docs = [j.start().wait(10) for j in (deep, unprintable, huge_total)]
+    assert docs[0]["status"] == "failed" and docs[0]["error"]["type"] == "RecursionError"
+    assert docs[1]["status"] == "failed" and docs[1]["error"]["type"] == "Unprintable"
+    assert docs[2]["status"] == "succeeded" and docs[2]["percent"] is None
+
+
+def test_simultaneous_first_starts_share_one_pool_and_writer(make_app, redis_url) -> None:
+    app, ext = make_app(redis_url)
+    jobs = define_jobs(ext)
+    barrier = threading.Barrier(8)
+    handles, errors = [], []
+
+    def start() -> None:
+        with app.app_context():
+            barrier.wait()
+            try:
+                handles.append(jobs["count"].start(3))
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    writers = [t for t in threading.enumerate() if t.name == "asyncstate-writer"
+               and t is ext.runner(app)._writer]
+    assert len(writers) == 1 and writers[0].is_alive()
+    with app.app_context():
+        assert all(h.wait(10)["status"] == "succeeded" for h in handles)
+
+
+def test_finished_jobs_release_their_cancel_events(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        for _ in range(20):
+            jobs["count"].start(1).wait(10)
+    assert ext.runner(app).store.held_keys() == []
+
+
+def test_a_quiet_jobs_state_entry_does_not_expire_while_it_runs(make_app, backend_url) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Quiet:
+        n: int = 0
+
+    app, ext = make_app(backend_url, ASYNCSTATE_EXPIRES=1, ASYNCSTATE_HEARTBEAT_INTERVAL=0.3)
+
+    @ext.job(state=Quiet)
+    def quiet(job) -> int:  # type: ignore[no-untyped-def]
+        time.sleep(2.0)  # longer than the expiry, with no writes at all
+        assert job.state.update(lambda s: setattr(s, "n", 7))
+        return job.state.get().n
+
+    with app.app_context():
+        doc = quiet.start().wait(10)
+    assert doc["status"] == "succeeded" and doc["result"] == 7
+
+
+FORK_SCRIPT = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from apps import make_app, define_jobs
+app, ext = make_app({url!r})
+jobs = define_jobs(ext)
+runner = ext.runner(app)
+ids = []
+for _ in range(2):
+    read, write = os.pipe()
+    if os.fork() == 0:
+        with app.app_context():
+            jobs["count"].start(1).wait(10)
+        os.write(write, runner.instance_id.encode())
+        os._exit(0)
+    os.close(write)
+    ids.append(os.read(read, 200).decode())
+    os.wait()
+print(runner.instance_id, *ids)
+"""
+
+
+def test_forked_workers_each_get_their_own_instance_id(redis_url) -> None:
+    import os
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(__file__)
+    out = subprocess.run([sys.executable, "-c", FORK_SCRIPT.format(tests=tests, url=redis_url)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    parent, *children = out.stdout.split()
+    assert len(set([parent, *children])) == 3, out.stdout

@@ -15,6 +15,7 @@ cancel request.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -55,7 +56,10 @@ class Store(ABC):
         self.key_prefix = key_prefix
         self.expires = expires
         self.max_entry_size = max_entry_size
-        self._events: dict[str, threading.Event] = {}
+        # key -> (Event, generation): a release decided on an older read must not drop a
+        # hold made since (the entry re-created after a Redis restart re-holds the Event)
+        self._events: dict[str, tuple[threading.Event, int]] = {}
+        self._generations = itertools.count(1)
         self._events_lock = threading.Lock()
         self._watchers: dict[str, set[threading.Event]] = {}
         self._update_locks: dict[str, list[Any]] = {}
@@ -101,11 +105,12 @@ class Store(ABC):
         """Several entries in one round trip, in the order asked."""
         if not keys:
             return []
+        generations = [self.generation(key) for key in keys]
         raws = self._read(keys, refresh)
         out: list[Entry | None] = []
-        for key, raw in zip(keys, raws):
+        for key, generation, raw in zip(keys, generations, raws):
             if raw is None:
-                self._release(key)
+                self._release(key, generation)
                 out.append(None)
                 continue
             text, flag = raw
@@ -116,8 +121,9 @@ class Store(ABC):
 
     def write(self, key: str, data: dict[str, Any]) -> bool:
         """Replace the document of an existing entry; False (and nothing written) if it is gone."""
-        flag = self._write(key, self._encode(key, data))
-        return self._after_write(key, flag)
+        text = self._encode(key, data)
+        generation = self.generation(key)
+        return self._after_write(key, self._write(key, text), generation)
 
     def update(self, key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
         """Atomically replace the document with ``fn(document)``, retrying on conflict.
@@ -131,6 +137,7 @@ class Store(ABC):
 
         # Threads of this process take turns on a key, so optimistic retries only happen
         # between processes. The timeout keeps a nested update on another key from deadlocking.
+        generation = self.generation(key)
         with self._key_lock(key) as lock:
             locked = lock.acquire(timeout=_UPDATE_LOCK_TIMEOUT)
             try:
@@ -138,7 +145,7 @@ class Store(ABC):
             finally:
                 if locked:
                     lock.release()
-        return self._after_write(key, flag)
+        return self._after_write(key, flag, generation)
 
     @contextlib.contextmanager
     def _key_lock(self, key: str) -> Iterator[threading.RLock]:
@@ -228,27 +235,41 @@ class Store(ABC):
     # -- local cancel Events -------------------------------------------------
 
     def held_keys(self) -> list[str]:
+        """Keys whose cancel Event this process holds."""
         with self._events_lock:
             return list(self._events)
 
+    def generation(self, key: str) -> int | None:
+        """Which hold of ``key`` is current (None: not held); taken before a read that may release."""
+        with self._events_lock:
+            held = self._events.get(key)
+        return None if held is None else held[1]
+
+    def release(self, key: str) -> None:
+        """Stop delivering cancels of ``key`` to this process (its work there is done)."""
+        self._release(key)
+
     def _hold(self, key: str, event: threading.Event) -> None:
         with self._events_lock:
-            self._events[key] = event
+            self._events[key] = (event, next(self._generations))
         self._on_hold()
 
-    def _release(self, key: str) -> None:
+    def _release(self, key: str, generation: int | None = None) -> None:
+        """Drop the hold of ``key``; with ``generation``, only if nobody re-held it since."""
         with self._events_lock:
-            self._events.pop(key, None)
+            held = self._events.get(key)
+            if held is not None and (generation is None or held[1] == generation):
+                del self._events[key]
 
     def _deliver(self, key: str) -> None:
         with self._events_lock:
-            event = self._events.get(key)
-        if event is not None:
-            event.set()
+            held = self._events.get(key)
+        if held is not None:
+            held[0].set()
 
-    def _after_write(self, key: str, flag: bool | None) -> bool:
+    def _after_write(self, key: str, flag: bool | None, generation: int | None) -> bool:
         if flag is None:
-            self._release(key)
+            self._release(key, generation)
             return False
         if flag:
             self._deliver(key)

@@ -30,14 +30,15 @@ class MemoryStore(Store):
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._last_purge = time.monotonic()
-        self._dead: list[str] = []  # expired keys whose local Events still need releasing
+        # expired keys (with the hold generation seen then) whose local Events need releasing
+        self._dead: list[tuple[str, int | None]] = []
 
     def _live(self, key: str, now: float) -> _Slot | None:
         """The slot if present and unexpired (caller holds the lock)."""
         slot = self._slots.get(key)
         if slot is not None and slot.ttl and slot.expires_at <= now:
             del self._slots[key]
-            self._dead.append(key)
+            self._dead.append((key, self.generation(key)))
             return None
         return slot
 
@@ -56,8 +57,8 @@ class MemoryStore(Store):
             result = op(now)
             self._purge(now)
             dead, self._dead = self._dead, []
-        for key in dead:
-            self._release(key)
+        for key, generation in dead:
+            self._release(key, generation)
         return result
 
     def _create(self, key: str, text: str, ttl_ms: int) -> None:

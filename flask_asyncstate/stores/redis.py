@@ -257,14 +257,15 @@ class RedisStore(Store):
         keys = self.held_keys()
         if not keys:
             return
+        generations = [self.generation(key) for key in keys]
         with _translate():
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.hmget(key, "x", "c")
             rows = pipe.execute()
-        for key, (ttl, flag) in zip(keys, rows):
+        for key, generation, (ttl, flag) in zip(keys, generations, rows):
             if ttl is None:
-                self._release(key)
+                self._release(key, generation)
             elif flag:
                 self._deliver(key)
 
