@@ -34,7 +34,15 @@ setup(
             "sphinx>=7",
             "pallets-sphinx-themes>=2.1",
         ],
-        "bench": ["redis>=4.5", "rq>=1.15", "celery[redis]>=5.3", "flask-executor>=1.0", "matplotlib>=3.7"],
+        "bench": [
+            "redis>=4.5",
+            "rq>=1.15",
+            "celery[redis]>=5.3",
+            "flask-executor>=1.0",
+            "matplotlib>=3.7",
+            "flask-session>=0.6",  # throughput.py: the example app's Redis sessions
+            "gunicorn>=21",  # throughput.py serves the app with it
+        ],
     },
     classifiers=[
         "Framework :: Flask",

@@ -7,7 +7,9 @@ scripts run from a checkout without installing the package and can use
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
 import os
 import platform
 import shutil
@@ -16,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for _path in (os.path.join(ROOT, "tests"), ROOT):
@@ -32,9 +36,33 @@ SECRET = "bench-secret-not-for-production"
 # -- redis-server ---------------------------------------------------------------
 
 
+class ExistingServer:
+    """A redis-server someone else started (``run.py``): used as is, never stopped here."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+def check_bench_url(url: str) -> str:
+    """Refuse anything but a loopback Redis on a port other than 6379 (a real one may live there)."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"--redis-url must be redis:// on loopback, got {url!r}")
+    if parts.port in (None, 6379):
+        raise SystemExit(f"--redis-url must name a port other than 6379, got {url!r}")
+    return url
+
+
 @contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    """A throwaway redis-server on a free port, stopped and its directory removed after."""
+def redis_server(url: str | None = None) -> Iterator[RedisServer | ExistingServer]:
+    """A throwaway redis-server on a free port, stopped and its directory removed after.
+
+    With ``url`` (``--redis-url``, which ``run.py`` passes so that every benchmark of
+    one run uses the one server it started), that server is used and left running.
+    """
+    if url is not None:
+        yield ExistingServer(check_bench_url(url))
+        return
     server = RedisServer()
     try:
         yield server.start()
@@ -120,6 +148,45 @@ def environment(client: redis.Redis) -> str:
         f"redis-server {server_version} on loopback, {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs, load average {load:.2f}"
     )
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """``--redis-url`` and ``--json``, understood by every benchmark script."""
+    parser.add_argument(
+        "--redis-url",
+        help="use this loopback redis-server (never port 6379) instead of starting one; "
+        "run.py passes the one it started",
+    )
+    parser.add_argument(
+        "--json", metavar="FILE",
+        help="also write the figures (and the bars of run.py's chart) to this JSON file",
+    )
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` (if given) for run.py's report and chart."""
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=1)
+
+
+def panel(
+    title: str, unit: str, bars: Sequence[tuple[Any, ...]], *,
+    target: float | None = None, target_label: str = "", reference: float | None = None,
+) -> dict[str, Any]:
+    """One panel of run.py's chart: horizontal bars on a log scale.
+
+    ``bars`` holds ``(label, value)`` or ``(label, value, target)`` (a target marker on
+    that bar); ``target`` draws one dashed line across the panel, ``reference`` a
+    thin grey one (1x, say).
+    """
+    rows = [[bar[0], float(bar[1]), bar[2] if len(bar) > 2 else None] for bar in bars]
+    return {
+        "title": title, "unit": unit, "bars": rows,
+        "target": target, "target_label": target_label, "reference": reference,
+    }
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: int = 1) -> str:

@@ -35,7 +35,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-from _common import redis_server  # also puts the checkout on sys.path: no install needed
+from _common import (  # also puts the checkout on sys.path: no install needed
+    add_common_options,
+    panel,
+    redis_server,
+    write_json,
+)
 
 from flask_asyncstate import serialization
 from flask_asyncstate.state import StateAPI
@@ -182,6 +187,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true",
         help=f"smoke run: {QUICK_REPEATS} x {QUICK_OPS} unless --ops/--repeats say otherwise",
     )
+    add_common_options(parser)
     args = parser.parse_args(argv)
     if args.ops is None:
         args.ops = QUICK_OPS if args.quick else DEFAULT_OPS
@@ -194,7 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    with redis_server() as server:
+    with redis_server(args.redis_url) as server:
         store_client = client_from_url(server.url)
         bare_client = client_from_url(server.url)  # same settings, its own connection pool
         memory = MemoryStore(key_prefix="bench:")
@@ -212,6 +218,14 @@ def main(argv: list[str] | None = None) -> None:
             print(environment(bare_client, args.ops, args.repeats))
             print()
             print(table(results))
+            write_json(args.json, {
+                "results": results,
+                "panels": [panel(
+                    "store.py: StateAPI on Redis / bare redis-py (µs per op)", "x",
+                    [(op, results["redis"][op] / results["bare"][op]) for op in OPERATIONS],
+                    reference=1.0,
+                )],
+            })
         finally:
             memory.close()
             red.close()
