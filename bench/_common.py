@@ -26,8 +26,8 @@ for _path in (os.path.join(ROOT, "tests"), ROOT):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-import redis  # noqa: E402
-from redis_server import RedisServer  # noqa: E402
+import redis
+from redis_server import RedisServer
 
 #: Secret shared by the apps of one benchmark (a token signed by one is valid in the other).
 SECRET = "bench-secret-not-for-production"

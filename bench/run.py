@@ -16,7 +16,7 @@ wall time, and writes:
 
 Run from the repository root::
 
-    python bench/run.py                   # full run, about 4 minutes
+    python bench/run.py                   # full run, about 2.5 minutes
     python bench/run.py --quick           # smoke run, under a minute
     python bench/run.py --only progress,cancel
 """
@@ -89,7 +89,10 @@ def run_one(name: str, quick: bool, redis_url: str, json_path: str) -> tuple[str
 
 
 def _fmt(value: float, unit: str) -> str:
-    text = f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+    if value >= 100 or (value >= 1 and value == int(value)):
+        text = f"{value:,.0f}"
+    else:
+        text = f"{value:.1f}" if value >= 10 else f"{value:.2f}"
     return f"{text}{'x' if unit == 'x' else ' ' + unit}"
 
 
@@ -150,7 +153,8 @@ def draw_chart(path: str, panels: list[dict[str, Any]], notes: list[str], title:
     extra = 0.6 + 0.2 * len(notes)
     fig = plt.figure(figsize=(16, tallest + extra), layout="constrained")
     fig.suptitle(title, fontsize=11, x=0.01, ha="left")
-    for sub, col in zip(fig.subfigures(1, 2, wspace=0.04), columns):
+    subfigures = list(fig.subfigures(1, 2, wspace=0.04))  # type: ignore[arg-type]
+    for sub, col in zip(subfigures, columns):
         if not col:
             continue
         heights = [_panel_height(p) for p in col]
