@@ -4,7 +4,7 @@ A job is a store entry of kind ``flask_asyncstate.job`` named by the job id.
 Its document holds the public progress fields plus ``instance`` (which
 process runs it); ``cancel_requested`` comes from the store's separate cancel
 flag. Each running instance keeps a heartbeat entry of kind
-``flask_asyncstate.instance`` that expires after three missed beats; a reader
+``flask_asyncstate.instance`` that expires 2.75 intervals after its last beat; a reader
 that finds an unfinished job whose instance entry is gone reports ``lost``.
 """
 
@@ -53,9 +53,14 @@ def percent_of(current: float, total: float | None) -> float | None:
 class JobRecords:
     """Reads and writes job and instance entries for one app's store."""
 
-    def __init__(self, store: Store, instance_id: str) -> None:
+    def __init__(self, store: Store, instance_id: str, heartbeat_interval: float = 5.0) -> None:
         self.store = store
         self.instance_id = instance_id
+        self.heartbeat_interval = heartbeat_interval
+        # Another instance seen alive is trusted for a quarter interval, sparing a poll its
+        # EXISTS; its entry lives 2.75 intervals, so a dead one still reads lost within 3.
+        self._alive_for = heartbeat_interval / 4
+        self._alive_until: dict[str, float] = {}
 
     def job_key(self, job_id: str) -> str:
         return self.store.key(JOB_KIND, job_id)
@@ -89,7 +94,7 @@ class JobRecords:
         key = self.instance_key(self.instance_id)
         found = self.store.write(key, info)
         if not found:
-            self.store.create(key, info, ttl=3 * interval)
+            self.store.create(key, info, ttl=2.75 * interval)
         self.store.touch([*(self.job_key(j) for j in running), *extra])
         return found
 
@@ -146,6 +151,15 @@ class JobRecords:
             if e is not None and e.data.get("status") in UNFINISHED
         }
         owners.discard(self.instance_id)  # we are alive: we are the ones asking
-        owners.discard(None)
-        ordered = sorted(o for o in owners if isinstance(o, str))
-        return {o for o in ordered if not self.store.exists(self.instance_key(o))}
+        now = time.monotonic()
+        dead = set()
+        for owner in owners:
+            if not isinstance(owner, str) or self._alive_until.get(owner, 0.0) > now:
+                continue
+            if self.store.exists(self.instance_key(owner)):
+                if len(self._alive_until) > 1000:  # instances come and go: forget old ones
+                    self._alive_until.clear()
+                self._alive_until[owner] = now + self._alive_for
+            else:
+                dead.add(owner)
+        return dead

@@ -64,7 +64,7 @@ class JobRunner:
         self.settings = settings
         self.store = store
         self.state = StateAPI(store)
-        self.records = JobRecords(store, _new_instance_id())
+        self.records = JobRecords(store, _new_instance_id(), settings.heartbeat_interval)
         self.signer = tokens.TokenSigner(app.config, settings.token_max_age)
         self._active: dict[str, tuple[JobContext, TrackedJob]] = {}
         self._pending: dict[str, tuple[JobContext, TrackedJob, dict[str, Any]]] = {}
@@ -118,7 +118,6 @@ class JobRunner:
         self.records.create(ctx.snapshot(), ctx.cancelled, job.never_expires)
         with self._lock:
             self._active[job_id] = (ctx, job)
-        token = self.signer.sign(job_id) if self.signer.ready else None
         if in_request:
             tokens.bind(session, job_id, known, self.settings.max_jobs_per_session)
         if self.settings.eager:
@@ -133,7 +132,7 @@ class JobRunner:
             with self._lock:
                 if job_id in self._active:
                     self._futures[job_id] = future
-        return JobHandle(self, job_id, token)
+        return JobHandle(self, job_id, None)  # the token is signed when first asked for
 
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id, None)

@@ -8,6 +8,7 @@ another browser session is refused like garbage.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -31,6 +32,10 @@ class TokenSigner:
     def __init__(self, config: Mapping[str, Any], max_age: float | None) -> None:
         self._config = config
         self.max_age = max_age
+        self._cached: tuple[tuple[Any, ...], URLSafeTimedSerializer] | None = None
+        # A page polls with the same token every second: remember tokens already verified
+        # (token -> (job id, signed at)), so a poll costs a dict lookup instead of an HMAC.
+        self._verified: dict[str, tuple[str, float]] = {}
 
     @property
     def ready(self) -> bool:
@@ -42,8 +47,12 @@ class TokenSigner:
             raise RuntimeError(
                 "flask-asyncstate signs job tokens with SECRET_KEY: set app.config['SECRET_KEY']"
             )
-        fallbacks = list(self._config.get("SECRET_KEY_FALLBACKS") or [])
-        return URLSafeTimedSerializer([*fallbacks, key], salt=SALT)  # the last one signs
+        keys = (*(self._config.get("SECRET_KEY_FALLBACKS") or ()), key)  # the last one signs
+        cached = self._cached
+        if cached is None or cached[0] != keys:
+            cached = self._cached = (keys, URLSafeTimedSerializer(list(keys), salt=SALT))
+            self._verified = {}  # keys changed: what they verified no longer counts
+        return cached[1]
 
     def sign(self, job_id: str) -> str:
         return self._serializer().dumps(job_id)
@@ -52,13 +61,22 @@ class TokenSigner:
         """The job id inside ``token``; :class:`InvalidToken` if it is bad in any way."""
         if not isinstance(token, str) or len(token) > 512:
             raise InvalidToken("malformed job token")
+        serializer = self._serializer()
+        known = self._verified.get(token)
+        if known is not None:
+            if self.max_age is None or time.time() - known[1] <= self.max_age:
+                return known[0]
+            raise InvalidToken("invalid or expired job token")
         try:
             max_age = None if self.max_age is None else int(self.max_age)
-            job_id = self._serializer().loads(token, max_age=max_age)
+            job_id, signed_at = serializer.loads(token, max_age=max_age, return_timestamp=True)
         except BadData as exc:
             raise InvalidToken("invalid or expired job token") from exc
         if not isinstance(job_id, str):
             raise InvalidToken("malformed job token")
+        if len(self._verified) >= 4096:
+            self._verified = {}
+        self._verified[token] = (job_id, signed_at.timestamp())
         return job_id
 
 

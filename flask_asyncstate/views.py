@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from . import tokens
+from . import serialization, tokens
 from .errors import InvalidToken, QuotaExceeded, StoreError
 from .events import progress_stream
 from .records import FINAL
@@ -39,10 +39,11 @@ def error(status: int, message: str, **headers: str) -> Response:
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    response = jsonify(payload)
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    """Compact JSON in document order (no key sorting: these answers are polled every second)."""
+    return Response(
+        serialization.dumps(payload), status=status, mimetype="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 class AnyPathConverter(PathConverter):
