@@ -30,7 +30,9 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def example(tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
     """The example app as the README runs it: embedded in-memory store, no Redis."""
-    with AppProcess(tmp_path, SESSION_DIR=str(tmp_path / "sessions")) as app:
+    # short event streams, so the SSE run also crosses a server-asked reconnect
+    with AppProcess(tmp_path, SESSION_DIR=str(tmp_path / "sessions"),
+                    FLASK_ASYNCSTATE_SSE_MAX_AGE="1.0") as app:
         yield app
 
 
@@ -62,6 +64,13 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
     risen = int(bar.get_attribute("aria-valuenow") or 0)
     transport = page.evaluate("() => jQuery('.asyncstate').data('asyncstate').transport")
     assert transport == ("sse" if mode == "auto" else "poll")
+    if mode == "auto":  # past the 1 s stream lifetime: reconnected, still pushed, still rising
+        page.wait_for_timeout(1500)
+        page.wait_for_function(
+            f"() => +document.querySelector('.asyncstate-bar').getAttribute('aria-valuenow') > {risen}",
+            timeout=15000,
+        )
+        assert page.evaluate("() => jQuery('.asyncstate').data('asyncstate').transport") == "sse"
     assert 0 < first < risen < 100
     assert "of 2,000 products" in page.locator(".asyncstate-message").inner_text()
 
