@@ -111,8 +111,18 @@ class JobRecords:
         return self.statuses([job_id])[0]
 
     def statuses(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
-        entries = self.store.read_many([self.job_key(j) for j in job_ids])
-        return self._public(entries)
+        """Public documents; reading restarts the expiry of jobs that ended.
+
+        An unfinished job's entry is kept alive by its instance (writes and
+        heartbeats), so a poll reads it without the extra expiry work; a finished
+        (or lost) one lives ``ASYNCSTATE_EXPIRES`` after its last read.
+        """
+        keys = [self.job_key(j) for j in job_ids]
+        docs = self._public(self.store.read_many(keys, refresh=False))
+        ended = [k for k, d in zip(keys, docs) if d is not None and d["status"] in FINAL]
+        if ended:
+            self.store.touch(ended)
+        return docs
 
     def all_jobs(self) -> list[dict[str, Any]]:
         """Every live job of every instance (a scan: for the CLI and admin pages)."""

@@ -437,3 +437,16 @@ def test_forked_workers_each_get_their_own_instance_id(redis_url) -> None:
     assert out.returncode == 0, out.stderr
     parent, *children = out.stdout.split()
     assert len({parent, *children}) == 3, out.stdout
+
+
+def test_reading_a_finished_job_keeps_it_alive_and_silence_lets_it_expire(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_EXPIRES=1)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        watched, ignored = jobs["count"].start(1), jobs["count"].start(1)
+        watched.wait(10)
+        ignored.wait(10)
+        for _ in range(5):  # 2.5 s, one read every 0.5 s
+            time.sleep(0.5)
+            assert watched.status()["status"] == "succeeded"
+        assert ignored.status() is None

@@ -34,7 +34,7 @@ log = logging.getLogger("flask_asyncstate")
 _READ = """
 local v = redis.call('HMGET', KEYS[1], 'd', 'c', 'x')
 if not v[1] then return false end
-if ARGV[1] == '1' and tonumber(v[3]) > 0 then redis.call('PEXPIRE', KEYS[1], v[3]) end
+if tonumber(v[3]) > 0 then redis.call('PEXPIRE', KEYS[1], v[3]) end
 return {v[1], v[2] or ''}
 """
 
@@ -127,16 +127,22 @@ class RedisStore(Store):
             pipe.execute()
 
     def _read(self, keys: list[str], refresh: bool) -> list[tuple[str, bool] | None]:
-        arg = "1" if refresh else "0"
+        # A read that restarts the expiry needs the entry's own ttl: a script. One that
+        # does not is a plain HMGET (the hot path of a progress poll).
         with _translate():
             if len(keys) == 1:
-                raws = [self._read_script(keys=keys, args=[arg])]
+                raws = [self._read_script(keys=keys, args=["1"]) if refresh
+                        else self.client.hmget(keys[0], "d", "c")]
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for key in keys:
-                    self._read_script(keys=[key], args=[arg], client=pipe)
+                    if refresh:
+                        self._read_script(keys=[key], args=["1"], client=pipe)
+                    else:
+                        pipe.hmget(key, "d", "c")
                 raws = pipe.execute()
-        return [None if raw is None else (_text(raw[0]), bool(raw[1])) for raw in raws]
+        return [None if raw is None or raw[0] is None else (_text(raw[0]), bool(raw[1]))
+                for raw in raws]
 
     def _write(self, key: str, text: str) -> bool | None:
         with _translate():
