@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+#: A CPU-bound job calling progress() or check_cancelled() lets other threads run this often.
+_YIELD_EVERY = 0.001
+_YIELD_FOR = 0.0  # time.sleep(0) releases the GIL; waiting threads take it at once
+
 #: Longest progress message accepted; it is shown beside a bar, not a log.
 MAX_MESSAGE_LENGTH = 2000
 
@@ -76,6 +80,7 @@ class JobContext:
         self._dirty = False
         self._finished = False
         self._done = threading.Event()
+        self._next_yield = 0.0
 
     def progress(
         self, current: float, total: float | None = None, message: str | None = None
@@ -85,6 +90,8 @@ class JobContext:
         ``total`` and ``message`` keep their previous value when omitted. Numbers must
         be finite and the message at most ``MAX_MESSAGE_LENGTH`` (2000) characters:
         anything else raises ``TypeError``/``ValueError`` here, in the job, not later.
+        At most once a millisecond it releases the GIL for a moment, so a cancel
+        reaches even a CPU-bound job within about a millisecond.
         """
         if not isinstance(current, (int, float)):
             raise TypeError(f"progress current must be a number, got {type(current).__name__}")
@@ -95,6 +102,8 @@ class JobContext:
         if message is not None:
             _check_message(message)
         now = time.time()
+        if now >= self._next_yield:
+            self._yield(now)
         with self._lock:
             doc = self._doc
             doc["current"] = current
@@ -114,9 +123,24 @@ class JobContext:
             self._dirty = True
 
     def check_cancelled(self) -> None:
-        """Raise :class:`JobCancelled` if a cancel was requested; call it between units of work."""
+        """Raise :class:`JobCancelled` if a cancel was requested; call it between units of work.
+
+        Like :meth:`progress`, it lets other threads run at most once a millisecond.
+        """
         if self.cancelled.is_set():
             raise JobCancelled(f"job {self.id} was cancelled")
+        now = time.time()
+        if now >= self._next_yield:
+            self._yield(now)
+
+    def _yield(self, now: float) -> None:
+        """Let this process's other threads run (the cancel listener, request threads).
+
+        A CPU-bound job otherwise keeps the GIL for Python's whole switch interval
+        (5 ms) at a time, which is what a cancel would wait for.
+        """
+        self._next_yield = now + _YIELD_EVERY
+        time.sleep(_YIELD_FOR)
 
     def snapshot(self) -> dict[str, Any]:
         """A copy of the document as it would be written now.
