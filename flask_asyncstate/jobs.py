@@ -187,10 +187,10 @@ class JobHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         ctx = self._runner.local_context(self.id)
-        if ctx is not None:
+        if ctx is not None:  # runs here: its final document is at hand, no need to read it
             if not ctx._done.wait(timeout):
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
-            return self.status()
+            return self._runner.records.public(ctx.snapshot(), ctx.cancelled.is_set())
         while True:  # runs elsewhere: poll the store
             doc = self.status()
             if doc is None or doc["status"] in FINAL:

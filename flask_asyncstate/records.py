@@ -119,10 +119,20 @@ class JobRecords:
         """
         keys = [self.job_key(j) for j in job_ids]
         docs = self._public(self.store.read_many(keys, refresh=False))
-        ended = [k for k, d in zip(keys, docs) if d is not None and d["status"] in FINAL]
+        # A document written in the last moment has its full expiry already: no touch.
+        fresh = time.time() - min(1.0, self.store.expires / 10)
+        ended = [
+            k for k, d in zip(keys, docs)
+            if d is not None and d["status"] in FINAL and d["updated_at"] < fresh
+        ]
         if ended:
             self.store.touch(ended)
         return docs
+
+    @staticmethod
+    def public(doc: dict[str, Any], cancel_requested: bool) -> dict[str, Any]:
+        """The progress document of an internal one (exactly the public fields)."""
+        return {f: doc.get(f) for f in PUBLIC_FIELDS} | {"cancel_requested": cancel_requested}
 
     def all_jobs(self) -> list[dict[str, Any]]:
         """Every live job of every instance (a scan: for the CLI and admin pages)."""
