@@ -120,10 +120,13 @@ class JobRecords:
         keys = [self.job_key(j) for j in job_ids]
         docs = self._public(self.store.read_many(keys, refresh=False))
         # A document written in the last moment has its full expiry already: no touch.
-        fresh = time.time() - min(1.0, self.store.expires / 10)
+        # (A timestamp from the future, another host's clock, does not count as fresh.)
+        now = time.time()
+        fresh = now - min(1.0, self.store.expires / 10)
         ended = [
             k for k, d in zip(keys, docs)
-            if d is not None and d["status"] in FINAL and d["updated_at"] < fresh
+            if d is not None and d["status"] in FINAL
+            and not fresh <= (d["updated_at"] or 0) <= now
         ]
         if ended:
             self.store.touch(ended)
