@@ -102,7 +102,7 @@ class JobContext:
         if message is not None:
             _check_message(message)
         now = time.time()
-        if now >= self._next_yield:
+        if not 0.0 < self._next_yield - now <= _YIELD_EVERY:  # due, or the clock went back
             self._yield(now)
         with self._lock:
             doc = self._doc
@@ -130,7 +130,7 @@ class JobContext:
         if self.cancelled.is_set():
             raise JobCancelled(f"job {self.id} was cancelled")
         now = time.time()
-        if now >= self._next_yield:
+        if not 0.0 < self._next_yield - now <= _YIELD_EVERY:  # due, or the clock went back
             self._yield(now)
 
     def _yield(self, now: float) -> None:
@@ -187,10 +187,10 @@ class JobHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         ctx = self._runner.local_context(self.id)
-        if ctx is not None:  # runs here: its final document is at hand, no need to read it
+        if ctx is not None:
             if not ctx._done.wait(timeout):
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
-            return self._runner.records.public(ctx.snapshot(), ctx.cancelled.is_set())
+            return self.status()
         while True:  # runs elsewhere: poll the store
             doc = self.status()
             if doc is None or doc["status"] in FINAL:

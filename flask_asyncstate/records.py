@@ -132,10 +132,6 @@ class JobRecords:
             self.store.touch(ended)
         return docs
 
-    @staticmethod
-    def public(doc: dict[str, Any], cancel_requested: bool) -> dict[str, Any]:
-        """The progress document of an internal one (exactly the public fields)."""
-        return {f: doc.get(f) for f in PUBLIC_FIELDS} | {"cancel_requested": cancel_requested}
 
     def all_jobs(self) -> list[dict[str, Any]]:
         """Every live job of every instance (a scan: for the CLI and admin pages)."""

@@ -279,7 +279,10 @@ class JobRunner:
             self._writer.start()
 
     def _write_loop(self) -> None:
-        next_beat = time.monotonic() + self.settings.heartbeat_interval
+        # Beats also keep running jobs' entries alive (polls of running jobs do not restart
+        # their expiry), so beat at least three times per ASYNCSTATE_EXPIRES.
+        beat_every = min(self.settings.heartbeat_interval, self.settings.expires / 3)
+        next_beat = time.monotonic() + beat_every
         while not self._stop.wait(self.settings.flush_interval):
             if self._app_ref() is None:  # the app is gone (a test, a factory): so are we
                 self.shutdown(0)
@@ -294,7 +297,7 @@ class JobRunner:
                 except StoreError as exc:
                     log.warning("asyncstate heartbeat failed: %s", exc)
                     continue  # try again at the next tick: Redis may be back any moment
-                next_beat = time.monotonic() + self.settings.heartbeat_interval
+                next_beat = time.monotonic() + beat_every
 
     def flush(self) -> None:
         """Write buffered progress and retry pending final documents now."""

@@ -32,16 +32,21 @@ class TokenSigner:
     def __init__(self, config: Mapping[str, Any], max_age: float | None) -> None:
         self._config = config
         self.max_age = max_age
-        self._cached: tuple[tuple[Any, ...], URLSafeTimedSerializer] | None = None
-        # A page polls with the same token every second: remember tokens already verified
-        # (token -> (job id, signed at)), so a poll costs a dict lookup instead of an HMAC.
-        self._verified: dict[str, tuple[str, float]] = {}
+        # (keys, serializer, verified): a page polls with the same token every second, so
+        # tokens already verified with these keys (token -> (job id, signed at)) cost a dict
+        # lookup instead of an HMAC. The memo lives and dies with the keys that verified it.
+        self._cached: (
+            tuple[tuple[Any, ...], URLSafeTimedSerializer, dict[str, tuple[str, float]]] | None
+        ) = None
 
     @property
     def ready(self) -> bool:
         return bool(self._config.get("SECRET_KEY"))
 
-    def _serializer(self) -> URLSafeTimedSerializer:
+    def _current(
+        self,
+    ) -> tuple[URLSafeTimedSerializer, dict[str, tuple[str, float]]]:
+        """The serializer for the configured keys, and the memo of tokens it verified."""
         key = self._config.get("SECRET_KEY")
         if not key:
             raise RuntimeError(
@@ -49,20 +54,19 @@ class TokenSigner:
             )
         keys = (*(self._config.get("SECRET_KEY_FALLBACKS") or ()), key)  # the last one signs
         cached = self._cached
-        if cached is None or cached[0] != keys:
-            cached = self._cached = (keys, URLSafeTimedSerializer(list(keys), salt=SALT))
-            self._verified = {}  # keys changed: what they verified no longer counts
-        return cached[1]
+        if cached is None or cached[0] != keys:  # new keys, new memo: old verdicts don't count
+            cached = self._cached = (keys, URLSafeTimedSerializer(list(keys), salt=SALT), {})
+        return cached[1], cached[2]
 
     def sign(self, job_id: str) -> str:
-        return self._serializer().dumps(job_id)
+        return self._current()[0].dumps(job_id)
 
     def unsign(self, token: str) -> str:
         """The job id inside ``token``; :class:`InvalidToken` if it is bad in any way."""
         if not isinstance(token, str) or len(token) > 512:
             raise InvalidToken("malformed job token")
-        serializer = self._serializer()
-        known = self._verified.get(token)
+        serializer, verified = self._current()
+        known = verified.get(token)
         if known is not None:
             if self.max_age is None or time.time() - known[1] <= self.max_age:
                 return known[0]
@@ -74,9 +78,9 @@ class TokenSigner:
             raise InvalidToken("invalid or expired job token") from exc
         if not isinstance(job_id, str):
             raise InvalidToken("malformed job token")
-        if len(self._verified) >= 4096:
-            self._verified = {}
-        self._verified[token] = (job_id, signed_at.timestamp())
+        if len(verified) >= 4096:
+            verified.clear()
+        verified[token] = (job_id, signed_at.timestamp())
         return job_id
 
 

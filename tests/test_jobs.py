@@ -450,3 +450,38 @@ def test_reading_a_finished_job_keeps_it_alive_and_silence_lets_it_expire(make_a
             time.sleep(0.5)
             assert watched.status()["status"] == "succeeded"
         assert ignored.status() is None
+
+
+def test_wait_and_status_agree_on_cancel_requested(make_app, backend_url) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Steps:
+        n: int = 0
+
+    app, ext = make_app(backend_url)
+
+    @ext.job(state=Steps)
+    def stepping(job) -> None:  # type: ignore[no-untyped-def]
+        while not job.cancelled.wait(0.01):
+            pass
+
+    with app.app_context():
+        handle = stepping.start()
+        time.sleep(0.1)
+        assert ext.state.cancel(Steps, name=handle.id)  # the state entry shares the job's Event
+        waited = handle.wait(10)
+        assert waited == handle.status()
+        assert waited["status"] == "cancelled"
+
+
+def test_running_job_outlives_an_expiry_shorter_than_the_heartbeat(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_EXPIRES=1.5, ASYNCSTATE_HEARTBEAT_INTERVAL=5)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        handle = jobs["stubborn"].start(3.5)  # silent: no progress writes at all
+        for _ in range(6):
+            time.sleep(0.5)
+            assert handle.status()["status"] == "running"
+        assert handle.cancel() is True
+        assert handle.wait(10)["status"] == "cancelled"
