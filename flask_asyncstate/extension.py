@@ -153,6 +153,7 @@ class AsyncState:
 
     @property
     def store(self) -> Store:
+        """The current app's raw store (what the state API and the job records sit on)."""
         return self.runner().store
 
     # -- jobs ----------------------------------------------------------------

@@ -159,11 +159,11 @@ class JobContext:
 class JobHandle:
     """A started job, seen from the code that started it (or from a token)."""
 
-    def __init__(self, runner: JobRunner, job_id: str, token: str | None) -> None:
+    def __init__(self, runner: JobRunner, job_id: str) -> None:
         self._runner = runner
         #: The job id.
         self.id = job_id
-        self._token = token
+        self._token: str | None = None
 
     @property
     def token(self) -> str:

@@ -132,10 +132,10 @@ class JobRunner:
             with self._lock:
                 if job_id in self._active:
                     self._futures[job_id] = future
-        return JobHandle(self, job_id, None)  # the token is signed when first asked for
+        return self.handle(job_id)  # the token is signed when first asked for
 
     def handle(self, job_id: str) -> JobHandle:
-        return JobHandle(self, job_id, None)
+        return JobHandle(self, job_id)
 
     def cancel(self, job_id: str) -> bool:
         """Store the cancel request; the holder's Event is set via pub/sub (or its next write)."""

@@ -39,10 +39,6 @@ class TokenSigner:
             tuple[tuple[Any, ...], URLSafeTimedSerializer, dict[str, tuple[str, float]]] | None
         ) = None
 
-    @property
-    def ready(self) -> bool:
-        return bool(self._config.get("SECRET_KEY"))
-
     def _current(
         self,
     ) -> tuple[URLSafeTimedSerializer, dict[str, tuple[str, float]]]:

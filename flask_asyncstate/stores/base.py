@@ -70,12 +70,6 @@ class Store(ABC):
         """The storage key of the entry ``kind`` + optional ``name``."""
         return f"{self.key_prefix}{{{kind}:{name or ''}}}"
 
-    def split_key(self, key: str) -> tuple[str, str]:
-        """Inverse of :meth:`key`: ``(kind, name)``."""
-        inner = key[len(self.key_prefix) + 1 : -1]
-        kind, _, name = inner.partition(":")
-        return kind, name
-
     # -- public operations -------------------------------------------------
 
     def create(
