@@ -19,16 +19,21 @@ setup(
         "xstatic-jquery>=3.5",
     ],
     extras_require={
-        "redis": ["redis>=4.5"],
+        "redis": ["redis>=4.5", "pybreaker>=1.0"],
         "session": ["flask-session>=0.6", "cachelib>=0.10"],
+        # what `flask --app example_app run` needs: sessions, and CSRF protection for its forms
+        "example": ["flask-session>=0.6", "cachelib>=0.10", "flask-wtf>=1.1"],
         "test": [
             "redis>=4.5",
+            "pybreaker>=1.0",
+            "flask-login>=0.6",
             "flask-session>=0.6",
             "cachelib>=0.10",
             "pytest>=7.4",
             "hypothesis>=6.80",
             "playwright>=1.40",
             "gunicorn>=21",
+            "gevent>=23",  # the example app under gunicorn -k gevent
             "requests>=2.28",
             "flask-wtf>=1.1",
             "sphinx>=7",
@@ -36,11 +41,13 @@ setup(
         ],
         "bench": [
             "redis>=4.5",
+            "pybreaker>=1.0",
             "rq>=1.15",
             "celery[redis]>=5.3",
             "flask-executor>=1.0",
             "matplotlib>=3.7",
             "flask-session>=0.6",  # throughput.py: the example app's Redis sessions
+            "flask-wtf>=1.1",  # the example app's CSRF protection
             "gunicorn>=21",  # throughput.py serves the app with it
         ],
     },

@@ -4,6 +4,7 @@ from .errors import (
     AsyncStateError,
     InvalidToken,
     JobCancelled,
+    QueueFull,
     QuotaExceeded,
     StateTooLarge,
     StoreError,
@@ -12,7 +13,7 @@ from .errors import (
 )
 from .extension import AsyncState
 from .jobs import JobContext, JobHandle, TrackedJob
-from .signals import job_finished, job_progress, job_started
+from .signals import job_finished, job_progress, job_started, store_circuit_changed
 from .state import StateAPI
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobHandle",
+    "QueueFull",
     "QuotaExceeded",
     "StateAPI",
     "StateTooLarge",
@@ -32,4 +34,5 @@ __all__ = [
     "job_finished",
     "job_progress",
     "job_started",
+    "store_circuit_changed",
 ]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from typing import Any
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .records import FINAL, LOST
+from .records import FINAL, LOST, UNFINISHED
 from .runner import JobRunner
 
 asyncstate_cli = AppGroup("asyncstate", help="Inspect and manage flask-asyncstate jobs.")
@@ -104,14 +105,19 @@ def purge(include_lost: bool, older_than: float) -> None:
 
 @asyncstate_cli.command("instances")
 def instances() -> None:
-    """List live instances (those heartbeating) and the jobs they run."""
-    found = sorted(_runner().records.instances(), key=lambda i: i.get("started_at", 0))
+    """List live instances (those heartbeating) and how many unfinished jobs each holds."""
+    records = _runner().records
+    found = sorted(records.instances(), key=lambda i: i.get("started_at", 0))
     if not found:
         click.echo("No live instances.")
         return
+    # Heartbeats carry no job list (their size must not grow with the jobs): count from the jobs.
+    held: Counter[str] = Counter(
+        str(j.get("instance")) for j in records.all_jobs() if j["status"] in UNFINISHED
+    )
     rows = [
         [str(i["id"]), str(i.get("host")), str(i.get("pid")), _age(i.get("started_at")),
-         _age(i.get("beat_at")), str(len(i.get("jobs", []))), " ".join(i.get("jobs", []))]
+         _age(i.get("beat_at")), str(held[str(i["id"])])]
         for i in found
     ]
-    _table(["INSTANCE", "HOST", "PID", "UP", "LAST BEAT", "JOBS", "RUNNING"], rows)
+    _table(["INSTANCE", "HOST", "PID", "UP", "LAST BEAT", "JOBS"], rows)

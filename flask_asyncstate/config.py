@@ -21,6 +21,12 @@ DEFAULTS: dict[str, Any] = {
     "ASYNCSTATE_SHUTDOWN_TIMEOUT": 10.0,
     "ASYNCSTATE_SSE_MAX_AGE": 25.0,
     "ASYNCSTATE_SSE_PING_INTERVAL": 15.0,
+    "ASYNCSTATE_MAX_QUEUED": 1000,
+    "ASYNCSTATE_MAX_STREAMS": 100,
+    "ASYNCSTATE_MAX_STREAMS_PER_SESSION": 4,
+    "ASYNCSTATE_REDIS_TIMEOUT": 1.0,
+    "ASYNCSTATE_CIRCUIT_FAILURES": 3,
+    "ASYNCSTATE_CIRCUIT_RESET": 2.0,
 }
 
 
@@ -59,6 +65,12 @@ class Settings:
     shutdown_timeout: float
     sse_max_age: float
     sse_ping_interval: float
+    max_queued: int
+    max_streams: int
+    max_streams_per_session: int
+    redis_timeout: float
+    circuit_failures: int
+    circuit_reset: float
 
     @classmethod
     def from_config(cls, config: Any) -> Settings:
@@ -80,4 +92,10 @@ class Settings:
             shutdown_timeout=_positive(config, "ASYNCSTATE_SHUTDOWN_TIMEOUT"),
             sse_max_age=_positive(config, "ASYNCSTATE_SSE_MAX_AGE"),
             sse_ping_interval=_positive(config, "ASYNCSTATE_SSE_PING_INTERVAL"),
+            max_queued=_positive(config, "ASYNCSTATE_MAX_QUEUED", int),
+            max_streams=_positive(config, "ASYNCSTATE_MAX_STREAMS", int),
+            max_streams_per_session=_positive(config, "ASYNCSTATE_MAX_STREAMS_PER_SESSION", int),
+            redis_timeout=_positive(config, "ASYNCSTATE_REDIS_TIMEOUT"),
+            circuit_failures=_positive(config, "ASYNCSTATE_CIRCUIT_FAILURES", int),
+            circuit_reset=_positive(config, "ASYNCSTATE_CIRCUIT_RESET"),
         )

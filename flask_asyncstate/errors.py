@@ -54,7 +54,14 @@ class JobCancelled(AsyncStateError):
 class QuotaExceeded(AsyncStateError):
     """The current session already has ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` unfinished jobs.
 
-    The web layer answers 429.
+    Nothing was created; the web layer answers 429.
+    """
+
+
+class QueueFull(AsyncStateError):
+    """This instance already has ``ASYNCSTATE_MAX_QUEUED`` jobs waiting for a worker.
+
+    Nothing was created; the web layer answers 503 with ``Retry-After``.
     """
 
 

@@ -17,12 +17,12 @@ from flask import (
 )
 from markupsafe import Markup
 
-from . import tokens, views
+from . import sessions, signals, tokens, views
 from .cli import asyncstate_cli
 from .config import Settings
-from .errors import InvalidToken, QuotaExceeded, StoreError
+from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .jobs import JobHandle, TrackedJob
-from .runner import JobRunner
+from .runner import JobRunner, _send
 from .state import StateAPI
 from .stores.base import Store
 from .stores.memory import MemoryStore
@@ -38,15 +38,24 @@ def _make_store(settings: Settings, redis_client: Any) -> Store:
     if redis_client is None and settings.redis_url is None:
         return MemoryStore(**options)
     try:
-        from .stores.redis import RedisStore, client_from_url
+        from .stores.redis import RedisStore, client_from_url, request_client_from_url
     except ImportError as exc:
         raise RuntimeError(
             "ASYNCSTATE_REDIS_URL is set but redis-py is not installed:"
             " pip install 'flask-asyncstate[redis]'"
         ) from exc
+    options.update(
+        request_timeout=settings.redis_timeout,
+        circuit_failures=settings.circuit_failures,
+        circuit_reset=settings.circuit_reset,
+    )
     if redis_client is not None:
         return RedisStore(redis_client, **options)
-    return RedisStore(client_from_url(settings.redis_url or ""), **options)
+    url = settings.redis_url or ""
+    return RedisStore(
+        client_from_url(url), fast_client=request_client_from_url(url, settings.redis_timeout),
+        **options,
+    )
 
 
 def widget(token: str, **options: Any) -> Markup:
@@ -102,9 +111,21 @@ class AsyncState:
                 " Import and use that instance instead."
             )
         settings = Settings.from_config(app.config)
-        self._runners[app] = JobRunner(app, settings, _make_store(settings, redis))
+        store = _make_store(settings, redis)
+        self._runners[app] = JobRunner(app, settings, store)
         app.extensions["asyncstate"] = self
         self._register_web(app, settings)
+        app_ref = weakref.ref(app)
+        if hasattr(store, "on_circuit_change"):
+            store.on_circuit_change = lambda old, new: _send(
+                signals.store_circuit_changed, app_ref(), old=old, new=new
+            )
+        try:
+            from flask_login import user_logged_out
+        except ImportError:
+            pass
+        else:
+            user_logged_out.connect(_forget_owner_on_logout, sender=app)
 
     def _register_web(self, app: Flask, settings: Settings) -> None:
         """Blueprint, error answers, the ``asyncstate_widget`` Jinja global and the CLI."""
@@ -113,16 +134,29 @@ class AsyncState:
         app.register_blueprint(blueprint)
         app.register_error_handler(InvalidToken, views.invalid_token)
         app.register_error_handler(QuotaExceeded, views.quota_exceeded)
+        app.register_error_handler(QueueFull, views.queue_full)
         app.register_error_handler(StoreError, views.store_error)
         app.jinja_env.globals["asyncstate_widget"] = widget
         app.cli.add_command(asyncstate_cli)
         # Flask-WTF may be set up before or after us: exempt now, and again on our first request.
         views.exempt_from_csrf_protect(app, blueprint)
 
+        sessions.guard(app, settings.url_prefix)
+        prefix = settings.url_prefix
+
         @app.before_request
-        def _exempt_late() -> None:
+        def _ours_first() -> Any:
+            if not views.under_prefix(request.path, prefix):
+                return None
+            if isinstance(session._get_current_object(), sessions.UnavailableSession):  # type: ignore[attr-defined]
+                return views.store_error(StoreError("the session store is unavailable"))
             if request.blueprint == "asyncstate":
                 views.exempt_from_csrf_protect(app, blueprint)
+            return views.unrouted(prefix)
+
+        app.before_request_funcs.setdefault(None, []).insert(
+            0, app.before_request_funcs[None].pop()
+        )  # before the app's own hooks, which may touch the session or routing
 
     # -- finding the per-app runner ----------------------------------------
 
@@ -197,17 +231,27 @@ class AsyncState:
         return self.handle(token).cancel()
 
     def jobs(self) -> list[dict[str, Any]]:
-        """The current session's jobs, newest first, each with its ``token``."""
+        """The current session's jobs, newest first, each with its ``token``.
+
+        Unfinished ones and the ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` newest finished ones.
+        """
         runner = self.runner()
-        ids = tokens.session_job_ids(session)
-        docs = runner.records.statuses(ids) if ids else []
-        return [
-            dict(doc, token=runner.signer.sign(job_id))
-            for job_id, doc in zip(ids, docs)
-            if doc is not None
-        ]
+        owner = tokens.request_owner(create=False)
+        ids = runner.records.owner_jobs(owner) if owner is not None else []
+        out = []
+        for job_id, doc in zip(ids, runner.records.statuses(ids, internal=True) if ids else []):
+            if doc is None or doc.pop("owner") != owner:
+                continue
+            doc.pop("instance")
+            out.append(dict(doc, token=runner.signer.sign(job_id)))
+        return out
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop every app's runner: cancel running jobs, wait, write ``lost`` for the rest."""
         for runner in list(self._runners.values()):
             runner.shutdown(timeout)
+
+
+def _forget_owner_on_logout(sender: Flask, **extra: Any) -> None:
+    """Flask-Login's ``user_logged_out``: this session's next jobs belong to someone new."""
+    tokens.forget_owner(session)

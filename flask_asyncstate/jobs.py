@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobCancelled
 from .records import FINAL, percent_of
+from .serialization import encodable_text
 
 if TYPE_CHECKING:
     from .extension import AsyncState
@@ -30,6 +31,17 @@ _YIELD_FOR = 0.0  # time.sleep(0) releases the GIL; waiting threads take it at o
 
 #: Longest progress message accepted; it is shown beside a bar, not a log.
 MAX_MESSAGE_LENGTH = 2000
+#: Largest magnitude of ``current``/``total``: integers beyond it lose precision in JavaScript.
+MAX_PROGRESS_VALUE = 2**53
+
+
+def _check_number(value: object, what: str) -> None:
+    if value.__class__ is int and -MAX_PROGRESS_VALUE <= value <= MAX_PROGRESS_VALUE:  # type: ignore[operator]
+        return  # the common case, first
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"progress {what} must be a number, got {type(value).__name__}")
+    if abs(value) > MAX_PROGRESS_VALUE or not math.isfinite(value):  # int first: no overflow
+        raise ValueError(f"progress {what} must be finite and at most 2**53 in size, got {value}")
 
 
 def _check_message(text: object) -> None:
@@ -39,6 +51,8 @@ def _check_message(text: object) -> None:
         raise ValueError(
             f"progress message is {len(text)} characters, more than {MAX_MESSAGE_LENGTH}"
         )
+    if not encodable_text(text):
+        raise ValueError("progress message has a lone surrogate, which UTF-8 cannot hold")
 
 
 class BoundState(Generic[T]):
@@ -74,6 +88,8 @@ class JobContext:
         self.cancelled = threading.Event()
         #: The job's typed state entry, if the job declared ``state=``; else None.
         self.state: BoundState[Any] | None = None
+        #: Whose job this is (the session or user that started it); None outside a request.
+        self.owner: str | None = None
         self._doc = document
         self._lock = threading.Lock()  # guards _doc and _dirty: the hot path
         self._write_lock = threading.Lock()  # orders store writes: final is last
@@ -88,17 +104,14 @@ class JobContext:
         """Record progress; cheap enough for a hot loop (written at most every flush interval).
 
         ``total`` and ``message`` keep their previous value when omitted. Numbers must
-        be finite and the message at most ``MAX_MESSAGE_LENGTH`` (2000) characters:
+        be finite (at most 2**53 in size) and the message at most ``MAX_MESSAGE_LENGTH`` (2000) characters:
         anything else raises ``TypeError``/``ValueError`` here, in the job, not later.
         At most once a millisecond it releases the GIL for a moment, so a cancel
         reaches even a CPU-bound job within about a millisecond.
         """
-        if not isinstance(current, (int, float)):
-            raise TypeError(f"progress current must be a number, got {type(current).__name__}")
-        if total is not None and not isinstance(total, (int, float)):
-            raise TypeError(f"progress total must be a number, got {type(total).__name__}")
-        if current.__class__ is float and not math.isfinite(current):
-            raise ValueError(f"progress current must be finite, got {current}")
+        _check_number(current, "current")
+        if total is not None:
+            _check_number(total, "total")
         if message is not None:
             _check_message(message)
         now = time.time()

@@ -6,18 +6,26 @@ process runs it); ``cancel_requested`` comes from the store's separate cancel
 flag. Each running instance keeps a heartbeat entry of kind
 ``flask_asyncstate.instance`` that expires 2.75 intervals after its last beat; a reader
 that finds an unfinished job whose instance entry is gone reports ``lost``.
+The heartbeat carries no list of jobs (jobs name their instance), so its size
+stays the same however many jobs an instance holds.
+
+A job started in a request also names its ``owner`` (the session, or the user
+in it) and is listed in that owner's index (kind ``flask_asyncstate.owner``):
+the unfinished ids, claimed atomically against the quota, and the recent ones.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from .stores.base import Entry, Store
 
 JOB_KIND = "flask_asyncstate.job"
 INSTANCE_KIND = "flask_asyncstate.instance"
+OWNER_KIND = "flask_asyncstate.owner"
 
 QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELLED, LOST = "succeeded", "failed", "cancelled", "lost"
@@ -32,12 +40,14 @@ PUBLIC_FIELDS = (
 )
 
 
-def new_document(job_id: str, name: str, instance: str) -> dict[str, Any]:
+def new_document(
+    job_id: str, name: str, instance: str, owner: str | None = None
+) -> dict[str, Any]:
     now = time.time()
     return {
         "id": job_id, "name": name, "status": QUEUED, "current": 0, "total": None,
         "percent": None, "message": None, "result": None, "error": None,
-        "created_at": now, "updated_at": now, "instance": instance,
+        "created_at": now, "updated_at": now, "instance": instance, "owner": owner,
     }
 
 
@@ -68,6 +78,43 @@ class JobRecords:
     def instance_key(self, instance_id: str) -> str:
         return self.store.key(INSTANCE_KIND, instance_id)
 
+    def owner_key(self, owner: str) -> str:
+        return self.store.key(OWNER_KIND, owner)
+
+    # -- an owner's jobs -----------------------------------------------------
+
+    def admit(self, owner: str, job_id: str, limit: int) -> bool:
+        """Claim one of the owner's ``limit`` slots for an unfinished job, atomically.
+
+        When the slots are full, ids whose jobs ended without releasing theirs
+        (their instance died, or Redis lost them) are released and the claim is
+        tried once more. The job's document must exist before this is called, so
+        a concurrent cleanup never mistakes a new job for a vanished one.
+        """
+        key = self.owner_key(owner)
+        now = time.time()
+        if self.store.claim(key, job_id, limit=limit, keep=limit, score=now):
+            return True
+        active = sorted(self.store.claims(key).active)
+        docs = self.statuses(active) if active else []
+        stale = [j for j, d in zip(active, docs) if d is None or d["status"] in FINAL]
+        if not stale:
+            return False
+        self.store.unclaim(key, stale)
+        return self.store.claim(key, job_id, limit=limit, keep=limit, score=now)
+
+    def restore(self, owner: str, job_id: str) -> None:
+        """List a running job in its owner's index again (after Redis lost its data)."""
+        self.store.claim(self.owner_key(owner), job_id, limit=2**31, keep=0, score=time.time())
+
+    def discharge(self, owner: str, job_id: str) -> None:
+        """The job ended: its slot is free; it stays among the owner's recent jobs."""
+        self.store.unclaim(self.owner_key(owner), [job_id])
+
+    def owner_jobs(self, owner: str) -> list[str]:
+        """The owner's job ids, newest first: unfinished ones and the latest finished ones."""
+        return self.store.claims(self.owner_key(owner)).recent
+
     # -- writing (the instance that runs the job) ---------------------------
 
     def create(self, doc: dict[str, Any], event: threading.Event, never_expires: bool) -> None:
@@ -83,10 +130,11 @@ class JobRecords:
         return False
 
     def beat(
-        self, info: dict[str, Any], interval: float, running: list[str], extra: list[str]
+        self, info: dict[str, Any], interval: float, running: list[str], extra: list[str],
+        owners: Iterable[str] = (),
     ) -> bool:
         """Refresh this instance's liveness entry; keep its silent jobs (and ``extra`` keys,
-        their state entries) from expiring.
+        their state entries, and their ``owners``' indexes) from expiring.
 
         Returns False when the entry had vanished (first beat, or Redis lost its
         data in a restart): the caller then rewrites its jobs' documents.
@@ -96,6 +144,7 @@ class JobRecords:
         if not found:
             self.store.create(key, info, ttl=2.75 * interval)
         self.store.touch([*(self.job_key(j) for j in running), *extra])
+        self.store.touch_claims([self.owner_key(o) for o in owners])
         return found
 
     def remove(self, job_id: str) -> bool:
@@ -106,19 +155,22 @@ class JobRecords:
 
     # -- reading (any instance) ----------------------------------------------
 
-    def status(self, job_id: str) -> dict[str, Any] | None:
+    def status(self, job_id: str, internal: bool = False) -> dict[str, Any] | None:
         """The public progress document of a job, or None if it is unknown or expired."""
-        return self.statuses([job_id])[0]
+        return self.statuses([job_id], internal)[0]
 
-    def statuses(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
-        """Public documents; reading restarts the expiry of jobs that ended.
+    def statuses(
+        self, job_ids: list[str], internal: bool = False
+    ) -> list[dict[str, Any] | None]:
+        """Public documents (with ``internal``, also ``instance`` and ``owner``); reading
+        restarts the expiry of jobs that ended.
 
         An unfinished job's entry is kept alive by its instance (writes and
         heartbeats), so a poll reads it without the extra expiry work; a finished
         (or lost) one lives ``ASYNCSTATE_EXPIRES`` after its last read.
         """
         keys = [self.job_key(j) for j in job_ids]
-        docs = self._public(self.store.read_many(keys, refresh=False))
+        docs = self._public(self.store.read_many(keys, refresh=False), internal)
         # A document written in the last moment has its full expiry already: no touch.
         # (A timestamp from the future, another host's clock, does not count as fresh.)
         now = time.time()
@@ -131,7 +183,6 @@ class JobRecords:
         if ended:
             self.store.touch(ended)
         return docs
-
 
     def all_jobs(self) -> list[dict[str, Any]]:
         """Every live job of every instance (a scan: for the CLI and admin pages)."""
@@ -160,6 +211,7 @@ class JobRecords:
             public = {f: doc.get(f) for f in PUBLIC_FIELDS}
             if internal:
                 public["instance"] = doc.get("instance")
+                public["owner"] = doc.get("owner")
             out.append(public)
         return out
 

@@ -11,6 +11,7 @@ that met a store outage, and beats this instance's heartbeat.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -21,11 +22,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, has_request_context, session
+from flask import Flask, has_request_context
 
 from . import serialization, signals, tokens
 from .config import Settings
-from .errors import JobCancelled, QuotaExceeded, StoreError
+from .errors import JobCancelled, QueueFull, QuotaExceeded, StoreError
 from .jobs import BoundState, JobContext, JobHandle
 from .records import (
     CANCELLED,
@@ -33,12 +34,12 @@ from .records import (
     LOST,
     RUNNING,
     SUCCEEDED,
-    UNFINISHED,
     JobRecords,
     new_document,
 )
 from .state import StateAPI
 from .stores.base import Store
+from .streams import StreamSlots
 
 if TYPE_CHECKING:
     from .jobs import TrackedJob
@@ -49,11 +50,29 @@ _MAX_ERROR_MESSAGE = 2000
 
 
 def _error(exc: BaseException) -> dict[str, str]:
+    if isinstance(exc, StoreError):  # host, port, command: for the log, not for the user
+        return {"type": type(exc).__name__,
+                "message": "the job store failed while the job ran; the server log has details"}
     try:
         message = str(exc)
     except Exception:  # noqa: BLE001 - a failing __str__ must still give a final document
         message = f"<{type(exc).__name__} whose message could not be read>"
     return {"type": type(exc).__name__, "message": message[:_MAX_ERROR_MESSAGE]}
+
+
+def _last_resort(ctx: JobContext, status: str) -> dict[str, Any]:
+    """A final document built only from values known to encode, for when the real one cannot."""
+    now = time.time()
+    doc = ctx._doc
+    created = doc.get("created_at")
+    return {
+        "id": ctx.id, "name": str(ctx.name)[:200].encode("utf-8", "replace").decode("utf-8"), "status": FAILED if status != LOST else LOST,
+        "current": 0, "total": None, "percent": None, "message": None, "result": None,
+        "error": {"type": "InternalError",
+                  "message": "the job's final document could not be stored"},
+        "created_at": created if isinstance(created, float) else now, "updated_at": now,
+        "instance": str(doc.get("instance")), "owner": ctx.owner,
+    }
 
 
 class JobRunner:
@@ -66,7 +85,13 @@ class JobRunner:
         self.state = StateAPI(store)
         self.records = JobRecords(store, _new_instance_id(), settings.heartbeat_interval)
         self.signer = tokens.TokenSigner(app.config, settings.token_max_age)
+        #: Open event streams of this process, bounded in all and per owner.
+        self.streams = StreamSlots(
+            settings.max_streams, settings.max_streams_per_session,
+            lifetime=settings.sse_max_age + 2 * settings.sse_ping_interval + 5,
+        )
         self._active: dict[str, tuple[JobContext, TrackedJob]] = {}
+        self._queued: set[str] = set()  # admitted, not yet taken by a pool thread
         self._pending: dict[str, tuple[JobContext, TrackedJob, dict[str, Any]]] = {}
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
@@ -85,6 +110,11 @@ class JobRunner:
         return self.records.instance_id
 
     @property
+    def retry_after(self) -> int:
+        """Seconds a client should wait after a 503 of the store: when the circuit probes again."""
+        return max(1, math.ceil(self.settings.circuit_reset))
+
+    @property
     def app(self) -> Flask:
         app = self._app_ref()
         if app is None:
@@ -94,32 +124,27 @@ class JobRunner:
     # -- starting ------------------------------------------------------------
 
     def start(self, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
+        """Admit, record and submit a job; nothing is left behind when it is refused."""
         self._ensure_threads()
-        in_request = has_request_context()
-        known: list[tuple[str, dict[str, Any] | None]] = []
-        if in_request:
-            ids = tokens.session_job_ids(session)
-            known = list(zip(ids, self.records.statuses(ids))) if ids else []
-            unfinished = sum(1 for _, d in known if d is not None and d["status"] in UNFINISHED)
-            if unfinished >= self.settings.max_jobs_per_session:
-                raise QuotaExceeded(
-                    f"this session already has {unfinished} unfinished jobs"
-                    f" (ASYNCSTATE_MAX_JOBS_PER_SESSION={self.settings.max_jobs_per_session});"
-                    " wait for one to finish or cancel one"
-                )
+        owner = None
+        if has_request_context():
+            self.signer.require_key()  # a job nobody could be given a token for is never made
+            owner = tokens.request_owner(create=True)
         job_id = secrets.token_hex(16)
-        ctx = JobContext(job_id, job.name, new_document(job_id, job.name, self.instance_id))
-        if job.state_type is not None:
-            self.state.create(
-                job.state_type(), name=job_id, cancel_event=ctx.cancelled,
-                never_expires=job.never_expires,
-            )
-            ctx.state = BoundState(self.state, job.state_type, job_id)
-        self.records.create(ctx.snapshot(), ctx.cancelled, job.never_expires)
+        with self._lock:
+            if len(self._queued) >= self.settings.max_queued:
+                raise QueueFull(
+                    f"{len(self._queued)} jobs are already waiting on this server; try again shortly"
+                )
+            self._queued.add(job_id)
+        try:
+            ctx = self._admit(job, job_id, owner)
+        except BaseException:
+            with self._lock:
+                self._queued.discard(job_id)
+            raise
         with self._lock:
             self._active[job_id] = (ctx, job)
-        if in_request:
-            tokens.bind(session, job_id, known, self.settings.max_jobs_per_session)
         if self.settings.eager:
             self._run(ctx, job, args, kwargs)
         else:
@@ -133,6 +158,41 @@ class JobRunner:
                 if job_id in self._active:
                     self._futures[job_id] = future
         return self.handle(job_id)  # the token is signed when first asked for
+
+    def _admit(self, job: TrackedJob, job_id: str, owner: str | None) -> JobContext:
+        """Write the queued document, claim the owner's quota slot, create the job's state."""
+        ctx = JobContext(job_id, job.name, new_document(job_id, job.name, self.instance_id, owner))
+        ctx.owner = owner
+        self.records.create(ctx.snapshot(), ctx.cancelled, job.never_expires)
+        try:
+            limit = self.settings.max_jobs_per_session
+            if owner is not None and not self.records.admit(owner, job_id, limit):
+                raise QuotaExceeded(
+                    f"You already have {limit} jobs in progress. Wait for one to finish,"
+                    " or cancel one, then try again."
+                )
+            if job.state_type is not None:
+                self.state.create(
+                    job.state_type(), name=job_id, cancel_event=ctx.cancelled,
+                    never_expires=job.never_expires,
+                )
+                ctx.state = BoundState(self.state, job.state_type, job_id)
+        except BaseException:
+            self._abandon(ctx, job)
+            raise
+        return ctx
+
+    def _abandon(self, ctx: JobContext, job: TrackedJob) -> None:
+        """Undo a start that did not go through (best effort: what stays behind expires)."""
+        try:
+            self.records.remove(ctx.id)
+            if ctx.owner is not None:
+                self.records.discharge(ctx.owner, ctx.id)
+            if job.state_type is not None:
+                self.state.remove(job.state_type, name=ctx.id)
+        except StoreError as exc:
+            log.warning("job %s: a refused start left entries behind until they expire (%s)",
+                        ctx.id, exc)
 
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
@@ -149,6 +209,9 @@ class JobRunner:
     # -- running -----------------------------------------------------------
 
     def _run(self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        with self._lock:
+            self._queued.discard(ctx.id)
+        self._supervise()
         try:
             self._run_job(ctx, job, args, kwargs)
         finally:
@@ -208,10 +271,10 @@ class JobRunner:
             if ctx._finished:
                 return False
             ctx._finished = True
-            with ctx._lock:
-                ctx._doc.update(status=status, result=result, error=error, updated_at=time.time())
-                final = ctx._snapshot_locked()
             try:
+                with ctx._lock:
+                    ctx._doc.update(status=status, result=result, error=error, updated_at=time.time())
+                    final = ctx._snapshot_locked()
                 self._save_final(ctx, job, final)
             except StoreError as exc:
                 log.warning("job %s: final status %r not written yet (%s); retrying", ctx.id, status, exc)
@@ -219,6 +282,17 @@ class JobRunner:
                     self._pending[ctx.id] = (ctx, job, final)
                     self._active.pop(ctx.id, None)
                 return True
+            except Exception:
+                log.exception("job %s: final document could not be stored; storing a minimal one",
+                              ctx.id)
+                final = _last_resort(ctx, status)
+                try:
+                    self._save(ctx, job, final)
+                except Exception:  # noqa: BLE001 - the store is away: the writer retries it
+                    with self._lock:
+                        self._pending[ctx.id] = (ctx, job, final)
+                        self._active.pop(ctx.id, None)
+                    return True
         self._retire(ctx, final)
         return True
 
@@ -245,11 +319,17 @@ class JobRunner:
             self._futures.pop(ctx.id, None)
         if found is None:
             return  # retired already (a pending final retried by two threads)
+        if ctx.owner is not None:
+            try:
+                self.records.discharge(ctx.owner, ctx.id)
+            except StoreError:  # the owner's next start finds the slot stale and frees it
+                log.debug("job %s: quota slot not freed yet", ctx.id)
         self.store.release(self.records.job_key(ctx.id))  # no cancel can matter any more
         if ctx.state is not None:
             self.store.release(self.state.key(ctx.state.type, ctx.id))
         ctx._done.set()
         _send(signals.job_finished, self._app_ref(), job_id=ctx.id, document=final)
+        self._supervise()
 
     # -- the writer thread -----------------------------------------------------
 
@@ -260,23 +340,41 @@ class JobRunner:
                 raise RuntimeError("flask-asyncstate was shut down; no new jobs can start")
             if self._pid == os.getpid() and self._writer is not None and self._writer.is_alive():
                 return
-            if self._pid != os.getpid():
+            forked = self._pid != os.getpid()
+            if forked:
                 # a forked child (gunicorn --preload): its own id, so its death is its own
                 self.records.instance_id = _new_instance_id()
                 self._lock = threading.Lock()
                 self._active.clear()
                 self._futures.clear()
                 self._pending.clear()
+                self._queued.clear()
                 self._pid = os.getpid()
             self._stop.clear()
-            self._pool = ThreadPoolExecutor(
-                max_workers=self.settings.max_workers, thread_name_prefix="asyncstate-job"
-            )
+            if self._pool is None or forked:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.settings.max_workers, thread_name_prefix="asyncstate-job"
+                )
             self._beat()  # before any job exists, so no reader sees it as lost
             self._writer = threading.Thread(
                 target=self._write_loop, name="asyncstate-writer", daemon=True
             )
             self._writer.start()
+
+    def _supervise(self) -> None:
+        """Restart the writer (and through it the store's listener) if it ended anyway.
+
+        Called where jobs start and end, so running jobs keep their heartbeat even
+        if nothing new is started.
+        """
+        writer = self._writer
+        dead = writer is None or not writer.is_alive()
+        if dead and not self._closed and not self._stop.is_set():
+            log.error("flask-asyncstate writer thread had stopped; restarting it")
+            try:
+                self._ensure_threads()
+            except Exception:  # a job must run even if the restart fails
+                log.exception("flask-asyncstate: writer restart failed")
 
     def _write_loop(self) -> None:
         # Beats also keep running jobs' entries alive (polls of running jobs do not restart
@@ -287,16 +385,23 @@ class JobRunner:
             if self._app_ref() is None:  # the app is gone (a test, a factory): so are we
                 self.shutdown(0)
                 return
-            try:
+            try:  # every step on its own: no failure of one may stop the others, or the loop
                 self.flush()
-            except Exception:  # the writer must outlive any single failure
+            except Exception:
                 log.exception("flask-asyncstate writer: flush failed")
+            try:
+                self.store.ensure_threads()
+            except Exception:
+                log.exception("flask-asyncstate writer: listener restart failed")
             if time.monotonic() >= next_beat:
                 try:
                     self._beat()
                 except StoreError as exc:
                     log.warning("asyncstate heartbeat failed: %s", exc)
                     continue  # try again at the next tick: Redis may be back any moment
+                except Exception:
+                    log.exception("asyncstate heartbeat failed")
+                    continue
                 next_beat = time.monotonic() + beat_every
 
     def flush(self) -> None:
@@ -313,6 +418,13 @@ class JobRunner:
             try:
                 self._save_final(ctx, job, final)
             except StoreError:
+                continue
+            except Exception:
+                log.exception("job %s: final document could not be stored", ctx.id)
+                final = _last_resort(ctx, final.get("status", FAILED))
+                with self._lock:
+                    if ctx.id in self._pending:
+                        self._pending[ctx.id] = (ctx, job, final)
                 continue
             self._retire(ctx, final)
 
@@ -338,20 +450,23 @@ class JobRunner:
     def _beat(self) -> None:
         with self._lock:
             running = list(self._active)
-            states = [
-                self.state.key(ctx.state.type, ctx.id)
-                for ctx, _job in self._active.values() if ctx.state is not None
-            ]
-        info = {
+            contexts = [ctx for ctx, _job in self._active.values()]
+        states = [self.state.key(c.state.type, c.id) for c in contexts if c.state is not None]
+        owners = list({c.owner for c in contexts if c.owner is not None})
+        info = {  # a fixed size, whatever the number of jobs: they name their instance
             "id": self.instance_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": self._started_at, "beat_at": time.time(), "jobs": running,
+            "started_at": self._started_at, "beat_at": time.time(), "jobs": len(running),
         }
-        if not self.records.beat(info, self.settings.heartbeat_interval, running, states):
+        if not self.records.beat(
+            info, self.settings.heartbeat_interval, running, states, owners
+        ):
             with self._lock:
                 active = [ctx for ctx, _job in self._active.values()]
             for ctx in active:  # the store lost our entries: write them again on the next flush
                 with ctx._lock:
                     ctx._dirty = True
+                if ctx.owner is not None:  # and list them in their owners' indexes again
+                    self.records.restore(ctx.owner, ctx.id)
 
     # -- shutdown ----------------------------------------------------------------
 

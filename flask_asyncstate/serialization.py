@@ -62,7 +62,20 @@ def _refuse(path: str, value: Any, owner: str, why: str = "") -> UnserializableS
     )
 
 
+def encodable_text(text: str) -> bool:
+    """Whether ``text`` survives UTF-8 (a lone surrogate, e.g. from bad decoding, does not)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _encode(value: Any, path: str, owner: str, annotation: Any = None) -> Any:
+    if isinstance(value, str) and not encodable_text(value):
+        raise _refuse(path, value, owner, "the text has a lone surrogate, which UTF-8 cannot hold")
     if isinstance(value, _NATIVE):
         return value
     if isinstance(value, float):
@@ -74,7 +87,7 @@ def _encode(value: Any, path: str, owner: str, annotation: Any = None) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str):
+            if not isinstance(k, str) or not encodable_text(k):
                 raise _refuse(f"{path}[{k!r}]" if path else repr(k), k, owner,
                               "dict keys must be str to survive JSON")
             out[k] = _encode(v, f"{path}.{k}" if path else k, owner)

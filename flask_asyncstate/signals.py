@@ -15,3 +15,6 @@ job_started = _signals.signal("asyncstate-job-started")
 job_progress = _signals.signal("asyncstate-job-progress")
 #: A job reached a final status (``document["status"]`` says which).
 job_finished = _signals.signal("asyncstate-job-finished")
+#: The request-path circuit breaker in front of Redis changed state; receivers get ``old``
+#: and ``new`` (``"closed"``, ``"open"``, ``"half-open"``). Alert on ``new == "open"``.
+store_circuit_changed = _signals.signal("asyncstate-store-circuit-changed")

@@ -2,24 +2,26 @@
 
 A token is the job id signed with the app's ``SECRET_KEY`` and our salt; it
 proves the id was issued by this app and nothing more. Seeing a job also
-requires its id to be in the requesting session, so a token replayed from
-another browser session is refused like garbage.
+requires the job's owner to be the requesting session's (and user's), so a
+token replayed from another browser session is refused like garbage.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from flask import current_app, session
 from itsdangerous import BadData, URLSafeTimedSerializer
 
 from .errors import InvalidToken
-from .records import UNFINISHED
 
 SALT = "flask-asyncstate.job"
-#: Session key holding this session's job ids, newest first.
-SESSION_KEY = "_asyncstate_jobs"
+#: Session key holding the base of this session's owner id (see :func:`session_owner`).
+OWNER_KEY = "_asyncstate_owner"
 
 
 class TokenSigner:
@@ -54,6 +56,10 @@ class TokenSigner:
             cached = self._cached = (keys, URLSafeTimedSerializer(list(keys), salt=SALT), {})
         return cached[1], cached[2]
 
+    def require_key(self) -> None:
+        """Raise the missing-``SECRET_KEY`` error now, before anything is created."""
+        self._current()
+
     def sign(self, job_id: str) -> str:
         return self._current()[0].dumps(job_id)
 
@@ -80,35 +86,53 @@ class TokenSigner:
         return job_id
 
 
-def session_job_ids(session: MutableMapping[str, Any]) -> list[str]:
-    ids = session.get(SESSION_KEY)
-    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+def session_owner(
+    session: MutableMapping[str, Any], user_id: str | None, *, create: bool
+) -> str | None:
+    """The owner id of the jobs this session (and, when logged in, this user) may see.
 
-
-def bind(
-    session: MutableMapping[str, Any],
-    job_id: str,
-    known: list[tuple[str, dict[str, Any] | None]],
-    limit: int,
-) -> None:
-    """Record ``job_id`` first in the session's list.
-
-    ``known`` pairs the session's current ids with their documents (read once
-    by the caller for the quota check). Unfinished jobs stay; of the others
-    only the ``limit`` newest do. An id whose document is missing counts as
-    finished rather than being dropped at once: after a Redis restart a running
-    job writes its document again.
+    A server-side session (Flask-Session) has a stable ``sid``: the owner is
+    derived from it, so simultaneous first requests of one cookie agree without
+    writing the session. It is also stored in the session (``create``), so it
+    survives a session id regeneration. A cookie session gets a random one on
+    its first ``start()``. The user id is mixed in, so another user in the same
+    session never sees these jobs. None: this session has no jobs yet.
     """
-    kept: list[str] = []
-    finished = 0
-    for job, doc in known:
-        if doc is None or doc["status"] not in UNFINISHED:
-            finished += 1
-            if finished > limit:
-                continue
-        kept.append(job)
-    session[SESSION_KEY] = [job_id, *kept]
+    base = session.get(OWNER_KEY)
+    if not isinstance(base, str) or not base:
+        sid = getattr(session, "sid", None)
+        if isinstance(sid, str) and sid:
+            base = _digest(sid)
+        elif create:
+            base = secrets.token_hex(16)
+        else:
+            return None
+        if create:
+            session[OWNER_KEY] = base
+    return _digest(f"{base}|{user_id or ''}")
 
 
-def owns(session: MutableMapping[str, Any], job_id: str) -> bool:
-    return job_id in session_job_ids(session)
+def request_owner(*, create: bool) -> str | None:
+    """The owner id of the current request's session and user (see :func:`session_owner`)."""
+    return session_owner(session, login_user_id(), create=create)
+
+
+def login_user_id() -> str | None:
+    """The logged-in user's id when Flask-Login is set up on the current app, else None."""
+    if getattr(current_app, "login_manager", None) is None:
+        return None
+    from flask_login import current_user
+
+    if not current_user or not current_user.is_authenticated:
+        return None
+    user_id = current_user.get_id()
+    return None if user_id is None else str(user_id)
+
+
+def forget_owner(session: MutableMapping[str, Any]) -> None:
+    """A user logged out: jobs started from now on in this session belong to a new owner."""
+    session[OWNER_KEY] = secrets.token_hex(16)
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16, person=b"asyncstate").hexdigest()

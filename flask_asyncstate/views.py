@@ -1,9 +1,10 @@
 """The ``asyncstate`` blueprint: progress, cancel and job-list routes, and the widget's assets.
 
-Every answer of a JSON route is JSON with ``Cache-Control: no-store``, errors
-included; bad input never reaches a 500 or an HTML page. A job is visible only
-when its token verifies *and* its id is in the requesting session, and both
-failures answer the same 404, so tokens cannot be used to probe for jobs.
+Every answer under the prefix is JSON with ``Cache-Control: no-store`` and
+``Vary: Cookie``, errors included, for every method; bad input never reaches a
+500 or an HTML page. A job is visible only when its token verifies *and* the
+job's owner is the requesting session (and user); both failures answer the
+same 404 with the same headers, so tokens cannot be used to probe for jobs.
 """
 
 from __future__ import annotations
@@ -13,20 +14,27 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import xstatic.pkg.jquery
-from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory, session
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from . import serialization, tokens
-from .errors import InvalidToken, QuotaExceeded, StoreError
+from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .events import progress_stream
 from .records import FINAL
+from .stores.base import request_path
 
 log = logging.getLogger("flask_asyncstate")
 
 #: Methods routed to the JSON views, so that a wrong one gets a JSON 405, not Flask's HTML.
-_ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+#: Any other method is answered by :func:`unrouted` before routing errors become HTML.
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _NOT_FOUND = "no such job in this session"
+#: What each route accepts, for the ``Allow`` header of a method no route knows.
+_ALLOWED = {
+    "asyncstate.progress": ("GET", "POST"),
+    "asyncstate.cancel": ("POST",),
+}
 
 
 def error(status: int, message: str, **headers: str) -> Response:
@@ -57,12 +65,31 @@ def _extension() -> Any:
     return current_app.extensions["asyncstate"]
 
 
-def session_job_id(token: str) -> str:
-    """The job id of ``token`` if it verifies and belongs to this session; else InvalidToken."""
-    job_id = _extension().runner().signer.unsign(token)
-    if not tokens.owns(session, job_id):
+def visible_job(token: str) -> tuple[str, dict[str, Any]]:
+    """The job id and public document of ``token`` if it verifies and this session owns the job.
+
+    Anything else raises :class:`InvalidToken` (the same 404 for every reason).
+    """
+    runner = _extension().runner()
+    job_id = runner.signer.unsign(token)
+    owner = tokens.request_owner(create=False)
+    doc = runner.records.status(job_id, internal=True) if owner is not None else None
+    if doc is None or doc.pop("owner") != owner:
         raise InvalidToken(_NOT_FOUND)
-    return job_id
+    doc.pop("instance")
+    return job_id, doc
+
+
+def _allowed(*methods: str) -> Response | None:
+    """A JSON 405 unless the request uses one of ``methods`` (HEAD goes with GET)."""
+    allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
+    if request.method in allowed:
+        return None
+    if request.method == "OPTIONS":
+        response = _json({"allow": allowed})
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    return error(405, f"use {' or '.join(methods)}", Allow=", ".join(allowed))
 
 
 def _same_origin() -> bool:
@@ -97,72 +124,77 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         static_folder="static", template_folder="templates",
     )
 
-    @bp.route("/progress/<token>", methods=_ANY_METHOD)
+    @bp.route("/progress/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
     def progress(token: str) -> Response:
-        if request.method not in ("GET", "POST"):
-            return error(405, "use GET or POST", Allow="GET, POST")
-        job_id = session_job_id(token)
-        doc = _extension().runner().records.status(job_id)
-        if doc is None:
-            return error(404, _NOT_FOUND)
-        return _json(doc)
+        refused = _allowed("GET", "POST")
+        if refused:
+            return refused
+        return _json(visible_job(token)[1])
 
-    @bp.route("/cancel/<token>", methods=_ANY_METHOD)
+    @bp.route("/cancel/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
     def cancel(token: str) -> Response:
-        if request.method != "POST":
-            return error(405, "cancel needs POST", Allow="POST")
+        refused = _allowed("POST")
+        if refused:
+            return refused
         if not _same_origin():
             return error(403, "cancel needs the X-Requested-With header or a same-origin Origin")
         csrf_problem = _csrf_error()
         if csrf_problem:
             return error(403, csrf_problem)
-        job_id = session_job_id(token)
-        runner = _extension().runner()
-        doc = runner.records.status(job_id)
-        if doc is None:
-            return error(404, _NOT_FOUND)
+        job_id, doc = visible_job(token)
         if doc["status"] in FINAL:
             return _json(doc, 202)  # nothing left to cancel: the document says how it ended
-        if not runner.cancel(job_id):
+        if not _extension().runner().cancel(job_id):
             return error(404, _NOT_FOUND)
         doc["cancel_requested"] = True
         return _json(doc, 202)
 
-    @bp.route("/events/<token>", methods=_ANY_METHOD)
+    @bp.route("/events/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
     def events(token: str) -> Response:
-        if request.method != "GET":
-            return error(405, "use GET", Allow="GET")
-        job_id = session_job_id(token)
+        refused = _allowed("GET")
+        if refused:
+            return refused
+        job_id, _doc = visible_job(token)
         runner = _extension().runner()
-        if runner.records.status(job_id) is None:
-            return error(404, _NOT_FOUND)
-        # The generator needs no request context: the session was checked above.
+        slot = runner.streams.acquire(tokens.request_owner(create=False) or "")
+        if slot is None:
+            return error(
+                429, "too many open progress streams; poll /progress instead",
+                **{"Retry-After": "10"},
+            )
+        # The stream runs after the request ended: its reads still get request-path waits.
+        stream = progress_stream(runner, job_id)
         return Response(
-            progress_stream(runner, job_id),
+            slot.wrap(stream, request_path),
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
-    @bp.route("/jobs", methods=_ANY_METHOD)
+    @bp.route("/jobs", methods=_ANY_METHOD, provide_automatic_options=False)
     def jobs() -> Response:
-        if request.method != "GET":
-            return error(405, "use GET", Allow="GET")
+        refused = _allowed("GET")
+        if refused:
+            return refused
         return _json(_extension().jobs())
 
-    @bp.get("/asyncstate.js")
+    def asset(directory: str, filename: str, max_age: int) -> Response:
+        return _allowed("GET") or send_from_directory(directory, filename, max_age=max_age)
+
+    @bp.route("/asyncstate.js", methods=_ANY_METHOD, provide_automatic_options=False)
     def script() -> Response:
-        return send_from_directory(bp.static_folder or "", "asyncstate.js", max_age=300)
+        return asset(bp.static_folder or "", "asyncstate.js", 300)
 
-    @bp.get("/asyncstate.css")
+    @bp.route("/asyncstate.css", methods=_ANY_METHOD, provide_automatic_options=False)
     def stylesheet() -> Response:
-        return send_from_directory(bp.static_folder or "", "asyncstate.css", max_age=300)
+        return asset(bp.static_folder or "", "asyncstate.css", 300)
 
-    @bp.get("/jquery.js")
+    @bp.route("/jquery.js", methods=_ANY_METHOD, provide_automatic_options=False)
     def jquery() -> Response:
-        return send_from_directory(xstatic.pkg.jquery.BASE_DIR, "jquery.min.js", max_age=3600)
+        return asset(xstatic.pkg.jquery.BASE_DIR, "jquery.min.js", 3600)
 
-    @bp.route("/", defaults={"rest": ""}, methods=_ANY_METHOD, strict_slashes=False)
-    @bp.route("/<asyncstate_any:rest>", methods=_ANY_METHOD)
+    @bp.route("/", defaults={"rest": ""}, methods=_ANY_METHOD, strict_slashes=False,
+              provide_automatic_options=False)
+    @bp.route("/<asyncstate_any:rest>", methods=_ANY_METHOD, provide_automatic_options=False)
     def not_found(rest: str) -> Response:
         return error(404, "not found")
 
@@ -170,7 +202,43 @@ def create_blueprint(url_prefix: str) -> Blueprint:
     def http_error(exc: HTTPException) -> Response:
         return error(exc.code or 500, exc.description or exc.name)
 
+    @bp.after_request
+    def same_headers(response: Response) -> Response:
+        # Whatever the token: a header that differs would tell a valid signature from a forged one.
+        response.vary.add("Cookie")
+        return response
+
     return bp
+
+
+def under_prefix(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def unrouted(prefix: str) -> Response | None:
+    """App-wide, before routing errors turn into HTML: a method no route knows -> JSON 405.
+
+    Werkzeug raises ``MethodNotAllowed`` for e.g. ``PROPFIND`` before any view
+    of ours runs; this answers it (and any other routing error) under our prefix.
+    """
+    exc = request.routing_exception
+    if exc is None or not under_prefix(request.path, prefix):
+        return None
+    if isinstance(exc, HTTPException) and exc.code == 405:
+        try:
+            adapter = current_app.create_url_adapter(request)
+            endpoint = adapter.match(method="POST")[0] if adapter is not None else None
+        except HTTPException:
+            endpoint = None
+        allowed = _ALLOWED.get(str(endpoint), ("GET",))
+        allow = [*allowed, "HEAD"] if "GET" in allowed else list(allowed)
+        response = error(405, f"use {' or '.join(allowed)}", Allow=", ".join(allow))
+    elif isinstance(exc, HTTPException):
+        response = error(exc.code or 404, exc.description or exc.name)
+    else:  # a redirect for a missing slash, say: ours are never needed
+        response = error(404, "not found")
+    response.vary.add("Cookie")
+    return response
 
 
 def invalid_token(exc: InvalidToken) -> Response:
@@ -183,10 +251,22 @@ def quota_exceeded(exc: QuotaExceeded) -> Response:
     return error(429, str(exc), **{"Retry-After": "5"})
 
 
+def queue_full(exc: QueueFull) -> Response:
+    """App-wide: this instance has too many jobs waiting; the client should come back later."""
+    log.warning("asyncstate admission refused: %s", exc)
+    return error(503, "the server is busy, try again shortly", **{"Retry-After": "5"})
+
+
 def store_error(exc: StoreError) -> Response:
     """App-wide: the shared store is unreachable or failing; try again later."""
     log.warning("asyncstate store error: %s", exc)
-    return error(503, "the job store is unavailable, try again shortly", **{"Retry-After": "2"})
+    retry_after = str(_extension().runner().retry_after) if _has_extension() else "2"
+    return error(503, "the job store is unavailable, try again shortly",
+                 **{"Retry-After": retry_after})
+
+
+def _has_extension() -> bool:
+    return "asyncstate" in current_app.extensions
 
 
 def exempt_from_csrf_protect(app: Any, blueprint: Blueprint) -> None:

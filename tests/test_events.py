@@ -95,7 +95,8 @@ def test_stream_from_another_instance_is_fed_by_pubsub(make_app, redis_url) -> N
 @pytest.fixture
 def live_server(make_app):  # type: ignore[no-untyped-def]
     """The app on a real threaded WSGI server in this process, so we can look inside it."""
-    app, ext = make_app(ASYNCSTATE_SSE_PING_INTERVAL=0.2, ASYNCSTATE_FLUSH_INTERVAL=0.02)
+    app, ext = make_app(ASYNCSTATE_SSE_PING_INTERVAL=0.2, ASYNCSTATE_FLUSH_INTERVAL=0.02,
+                        ASYNCSTATE_MAX_STREAMS_PER_SESSION=20)  # one browser, many streams
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -136,7 +136,7 @@ def test_quota_per_session(make_app, backend_url) -> None:
     with app.test_request_context("/"):
         a = jobs["blocked"].start(gate)
         jobs["blocked"].start(gate)
-        with pytest.raises(QuotaExceeded, match="ASYNCSTATE_MAX_JOBS_PER_SESSION=2"):
+        with pytest.raises(QuotaExceeded, match="You already have 2 jobs in progress"):
             jobs["blocked"].start(gate)
         gate.set()
         a.wait(10)
@@ -345,7 +345,9 @@ def test_odd_results_and_exceptions_still_end_the_job(make_app, backend_url) -> 
         docs = [j.start().wait(10) for j in (deep, unprintable, huge_total)]
     assert docs[0]["status"] == "failed" and docs[0]["error"]["type"] == "RecursionError"
     assert docs[1]["status"] == "failed" and docs[1]["error"]["type"] == "Unprintable"
-    assert docs[2]["status"] == "succeeded" and docs[2]["percent"] is None
+    # refused where it entered, in the job, naming the value: not a document that cannot be stored
+    assert docs[2]["status"] == "failed" and docs[2]["error"]["type"] == "ValueError"
+    assert "total" in docs[2]["error"]["message"]
 
 
 def test_simultaneous_first_starts_share_one_pool_and_writer(make_app, redis_url) -> None:

@@ -19,8 +19,11 @@ import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+from flask import has_request_context
 
 from .. import serialization
 from ..errors import StateTooLarge
@@ -31,6 +34,38 @@ DEFAULT_EXPIRES = 900
 DEFAULT_MAX_ENTRY_SIZE = 64 * 1024
 #: Seconds a thread waits for its turn on a key before it updates optimistically anyway.
 _UPDATE_LOCK_TIMEOUT = 1.0
+
+
+_request_path: ContextVar[bool | None] = ContextVar("asyncstate_request_path", default=None)
+
+
+def on_request_path() -> bool:
+    """Whether store calls now serve a web request (short waits) or background work (patient).
+
+    Inside a request by default; :func:`request_path` says so for code that
+    answers a request outside its context (a streamed response).
+    """
+    forced = _request_path.get()
+    return has_request_context() if forced is None else forced
+
+
+@contextlib.contextmanager
+def request_path(on: bool = True) -> Iterator[None]:
+    """Treat the store calls in this block as request-path calls (or, with False, background)."""
+    token = _request_path.set(on)
+    try:
+        yield
+    finally:
+        _request_path.reset(token)
+
+
+@dataclass(frozen=True)
+class Claims:
+    """An owner's job index: the unfinished ids (what a quota counts) and the recent ones."""
+
+    active: set[str]
+    #: Newest first: every active id plus the newest finished ones.
+    recent: list[str]
 
 
 @dataclass(frozen=True)
@@ -188,6 +223,37 @@ class Store(ABC):
         if keys:
             self._touch(keys)
 
+    # -- bounded indexes (an owner's jobs) -------------------------------------
+
+    def claim(self, key: str, member: str, *, limit: int, keep: int, score: float) -> bool:
+        """Add ``member`` to the index at ``key`` as active, atomically, if fewer than ``limit`` are.
+
+        The index also remembers up to ``keep`` inactive members (newest ``score``
+        first); older ones drop off. Concurrent claims from any number of threads
+        and processes accept exactly ``limit``. The index expires like an entry.
+        """
+        return self._claim(key, member, limit, keep, score, int(self.expires * 1000))
+
+    def unclaim(self, key: str, members: Iterable[str]) -> None:
+        """Mark members inactive (their work ended); they stay listed among the recent ones."""
+        members = list(members)
+        if members:
+            self._unclaim(key, members, int(self.expires * 1000))
+
+    def claims(self, key: str) -> Claims:
+        """The index at ``key`` (empty if none); reading it restarts its expiry."""
+        active, recent = self._claims(key, int(self.expires * 1000))
+        return Claims(set(active), recent)
+
+    def touch_claims(self, keys: Iterable[str]) -> None:
+        """Restart the expiry of indexes whose owners have work running."""
+        keys = list(keys)
+        if keys:
+            self._touch_claims(keys, int(self.expires * 1000))
+
+    def ensure_threads(self) -> None:
+        """Restart background threads of this store that died (a supervisor calls it)."""
+
     def close(self) -> None:
         """Stop background threads and drop local Events."""
         with self._events_lock:
@@ -322,3 +388,19 @@ class Store(ABC):
 
     @abstractmethod
     def _touch(self, keys: list[str]) -> None: ...
+
+    @abstractmethod
+    def _claim(
+        self, key: str, member: str, limit: int, keep: int, score: float, ttl_ms: int
+    ) -> bool:
+        """Guarded add of an active member, then trim inactive ones beyond ``keep``; atomic."""
+
+    @abstractmethod
+    def _unclaim(self, key: str, members: list[str], ttl_ms: int) -> None: ...
+
+    @abstractmethod
+    def _claims(self, key: str, ttl_ms: int) -> tuple[list[str], list[str]]:
+        """``(active, recent newest first)``; restarts the index's expiry."""
+
+    @abstractmethod
+    def _touch_claims(self, keys: list[str], ttl_ms: int) -> None: ...

@@ -22,12 +22,20 @@ class _Slot:
     version: int = 0
 
 
+@dataclass
+class _Index:
+    active: set[str]
+    recent: dict[str, float]  # member -> score
+    expires_at: float
+
+
 class MemoryStore(Store):
     """Entries in a dict guarded by a lock; expiry is checked on access and swept every second."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._slots: dict[str, _Slot] = {}
+        self._indexes: dict[str, _Index] = {}
         self._lock = threading.Lock()
         self._last_purge = time.monotonic()
         # expired keys (with the hold generation seen then) whose local Events need releasing
@@ -49,6 +57,8 @@ class MemoryStore(Store):
         self._last_purge = now
         for key in [k for k, s in self._slots.items() if s.ttl and s.expires_at <= now]:
             self._live(key, now)
+        for key in [k for k, i in self._indexes.items() if i.expires_at <= now]:
+            del self._indexes[key]
 
     def _locked(self, op: Callable[[float], Any]) -> Any:
         """Run ``op`` under the lock, then release the Events of entries found expired."""
@@ -157,5 +167,69 @@ class MemoryStore(Store):
                 slot = self._live(key, now)
                 if slot is not None:
                     slot.expires_at = now + slot.ttl
+
+        self._locked(op)
+
+    # -- indexes -------------------------------------------------------------
+
+    def _index(self, key: str, now: float, create: bool = False) -> _Index | None:
+        index = self._indexes.get(key)
+        if index is not None and index.expires_at <= now:
+            del self._indexes[key]
+            index = None
+        if index is None and create:
+            index = self._indexes[key] = _Index(set(), {}, now)
+        return index
+
+    def _claim(
+        self, key: str, member: str, limit: int, keep: int, score: float, ttl_ms: int
+    ) -> bool:
+        def op(now: float) -> bool:
+            index = self._index(key, now, create=True)
+            assert index is not None
+            if len(index.active) >= limit:
+                return False
+            index.active.add(member)
+            index.recent[member] = score
+            excess = len(index.recent) - len(index.active) - keep
+            for old in sorted(index.recent, key=index.recent.__getitem__):
+                if excess <= 0:
+                    break
+                if old not in index.active:
+                    del index.recent[old]
+                    excess -= 1
+            index.expires_at = now + ttl_ms / 1000
+            return True
+
+        result: bool = self._locked(op)
+        return result
+
+    def _unclaim(self, key: str, members: list[str], ttl_ms: int) -> None:
+        def op(now: float) -> None:
+            index = self._index(key, now)
+            if index is not None:
+                index.active.difference_update(members)
+                index.expires_at = now + ttl_ms / 1000
+
+        self._locked(op)
+
+    def _claims(self, key: str, ttl_ms: int) -> tuple[list[str], list[str]]:
+        def op(now: float) -> tuple[list[str], list[str]]:
+            index = self._index(key, now)
+            if index is None:
+                return [], []
+            index.expires_at = now + ttl_ms / 1000
+            recent = sorted(index.recent, key=index.recent.__getitem__, reverse=True)
+            return list(index.active), recent
+
+        result: tuple[list[str], list[str]] = self._locked(op)
+        return result
+
+    def _touch_claims(self, keys: list[str], ttl_ms: int) -> None:
+        def op(now: float) -> None:
+            for key in keys:
+                index = self._index(key, now)
+                if index is not None:
+                    index.expires_at = now + ttl_ms / 1000
 
         self._locked(op)

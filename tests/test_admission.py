@@ -1,0 +1,526 @@
+"""Admission and the hostile shapes of input: quotas under races, queue bounds, stream limits,
+every method, session-store outages, users sharing a browser, and jobs that misbehave."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import requests
+from apps import define_jobs
+from flask import session
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis_server import RedisServer
+from werkzeug.serving import make_server
+
+from flask_asyncstate import QueueFull, QuotaExceeded
+from flask_asyncstate.errors import StoreUnavailable
+from flask_asyncstate.records import FINAL, JOB_KIND, OWNER_KIND
+
+
+def _job_keys(ext, app) -> list[str]:  # type: ignore[no-untyped-def]
+    with app.app_context():
+        return ext.store.keys(JOB_KIND)
+
+
+# -- the owner index: one contract, both stores ------------------------------------------------
+
+
+def test_claims_accept_exactly_the_limit_under_concurrent_claims(store) -> None:  # type: ignore[no-untyped-def]
+    key = store.key(OWNER_KIND, "alice")
+    barrier = threading.Barrier(16)
+
+    def claim(i: int) -> bool:
+        barrier.wait()
+        return store.claim(key, f"job{i}", limit=5, keep=5, score=float(i))
+
+    with ThreadPoolExecutor(16) as pool:
+        accepted = [i for i, ok in enumerate(pool.map(claim, range(16))) if ok]
+    assert len(accepted) == 5
+    claims = store.claims(key)
+    assert claims.active == {f"job{i}" for i in accepted}
+    assert set(claims.recent) == claims.active
+
+
+def test_claims_keep_active_members_and_the_newest_finished_ones(store) -> None:  # type: ignore[no-untyped-def]
+    key = store.key(OWNER_KIND, "bob")
+    assert store.claims(key).recent == []
+    for i in range(4):
+        assert store.claim(key, f"j{i}", limit=2, keep=2, score=float(i)) is (i < 2)
+    store.unclaim(key, ["j0", "j1"])
+    for i in range(2, 8):  # each finishes right after it started
+        assert store.claim(key, f"j{i}", limit=2, keep=2, score=float(i))
+        store.unclaim(key, [f"j{i}"])
+    assert store.claim(key, "long", limit=2, keep=2, score=1.5)  # old score, but active
+    claims = store.claims(key)
+    assert claims.active == {"long"}
+    assert claims.recent == ["j7", "j6", "long"]  # active kept, 2 newest finished, newest first
+
+
+# -- quota: N simultaneous starts of one session --------------------------------------------
+
+
+@pytest.fixture
+def threaded_app(make_app, redis_url):  # type: ignore[no-untyped-def]
+    """A Redis-backed app with Flask-Session in the same Redis, on a real threaded server."""
+    from flask_session import Session
+
+    sessions = redis.Redis.from_url(redis_url)
+    app, ext = make_app(redis_url, SESSION_TYPE="redis", SESSION_REDIS=sessions,
+                        SESSION_KEY_PREFIX="sess:")
+    Session(app)
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["until_cancelled"].start(30).token}, 202
+
+    @app.get("/hello")
+    def hello() -> str:
+        session["seen"] = True
+        return "hello"
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield app, ext, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    sessions.close()
+
+
+def test_simultaneous_starts_of_one_session_accept_exactly_the_quota(threaded_app) -> None:  # type: ignore[no-untyped-def]
+    app, ext, url = threaded_app
+    browser = requests.Session()
+    browser.get(f"{url}/hello").raise_for_status()  # the session exists; its starts race below
+    cookies = browser.cookies.get_dict()
+    barrier = threading.Barrier(16)
+
+    def start(_i: int) -> requests.Response:
+        barrier.wait()
+        return requests.post(f"{url}/start", cookies=cookies, timeout=20)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(start, range(16)))
+    codes = sorted(a.status_code for a in answers)
+    accepted = [a.json()["token"] for a in answers if a.status_code == 202]
+    assert codes == [202] * 5 + [429] * 11
+    assert all(a.headers["Content-Type"] == "application/json" for a in answers)
+    listed = requests.get(f"{url}/asyncstate/jobs", cookies=cookies, timeout=5).json()
+    assert sorted(j["token"] for j in listed) == sorted(accepted)  # none orphaned
+    for token in accepted:
+        assert requests.get(f"{url}/asyncstate/progress/{token}", cookies=cookies,
+                            timeout=5).status_code == 200
+    assert len(_job_keys(ext, app)) == 5  # refused starts left nothing behind
+    for token in accepted:
+        requests.post(f"{url}/asyncstate/cancel/{token}", cookies=cookies,
+                      headers={"X-Requested-With": "test"}, timeout=5)
+    print(f"16 simultaneous starts, one cookie: {codes.count(202)} accepted, "
+          f"{codes.count(429)} refused, {len(listed)} listed")
+
+
+def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
+    jobs = define_jobs(ext)
+    runner = ext.runner(app)
+    with app.test_request_context("/"):
+        from flask_asyncstate import tokens
+
+        owner = tokens.request_owner(create=True)
+        # a job of a vanished instance: unfinished document, slot claimed, nobody to free it
+        ghost = {"id": "ghost", "name": "x", "status": "running", "current": 0, "total": None,
+                 "percent": None, "message": None, "result": None, "error": None,
+                 "created_at": time.time(), "updated_at": time.time(),
+                 "instance": "gone-1", "owner": owner}
+        runner.store.create(runner.records.job_key("ghost"), ghost)
+        assert runner.records.admit(owner, "ghost", 1)
+        handle = jobs["count"].start(1)  # the ghost reads lost: its slot is freed
+        assert handle.wait(10)["status"] == "succeeded"
+
+
+# -- the queue bound -------------------------------------------------------------------------
+
+
+def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(make_app, backend_url) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=2)
+    jobs = define_jobs(ext)
+    gate = threading.Event()
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["blocked"].start(gate).token}, 202
+
+    with app.app_context():
+        running = jobs["blocked"].start(gate)
+        deadline = time.monotonic() + 5
+        while running.status()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        queued = [jobs["blocked"].start(gate) for _ in range(2)]
+        before = len(ext.store.keys(JOB_KIND))
+        with pytest.raises(QueueFull):
+            jobs["blocked"].start(gate)
+        assert len(ext.store.keys(JOB_KIND)) == before
+    answer = app.test_client().post("/start")
+    assert answer.status_code == 503 and answer.is_json and "error" in answer.json
+    assert int(answer.headers["Retry-After"]) > 0
+    gate.set()
+    for handle in [running, *queued]:
+        assert handle.wait(10)["status"] == "succeeded"
+    with app.app_context():
+        assert jobs["count"].start(1).wait(10)["status"] == "succeeded"  # room again
+
+
+def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app(redis_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=5000,
+                        ASYNCSTATE_MAX_ENTRY_SIZE=4096)
+    jobs = define_jobs(ext)
+    gate = threading.Event()
+    runner = ext.runner(app)
+    with app.app_context():
+        handles = [jobs["blocked"].start(gate) for _ in range(3000)]
+        time.sleep(3 * app.config["ASYNCSTATE_HEARTBEAT_INTERVAL"])
+        assert runner._writer is not None and runner._writer.is_alive()
+        client = redis.Redis.from_url(redis_url)
+        beat = client.hget(runner.records.instance_key(runner.instance_id), "d")
+        client.close()
+        info = json.loads(beat)
+        assert info["jobs"] == 3000 and len(beat) < 300
+        assert time.time() - info["beat_at"] < 2 * app.config["ASYNCSTATE_HEARTBEAT_INTERVAL"]
+        sample = runner.records.statuses([h.id for h in handles[::100]])
+        assert {d["status"] for d in sample} <= {"queued", "running"}  # none reads lost
+        for handle in handles:
+            handle.cancel()
+        gate.set()
+        assert handles[-1].wait(30)["status"] == "cancelled"
+    print(f"3,000 queued jobs: heartbeat entry {len(beat)} bytes, writer alive")
+
+
+# -- SECRET_KEY: nothing created that cannot be bound -----------------------------------------
+
+
+def test_start_without_secret_key_creates_nothing(make_app) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app(SECRET_KEY=None)
+    jobs = define_jobs(ext)
+    with app.test_request_context("/"), pytest.raises(RuntimeError, match="SECRET_KEY"):
+        jobs["count"].start(1)
+    assert _job_keys(ext, app) == []
+
+
+# -- every method, the same headers whatever the token ---------------------------------------
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "TRACE", "BREW", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("path", ["/asyncstate/progress/x", "/asyncstate/cancel/x",
+                                  "/asyncstate/jobs", "/asyncstate/asyncstate.js"])
+def test_every_method_gets_json(make_app, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
+    app, _ext = make_app()
+    answer = app.test_client().open(path, method=method)
+    assert answer.status_code == 405, answer.data
+    assert answer.is_json and answer.json["error"]
+    assert answer.headers["Cache-Control"] == "no-store"
+    expected = {"progress": {"GET", "HEAD", "POST"}, "cancel": {"POST"}}.get(
+        path.split("/")[2], {"GET", "HEAD"})
+    assert set(answer.headers["Allow"].split(", ")) == expected
+
+
+def test_head_and_options_work_where_get_does(make_app) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app()
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["count"].start(1).token}
+
+    client = app.test_client()
+    token = client.post("/start").json["token"]
+    head = client.head(f"/asyncstate/progress/{token}")
+    assert head.status_code == 200 and head.data == b""
+    assert head.headers["Content-Type"] == "application/json"
+    options = client.options(f"/asyncstate/progress/{token}")
+    assert options.status_code == 200 and options.is_json
+    assert set(options.headers["Allow"].split(", ")) == {"GET", "POST", "HEAD"}
+
+
+def test_headers_do_not_tell_a_forged_token_from_a_valid_one(make_app) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app()
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["count"].start(1).token}
+
+    owner = app.test_client()
+    token = owner.post("/start").json["token"]
+    stranger = app.test_client()
+    stranger.get("/asyncstate/jobs")
+    answers = [stranger.get(f"/asyncstate/progress/{t}")
+               for t in (token, token[:-2] + "xx", "garbage", "a" * 600)]
+    assert {a.status_code for a in answers} == {404}
+    assert len({a.data for a in answers}) == 1
+    shapes = {tuple(sorted((k, v) for k, v in a.headers.items() if k != "Content-Length"))
+              for a in answers}
+    assert len(shapes) == 1, shapes
+    assert "Cookie" in answers[0].headers["Vary"]
+
+
+# -- stream limits ---------------------------------------------------------------------------
+
+
+def test_streams_beyond_the_session_limit_answer_429(make_app) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app(ASYNCSTATE_MAX_STREAMS_PER_SESSION=2, ASYNCSTATE_MAX_STREAMS=3)
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["until_cancelled"].start(30).token}
+
+    alice, bob = app.test_client(), app.test_client()
+    a_token, b_token = (c.post("/start").json["token"] for c in (alice, bob))
+    streams = [alice.get(f"/asyncstate/events/{a_token}", buffered=False) for _ in range(2)]
+    assert all(s.status_code == 200 for s in streams)
+    refused = alice.get(f"/asyncstate/events/{a_token}")
+    assert refused.status_code == 429 and refused.is_json
+    assert int(refused.headers["Retry-After"]) > 0
+    third = bob.get(f"/asyncstate/events/{b_token}", buffered=False)
+    assert third.status_code == 200  # bob has his own allowance, up to the process limit
+    assert bob.get(f"/asyncstate/events/{b_token}").status_code == 429  # process is full
+    assert ext.runner(app).streams.count() == 3
+    for s in [*streams, third]:
+        s.close()
+    assert ext.runner(app).streams.count() == 0
+    again = alice.get(f"/asyncstate/events/{a_token}", buffered=False)
+    assert again.status_code == 200
+    again.close()
+    with app.app_context():
+        for token in (a_token, b_token):
+            ext.cancel(token)
+
+
+# -- session store outage: our routes still answer JSON ---------------------------------------
+
+
+def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # type: ignore[no-untyped-def]
+    from flask_session import Session
+
+    server = RedisServer().start()
+    sessions = redis.Redis.from_url(server.url, socket_timeout=1)
+    try:
+        app, ext = make_app(server.url, SESSION_TYPE="redis", SESSION_REDIS=sessions,
+                            SESSION_KEY_PREFIX="sess:")
+        Session(app)  # after us: the guard still wraps it
+        jobs = define_jobs(ext)
+
+        @app.post("/start")
+        def start():  # type: ignore[no-untyped-def]
+            return {"token": jobs["count"].start(40, 0.05).token}
+
+        client = app.test_client()
+        token = client.post("/start").json["token"]
+        assert client.get(f"/asyncstate/progress/{token}").status_code == 200
+        server.stop()
+        for path in (f"/asyncstate/progress/{token}", "/asyncstate/jobs",
+                     f"/asyncstate/events/{token}", "/asyncstate/nothing-here"):
+            answer = client.get(path)
+            assert answer.status_code == 503, (path, answer.data[:200])
+            assert answer.is_json and answer.headers["Retry-After"]
+        cancel = client.post(f"/asyncstate/cancel/{token}", headers={"X-Requested-With": "t"})
+        assert cancel.status_code == 503 and cancel.is_json
+        server.start()  # empty: the job rides out the outage and writes its final document
+        with app.app_context():  # (the session did not survive, so ask by token, not as the user)
+            deadline = time.monotonic() + 15
+            while (doc := ext.status(token)) is None or doc["status"] not in FINAL:
+                assert time.monotonic() < deadline, doc
+                time.sleep(0.1)
+        assert doc["status"] == "succeeded" and doc["result"] == {"rows": 40}
+    finally:
+        sessions.close()
+        server.stop()
+
+
+# -- users sharing a browser (Flask-Login) ----------------------------------------------------
+
+
+def test_next_user_on_the_same_browser_never_sees_the_previous_users_jobs(make_app) -> None:  # type: ignore[no-untyped-def]
+    from flask_login import LoginManager, UserMixin, login_user, logout_user
+
+    app, ext = make_app()
+    jobs = define_jobs(ext)
+    login = LoginManager(app)
+
+    class User(UserMixin):
+        def __init__(self, uid: str) -> None:
+            self.id = uid
+
+    login.user_loader(User)
+
+    @app.post("/login/<uid>")
+    def do_login(uid: str) -> str:
+        login_user(User(uid))
+        return "ok"
+
+    @app.post("/logout")
+    def do_logout() -> str:
+        logout_user()
+        return "ok"
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["until_cancelled"].start(30).token}
+
+    browser = app.test_client()
+    browser.post("/login/alice")
+    alice_token = browser.post("/start").json["token"]
+    assert [j["token"] for j in browser.get("/asyncstate/jobs").json] == [alice_token]
+    browser.post("/logout")
+    browser.post("/login/bob")
+    assert browser.get("/asyncstate/jobs").json == []
+    assert browser.get(f"/asyncstate/progress/{alice_token}").status_code == 404
+    cancel = browser.post(f"/asyncstate/cancel/{alice_token}", headers={"X-Requested-With": "t"})
+    assert cancel.status_code == 404
+    bob_token = browser.post("/start").json["token"]
+    assert [j["token"] for j in browser.get("/asyncstate/jobs").json] == [bob_token]
+    with app.app_context():
+        assert ext.status(alice_token)["status"] == "running"  # logging out cancels nothing
+        ext.cancel(alice_token)
+        ext.cancel(bob_token)
+
+
+# -- jobs that misbehave still end final, and readable ----------------------------------------
+
+
+def test_store_errors_inside_a_job_do_not_reach_the_user(make_app) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app()
+    secret_detail = "Error 111 connecting to 127.0.0.1:6399"
+
+    @ext.job
+    def touches_store(job) -> None:  # type: ignore[no-untyped-def]
+        raise StoreUnavailable(secret_detail)
+
+    with app.app_context():
+        doc = touches_store.start().wait(10)
+    assert doc["status"] == "failed" and doc["error"]["type"] == "StoreUnavailable"
+    assert "6399" not in json.dumps(doc)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_writer_and_listener_survive_failures_and_are_restarted(make_app, redis_url, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.ERROR, "flask_asyncstate")
+    app, ext = make_app(redis_url)
+    jobs = define_jobs(ext)
+    runner = ext.runner(app)
+    store = runner.store
+    with app.app_context():
+        jobs["count"].start(1).wait(10)
+    failures = {"flush": 3, "sweep": 3}
+    real_flush, real_sweep = runner.flush, store._sweep
+
+    def bad_flush() -> None:
+        if failures["flush"]:
+            failures["flush"] -= 1
+            raise MemoryError("not really")  # not a StoreError: used to kill the writer
+        real_flush()
+
+    def bad_sweep() -> None:
+        if failures["sweep"]:
+            failures["sweep"] -= 1
+            raise KeyError("boom")
+        real_sweep()
+
+    monkeypatch.setattr(runner, "flush", bad_flush)
+    monkeypatch.setattr(store, "_sweep", bad_sweep)
+    with app.app_context():
+        handle = jobs["until_cancelled"].start(30)
+        deadline = time.monotonic() + 10
+        while failures["flush"] or failures["sweep"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        writer, listener = runner._writer, store._listener
+        assert writer is not None and writer.is_alive() and listener is not None
+        assert listener.is_alive()
+        handle.cancel()  # reaches the job through the listener that survived
+        assert handle.wait(10)["status"] == "cancelled"
+
+        # A thread that ended anyway (SystemExit is not caught) is started again
+        monkeypatch.setattr(runner, "flush", lambda: (_ for _ in ()).throw(SystemExit()))
+        writer.join(5)
+        assert not writer.is_alive()
+        monkeypatch.setattr(runner, "flush", real_flush)
+        assert jobs["count"].start(3).wait(10)["status"] == "succeeded"
+        assert runner._writer is not writer and runner._writer.is_alive()
+    assert any("flush failed" in r.getMessage() for r in caplog.records)
+
+
+_numbers = st.one_of(
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(), st.none(), st.text(max_size=5),
+)
+_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
+              st.floats(), st.text(max_size=20)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=5), inner, max_size=4),
+                            st.tuples(inner), st.sets(st.integers(), max_size=2)),
+    max_leaves=12,
+)
+_calls = st.lists(st.one_of(
+    st.tuples(st.just("progress"), _numbers, _numbers, st.one_of(st.none(), st.text(), _numbers)),
+    st.tuples(st.just("message"), st.one_of(st.text(max_size=3000), _numbers), st.none(), st.none()),
+), max_size=6)
+
+
+@pytest.fixture(scope="module")
+def property_apps(redis_server):  # type: ignore[no-untyped-def]
+    """One app per store for the property test (hypothesis calls the test many times)."""
+    from apps import make_app as factory
+
+    made = {name: factory(url, ASYNCSTATE_MAX_ENTRY_SIZE=2048)
+            for name, url in (("memory", None), ("redis", redis_server.url))}
+    yield made
+    for _app, ext in made.values():
+        ext.shutdown(timeout=2)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=_calls, result=_values, raises=st.booleans())
+def test_any_job_behaviour_ends_final_and_readable(property_apps, backend, calls, result, raises) -> None:  # type: ignore[no-untyped-def]
+    app, ext = property_apps[backend]
+
+    @ext.job(name="arbitrary")
+    def arbitrary(job):  # type: ignore[no-untyped-def]
+        for name, a, b, c in calls:
+            try:
+                if name == "progress":
+                    job.progress(a, total=b, message=c)
+                else:
+                    job.message(a)
+            except (TypeError, ValueError):
+                pass  # refused where it entered; the job goes on
+        if raises:
+            raise RuntimeError(result)
+        return result
+
+    with app.app_context():
+        doc = arbitrary.start().wait(20)
+        assert doc is not None and doc["status"] in FINAL
+        assert doc == arbitrary.extension.runner(app).records.status(doc["id"])
+        json.dumps(doc, allow_nan=False)  # what the browser gets is valid JSON
+
+
+def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-untyped-def]
+    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
+    jobs = define_jobs(ext)
+    gate = threading.Event()
+    with app.test_request_context("/"):
+        jobs["blocked"].start(gate)
+        with pytest.raises(QuotaExceeded) as caught:
+            jobs["blocked"].start(gate)
+    assert "ASYNCSTATE" not in str(caught.value)
+    gate.set()

@@ -1,0 +1,85 @@
+"""A stalled Redis: request-path calls wait at most ASYNCSTATE_REDIS_TIMEOUT, then the circuit
+opens and they fail at once; background writes keep their patience, so the job still ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from apps import define_jobs
+from redis_server import RedisServer
+
+from flask_asyncstate import StoreUnavailable, store_circuit_changed
+
+
+@pytest.fixture
+def stalled_app(make_app):  # type: ignore[no-untyped-def]
+    server = RedisServer().start()
+    app, ext = make_app(server.url, ASYNCSTATE_REDIS_TIMEOUT=0.4, ASYNCSTATE_CIRCUIT_FAILURES=2,
+                        ASYNCSTATE_CIRCUIT_RESET=1.0)
+    try:
+        yield app, ext, server
+    finally:
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGCONT)
+        ext.shutdown(timeout=2)
+        server.stop()
+
+
+def _timed(fn):  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - started
+
+
+def test_stalled_redis_fails_fast_on_the_request_path_and_recovers(stalled_app) -> None:  # type: ignore[no-untyped-def]
+    app, ext, server = stalled_app
+    jobs = define_jobs(ext)
+    changes: list[tuple[str, str]] = []
+
+    def on_change(sender, old, new) -> None:  # type: ignore[no-untyped-def]
+        changes.append((old, new))
+
+    store_circuit_changed.connect(on_change, app)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["count"].start(40, 0.05).token}
+
+    client = app.test_client()
+    token = client.post("/start").json["token"]
+    assert client.get(f"/asyncstate/progress/{token}").status_code == 200
+    os.kill(server.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+    try:
+        answers = [_timed(lambda: client.get(f"/asyncstate/progress/{token}")) for _ in range(5)]
+        for answer, _seconds in answers:
+            assert answer.status_code == 503 and answer.is_json
+            assert answer.headers["Retry-After"] == "1"
+        waits = [seconds for _a, seconds in answers]
+        assert max(waits[:2]) < 0.8  # bounded by the timeout, not redis-py's 5 s and retries
+        assert max(waits[2:]) < 0.05  # the circuit is open: no wait at all
+        assert ("closed", "open") in changes
+        with app.test_request_context("/"):
+            _nothing, seconds = _timed(lambda: pytest.raises(StoreUnavailable,
+                                                             jobs["count"].start, 1))
+        assert seconds < 0.05  # a click never waits for a job that cannot be recorded
+        time.sleep(1.5)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+    deadline = time.monotonic() + 3  # after the reset time a probe goes through and closes it
+    while client.get(f"/asyncstate/progress/{token}").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert changes[-1][1] == "closed"
+    with app.app_context():
+        doc = ext.handle(token).wait(15)
+    assert doc["status"] == "succeeded" and doc["current"] == 40  # the writer kept its patience
+    second = client.post("/start").json["token"]
+    cancel = client.post(f"/asyncstate/cancel/{second}", headers={"X-Requested-With": "t"})
+    assert cancel.status_code == 202
+    with app.app_context():
+        assert ext.handle(second).wait(10)["status"] == "cancelled"
+    print(f"stalled Redis: first answers in {max(waits[:2]):.2f} s, then "
+          f"{max(waits[2:]) * 1000:.1f} ms with the circuit open; circuit {changes}")
