@@ -1,25 +1,117 @@
 """Example: a product import like the one in Smartstore's docs, with a progress bar and cancel.
 
 Run it with ``flask --app example_app run``. With no configuration it uses the
-in-memory job store and a file-system session (Flask-Session + cachelib).
+in-memory job store, a file-system session (Flask-Session + cachelib) in
+``instance/sessions`` (mode 0700), and a secret key created once in
+``instance/secret_key`` (mode 0600) that every worker on this machine shares.
 Set ``REDIS_URL`` to put both jobs and sessions in Redis, and ``SECRET_KEY``
-(the same value everywhere) to run several instances that share jobs.
+(the same value everywhere) to run instances on several machines that share jobs.
+
+People copy this file, so it is hardened: CSRF protection on every form
+(Flask-WTF), a ``SameSite=Lax`` HttpOnly session cookie, a private session
+directory (Flask-Session data is unpickled: whoever can write the session
+store can run code as the app), and ``Cache-Control: no-store`` on pages that
+carry job or CSRF tokens. ``docs/security.rst`` ("The example app") explains each.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import tempfile
+import stat
 import time
 from dataclasses import dataclass
 
-from flask import Flask, flash, redirect, render_template, request, url_for
+from flask import Flask, Response, flash, make_response, redirect, render_template, request, url_for
 from flask_session import Session
+from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from flask_asyncstate import AsyncState, JobContext, QuotaExceeded
 
 asyncstate = AsyncState()
+csrf = CSRFProtect()
+
+#: File in ``app.instance_path`` holding the secret key when ``SECRET_KEY`` is not set.
+SECRET_KEY_FILE = "secret_key"
+#: Shortest secret accepted from that file (``secrets.token_hex(32)`` writes 64 characters).
+MIN_SECRET_LENGTH = 32
+#: How long a worker that lost the race to create the secret waits for the winner's write.
+SECRET_WAIT = 5.0
+
+
+class InsecureStorage(RuntimeError):
+    """A directory or file that holds secrets or sessions is open to other users."""
+
+
+def _check_private(path: str, st: os.stat_result, refuse: int) -> None:
+    """Refuse ``path`` unless this user owns it and none of the ``refuse`` mode bits are set."""
+    if os.name != "posix":  # no uid or Unix mode bits to check (Windows uses ACLs)
+        return
+    if st.st_uid != os.geteuid():
+        raise InsecureStorage(
+            f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}):"
+            " another user could plant session files or read the secret. Remove it, or set"
+            " SESSION_DIR / SECRET_KEY to storage of your own."
+        )
+    if st.st_mode & refuse:
+        wanted = "700" if stat.S_ISDIR(st.st_mode) else "600"
+        raise InsecureStorage(
+            f"{path} has mode {stat.S_IMODE(st.st_mode):o}: other users can get at it."
+            f" chmod {wanted} {path}, or remove it and let the app create it."
+        )
+
+
+def private_dir(path: str, refuse: int = 0o077) -> str:
+    """Create ``path`` with mode 0700, or check that an existing one is ours and closed to others.
+
+    ``refuse`` are the mode bits that make it unsafe: 0o077 for a directory of
+    session files (readable leaks their job ids and CSRF secrets, writable lets
+    others plant pickles), 0o022 for the instance directory (others may list it,
+    not swap what is in it).
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)  # follows a symlink: what matters is who owns the directory it points to
+    if not stat.S_ISDIR(st.st_mode):
+        raise InsecureStorage(f"{path} is not a directory")
+    _check_private(path, st, refuse)
+    return path
+
+
+def _read_secret(path: str) -> str:
+    """The secret in ``path``, waiting a moment if a racing worker created it but has not written it."""
+    deadline = time.monotonic() + SECRET_WAIT
+    while True:
+        with open(path, encoding="ascii") as f:
+            _check_private(path, os.fstat(f.fileno()), 0o077)
+            value = f.read().strip()
+        if len(value) >= MIN_SECRET_LENGTH:
+            return value
+        if time.monotonic() > deadline:
+            raise InsecureStorage(
+                f"{path} holds no secret of at least {MIN_SECRET_LENGTH} characters:"
+                " delete it and start again (a new one is created), or set SECRET_KEY"
+            )
+        time.sleep(0.05)
+
+
+def shared_secret_key(instance_path: str) -> str:
+    """The secret key in ``instance_path/secret_key``, created once for every worker on this machine.
+
+    O_CREAT|O_EXCL makes the creation atomic: of several workers starting at
+    once exactly one creates the file (mode 0600) and writes the key; the
+    others get ``FileExistsError`` and read the winner's key.
+    """
+    path = os.path.join(private_dir(instance_path, refuse=0o022), SECRET_KEY_FILE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)
+    value = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(value)  # one small write: a reader sees all of it or nothing
+        f.flush()
+        os.fsync(f.fileno())
+    return value
 
 
 @dataclass
@@ -60,57 +152,102 @@ def import_products(job: JobContext, count: int, batch: int, pause: float) -> di
     return {"imported": count}
 
 
-def create_app(config: dict[str, object] | None = None) -> Flask:
-    app = Flask(__name__)
+def _wants_json() -> bool:
+    """The client asked for JSON (an API client or a script), not for a page."""
+    return request.accept_mimetypes.best == "application/json"
+
+
+def _no_store(body: str) -> Response:
+    """A page that must not be cached: it carries job tokens, the CSRF token or flashed messages."""
+    response = make_response(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def create_app(config: dict[str, object] | None = None, instance_path: str | None = None) -> Flask:
+    """The example app; ``config`` overrides everything, ``instance_path`` moves the instance folder."""
+    app = Flask(__name__, instance_path=instance_path)
     app.config.update(
-        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_hex(32),
+        SECRET_KEY=os.environ.get("SECRET_KEY"),
         EXAMPLE_PRODUCTS=int(os.environ.get("EXAMPLE_PRODUCTS", "5000")),
         EXAMPLE_BATCH=int(os.environ.get("EXAMPLE_BATCH", "100")),
         EXAMPLE_PAUSE=float(os.environ.get("EXAMPLE_PAUSE", "0.1")),
         SESSION_PERMANENT=False,
+        # Lax: a cross-site POST (a form on another site) arrives without the session cookie
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,  # scripts on the page never see the session id
+        # behind HTTPS also set FLASK_SESSION_COOKIE_SECURE=true (the dev server is plain HTTP)
     )
     redis_url = os.environ.get("REDIS_URL")
     if redis_url:
         import redis
 
+        # A blocking pool: under gevent hundreds of requests may want a session connection at
+        # once; they wait for one (up to 5 s) instead of failing with MaxConnectionsError.
+        sessions = redis.BlockingConnectionPool.from_url(redis_url, max_connections=100, timeout=5)
         app.config.update(
             ASYNCSTATE_REDIS_URL=redis_url,
             SESSION_TYPE="redis",
-            SESSION_REDIS=redis.Redis.from_url(redis_url),
+            SESSION_REDIS=redis.Redis(connection_pool=sessions),
         )
-    else:
-        from cachelib import FileSystemCache
-
-        session_dir = os.environ.get("SESSION_DIR") or os.path.join(
-            tempfile.gettempdir(), "asyncstate-example-sessions"
-        )
-        app.config.update(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(session_dir))
     app.config.from_prefixed_env()  # e.g. FLASK_ASYNCSTATE_MAX_WORKERS=8
     app.config.update(config or {})
+
+    if not app.config.get("SECRET_KEY"):
+        # Not a random key per process: gunicorn workers would not accept each other's tokens.
+        app.config["SECRET_KEY"] = shared_secret_key(app.instance_path)
+        app.logger.warning(
+            "SECRET_KEY is not set: using the key in %s, shared by the processes of this"
+            " machine only. Instances on several machines need the same SECRET_KEY.",
+            os.path.join(app.instance_path, SECRET_KEY_FILE),
+        )
+    if not app.config.get("SESSION_TYPE"):
+        from cachelib import FileSystemCache
+
+        # Never a shared $TMPDIR path: these files are unpickled, so a planted one runs code.
+        session_dir = os.environ.get("SESSION_DIR") or os.path.join(
+            private_dir(app.instance_path, refuse=0o022), "sessions"
+        )
+        app.config.update(
+            SESSION_TYPE="cachelib",
+            SESSION_CACHELIB=FileSystemCache(private_dir(session_dir), mode=0o600),
+        )
+
     Session(app)
+    csrf.init_app(app)  # before asyncstate: it exempts its blueprint, which checks CSRF itself
     asyncstate.init_app(app)
 
+    @app.errorhandler(CSRFError)
+    def csrf_failed(exc: CSRFError) -> Response | tuple[dict[str, str], int]:
+        """A JSON client gets a JSON 400; a browser gets Flask-WTF's page."""
+        if _wants_json():
+            return {"error": str(exc.description)}, 400
+        return exc.get_response()
+
     @app.get("/")
-    def index() -> str:
+    def index() -> Response:
         # mode "auto": push updates over Server-Sent Events, falling back to polling
         mode = "poll" if request.args.get("mode") == "poll" else "auto"
-        return render_template("index.html", token=request.args.get("token"), mode=mode)
+        return _no_store(render_template("index.html", token=request.args.get("token"), mode=mode))
 
     @app.post("/import")
     def start_import():  # type: ignore[no-untyped-def]
+        """Start an import (CSRFProtect has checked the form field or X-CSRFToken header)."""
         try:
             handle = import_products.start(
                 app.config["EXAMPLE_PRODUCTS"], app.config["EXAMPLE_BATCH"], app.config["EXAMPLE_PAUSE"]
             )
         except QuotaExceeded as exc:
-            flash(str(exc))
+            if _wants_json():
+                raise  # the app-wide handler: 429 JSON with Retry-After
+            flash(str(exc))  # a person at a form gets the message on the page
             return redirect(url_for("index"))
-        if request.accept_mimetypes.best == "application/json":
+        if _wants_json():
             return {"token": handle.token}, 202
         return redirect(url_for("index", token=handle.token))
 
     @app.get("/my-jobs")
-    def my_jobs() -> str:
-        return render_template("jobs.html", jobs=asyncstate.jobs())
+    def my_jobs() -> Response:
+        return _no_store(render_template("jobs.html", jobs=asyncstate.jobs()))
 
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import requests
-from servers import AppProcess
+from servers import AppProcess, csrf_token
 
 XHR = {"X-Requested-With": "XMLHttpRequest"}
 JSON = {"Accept": "application/json"}
@@ -18,7 +18,8 @@ def _progress(browser: requests.Session, app: AppProcess, token: str) -> request
 def test_start_on_one_instance_watch_and_cancel_on_the_other(redis_url, tmp_path) -> None:
     with AppProcess(tmp_path, REDIS_URL=redis_url) as a, AppProcess(tmp_path, REDIS_URL=redis_url) as b:
         browser = requests.Session()  # one cookie jar: the same session cookie goes to both
-        started = browser.post(f"{a.url}/import", headers=JSON, timeout=5)
+        csrf = {"X-CSRFToken": csrf_token(browser, a.url + "/")}  # the example has CSRFProtect
+        started = browser.post(f"{a.url}/import", headers={**JSON, **csrf}, timeout=5)
         assert started.status_code == 202, started.text
         token = started.json()["token"]
 
@@ -33,7 +34,8 @@ def test_start_on_one_instance_watch_and_cancel_on_the_other(redis_url, tmp_path
         assert seen[-1]["status"] == "running"
         assert seen[-1]["message"].endswith("of 2,000 products")
 
-        cancelled = browser.post(f"{b.url}/asyncstate/cancel/{token}", headers=XHR, timeout=5)
+        cancelled = browser.post(f"{b.url}/asyncstate/cancel/{token}", headers={**XHR, **csrf},
+                                 timeout=5)
         assert cancelled.status_code == 202 and cancelled.json()["cancel_requested"] is True
         while (doc := _progress(browser, a, token).json())["status"] != "cancelled":
             assert time.monotonic() < deadline + 10, doc

@@ -20,7 +20,7 @@ import requests
 from apps import define_jobs
 from procs import Counter, increment, state_api
 from redis_server import RedisServer, free_port
-from servers import ROOT, AppProcess
+from servers import ROOT, AppProcess, csrf_token
 
 pytestmark = pytest.mark.reliability
 spawn = multiprocessing.get_context("spawn")
@@ -77,8 +77,9 @@ def test_killed_instance_is_lost_within_three_heartbeats(redis_url, tmp_path) ->
     env = {"REDIS_URL": redis_url, "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": str(interval)}
     with AppProcess(tmp_path, **env) as a, AppProcess(tmp_path, **env) as b:
         browser = requests.Session()
-        token = browser.post(f"{a.url}/import", headers={"Accept": "application/json"},
-                             timeout=5).json()["token"]
+        token = browser.post(f"{a.url}/import", timeout=5, headers={
+            "Accept": "application/json", "X-CSRFToken": csrf_token(browser, a.url + "/")
+        }).json()["token"]
         time.sleep(0.3)
         assert browser.get(f"{b.url}/asyncstate/progress/{token}").json()["status"] == "running"
         assert a.proc is not None
@@ -138,8 +139,9 @@ def test_sigterm_of_a_gunicorn_worker_leaves_no_job_running(redis_url, tmp_path)
     try:
         _wait_up(url, master)
         browsers = [requests.Session() for _ in range(3)]
-        tokens = [b.post(f"{url}/import", headers={"Accept": "application/json"}, timeout=5)
-                  .json()["token"] for b in browsers]
+        tokens = [b.post(f"{url}/import", timeout=5, headers={
+            "Accept": "application/json", "X-CSRFToken": csrf_token(b, url + "/")
+        }).json()["token"] for b in browsers]
         time.sleep(0.5)
         for b, t in zip(browsers, tokens):
             assert b.get(f"{url}/asyncstate/progress/{t}").json()["status"] == "running"
@@ -172,8 +174,10 @@ def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(redis_ur
     with AppProcess(tmp_path, **env) as a, AppProcess(tmp_path, **env) as b:
         instances = [a, b]
         owners = [requests.Session() for _ in range(20)]
-        tokens = [s.post(f"{instances[i % 2].url}/import", headers={"Accept": "application/json"},
-                         timeout=10).json()["token"] for i, s in enumerate(owners)]
+        csrf = [csrf_token(s, instances[i % 2].url + "/") for i, s in enumerate(owners)]
+        tokens = [s.post(f"{instances[i % 2].url}/import", timeout=10, headers={
+            "Accept": "application/json", "X-CSRFToken": csrf[i]
+        }).json()["token"] for i, s in enumerate(owners)]
         served, errors = [0], []
         lock = threading.Lock()
         stop = time.monotonic() + duration
@@ -200,7 +204,7 @@ def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(redis_ur
         time.sleep(3)
         for i in range(10):  # cancel half, through the instance that did not start them
             r = owners[i].post(f"{instances[(i + 1) % 2].url}/asyncstate/cancel/{tokens[i]}",
-                               headers=XHR, timeout=10)
+                               headers={**XHR, "X-CSRFToken": csrf[i]}, timeout=10)
             assert r.status_code == 202
         for t in threads:
             t.join()
