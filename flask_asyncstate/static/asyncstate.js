@@ -28,8 +28,8 @@
 
   var FINAL = { succeeded: true, failed: true, cancelled: true, lost: true };
   var STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'lost'];
-  var MODIFIERS = STATUSES.concat(['notfound', 'forbidden', 'error', 'retrying', 'indeterminate',
-                                   'cancelling']);
+  var MODIFIERS = STATUSES.concat(['notfound', 'forbidden', 'error', 'retrying', 'reconnecting',
+                                   'indeterminate', 'cancelling']);
   var MODIFIER_CLASSES = $.map(MODIFIERS, function (m) { return NAME + '--' + m; }).join(' ');
   var METHODS = { destroy: true, cancel: true, refresh: true };
 
@@ -104,6 +104,10 @@
     return type || message;
   }
 
+  // Answers that mean "the server is there but cannot serve this right now" (job store
+  // unavailable, circuit breaker open, job queue full, rate limit): shown as "Reconnecting".
+  var UNAVAILABLE = { 429: true, 503: true };
+
   function retryAfterMs(jqXHR) {
     var header = jqXHR && jqXHR.getResponseHeader ? jqXHR.getResponseHeader('Retry-After') : null;
     if (!header) { return null; }
@@ -120,6 +124,9 @@
     opts.prefix = String(opts.prefix == null ? '' : opts.prefix).replace(/\/+$/, '');
     opts.interval = positiveInt(opts.interval) || $.fn[NAME].defaults.interval;
     opts.maxInterval = Math.max(positiveInt(opts.maxInterval) || 30000, opts.interval);
+    opts.maxRetryAfter = Math.max(positiveInt(opts.maxRetryAfter) || 60000, 1000);
+    opts.cancelRetries = opts.cancelRetries === 0 ? 0 :
+      (positiveInt(opts.cancelRetries) || $.fn[NAME].defaults.cancelRetries);
     opts.mode = String(opts.mode || 'poll').toLowerCase();
 
     this.element = element;
@@ -136,10 +143,15 @@
     this.cancelPending = false;  // a cancel request is in flight
     this.cancelRequested = false;
     this.source = null;          // the EventSource, while one is open
+    this.sseRefused = false;     // a stream failed before it opened: this widget polls from now on
+    this.reconnecting = false;   // the server answered 503/429 (or sent "unavailable"): showing "Reconnecting"
     this.xhr = null;             // the progress request in flight
 
     this._timer = null;
     this._cancelXhr = null;
+    this._cancelTimer = null;
+    this._cancelAttempt = 0;
+    this._unavailableTimer = null;
     this._doneFired = false;
     this._cancelError = '';
     this._statusOverride = '';
@@ -193,8 +205,8 @@
         return;
       }
       var mode = this.options.mode;
-      if ((mode === 'auto' || mode === 'sse') && typeof window.EventSource === 'function' &&
-          this._openStream()) {
+      if ((mode === 'auto' || mode === 'sse') && !this.sseRefused &&
+          typeof window.EventSource === 'function' && this._openStream()) {
         return;
       }
       this._usePolling(0);
@@ -204,6 +216,7 @@
       if (this.destroyed) { return; }
       this.destroyed = true;
       this._stopTransport();
+      this._clearCancelTimer();
       if (this._cancelXhr) {
         var cx = this._cancelXhr;
         this._cancelXhr = null;
@@ -231,6 +244,7 @@
 
     _stopTransport: function () {
       this._clearTimer();
+      this._clearUnavailableTimer();
       this._closeStream();
       if (this.xhr) {
         var x = this.xhr;
@@ -241,18 +255,32 @@
 
     // -------------------------------------------------------------- Server-Sent Events
 
+    // One EventSource per widget. What happens when it goes wrong:
+    //  - it fails before it ever opened (429 "too many streams", 503, 404, network error...):
+    //    poll at once, and never try a stream again for this widget (EventSource cannot
+    //    see the status code, so it must not retry blindly: no tight reconnect loop);
+    //  - the server's "reconnect" event (the stream reached ASYNCSTATE_SSE_MAX_AGE): open a
+    //    new stream; if that one fails before it opens, the rule above applies;
+    //  - an open stream that drops or closes before a final status: poll.
     _openStream: function () {
       var self = this;
       var source;
+      if (this.sseRefused) { return false; }
       try {
         source = new window.EventSource(this.url('events'));
       } catch (e) {
         return false;
       }
+      var opened = false;
       this.source = source;
       this._setTransport('sse');
+      source.addEventListener('open', function () {
+        if (self.source !== source) { return; }
+        opened = true;
+      });
       source.addEventListener('message', function (event) {
         if (self.source !== source) { return; }
+        opened = true;
         var doc;
         try {
           doc = JSON.parse(event.data);
@@ -268,6 +296,23 @@
         self.failures = 0;
         self._handleDoc(doc);
       });
+      source.addEventListener('unavailable', function (event) {
+        // The stream is open but the server cannot read the job store right now; it
+        // keeps trying and sends the document again when it can.
+        if (self.source !== source || self.finished || self.destroyed) { return; }
+        opened = true;
+        var message = '';
+        try {
+          var body = JSON.parse(event.data);
+          if (body && typeof body.error === 'string') { message = body.error; }
+        } catch (e) { /* keep the default message */ }
+        self._showUnavailable();
+        self._emit('error', 'onError', {
+          kind: 'progress', status: 503, textStatus: 'unavailable',
+          message: message || 'the job store is unavailable', transient: true,
+          attempt: 1, retryIn: null
+        });
+      });
       source.addEventListener('reconnect', function () {
         // The server ends long streams on purpose (to free its thread): open a new one.
         if (self.source !== source) { return; }
@@ -280,9 +325,12 @@
         if (!self.finished && !self.destroyed) { self._fallBack(); }
       });
       source.addEventListener('error', function () {
-        // Fired on network errors, non-200 answers, and when the server closes the
-        // stream. Whatever the reason, continue by polling unless we are done.
+        // Fired on network errors, non-200 answers (a 429 when the server has too many
+        // streams open, a 503...), and when the server closes the stream. EventSource
+        // cannot tell which: continue by polling unless we are done, and if this stream
+        // never opened, stay on polling.
         if (self.source !== source) { return; }
+        if (!opened) { self.sseRefused = true; }
         self._closeStream();
         if (!self.finished && !self.destroyed) { self._fallBack(); }
       });
@@ -295,12 +343,48 @@
         this.source = null;
         s.close();
       }
+      this._clearUnavailableTimer();
     },
 
     _fallBack: function () {
       this._closeStream();
       if (this.finished || this.destroyed) { return; }
       this._usePolling(0);
+    },
+
+    // An "unavailable" event on a stream: show "Reconnecting" until the next document.
+    // The server sends it on every failed read; should it go quiet without sending a
+    // document (nothing changed meanwhile), the previous display comes back.
+    _showUnavailable: function () {
+      var self = this;
+      this._setReconnecting(true);
+      this._renderStatusLine();
+      this._clearUnavailableTimer();
+      this._unavailableTimer = window.setTimeout(function () {
+        self._unavailableTimer = null;
+        if (self.finished || self.destroyed || self.transport !== 'sse') { return; }
+        self._setReconnecting(false);
+        self._renderStatusLine();
+      }, Math.max(5000, 3 * this.options.interval));
+    },
+
+    _clearUnavailableTimer: function () {
+      if (this._unavailableTimer !== null) {
+        window.clearTimeout(this._unavailableTimer);
+        this._unavailableTimer = null;
+      }
+    },
+
+    // The "Reconnecting" display: modifier classes and status text; the bar stays put.
+    _setReconnecting: function (on) {
+      this.reconnecting = !!on;
+      if (on) {
+        this.$el.addClass(NAME + '--retrying ' + NAME + '--reconnecting');
+        this._statusOverride = this.options.texts.reconnecting;
+      } else {
+        this.$el.removeClass(NAME + '--retrying ' + NAME + '--reconnecting');
+        this._statusOverride = '';
+      }
     },
 
     // -------------------------------------------------------------- polling
@@ -394,20 +478,35 @@
       return 'transient';
     },
 
-    // Network trouble, 429, 503...: back off exponentially, then resume normally.
+    // How long to wait before retrying after the ``attempt``-th consecutive failure: what
+    // the server's Retry-After asks (clamped to 1 s .. maxRetryAfter), or else
+    // interval * 2**attempt, at most maxInterval.
+    _retryDelay: function (attempt, jqXHR) {
+      var o = this.options;
+      var hinted = retryAfterMs(jqXHR);
+      if (hinted !== null) {
+        return clamp(hinted, 1000, o.maxRetryAfter);
+      }
+      return Math.min(o.interval * Math.pow(2, attempt), o.maxInterval);
+    },
+
+    // Network trouble, 408, 429, 5xx...: wait, then poll again; never a final state.
+    // 503 and 429 (the server is up but its job store is unavailable, or it is overloaded)
+    // show "Reconnecting"; the others the "retrying in N s" text. The bar stays put.
     _transientError: function (info, jqXHR) {
       var o = this.options;
       this.failures += 1;
-      var delay = Math.min(o.interval * Math.pow(2, this.failures), o.maxInterval);
-      var hinted = retryAfterMs(jqXHR);
-      if (hinted !== null) {
-        delay = Math.min(Math.max(delay, hinted), o.maxInterval);
-      }
+      var delay = this._retryDelay(this.failures, jqXHR);
       info.transient = true;
       info.attempt = this.failures;
       info.retryIn = delay;
-      this.$el.addClass(NAME + '--retrying');
-      this._statusOverride = format(o.texts.retrying, { seconds: Math.ceil(delay / 1000) });
+      if (UNAVAILABLE[info.status] === true) {
+        this._setReconnecting(true);
+      } else {
+        this._setReconnecting(false);
+        this.$el.addClass(NAME + '--retrying');
+        this._statusOverride = format(o.texts.retrying, { seconds: Math.ceil(delay / 1000) });
+      }
       this._renderStatusLine();
       this._schedule(delay);
       this._emit('error', 'onError', info);
@@ -418,6 +517,9 @@
       this.finished = true;
       this.status = modifier;
       this._stopTransport();
+      this._clearCancelTimer();
+      this.cancelPending = false;
+      this.reconnecting = false;
       info.transient = false;
       this.$el.removeClass(MODIFIER_CLASSES).addClass(NAME + '--error ' + NAME + '--' + modifier);
       this._statusOverride = '';
@@ -442,8 +544,12 @@
       this.doc = doc;
       this.status = doc.status;
       if (doc.cancel_requested) { this.cancelRequested = true; }
-      this._statusOverride = '';
-      this.$el.removeClass(NAME + '--retrying');
+      this._setReconnecting(false);
+      this._clearUnavailableTimer();
+      if (isFinal || this.cancelRequested) {
+        // The server has the cancel (from this page or elsewhere): no more retries needed.
+        this._stopCancelRetries();
+      }
       if (isFinal) {
         this.finished = true;
         this._stopTransport();
@@ -558,15 +664,30 @@
           !this.token) {
         return;
       }
-      var self = this;
-      var headers = { 'X-Requested-With': 'XMLHttpRequest' };
-      var csrf = this._csrfToken();
-      if (csrf) { headers[this.options.csrfHeader] = csrf; }
-
       this.cancelPending = true;
+      this._cancelAttempt = 0;
       this._cancelError = '';
       this._renderStatusLine();
       this._renderCancel();
+      this._sendCancel();
+    },
+
+    // One POST /cancel. A transient failure (503 while the job store is unavailable, 429,
+    // network error, 408, other 5xx) is retried after Retry-After (or the back-off), at
+    // most ``cancelRetries`` times; the button stays busy meanwhile. The job only shows
+    // as cancelling/cancelled once a document from the server says so.
+    _sendCancel: function () {
+      var self = this;
+      this._cancelTimer = null;
+      if (this.destroyed || this.finished || this.cancelRequested) {
+        this.cancelPending = false;
+        this._cancelError = '';
+        return;
+      }
+      var headers = { 'X-Requested-With': 'XMLHttpRequest' };
+      var csrf = this._csrfToken();
+      if (csrf) { headers[this.options.csrfHeader] = csrf; }
+      this._cancelAttempt += 1;
 
       var xhr = $.ajax({
         url: this.url('cancel'),
@@ -580,16 +701,23 @@
         if (self._cancelXhr !== xhr) { return; }
         self._cancelXhr = null;
         self.cancelPending = false;
+        self._cancelError = '';
         if (doc && typeof doc === 'object' && typeof doc.status === 'string') {
           self._handleDoc(doc);
         }
-        if (!self.finished) { self._renderCancel(); }
+        if (!self.finished) {
+          self._renderStatusLine();
+          self._renderCancel();
+        }
       }).fail(function (jqXHR, textStatus, errorThrown) {
         if (self._cancelXhr !== xhr) { return; }
         self._cancelXhr = null;
-        self.cancelPending = false;
         var outcome = self._requestFailed('cancel', jqXHR, textStatus, errorThrown);
-        if (outcome === 'final') { return; }
+        if (outcome === 'final') {
+          self.cancelPending = false;
+          return;
+        }
+        var texts = self.options.texts;
         var body = jqXHR.responseJSON;
         var serverMessage = body && typeof body.error === 'string' ? body.error : '';
         var info = {
@@ -599,11 +727,41 @@
           message: serverMessage || errorThrown || textStatus || 'request failed',
           transient: outcome === 'transient'
         };
-        self._cancelError = self.options.texts.cancelFailed + (serverMessage ? ': ' + serverMessage : '');
+        if (info.transient) {
+          info.attempt = self._cancelAttempt;
+          info.retryIn = null;
+        }
+        if (info.transient && self._cancelAttempt <= self.options.cancelRetries &&
+            !self.destroyed && !self.finished && !self.cancelRequested) {
+          var delay = self._retryDelay(self._cancelAttempt, jqXHR);
+          info.retryIn = delay;
+          self._cancelError = texts.cancelRetrying;
+          self._cancelTimer = window.setTimeout(function () { self._sendCancel(); }, delay);
+        } else {
+          // Not retried (403, 400...), or out of retries: say so; the button works again.
+          self.cancelPending = false;
+          self._cancelError = texts.cancelFailed + (serverMessage ? ': ' + serverMessage : '');
+        }
         self._renderStatusLine();
         self._renderCancel();
         self._emit('error', 'onError', info);
       });
+    },
+
+    _clearCancelTimer: function () {
+      if (this._cancelTimer !== null) {
+        window.clearTimeout(this._cancelTimer);
+        this._cancelTimer = null;
+      }
+    },
+
+    // Drop a scheduled cancel retry (not a request in flight: its answer is still useful).
+    _stopCancelRetries: function () {
+      if (this._cancelTimer !== null) {
+        this._clearCancelTimer();
+        this.cancelPending = false;
+        this._cancelError = '';
+      }
     },
 
     // -------------------------------------------------------------- callbacks + events
@@ -668,6 +826,8 @@
     prefix: '/asyncstate',
     interval: 1000,          // ms between polls
     maxInterval: 30000,      // cap of the exponential back-off
+    maxRetryAfter: 60000,    // cap of a server's Retry-After (ms); at least 1000 is waited
+    cancelRetries: 5,        // retries of a cancel that failed transiently (503, 429, network)
     timeout: 20000,          // ms before a request counts as failed
     mode: 'poll',            // "poll" or "auto" (EventSource, falling back to polling)
     label: 'Progress',       // aria-label of a bar the plugin creates itself
@@ -686,10 +846,12 @@
       lost: 'Lost: the server running this job stopped',
       cancelling: 'Cancelling\u2026',
       cancelFailed: 'Could not cancel',
+      cancelRetrying: 'Could not cancel right now, retrying\u2026',
       notFound: 'Not found',
       forbidden: 'Not allowed to see this job',
       error: 'Error',
       retrying: 'Connection problem, retrying in {seconds} s\u2026',
+      reconnecting: 'Reconnecting\u2026',
       noToken: 'No job token'
     }
   };
