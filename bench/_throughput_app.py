@@ -8,11 +8,12 @@ describes), plus:
   progress every 0.1 s until cancelled (or ``S`` seconds pass, at most 600),
   bound to the session as any ``start()`` in a request is; writes the same
   progress document to a plain Redis string for the bare route; answers
-  ``{"token": ..., "job_id": ...}``.
+  ``{"token": ..., "job_id": ..., "csrf_token": ...}`` (exempt from the example's
+  CSRF check; the token is for the cancel that ends the run).
 - ``GET /bench/bare/<job_id>``: the baseline the progress route is compared
-  with. Flask-Session loads the session (as for every request), the id is
-  checked against it, then one Redis ``GET``, and the stored JSON is returned
-  as is with ``Cache-Control: no-store``.
+  with. Flask-Session loads the session (as for every request), one Redis
+  ``GET``, the document's owner is checked against the session's, and the
+  stored JSON is returned as is with ``Cache-Control: no-store``.
 
 Bench only: nothing here is part of the library or the example.
 """
@@ -30,12 +31,12 @@ if ROOT not in sys.path:  # run from a checkout: example_app and flask_asyncstat
     sys.path.insert(0, ROOT)
 
 import redis
-from flask import Flask, Response, abort, request, session
+from flask import Flask, Response, abort, request
+from flask_wtf.csrf import generate_csrf
 
-from example_app import asyncstate
+from example_app import asyncstate, csrf
 from example_app import create_app as create_example_app
-from flask_asyncstate import JobContext
-from flask_asyncstate.tokens import SESSION_KEY
+from flask_asyncstate import JobContext, tokens
 
 #: Longest a bench job may run (it is cancelled when the benchmark ends).
 MAX_SECONDS = 600.0
@@ -62,19 +63,19 @@ def create_app() -> Flask:
     bare_redis = redis.Redis.from_url(os.environ["REDIS_URL"])
 
     @app.post("/bench/start")
+    @csrf.exempt  # the load generator has no page to take a CSRF token from
     def bench_start() -> dict[str, str]:
         seconds = min(float(request.args.get("seconds", 60)), MAX_SECONDS)
         handle = bench_watch.start(seconds)
-        doc = handle.status()
+        doc = dict(handle.status() or {}, owner=tokens.request_owner(create=False))
         bare_redis.set(BARE_PREFIX + handle.id, json.dumps(doc), ex=int(MAX_SECONDS) + 60)
-        return {"token": handle.token, "job_id": handle.id}
+        return {"token": handle.token, "job_id": handle.id, "csrf_token": generate_csrf()}
 
     @app.get("/bench/bare/<job_id>")
     def bench_bare(job_id: str) -> Response:
-        if job_id not in session.get(SESSION_KEY, ()):
-            abort(404)
+        owner = tokens.request_owner(create=False)  # the same session check as /progress
         raw = bare_redis.get(BARE_PREFIX + job_id)
-        if raw is None:
+        if raw is None or owner is None or json.loads(raw).get("owner") != owner:
             abort(404)
         return Response(raw, mimetype="application/json", headers={"Cache-Control": "no-store"})
 

@@ -4,8 +4,9 @@
 6379), then runs each benchmark in its own Python process, one after another,
 against that server (``--redis-url``), with ``FLUSHALL`` between two of them,
 so that no thread or app left over by one (job runners, cancel listeners,
-workers) skews the next. It prints each one's tables under a heading with its
-wall time, and writes:
+workers) skews the next. (``stall.py`` takes the option too, but freezes a
+redis-server of its own rather than the shared one.) It prints each one's
+tables under a heading with its wall time, and writes:
 
 - ``bench/out/results.md``: the same markdown (``--output`` to change it);
 - ``bench/out/chart.png``: one panel per figure (ratios against the
@@ -16,8 +17,8 @@ wall time, and writes:
 
 Run from the repository root::
 
-    python bench/run.py                   # full run, about 2.5 minutes
-    python bench/run.py --quick           # smoke run, under a minute
+    python bench/run.py                   # full run, about 4 minutes
+    python bench/run.py --quick           # smoke run, about 1.5 minutes
     python bench/run.py --only progress,cancel
 """
 
@@ -38,7 +39,7 @@ from _common import redis_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
-BENCHMARKS = ("store", "progress", "cancel", "throughput", "start", "scale")
+BENCHMARKS = ("store", "progress", "cancel", "throughput", "start", "scale", "flood", "stall")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

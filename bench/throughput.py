@@ -509,7 +509,8 @@ def main(argv: list[str] | None = None) -> None:
                     raise RuntimeError(f"the watched job was {still!r} at the end, not running")
                 status, body, _ = request(  # end the job now rather than at its deadline
                     app.host, "POST", f"/asyncstate/cancel/{started['token']}",
-                    {"Cookie": cookie, "X-Requested-With": "XMLHttpRequest"},
+                    {"Cookie": cookie, "X-Requested-With": "XMLHttpRequest",
+                     "X-CSRFToken": started["csrf_token"]},
                 )
                 if status != 202:
                     raise RuntimeError(f"cancel answered {status}: {body!r}")
