@@ -74,9 +74,10 @@ from typing import Any
 import flask
 import redis
 from _common import (
-    SECRET,
     add_common_options,
     environment,
+    fill_defaults,
+    make_app,
     markdown_table,
     median,
     panel,
@@ -118,27 +119,6 @@ class Sample:
     label: str
     latencies: list[float]
     misses: int = 0
-
-
-def make_app(redis_url: str, sessions: bool = False) -> tuple[Flask, AsyncState]:
-    """An instance: its own app on the shared Redis, default flush and heartbeat intervals.
-
-    With ``sessions``, Flask-Session keeps the sessions in the same Redis (what
-    several instances need, see the deployment docs).
-    """
-    app = Flask("bench-cancel")
-    app.config.update(
-        SECRET_KEY=SECRET, ASYNCSTATE_KEY_PREFIX="bench:", ASYNCSTATE_REDIS_URL=redis_url
-    )
-    if sessions:
-        from flask_session import Session
-
-        app.config.update(
-            SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(redis_url),
-            SESSION_PERMANENT=False, SESSION_KEY_PREFIX="bench:session:",
-        )
-        Session(app)
-    return app, AsyncState(app)
 
 
 def next_message(inbox: Any, what: str, proc: Any, timeout: float = 60.0) -> tuple[Any, ...]:
@@ -184,12 +164,12 @@ def wait_busy(job: JobContext) -> bool:
 
 def ours_instance(redis_url: str, count: int, mode: str, outbox: Any) -> None:
     """Instance A: run ``count`` jobs one after another, each reporting when it saw its cancel."""
-    app, ext = make_app(redis_url)
+    app, ext = make_app("bench-cancel", redis_url=redis_url)  # its own app, default intervals
     waiter: Callable[[JobContext], bool] = wait_busy if mode == "busy" else wait_idle
 
     @ext.job(name=f"bench_cancel_{mode}")
     def wait_for_cancel(job: JobContext) -> None:
-        runner = ext.runner()
+        runner = ext.app_state()
         runner.store.subscribed.wait(5)  # type: ignore[attr-defined]  # listener is up
         outbox.put(("ready", runner.signer.sign(job.id)))
         seen = waiter(job)
@@ -218,7 +198,7 @@ LABELS = {
 
 def api_canceller(ext: AsyncState) -> Callable[[str], float]:
     """B cancels with ``asyncstate.cancel(token)``; returns the monotonic time it started."""
-    ext.cancel(ext.runner().signer.sign("warm-up"))  # connection and Lua script
+    ext.cancel(ext.app_state().signer.sign("warm-up"))  # connection and Lua script
 
     def cancel(token: str) -> float:
         start = time.monotonic()
@@ -234,7 +214,7 @@ def http_canceller(app: Flask, ext: AsyncState) -> tuple[Callable[[str], None], 
     client = app.test_client()
     headers = {"X-Requested-With": "XMLHttpRequest"}
     # warm-up: routing, session cookie, scripts (a foreign token answers 404)
-    warm = client.post(CANCEL_PATH + ext.runner().signer.sign("warm-up"), headers=headers)
+    warm = client.post(CANCEL_PATH + ext.app_state().signer.sign("warm-up"), headers=headers)
     assert warm.status_code == 404, warm.status_code
 
     def prepare(token: str) -> None:
@@ -257,7 +237,8 @@ def ours_latencies(redis_url: str, count: int, mode: str, way: str, rng: random.
     # one more job than measured: the first cancel warms up both sides and is not counted
     proc = SPAWN.Process(target=ours_instance, args=(redis_url, count + 1, mode, inbox), daemon=True)
     proc.start()
-    app, ext = make_app(redis_url, sessions=way == "http")
+    # B: its own app on the same Redis; for HTTP, Flask-Session keeps its sessions there too
+    app, ext = make_app("bench-cancel", redis_url=redis_url, sessions=way == "http")
     sample = Sample(f"ours, {mode} job, {way.upper()}: {LABELS[way]} -> `job.cancelled`", [])
     try:
         with app.app_context():
@@ -461,10 +442,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--ways: choose from {', '.join(WAYS)}")
     if not args.modes or set(args.modes) - set(MODES):
         parser.error(f"--modes: choose from {', '.join(MODES)}")
-    counts = QUICK if args.quick else DEFAULTS
-    for name, default in counts.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
+    fill_defaults(args, DEFAULTS, QUICK)
     if args.cancels < 1 or args.rq_stops < 0 or args.celery_aborts < 0:
         parser.error("--cancels must be positive, --rq-stops and --celery-aborts not negative")
     return args
@@ -495,11 +473,10 @@ def main(argv: list[str] | None = None) -> None:
             samples.append(celery_latencies(server.url, args.celery_aborts, rng))
         elif args.celery_aborts:
             notes.append("Celery skipped: pip install 'celery[redis]'")
-        client = redis.Redis.from_url(server.url)
-        env = environment(client)
-        client.close()
-    clock = time.get_clock_info("monotonic").implementation
-    print(f"{env}; clock {clock}; GIL switch interval {sys.getswitchinterval() * 1000:g} ms")
+        clock = time.get_clock_info("monotonic").implementation
+        env = environment(server.url, f"clock {clock}",
+                          f"GIL switch interval {sys.getswitchinterval() * 1000:g} ms")
+    print(env)
     print()
     print(caption(samples))
     print()

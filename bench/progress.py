@@ -52,11 +52,12 @@ from typing import Any
 
 import redis
 from _common import (
-    SECRET,
     add_common_options,
     counting_client,
     counting_connection_class,
     environment,
+    fill_defaults,
+    make_app,
     markdown_table,
     median,
     panel,
@@ -81,6 +82,8 @@ from flask_asyncstate.stores.redis import client_from_url
 
 QUICK_CALLS, QUICK_REPEATS = 1_000, 3
 DEFAULT_CALLS, DEFAULT_REPEATS = 10_000, 5
+QUICK = {"calls": QUICK_CALLS, "repeats": QUICK_REPEATS}
+DEFAULTS = {"calls": DEFAULT_CALLS, "repeats": DEFAULT_REPEATS}
 #: Pause of the lifecycle jobs every 100 progress calls.
 PACE = 0.01
 #: Progress calls of the counted lifecycle (the issue's figure; --quick keeps it too).
@@ -102,22 +105,7 @@ def messages(n: int) -> list[str]:
 
 
 # -- ours -----------------------------------------------------------------------
-
-
-def make_app(redis_url: str | None = None, redis_client: redis.Redis | None = None) -> Flask:
-    """An app with flask-asyncstate on Redis, default flush and heartbeat intervals."""
-    app = Flask("bench-progress")
-    app.config.update(SECRET_KEY=SECRET, ASYNCSTATE_KEY_PREFIX="bench:")
-    if redis_url is not None:
-        app.config["ASYNCSTATE_REDIS_URL"] = redis_url
-    AsyncState(app, redis=redis_client)
-    return app
-
-
-def extension(app: Flask) -> AsyncState:
-    ext = app.extensions["asyncstate"]
-    assert isinstance(ext, AsyncState)
-    return ext
+# The apps: make_app("bench-progress", ...) on Redis, default flush and heartbeat intervals.
 
 
 @dataclass
@@ -125,10 +113,11 @@ class Ours:
     """Tracked jobs whose function times its own loop of progress calls."""
 
     app: Flask
+    ext: AsyncState
     text: list[str]
 
     def __post_init__(self) -> None:
-        ext = extension(self.app)
+        ext = self.ext
         self.timings: list[float] = []
         self.last: dict[str, Any] | None = None
 
@@ -271,8 +260,7 @@ def ours_lifecycle(url: str, n: int, repeats: int = 1) -> Lifecycle:
     The median of ``repeats`` jobs, one after another in the same app.
     """
     counter = counting_connection_class()
-    app = make_app(redis_client=counting_client(url, counter))
-    ext = extension(app)
+    app, ext = make_app("bench-progress", redis_client=counting_client(url, counter))
 
     @ext.job(name="bench_lifecycle")
     def paced(job: JobContext, n: int) -> int:
@@ -286,7 +274,7 @@ def ours_lifecycle(url: str, n: int, repeats: int = 1) -> Lifecycle:
     try:
         with app.app_context():
             paced.start(0).wait(30)  # threads, listener, scripts: once per process, not per job
-            ext.runner().store.subscribed.wait(5)  # type: ignore[attr-defined]
+            ext.app_state().store.subscribed.wait(5)  # type: ignore[attr-defined]
             for _ in range(repeats):
                 before, start = counter.sent, time.perf_counter()
                 doc = paced.start(n).wait(120)
@@ -405,11 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_REPEATS} x {QUICK_CALLS:,} unless told otherwise")
     add_common_options(parser)
-    args = parser.parse_args(argv)
-    if args.calls is None:
-        args.calls = QUICK_CALLS if args.quick else DEFAULT_CALLS
-    if args.repeats is None:
-        args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
     if min(args.calls, args.repeats, args.lifecycle_calls, args.lifecycle_repeats) < 1:
         parser.error("--calls, --repeats and --lifecycle-calls/-repeats must be positive")
     return args
@@ -418,11 +402,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def per_call_costs(url: str, calls: int, repeats: int) -> tuple[dict[str, float], str]:
     """The per-call medians and the environment line."""
     text = messages(calls)
-    app = make_app(redis_url=url)
+    app, ext = make_app("bench-progress", redis_url=url)
     client = client_from_url(url)
     capp = celery_app(url)
     try:
-        ours = Ours(app, text)
+        ours = Ours(app, ext, text)
         rq_run, rq_check = rq_batch(client, text)
         celery_run, celery_check = celery_batch(capp, text)
         bare_run, bare_check = bare_batch(client, text)
@@ -432,9 +416,9 @@ def per_call_costs(url: str, calls: int, repeats: int) -> tuple[dict[str, float]
         )
         for check in (ours.check, rq_check, celery_check, bare_check):
             check(calls)
-        env = environment(client)
+        env = environment(client, f"rq {rq.__version__}, celery {celery.__version__}")
     finally:
-        extension(app).shutdown(2)
+        ext.shutdown(2)
         client.close()
     return results, env
 
@@ -444,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     with redis_server(args.redis_url) as server:
         results, env = per_call_costs(server.url, args.calls, args.repeats)
         runs = lifecycles(server.url, args.lifecycle_calls, args.lifecycle_repeats)
-    print(f"{env}; rq {rq.__version__}, celery {celery.__version__}")
+    print(env)
     print()
     print(cost_caption(results, args.calls, args.repeats))
     print()

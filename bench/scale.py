@@ -41,9 +41,10 @@ from typing import Any
 
 import redis
 from _common import (
-    SECRET,
     add_common_options,
     environment,
+    fill_defaults,
+    make_app,
     markdown_table,
     median,
     panel,
@@ -64,11 +65,9 @@ SAMPLE = 200
 WAIT_LIMIT = 120.0
 
 
-def make_app(redis_url: str, name: str) -> tuple[Flask, AsyncState, Any]:
-    app = Flask(name)
-    app.config.update(SECRET_KEY=SECRET, ASYNCSTATE_KEY_PREFIX="bench:",
-                      ASYNCSTATE_REDIS_URL=redis_url, ASYNCSTATE_MAX_WORKERS=WORKERS)
-    ext = AsyncState(app)
+def trivial_app(redis_url: str, name: str) -> tuple[Flask, AsyncState, Any]:
+    """An app on Redis with ``WORKERS`` job threads, and its trivial job."""
+    app, ext = make_app(name, redis_url=redis_url, ASYNCSTATE_MAX_WORKERS=WORKERS)
 
     @ext.job(name="bench_trivial")
     def trivial(job: JobContext) -> dict[str, int]:
@@ -84,7 +83,7 @@ def used_memory(client: redis.Redis) -> int:
 
 def wait_final(ext: AsyncState, ids: list[str], limit: float) -> tuple[list[dict[str, Any] | None], float]:
     """Poll the stored documents every 50 ms until all are final (or ``limit`` s): (docs, seconds)."""
-    records = ext.runner().records
+    records = ext.app_state().records
     start = time.perf_counter()
     deadline = time.monotonic() + limit
     docs: list[dict[str, Any] | None] = []
@@ -100,7 +99,7 @@ def wait_final(ext: AsyncState, ids: list[str], limit: float) -> tuple[list[dict
 
 def memory_part(redis_url: str, entries: int, sample: int, rng: random.Random) -> dict[str, Any]:
     client = redis.Redis.from_url(redis_url)
-    app, ext, trivial = make_app(redis_url, "bench-scale-memory")
+    app, ext, trivial = trivial_app(redis_url, "bench-scale-memory")
     try:
         with app.app_context():
             trivial.start().wait(10)  # threads, listener, instance entry, scripts
@@ -114,14 +113,14 @@ def memory_part(redis_url: str, entries: int, sample: int, rng: random.Random) -
             finished = time.perf_counter() - start
             time.sleep(0.3)  # the writer's last flush; nothing else should change
             keys_after, after = client.dbsize(), used_memory(client)
-            records = ext.runner().records
+            records = ext.app_state().records
             keys = [records.job_key(h.id) for h in rng.sample(handles, min(sample, entries))]
             usage = [int(client.memory_usage(k, samples=0) or 0) for k in keys]
             encoding = client.object("encoding", keys[0])
             document = client.hget(keys[0], "d") or b""
             statuses = Counter(d["status"] if d else None for d in records.statuses(
                 [h.id for h in handles[:500]]))
-            store = ext.runner().store
+            store = ext.app_state().store
             held = len(store.held_keys())
             sweep = time.perf_counter()
             store._sweep()  # type: ignore[attr-defined]  # what the listener does every second
@@ -152,7 +151,7 @@ def memory_part(redis_url: str, entries: int, sample: int, rng: random.Random) -
 
 
 def backlog_part(redis_url: str, queued: int) -> dict[str, Any]:
-    app, ext, trivial = make_app(redis_url, "bench-scale-backlog")
+    app, ext, trivial = trivial_app(redis_url, "bench-scale-backlog")
     try:
         with app.app_context():
             trivial.start().wait(10)  # warm-up
@@ -211,9 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="seed of the key sample")
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ENTRIES:,} entries")
     add_common_options(parser)
-    args = parser.parse_args(argv)
-    if args.entries is None:
-        args.entries = QUICK_ENTRIES if args.quick else DEFAULT_ENTRIES
+    args = fill_defaults(parser.parse_args(argv), {"entries": DEFAULT_ENTRIES},
+                         {"entries": QUICK_ENTRIES})
     if not (1 <= args.entries <= 100_000) or not (1 <= args.queued <= 20_000) or args.sample < 1:
         parser.error("--entries must be 1..100,000, --queued 1..20,000, --sample positive")
     return args

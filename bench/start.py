@@ -41,12 +41,12 @@ from concurrent.futures import wait as wait_futures
 from importlib.metadata import version
 from typing import Any
 
-import redis
 from _common import (
-    SECRET,
     add_common_options,
     environment,
+    fill_defaults,
     gc_paused,
+    make_app,
     markdown_table,
     median,
     panel,
@@ -68,6 +68,8 @@ WORKERS = 4
 SINGLE_CALLS = 400
 QUICK_CALLS, QUICK_REPEATS = 300, 3
 DEFAULT_CALLS, DEFAULT_REPEATS = 2_000, 5
+QUICK = {"calls": QUICK_CALLS, "repeats": QUICK_REPEATS}
+DEFAULTS = {"calls": DEFAULT_CALLS, "repeats": DEFAULT_REPEATS}
 COLUMNS = ("ours-memory", "ours-redis", "flask-executor", "bare")
 LABELS = {
     "ours-memory": "ours, memory store: `job.start()`",
@@ -138,12 +140,8 @@ def wait_all(futures: list[Future[Any]]) -> None:
 
 
 def ours(redis_url: str | None) -> tuple[Column, AsyncState]:
-    app = Flask("bench-start")
-    app.config.update(SECRET_KEY=SECRET, ASYNCSTATE_KEY_PREFIX="bench:",
-                      ASYNCSTATE_MAX_WORKERS=WORKERS)
-    if redis_url:
-        app.config["ASYNCSTATE_REDIS_URL"] = redis_url
-    ext = AsyncState(app)
+    """Our column: the memory store (``redis_url`` None) or Redis, ``WORKERS`` job threads."""
+    app, ext = make_app("bench-start", redis_url=redis_url, ASYNCSTATE_MAX_WORKERS=WORKERS)
 
     @ext.job(name="bench_start_nothing")
     def job(ctx: JobContext) -> None:
@@ -153,6 +151,7 @@ def ours(redis_url: str | None) -> tuple[Column, AsyncState]:
 
 
 def flask_executor() -> Column:
+    """flask-executor's column: an app of its own, without flask-asyncstate."""
     app = Flask("bench-start-executor")
     app.config.update(EXECUTOR_TYPE="thread", EXECUTOR_MAX_WORKERS=WORKERS)
     executor = Executor(app)
@@ -184,7 +183,7 @@ def measure(columns: dict[str, Column], calls: int, repeats: int) -> dict[str, d
 def signing_cost(ext: AsyncState, app: Flask, n: int = 2000) -> float:
     """µs per ``signer.sign(job_id)``: the token ``start()`` signs before returning."""
     with app.app_context():
-        signer = ext.runner().signer
+        signer = ext.app_state().signer
         return timed(lambda: [signer.sign("0123456789abcdef0123456789abcdef") for _ in range(n)]) / n * 1e6
 
 
@@ -210,11 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_REPEATS} x {QUICK_CALLS} unless told otherwise")
     add_common_options(parser)
-    args = parser.parse_args(argv)
-    if args.calls is None:
-        args.calls = QUICK_CALLS if args.quick else DEFAULT_CALLS
-    if args.repeats is None:
-        args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
     if not (1 <= args.calls <= 100_000) or not (1 <= args.repeats <= 50):
         parser.error("--calls must be 1..100,000 and --repeats 1..50")
     return args
@@ -234,15 +229,13 @@ def main(argv: list[str] | None = None) -> None:
             assert memory_column.app is not None
             sign_us = signing_cost(memory_ext, memory_column.app)
             with redis_column.app.app_context():  # type: ignore[union-attr]
-                held = len(redis_ext.runner().store.held_keys())
+                held = len(redis_ext.app_state().store.held_keys())
         finally:
             for column in columns.values():
                 column.close()
-        client = redis.Redis.from_url(server.url)
-        env = environment(client)
-        client.close()
+        env = environment(server.url, f"flask-executor {version('flask-executor')}")
     single_calls = max(1, min(args.calls, SINGLE_CALLS))
-    print(f"{env}; flask-executor {version('flask-executor')}")
+    print(env)
     print()
     print(f"Cost of the submitting call, median µs: one at a time ({args.repeats} x "
           f"{single_calls:,} calls, each timed alone, the pool idle) and in bursts "

@@ -1,5 +1,6 @@
 """flask-asyncstate: tracked, cancellable long-running jobs for Flask, shared across instances."""
 
+from .context import JobContext
 from .errors import (
     AsyncStateError,
     InvalidToken,
@@ -12,9 +13,10 @@ from .errors import (
     UnserializableState,
 )
 from .extension import AsyncState
-from .jobs import JobContext, JobHandle, TrackedJob
+from .jobs import JobHandle, TrackedJob
 from .signals import job_finished, job_progress, job_started, store_circuit_changed
 from .state import StateAPI
+from .status import JobStatus
 
 __all__ = [
     "AsyncState",
@@ -23,6 +25,7 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobHandle",
+    "JobStatus",
     "QueueFull",
     "QuotaExceeded",
     "StateAPI",

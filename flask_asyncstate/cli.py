@@ -8,18 +8,17 @@ from collections import Counter
 from typing import Any
 
 import click
-from flask import current_app
 from flask.cli import AppGroup
 
-from .records import FINAL, LOST, UNFINISHED
-from .runner import JobRunner
+from . import appstate
+from .appstate import AppState
+from .status import FINAL, UNFINISHED, JobStatus
 
 asyncstate_cli = AppGroup("asyncstate", help="Inspect and manage flask-asyncstate jobs.")
 
 
-def _runner() -> JobRunner:
-    runner: JobRunner = current_app.extensions["asyncstate"].runner()
-    return runner
+def _app_state() -> AppState:
+    return appstate.get()
 
 
 def _age(since: float | None) -> str:
@@ -45,7 +44,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_jobs(statuses: tuple[str, ...], as_json: bool) -> None:
     """List live jobs of every instance, newest first."""
-    jobs = [j for j in _runner().records.all_jobs() if not statuses or j["status"] in statuses]
+    jobs = [j for j in _app_state().records.all_jobs() if not statuses or j["status"] in statuses]
     if as_json:
         click.echo(json.dumps(jobs, indent=2))
         return
@@ -62,7 +61,7 @@ def list_jobs(statuses: tuple[str, ...], as_json: bool) -> None:
 
 
 def _job(job_id: str) -> dict[str, Any]:
-    doc = _runner().records.status(job_id)
+    doc = _app_state().records.status(job_id)
     if doc is None:
         raise click.ClickException(f"no live job with id {job_id!r} (finished jobs expire)")
     return doc
@@ -82,7 +81,7 @@ def cancel(job_id: str) -> None:
     doc = _job(job_id)
     if doc["status"] in FINAL:
         raise click.ClickException(f"job {job_id} already ended: {doc['status']}")
-    if not _runner().cancel(job_id):
+    if not _app_state().cancel(job_id):
         raise click.ClickException(f"job {job_id} vanished before it could be cancelled")
     click.echo(f"Cancel requested for job {job_id} ({doc['name']}).")
 
@@ -93,20 +92,20 @@ def cancel(job_id: str) -> None:
               help="Only jobs whose last update is at least this old.")
 def purge(include_lost: bool, older_than: float) -> None:
     """Remove finished job entries (succeeded, failed, cancelled)."""
-    runner = _runner()
-    removable = FINAL if include_lost else FINAL - {LOST}
+    found = _app_state()
+    removable = FINAL if include_lost else FINAL - {JobStatus.LOST}
     cutoff = time.time() - older_than
     removed = 0
-    for job in runner.records.all_jobs():
+    for job in found.records.all_jobs():
         if job["status"] in removable and job["updated_at"] <= cutoff:
-            removed += runner.records.remove(job["id"])
+            removed += found.records.remove(job["id"])
     click.echo(f"Removed {removed} finished job(s).")
 
 
 @asyncstate_cli.command("instances")
 def instances() -> None:
     """List live instances (those heartbeating) and how many unfinished jobs each holds."""
-    records = _runner().records
+    records = _app_state().records
     found = sorted(records.instances(), key=lambda i: i.get("started_at", 0))
     if not found:
         click.echo("No live instances.")

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
-from .records import FINAL
-from .runner import JobRunner
+from .status import FINAL
+
+if TYPE_CHECKING:
+    from .appstate import AppState
 
 #: How long the stream waits for a notification before it reads anyway.
 _FALLBACK_READ = 1.0
@@ -30,19 +32,19 @@ def _event(data: Any, name: str | None = None) -> str:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def progress_stream(runner: JobRunner, job_id: str) -> Iterator[str]:
+def progress_stream(app_state: AppState, job_id: str) -> Iterator[str]:
     """Yield SSE frames for one job until it ends, vanishes, or the stream grows too old."""
-    settings = runner.settings
+    settings = app_state.settings
     now = time.monotonic()
     deadline = now + settings.sse_max_age
     next_ping = now + settings.sse_ping_interval
     last: dict[str, Any] | None = None
-    with runner.store.watch(runner.records.job_key(job_id)) as changed:
+    with app_state.store.watch(app_state.records.job_key(job_id)) as changed:
         yield "retry: 2000\n\n"
         while True:
             changed.clear()
             try:
-                doc = runner.records.status(job_id)
+                doc = app_state.records.status(job_id)
             except StoreError:  # the store is away: keep the stream open, read again shortly
                 yield _event({"error": "the job store is unavailable, retrying"}, "unavailable")
             else:

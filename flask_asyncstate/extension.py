@@ -1,4 +1,4 @@
-"""The Flask extension object: configuration, wiring of store, runner, blueprint and CLI."""
+"""The Flask extension object: registers the per-app state, blueprint, error answers and CLI."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any, overload
 
 from flask import (
     Flask,
-    current_app,
     get_template_attribute,
     has_app_context,
     request,
@@ -17,12 +16,13 @@ from flask import (
 )
 from markupsafe import Markup
 
-from . import sessions, signals, tokens, views
+from . import appstate, sessions, signals, tokens, views
+from .appstate import AppState
 from .cli import asyncstate_cli
 from .config import Settings
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .jobs import JobHandle, TrackedJob
-from .runner import JobRunner, _send
+from .signals import send
 from .state import StateAPI
 from .stores.base import Store
 from .stores.memory import MemoryStore
@@ -72,52 +72,36 @@ def widget(token: str, **options: Any) -> Markup:
 class AsyncState:
     """Tracked, cancellable jobs and shared typed state for Flask apps.
 
-    One object can serve several apps (app factories): everything per app is
-    kept in a :class:`~flask_asyncstate.runner.JobRunner` found through the
-    current app.
+    The object is app-agnostic (like Flask-Login's ``LoginManager``): one can
+    serve several apps (app factories). Everything per app lives in an
+    :class:`~flask_asyncstate.appstate.AppState` in ``app.extensions["asyncstate"]``.
     """
 
     def __init__(self, app: Flask | None = None, *, redis: Any = None) -> None:
-        self._runners: weakref.WeakKeyDictionary[Flask, JobRunner] = weakref.WeakKeyDictionary()
+        # Only to pick the app outside an app context when there is exactly one.
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         if app is not None:
             self.init_app(app, redis=redis)
 
     def init_app(self, app: Flask, *, redis: Any = None) -> None:
-        """Register the extension on ``app``.
-
-        Reads once, with ``app.config.setdefault``, the keys (see :mod:`flask_asyncstate.config`):
-
-        - ``ASYNCSTATE_REDIS_URL``: Redis to share jobs between instances (None: in-process memory).
-        - ``ASYNCSTATE_KEY_PREFIX``: prefix of every Redis key and channel (``"asyncstate:"``).
-        - ``ASYNCSTATE_MAX_WORKERS``: threads running jobs in this process (4).
-        - ``ASYNCSTATE_EXPIRES``: seconds an untouched entry lives (900).
-        - ``ASYNCSTATE_FLUSH_INTERVAL``: seconds between writes of buffered progress (0.25).
-        - ``ASYNCSTATE_HEARTBEAT_INTERVAL``: seconds between liveness beats (5); 3 missed = lost.
-        - ``ASYNCSTATE_MAX_JOBS_PER_SESSION``: unfinished jobs a session may have (5).
-        - ``ASYNCSTATE_URL_PREFIX``: where the blueprint is mounted (``"/asyncstate"``).
-        - ``ASYNCSTATE_TOKEN_MAX_AGE``: seconds a token stays valid (None: no limit).
-        - ``ASYNCSTATE_EAGER``: run jobs inline in ``start()``, for tests (False).
-        - ``ASYNCSTATE_MAX_ENTRY_SIZE``: bytes one encoded entry may take (65536).
-        - ``ASYNCSTATE_SHUTDOWN_TIMEOUT``: seconds shutdown waits for cancelled jobs (10).
-        - ``ASYNCSTATE_SSE_MAX_AGE``: seconds one event stream stays open before the
-          browser is told to reconnect (25: below gunicorn's graceful timeout).
-        - ``ASYNCSTATE_SSE_PING_INTERVAL``: seconds between keep-alive comments on a stream (15).
+        """Register the extension on ``app``; reads the ``ASYNCSTATE_*`` keys once
+        (see :mod:`flask_asyncstate.config`).
 
         :param redis: a ``redis.Redis`` client to use instead of ``ASYNCSTATE_REDIS_URL``.
         """
-        if "asyncstate" in app.extensions:
+        if appstate.EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "A 'AsyncState' instance has already been registered on this Flask app."
                 " Import and use that instance instead."
             )
         settings = Settings.from_config(app.config)
         store = _make_store(settings, redis)
-        self._runners[app] = JobRunner(app, settings, store)
-        app.extensions["asyncstate"] = self
+        app.extensions[appstate.EXTENSION_KEY] = AppState(app, self, settings, store)
+        self._apps.add(app)
         self._register_web(app, settings)
         app_ref = weakref.ref(app)
         if hasattr(store, "on_circuit_change"):
-            store.on_circuit_change = lambda old, new: _send(
+            store.on_circuit_change = lambda old, new: send(
                 signals.store_circuit_changed, app_ref(), old=old, new=new
             )
         try:
@@ -158,37 +142,35 @@ class AsyncState:
             0, app.before_request_funcs[None].pop()
         )  # before the app's own hooks, which may touch the session or routing
 
-    # -- finding the per-app runner ----------------------------------------
+    # -- the per-app state ------------------------------------------------------
 
-    def runner(self, app: Flask | None = None) -> JobRunner:
-        """The per-app runtime: the current app's, or the only app's outside an app context."""
-        if app is None:
-            if has_app_context():
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
-            elif len(self._runners) == 1:
-                return next(iter(self._runners.values()))
-            else:
+    def app_state(self, app: Flask | None = None) -> AppState:
+        """The per-app state: the current app's, or the only app's outside an app context."""
+        if app is None and not has_app_context():
+            apps = list(self._apps)
+            if len(apps) != 1:
                 raise RuntimeError(
                     "No Flask app context: push one (with app.app_context():) to pick the app."
                 )
-        try:
-            return self._runners[app]
-        except KeyError:
+            app = apps[0]
+        found = appstate.get(app)
+        if found.extension is not self:
             raise RuntimeError(
                 "The current Flask app is not registered with this 'AsyncState' instance."
                 " Did you forget to call 'init_app', or did you create multiple"
                 " 'AsyncState' instances?"
-            ) from None
+            )
+        return found
 
     @property
     def state(self) -> StateAPI:
         """The typed state API (create / update / get / contains / get_all / cancel / remove)."""
-        return self.runner().state
+        return self.app_state().state
 
     @property
     def store(self) -> Store:
         """The current app's raw store (what the state API and the job records sit on)."""
-        return self.runner().store
+        return self.app_state().store
 
     # -- jobs ----------------------------------------------------------------
 
@@ -219,8 +201,8 @@ class AsyncState:
 
     def handle(self, token: str) -> JobHandle:
         """A handle on the job a token names; raises :class:`InvalidToken` if it is bad."""
-        runner = self.runner()
-        return runner.handle(runner.signer.unsign(token))
+        found = self.app_state()
+        return found.handle(found.signer.unsign(token))
 
     def status(self, token: str) -> dict[str, Any] | None:
         """The progress document of a token's job (None if unknown or expired)."""
@@ -235,21 +217,21 @@ class AsyncState:
 
         Unfinished ones and the ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` newest finished ones.
         """
-        runner = self.runner()
+        found = self.app_state()
         owner = tokens.request_owner(create=False)
-        ids = runner.records.owner_jobs(owner) if owner is not None else []
+        ids = found.records.owner_jobs(owner) if owner is not None else []
         out = []
-        for job_id, doc in zip(ids, runner.records.statuses(ids, internal=True) if ids else []):
+        for job_id, doc in zip(ids, found.records.statuses(ids, internal=True) if ids else []):
             if doc is None or doc.pop("owner") != owner:
                 continue
             doc.pop("instance")
-            out.append(dict(doc, token=runner.signer.sign(job_id)))
+            out.append(dict(doc, token=found.signer.sign(job_id)))
         return out
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Stop every app's runner: cancel running jobs, wait, write ``lost`` for the rest."""
-        for runner in list(self._runners.values()):
-            runner.shutdown(timeout)
+        """Stop every app's jobs: cancel running jobs, wait, write ``lost`` for the rest."""
+        for app in list(self._apps):
+            appstate.get(app).shutdown(timeout)
 
 
 def _forget_owner_on_logout(sender: Flask, **extra: Any) -> None:

@@ -21,17 +21,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from .status import FINAL, UNFINISHED, JobStatus
 from .stores.base import Entry, Store
 
 JOB_KIND = "flask_asyncstate.job"
 INSTANCE_KIND = "flask_asyncstate.instance"
 OWNER_KIND = "flask_asyncstate.owner"
 
-QUEUED, RUNNING = "queued", "running"
-SUCCEEDED, FAILED, CANCELLED, LOST = "succeeded", "failed", "cancelled", "lost"
-#: Statuses after which nothing changes any more.
-FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST})
-UNFINISHED = frozenset({QUEUED, RUNNING})
 
 #: The fields of the progress document, in the order they are shown.
 PUBLIC_FIELDS = (
@@ -45,7 +41,7 @@ def new_document(
 ) -> dict[str, Any]:
     now = time.time()
     return {
-        "id": job_id, "name": name, "status": QUEUED, "current": 0, "total": None,
+        "id": job_id, "name": name, "status": JobStatus.QUEUED.value, "current": 0, "total": None,
         "percent": None, "message": None, "result": None, "error": None,
         "created_at": now, "updated_at": now, "instance": instance, "owner": owner,
     }
@@ -103,9 +99,9 @@ class JobRecords:
         self.store.unclaim(key, stale)
         return self.store.claim(key, job_id, limit=limit, keep=limit, score=now)
 
-    def restore(self, owner: str, job_id: str) -> None:
+    def restore(self, owner: str, job_id: str, keep: int) -> None:
         """List a running job in its owner's index again (after Redis lost its data)."""
-        self.store.claim(self.owner_key(owner), job_id, limit=2**31, keep=0, score=time.time())
+        self.store.claim(self.owner_key(owner), job_id, limit=2**31, keep=keep, score=time.time())
 
     def discharge(self, owner: str, job_id: str) -> None:
         """The job ended: its slot is free; it stays among the owner's recent jobs."""
@@ -207,7 +203,7 @@ class JobRecords:
                 continue
             doc = dict(entry.data, cancel_requested=entry.cancel_requested)
             if doc["status"] in UNFINISHED and doc.get("instance") in dead:
-                doc["status"] = LOST
+                doc["status"] = JobStatus.LOST.value
             public = {f: doc.get(f) for f in PUBLIC_FIELDS}
             if internal:
                 public["instance"] = doc.get("instance")

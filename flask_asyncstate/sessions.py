@@ -5,7 +5,8 @@ outage of the session's Redis would surface as an HTML 500 on our JSON routes.
 The app's session interface is wrapped: under our URL prefix, a failure to open
 the session gives an :class:`UnavailableSession`, which our ``before_request``
 turns into a 503 JSON answer, and a failure to save one is logged. Everywhere
-else the app behaves exactly as before.
+else the app behaves exactly as before, except that every session it saves
+carries the base of its job owner id (see :func:`tokens.stamp`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import NullSession
+
+from . import tokens
 
 log = logging.getLogger("flask_asyncstate")
 
@@ -46,6 +49,8 @@ class GuardedSessionInterface:
     def save_session(self, app: Flask, session: Any, response: Response) -> None:
         if isinstance(session, UnavailableSession):
             return
+        if not self.inner.is_null_session(session):
+            tokens.stamp(session)  # the owner base, before the first start can race for it
         try:
             self.inner.save_session(app, session, response)
         except Exception as exc:

@@ -91,25 +91,25 @@ def session_owner(
 ) -> str | None:
     """The owner id of the jobs this session (and, when logged in, this user) may see.
 
-    A server-side session (Flask-Session) has a stable ``sid``: the owner is
-    derived from it, so simultaneous first requests of one cookie agree without
-    writing the session. It is also stored in the session (``create``), so it
-    survives a session id regeneration. A cookie session gets a random one on
-    its first ``start()``. The user id is mixed in, so another user in the same
-    session never sees these jobs. None: this session has no jobs yet.
+    Its base is a random value kept in the session under :data:`OWNER_KEY`. Every
+    session the app saves gets one (see :func:`stamp`), so the simultaneous starts
+    of a browser that already has a session agree on it; ``session.clear()`` drops
+    it, so whoever uses the browser next is someone new. The user id is mixed in,
+    so another user in the same session never sees these jobs. None: this session
+    has no owner yet (and so no jobs).
     """
     base = session.get(OWNER_KEY)
     if not isinstance(base, str) or not base:
-        sid = getattr(session, "sid", None)
-        if isinstance(sid, str) and sid:
-            base = _digest(sid)
-        elif create:
-            base = secrets.token_hex(16)
-        else:
+        if not create:
             return None
-        if create:
-            session[OWNER_KEY] = base
+        base = session[OWNER_KEY] = secrets.token_hex(16)
     return _digest(f"{base}|{user_id or ''}")
+
+
+def stamp(session: MutableMapping[str, Any]) -> None:
+    """Give a session that is about to be saved an owner base if it has none."""
+    if session and OWNER_KEY not in session:
+        session[OWNER_KEY] = secrets.token_hex(16)
 
 
 def request_owner(*, create: bool) -> str | None:

@@ -18,10 +18,10 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from . import serialization, tokens
+from . import appstate, serialization, tokens
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .events import progress_stream
-from .records import FINAL
+from .status import FINAL
 from .stores.base import request_path
 
 log = logging.getLogger("flask_asyncstate")
@@ -61,19 +61,16 @@ class AnyPathConverter(PathConverter):
     part_isolating = False  # werkzeug infers True from a regex without "/"
 
 
-def _extension() -> Any:
-    return current_app.extensions["asyncstate"]
-
 
 def visible_job(token: str) -> tuple[str, dict[str, Any]]:
     """The job id and public document of ``token`` if it verifies and this session owns the job.
 
     Anything else raises :class:`InvalidToken` (the same 404 for every reason).
     """
-    runner = _extension().runner()
-    job_id = runner.signer.unsign(token)
+    found = appstate.get()
+    job_id = found.signer.unsign(token)
     owner = tokens.request_owner(create=False)
-    doc = runner.records.status(job_id, internal=True) if owner is not None else None
+    doc = found.records.status(job_id, internal=True) if owner is not None else None
     if doc is None or doc.pop("owner") != owner:
         raise InvalidToken(_NOT_FOUND)
     doc.pop("instance")
@@ -144,7 +141,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         job_id, doc = visible_job(token)
         if doc["status"] in FINAL:
             return _json(doc, 202)  # nothing left to cancel: the document says how it ended
-        if not _extension().runner().cancel(job_id):
+        if not appstate.get().cancel(job_id):
             return error(404, _NOT_FOUND)
         doc["cancel_requested"] = True
         return _json(doc, 202)
@@ -155,15 +152,15 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         if refused:
             return refused
         job_id, _doc = visible_job(token)
-        runner = _extension().runner()
-        slot = runner.streams.acquire(tokens.request_owner(create=False) or "")
+        found = appstate.get()
+        slot = found.streams.acquire(tokens.request_owner(create=False) or "")
         if slot is None:
             return error(
                 429, "too many open progress streams; poll /progress instead",
                 **{"Retry-After": "10"},
             )
         # The stream runs after the request ended: its reads still get request-path waits.
-        stream = progress_stream(runner, job_id)
+        stream = progress_stream(found, job_id)
         return Response(
             slot.wrap(stream, request_path),
             mimetype="text/event-stream",
@@ -175,7 +172,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         refused = _allowed("GET")
         if refused:
             return refused
-        return _json(_extension().jobs())
+        return _json(appstate.get().extension.jobs())
 
     def asset(directory: str, filename: str, max_age: int) -> Response:
         return _allowed("GET") or send_from_directory(directory, filename, max_age=max_age)
@@ -260,13 +257,13 @@ def queue_full(exc: QueueFull) -> Response:
 def store_error(exc: StoreError) -> Response:
     """App-wide: the shared store is unreachable or failing; try again later."""
     log.warning("asyncstate store error: %s", exc)
-    retry_after = str(_extension().runner().retry_after) if _has_extension() else "2"
+    retry_after = str(appstate.get().retry_after) if _has_extension() else "2"
     return error(503, "the job store is unavailable, try again shortly",
                  **{"Retry-After": retry_after})
 
 
 def _has_extension() -> bool:
-    return "asyncstate" in current_app.extensions
+    return appstate.EXTENSION_KEY in current_app.extensions
 
 
 def exempt_from_csrf_protect(app: Any, blueprint: Blueprint) -> None:

@@ -54,7 +54,7 @@ def run_job(url: str, job_name: str, args: tuple[Any, ...], out: Any) -> None:
     with app.app_context():
         handle = jobs[job_name].start(*args)
         out.put(("started", handle.token))
-        ctx = ext.runner().local_context(handle.id)
+        ctx = ext.app_state().local_context(handle.id)
         assert ctx is not None
         ctx._done.wait(60)
         out.put(("event_set", ctx.cancelled.is_set()))

@@ -27,7 +27,7 @@ def test_cli_lists_shows_cancels_and_purges(make_app, redis_url) -> None:
     assert listed.output.splitlines()[0].split() == ["ID", "NAME", "STATUS", "PERCENT", "AGE", "INSTANCE"]
     for handle in (done, running, blocked):
         assert handle.id in listed.output
-    assert other_ext.runner(other_app).instance_id in listed.output
+    assert other_ext.app_state(other_app).instance_id in listed.output
 
     as_json = json.loads(cli.invoke(args=["asyncstate", "list", "--json", "--status", "succeeded"]).output)
     assert [j["id"] for j in as_json] == [done.id]
@@ -38,10 +38,10 @@ def test_cli_lists_shows_cancels_and_purges(make_app, redis_url) -> None:
     assert missing.exit_code == 1 and "no live job" in missing.output
 
     instances = cli.invoke(args=["asyncstate", "instances"])
-    assert ext.runner(app).instance_id in instances.output
+    assert ext.app_state(app).instance_id in instances.output
     assert instances.output.splitlines()[0].split()[-1] == "JOBS"
     other_row = next(line for line in instances.output.splitlines()
-                     if line.startswith(other_ext.runner(other_app).instance_id))
+                     if line.startswith(other_ext.app_state(other_app).instance_id))
     assert other_row.split()[-1] == "1"  # the blocked job, counted from the job documents
 
     cancelled = cli.invoke(args=["asyncstate", "cancel", running.id])

@@ -138,7 +138,7 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     readers = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(streams))]
     for r in readers:
         r.start()
-    runner = ext.runner(app)
+    runner = ext.app_state(app)
     store = runner.store
     key = runner.records.job_key(runner.signer.unsign(token))
     deadline = time.monotonic() + 10

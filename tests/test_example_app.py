@@ -61,7 +61,7 @@ def make_example(clean_env: None) -> Iterator[Any]:
 
     yield build
     for app in made:
-        example_app.asyncstate.runner(app).shutdown(2)
+        example_app.asyncstate.app_state(app).shutdown(2)
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 
@@ -103,7 +105,7 @@ def test_cancelled_while_queued_never_starts(make_app, backend_url) -> None:
 def test_unknown_job_answers(make_app, backend_url) -> None:
     app, ext = make_app(backend_url)
     with app.app_context():
-        handle = ext.runner().handle("0" * 32)
+        handle = ext.app_state().handle("0" * 32)
         assert handle.status() is None
         assert handle.cancel() is False
         assert handle.wait(1) is None
@@ -189,14 +191,14 @@ def test_two_apps_in_one_process_are_independent(make_app) -> None:
         handle = jobs1["count"].start(3)
         handle.wait(10)
         token = handle.token
-    assert ext1.runner(app1) is not ext2.runner(app2)
-    assert ext1.runner(app1).store is not ext2.runner(app2).store
+    assert ext1.app_state(app1) is not ext2.app_state(app2)
+    assert ext1.app_state(app1).store is not ext2.app_state(app2).store
     with app2.app_context():
         assert ext2.status(token) is None  # app2's store has never seen the job
         with pytest.raises(RuntimeError, match="init_app"):
-            ext1.runner()  # app2 is not registered with ext1
+            ext1.app_state()  # app2 is not registered with ext1
     with pytest.raises(RuntimeError, match="init_app"):
-        ext1.runner(Flask("other"))
+        ext1.app_state(Flask("other"))
     with pytest.raises(RuntimeError, match="already been registered"):
         ext2.init_app(app1)
 
@@ -302,16 +304,32 @@ def test_a_failing_signal_receiver_breaks_nothing(make_app, caplog) -> None:
 
 
 def test_forked_child_gets_its_own_instance_id(make_app) -> None:
+    """What a gunicorn --preload worker does: fork after the parent already ran jobs."""
     app, ext = make_app()
     jobs = define_jobs(ext)
-    runner = ext.runner(app)
+    state = ext.app_state(app)
     with app.app_context():
         jobs["count"].start(1).wait(10)
-        parent_id = runner.instance_id
-        runner._pid = -1  # what a gunicorn --preload worker looks like after fork
-        child_doc = jobs["count"].start(1).wait(10)
-    assert runner.instance_id != parent_id
-    assert child_doc["status"] == "succeeded"
+    parent_id = state.instance_id
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its threads did not survive the fork; a start brings them back
+        code = 1
+        try:
+            os.close(read_end)
+            with app.app_context():
+                doc = jobs["count"].start(2).wait(10)
+            os.write(write_end, json.dumps([state.instance_id, doc["status"]]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    _pid, status = os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        child_id, child_status = json.loads(pipe.read() or "[null, null]")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_status == "succeeded"
+    assert child_id != parent_id and state.instance_id == parent_id
 
 
 # -- robustness: nothing stays running, whatever the job or the timing does ------------------
@@ -350,7 +368,7 @@ def test_odd_results_and_exceptions_still_end_the_job(make_app, backend_url) -> 
     assert "total" in docs[2]["error"]["message"]
 
 
-def test_simultaneous_first_starts_share_one_pool_and_writer(make_app, redis_url) -> None:
+def test_simultaneous_first_starts_share_one_writer(make_app, redis_url) -> None:
     app, ext = make_app(redis_url)
     jobs = define_jobs(ext)
     barrier = threading.Barrier(8)
@@ -370,8 +388,8 @@ def test_simultaneous_first_starts_share_one_pool_and_writer(make_app, redis_url
     for t in threads:
         t.join()
     assert errors == []
-    writers = [t for t in threading.enumerate() if t.name == "asyncstate-writer"
-               and t is ext.runner(app)._writer]
+    name = f"asyncstate-writer-{ext.app_state(app).instance_id}"
+    writers = [t for t in threading.enumerate() if t.name == name]
     assert len(writers) == 1 and writers[0].is_alive()
     with app.app_context():
         assert all(h.wait(10)["status"] == "succeeded" for h in handles)
@@ -383,7 +401,7 @@ def test_finished_jobs_release_their_cancel_events(make_app, backend_url) -> Non
     with app.app_context():
         for _ in range(20):
             jobs["count"].start(1).wait(10)
-    assert ext.runner(app).store.held_keys() == []
+    assert ext.app_state(app).store.held_keys() == []
 
 
 def test_a_quiet_jobs_state_entry_does_not_expire_while_it_runs(make_app, backend_url) -> None:
@@ -412,7 +430,7 @@ sys.path.insert(0, {tests!r})
 from apps import make_app, define_jobs
 app, ext = make_app({url!r})
 jobs = define_jobs(ext)
-runner = ext.runner(app)
+runner = ext.app_state(app)
 ids = []
 for _ in range(2):
     read, write = os.pipe()

@@ -90,7 +90,7 @@ def test_hot_progress_loop_costs_a_bounded_number_of_redis_round_trips(redis_url
 
     try:
         with app.app_context():
-            ext.runner()._ensure_threads()
+            ext.app_state().ensure_running()
             before = CountingConnection.sent
             started = time.monotonic()
             doc = hot.start().wait(30)

@@ -60,7 +60,7 @@ def test_redis_restart_mid_job_loses_nothing(make_app) -> None:
 
         # the cancel listener is back: a new job can be cancelled from another instance
         token2 = client.post("/start/until_cancelled").json["token"]
-        assert ext.runner(app).store.subscribed.wait(5), "listener did not resubscribe"
+        assert ext.app_state(app).store.subscribed.wait(5), "listener did not resubscribe"
         other_app, other_ext = make_app(server.url)
         with other_app.app_context():
             assert other_ext.cancel(token2) is True

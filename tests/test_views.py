@@ -74,7 +74,7 @@ def test_bad_tokens_all_answer_the_same_404(web) -> None:  # type: ignore[no-unt
             return int(time.time()) - 3600  # an hour ago: past the max age below
 
     old = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=SALT, signer=OldSigner).dumps(job_id)
-    app.extensions["asyncstate"].runner(app).signer.max_age = 60
+    app.extensions["asyncstate"].signer.max_age = 60
     bodies = set()
     for bad in ["garbage", "", "a" * 600, _flip(token, 3), _flip(token, len(token) - 2),
                 other_key, old, token + "x", "%00", "..%2f..%2fetc"]:

@@ -159,6 +159,8 @@ def request_client(client: redis.Redis, timeout: float) -> redis.Redis:
         kwargs = {k: v for k, v in pool.connection_kwargs.items()
                   if not k.startswith("orig_") and k not in _POOL_BOUND}
         kwargs.update(_fast_options(timeout))
+        if isinstance(pool, redis.BlockingConnectionPool):  # its wait for a free connection too
+            kwargs["timeout"] = timeout / 2
         copy = pool.__class__(
             connection_class=pool.connection_class, max_connections=pool.max_connections,
             **kwargs,

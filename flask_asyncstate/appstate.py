@@ -1,0 +1,195 @@
+"""What flask-asyncstate keeps per app, in ``app.extensions["asyncstate"]``, and the one accessor.
+
+:class:`AppState` wires the parts of one app together: settings, store, typed
+state API, job records, token signer, stream limits, the registry of this
+process's jobs, their lifecycle, the executor that runs them and the writer
+thread. :func:`get` finds it for the current (or a given) app.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import secrets
+import socket
+import threading
+import weakref
+from typing import Any
+
+from flask import Flask, current_app
+
+from . import tokens
+from .config import Settings
+from .context import JobContext
+from .executors import Executor, InlineExecutor, ThreadExecutor
+from .jobs import JobHandle
+from .lifecycle import Lifecycle
+from .records import JobRecords
+from .registry import LocalJobs
+from .state import StateAPI
+from .status import JobStatus
+from .stores.base import Store
+from .streams import StreamSlots
+from .writer import Writer
+
+#: Key in ``app.extensions``.
+EXTENSION_KEY = "asyncstate"
+
+
+def get(app: Flask | None = None) -> AppState:
+    """The :class:`AppState` of ``app`` (default: the current app)."""
+    target = current_app if app is None else app
+    try:
+        found = target.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            "flask-asyncstate is not registered on this Flask app. Did you forget to call"
+            " 'AsyncState.init_app(app)'?"
+        ) from None
+    assert isinstance(found, AppState)
+    return found
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class AppState:
+    """The per-app runtime of flask-asyncstate (see the module docstring)."""
+
+    def __init__(self, app: Flask, extension: Any, settings: Settings, store: Store) -> None:
+        self.app_ref = weakref.ref(app)
+        #: The :class:`~flask_asyncstate.AsyncState` this app was registered with.
+        self.extension = extension
+        #: The validated ``ASYNCSTATE_*`` configuration.
+        self.settings = settings
+        #: The shared store (memory or Redis) everything below sits on.
+        self.store = store
+        #: The typed state API (``asyncstate.state``).
+        self.state = StateAPI(store)
+        #: Job, instance and owner entries in the store.
+        self.records = JobRecords(store, new_instance_id(), settings.heartbeat_interval)
+        #: Signs job ids into tokens and checks them back.
+        self.signer = tokens.TokenSigner(app.config, settings.token_max_age)
+        #: Open event streams of this process, bounded in all and per owner.
+        self.streams = StreamSlots(
+            settings.max_streams, settings.max_streams_per_session,
+            lifetime=settings.sse_max_age + 2 * settings.sse_ping_interval + 5,
+        )
+        #: The jobs of this process (queued, running, or with a final document to store).
+        self.registry = LocalJobs()
+        #: Where jobs run: a thread pool, or inline with ``ASYNCSTATE_EAGER``.
+        self.executor: Executor = (
+            InlineExecutor() if settings.eager else ThreadExecutor(settings.max_workers)
+        )
+        #: The thread that flushes progress and beats the heartbeat.
+        self.writer = Writer(self)
+        #: Starts, runs and ends jobs, whatever executor runs them.
+        self.lifecycle = Lifecycle(self)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()  # a forked child sees another pid and renews its instance id
+        self._closed = False
+        _shut_down_at_exit(self)
+
+    @property
+    def flask_app(self) -> Flask:
+        app = self.app_ref()
+        if app is None:
+            raise RuntimeError("the Flask app of this flask-asyncstate state was garbage-collected")
+        return app
+
+    @property
+    def instance_id(self) -> str:
+        """This process's id in heartbeats and job documents (renewed in a forked child)."""
+        return self.records.instance_id
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a client should wait after a 503 of the store: when the circuit probes again."""
+        return max(1, math.ceil(self.settings.circuit_reset))
+
+    # -- threads -------------------------------------------------------------
+
+    def ensure_running(self) -> None:
+        """Start the executor and writer on first use, and again in a forked child."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("flask-asyncstate was shut down; no new jobs can start")
+            if self._pid != os.getpid():
+                # a forked child (gunicorn --preload): its own id, so its death is its own
+                self.records.instance_id = new_instance_id()
+                self.registry.clear()
+                self._pid = os.getpid()
+            self.executor.start()
+            if not self.writer.alive:
+                self.writer.start()
+
+    def supervise(self) -> None:
+        """Restart the writer (and through it the store's listener) if it ended anyway.
+
+        Called where jobs start and end, so running jobs keep their heartbeat even
+        if nothing new is started.
+        """
+        if self.writer.alive or self._closed or self.writer.stopped:
+            return
+        try:
+            with self._lock:
+                if not self.writer.alive and not self._closed:
+                    self.writer.start()
+        except Exception:  # a job must run even if the restart fails
+            import logging
+
+            logging.getLogger("flask_asyncstate").exception("writer restart failed")
+
+    # -- jobs ------------------------------------------------------------------
+
+    def handle(self, job_id: str) -> JobHandle:
+        return JobHandle(self, job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Store the cancel request; the holder's Event is set via pub/sub (or its next write)."""
+        return self.store.cancel(self.records.job_key(job_id))
+
+    def local_context(self, job_id: str) -> JobContext | None:
+        local = self.registry.get(job_id)
+        return None if local is None else local.ctx
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Cancel running jobs, wait up to ``timeout`` s, write ``lost`` for any still running."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        for local in self.registry.running():
+            local.ctx.cancelled.set()
+        for job_id in self.executor.shutdown():  # never started: honour the cancel now
+            waiting = self.registry.get(job_id)
+            if waiting is not None:
+                self.lifecycle.finish(waiting.ctx, waiting.job, JobStatus.CANCELLED)
+        self.executor.wait(timeout)
+        for local in self.registry.running():
+            self.lifecycle.finish(local.ctx, local.job, JobStatus.LOST, error={
+                "type": "Shutdown", "message": "the instance running this job shut down",
+            })
+        self.writer.stop(join=0)
+        self.lifecycle.flush()  # last chance for final documents that met an outage
+        self.writer.stop()
+        try:
+            self.records.retire()
+        except Exception:  # noqa: BLE001, S110 - the store is away; our heartbeat expires by itself
+            pass
+        self.store.close()  # stops its listener; a client passed to init_app stays open
+
+
+def _shut_down_at_exit(app_state: AppState) -> None:
+    """At interpreter exit, end this app's jobs cleanly (job threads are daemons: no join waits)."""
+    ref = weakref.ref(app_state)
+
+    def on_exit() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.shutdown()
+
+    atexit.register(on_exit)

@@ -1,0 +1,254 @@
+"""The ``JobContext`` a job gets as its first argument, and the buffer it owns.
+
+The hot path lives here: ``progress()`` only updates a dict under a lock and
+marks it dirty. The writer takes the dirty document (:meth:`JobContext.take_dirty`)
+and the job's end seals the final one (:meth:`JobContext.seal`); both happen in
+the context's write turn, so no buffered progress can be written after the final
+document. Nothing outside this class touches the buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .errors import JobCancelled
+from .records import new_document, percent_of
+from .serialization import encodable_text
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .state import StateAPI
+
+T = TypeVar("T")
+
+
+#: A CPU-bound job calling progress() or check_cancelled() lets other threads run this often.
+_YIELD_EVERY = 0.001
+_YIELD_FOR = 0.0  # time.sleep(0) releases the GIL; waiting threads take it at once
+
+#: Longest progress message accepted; it is shown beside a bar, not a log.
+MAX_MESSAGE_LENGTH = 2000
+#: Largest magnitude of ``current``/``total``: integers beyond it lose precision in JavaScript.
+MAX_PROGRESS_VALUE = 2**53
+
+
+def _check_number(value: object, what: str) -> None:
+    if value.__class__ is int and -MAX_PROGRESS_VALUE <= value <= MAX_PROGRESS_VALUE:  # type: ignore[operator]
+        return  # the common case, first
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"progress {what} must be a number, got {type(value).__name__}")
+    if abs(value) > MAX_PROGRESS_VALUE or not math.isfinite(value):  # int first: no overflow
+        raise ValueError(f"progress {what} must be finite and at most 2**53 in size, got {value}")
+
+
+def _check_message(text: object) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"progress message must be str, got {type(text).__name__}")
+    if len(text) > MAX_MESSAGE_LENGTH:
+        raise ValueError(
+            f"progress message is {len(text)} characters, more than {MAX_MESSAGE_LENGTH}"
+        )
+    if not encodable_text(text):
+        raise ValueError("progress message has a lone surrogate, which UTF-8 cannot hold")
+
+
+class BoundState(Generic[T]):
+    """The typed state entry a job declared with ``@asyncstate.job(state=SomeType)``.
+
+    Keyed by that type and the job id, created empty when the job starts, and
+    cancelled together with the job.
+    """
+
+    def __init__(self, api: StateAPI, tp: type[T], job_id: str) -> None:
+        self._api, self.type, self.name = api, tp, job_id
+
+    def get(self) -> T | None:
+        return self._api.get(self.type, name=self.name)
+
+    def update(self, fn: Callable[[T], T | None]) -> bool:
+        return self._api.update(self.type, fn, name=self.name)
+
+    def set(self, obj: T) -> None:
+        """Replace the value (keeps the job's cancel Event attached)."""
+        self._api.update(self.type, lambda _old: obj, name=self.name)
+
+
+class JobContext:
+    """Passed as the first argument to a job: report progress, watch for cancellation."""
+
+    def __init__(self, job_id: str, name: str, document: dict[str, Any]) -> None:
+        #: The job id (what the token signs).
+        self.id = job_id
+        #: The job's name (the function name unless given to the decorator).
+        self.name = name
+        #: Set when a cancel was requested, from any instance; wait on it or poll it.
+        self.cancelled = threading.Event()
+        #: The job's typed state entry, if the job declared ``state=``; else None.
+        self.state: BoundState[Any] | None = None
+        #: Whose job this is (the session or user that started it); None outside a request.
+        self.owner: str | None = None
+        self._doc = document
+        self._lock = threading.Lock()  # guards _doc and _dirty: the hot path
+        self._write_lock = threading.Lock()  # orders store writes: final is last
+        self._dirty = False
+        self._finished = False
+        self._done = threading.Event()
+        self._next_yield = 0.0
+
+    @classmethod
+    def new(cls, job_id: str, name: str, instance: str, owner: str | None) -> JobContext:
+        """A queued job's context, its document as :func:`records.new_document` makes it."""
+        ctx = cls(job_id, name, new_document(job_id, name, instance, owner))
+        ctx.owner = owner
+        return ctx
+
+    def progress(
+        self, current: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Record progress; cheap enough for a hot loop (written at most every flush interval).
+
+        ``total`` and ``message`` keep their previous value when omitted. Numbers must
+        be finite (at most 2**53 in size) and the message at most ``MAX_MESSAGE_LENGTH`` (2000) characters:
+        anything else raises ``TypeError``/``ValueError`` here, in the job, not later.
+        At most once a millisecond it releases the GIL for a moment, so a cancel
+        reaches even a CPU-bound job within about a millisecond.
+        """
+        _check_number(current, "current")
+        if total is not None:
+            _check_number(total, "total")
+        if message is not None:
+            _check_message(message)
+        now = time.time()
+        if not 0.0 < self._next_yield - now <= _YIELD_EVERY:  # due, or the clock went back
+            self._yield(now)
+        with self._lock:
+            doc = self._doc
+            doc["current"] = current
+            if total is not None:
+                doc["total"] = total
+            if message is not None:
+                doc["message"] = message
+            doc["updated_at"] = now
+            self._dirty = True
+
+    def message(self, text: str) -> None:
+        """Change only the message shown beside the bar."""
+        _check_message(text)
+        with self._lock:
+            self._doc["message"] = text
+            self._doc["updated_at"] = time.time()
+            self._dirty = True
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` if a cancel was requested; call it between units of work.
+
+        Like :meth:`progress`, it lets other threads run at most once a millisecond.
+        """
+        if self.cancelled.is_set():
+            raise JobCancelled(f"job {self.id} was cancelled")
+        now = time.time()
+        if not 0.0 < self._next_yield - now <= _YIELD_EVERY:  # due, or the clock went back
+            self._yield(now)
+
+    def _yield(self, now: float) -> None:
+        """Let this process's other threads run (the cancel listener, request threads).
+
+        A CPU-bound job otherwise keeps the GIL for Python's whole switch interval
+        (5 ms) at a time, which is what a cancel would wait for.
+        """
+        self._next_yield = now + _YIELD_EVERY
+        time.sleep(_YIELD_FOR)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the document as it would be written now.
+
+        ``percent`` is computed here rather than in ``progress()``, off the hot path.
+        """
+        with self._lock:
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> dict[str, Any]:
+        doc = dict(self._doc)
+        doc["percent"] = percent_of(doc["current"], doc["total"])
+        return doc
+
+    # -- the buffer, as the writer and the job's end see it ----------------------
+
+    @contextlib.contextmanager
+    def write_turn(self) -> Iterator[None]:
+        """Hold while writing this job's document: writes of one job never overtake each other."""
+        with self._write_lock:
+            yield
+
+    @property
+    def finished(self) -> bool:
+        """The final document was sealed (it may still wait for the store)."""
+        return self._finished
+
+    @property
+    def done(self) -> threading.Event:
+        """Set once the final document is stored."""
+        return self._done
+
+    def mark_running(self) -> None:
+        with self._lock:
+            self._doc["status"] = JobStatus.RUNNING.value
+            self._doc["updated_at"] = time.time()
+            self._dirty = True
+
+    def take_dirty(self) -> dict[str, Any] | None:
+        """The document to write if it changed since the last take (and is not sealed); else None.
+
+        Call inside :meth:`write_turn`; after a failed write, :meth:`mark_dirty` again.
+        """
+        if self._finished:
+            return None
+        with self._lock:
+            if not self._dirty:
+                return None
+            self._dirty = False
+            return self._snapshot_locked()
+
+    def mark_dirty(self) -> None:
+        """Write the document again at the next flush (a write failed, or the store lost it)."""
+        with self._lock:
+            self._dirty = True
+
+    def seal(
+        self, status: str, result: Any = None, error: dict[str, str] | None = None
+    ) -> dict[str, Any] | None:
+        """Fix the final document, once; None if it was sealed already. Call inside the write turn."""
+        if self._finished:
+            return None
+        self._finished = True
+        with self._lock:
+            self._doc.update(status=JobStatus(status).value, result=result, error=error,
+                             updated_at=time.time())
+            return self._snapshot_locked()
+
+    def replace_final(self, final: dict[str, Any]) -> None:
+        """The sealed document could not be stored: this one stands in for it."""
+        with self._lock:
+            self._doc.update(final)
+
+    def last_resort(self, status: str) -> dict[str, Any]:
+        """A final document built only from values known to encode, for when the real one cannot."""
+        now = time.time()
+        with self._lock:
+            created = self._doc.get("created_at")
+            instance = self._doc.get("instance")
+        return {
+            "id": self.id,
+            "name": str(self.name)[:200].encode("utf-8", "replace").decode("utf-8"),
+            "status": JobStatus.LOST.value if status == JobStatus.LOST else JobStatus.FAILED.value,
+            "current": 0, "total": None, "percent": None, "message": None, "result": None,
+            "error": {"type": "InternalError",
+                      "message": "the job's final document could not be stored"},
+            "created_at": created if isinstance(created, float) else now, "updated_at": now,
+            "instance": str(instance), "owner": self.owner,
+        }

@@ -1,0 +1,292 @@
+"""The life of one job, whatever executor runs it: admit and record it, run it, end it final.
+
+Path of a job: :meth:`Lifecycle.start` admits it (queue place, owner's quota slot),
+writes the ``queued`` document and hands :meth:`Lifecycle.run` to the executor;
+``run`` writes ``running``, calls the function in an app context, and
+:meth:`Lifecycle.finish` stores the final document in the context's write turn,
+so no buffered progress can land after it. A final document that meets an
+outage is kept in the registry and retried by the writer; one that cannot be
+stored at all is replaced by a minimal ``failed`` one. Every job ends final.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flask import has_request_context
+
+from . import serialization, signals, tokens
+from .context import BoundState, JobContext
+from .errors import JobCancelled, QueueFull, QuotaExceeded, StoreError
+from .jobs import JobHandle
+from .signals import send
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .appstate import AppState
+    from .jobs import TrackedJob
+    from .registry import Local
+
+log = logging.getLogger("flask_asyncstate")
+
+_MAX_ERROR_MESSAGE = 2000
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    """The ``error`` field for an exception: type and message; store details stay in the log."""
+    if isinstance(exc, StoreError):  # host, port, command: for the log, not for the user
+        return {"type": type(exc).__name__,
+                "message": "the job store failed while the job ran; the server log has details"}
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a failing __str__ must still give a final document
+        message = f"<{type(exc).__name__} whose message could not be read>"
+    return {"type": type(exc).__name__, "message": message[:_MAX_ERROR_MESSAGE]}
+
+
+class Lifecycle:
+    """Starts, runs and ends the jobs of one app (see the module docstring)."""
+
+    def __init__(self, app_state: AppState) -> None:
+        self.app_state = app_state
+        self.records = app_state.records
+        self.jobs = app_state.registry
+
+    # -- starting ------------------------------------------------------------
+
+    def start(self, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
+        """Admit, record and submit a job; nothing is left behind when it is refused."""
+        app = self.app_state
+        app.ensure_running()
+        owner = None
+        if has_request_context():
+            app.signer.require_key()  # a job nobody could be given a token for is never made
+            owner = tokens.request_owner(create=True)
+        job_id = secrets.token_hex(16)
+        waiting = self.jobs.reserve(job_id, app.settings.max_queued)
+        if waiting is None:
+            raise QueueFull(f"{app.settings.max_queued} jobs are already waiting on this server;"
+                            " try again shortly")
+        try:
+            ctx = self._admit(job, job_id, owner)
+        except BaseException:
+            self.jobs.unqueue(job_id)
+            raise
+        self.jobs.add(ctx, job)
+        try:
+            app.executor.submit(job_id, lambda: self.run(ctx, job, args, kwargs))
+        except RuntimeError:  # shut down between our check and the submit
+            self.finish(ctx, job, JobStatus.CANCELLED)
+            raise RuntimeError("flask-asyncstate was shut down; no new jobs can start") from None
+        return JobHandle(app, job_id)  # the token is signed when first asked for
+
+    def _admit(self, job: TrackedJob, job_id: str, owner: str | None) -> JobContext:
+        """Write the queued document, claim the owner's quota slot, create the job's state."""
+        ctx = JobContext.new(job_id, job.name, self.records.instance_id, owner)
+        self.records.create(ctx.snapshot(), ctx.cancelled, job.never_expires)
+        try:
+            limit = self.app_state.settings.max_jobs_per_session
+            if owner is not None and not self.records.admit(owner, job_id, limit):
+                raise QuotaExceeded(
+                    f"You already have {limit} jobs in progress. Wait for one to finish,"
+                    " or cancel one, then try again."
+                )
+            if job.state_type is not None:
+                self.app_state.state.create(
+                    job.state_type(), name=job_id, cancel_event=ctx.cancelled,
+                    never_expires=job.never_expires,
+                )
+                ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
+        except BaseException:
+            self._abandon(ctx, job)
+            raise
+        return ctx
+
+    def _abandon(self, ctx: JobContext, job: TrackedJob) -> None:
+        """Undo a start that did not go through.
+
+        Each step on its own; if the store refused one (it is away), the job is
+        given a final ``failed`` document that the writer stores when it can, which
+        also frees the owner's quota slot. Nothing stays ``queued`` for ever.
+        """
+        owner, state_type = ctx.owner, job.state_type
+        steps: list[Callable[[], object]] = [lambda: self.records.remove(ctx.id)]
+        if owner is not None:
+            steps.append(lambda: self.records.discharge(owner, ctx.id))
+        if state_type is not None:
+            steps.append(lambda: self.app_state.state.remove(state_type, name=ctx.id))
+        refused = 0
+        for step in steps:
+            try:
+                step()
+            except StoreError:
+                refused += 1
+        if not refused:
+            return
+        log.warning("job %s: a refused start could not be undone yet; recording it failed", ctx.id)
+        with ctx.write_turn():
+            final = ctx.seal(JobStatus.FAILED, error={
+                "type": "StartRefused", "message": "the job could not be started",
+            })
+        self.jobs.add(ctx, job)
+        if final is not None:
+            self.jobs.defer(ctx.id, final)
+
+    # -- running -------------------------------------------------------------
+
+    def run(self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Run the job to its end; whatever happens, the job ends with a final status."""
+        self.jobs.unqueue(ctx.id)
+        self.app_state.supervise()
+        try:
+            self._run(ctx, job, args, kwargs)
+        finally:
+            if not ctx.finished:  # whatever went wrong above, nothing stays running
+                self.finish(ctx, job, JobStatus.FAILED, error={
+                    "type": "InternalError", "message": "the job ended without a final status",
+                })
+
+    def _run(self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not ctx.cancelled.is_set():
+            self._deliver_stored_cancel(ctx)
+        if ctx.cancelled.is_set():  # cancelled while queued: never starts
+            self.finish(ctx, job, JobStatus.CANCELLED)
+            return
+        ctx.mark_running()
+        self.flush_one(ctx, job, signal=False)
+        send(signals.job_started, self.app_state.app_ref(), job_id=ctx.id, document=ctx.snapshot())
+        try:
+            with self.app_state.flask_app.app_context():
+                result = job.fn(ctx, *args, **kwargs)
+        except JobCancelled:
+            self.finish(ctx, job, JobStatus.CANCELLED)
+            return
+        except BaseException as exc:
+            log.error("job %s (%s) failed", ctx.id, job.name, exc_info=exc)
+            self.finish(ctx, job, JobStatus.FAILED, error=error_of(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if ctx.cancelled.is_set():  # honoured the request by returning early
+            self.finish(ctx, job, JobStatus.CANCELLED)
+            return
+        try:
+            serialization.check_value(result, "result", f"job {job.name!r}")
+        except (TypeError, RecursionError) as exc:
+            self.finish(ctx, job, JobStatus.FAILED, error=error_of(exc))
+        else:
+            self.finish(ctx, job, JobStatus.SUCCEEDED, result=result)
+
+    def _deliver_stored_cancel(self, ctx: JobContext) -> None:
+        try:
+            self.app_state.store.read(self.records.job_key(ctx.id))  # sets the Event if the flag is set
+        except StoreError:
+            pass  # the Event still works; the writer will catch up
+
+    # -- ending ----------------------------------------------------------------
+
+    def finish(
+        self, ctx: JobContext, job: TrackedJob, status: str, *,
+        result: Any = None, error: dict[str, str] | None = None,
+    ) -> bool:
+        """Store the final document, once; False if the job had ended already."""
+        with ctx.write_turn():
+            try:
+                final = ctx.seal(status, result, error)
+                if final is None:
+                    return False
+                self._save_final(ctx, job, final)
+            except StoreError as exc:
+                log.warning("job %s: final status %r not written yet (%s); retrying",
+                            ctx.id, status, exc)
+                self.jobs.defer(ctx.id, final)  # type: ignore[arg-type]
+                return True
+            except Exception:  # whatever it was, the job still ends final
+                log.exception("job %s: final document could not be stored; storing a minimal one",
+                              ctx.id)
+                final = ctx.last_resort(status)
+                try:
+                    self.save(ctx, job, final)
+                except Exception:  # noqa: BLE001 - the store is away: the writer retries it
+                    self.jobs.defer(ctx.id, final)
+                    return True
+        self._retire(ctx, final)
+        return True
+
+    def save(self, ctx: JobContext, job: TrackedJob, doc: dict[str, Any]) -> None:
+        """Write the document; if the store had lost the job's entry, prove we are alive."""
+        if not self.records.save(doc, ctx.cancelled, job.never_expires):
+            self.app_state.writer.beat()  # before anyone reads "lost" of a job that runs here
+
+    def _save_final(self, ctx: JobContext, job: TrackedJob, final: dict[str, Any]) -> None:
+        try:
+            self.save(ctx, job, final)
+        except StoreError:
+            raise  # the store is away: the caller keeps the document and retries
+        except Exception as exc:  # noqa: BLE001 - too large, not JSON, too deep: fail, saying why
+            log.warning("job %s: final document cannot be stored: %r", ctx.id, exc)
+            final.update(status=JobStatus.FAILED.value, result=None, error=error_of(exc),
+                         message=None)
+            ctx.replace_final(final)
+            self.save(ctx, job, final)
+
+    def retry_final(self, local: Local) -> None:
+        """The writer's retry of a final document that met an outage."""
+        final = local.final
+        assert final is not None
+        try:
+            self._save_final(local.ctx, local.job, final)
+        except StoreError:
+            return
+        except Exception:  # still unstorable: store the minimal one next time
+            log.exception("job %s: final document could not be stored", local.ctx.id)
+            self.jobs.defer(local.ctx.id, local.ctx.last_resort(final.get("status", "failed")))
+            return
+        self._retire(local.ctx, final)
+
+    def _retire(self, ctx: JobContext, final: dict[str, Any]) -> None:
+        """The final document is stored: forget the job here, once."""
+        if self.jobs.retire(ctx.id) is None:
+            return  # retired already (a deferred final retried by two threads)
+        if ctx.owner is not None:
+            try:
+                self.records.discharge(ctx.owner, ctx.id)
+            except StoreError:  # the owner's next start finds the slot stale and frees it
+                log.debug("job %s: quota slot not freed yet", ctx.id)
+        store = self.app_state.store
+        store.release(self.records.job_key(ctx.id))  # no cancel can matter any more
+        if ctx.state is not None:
+            store.release(self.app_state.state.key(ctx.state.type, ctx.id))
+        ctx.done.set()
+        send(signals.job_finished, self.app_state.app_ref(), job_id=ctx.id, document=final)
+        self.app_state.supervise()
+
+    # -- progress ----------------------------------------------------------------
+
+    def flush_one(self, ctx: JobContext, job: TrackedJob, signal: bool = True) -> None:
+        """Write the job's buffered progress, if any; a failed write is retried next time."""
+        with ctx.write_turn():
+            doc = ctx.take_dirty()
+            if doc is None:
+                return
+            try:
+                self.save(ctx, job, doc)
+            except StoreError as exc:
+                log.debug("job %s: progress not written (%s); will retry", ctx.id, exc)
+                ctx.mark_dirty()
+                return
+        if signal:
+            send(signals.job_progress, self.app_state.app_ref(), job_id=ctx.id, document=doc)
+
+    def flush(self) -> None:
+        """Write buffered progress and retry deferred final documents now."""
+        for local in self.jobs.running():
+            try:
+                self.flush_one(local.ctx, local.job)
+            except Exception:  # one job's bad document must not stop the others' progress
+                log.exception("job %s: progress could not be written", local.ctx.id)
+        for local in self.jobs.deferred():
+            self.retry_final(local)

@@ -1,0 +1,86 @@
+"""The jobs of this process: admitted and waiting, running, or done but with a final document
+still to store. The lifecycle adds and retires them; the writer flushes and beats for them."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import JobContext
+    from .jobs import TrackedJob
+
+
+@dataclass
+class Local:
+    """One job of this process."""
+
+    ctx: JobContext
+    job: TrackedJob
+    #: The sealed final document, while the store has not taken it yet.
+    final: dict[str, Any] | None = field(default=None)
+
+
+class LocalJobs:
+    """Thread-safe registry of this process's jobs (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Local] = {}
+        self._queued: set[str] = set()
+
+    def reserve(self, job_id: str, limit: int) -> int | None:
+        """Take a queue place for ``job_id``; None when ``limit`` jobs already wait (else their count)."""
+        with self._lock:
+            waiting = len(self._queued)
+            if waiting >= limit:
+                return None
+            self._queued.add(job_id)
+            return waiting
+
+    def unqueue(self, job_id: str) -> None:
+        """The job left the queue (it runs now, or it never will)."""
+        with self._lock:
+            self._queued.discard(job_id)
+
+    def add(self, ctx: JobContext, job: TrackedJob) -> None:
+        with self._lock:
+            self._jobs[ctx.id] = Local(ctx, job)
+
+    def get(self, job_id: str) -> Local | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def defer(self, job_id: str, final: dict[str, Any]) -> None:
+        """The final document met an outage: keep it for the writer to retry."""
+        with self._lock:
+            local = self._jobs.get(job_id)
+            if local is not None:
+                local.final = final
+
+    def retire(self, job_id: str) -> Local | None:
+        """Forget the job, once: the first caller gets it, later ones None."""
+        with self._lock:
+            self._queued.discard(job_id)
+            return self._jobs.pop(job_id, None)
+
+    def running(self) -> list[Local]:
+        """Jobs whose final document is not sealed (queued or running)."""
+        with self._lock:
+            return [j for j in self._jobs.values() if j.final is None]
+
+    def deferred(self) -> list[Local]:
+        """Jobs whose sealed final document still waits for the store."""
+        with self._lock:
+            return [j for j in self._jobs.values() if j.final is not None]
+
+    def all(self) -> list[Local]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def clear(self) -> None:
+        """A forked child inherits none of its parent's jobs."""
+        with self._lock:
+            self._jobs.clear()
+            self._queued.clear()

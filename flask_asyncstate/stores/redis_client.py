@@ -1,0 +1,110 @@
+"""The Redis clients of a store: the patient one for background work, the short-timeout one
+of the request path and its circuit breaker, and the translation of redis-py's errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pybreaker
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+
+from ..errors import StoreError, StoreUnavailable
+
+log = logging.getLogger("flask_asyncstate")
+
+
+@contextlib.contextmanager
+def translate() -> Iterator[None]:
+    """Turn redis-py errors into ours, cause chained."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+    except pybreaker.CircuitBreakerError as exc:
+        raise StoreUnavailable(f"Redis is unreachable (circuit open: {exc})") from exc
+    except redis.RedisError as exc:
+        raise StoreError(f"Redis error: {exc}") from exc
+
+
+def client_from_url(url: str) -> redis.Redis:
+    """The patient client for background work: a few seconds' timeouts, quick retries."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+    )
+
+
+def _fast_options(timeout: float) -> dict[str, Any]:
+    # Half the budget each for connect and read, no retry after a timeout (a stalled server
+    # would only stall again); one immediate retry after a dropped connection (Redis restarted).
+    return {
+        "socket_connect_timeout": timeout / 2,
+        "socket_timeout": timeout / 2,
+        "health_check_interval": 0,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+    }
+
+
+def request_client_from_url(url: str, timeout: float) -> redis.Redis:
+    """The request-path client for ``ASYNCSTATE_REDIS_URL``: every call waits at most ``timeout``."""
+    return redis.Redis.from_url(url, **_fast_options(timeout))
+
+
+#: Connection options that belong to the pool they were made for, not to a copy of it.
+_POOL_BOUND = ("maint_notifications_pool_handler",)
+
+
+def request_client(client: redis.Redis, timeout: float) -> redis.Redis:
+    """A copy of ``client`` (same server, credentials, TLS) whose calls wait at most ``timeout`` s.
+
+    Falls back to ``client`` itself (with a warning) for a client that cannot be copied.
+    """
+    pool = client.connection_pool
+    try:
+        kwargs = {k: v for k, v in pool.connection_kwargs.items()
+                  if not k.startswith("orig_") and k not in _POOL_BOUND}
+        kwargs.update(_fast_options(timeout))
+        if isinstance(pool, redis.BlockingConnectionPool):  # its wait for a free connection too
+            kwargs["timeout"] = timeout / 2
+        copy = pool.__class__(
+            connection_class=pool.connection_class, max_connections=pool.max_connections,
+            **kwargs,
+        )
+        return redis.Redis(connection_pool=copy)
+    except Exception as exc:  # noqa: BLE001 - an unusual pool: keep working, say what it costs
+        log.warning(
+            "flask-asyncstate: cannot derive a short-timeout client from %r (%s); request-path"
+            " calls use its own timeouts", client, exc,
+        )
+        return client
+
+
+class BreakerListener(pybreaker.CircuitBreakerListener):
+    """Log each state change and hand it to ``owner.on_circuit_change`` (the extension's signal)."""
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        old = getattr(old_state, "name", str(old_state))
+        new = getattr(new_state, "name", str(new_state))
+        level = logging.INFO if new == "closed" else logging.WARNING
+        log.log(level, "flask-asyncstate: Redis circuit %s -> %s", old, new)
+        callback: Callable[[str, str], None] | None = self._owner.on_circuit_change
+        if callback is not None:
+            try:
+                callback(old, new)
+            except Exception:
+                log.exception("flask-asyncstate: circuit change callback failed")
+
+
+def is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
