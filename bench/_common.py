@@ -1,8 +1,15 @@
-"""Helpers shared by the benchmark scripts: paths, a throwaway redis-server, timing, tables.
+"""Helpers shared by the benchmark scripts: paths, a throwaway redis-server, the app factory, timing, tables.
 
 Importing this module puts the checkout and ``tests/`` on ``sys.path``, so the
 scripts run from a checkout without installing the package and can use
-``tests/redis_server.py``'s :class:`RedisServer` (a free loopback port, never 6379).
+``tests/redis_server.py``'s :class:`RedisServer` (a free loopback port, never 6379)
+and ``tests/gunicorn_server.py``.
+
+One copy of each: the throwaway server (:func:`redis_server`), the app every
+benchmark that builds one builds (:func:`make_app`), the line saying where the
+figures come from (:func:`environment`), the options every script takes
+(:func:`add_common_options`, :func:`fill_defaults`), timing with the GC paused,
+nearest-rank percentiles, and markdown tables.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,8 +36,15 @@ for _path in (os.path.join(ROOT, "tests"), ROOT):
 import redis
 from redis_server import RedisServer
 
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from flask_asyncstate import AsyncState
+
 #: Secret shared by the apps of one benchmark (a token signed by one is valid in the other).
 SECRET = "bench-secret-not-for-production"
+#: ``ASYNCSTATE_KEY_PREFIX`` of the benchmarks' own apps.
+KEY_PREFIX = "bench:"
 
 
 # -- redis-server ---------------------------------------------------------------
@@ -102,6 +116,61 @@ def counting_client(url: str, connection_class: type[redis.Connection]) -> redis
     return redis.Redis(connection_pool=pool)
 
 
+# -- the app --------------------------------------------------------------------
+
+
+def make_app(
+    name: str,
+    *,
+    redis_url: str | None = None,
+    redis_client: redis.Redis | None = None,
+    key_prefix: str | None = KEY_PREFIX,
+    sessions: bool = False,
+    secret_key: str = SECRET,
+    **config: Any,
+) -> tuple[Flask, AsyncState]:
+    """The benchmarks' app: ``Flask(name)`` with flask-asyncstate, and its extension.
+
+    - jobs in Redis at ``redis_url`` (``ASYNCSTATE_REDIS_URL``), or through
+      ``redis_client`` (``AsyncState(app, redis=...)``), or, with neither, in
+      the memory store;
+    - ``key_prefix``: ``ASYNCSTATE_KEY_PREFIX`` (``None``: the library's default,
+      to share the example app's keys);
+    - ``sessions``: Flask-Session keeps the sessions in the same Redis
+      (``redis_url``), under ``<key_prefix>session:``, not permanent, as several
+      instances need (see the deployment docs);
+    - ``secret_key``: ``SECRET_KEY`` (tokens signed by one app are valid in
+      another with the same key);
+    - ``config``: further config keys (``ASYNCSTATE_MAX_WORKERS=4``, ...);
+      everything else, flush and heartbeat intervals included, at its default.
+
+    The library is imported here, not at the top, so that ``run.py`` does not
+    need it.
+    """
+    from flask import Flask
+
+    from flask_asyncstate import AsyncState
+
+    app = Flask(name)
+    app.config["SECRET_KEY"] = secret_key
+    if key_prefix is not None:
+        app.config["ASYNCSTATE_KEY_PREFIX"] = key_prefix
+    if redis_url is not None:
+        app.config["ASYNCSTATE_REDIS_URL"] = redis_url
+    app.config.update(config)
+    if sessions:
+        if redis_url is None:
+            raise ValueError("make_app(sessions=True) needs redis_url: the sessions live there")
+        from flask_session import Session
+
+        app.config.update(
+            SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(redis_url),
+            SESSION_PERMANENT=False, SESSION_KEY_PREFIX=f"{key_prefix or ''}session:",
+        )
+        Session(app)
+    return app, AsyncState(app, redis=redis_client)
+
+
 # -- timing ---------------------------------------------------------------------
 
 
@@ -136,18 +205,35 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def percentile_ms(seconds: Sequence[float], pct: float) -> str:
+    """:func:`percentile` of durations in seconds, as ms with one decimal; ``-`` if none."""
+    return f"{percentile(seconds, pct) * 1000:,.1f}" if seconds else "-"
+
+
 # -- output ---------------------------------------------------------------------
 
 
-def environment(client: redis.Redis) -> str:
-    """One line saying where the figures come from."""
-    server_version = client.info("server")["redis_version"]
+def environment(server: str | redis.Redis, *extras: str) -> str:
+    """One line saying where the figures come from, printed above every script's tables.
+
+    Python, redis-py and redis-server versions, the OS and machine, the CPU count and
+    the 1-minute load average now; then ``extras`` (versions of the alternatives, the
+    clock used, ...), all separated by ``; ``. ``server`` is a client, or the URL of
+    the server to ask (a client is opened and closed for it).
+    """
+    client = redis.Redis.from_url(server) if isinstance(server, str) else server
+    try:
+        server_version = client.info("server")["redis_version"]
+    finally:
+        if client is not server:
+            client.close()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
+    line = (
         f"Python {platform.python_version()}, redis-py {redis.__version__}, "
         f"redis-server {server_version} on loopback, {platform.system()} {platform.machine()}, "
         f"{os.cpu_count()} CPUs, load average {load:.2f}"
     )
+    return "; ".join([line, *extras])
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -161,6 +247,16 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         "--json", metavar="FILE",
         help="also write the figures (and the bars of run.py's chart) to this JSON file",
     )
+
+
+def fill_defaults(
+    args: argparse.Namespace, full: dict[str, Any], quick: dict[str, Any]
+) -> argparse.Namespace:
+    """Options left unset (``None``) take their ``quick`` value with ``--quick``, else ``full``."""
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:

@@ -22,14 +22,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:  # run from a checkout: example_app and flask_asyncstate next door
-    sys.path.insert(0, ROOT)
-
+import _common  # noqa: F401  # puts the checkout on sys.path: example_app and flask_asyncstate
 import redis
 from flask import Flask, Response, abort, request
 from flask_wtf.csrf import generate_csrf

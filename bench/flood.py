@@ -47,18 +47,19 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import redis
 import requests
 from _common import (
     add_common_options,
     environment,
+    fill_defaults,
+    make_app,
     markdown_table,
     panel,
     percentile,
+    percentile_ms,
     redis_server,
     write_json,
 )
-from flask import Flask
 from gunicorn_server import (
     SECRET_KEY,
     GunicornServer,
@@ -70,8 +71,6 @@ from gunicorn_server import (
     rss_kib,
     timed_request,
 )
-
-from flask_asyncstate import AsyncState
 
 THREADS = 16
 WORKERS = 4  # ASYNCSTATE_MAX_WORKERS, the library's default
@@ -100,9 +99,9 @@ def flood(url: str, requests_: int, clients: int, needs_csrf: bool) -> tuple[lis
 
 def drain(redis_url: str, tokens: list[str]) -> tuple[float, Counter[str]]:
     """Cancel every accepted job (public API, from here); seconds until all are final."""
-    app = Flask("bench-flood-drain")
-    app.config.update(SECRET_KEY=SECRET_KEY, ASYNCSTATE_REDIS_URL=redis_url)
-    ext = AsyncState(app)
+    # the example app's secret and keys (the library's default prefix): its tokens are valid here
+    app, ext = make_app("bench-flood-drain", redis_url=redis_url, key_prefix=None,
+                        secret_key=SECRET_KEY)
     start = time.perf_counter()
     statuses: Counter[str] = Counter()
     try:
@@ -170,10 +169,6 @@ def run(redis_url: str, args: argparse.Namespace, log_dir: str) -> dict[str, Any
     }
 
 
-def _ms(values: list[float], pct: float) -> str:
-    return f"{percentile(values, pct) * 1000:,.1f}" if values else "-"
-
-
 def status_table(samples: list[Sample]) -> str:
     rows = []
     for status, n in sorted(Counter(s.status for s in samples).items(), key=lambda i: str(i[0])):
@@ -183,7 +178,8 @@ def status_table(samples: list[Sample]) -> str:
         retry = Counter(s.retry_after for s in these if s.retry_after)
         rows.append([
             str(status) if status is not None else "no answer", f"{n:,}",
-            f"{json_share:.0%}", _ms(took, 50), _ms(took, 99), _ms(took, 100),
+            f"{json_share:.0%}", percentile_ms(took, 50), percentile_ms(took, 99),
+            percentile_ms(took, 100),
             ", ".join(f"{v} s" for v in sorted(retry)) or "-",
         ])
     header = ["answer", "count", "JSON", "p50 ms", "p99 ms", "max ms", "Retry-After"]
@@ -201,7 +197,7 @@ def instance_table(r: dict[str, Any], args: argparse.Namespace) -> str:
         ["flood duration s", f"{r['seconds']:.1f}"],
         ["accepted (202)", f"{r['accepted']:,} (ASYNCSTATE_MAX_QUEUED={args.max_queued:,})"],
         [f"GET / during the flood ms, p50 / p99 / max ({len(page)} probes)",
-         f"{_ms(page, 50)} / {_ms(page, 99)} / {_ms(page, 100)}"
+         " / ".join(percentile_ms(page, pct) for pct in (50, 99, 100))
          + (f" ({failed_pages} failed)" if failed_pages else "")],
         [f"oldest heartbeat seen s (interval {HEARTBEAT:g} s, lost after 3)", f"{oldest:.1f}"],
         ["worker RSS MiB: before / after the flood / after the drain",
@@ -223,9 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_REQUESTS:,} starts")
     add_common_options(parser)
-    args = parser.parse_args(argv)
-    if args.requests is None:
-        args.requests = QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS
+    args = fill_defaults(parser.parse_args(argv), {"requests": DEFAULT_REQUESTS},
+                         {"requests": QUICK_REQUESTS})
     if not (1 <= args.requests <= 20_000) or not (1 <= args.clients <= 64) or args.max_queued < 1:
         parser.error("--requests must be 1..20,000, --clients 1..64, --max-queued positive")
     return args
@@ -236,10 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     log_dir = tempfile.mkdtemp(prefix="asyncstate-bench-flood-")
     try:
         with redis_server(args.redis_url) as server:
-            client = redis.Redis.from_url(server.url)
             r = run(server.url, args, log_dir)
-            env = environment(client)
-            client.close()
+            env = environment(server.url)
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
     samples = r["samples"]

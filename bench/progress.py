@@ -104,8 +104,7 @@ def messages(n: int) -> list[str]:
     return [f"{i:,} of {n:,} rows" for i in range(n + 1)]
 
 
-# -- ours -----------------------------------------------------------------------
-# The apps: make_app("bench-progress", ...) on Redis, default flush and heartbeat intervals.
+# -- ours: make_app("bench-progress", ...), on Redis, default flush and heartbeat intervals
 
 
 @dataclass

@@ -43,14 +43,15 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
-import redis
 import requests
 from _common import (
     add_common_options,
     environment,
+    fill_defaults,
     markdown_table,
     panel,
     percentile,
+    percentile_ms,
     redis_server,
     write_json,
 )
@@ -139,9 +140,7 @@ def one_stall(how: str, seconds: float, log_dir: str) -> dict[str, Any]:
             if second and _wait(starter, url, second, final=False, limit=10) == "running":
                 post_cancel(starter, url, second, csrf)
                 cancelled = _wait(starter, url, second, final=True, limit=10)
-            client = redis.Redis.from_url(store.url)
-            env = environment(client)
-            client.close()
+            env = environment(store.url)
         except BaseException:
             sys.stderr.write(f"gunicorn log:\n{server.log_text()}\n")
             raise
@@ -179,10 +178,6 @@ def recovery(r: dict[str, Any]) -> str:
             f"{back:.2f} s after Redis was back")
 
 
-def _ms(values: list[float], pct: float) -> str:
-    return f"{percentile(values, pct) * 1000:,.1f}" if values else "-"
-
-
 def table(r: dict[str, Any]) -> str:
     rows = []
     for route, samples in (("`GET /` (no Redis)", r["page"]), ("`GET /asyncstate/progress`",
@@ -193,7 +188,7 @@ def table(r: dict[str, Any]) -> str:
             rows.append([
                 route, phase, f"{len(part)}",
                 ", ".join(f"{code} x {n}" for code, n in sorted(codes.items(), key=str)),
-                _ms(took, 50), _ms(took, 90), _ms(took, 99), _ms(took, 100),
+                *(percentile_ms(took, pct) for pct in (50, 90, 99, 100)),
             ])
     header = ["route", "sent", "requests", "answers", "p50 ms", "p90 ms", "p99 ms", "max ms"]
     return markdown_table(header, rows, right=2)
@@ -206,11 +201,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "sigstop)")
     parser.add_argument("--quick", action="store_true", help="smoke run: SIGSTOP only, 4 s")
     add_common_options(parser)
-    args = parser.parse_args(argv)
-    if args.stall is None:
-        args.stall = 4.0 if args.quick else 8.0
-    args.ways = [w.strip() for w in (args.ways or ("sigstop" if args.quick else
-                                                   "sigstop,pause")).split(",") if w.strip()]
+    args = fill_defaults(parser.parse_args(argv), {"stall": 8.0, "ways": "sigstop,pause"},
+                         {"stall": 4.0, "ways": "sigstop"})
+    args.ways = [w.strip() for w in args.ways.split(",") if w.strip()]
     if not (1 <= args.stall <= 20) or not args.ways or set(args.ways) - set(LABELS):
         parser.error("--stall must be 1..20 s, --ways a subset of sigstop,pause")
     return args

@@ -27,18 +27,20 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import gc
-import platform
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 from _common import (  # also puts the checkout on sys.path: no install needed
+    KEY_PREFIX,
     add_common_options,
+    environment,
+    fill_defaults,
+    markdown_table,
+    median,
     panel,
     redis_server,
+    timed,
     write_json,
 )
 
@@ -51,6 +53,8 @@ OPERATIONS = ("create", "update", "get")
 COLUMNS = ("memory", "redis", "bare")
 QUICK_OPS, QUICK_REPEATS = 200, 3
 DEFAULT_OPS, DEFAULT_REPEATS = 2000, 5
+QUICK = {"ops": QUICK_OPS, "repeats": QUICK_REPEATS}
+DEFAULTS = {"ops": DEFAULT_OPS, "repeats": DEFAULT_REPEATS}
 
 #: One benchmark body: runs operation ``i`` of a batch.
 Op = Callable[[int], object]
@@ -107,18 +111,13 @@ def bare_ops(client: redis.Redis, ops: int) -> dict[str, Op]:
 
 
 def time_batch(op: Op, ops: int) -> float:
-    """Microseconds per call of ``op(0) .. op(ops - 1)``."""
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter()
+    """Microseconds per call of ``op(0) .. op(ops - 1)`` (GC paused)."""
+
+    def body() -> None:
         for i in range(ops):
             op(i)
-        elapsed = time.perf_counter() - start
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return elapsed / ops * 1e6
+
+    return timed(body) / ops * 1e6
 
 
 def measure(
@@ -136,7 +135,7 @@ def measure(
             for column, suite in suites.items():
                 samples[column][op].append(time_batch(suite[op], ops))
     return {
-        column: {op: statistics.median(values) for op, values in by_op.items()}
+        column: {op: median(values) for op, values in by_op.items()}
         for column, by_op in samples.items()
     }
 
@@ -155,23 +154,12 @@ def check(api: StateAPI, ops: int) -> None:
 
 def table(results: dict[str, dict[str, float]]) -> str:
     """Markdown table: one row per operation."""
-    lines = [
-        "| operation | memory µs/op | redis µs/op | bare redis-py µs/op | redis / bare |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    rows = []
     for op in OPERATIONS:
         memory, red, bare = (results[column][op] for column in COLUMNS)
-        lines.append(f"| {op} | {memory:.1f} | {red:.1f} | {bare:.1f} | {red / bare:.2f}x |")
-    return "\n".join(lines)
-
-
-def environment(client: redis.Redis, ops: int, repeats: int) -> str:
-    server_version = client.info("server")["redis_version"]
-    return (
-        f"{repeats} repeats x {ops} ops, median; Python {platform.python_version()}, "
-        f"redis-py {redis.__version__}, redis-server {server_version} on loopback, "
-        f"{platform.system()} {platform.machine()}"
-    )
+        rows.append([op, f"{memory:.1f}", f"{red:.1f}", f"{bare:.1f}", f"{red / bare:.2f}x"])
+    header = ["operation", "memory µs/op", "redis µs/op", "bare redis-py µs/op", "redis / bare"]
+    return markdown_table(header, rows)
 
 
 # -- driver -------------------------------------------------------------------
@@ -188,11 +176,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"smoke run: {QUICK_REPEATS} x {QUICK_OPS} unless --ops/--repeats say otherwise",
     )
     add_common_options(parser)
-    args = parser.parse_args(argv)
-    if args.ops is None:
-        args.ops = QUICK_OPS if args.quick else DEFAULT_OPS
-    if args.repeats is None:
-        args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
     if args.ops < 1 or args.repeats < 1:
         parser.error("--ops and --repeats must be positive")
     return args
@@ -203,8 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     with redis_server(args.redis_url) as server:
         store_client = client_from_url(server.url)
         bare_client = client_from_url(server.url)  # same settings, its own connection pool
-        memory = MemoryStore(key_prefix="bench:")
-        red = RedisStore(store_client, key_prefix="bench:", sweep_interval=1.0)
+        memory = MemoryStore(key_prefix=KEY_PREFIX)
+        red = RedisStore(store_client, key_prefix=KEY_PREFIX, sweep_interval=1.0)
         try:
             bare_client.flushdb()
             suites = {
@@ -215,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             results = measure(suites, args.ops, args.repeats)
             check(StateAPI(memory), args.ops)
             check(StateAPI(red), args.ops)
-            print(environment(bare_client, args.ops, args.repeats))
+            print(f"{args.repeats} repeats x {args.ops} ops, median; {environment(bare_client)}")
             print()
             print(table(results))
             write_json(args.json, {

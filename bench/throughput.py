@@ -51,7 +51,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +66,7 @@ from _common import (
     SECRET,
     add_common_options,
     environment,
+    fill_defaults,
     markdown_table,
     median,
     panel,
@@ -74,7 +74,7 @@ from _common import (
     redis_server,
     write_json,
 )
-from redis_server import free_port
+from gunicorn_server import GunicornServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 #: Target: ours / bare requests per second.
@@ -115,86 +115,39 @@ class Run:
 # -- the server -----------------------------------------------------------------
 
 
-class Gunicorn:
-    """gunicorn running bench/_throughput_app.py on a free loopback port."""
+class Gunicorn(GunicornServer):
+    """gunicorn running bench/_throughput_app.py on a free loopback port.
+
+    ``tests/gunicorn_server.py``'s server (stopped with SIGTERM, then SIGKILL of its
+    own process group) with the bench's app module, ``--reuse-port`` and the
+    bench's secret; ready once every worker listens on its own socket.
+    """
 
     def __init__(self, redis_url: str, workers: int, threads: int, log_dir: str) -> None:
-        self.port = free_port()
-        self.workers, self.threads = workers, threads
-        self.log_path = os.path.join(log_dir, "gunicorn.log")
-        self.redis_url = redis_url
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            log_dir, workers=workers, threads=threads, graceful_timeout=15.0,
+            # --reuse-port: a listening socket per worker, the kernel spreads connections
+            extra_args=("--log-level", "warning", "--reuse-port"),
+            env={"REDIS_URL": redis_url, "SECRET_KEY": SECRET,
+                 "PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")])},
+        )
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [*super().command()[:-1], "_throughput_app:create_app()"]
+
     def start(self) -> Gunicorn:
-        env = {
-            **os.environ, "REDIS_URL": self.redis_url, "SECRET_KEY": SECRET,
-            "PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")]),
-        }
-        command = [
-            sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-k", "gthread",
-            "--threads", str(self.threads), "-b", self.host, "--log-level", "warning",
-            "--reuse-port",  # a listening socket per worker: the kernel spreads connections
-            "--graceful-timeout", "15", "_throughput_app:create_app()",
-        ]
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed below
-        try:
-            self.proc = subprocess.Popen(
-                command, cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stopped as one below
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                status, _body, _headers = request(self.host, "GET", "/asyncstate/jobs")
-                listening = listeners(self.port)
-                if status == 200 and (listening is None or listening >= self.workers):
-                    return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start:\n{self.log()}")
+        super().start()
+        deadline = time.monotonic() + self.ready_timeout
+        while (listening := listeners(self.port)) is not None and listening < self.workers:
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{listening} of {self.workers} gunicorn workers listen")
             time.sleep(0.1)
-
-    def worker_pids(self) -> list[int]:
-        """The gunicorn master's children (its workers), from /proc."""
-        assert self.proc is not None
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                pids.append(int(entry))
-        return sorted(pids)
-
-    def log(self) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
-                return fh.read()[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """SIGTERM (graceful: asyncstate cancels its job), then SIGKILL to our own group."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        return self
 
 
 def request(
@@ -368,7 +321,7 @@ def one_run(app: Gunicorn, path: str, cookie: str, client: redis.Redis, seconds:
     halves the throughput of a GIL-bound server whatever the route.
     """
     load_class = WrkLoad if args.client == "wrk" else PythonLoad
-    workers = app.worker_pids()
+    workers = app.current_workers()
     for restart in range(MAX_RESTARTS + 1):
         before = commands_processed(client)
         load = load_class(app.host, path, cookie, seconds, args.connections)
@@ -465,10 +418,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="load generator (auto: wrk if installed)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round x 3 s")
     add_common_options(parser)
-    args = parser.parse_args(argv)
-    for name, default in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
+    args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
     if not (1 <= args.duration <= 120) or not (1 <= args.rounds <= 10):
         parser.error("--duration must be 1..120 s and --rounds 1..10")
     if not (1 <= args.connections <= 256) or args.workers < 1 or args.threads < 1:
@@ -515,7 +465,7 @@ def main(argv: list[str] | None = None) -> None:
                 if status != 202:
                     raise RuntimeError(f"cancel answered {status}: {body!r}")
             except BaseException:
-                sys.stderr.write(f"gunicorn log:\n{app.log()}\n")
+                sys.stderr.write(f"gunicorn log:\n{app.log_text(4000)}\n")
                 raise
             finally:
                 app.stop()

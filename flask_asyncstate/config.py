@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "ASYNCSTATE_REDIS_TIMEOUT": 1.0,
     "ASYNCSTATE_CIRCUIT_FAILURES": 3,
     "ASYNCSTATE_CIRCUIT_RESET": 2.0,
+    "ASYNCSTATE_STORE": None,
 }
 
 
@@ -71,6 +72,7 @@ class Settings:
     redis_timeout: float
     circuit_failures: int
     circuit_reset: float
+    store: Any
 
     @classmethod
     def from_config(cls, config: Any) -> Settings:
@@ -98,4 +100,5 @@ class Settings:
             redis_timeout=_positive(config, "ASYNCSTATE_REDIS_TIMEOUT"),
             circuit_failures=_positive(config, "ASYNCSTATE_CIRCUIT_FAILURES", int),
             circuit_reset=_positive(config, "ASYNCSTATE_CIRCUIT_RESET"),
+            store=config["ASYNCSTATE_STORE"],
         )

@@ -21,7 +21,7 @@ from .errors import StoreError
 from .status import FINAL
 
 if TYPE_CHECKING:
-    from .appstate import AppState
+    from .runtime import Runtime
 
 #: How long the stream waits for a notification before it reads anyway.
 _FALLBACK_READ = 1.0
@@ -32,7 +32,7 @@ def _event(data: Any, name: str | None = None) -> str:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def progress_stream(app_state: AppState, job_id: str) -> Iterator[str]:
+def progress_stream(app_state: Runtime, job_id: str) -> Iterator[str]:
     """Yield SSE frames for one job until it ends, vanishes, or the stream grows too old."""
     settings = app_state.settings
     now = time.monotonic()

@@ -24,38 +24,8 @@ from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .jobs import JobHandle, TrackedJob
 from .signals import send
 from .state import StateAPI
+from .stores import make_store
 from .stores.base import Store
-from .stores.memory import MemoryStore
-
-
-def _make_store(settings: Settings, redis_client: Any) -> Store:
-    """The store an app gets: Redis when a client or URL is given, else in-process memory."""
-    options: dict[str, Any] = {
-        "key_prefix": settings.key_prefix,
-        "expires": settings.expires,
-        "max_entry_size": settings.max_entry_size,
-    }
-    if redis_client is None and settings.redis_url is None:
-        return MemoryStore(**options)
-    try:
-        from .stores.redis import RedisStore, client_from_url, request_client_from_url
-    except ImportError as exc:
-        raise RuntimeError(
-            "ASYNCSTATE_REDIS_URL is set but redis-py is not installed:"
-            " pip install 'flask-asyncstate[redis]'"
-        ) from exc
-    options.update(
-        request_timeout=settings.redis_timeout,
-        circuit_failures=settings.circuit_failures,
-        circuit_reset=settings.circuit_reset,
-    )
-    if redis_client is not None:
-        return RedisStore(redis_client, **options)
-    url = settings.redis_url or ""
-    return RedisStore(
-        client_from_url(url), fast_client=request_client_from_url(url, settings.redis_timeout),
-        **options,
-    )
 
 
 def widget(token: str, **options: Any) -> Markup:
@@ -95,7 +65,7 @@ class AsyncState:
                 " Import and use that instance instead."
             )
         settings = Settings.from_config(app.config)
-        store = _make_store(settings, redis)
+        store = make_store(settings, redis)
         app.extensions[appstate.EXTENSION_KEY] = AppState(app, self, settings, store)
         self._apps.add(app)
         self._register_web(app, settings)

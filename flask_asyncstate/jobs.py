@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any
 from .status import FINAL
 
 if TYPE_CHECKING:
-    from .appstate import AppState
-    from .extension import AsyncState
+    from .runtime import Runtime, RuntimeSource
 
 
 class JobHandle:
     """A started job, seen from the code that started it (or from a token)."""
 
-    def __init__(self, app_state: AppState, job_id: str) -> None:
+    def __init__(self, app_state: Runtime, job_id: str) -> None:
         self._app = app_state
         #: The job id.
         self.id = job_id
@@ -69,7 +68,7 @@ class TrackedJob:
 
     def __init__(
         self,
-        extension: AsyncState,
+        extension: RuntimeSource,
         fn: Callable[..., Any],
         name: str | None = None,
         never_expires: bool = False,

@@ -26,9 +26,8 @@ from .signals import send
 from .status import JobStatus
 
 if TYPE_CHECKING:
-    from .appstate import AppState
-    from .jobs import TrackedJob
-    from .registry import Local
+    from .registry import JobSpec, Local
+    from .runtime import Runtime
 
 log = logging.getLogger("flask_asyncstate")
 
@@ -50,14 +49,14 @@ def error_of(exc: BaseException) -> dict[str, str]:
 class Lifecycle:
     """Starts, runs and ends the jobs of one app (see the module docstring)."""
 
-    def __init__(self, app_state: AppState) -> None:
+    def __init__(self, app_state: Runtime) -> None:
         self.app_state = app_state
         self.records = app_state.records
         self.jobs = app_state.registry
 
     # -- starting ------------------------------------------------------------
 
-    def start(self, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
+    def start(self, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
         """Admit, record and submit a job; nothing is left behind when it is refused."""
         app = self.app_state
         app.ensure_running()
@@ -83,7 +82,7 @@ class Lifecycle:
             raise RuntimeError("flask-asyncstate was shut down; no new jobs can start") from None
         return JobHandle(app, job_id)  # the token is signed when first asked for
 
-    def _admit(self, job: TrackedJob, job_id: str, owner: str | None) -> JobContext:
+    def _admit(self, job: JobSpec, job_id: str, owner: str | None) -> JobContext:
         """Write the queued document, claim the owner's quota slot, create the job's state."""
         ctx = JobContext.new(job_id, job.name, self.records.instance_id, owner)
         self.records.create(ctx.snapshot(), ctx.cancelled, job.never_expires)
@@ -105,7 +104,7 @@ class Lifecycle:
             raise
         return ctx
 
-    def _abandon(self, ctx: JobContext, job: TrackedJob) -> None:
+    def _abandon(self, ctx: JobContext, job: JobSpec) -> None:
         """Undo a start that did not go through.
 
         Each step on its own; if the store refused one (it is away), the job is
@@ -137,7 +136,7 @@ class Lifecycle:
 
     # -- running -------------------------------------------------------------
 
-    def run(self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def run(self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Run the job to its end; whatever happens, the job ends with a final status."""
         self.jobs.unqueue(ctx.id)
         self.app_state.supervise()
@@ -149,7 +148,7 @@ class Lifecycle:
                     "type": "InternalError", "message": "the job ended without a final status",
                 })
 
-    def _run(self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _run(self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if not ctx.cancelled.is_set():
             self._deliver_stored_cancel(ctx)
         if ctx.cancelled.is_set():  # cancelled while queued: never starts
@@ -189,7 +188,7 @@ class Lifecycle:
     # -- ending ----------------------------------------------------------------
 
     def finish(
-        self, ctx: JobContext, job: TrackedJob, status: str, *,
+        self, ctx: JobContext, job: JobSpec, status: str, *,
         result: Any = None, error: dict[str, str] | None = None,
     ) -> bool:
         """Store the final document, once; False if the job had ended already."""
@@ -216,12 +215,12 @@ class Lifecycle:
         self._retire(ctx, final)
         return True
 
-    def save(self, ctx: JobContext, job: TrackedJob, doc: dict[str, Any]) -> None:
+    def save(self, ctx: JobContext, job: JobSpec, doc: dict[str, Any]) -> None:
         """Write the document; if the store had lost the job's entry, prove we are alive."""
         if not self.records.save(doc, ctx.cancelled, job.never_expires):
             self.app_state.writer.beat()  # before anyone reads "lost" of a job that runs here
 
-    def _save_final(self, ctx: JobContext, job: TrackedJob, final: dict[str, Any]) -> None:
+    def _save_final(self, ctx: JobContext, job: JobSpec, final: dict[str, Any]) -> None:
         try:
             self.save(ctx, job, final)
         except StoreError:
@@ -266,7 +265,7 @@ class Lifecycle:
 
     # -- progress ----------------------------------------------------------------
 
-    def flush_one(self, ctx: JobContext, job: TrackedJob, signal: bool = True) -> None:
+    def flush_one(self, ctx: JobContext, job: JobSpec, signal: bool = True) -> None:
         """Write the job's buffered progress, if any; a failed write is retried next time."""
         with ctx.write_turn():
             doc = ctx.take_dirty()

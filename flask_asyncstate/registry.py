@@ -4,12 +4,21 @@ still to store. The lifecycle adds and retires them; the writer flushes and beat
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .context import JobContext
-    from .jobs import TrackedJob
+
+
+class JobSpec(Protocol):
+    """What running a job needs to know of its definition (a ``TrackedJob``)."""
+
+    name: str
+    fn: Callable[..., Any]
+    never_expires: bool
+    state_type: type | None
 
 
 @dataclass
@@ -17,7 +26,7 @@ class Local:
     """One job of this process."""
 
     ctx: JobContext
-    job: TrackedJob
+    job: JobSpec
     #: The sealed final document, while the store has not taken it yet.
     final: dict[str, Any] | None = field(default=None)
 
@@ -44,7 +53,7 @@ class LocalJobs:
         with self._lock:
             self._queued.discard(job_id)
 
-    def add(self, ctx: JobContext, job: TrackedJob) -> None:
+    def add(self, ctx: JobContext, job: JobSpec) -> None:
         with self._lock:
             self._jobs[ctx.id] = Local(ctx, job)
 

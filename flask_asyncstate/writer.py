@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .errors import StoreError
 
 if TYPE_CHECKING:
-    from .appstate import AppState
+    from .runtime import Runtime
 
 log = logging.getLogger("flask_asyncstate")
 
@@ -27,7 +27,7 @@ log = logging.getLogger("flask_asyncstate")
 class Writer:
     """Owns the writer thread; :meth:`start` (re)starts it, :meth:`stop` ends it."""
 
-    def __init__(self, app_state: AppState) -> None:
+    def __init__(self, app_state: Runtime) -> None:
         self.app_state = app_state
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()

@@ -215,9 +215,9 @@ def test_release_decided_on_an_old_read_keeps_a_newer_hold(store: Store) -> None
     first, second = threading.Event(), threading.Event()
     key = store.key("kind", "x")
     store.create(key, {}, cancel_event=first)
-    old = store.generation(key)
+    old = store.events.generation(key)
     store.create(key, {}, cancel_event=second)  # re-created meanwhile (a Redis restart)
-    store._release(key, old)
+    store.events.release(key, old)
     assert store.held_keys() == [key]
     store.cancel(key)
     assert second.wait(2)

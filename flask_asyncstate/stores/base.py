@@ -1,10 +1,12 @@
 """The store interface: JSON documents by key, sliding expiry, a separate cancel flag, local Events.
 
-A backend implements a handful of storage hooks (``_create``, ``_read``,
-``_write``, ``_update``, ``_cancel``, ``_remove``, ``_exists``, ``_keys``,
-``_touch``); this base holds everything they share: key layout, encoding and
-the size cap, and the registry of ``threading.Event`` objects that a cancel
-must set in the process that holds them.
+A backend implements the storage hooks at the end of :class:`Store` (each says
+its contract; ``_write`` and ``_update`` answer a :class:`Found`); this base
+holds everything they share: key layout, encoding and the size cap, and, in
+:mod:`.local`, the cancel Events, change watchers and per-key turns of this
+process. A backend whose writes already notify watchers in every process (Redis
+publishes them) sets ``notifies_changes = True``. A third-party backend is
+plugged in with ``ASYNCSTATE_STORE`` (an instance or an import string).
 
 Key layout: ``<prefix>{<kind>:<name>}``. The braces are a Redis Cluster hash
 tag, so everything about one entry lives in one slot. The cancel flag is kept
@@ -15,18 +17,19 @@ cancel request.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, ClassVar
 
 from flask import has_request_context
 
 from .. import serialization
 from ..errors import StateTooLarge
+from .local import CancelEvents, KeyTurns, Watchers
 
 #: Default sliding expiry in seconds (``ASYNCSTATE_EXPIRES``).
 DEFAULT_EXPIRES = 900
@@ -59,6 +62,21 @@ def request_path(on: bool = True) -> Iterator[None]:
         _request_path.reset(token)
 
 
+class Found(Enum):
+    """What a conditional write found: no entry, or one with or without a cancel request."""
+
+    MISSING = "missing"
+    PRESENT = "present"
+    CANCEL_REQUESTED = "cancel-requested"
+
+    @classmethod
+    def of(cls, flag: bool | None) -> Found:
+        """From a backend's ``None`` (missing) / cancel flag."""
+        if flag is None:
+            return cls.MISSING
+        return cls.CANCEL_REQUESTED if flag else cls.PRESENT
+
+
 @dataclass(frozen=True)
 class Claims:
     """An owner's job index: the unfinished ids (what a quota counts) and the recent ones."""
@@ -79,6 +97,10 @@ class Entry:
 class Store(ABC):
     """Shared logic of every backend; see the module docstring for the contract."""
 
+    #: Writes reach the watchers of every process by themselves (Redis pub/sub); otherwise
+    #: the base tells this process's watchers after each write.
+    notifies_changes: ClassVar[bool] = False
+
     def __init__(
         self,
         *,
@@ -91,13 +113,11 @@ class Store(ABC):
         self.key_prefix = key_prefix
         self.expires = expires
         self.max_entry_size = max_entry_size
-        # key -> (Event, generation): a release decided on an older read must not drop a
-        # hold made since (the entry re-created after a Redis restart re-holds the Event)
-        self._events: dict[str, tuple[threading.Event, int]] = {}
-        self._generations = itertools.count(1)
-        self._events_lock = threading.Lock()
-        self._watchers: dict[str, set[threading.Event]] = {}
-        self._update_locks: dict[str, list[Any]] = {}
+        #: The cancel Events this process holds.
+        self.events = CancelEvents()
+        #: Watchers of entry changes in this process (push updates).
+        self.watchers = Watchers()
+        self._turns = KeyTurns()
 
     # -- keys --------------------------------------------------------------
 
@@ -122,9 +142,10 @@ class Store(ABC):
         self._create(key, text, int(seconds * 1000))
         self._changed(key)
         if cancel_event is not None:
-            self._hold(key, cancel_event)
+            self.events.hold(key, cancel_event)
+            self._on_hold()
         else:
-            self._release(key)
+            self.events.release(key)
 
     def read(self, key: str, *, refresh: bool = True) -> Entry | None:
         """The entry at ``key``, or None; a read counts as use and restarts its expiry."""
@@ -134,24 +155,24 @@ class Store(ABC):
         """Several entries in one round trip, in the order asked."""
         if not keys:
             return []
-        generations = [self.generation(key) for key in keys]
+        generations = [self.events.generation(key) for key in keys]
         raws = self._read(keys, refresh)
         out: list[Entry | None] = []
         for key, generation, raw in zip(keys, generations, raws):
             if raw is None:
-                self._release(key, generation)
+                self.events.release(key, generation)
                 out.append(None)
                 continue
             text, flag = raw
             if flag:
-                self._deliver(key)
+                self.events.deliver(key)
             out.append(Entry(serialization.loads(text), flag))
         return out
 
     def write(self, key: str, data: dict[str, Any]) -> bool:
         """Replace the document of an existing entry; False (and nothing written) if it is gone."""
         text = self._encode(key, data)
-        generation = self.generation(key)
+        generation = self.events.generation(key)
         return self._after_write(key, self._write(key, text), generation)
 
     def update(self, key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
@@ -165,32 +186,11 @@ class Store(ABC):
             return self._encode(key, fn(serialization.loads(text)))
 
         # Threads of this process take turns on a key, so optimistic retries only happen
-        # between processes. The timeout keeps a nested update on another key from deadlocking.
-        generation = self.generation(key)
-        with self._key_lock(key) as lock:
-            locked = lock.acquire(timeout=_UPDATE_LOCK_TIMEOUT)
-            try:
-                flag = self._update(key, apply)
-            finally:
-                if locked:
-                    lock.release()
-        return self._after_write(key, flag, generation)
-
-    @contextlib.contextmanager
-    def _key_lock(self, key: str) -> Iterator[threading.RLock]:
-        """A lock per key, dropped when no thread uses it any more."""
-        with self._events_lock:
-            entry = self._update_locks.get(key)
-            if entry is None:
-                entry = self._update_locks[key] = [threading.RLock(), 0]
-            entry[1] += 1
-        try:
-            yield entry[0]
-        finally:
-            with self._events_lock:
-                entry[1] -= 1
-                if not entry[1]:
-                    del self._update_locks[key]
+        # between processes.
+        generation = self.events.generation(key)
+        with self._turns.turn(key, _UPDATE_LOCK_TIMEOUT):
+            found = self._update(key, apply)
+        return self._after_write(key, found, generation)
 
     def cancel(self, key: str) -> bool:
         """Record a cancel request and set the entry's Event wherever it is held.
@@ -200,13 +200,13 @@ class Store(ABC):
         """
         found = self._cancel(key)
         if found:
-            self._deliver(key)
+            self.events.deliver(key)
             self._changed(key)
         return found
 
     def remove(self, key: str) -> bool:
         """Delete the entry; True if there was one. Releases a local Event."""
-        self._release(key)
+        self.events.release(key)
         return self._remove(key)
 
     def exists(self, key: str) -> bool:
@@ -256,8 +256,7 @@ class Store(ABC):
 
     def close(self) -> None:
         """Stop background threads and drop local Events."""
-        with self._events_lock:
-            self._events.clear()
+        self.events.clear()
 
     @contextlib.contextmanager
     def watch(self, key: str) -> Iterator[threading.Event]:
@@ -267,78 +266,34 @@ class Store(ABC):
         can be coalesced or (on Redis, while reconnecting) missed, so wait with a
         timeout and read anyway.
         """
-        event = threading.Event()
-        with self._events_lock:
-            self._watchers.setdefault(key, set()).add(event)
-        self._on_watch()
-        try:
+        with self.watchers.watch(key) as event:
+            self._on_watch()  # after the watcher counts: Redis subscribes to changes now
             yield event
-        finally:
-            with self._events_lock:
-                watchers = self._watchers.get(key)
-                if watchers is not None:
-                    watchers.discard(event)
-                    if not watchers:
-                        del self._watchers[key]
 
     def watched_keys(self) -> int:
         """How many keys have watchers in this process (for tests and monitoring)."""
-        with self._events_lock:
-            return len(self._watchers)
-
-    def _notify(self, key: str) -> None:
-        with self._events_lock:
-            watchers = list(self._watchers.get(key, ()))
-        for event in watchers:
-            event.set()
-
-    # -- local cancel Events -------------------------------------------------
+        return self.watchers.keys()
 
     def held_keys(self) -> list[str]:
         """Keys whose cancel Event this process holds."""
-        with self._events_lock:
-            return list(self._events)
-
-    def generation(self, key: str) -> int | None:
-        """Which hold of ``key`` is current (None: not held); taken before a read that may release."""
-        with self._events_lock:
-            held = self._events.get(key)
-        return None if held is None else held[1]
+        return self.events.keys()
 
     def release(self, key: str) -> None:
         """Stop delivering cancels of ``key`` to this process (its work there is done)."""
-        self._release(key)
+        self.events.release(key)
 
-    def _hold(self, key: str, event: threading.Event) -> None:
-        with self._events_lock:
-            self._events[key] = (event, next(self._generations))
-        self._on_hold()
-
-    def _release(self, key: str, generation: int | None = None) -> None:
-        """Drop the hold of ``key``; with ``generation``, only if nobody re-held it since."""
-        with self._events_lock:
-            held = self._events.get(key)
-            if held is not None and (generation is None or held[1] == generation):
-                del self._events[key]
-
-    def _deliver(self, key: str) -> None:
-        with self._events_lock:
-            held = self._events.get(key)
-        if held is not None:
-            held[0].set()
-
-    def _after_write(self, key: str, flag: bool | None, generation: int | None) -> bool:
-        if flag is None:
-            self._release(key, generation)
+    def _after_write(self, key: str, found: Found, generation: int | None) -> bool:
+        if found is Found.MISSING:
+            self.events.release(key, generation)
             return False
-        if flag:
-            self._deliver(key)
+        if found is Found.CANCEL_REQUESTED:
+            self.events.deliver(key)
         self._changed(key)
         return True
 
     def _changed(self, key: str) -> None:
-        """A write succeeded here. The memory store tells local watchers; Redis publishes instead."""
-        self._notify(key)
+        if not self.notifies_changes:
+            self.watchers.notify(key)
 
     def _on_hold(self) -> None:
         """Called when an Event is registered; Redis starts its listener here."""
@@ -366,12 +321,12 @@ class Store(ABC):
         """``(text, cancel_flag)`` per key or None; restart expiry when ``refresh``."""
 
     @abstractmethod
-    def _write(self, key: str, text: str) -> bool | None:
-        """Set the document if the entry exists; return its cancel flag, or None if missing."""
+    def _write(self, key: str, text: str) -> Found:
+        """Set the document if the entry exists (restarting its expiry); say what was found."""
 
     @abstractmethod
-    def _update(self, key: str, apply: Callable[[str], str]) -> bool | None:
-        """Compare-and-set loop around ``apply``; cancel flag, or None if missing."""
+    def _update(self, key: str, apply: Callable[[str], str]) -> Found:
+        """Compare-and-set loop around ``apply`` (which may run more than once)."""
 
     @abstractmethod
     def _cancel(self, key: str) -> bool:

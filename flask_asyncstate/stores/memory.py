@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Store
+from .base import Found, Store
 
 _PURGE_EVERY = 1.0
 
@@ -46,7 +46,7 @@ class MemoryStore(Store):
         slot = self._slots.get(key)
         if slot is not None and slot.ttl and slot.expires_at <= now:
             del self._slots[key]
-            self._dead.append((key, self.generation(key)))
+            self._dead.append((key, self.events.generation(key)))
             return None
         return slot
 
@@ -68,7 +68,7 @@ class MemoryStore(Store):
             self._purge(now)
             dead, self._dead = self._dead, []
         for key, generation in dead:
-            self._release(key, generation)
+            self.events.release(key, generation)
         return result
 
     def _create(self, key: str, text: str, ttl_ms: int) -> None:
@@ -97,24 +97,24 @@ class MemoryStore(Store):
         result: list[tuple[str, bool] | None] = self._locked(op)
         return result
 
-    def _write(self, key: str, text: str) -> bool | None:
-        def op(now: float) -> bool | None:
+    def _write(self, key: str, text: str) -> Found:
+        def op(now: float) -> Found:
             slot = self._live(key, now)
             if slot is None:
-                return None
+                return Found.MISSING
             slot.text, slot.expires_at, slot.version = text, now + slot.ttl, slot.version + 1
-            return slot.cancelled
+            return Found.of(slot.cancelled)
 
-        result: bool | None = self._locked(op)
+        result: Found = self._locked(op)
         return result
 
-    def _update(self, key: str, apply: Callable[[str], str]) -> bool | None:
+    def _update(self, key: str, apply: Callable[[str], str]) -> Found:
         # Optimistic, like Redis WATCH: ``apply`` is user code and runs outside the lock.
         while True:
             with self._lock:
                 slot = self._live(key, time.monotonic())
                 if slot is None:
-                    return None
+                    return Found.MISSING
                 text, version = slot.text, slot.version
             new_text = apply(text)
 
@@ -130,7 +130,7 @@ class MemoryStore(Store):
 
             done, flag = self._locked(op)
             if done:
-                return flag
+                return Found.of(flag)
 
     def _cancel(self, key: str) -> bool:
         def op(now: float) -> bool:

@@ -30,65 +30,22 @@ from typing import Any
 
 import pybreaker
 import redis
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.retry import Retry
 
 from ..errors import StoreError, StoreUnavailable
-from .base import Store, on_request_path
+from . import redis_scripts as scripts
+from .base import Found, Store, on_request_path
+from .redis_client import (
+    BreakerListener,
+    client_from_url,
+    is_outage,
+    request_client,
+    request_client_from_url,
+    translate,
+)
+
+__all__ = ["RedisStore", "client_from_url", "request_client", "request_client_from_url"]
 
 log = logging.getLogger("flask_asyncstate")
-
-_READ = """
-local v = redis.call('HMGET', KEYS[1], 'd', 'c', 'x')
-if not v[1] then return false end
-if tonumber(v[3]) > 0 then redis.call('PEXPIRE', KEYS[1], v[3]) end
-return {v[1], v[2] or ''}
-"""
-
-_WRITE = """
-local x = redis.call('HGET', KEYS[1], 'x')
-if not x then return false end
-redis.call('HSET', KEYS[1], 'd', ARGV[1])
-if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
-redis.call('PUBLISH', ARGV[2], KEYS[1])
-return redis.call('HGET', KEYS[1], 'c') or ''
-"""
-
-_CANCEL = """
-local x = redis.call('HGET', KEYS[1], 'x')
-if not x then return 0 end
-redis.call('HSET', KEYS[1], 'c', '1')
-if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
-redis.call('PUBLISH', ARGV[1], KEYS[1])
-return 1
-"""
-
-_TOUCH = """
-local x = redis.call('HGET', KEYS[1], 'x')
-if x and tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
-return 0
-"""
-
-# An owner's index: KEYS[1] the set of active members, KEYS[2] a sorted set of recent ones.
-# ARGV: member, limit, keep, score, ttl_ms. Both keys share the hash tag: one slot.
-_CLAIM = """
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-local excess = redis.call('ZCARD', KEYS[2]) - redis.call('SCARD', KEYS[1]) - tonumber(ARGV[3])
-if excess > 0 then
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    if excess <= 0 then break end
-    if redis.call('SISMEMBER', KEYS[1], m) == 0 then
-      redis.call('ZREM', KEYS[2], m)
-      excess = excess - 1
-    end
-  end
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return 1
-"""
 
 
 def _text(value: Any) -> str:
@@ -105,106 +62,18 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
-@contextlib.contextmanager
-def _translate() -> Iterator[None]:
-    """Turn redis-py errors into ours, cause chained."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-    except pybreaker.CircuitBreakerError as exc:
-        raise StoreUnavailable(f"Redis is unreachable (circuit open: {exc})") from exc
-    except redis.RedisError as exc:
-        raise StoreError(f"Redis error: {exc}") from exc
-
-
-def client_from_url(url: str) -> redis.Redis:
-    """The patient client for background work: a few seconds' timeouts, quick retries."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-    )
-
-
-def _fast_options(timeout: float) -> dict[str, Any]:
-    # Half the budget each for connect and read, no retry after a timeout (a stalled server
-    # would only stall again); one immediate retry after a dropped connection (Redis restarted).
-    return {
-        "socket_connect_timeout": timeout / 2,
-        "socket_timeout": timeout / 2,
-        "health_check_interval": 0,
-        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-    }
-
-
-def request_client_from_url(url: str, timeout: float) -> redis.Redis:
-    """The request-path client for ``ASYNCSTATE_REDIS_URL``: every call waits at most ``timeout``."""
-    return redis.Redis.from_url(url, **_fast_options(timeout))
-
-
-#: Connection options that belong to the pool they were made for, not to a copy of it.
-_POOL_BOUND = ("maint_notifications_pool_handler",)
-
-
-def request_client(client: redis.Redis, timeout: float) -> redis.Redis:
-    """A copy of ``client`` (same server, credentials, TLS) whose calls wait at most ``timeout`` s.
-
-    Falls back to ``client`` itself (with a warning) for a client that cannot be copied.
-    """
-    pool = client.connection_pool
-    try:
-        kwargs = {k: v for k, v in pool.connection_kwargs.items()
-                  if not k.startswith("orig_") and k not in _POOL_BOUND}
-        kwargs.update(_fast_options(timeout))
-        if isinstance(pool, redis.BlockingConnectionPool):  # its wait for a free connection too
-            kwargs["timeout"] = timeout / 2
-        copy = pool.__class__(
-            connection_class=pool.connection_class, max_connections=pool.max_connections,
-            **kwargs,
-        )
-        return redis.Redis(connection_pool=copy)
-    except Exception as exc:  # noqa: BLE001 - an unusual pool: keep working, say what it costs
-        log.warning(
-            "flask-asyncstate: cannot derive a short-timeout client from %r (%s); request-path"
-            " calls use its own timeouts", client, exc,
-        )
-        return client
-
-
-class _BreakerListener(pybreaker.CircuitBreakerListener):
-    """Log each state change and hand it to the store's callback (the extension's signal)."""
-
-    def __init__(self, store: RedisStore) -> None:
-        self._store = store
-
-    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        old = getattr(old_state, "name", str(old_state))
-        new = getattr(new_state, "name", str(new_state))
-        level = logging.INFO if new == "closed" else logging.WARNING
-        log.log(level, "flask-asyncstate: Redis circuit %s -> %s", old, new)
-        callback = self._store.on_circuit_change
-        if callback is not None:
-            try:
-                callback(old, new)
-            except Exception:
-                log.exception("flask-asyncstate: circuit change callback failed")
-
-
-def _is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
-
-
 class RedisStore(Store):
     """Entries in Redis; see the module docstring for the layout.
+
+    Every write publishes its key, and the listener wakes watchers in each process.
 
     :param request_timeout: longest wait of a request-path call, connect and read included.
     :param circuit_failures: consecutive timeouts or connection errors that open the circuit.
     :param circuit_reset: seconds an open circuit fails calls at once before it lets one probe.
     :param fast_client: the request-path client, if not derived from ``client``.
     """
+
+    notifies_changes = True  # every write publishes its key; the listener wakes the watchers
 
     def __init__(
         self,
@@ -227,17 +96,17 @@ class RedisStore(Store):
         # Only outages count: a script or type error is an answer, and resets the count.
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=circuit_failures, reset_timeout=circuit_reset,
-            exclude=[lambda exc: not _is_outage(exc)], listeners=[_BreakerListener(self)],
+            exclude=[lambda exc: not is_outage(exc)], listeners=[BreakerListener(self)],
             name="asyncstate-redis",
         )
         self.channel = f"{self.key_prefix}cancel"
         self.changes_channel = f"{self.key_prefix}changed"
         self.sweep_interval = sweep_interval
-        self._read_script = client.register_script(_READ)
-        self._write_script = client.register_script(_WRITE)
-        self._cancel_script = client.register_script(_CANCEL)
-        self._touch_script = client.register_script(_TOUCH)
-        self._claim_script = client.register_script(_CLAIM)
+        self._read_script = client.register_script(scripts.READ)
+        self._write_script = client.register_script(scripts.WRITE)
+        self._cancel_script = client.register_script(scripts.CANCEL)
+        self._touch_script = client.register_script(scripts.TOUCH)
+        self._claim_script = client.register_script(scripts.CLAIM)
         self._closed = threading.Event()
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
@@ -253,7 +122,7 @@ class RedisStore(Store):
         """The client for this call, errors translated; request-path calls go through the breaker."""
         if on_request_path():
             if self.breaker.current_state == "closed":
-                with _translate(), self.breaker.calling():
+                with translate(), self.breaker.calling():
                     yield self.request_client
                 return
             # Open or half-open: one call at a time may probe; the others fail at once rather
@@ -261,12 +130,12 @@ class RedisStore(Store):
             if not self._probe.acquire(blocking=False):
                 raise StoreUnavailable("Redis is unreachable (circuit open, probe in flight)")
             try:
-                with _translate(), self.breaker.calling():
+                with translate(), self.breaker.calling():
                     yield self.request_client
             finally:
                 self._probe.release()
         else:
-            with _translate():
+            with translate():
                 yield self.client
 
     def _create(self, key: str, text: str, ttl_ms: int) -> None:
@@ -297,12 +166,12 @@ class RedisStore(Store):
         return [None if raw is None or raw[0] is None else (_text(raw[0]), bool(raw[1]))
                 for raw in raws]
 
-    def _write(self, key: str, text: str) -> bool | None:
+    def _write(self, key: str, text: str) -> Found:
         with self._io() as client:
             flag = self._write_script(keys=[key], args=[text, self.changes_channel], client=client)
-        return None if flag is None else bool(flag)
+        return Found.of(None if flag is None else bool(flag))
 
-    def _update(self, key: str, apply: Callable[[str], str]) -> bool | None:
+    def _update(self, key: str, apply: Callable[[str], str]) -> Found:
         result: list[bool | None] = [None]
 
         def attempt(pipe: Any) -> None:
@@ -321,7 +190,7 @@ class RedisStore(Store):
 
         with self._io() as client:
             client.transaction(attempt, key)
-        return result[0]
+        return Found.of(result[0])
 
     def _cancel(self, key: str) -> bool:
         with self._io() as client:
@@ -384,9 +253,6 @@ class RedisStore(Store):
                     pipe.pexpire(f"{key}:r", ttl_ms)
                 pipe.execute()
 
-    def _changed(self, key: str) -> None:
-        """Watchers here and elsewhere hear of the write through ``<prefix>changed``."""
-
     # -- listener ------------------------------------------------------------
 
     def _on_watch(self) -> None:
@@ -398,7 +264,7 @@ class RedisStore(Store):
 
     def ensure_threads(self) -> None:
         """Start the listener again if it died while Events or watchers need it."""
-        if self._events or self._watchers:
+        if self.events or self.watchers:
             self._on_hold()
 
     def _on_hold(self) -> None:
@@ -424,7 +290,7 @@ class RedisStore(Store):
                 next_sweep = 0.0
                 changes = False
                 while not self._closed.is_set():
-                    if changes != bool(self._watchers):  # only hear of writes while someone watches
+                    if changes != bool(self.watchers):  # only hear of writes while someone watches
                         changes = self._hearing_changes = not changes
                         (pubsub.subscribe if changes else pubsub.unsubscribe)(self.changes_channel)
                     msg = pubsub.get_message(timeout=0.2 if changes else 0.5)
@@ -436,8 +302,8 @@ class RedisStore(Store):
                         elif msg["type"] == "message" and msg["data"]:  # empty: a wake-up call
                             key = _text(msg["data"])
                             if _text(msg["channel"]) == self.channel:
-                                self._deliver(key)
-                            self._notify(key)
+                                self.events.deliver(key)
+                            self.watchers.notify(key)
                         backoff = 0.05
                     now = time.monotonic()
                     if now >= next_sweep:
@@ -458,10 +324,10 @@ class RedisStore(Store):
 
     def _sweep(self) -> None:
         """Deliver stored cancel flags and release Events of entries that are gone."""
-        keys = self.held_keys()
+        keys = self.events.keys()
         if not keys:
             return
-        generations = [self.generation(key) for key in keys]
+        generations = [self.events.generation(key) for key in keys]
         rows = []
         with self._io() as client:
             for chunk in _chunks(keys):
@@ -471,9 +337,9 @@ class RedisStore(Store):
                 rows.extend(pipe.execute())
         for key, generation, (ttl, flag) in zip(keys, generations, rows):
             if ttl is None:
-                self._release(key, generation)
+                self.events.release(key, generation)
             elif flag:
-                self._deliver(key)
+                self.events.deliver(key)
 
     def close(self) -> None:
         self._closed.set()

@@ -1,0 +1,54 @@
+"""The Lua scripts of the Redis store. Each touches one hash slot (Cluster-safe): an entry's
+hash, or an owner index's two keys, which share a hash tag."""
+
+READ = """
+local v = redis.call('HMGET', KEYS[1], 'd', 'c', 'x')
+if not v[1] then return false end
+if tonumber(v[3]) > 0 then redis.call('PEXPIRE', KEYS[1], v[3]) end
+return {v[1], v[2] or ''}
+"""
+
+WRITE = """
+local x = redis.call('HGET', KEYS[1], 'x')
+if not x then return false end
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
+redis.call('PUBLISH', ARGV[2], KEYS[1])
+return redis.call('HGET', KEYS[1], 'c') or ''
+"""
+
+CANCEL = """
+local x = redis.call('HGET', KEYS[1], 'x')
+if not x then return 0 end
+redis.call('HSET', KEYS[1], 'c', '1')
+if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
+redis.call('PUBLISH', ARGV[1], KEYS[1])
+return 1
+"""
+
+TOUCH = """
+local x = redis.call('HGET', KEYS[1], 'x')
+if x and tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
+return 0
+"""
+
+# An owner's index: KEYS[1] the set of active members, KEYS[2] a sorted set of recent ones.
+# ARGV: member, limit, keep, score, ttl_ms. Both keys share the hash tag: one slot.
+CLAIM = """
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local excess = redis.call('ZCARD', KEYS[2]) - redis.call('SCARD', KEYS[1]) - tonumber(ARGV[3])
+if excess > 0 then
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    if excess <= 0 then break end
+    if redis.call('SISMEMBER', KEYS[1], m) == 0 then
+      redis.call('ZREM', KEYS[2], m)
+      excess = excess - 1
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return 1
+"""
