@@ -1,26 +1,36 @@
 """Packaging for flask-asyncstate (tool settings live in pyproject.toml)."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="flask-asyncstate",
     version="0.1.0",
     description="Tracked, cancellable long-running jobs for Flask, shared across instances.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     python_requires=">=3.11",
     packages=find_packages(include=["flask_asyncstate", "flask_asyncstate.*"]),
     package_data={"flask_asyncstate": ["py.typed", "static/*", "templates/asyncstate/*"]},
     include_package_data=True,
+    # The product is a token in a server-side session and a Redis store in production:
+    # those are core, not extras (the in-process memory store stays the default).
+    # jQuery ships the widget's one dependency, served locally, never from a CDN.
     install_requires=[
         "flask>=2.3",
         "itsdangerous>=2.1",
         "blinker>=1.6",
+        "flask-session>=0.6",
+        "cachelib>=0.10",
+        "redis>=4.5",
+        "pybreaker>=1.0",
         "xstatic-jquery>=3.5",
     ],
     extras_require={
-        "redis": ["redis>=4.5", "pybreaker>=1.0"],
-        "session": ["flask-session>=0.6", "cachelib>=0.10"],
+        # kept so that existing `pip install flask-asyncstate[redis]` lines go on working
+        "redis": [],
+        "session": [],
         # what `flask --app example_app run` needs: sessions, and CSRF protection for its forms
         "example": ["flask-session>=0.6", "cachelib>=0.10", "flask-wtf>=1.1"],
         "test": [

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Request, Response
-from flask.sessions import NullSession
+from flask.sessions import NullSession, SecureCookieSessionInterface
 
 from . import tokens
 
@@ -87,9 +87,26 @@ def guard(app: Flask, prefix: str) -> None:
                 app.session_interface, prefix
             )
 
+    warned: list[bool] = []
+
     def wsgi_app(environ: Any, start_response: Any) -> Any:
         ensure_guarded()
+        if not warned:
+            warned.append(True)
+            _warn_if_cookie_session(app)
         return inner_wsgi(environ, start_response)
 
     ensure_guarded()
     app.wsgi_app = wsgi_app  # type: ignore[method-assign]
+
+
+def _warn_if_cookie_session(app: Flask) -> None:
+    """Once, at the first request (Flask-Session may be set up after us): say what it costs."""
+    inner = getattr(app.session_interface, "inner", app.session_interface)
+    if isinstance(inner, SecureCookieSessionInterface):
+        log.warning(
+            "flask-asyncstate: %s uses Flask's cookie session, so each browser's job owner id"
+            " travels in the cookie (signed, but readable) and a browser's very first"
+            " simultaneous starts cannot agree on it; use Flask-Session (server-side sessions)",
+            app.name,
+        )

@@ -9,7 +9,10 @@ same 404 with the same headers, so tokens cannot be used to probe for jobs.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +24,7 @@ from werkzeug.routing import PathConverter
 from . import appstate, serialization, tokens
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .events import progress_stream
-from .status import FINAL
+from .status import FINAL, JobStatus
 from .stores.base import request_path
 
 log = logging.getLogger("flask_asyncstate")
@@ -115,6 +118,15 @@ def _csrf_error() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4)
+def _script_text(folder: str) -> str:
+    """The widget's script, told the job statuses first (it keeps no copy of them)."""
+    statuses = {"all": [s.value for s in JobStatus],
+                "final": [s.value for s in JobStatus if s.is_final]}
+    with open(os.path.join(folder, "asyncstate.js"), encoding="utf-8") as script:
+        return f"window.asyncstateStatuses = {json.dumps(statuses)};\n{script.read()}"
+
+
 def create_blueprint(url_prefix: str) -> Blueprint:
     bp = Blueprint(
         "asyncstate", __name__, url_prefix=url_prefix or None,
@@ -179,7 +191,13 @@ def create_blueprint(url_prefix: str) -> Blueprint:
 
     @bp.route("/asyncstate.js", methods=_ANY_METHOD, provide_automatic_options=False)
     def script() -> Response:
-        return asset(bp.static_folder or "", "asyncstate.js", 300)
+        refused = _allowed("GET")
+        if refused:
+            return refused
+        response = Response(_script_text(bp.static_folder or ""), mimetype="text/javascript")
+        response.cache_control.public = True
+        response.cache_control.max_age = 300
+        return response
 
     @bp.route("/asyncstate.css", methods=_ANY_METHOD, provide_automatic_options=False)
     def stylesheet() -> Response:

@@ -26,8 +26,19 @@
   var EXPANDO = '__asyncstate';   // instance kept on the element too (survives a second jQuery copy)
   var EVENT_NS = '.' + NAME;
 
-  var FINAL = { succeeded: true, failed: true, cancelled: true, lost: true };
-  var STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled', 'lost'];
+  // The job statuses come from the server (JobStatus), put in front of this file by the
+  // blueprint's /asyncstate.js route: no hand copy to drift from the Python side.
+  var SERVER_STATUSES = window.asyncstateStatuses;
+  if (!SERVER_STATUSES) {
+    if (window.console) {
+      window.console.error('flask-asyncstate: load asyncstate.js from the blueprint route ' +
+                           '(<prefix>/asyncstate.js), which tells it the job statuses');
+    }
+    SERVER_STATUSES = { all: [], final: [] };
+  }
+  var STATUSES = SERVER_STATUSES.all;
+  var FINAL = {};
+  $.each(SERVER_STATUSES.final, function (_i, s) { FINAL[s] = true; });
   var MODIFIERS = STATUSES.concat(['notfound', 'forbidden', 'error', 'retrying', 'reconnecting',
                                    'indeterminate', 'cancelling']);
   var MODIFIER_CLASSES = $.map(MODIFIERS, function (m) { return NAME + '--' + m; }).join(' ');

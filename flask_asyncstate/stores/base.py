@@ -20,16 +20,16 @@ import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
-from flask import has_request_context
-
 from .. import serialization
 from ..errors import StateTooLarge
+from .callers import on_request_path, request_path
 from .local import CancelEvents, KeyTurns, Watchers
+
+__all__ = ["Claims", "Entry", "Found", "Store", "on_request_path", "request_path"]
 
 #: Default sliding expiry in seconds (``ASYNCSTATE_EXPIRES``).
 DEFAULT_EXPIRES = 900
@@ -37,29 +37,6 @@ DEFAULT_EXPIRES = 900
 DEFAULT_MAX_ENTRY_SIZE = 64 * 1024
 #: Seconds a thread waits for its turn on a key before it updates optimistically anyway.
 _UPDATE_LOCK_TIMEOUT = 1.0
-
-
-_request_path: ContextVar[bool | None] = ContextVar("asyncstate_request_path", default=None)
-
-
-def on_request_path() -> bool:
-    """Whether store calls now serve a web request (short waits) or background work (patient).
-
-    Inside a request by default; :func:`request_path` says so for code that
-    answers a request outside its context (a streamed response).
-    """
-    forced = _request_path.get()
-    return has_request_context() if forced is None else forced
-
-
-@contextlib.contextmanager
-def request_path(on: bool = True) -> Iterator[None]:
-    """Treat the store calls in this block as request-path calls (or, with False, background)."""
-    token = _request_path.set(on)
-    try:
-        yield
-    finally:
-        _request_path.reset(token)
 
 
 class Found(Enum):

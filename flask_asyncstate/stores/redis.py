@@ -36,30 +36,19 @@ from . import redis_scripts as scripts
 from .base import Found, Store, on_request_path
 from .redis_client import (
     BreakerListener,
+    chunks,
     client_from_url,
+    glob_escape,
     is_outage,
     request_client,
     request_client_from_url,
+    text_of,
     translate,
 )
 
 __all__ = ["RedisStore", "client_from_url", "request_client", "request_client_from_url"]
 
 log = logging.getLogger("flask_asyncstate")
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _chunks(keys: list[str], size: int = 1000) -> Iterator[list[str]]:
-    """Pipelines of at most ``size`` commands, so a huge batch never builds one giant reply."""
-    for i in range(0, len(keys), size):
-        yield keys[i:i + size]
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 class RedisStore(Store):
@@ -163,7 +152,7 @@ class RedisStore(Store):
                     else:
                         pipe.hmget(key, "d", "c")
                 raws = pipe.execute()
-        return [None if raw is None or raw[0] is None else (_text(raw[0]), bool(raw[1]))
+        return [None if raw is None or raw[0] is None else (text_of(raw[0]), bool(raw[1]))
                 for raw in raws]
 
     def _write(self, key: str, text: str) -> Found:
@@ -180,7 +169,7 @@ class RedisStore(Store):
                 pipe.multi()  # an empty transaction: nothing to update
                 result[0] = None
                 return
-            new_text = apply(_text(text))
+            new_text = apply(text_of(text))
             pipe.multi()
             pipe.hset(key, "d", new_text)
             if int(ttl):
@@ -205,13 +194,13 @@ class RedisStore(Store):
             return bool(client.exists(key))
 
     def _keys(self, kind: str) -> list[str]:
-        pattern = _glob_escape(self.key(kind, "")[:-1]) + "*}"
+        pattern = glob_escape(self.key(kind, "")[:-1]) + "*}"
         with self._io() as client:
-            return [_text(k) for k in client.scan_iter(match=pattern, count=1000)]
+            return [text_of(k) for k in client.scan_iter(match=pattern, count=1000)]
 
     def _touch(self, keys: list[str]) -> None:
         with self._io() as client:
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 pipe = client.pipeline(transaction=False)
                 for key in chunk:
                     self._touch_script(keys=[key], client=pipe)
@@ -242,11 +231,11 @@ class RedisStore(Store):
             pipe.pexpire(f"{key}:a", ttl_ms)
             pipe.pexpire(f"{key}:r", ttl_ms)
             active, recent, _, _ = pipe.execute()
-        return [_text(m) for m in active], [_text(m) for m in recent]
+        return [text_of(m) for m in active], [text_of(m) for m in recent]
 
     def _touch_claims(self, keys: list[str], ttl_ms: int) -> None:
         with self._io() as client:
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 pipe = client.pipeline(transaction=False)
                 for key in chunk:
                     pipe.pexpire(f"{key}:a", ttl_ms)
@@ -295,13 +284,13 @@ class RedisStore(Store):
                         (pubsub.subscribe if changes else pubsub.unsubscribe)(self.changes_channel)
                     msg = pubsub.get_message(timeout=0.2 if changes else 0.5)
                     if msg is not None:
-                        if msg["type"] == "subscribe" and _text(msg["channel"]) == self.channel:
+                        if msg["type"] == "subscribe" and text_of(msg["channel"]) == self.channel:
                             # (re)subscribed: anything published while we were away is in the flags
                             self.subscribed.set()
                             self._sweep()
                         elif msg["type"] == "message" and msg["data"]:  # empty: a wake-up call
-                            key = _text(msg["data"])
-                            if _text(msg["channel"]) == self.channel:
+                            key = text_of(msg["data"])
+                            if text_of(msg["channel"]) == self.channel:
                                 self.events.deliver(key)
                             self.watchers.notify(key)
                         backoff = 0.05
@@ -330,7 +319,7 @@ class RedisStore(Store):
         generations = [self.events.generation(key) for key in keys]
         rows = []
         with self._io() as client:
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 pipe = client.pipeline(transaction=False)
                 for key in chunk:
                     pipe.hmget(key, "x", "c")

@@ -1,5 +1,6 @@
 """The Redis clients of a store: the patient one for background work, the short-timeout one
-of the request path and its circuit breaker, and the translation of redis-py's errors."""
+of the request path and its circuit breaker, the translation of redis-py's errors, and
+small helpers for replies and pipelines."""
 
 from __future__ import annotations
 
@@ -108,3 +109,17 @@ class BreakerListener(pybreaker.CircuitBreakerListener):
 
 def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+
+
+def text_of(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def chunks(keys: list[str], size: int = 1000) -> Iterator[list[str]]:
+    """Pipelines of at most ``size`` commands, so a huge batch never builds one giant reply."""
+    for i in range(0, len(keys), size):
+        yield keys[i:i + size]
+
+
+def glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
