@@ -37,6 +37,7 @@ setup(
             "redis>=4.5",
             "pybreaker>=1.0",
             "flask-login>=0.6",
+            "ruff>=0.5",  # .ci/run checks lint and formatting
             "flask-session>=0.6",
             "cachelib>=0.10",
             "pytest>=7.4",

@@ -6,6 +6,7 @@ internet at build time).
 """
 
 import os
+import re
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -51,3 +52,34 @@ html_title = f"flask-asyncstate Documentation ({version})"
 html_show_sourcelink = False
 # The banner script asks PyPI about newer releases: not wanted for an unpublished project.
 version_banner = False
+
+
+def _check_config_keys(app):
+    """Warn (an error under ``-W``) for a configuration key left out of the docs.
+
+    ``flask_asyncstate/config.py`` is the one source: every key of ``DEFAULTS``
+    needs a ``#:`` comment there and an ``autodata`` entry in ``config.rst``.
+    """
+    from sphinx.pycode import ModuleAnalyzer
+    from sphinx.util import logging
+
+    from flask_asyncstate.config import DEFAULTS
+
+    log = logging.getLogger(__name__)
+    commented = {name for scope, name in ModuleAnalyzer.for_module(
+        "flask_asyncstate.config").find_attr_docs() if not scope}
+    listed = set(re.findall(
+        r"^\.\. autodata:: flask_asyncstate\.config\.(\w+)",
+        Path(app.srcdir, "config.rst").read_text(encoding="utf-8"), re.MULTILINE,
+    ))
+    for key in DEFAULTS:
+        if key not in commented:
+            log.warning("config key %s has no #: comment in flask_asyncstate/config.py", key)
+        if key not in listed:
+            log.warning("config key %s is not listed in docs/config.rst", key)
+    for key in sorted(listed - DEFAULTS.keys()):
+        log.warning("docs/config.rst lists %s, which is not a key of DEFAULTS", key)
+
+
+def setup(app):
+    app.connect("builder-inited", _check_config_keys)

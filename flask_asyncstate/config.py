@@ -1,33 +1,188 @@
-"""The ``ASYNCSTATE_*`` configuration keys, their defaults, and their validation (read once per app)."""
+"""The ``ASYNCSTATE_*`` configuration keys, their defaults, and their validation (read once per app).
+
+Each key is a module constant named like the key, holding its default and
+documented by the ``#:`` comment above it: the configuration page of the docs
+is built from these comments. :data:`DEFAULTS` collects the constants, and
+:meth:`Settings.from_config` reads and checks an app's values once, in
+``init_app``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-#: Every key with its default. ``init_app`` sets these with ``app.config.setdefault``.
+if TYPE_CHECKING:
+    from .stores.base import Store
+
+#: The Redis that keeps jobs and state, as a redis-py URL such as
+#: ``"redis://redis:6379/0"`` (``rediss://`` and the other redis-py forms work); needs the
+#: ``redis`` extra. ``None`` keeps them in process memory, seen by the threads of one
+#: process only: set it as soon as more than one process serves the app. A client passed
+#: as ``init_app(app, redis=client)`` wins over this key, and :data:`ASYNCSTATE_STORE` over
+#: both (see :doc:`deployment`).
+#:
+#: The client built from the URL is the patient one, for background work (the writer
+#: thread, the cancel listener, job code in pool threads): 2 s to connect, 5 s per command,
+#: and two quick retries, so nothing is lost to a short hiccup. Calls made while serving a
+#: request use a second client derived from it, with the waits of
+#: :data:`ASYNCSTATE_REDIS_TIMEOUT`, behind a circuit breaker (see :ref:`deployment-stalls`).
+ASYNCSTATE_REDIS_URL: str | None = None
+
+#: Prefix of every store key, and of the Redis channels ``<prefix>cancel`` and
+#: ``<prefix>changed``. The instances of one app must share it; different apps (or test
+#: runs) on one Redis should each have their own. A store class named by
+#: :data:`ASYNCSTATE_STORE` gets it as ``key_prefix``.
+ASYNCSTATE_KEY_PREFIX: str = "asyncstate:"
+
+#: Threads that run jobs, per app and per process: the daemon threads of the default
+#: executor (``flask_asyncstate.executors.ThreadExecutor``). Further jobs wait as ``queued``
+#: (at most :data:`ASYNCSTATE_MAX_QUEUED` of them). Raise it for jobs that mostly wait on
+#: I/O; CPU-bound Python jobs share one GIL, so more threads do not make them faster.
+ASYNCSTATE_MAX_WORKERS: int = 4
+
+#: Sliding expiry, in seconds, of job documents, state entries and owners' job indexes:
+#: one that is neither read nor written for this long (15 minutes by default) disappears.
+#: Running jobs are kept alive by the heartbeat; ``never_expires=True`` opts a job or an
+#: entry out. Raise it if users come back to finished jobs later than that. A store class
+#: named by :data:`ASYNCSTATE_STORE` gets it as ``expires``.
+ASYNCSTATE_EXPIRES: float = 900
+
+#: Seconds between two writes of buffered progress to the store (by the writer thread of
+#: each app and process); final statuses that met a store outage are retried as often.
+#: Readers see progress up to one interval late. Lower means fresher progress and more
+#: writes; higher, fewer writes.
+ASYNCSTATE_FLUSH_INTERVAL: float = 0.25
+
+#: Seconds between two heartbeats of a process that runs jobs (it refreshes its instance
+#: entry, which expires 2.75 intervals after the last beat). After three missed beats, about
+#: 15 s by default, every reader reports that instance's unfinished jobs ``lost``. Lower it
+#: to notice a dead instance sooner, at the cost of more writes.
+ASYNCSTATE_HEARTBEAT_INTERVAL: float = 5.0
+
+#: Unfinished (``queued`` or ``running``) jobs one *owner* may have: a session, or with
+#: Flask-Login the logged-in user in that session (see :ref:`concepts-ownership`). Starting
+#: one more in a request raises :exc:`~flask_asyncstate.QuotaExceeded` (429,
+#: ``Retry-After: 5``) and leaves nothing behind. The count is kept atomically in the
+#: store, so simultaneous starts from one session, on any number of threads or instances,
+#: accept exactly this many. Jobs started outside a request have no owner and are not
+#: counted.
+#:
+#: It also sets how many finished jobs ``/jobs`` and :meth:`AsyncState.jobs()
+#: <flask_asyncstate.AsyncState.jobs>` list beside the unfinished ones: the newest this many.
+ASYNCSTATE_MAX_JOBS_PER_SESSION: int = 5
+
+#: Where the blueprint is mounted: an absolute path such as ``"/asyncstate"`` or
+#: ``"/api/jobs"``; a trailing slash is ignored. The blueprint answers every unknown path
+#: under it with a JSON 404, so an empty prefix or ``"/"`` would take over your app's 404
+#: pages: ``init_app`` raises ``ValueError`` for those and for a relative path
+#: (``"asyncstate"``). Change it when ``/asyncstate`` clashes with your routes.
+ASYNCSTATE_URL_PREFIX: str = "/asyncstate"
+
+#: Seconds a job token stays valid after it was signed; ``None``, the default, sets no
+#: limit. An older token answers 404 and raises :exc:`~flask_asyncstate.InvalidToken`. The
+#: token from ``start()`` is signed then; the tokens in :meth:`AsyncState.jobs()
+#: <flask_asyncstate.AsyncState.jobs>` and ``/jobs`` are signed afresh on each call. Set it
+#: when a token handed out should stop working after a while, even for its own session.
+ASYNCSTATE_TOKEN_MAX_AGE: float | None = None
+
+#: Run each job inline, in the thread that calls ``start()``, which returns once the job
+#: has finished (``flask_asyncstate.executors.InlineExecutor`` instead of the thread
+#: pool). For tests only: see :doc:`testing`.
+ASYNCSTATE_EAGER: bool = False
+
+#: Largest encoded (UTF-8 JSON) state entry or job document, in bytes (64 KiB). A bigger
+#: state raises :exc:`~flask_asyncstate.StateTooLarge`; a job whose result makes its
+#: document bigger ends ``failed``. Keep big data in your database and store its id rather
+#: than raising it. A store class named by :data:`ASYNCSTATE_STORE` gets it as
+#: ``max_entry_size``.
+ASYNCSTATE_MAX_ENTRY_SIZE: int = 64 * 1024
+
+#: Seconds shutdown waits for running jobs, after setting their cancel Events, before it
+#: records them as ``lost``. Keep it below the time your process manager allows for a
+#: graceful stop (see :doc:`deployment`).
+ASYNCSTATE_SHUTDOWN_TIMEOUT: float = 10.0
+
+#: Longest life, in seconds, of one ``/events/<token>`` stream. After that, even if the
+#: job is still running, the server sends an ``event: reconnect`` frame and closes the
+#: stream, and the widget opens a new one. The default stays below gunicorn's default
+#: graceful timeout (30 s), so a stream never holds a stopping worker past it by itself;
+#: keep it below yours.
+ASYNCSTATE_SSE_MAX_AGE: float = 25.0
+
+#: Seconds between two ``: ping`` comments of an ``/events/<token>`` stream. Keep it below
+#: your proxies' idle timeouts; it is also how the server notices a closed page and frees
+#: the thread.
+ASYNCSTATE_SSE_PING_INTERVAL: float = 15.0
+
+#: Jobs one process (per app) holds admitted but not yet taken up by a pool thread: the
+#: ``queued`` ones waiting for one of the :data:`ASYNCSTATE_MAX_WORKERS` threads. Beyond it
+#: ``start()`` raises :exc:`~flask_asyncstate.QueueFull` before anything is written, in a
+#: request or outside one, and the app-wide error handler answers a JSON 503 with
+#: ``Retry-After: 5``. It is what bounds the work a flood of requests without cookies can
+#: queue on one instance, since every such request is a new session with a quota of its
+#: own (see :doc:`security`).
+ASYNCSTATE_MAX_QUEUED: int = 1000
+
+#: ``/events/<token>`` streams one process (per app) keeps open at once. Each holds a
+#: server thread (or, with gevent workers, a greenlet) for up to
+#: :data:`ASYNCSTATE_SSE_MAX_AGE`, which is why the limit is per process: it protects that
+#: process's threads. Beyond it a stream request answers a JSON 429 with
+#: ``Retry-After: 10`` at once, and the widget's ``auto`` mode polls instead (see
+#: :ref:`frontend-transient`). Size it to your server's threads or connections (see
+#: :doc:`deployment`).
+ASYNCSTATE_MAX_STREAMS: int = 100
+
+#: Streams one owner (a session, or the logged-in user in it) may keep open in one process
+#: at once, so that one browser with many tabs cannot take all of
+#: :data:`ASYNCSTATE_MAX_STREAMS`. Beyond it: the same JSON 429 with ``Retry-After: 10``.
+#: The count is per process, not across instances.
+ASYNCSTATE_MAX_STREAMS_PER_SESSION: int = 4
+
+#: Longest wait, in seconds, of one Redis call made while serving a request (the
+#: blueprint's routes, ``/events`` streams included, and whatever your views call:
+#: ``start()``, the state API, :meth:`AsyncState.status()
+#: <flask_asyncstate.AsyncState.status>`...): half of it to connect and half for the reply.
+#: Such calls use a client derived from the configured one with these timeouts, no retry
+#: after a timeout and one immediate retry after a dropped connection; background work
+#: keeps the patient client. Has no effect with the in-memory store or a store from
+#: :data:`ASYNCSTATE_STORE`. See :ref:`deployment-stalls`.
+ASYNCSTATE_REDIS_TIMEOUT: float = 1.0
+
+#: Consecutive timeouts or connection errors of request-path Redis calls after which the
+#: circuit breaker opens: further request-path calls fail at once with
+#: :exc:`~flask_asyncstate.StoreUnavailable` (a JSON 503) instead of each waiting out
+#: :data:`ASYNCSTATE_REDIS_TIMEOUT`. Other Redis errors do not count. The breaker is per
+#: process (per app), and only for Redis.
+ASYNCSTATE_CIRCUIT_FAILURES: int = 3
+
+#: Seconds an open circuit fails calls at once before it lets one probe call through (one
+#: at a time; the others keep failing at once). A probe that succeeds closes the circuit;
+#: one that fails opens it again for this long. ``Retry-After`` on every 503 for an
+#: unavailable store (the job store, or the session store under the prefix) is this value
+#: rounded up, at least 1.
+ASYNCSTATE_CIRCUIT_RESET: float = 2.0
+
+#: The store to use instead of the built-in ones: a :class:`~flask_asyncstate.stores.Store`
+#: instance, a :class:`~flask_asyncstate.stores.Store` subclass, or an import string naming
+#: either (``"myapp.stores.DynamoStore"``, the way Flask-Caching's ``CACHE_TYPE`` works). A
+#: class is constructed with ``key_prefix``, ``expires`` and ``max_entry_size`` from
+#: :data:`ASYNCSTATE_KEY_PREFIX`, :data:`ASYNCSTATE_EXPIRES` and
+#: :data:`ASYNCSTATE_MAX_ENTRY_SIZE`. An instance is used as given, with its own options;
+#: give each app its own, since it is closed when that app shuts down. Anything else
+#: raises ``TypeError`` in ``init_app``.
+#:
+#: When set, it wins over :data:`ASYNCSTATE_REDIS_URL` and a client passed to
+#: ``init_app``, and the Redis keys :data:`ASYNCSTATE_REDIS_TIMEOUT`,
+#: :data:`ASYNCSTATE_CIRCUIT_FAILURES` and :data:`ASYNCSTATE_CIRCUIT_RESET` do not apply.
+#: ``None``, the default, picks Redis or memory as described above. See
+#: :ref:`writing-a-store`.
+ASYNCSTATE_STORE: Store | type[Store] | str | None = None
+
+#: Every key with its default, in the order above; ``init_app`` sets these with
+#: ``app.config.setdefault``.
 DEFAULTS: dict[str, Any] = {
-    "ASYNCSTATE_REDIS_URL": None,
-    "ASYNCSTATE_KEY_PREFIX": "asyncstate:",
-    "ASYNCSTATE_MAX_WORKERS": 4,
-    "ASYNCSTATE_EXPIRES": 900,
-    "ASYNCSTATE_FLUSH_INTERVAL": 0.25,
-    "ASYNCSTATE_HEARTBEAT_INTERVAL": 5.0,
-    "ASYNCSTATE_MAX_JOBS_PER_SESSION": 5,
-    "ASYNCSTATE_URL_PREFIX": "/asyncstate",
-    "ASYNCSTATE_TOKEN_MAX_AGE": None,
-    "ASYNCSTATE_EAGER": False,
-    "ASYNCSTATE_MAX_ENTRY_SIZE": 64 * 1024,
-    "ASYNCSTATE_SHUTDOWN_TIMEOUT": 10.0,
-    "ASYNCSTATE_SSE_MAX_AGE": 25.0,
-    "ASYNCSTATE_SSE_PING_INTERVAL": 15.0,
-    "ASYNCSTATE_MAX_QUEUED": 1000,
-    "ASYNCSTATE_MAX_STREAMS": 100,
-    "ASYNCSTATE_MAX_STREAMS_PER_SESSION": 4,
-    "ASYNCSTATE_REDIS_TIMEOUT": 1.0,
-    "ASYNCSTATE_CIRCUIT_FAILURES": 3,
-    "ASYNCSTATE_CIRCUIT_RESET": 2.0,
-    "ASYNCSTATE_STORE": None,
+    name: value for name, value in globals().items() if name.startswith("ASYNCSTATE_")
 }
 
 
