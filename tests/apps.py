@@ -39,7 +39,7 @@ def define_jobs(ext: AsyncState) -> dict[str, Any]:
             job.check_cancelled()
             job.progress(i, total=n, message=f"{i:,} of {n:,} rows")
             if sleep:
-                time.sleep(sleep)
+                time.sleep(sleep)  # a slow job, as the caller asked
         return {"rows": n}
 
     @ext.job
@@ -55,7 +55,7 @@ def define_jobs(ext: AsyncState) -> dict[str, Any]:
 
     @ext.job(name="stubborn")
     def ignores_cancel(job: JobContext, seconds: float) -> None:
-        time.sleep(seconds)
+        time.sleep(seconds)  # never looks at job.cancelled: only shutdown or the clock ends it
 
     @ext.job
     def blocked(job: JobContext, gate: threading.Event) -> str:

@@ -11,6 +11,7 @@ import redis
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from apps import make_app as build_app
 from redis_server import RedisServer
 
 from flask_asyncstate.stores import MemoryStore, Store
@@ -56,12 +57,10 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
 @pytest.fixture
 def make_app() -> Iterator[object]:
     """Factory of (app, extension) pairs, shut down after the test."""
-    from apps import make_app as factory
-
     made: list = []
 
     def build(redis_url: str | None = None, **config: object):  # type: ignore[no-untyped-def]
-        app, ext = factory(redis_url, **config)
+        app, ext = build_app(redis_url, **config)
         made.append((app, ext))  # keep the app alive: the extension holds it weakly
         return app, ext
 

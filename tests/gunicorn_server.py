@@ -11,8 +11,10 @@ with Flask-WTF's CSRF token: :func:`prepare` loads ``/`` and returns the token
 if the page carries one (hidden ``csrf_token`` input or ``csrf-token`` meta
 tag), and :func:`post_import` / :func:`post_cancel` send it when given.
 
-Used by ``tests/test_flood.py``, ``tests/test_stall.py`` and, through
-``bench/_common.py``'s ``sys.path``, by ``bench/flood.py`` and ``bench/stall.py``.
+This is the one way the tests run gunicorn (``tests/servers.py`` runs ``flask run``).
+Used by ``tests/test_flood.py``, ``tests/test_stall.py``, ``tests/test_reliability.py``,
+``tests/test_example_app.py`` and, through ``bench/_common.py``'s ``sys.path``, by
+``bench/flood.py`` and ``bench/stall.py``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import gunicorn
 import redis
 import requests
 from redis_server import RedisServer, free_port
+from waiting import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,18 +154,24 @@ class GunicornServer:
             self.command(), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() can kill workers too
         )
-        deadline = time.monotonic() + self.ready_timeout
-        while True:
-            try:
-                answer = requests.get(self.url + "/", timeout=2)
-                if answer.status_code == 200 and len(self.current_workers()) >= self.workers:
-                    return self
-            except requests.RequestException:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"gunicorn did not start:\n{self.log_text()}")
-            time.sleep(0.1)
+        try:
+            wait_until(self._ready, self.ready_timeout, interval=0.1,
+                       message="GET / answers 200 with every worker up")
+        except (WaitTimeout, RuntimeError) as exc:
+            self.stop()
+            raise RuntimeError(f"gunicorn did not start ({exc}):\n{self.log_text()}") from None
+        return self
+
+    def _ready(self) -> bool:
+        """``GET /`` answers 200 and every worker is up; RuntimeError if gunicorn exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {self.proc.returncode}")
+        try:
+            answer = requests.get(self.url + "/", timeout=2)
+        except requests.RequestException:
+            return False
+        return answer.status_code == 200 and len(self.current_workers()) >= self.workers
 
     def current_workers(self) -> list[int]:
         """Pids of the current gunicorn workers."""
@@ -468,7 +477,7 @@ def stall_redis(server: RedisServer, how: str, seconds: float) -> float:
     if how == "sigstop":
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
-            time.sleep(seconds)
+            time.sleep(seconds)  # the stall itself
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         return time.monotonic()
@@ -478,5 +487,5 @@ def stall_redis(server: RedisServer, how: str, seconds: float) -> float:
         began = time.monotonic()
     finally:
         client.close()
-    time.sleep(max(0.0, began + seconds - time.monotonic()))
+    time.sleep(max(0.0, began + seconds - time.monotonic()))  # block for as long as it lasts
     return began + seconds

@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from apps import define_jobs, make_app
+
 from flask_asyncstate.state import StateAPI
 from flask_asyncstate.stores.redis import RedisStore, client_from_url
 
@@ -47,8 +49,6 @@ def increment(url: str, name: str, threads: int, times: int) -> None:
 
 def run_job(url: str, job_name: str, args: tuple[Any, ...], out: Any) -> None:
     """Instance A: start one job, report its token, then report how it ended."""
-    from apps import define_jobs, make_app
-
     app, ext = make_app(url)
     jobs = define_jobs(ext)
     with app.app_context():
@@ -56,7 +56,7 @@ def run_job(url: str, job_name: str, args: tuple[Any, ...], out: Any) -> None:
         out.put(("started", handle.token))
         ctx = ext.app_state().local_context(handle.id)
         assert ctx is not None
-        ctx._done.wait(60)
+        ctx.done.wait(60)
         out.put(("event_set", ctx.cancelled.is_set()))
         out.put(("final", handle.status()))
     ext.shutdown()

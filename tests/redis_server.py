@@ -9,6 +9,7 @@ import tempfile
 import time
 
 import redis
+from waiting import WaitTimeout, wait_until
 
 
 def free_port() -> int:
@@ -41,16 +42,22 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
+        proc = self.proc
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {proc.returncode}")
             try:
-                client.ping()
-                break
+                return bool(client.ping())
             except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
-                time.sleep(0.02)
-        client.close()
+                return False
+
+        try:
+            wait_until(answers, 10, message="PING answered")
+        except (WaitTimeout, RuntimeError) as exc:
+            raise RuntimeError(f"redis-server did not start on port {self.port}: {exc}") from None
+        finally:
+            client.close()
         return self
 
     def stop(self) -> None:
@@ -61,5 +68,5 @@ class RedisServer:
 
     def restart(self, down_for: float = 0.0) -> None:
         self.stop()
-        time.sleep(down_for)
+        time.sleep(down_for)  # the outage the caller asked for
         self.start()

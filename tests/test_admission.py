@@ -8,20 +8,26 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 import redis
 import requests
 from apps import define_jobs
-from flask import session
+from apps import make_app as build_app
+from cachelib import FileSystemCache
+from flask import flash, session
+from flask_login import LoginManager, UserMixin, login_user, logout_user
+from flask_session import Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer
+from waiting import wait_until
 from werkzeug.serving import make_server
 
 from flask_asyncstate import QueueFull, QuotaExceeded, tokens
 from flask_asyncstate.errors import StoreUnavailable
-from flask_asyncstate.records import FINAL, JOB_KIND, OWNER_KIND
+from flask_asyncstate.records import FINAL, JOB_KIND, OWNER_KIND, JobRecords
 
 
 def _job_keys(ext, app) -> list[str]:  # type: ignore[no-untyped-def]
@@ -69,8 +75,6 @@ def test_claims_keep_active_members_and_the_newest_finished_ones(store) -> None:
 @pytest.fixture
 def threaded_app(make_app, redis_url):  # type: ignore[no-untyped-def]
     """A Redis-backed app with Flask-Session in the same Redis, on a real threaded server."""
-    from flask_session import Session
-
     sessions = redis.Redis.from_url(redis_url)
     app, ext = make_app(redis_url, SESSION_TYPE="redis", SESSION_REDIS=sessions,
                         SESSION_KEY_PREFIX="sess:")
@@ -112,7 +116,10 @@ def test_simultaneous_starts_of_one_session_accept_exactly_the_quota(threaded_ap
     assert codes == [202] * 5 + [429] * 11
     assert all(a.headers["Content-Type"] == "application/json" for a in answers)
     listed = requests.get(f"{url}/asyncstate/jobs", cookies=cookies, timeout=5).json()
-    assert sorted(j["token"] for j in listed) == sorted(accepted)  # none orphaned
+    with app.app_context():  # a token carries a timestamp and the listing signs anew: compare
+        signer = ext.app_state(app).signer  # the jobs they name (none orphaned)
+        assert sorted(j["id"] for j in listed) == sorted(map(signer.unsign, accepted))
+        assert all(signer.unsign(j["token"]) == j["id"] for j in listed)
     for token in accepted:
         assert requests.get(f"{url}/asyncstate/progress/{token}", cookies=cookies,
                             timeout=5).status_code == 200
@@ -155,10 +162,7 @@ def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(make_app,
 
     with app.app_context():
         running = jobs["blocked"].start(gate)
-        deadline = time.monotonic() + 5
-        while running.status()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: running.status()["status"] == "running", 5, message="the job runs")
         queued = [jobs["blocked"].start(gate) for _ in range(2)]
         before = len(ext.store.keys(JOB_KIND))
         with pytest.raises(QueueFull):
@@ -180,16 +184,23 @@ def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url
     jobs = define_jobs(ext)
     gate = threading.Event()
     runner = ext.app_state(app)
+    interval = app.config["ASYNCSTATE_HEARTBEAT_INTERVAL"]
+    client = redis.Redis.from_url(redis_url)
     with app.app_context():
         handles = [jobs["blocked"].start(gate) for _ in range(3000)]
-        time.sleep(3 * app.config["ASYNCSTATE_HEARTBEAT_INTERVAL"])
-        assert runner.writer.alive
-        client = redis.Redis.from_url(redis_url)
-        beat = client.hget(runner.records.instance_key(runner.instance_id), "d")
+        queued_at = time.time()
+
+        def late_beat() -> bytes | None:  # the writer still beats, a while after the queue filled
+            raw = client.hget(runner.records.instance_key(runner.instance_id), "d")
+            return raw if raw and json.loads(raw)["beat_at"] > queued_at + 2 * interval else None
+
+        beat = wait_until(late_beat, 10 * interval, interval=0.05,
+                          message="a heartbeat two intervals after 3,000 jobs were queued")
         client.close()
+        assert runner.writer.alive
         info = json.loads(beat)
         assert info["jobs"] == 3000 and len(beat) < 300
-        assert time.time() - info["beat_at"] < 2 * app.config["ASYNCSTATE_HEARTBEAT_INTERVAL"]
+        assert time.time() - info["beat_at"] < 2 * interval
         sample = runner.records.statuses([h.id for h in handles[::100]])
         assert {d["status"] for d in sample} <= {"queued", "running"}  # none reads lost
         for handle in handles:
@@ -304,8 +315,6 @@ def test_streams_beyond_the_session_limit_answer_429(make_app) -> None:  # type:
 
 
 def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # type: ignore[no-untyped-def]
-    from flask_session import Session
-
     server = RedisServer().start()
     sessions = redis.Redis.from_url(server.url, socket_timeout=1)
     try:
@@ -331,10 +340,9 @@ def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # t
         assert cancel.status_code == 503 and cancel.is_json
         server.start()  # empty: the job rides out the outage and writes its final document
         with app.app_context():  # (the session did not survive, so ask by token, not as the user)
-            deadline = time.monotonic() + 15
-            while (doc := ext.status(token)) is None or doc["status"] not in FINAL:
-                assert time.monotonic() < deadline, doc
-                time.sleep(0.1)
+            doc = wait_until(lambda: (d := ext.status(token)) is not None
+                             and d["status"] in FINAL and d, 15, interval=0.1,
+                             message="a final document after the outage")
         assert doc["status"] == "succeeded" and doc["result"] == {"rows": 40}
     finally:
         sessions.close()
@@ -345,8 +353,6 @@ def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # t
 
 
 def test_next_user_on_the_same_browser_never_sees_the_previous_users_jobs(make_app) -> None:  # type: ignore[no-untyped-def]
-    from flask_login import LoginManager, UserMixin, login_user, logout_user
-
     app, ext = make_app()
     jobs = define_jobs(ext)
     login = LoginManager(app)
@@ -416,6 +422,8 @@ def test_writer_and_listener_survive_failures_and_are_restarted(make_app, redis_
     with app.app_context():
         jobs["count"].start(1).wait(10)
     failures = {"flush": 3, "sweep": 3}
+    # Fault injection: the writer's flush is public, the listener's sweep is not, and there
+    # is no public way to make either fail; patched on the instance, undone by monkeypatch.
     real_flush, real_sweep = runner.lifecycle.flush, store._sweep
 
     def bad_flush() -> None:
@@ -434,13 +442,12 @@ def test_writer_and_listener_survive_failures_and_are_restarted(make_app, redis_
     monkeypatch.setattr(store, "_sweep", bad_sweep)
     with app.app_context():
         handle = jobs["until_cancelled"].start(30)
-        deadline = time.monotonic() + 10
-        while failures["flush"] or failures["sweep"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        writer, listener = runner.writer.thread, store._listener
-        assert writer is not None and writer.is_alive() and listener is not None
-        assert listener.is_alive()
+        wait_until(lambda: not (failures["flush"] or failures["sweep"]), 10, interval=0.05,
+                   message=lambda: f"every injected failure hit ({failures} left)")
+        writer = runner.writer.thread
+        assert writer is not None and writer.is_alive()
+        # the listener got over its failed sweeps: subscribed again (cleared on each failure)
+        assert store.subscribed.wait(5), "the cancel listener did not resubscribe"
         handle.cancel()  # reaches the job through the listener that survived
         assert handle.wait(10)["status"] == "cancelled"
 
@@ -476,9 +483,7 @@ _calls = st.lists(st.one_of(
 @pytest.fixture(scope="module")
 def property_apps(redis_server):  # type: ignore[no-untyped-def]
     """One app per store for the property test (hypothesis calls the test many times)."""
-    from apps import make_app as factory
-
-    made = {name: factory(url, ASYNCSTATE_MAX_ENTRY_SIZE=2048)
+    made = {name: build_app(url, ASYNCSTATE_MAX_ENTRY_SIZE=2048)
             for name, url in (("memory", None), ("redis", redis_server.url))}
     yield made
     for _app, ext in made.values():
@@ -526,10 +531,6 @@ def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-
 
 def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_app, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A logout by ``session.clear()`` (no Flask-Login): the browser's next user is someone new."""
-    from cachelib import FileSystemCache
-    from flask import flash
-    from flask_session import Session
-
     app, ext = make_app(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(str(tmp_path)))
     Session(app)
     jobs = define_jobs(ext)
@@ -558,8 +559,6 @@ def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_app, tmp
 
 
 def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from dataclasses import dataclass
-
     app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
 
     @dataclass
@@ -584,13 +583,10 @@ def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(make_ap
         monkeypatch.undo()
         state = ext.app_state(app)
         index = state.records.owner_key(tokens.request_owner(create=False))
-        deadline = time.monotonic() + 5  # the writer records it failed, which frees the slot
-        while True:
-            doc = state.records.statuses(store.claims(index).recent)
-            if doc and doc[0] and doc[0]["status"] == "failed":
-                break
-            assert time.monotonic() < deadline, doc
-            time.sleep(0.05)
+        # the writer records it failed, which frees the slot
+        doc = wait_until(lambda: (d := state.records.statuses(store.claims(index).recent))
+                         and d[0] and d[0]["status"] == "failed" and d, 5, interval=0.05,
+                         message="the refused start recorded failed")
         assert doc[0]["error"]["type"] == "StartRefused"
         assert with_state.start().wait(10)["status"] == "succeeded"  # the slot is free again
 
@@ -605,8 +601,6 @@ def _only_for(real, marker: str, instead):  # type: ignore[no-untyped-def]
 
 
 def test_restoring_a_running_job_keeps_the_owners_history(store) -> None:  # type: ignore[no-untyped-def]
-    from flask_asyncstate.records import JobRecords
-
     records = JobRecords(store, "me")
     key = records.owner_key("carol")
     for i in range(3):

@@ -6,7 +6,9 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from playwright.sync_api import sync_playwright
 from servers import AppProcess
+from waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -19,8 +21,6 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 def browser() -> Iterator[object]:
     if not shutil.which(CHROMIUM):
         pytest.fail("Debian's chromium is required: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as pw:
         launched = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         yield launched
@@ -44,6 +44,9 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     external: list[str] = []
     page.on("request", lambda req: None if req.url.startswith(example.url) else external.append(req.url))
+    streams: list[str] = []  # the event streams the widget opened
+    page.on("request", lambda req: streams.append(req.url) if "/asyncstate/events/" in req.url
+            else None)
 
     page.goto(example.url + "/")
     page.click("#start-import")
@@ -65,7 +68,9 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
     transport = page.evaluate("() => jQuery('.asyncstate').data('asyncstate').transport")
     assert transport == ("sse" if mode == "auto" else "poll")
     if mode == "auto":  # past the 1 s stream lifetime: reconnected, still pushed, still rising
-        page.wait_for_timeout(1500)
+        # Playwright hands events to Python only while it works: wait in the page, check here
+        wait_until(lambda: page.wait_for_timeout(50) or len(streams) >= 2, 10, interval=0,
+                   message=lambda: f"the widget reopens its stream (opened {streams})")
         page.wait_for_function(
             f"() => +document.querySelector('.asyncstate-bar').getAttribute('aria-valuenow') > {risen}",
             timeout=15000,

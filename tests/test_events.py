@@ -10,6 +10,7 @@ import tracemalloc
 import pytest
 import requests
 from apps import define_jobs
+from waiting import wait_until
 from werkzeug.serving import make_server
 
 
@@ -138,14 +139,13 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     readers = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(len(streams))]
     for r in readers:
         r.start()
-    runner = ext.app_state(app)
-    store = runner.store
-    key = runner.records.job_key(runner.signer.unsign(token))
-    deadline = time.monotonic() + 10
-    while len(store._watchers.get(key, ())) < 20:
-        assert time.monotonic() < deadline, "streams did not open"
-        time.sleep(0.05)
+    state = ext.app_state(app)
+    store = state.store
+    key = state.records.job_key(state.signer.unsign(token))
+    wait_until(lambda: store.watchers.watched(key) == len(streams), 10, interval=0.05,
+               message=lambda: f"streams open: {store.watchers.watched(key)} of {len(streams)}")
 
+    # the measurement windows: fixed durations are the point (cost per update over time)
     tracemalloc.start()
     time.sleep(1.0)  # ~30 updates pushed to 20 streams
     first, _ = tracemalloc.get_traced_memory()
@@ -161,10 +161,9 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
 
     for response in streams:
         response.close()
-    deadline = time.monotonic() + 5
-    while store.watched_keys() or threading.active_count() > baseline_threads:
-        assert time.monotonic() < deadline, (store.watched_keys(), threading.active_count())
-        time.sleep(0.05)
+    wait_until(lambda: not store.watched_keys() and threading.active_count() <= baseline_threads,
+               5, interval=0.05, message=lambda: f"watched keys {store.watched_keys()}, threads "
+               f"{threading.active_count()} > {baseline_threads}")
     gate.set()
     print(f"20 streams, {frames} frames in 3 s, traced memory {growth:+d} bytes; "
           "all server threads freed after close")

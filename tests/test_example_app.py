@@ -17,7 +17,9 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from servers import GunicornProcess, csrf_token
+from gunicorn_server import GunicornServer
+from servers import csrf_token
+from waiting import wait_until
 
 import example_app
 from example_app import InsecureStorage, create_app, shared_secret_key
@@ -243,18 +245,25 @@ def _sse(response: requests.Response, deadline: float) -> Iterator[tuple[str, di
 
 
 def _wait_for(browser: requests.Session, url: str, status: str, within: float) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while (doc := browser.get(url, timeout=5).json())["status"] != status:
-        assert time.monotonic() < deadline, doc
+    """The document at ``url`` once it reads ``status``; it may only be unfinished until then."""
+    seen: list[dict[str, Any]] = []
+
+    def reached() -> dict[str, Any] | None:
+        doc = browser.get(url, timeout=5).json()
+        seen[:] = [doc]
+        if doc["status"] == status:
+            return doc
         assert doc["status"] in ("queued", "running"), doc
-        time.sleep(0.05)
-    return doc
+        return None
+
+    return wait_until(reached, within, interval=0.05, message=lambda: f"{status}: {seen}")
 
 
 def test_import_watch_and_cancel_under_gunicorn_gevent(redis_url: str, tmp_path: Path) -> None:
     env = {"REDIS_URL": redis_url, "EXAMPLE_PRODUCTS": "300", "EXAMPLE_BATCH": "10",
            "EXAMPLE_PAUSE": "0.05"}  # 30 batches: 1.5 s per import
-    server = GunicornProcess(tmp_path, worker_class="gevent", workers=1, **env)
+    server = GunicornServer(tmp_path, worker_class="gevent", workers=1, graceful_timeout=5,
+                            env=env)
     with server as app:
         browser = requests.Session()
         csrf = {"X-CSRFToken": csrf_token(browser, app.url + "/")}

@@ -45,6 +45,7 @@ from gunicorn_server import (
     spread,
     timed_request,
 )
+from waiting import WaitTimeout, wait_until
 
 from flask_asyncstate import AsyncState
 
@@ -84,16 +85,6 @@ def _fail_on(problems: list[str], server: GunicornServer, observed: Sequence[str
                     + _log_tail(server), pytrace=False)
 
 
-def _wait_for(predicate: Callable[[], Any], timeout: float, every: float = 0.2) -> Any:
-    """Call ``predicate`` until it returns something truthy (returned) or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = predicate()
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(every)
-
-
 # -- a. the flood ---------------------------------------------------------------------------
 
 
@@ -104,34 +95,46 @@ MAX_QUEUED = 500
 HEARTBEAT = 1.0
 
 
-def _flood_one(url: str, needs_csrf: bool, deadline: float) -> Sample | None:
+def _flood_one(
+    url: str, needs_csrf: bool, deadline: float, answered: Counter[str]
+) -> Sample | None:
     """One cookie-less client: a fresh cookie jar, ``GET /`` if CSRF is on, ``POST /import``."""
     if time.monotonic() > deadline:
         return None
     with requests.Session() as client:
         csrf = prepare(client, url) if needs_csrf else None
-        return timed_request(lambda: post_import(client, url, csrf, timeout=15))
+        sample = timed_request(lambda: post_import(client, url, csrf, timeout=15))
+    answered["requests"] += 1  # a gauge for list_mid_flood: a racing increment lost is harmless
+    return sample
 
 
-def _cancel_all(redis_url: str, tokens: list[str]) -> tuple[int, int]:
+def _cancel_all(redis_url: str, tokens: list[str]) -> tuple[int, Counter[str]]:
     """Cancel the jobs of ``tokens`` with the public API (``asyncstate.cancel``) from here.
 
-    Returns how many cancels were stored and how many raised.
+    Returns how many cancels were stored, and the exceptions any raised (``Type: message``).
     """
     app = Flask("flood-cleanup")
     app.config.update(SECRET_KEY=SECRET_KEY, ASYNCSTATE_REDIS_URL=redis_url)
     ext = AsyncState(app)
-    cancelled = failed = 0
+    cancelled, raised = 0, Counter[str]()
     try:
         with app.app_context():
             for token in tokens:
                 try:
                     cancelled += bool(ext.cancel(token))
-                except Exception:  # noqa: BLE001 - one failure must not stop the cleanup
-                    failed += 1
+                except Exception as exc:  # noqa: BLE001 - one failure must not stop the cleanup
+                    raised[f"{type(exc).__name__}: {exc}"] += 1
     finally:
         ext.shutdown(timeout=2)
-    return cancelled, failed
+    return cancelled, raised
+
+
+def _within(predicate: Callable[[], Any], timeout: float, interval: float) -> Any:
+    """:func:`wait_until`'s value, or None at the timeout: the caller reports it with the rest."""
+    try:
+        return wait_until(predicate, timeout, interval=interval)
+    except WaitTimeout:
+        return None
 
 
 def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) -> None:
@@ -158,10 +161,12 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
     beats = threading.Thread(target=watch_beats, daemon=True)
     beats.start()
     mid_flood_lost: list[str] = []
+    answered: Counter[str] = Counter()
 
     def list_mid_flood() -> None:  # the CLI once while the flood is on
-        time.sleep(3)
         try:
+            wait_until(lambda: answered["requests"] >= FLOOD_REQUESTS // 4, FLOOD_BUDGET,
+                       interval=0.1, message="a quarter of the flood answered")
             jobs = server.cli_json("list")
             mid_flood_lost.extend(j["id"] for j in jobs if j["status"] == "lost")
         except Exception as exc:  # noqa: BLE001 - reported below
@@ -173,7 +178,7 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
     try:
         mid.start()
         with ThreadPoolExecutor(FLOOD_CLIENTS) as pool:
-            answers = list(pool.map(lambda _: _flood_one(url, needs_csrf, deadline),
+            answers = list(pool.map(lambda _: _flood_one(url, needs_csrf, deadline, answered),
                                     range(FLOOD_REQUESTS)))
         flood_took = time.monotonic() - started
         flood_end = time.monotonic()
@@ -220,14 +225,15 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
             problems.append(f"heartbeat of worker {worker} is {age:.1f} s old after the flood "
                             f"({source}): the writer thread stopped")
 
-        cancelled, cancel_failed = _cancel_all(redis_url, accepted_tokens)
-        if cancel_failed:
-            problems.append(f"{cancel_failed} of {len(accepted_tokens)} cancels raised")
-        drained = _wait_for(lambda: _unfinished_ids(server) == [], timeout=30, every=1.0)
+        cancelled, cancel_raised = _cancel_all(redis_url, accepted_tokens)
+        if cancel_raised:
+            problems.append(f"{sum(cancel_raised.values())} of {len(accepted_tokens)} cancels "
+                            f"raised: {cancel_raised.most_common(3)}")
+        drained = _within(lambda: _unfinished_ids(server) == [], 30, interval=1.0)
         if not drained:  # jobs whose start was answered after the client gave up
             for job_id in _unfinished_ids(server)[:20]:
                 server.cli("cancel", job_id)
-            drained = _wait_for(lambda: _unfinished_ids(server) == [], timeout=20, every=1.0)
+            drained = _within(lambda: _unfinished_ids(server) == [], 20, interval=1.0)
         drain_took = time.monotonic() - flood_end
         if not drained:
             problems.append(f"jobs still unfinished {drain_took:.0f} s after cancelling them all")
@@ -245,10 +251,11 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
                 body = doc.json() if is_json(doc) else {}
                 return body if body.get("status") not in (None, *UNFINISHED) else None
 
-            final = _wait_for(finished, timeout=20, every=0.25) or {}
+            final = _within(finished, 20, interval=0.25) or {}
             if final.get("status") != "succeeded":
                 problems.append(f"the new user's job ended {final.get('status')!r}, not succeeded")
-        time.sleep(1)  # a little of "after" for the page prober
+        # a little of "after" for the page prober: a few probes sent after the flood
+        _within(lambda: sum(s.sent >= flood_end for s in page.samples) >= 4, 10, interval=0.1)
     finally:
         page.stop()
         stop_beats.set()
@@ -416,7 +423,7 @@ def test_event_streams_beyond_the_session_limit_are_refused_at_once(serve, redis
         for _ in range(10):  # the app answers while the streams are open
             took = timed_request(lambda: requests.get(url + "/", timeout=5))
             page_times.append(took.took if took.status == 200 else float("inf"))
-            time.sleep(0.3)
+            time.sleep(0.3)  # spread the probes over ~3 s of open streams: the load under test
         if max(page_times) >= 1.0:
             problems.append(f"GET / with the streams open: {spread(page_times)}")
         still_open = [r for r in live if not r.raw.closed]
@@ -434,7 +441,7 @@ def test_event_streams_beyond_the_session_limit_are_refused_at_once(serve, redis
             again.close()
             return again.status_code == 200
 
-    if not problems and not _wait_for(a_slot_is_free, timeout=10, every=0.5):
+    if not problems and not _within(a_slot_is_free, 10, interval=0.5):
         problems.append("10 s after closing every stream, a new one is still refused")
     post_cancel(browser, url, token, csrf)
     _fail_on(problems, server)

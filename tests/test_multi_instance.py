@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import requests
 from servers import AppProcess, csrf_token
+from waiting import wait_until
 
 XHR = {"X-Requested-With": "XMLHttpRequest"}
 JSON = {"Accept": "application/json"}
@@ -24,22 +23,22 @@ def test_start_on_one_instance_watch_and_cancel_on_the_other(redis_url, tmp_path
         token = started.json()["token"]
 
         seen = []
-        deadline = time.monotonic() + 20
-        while len({d["current"] for d in seen}) < 3:
-            assert time.monotonic() < deadline, seen[-1:]
+
+        def three_values() -> bool:  # B reads the progress A writes: three different values
             response = _progress(browser, b, token)
             assert response.status_code == 200, response.text
             seen.append(response.json())
-            time.sleep(0.1)
+            return len({d["current"] for d in seen}) >= 3
+
+        wait_until(three_values, 20, interval=0.1, message=lambda: f"3 values, saw {seen[-1:]}")
         assert seen[-1]["status"] == "running"
         assert seen[-1]["message"].endswith("of 2,000 products")
 
         cancelled = browser.post(f"{b.url}/asyncstate/cancel/{token}", headers={**XHR, **csrf},
                                  timeout=5)
         assert cancelled.status_code == 202 and cancelled.json()["cancel_requested"] is True
-        while (doc := _progress(browser, a, token).json())["status"] != "cancelled":
-            assert time.monotonic() < deadline + 10, doc
-            time.sleep(0.05)
+        doc = wait_until(lambda: (d := _progress(browser, a, token).json())["status"]
+                         == "cancelled" and d, 10, interval=0.05, message="A reads 'cancelled'")
         assert doc["current"] < 2000
 
         jobs_on_b = browser.get(f"{b.url}/asyncstate/jobs", timeout=5).json()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -18,9 +16,11 @@ from typing import Any
 import pytest
 import requests
 from apps import define_jobs
+from gunicorn_server import GunicornServer
 from procs import Counter, increment, state_api
-from redis_server import RedisServer, free_port
-from servers import ROOT, AppProcess, csrf_token
+from redis_server import RedisServer
+from servers import AppProcess, csrf_token
+from waiting import wait_until
 
 pytestmark = pytest.mark.reliability
 spawn = multiprocessing.get_context("spawn")
@@ -36,26 +36,33 @@ def test_redis_restart_mid_job_loses_nothing(make_app) -> None:
         @app.post("/start/<kind>")
         def start(kind: str):  # type: ignore[no-untyped-def]
             args = {"count": (60, 0.05), "until_cancelled": ()}[kind]
-            return {"token": jobs[kind].start(*args).token}
+            handle = jobs[kind].start(*args)
+            return {"token": handle.token, "id": handle.id}
 
         client = app.test_client()
-        token = client.post("/start/count").json["token"]
-        time.sleep(0.5)
-        assert client.get(f"/asyncstate/progress/{token}").json["status"] == "running"
+        started = client.post("/start/count").json
+        token = started["token"]
+        wait_until(lambda: client.get(f"/asyncstate/progress/{token}").json["status"] == "running",
+                   5, message="the job runs")
+        job = ext.app_state(app).local_context(started["id"])
+        assert job is not None
 
         server.stop()  # the job goes on while Redis is away
+        down_at = time.monotonic()
         outage = [client.get(f"/asyncstate/progress/{token}") for _ in range(5)]
         assert {r.status_code for r in outage} == {503}
         assert all(r.mimetype == "application/json" for r in outage)
-        time.sleep(2.0)  # the job (3 s in all) ends during the outage: its final write waits
+        # the job (3 s in all) ends during the outage: sealed here, its final write waits
+        wait_until(lambda: job.finished, 10, interval=0.05, message="the job ends in the outage")
+        assert not job.done.is_set()  # not stored yet: Redis is still down
         server.start()  # empty: no persistence
+        down_for = time.monotonic() - down_at
 
-        deadline = time.monotonic() + 10
-        while (r := client.get(f"/asyncstate/progress/{token}")).status_code != 200 or \
-                r.json["status"] != "succeeded":
-            assert time.monotonic() < deadline, (r.status_code, r.data)
-            time.sleep(0.1)
-        doc = r.json
+        def final() -> dict[str, Any] | None:
+            r = client.get(f"/asyncstate/progress/{token}")
+            return r.json if r.status_code == 200 and r.json["status"] == "succeeded" else None
+
+        doc = wait_until(final, 10, interval=0.1, message="'succeeded' readable after the restart")
         assert doc["result"] == {"rows": 60} and doc["current"] == 60
 
         # the cancel listener is back: a new job can be cancelled from another instance
@@ -66,8 +73,9 @@ def test_redis_restart_mid_job_loses_nothing(make_app) -> None:
             assert other_ext.cancel(token2) is True
         with app.app_context():
             assert ext.handle(token2).wait(10)["status"] == "cancelled"
-        print(f"Redis down ~2 s mid-job: {len(outage)} x 503 JSON during the outage, final "
-              "'succeeded' with its result present afterwards, later cancel delivered")
+        print(f"Redis down {down_for:.1f} s mid-job, the job ending meanwhile: {len(outage)} x "
+              "503 JSON during the outage, final 'succeeded' with its result present "
+              "afterwards, later cancel delivered")
     finally:
         server.stop()
 
@@ -80,14 +88,16 @@ def test_killed_instance_is_lost_within_three_heartbeats(redis_url, tmp_path) ->
         token = browser.post(f"{a.url}/import", timeout=5, headers={
             "Accept": "application/json", "X-CSRFToken": csrf_token(browser, a.url + "/")
         }).json()["token"]
-        time.sleep(0.3)
-        assert browser.get(f"{b.url}/asyncstate/progress/{token}").json()["status"] == "running"
+
+        def status() -> str:
+            return browser.get(f"{b.url}/asyncstate/progress/{token}", timeout=5).json()["status"]
+
+        wait_until(lambda: status() == "running", 5, message="B sees the job running")
         assert a.proc is not None
         os.kill(a.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
-        while browser.get(f"{b.url}/asyncstate/progress/{token}").json()["status"] != "lost":
-            assert time.monotonic() - killed < 3 * interval + 1.0
-            time.sleep(0.05)
+        wait_until(lambda: status() == "lost", 3 * interval + 1.0, interval=0.05,
+                   message="B reports the job lost")
         took = time.monotonic() - killed
     print(f"SIGKILL of the instance running the job -> 'lost' on the other after {took:.2f} s "
           f"(heartbeat {interval} s)")
@@ -109,61 +119,31 @@ def test_updates_under_contention_are_exact(redis_url) -> None:
     print(f"2 processes x 8 threads x 5,000 updates -> exactly 80,000 in {took:.1f} s")
 
 
-def _gunicorn(port: int, redis_url: str, log: Any) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": "shared-test-secret",
-           "EXAMPLE_PRODUCTS": "100000", "EXAMPLE_BATCH": "10", "EXAMPLE_PAUSE": "0.05",
-           "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": "0.5"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread", "--threads", "8",
-         "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20", "example_app:create_app()"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-
-
-def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url + "/asyncstate/jobs", timeout=1)
-            return
-        except requests.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.1)
-
-
 def test_sigterm_of_a_gunicorn_worker_leaves_no_job_running(redis_url, tmp_path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
-    master = _gunicorn(port, redis_url, log)
-    try:
-        _wait_up(url, master)
+    env = {"REDIS_URL": redis_url, "EXAMPLE_PRODUCTS": "100000", "EXAMPLE_BATCH": "10",
+           "EXAMPLE_PAUSE": "0.05", "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": "0.5"}
+    with GunicornServer(tmp_path, workers=1, threads=8, graceful_timeout=20, env=env) as server:
+        url = server.url
         browsers = [requests.Session() for _ in range(3)]
         tokens = [b.post(f"{url}/import", timeout=5, headers={
             "Accept": "application/json", "X-CSRFToken": csrf_token(b, url + "/")
         }).json()["token"] for b in browsers]
-        time.sleep(0.5)
-        for b, t in zip(browsers, tokens):
-            assert b.get(f"{url}/asyncstate/progress/{t}").json()["status"] == "running"
-        worker = int(subprocess.check_output(["pgrep", "-P", str(master.pid)]).split()[0])
-        os.kill(worker, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while True:
+
+        def statuses() -> list[str] | None:
             try:
-                statuses = [b.get(f"{url}/asyncstate/progress/{t}", timeout=2).json()["status"]
-                            for b, t in zip(browsers, tokens)]
-                if all(s not in ("queued", "running") for s in statuses):
-                    break
+                return [b.get(f"{url}/asyncstate/progress/{t}", timeout=2).json()["status"]
+                        for b, t in zip(browsers, tokens)]
             except (requests.RequestException, ValueError):
-                pass  # the master is starting a new worker
-            assert time.monotonic() < deadline, "jobs still running after SIGTERM"
-            time.sleep(0.2)
-    finally:
-        master.terminate()
-        master.wait(30)
-        log.close()
-    assert set(statuses) <= {"cancelled", "lost"}
-    print(f"SIGTERM to gunicorn worker {worker} with 3 running imports -> {statuses}")
+                return None  # the master is starting a new worker
+
+        wait_until(lambda: statuses() == ["running"] * 3, 5, message="all three imports run")
+        worker = server.worker_pid()
+        os.kill(worker, signal.SIGTERM)
+        ended = wait_until(lambda: (now := statuses()) and all(
+            s not in ("queued", "running") for s in now) and now, 20, interval=0.2,
+            message="jobs still running after SIGTERM")
+    assert set(ended) <= {"cancelled", "lost"}
+    print(f"SIGTERM to gunicorn worker {worker} with 3 running imports -> {ended}")
 
 
 def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(redis_url, tmp_path) -> None:
@@ -196,12 +176,14 @@ def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(redis_ur
                         served[0] += 1
                         if not ok:
                             errors.append(str(getattr(r, "status_code", r)))
-                    time.sleep(0.5)
+                    time.sleep(0.5)  # the load under test: each poller reads twice a second
 
         threads = [threading.Thread(target=poller, args=(n,)) for n in range(200)]
         for t in threads:
             t.start()
-        time.sleep(3)
+        # cancel while the load is on: once every poller has been answered a few times
+        wait_until(lambda: served[0] >= 3 * len(threads), 20, interval=0.1,
+                   message=lambda: f"200 pollers answered 600 times (served {served[0]})")
         for i in range(10):  # cancel half, through the instance that did not start them
             r = owners[i].post(f"{instances[(i + 1) % 2].url}/asyncstate/cancel/{tokens[i]}",
                                headers={**XHR, "X-CSRFToken": csrf[i]}, timeout=10)
@@ -209,14 +191,12 @@ def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(redis_ur
         for t in threads:
             t.join()
         finals = []
-        for i, (s, tok) in enumerate(zip(owners, tokens)):
-            doc = s.get(f"{a.url}/asyncstate/progress/{tok}", timeout=10).json()
-            deadline = time.monotonic() + 30
-            while doc["status"] in ("queued", "running"):
-                assert time.monotonic() < deadline
-                time.sleep(0.5)
-                doc = s.get(f"{a.url}/asyncstate/progress/{tok}", timeout=10).json()
-            finals.append(doc["status"])
+        for s, tok in zip(owners, tokens):
+            def final(s: requests.Session = s, tok: str = tok) -> str | None:
+                status = s.get(f"{a.url}/asyncstate/progress/{tok}", timeout=10).json()["status"]
+                return None if status in ("queued", "running") else status
+
+            finals.append(wait_until(final, 30, interval=0.5, message=f"job {tok[:12]}... ends"))
     assert errors == [], errors[:10]
     assert finals == ["cancelled"] * 10 + ["succeeded"] * 10, finals
     print(f"200 pollers x {duration:.0f} s on 2 instances: {served[0]} requests, 0 errors; "

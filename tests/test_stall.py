@@ -51,6 +51,7 @@ from gunicorn_server import (
     stall_redis,
 )
 from redis_server import RedisServer
+from waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.reliability
 
@@ -105,14 +106,17 @@ def _progress_doc(client: requests.Session, url: str, token: str) -> dict[str, A
 
 def _wait_status(client: requests.Session, url: str, token: str, wanted: Callable[[str], bool],
                  timeout: float) -> dict[str, Any] | None:
-    """Poll ``token``'s document until ``wanted(status)``; the document, or None at timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll ``token``'s document until ``wanted(status)``; the document, or None at timeout
+    (the caller reports it with everything else it saw)."""
+
+    def reached() -> dict[str, Any] | None:
         doc = _progress_doc(client, url, token)
-        if doc is not None and wanted(doc["status"]):
-            return doc
-        time.sleep(0.25)
-    return None
+        return doc if doc is not None and wanted(doc["status"]) else None
+
+    try:
+        return wait_until(reached, timeout, interval=0.25)
+    except WaitTimeout:
+        return None
 
 
 @pytest.mark.parametrize("how", ["sigstop", "pause"])
@@ -142,12 +146,16 @@ def test_redis_stall_fails_fast_and_loses_nothing(
         p.start()
     final: dict[str, Any] | None = None
     try:
-        time.sleep(2.0)  # "before"
+        # "before": every poller and the page prober answered a couple of times
+        wait_until(lambda: all(len(p.samples) >= 2 for p in pollers) and len(page.samples) >= 10,
+                   10, interval=0.05, message="answers before the stall")
         stall_start = time.monotonic()
         stall_end = stall_redis(dedicated_redis, how, STALL)
         final = _wait_status(starter, url, token, lambda s: s not in ("queued", "running"), 40)
         final_seen = time.monotonic()
-        time.sleep(1.0)
+        # one more round of polls after the job's end was seen
+        wait_until(lambda: all(any(s.sent > final_seen for s in p.samples) for p in pollers),
+                   10, interval=0.05, message="a poll after the job ended")
     finally:
         for p in (page, *pollers):
             p.stop()

@@ -8,6 +8,7 @@ import time
 import pytest
 from apps import define_jobs
 from flask import Flask
+from flask_wtf.csrf import CSRFProtect, generate_csrf
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from redis_server import RedisServer
 
@@ -131,8 +132,6 @@ def test_cancel_with_header_stops_the_job(web) -> None:  # type: ignore[no-untyp
 
 
 def test_flask_wtf_csrf_is_honoured(make_app) -> None:
-    from flask_wtf.csrf import CSRFProtect, generate_csrf
-
     app, ext = make_app()
     CSRFProtect(app)  # set up after us: our blueprint must still answer JSON
     jobs = define_jobs(ext)
