@@ -1,4 +1,5 @@
 """Packaging for flask-asyncstate (tool settings live in pyproject.toml)."""
+
 from pathlib import Path
 
 from setuptools import find_packages, setup

@@ -164,8 +164,10 @@ def make_app(
         from flask_session import Session
 
         app.config.update(
-            SESSION_TYPE="redis", SESSION_REDIS=redis.Redis.from_url(redis_url),
-            SESSION_PERMANENT=False, SESSION_KEY_PREFIX=f"{key_prefix or ''}session:",
+            SESSION_TYPE="redis",
+            SESSION_REDIS=redis.Redis.from_url(redis_url),
+            SESSION_PERMANENT=False,
+            SESSION_KEY_PREFIX=f"{key_prefix or ''}session:",
         )
         Session(app)
     return app, AsyncState(app, redis=redis_client)
@@ -244,7 +246,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         "run.py passes the one it started",
     )
     parser.add_argument(
-        "--json", metavar="FILE",
+        "--json",
+        metavar="FILE",
         help="also write the figures (and the bars of run.py's chart) to this JSON file",
     )
 
@@ -269,8 +272,13 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
 
 def panel(
-    title: str, unit: str, bars: Sequence[tuple[Any, ...]], *,
-    target: float | None = None, target_label: str = "", reference: float | None = None,
+    title: str,
+    unit: str,
+    bars: Sequence[tuple[Any, ...]],
+    *,
+    target: float | None = None,
+    target_label: str = "",
+    reference: float | None = None,
 ) -> dict[str, Any]:
     """One panel of run.py's chart: horizontal bars on a log scale.
 
@@ -280,8 +288,12 @@ def panel(
     """
     rows = [[bar[0], float(bar[1]), bar[2] if len(bar) > 2 else None] for bar in bars]
     return {
-        "title": title, "unit": unit, "bars": rows,
-        "target": target, "target_label": target_label, "reference": reference,
+        "title": title,
+        "unit": unit,
+        "bars": rows,
+        "target": target,
+        "target_label": target_label,
+        "reference": reference,
     }
 
 

@@ -209,7 +209,9 @@ def api_canceller(ext: AsyncState) -> Callable[[str], float]:
     return cancel
 
 
-def http_canceller(app: Flask, ext: AsyncState) -> tuple[Callable[[str], None], Callable[[str], float]]:
+def http_canceller(
+    app: Flask, ext: AsyncState
+) -> tuple[Callable[[str], None], Callable[[str], float]]:
     """B cancels with ``POST /asyncstate/cancel/<token>``: (prepare the session, cancel)."""
     client = app.test_client()
     headers = {"X-Requested-With": "XMLHttpRequest"}
@@ -235,7 +237,9 @@ def http_canceller(app: Flask, ext: AsyncState) -> tuple[Callable[[str], None], 
 def ours_latencies(redis_url: str, count: int, mode: str, way: str, rng: random.Random) -> Sample:
     inbox = SPAWN.Queue()
     # one more job than measured: the first cancel warms up both sides and is not counted
-    proc = SPAWN.Process(target=ours_instance, args=(redis_url, count + 1, mode, inbox), daemon=True)
+    proc = SPAWN.Process(
+        target=ours_instance, args=(redis_url, count + 1, mode, inbox), daemon=True
+    )
     proc.start()
     # B: its own app on the same Redis; for HTTP, Flask-Session keeps its sessions there too
     app, ext = make_app("bench-cancel", redis_url=redis_url, sessions=way == "http")
@@ -395,9 +399,17 @@ def table(samples: list[Sample]) -> str:
     rows = []
     for s in samples:
         values = s.latencies or [float("nan")]
-        rows.append([s.label, str(len(s.latencies)), fmt(median(values)),
-                     fmt(percentile(values, 95)), fmt(percentile(values, 99)),
-                     fmt(max(values)), str(s.misses)])
+        rows.append(
+            [
+                s.label,
+                str(len(s.latencies)),
+                fmt(median(values)),
+                fmt(percentile(values, 95)),
+                fmt(percentile(values, 99)),
+                fmt(max(values)),
+                str(s.misses),
+            ]
+        )
     header = ["cancel mechanism", "cancels", "p50 ms", "p95 ms", "p99 ms", "max ms", "misses"]
     return markdown_table(header, rows, right=1)
 
@@ -409,15 +421,19 @@ def caption(samples: list[Sample]) -> str:
             p50 = median(s.latencies) if s.latencies else float("inf")
             p99 = percentile(s.latencies, 99) if s.latencies else float("inf")
             ok = p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS and not s.misses
-            verdicts.append(f"{s.label.split(':')[0]} p50 {fmt(p50)} / p99 {fmt(p99)} ms "
-                            f"({'met' if ok else 'NOT met'})")
-    return ("Cross-process cancel latency, from instance B's cancel (API call, or HTTP POST "
-            "through B's test client) to the job noticing it in instance A (another OS process), "
-            f"same Redis. Target: ours p50 <= {TARGET_P50_MS:.0f} ms and p99 <= "
-            f"{TARGET_P99_MS:.0f} ms; this run: {'; '.join(verdicts)}. A CPU-busy job holds the "
-            "GIL; `job.progress()` and `check_cancelled()` release it at most once a "
-            "millisecond, so the listener thread that sets `job.cancelled` need not wait for "
-            f"Python's switch interval ({sys.getswitchinterval() * 1000:g} ms).")
+            verdicts.append(
+                f"{s.label.split(':')[0]} p50 {fmt(p50)} / p99 {fmt(p99)} ms "
+                f"({'met' if ok else 'NOT met'})"
+            )
+    return (
+        "Cross-process cancel latency, from instance B's cancel (API call, or HTTP POST "
+        "through B's test client) to the job noticing it in instance A (another OS process), "
+        f"same Redis. Target: ours p50 <= {TARGET_P50_MS:.0f} ms and p99 <= "
+        f"{TARGET_P99_MS:.0f} ms; this run: {'; '.join(verdicts)}. A CPU-busy job holds the "
+        "GIL; `job.progress()` and `check_cancelled()` release it at most once a "
+        "millisecond, so the listener thread that sets `job.cancelled` need not wait for "
+        f"Python's switch interval ({sys.getswitchinterval() * 1000:g} ms)."
+    )
 
 
 # -- driver -------------------------------------------------------------------------------
@@ -426,10 +442,14 @@ def caption(samples: list[Sample]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cancels", type=int, help="ours: cancels per mode and way (default 200)")
-    parser.add_argument("--ways", default=",".join(WAYS),
-                        help="how B cancels: api, http or both (default api,http)")
-    parser.add_argument("--modes", default=",".join(MODES),
-                        help="what the job does while waiting: idle, busy or both")
+    parser.add_argument(
+        "--ways", default=",".join(WAYS), help="how B cancels: api, http or both (default api,http)"
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="what the job does while waiting: idle, busy or both",
+    )
     parser.add_argument("--rq-stops", type=int, help="RQ stop commands (default 50; 0 skips)")
     parser.add_argument("--celery-aborts", type=int, help="Celery aborts (default 40; 0 skips)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random waits")
@@ -463,7 +483,8 @@ def main(argv: list[str] | None = None) -> None:
     with redis_server(args.redis_url) as server:
         samples = [
             ours_latencies(server.url, args.cancels, mode, way, rng)
-            for mode in args.modes for way in args.ways
+            for mode in args.modes
+            for way in args.ways
         ]
         if args.rq_stops and installed("rq"):
             samples.append(rq_latencies(server.url, args.rq_stops, rng))
@@ -474,8 +495,11 @@ def main(argv: list[str] | None = None) -> None:
         elif args.celery_aborts:
             notes.append("Celery skipped: pip install 'celery[redis]'")
         clock = time.get_clock_info("monotonic").implementation
-        env = environment(server.url, f"clock {clock}",
-                          f"GIL switch interval {sys.getswitchinterval() * 1000:g} ms")
+        env = environment(
+            server.url,
+            f"clock {clock}",
+            f"GIL switch interval {sys.getswitchinterval() * 1000:g} ms",
+        )
     print(env)
     print()
     print(caption(samples))
@@ -487,15 +511,33 @@ def main(argv: list[str] | None = None) -> None:
     for s in samples:
         if s.latencies:
             short = s.label.split(":")[0].replace("ours, ", "").replace(" model", "")
-            bars += [(f"{short} p50", median(s.latencies), TARGET_P50_MS if s.label.startswith("ours") else None),
-                     (f"{short} p99", percentile(s.latencies, 99),
-                      TARGET_P99_MS if s.label.startswith("ours") else None)]
-    write_json(args.json, {
-        "samples": [{"label": s.label, "latencies_ms": s.latencies, "misses": s.misses}
-                    for s in samples],
-        "panels": [panel("cancel.py: cross-process cancel latency (ms), targets p50 2 / p99 10",
-                         "ms", bars)],
-    })
+            bars += [
+                (
+                    f"{short} p50",
+                    median(s.latencies),
+                    TARGET_P50_MS if s.label.startswith("ours") else None,
+                ),
+                (
+                    f"{short} p99",
+                    percentile(s.latencies, 99),
+                    TARGET_P99_MS if s.label.startswith("ours") else None,
+                ),
+            ]
+    write_json(
+        args.json,
+        {
+            "samples": [
+                {"label": s.label, "latencies_ms": s.latencies, "misses": s.misses} for s in samples
+            ],
+            "panels": [
+                panel(
+                    "cancel.py: cross-process cancel latency (ms), targets p50 2 / p99 10",
+                    "ms",
+                    bars,
+                )
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

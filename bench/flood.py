@@ -100,8 +100,9 @@ def flood(url: str, requests_: int, clients: int, needs_csrf: bool) -> tuple[lis
 def drain(redis_url: str, tokens: list[str]) -> tuple[float, Counter[str]]:
     """Cancel every accepted job (public API, from here); seconds until all are final."""
     # the example app's secret and keys (the library's default prefix): its tokens are valid here
-    app, ext = make_app("bench-flood-drain", redis_url=redis_url, key_prefix=None,
-                        secret_key=SECRET_KEY)
+    app, ext = make_app(
+        "bench-flood-drain", redis_url=redis_url, key_prefix=None, secret_key=SECRET_KEY
+    )
     start = time.perf_counter()
     statuses: Counter[str] = Counter()
     try:
@@ -125,7 +126,9 @@ def run(redis_url: str, args: argparse.Namespace, log_dir: str) -> dict[str, Any
         "REDIS_URL": redis_url,
         "FLASK_ASYNCSTATE_MAX_QUEUED": str(args.max_queued),
         "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": str(HEARTBEAT),
-        "EXAMPLE_PRODUCTS": "40", "EXAMPLE_BATCH": "10", "EXAMPLE_PAUSE": "0.5",
+        "EXAMPLE_PRODUCTS": "40",
+        "EXAMPLE_BATCH": "10",
+        "EXAMPLE_PAUSE": "0.5",
     }
     server = GunicornServer(log_dir, workers=1, threads=THREADS, env=env)
     try:
@@ -149,8 +152,14 @@ def run(redis_url: str, args: argparse.Namespace, log_dir: str) -> dict[str, Any
         with Prober(lambda: requests.get(url + "/", timeout=10), every=0.25) as page:
             samples, took = flood(url, args.requests, args.clients, needs_csrf)
             rss_after = rss_kib(worker)
-            tokens = [s.body["token"] for s in samples if s.status == 202 and s.json
-                      and isinstance(s.body, dict) and isinstance(s.body.get("token"), str)]
+            tokens = [
+                s.body["token"]
+                for s in samples
+                if s.status == 202
+                and s.json
+                and isinstance(s.body, dict)
+                and isinstance(s.body.get("token"), str)
+            ]
             flood_page = list(page.samples)
             drained, finals = drain(redis_url, tokens)
         stop.set()
@@ -163,9 +172,16 @@ def run(redis_url: str, args: argparse.Namespace, log_dir: str) -> dict[str, Any
     finally:
         server.stop()
     return {
-        "samples": samples, "seconds": took, "needs_csrf": needs_csrf, "page": flood_page,
-        "rss": (rss_before, rss_after, rss_drained), "drain_seconds": drained,
-        "finals": finals, "accepted": len(tokens), "beat_ages": beat_ages, "alive": alive,
+        "samples": samples,
+        "seconds": took,
+        "needs_csrf": needs_csrf,
+        "page": flood_page,
+        "rss": (rss_before, rss_after, rss_drained),
+        "drain_seconds": drained,
+        "finals": finals,
+        "accepted": len(tokens),
+        "beat_ages": beat_ages,
+        "alive": alive,
     }
 
 
@@ -176,12 +192,17 @@ def status_table(samples: list[Sample]) -> str:
         took = [s.took for s in these]
         json_share = sum(s.json for s in these) / len(these)
         retry = Counter(s.retry_after for s in these if s.retry_after)
-        rows.append([
-            str(status) if status is not None else "no answer", f"{n:,}",
-            f"{json_share:.0%}", percentile_ms(took, 50), percentile_ms(took, 99),
-            percentile_ms(took, 100),
-            ", ".join(f"{v} s" for v in sorted(retry)) or "-",
-        ])
+        rows.append(
+            [
+                str(status) if status is not None else "no answer",
+                f"{n:,}",
+                f"{json_share:.0%}",
+                percentile_ms(took, 50),
+                percentile_ms(took, 99),
+                percentile_ms(took, 100),
+                ", ".join(f"{v} s" for v in sorted(retry)) or "-",
+            ]
+        )
     header = ["answer", "count", "JSON", "p50 ms", "p99 ms", "max ms", "Retry-After"]
     return markdown_table(header, rows)
 
@@ -196,12 +217,16 @@ def instance_table(r: dict[str, Any], args: argparse.Namespace) -> str:
         ["starts answered per second", f"{len(r['samples']) / r['seconds']:,.0f}"],
         ["flood duration s", f"{r['seconds']:.1f}"],
         ["accepted (202)", f"{r['accepted']:,} (ASYNCSTATE_MAX_QUEUED={args.max_queued:,})"],
-        [f"GET / during the flood ms, p50 / p99 / max ({len(page)} probes)",
-         " / ".join(percentile_ms(page, pct) for pct in (50, 99, 100))
-         + (f" ({failed_pages} failed)" if failed_pages else "")],
+        [
+            f"GET / during the flood ms, p50 / p99 / max ({len(page)} probes)",
+            " / ".join(percentile_ms(page, pct) for pct in (50, 99, 100))
+            + (f" ({failed_pages} failed)" if failed_pages else ""),
+        ],
         [f"oldest heartbeat seen s (interval {HEARTBEAT:g} s, lost after 3)", f"{oldest:.1f}"],
-        ["worker RSS MiB: before / after the flood / after the drain",
-         f"{before} / {after} / {drained}"],
+        [
+            "worker RSS MiB: before / after the flood / after the drain",
+            f"{before} / {after} / {drained}",
+        ],
         ["drain s (cancel every accepted job, until all final)", f"{r['drain_seconds']:.1f}"],
         ["accepted jobs after the drain", finals],
         ["gunicorn worker", "alive, same pid" if r["alive"] else "REPLACED or gone"],
@@ -211,16 +236,22 @@ def instance_table(r: dict[str, Any], args: argparse.Namespace) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, help=f"starts sent (default {DEFAULT_REQUESTS:,}, "
-                        f"quick {QUICK_REQUESTS:,})")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        help=f"starts sent (default {DEFAULT_REQUESTS:,}, quick {QUICK_REQUESTS:,})",
+    )
     parser.add_argument("--clients", type=int, default=32, help="client threads (32)")
-    parser.add_argument("--max-queued", type=int, default=500,
-                        help="ASYNCSTATE_MAX_QUEUED of the instance (500)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_REQUESTS:,} starts")
+    parser.add_argument(
+        "--max-queued", type=int, default=500, help="ASYNCSTATE_MAX_QUEUED of the instance (500)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"smoke run: {QUICK_REQUESTS:,} starts"
+    )
     add_common_options(parser)
-    args = fill_defaults(parser.parse_args(argv), {"requests": DEFAULT_REQUESTS},
-                         {"requests": QUICK_REQUESTS})
+    args = fill_defaults(
+        parser.parse_args(argv), {"requests": DEFAULT_REQUESTS}, {"requests": QUICK_REQUESTS}
+    )
     if not (1 <= args.requests <= 20_000) or not (1 <= args.clients <= 64) or args.max_queued < 1:
         parser.error("--requests must be 1..20,000, --clients 1..64, --max-queued positive")
     return args
@@ -240,11 +271,13 @@ def main(argv: list[str] | None = None) -> None:
     csrf = " (each after a `GET /` for its CSRF token)" if r["needs_csrf"] else ""
     print(env)
     print()
-    print(f"A flood of {len(samples):,} cookie-less `POST /import`{csrf} from {args.clients} "
-          f"threads against gunicorn -k gthread, 1 worker x {THREADS} threads, jobs and sessions "
-          f"in Redis, ASYNCSTATE_MAX_QUEUED={args.max_queued}, 2 s imports, {WORKERS} at a time. "
-          f"Expected: JSON 202 up to the queue limit, then JSON 503 with Retry-After; never 500 "
-          f"or HTML. Answers by status (latency of the POST alone):")
+    print(
+        f"A flood of {len(samples):,} cookie-less `POST /import`{csrf} from {args.clients} "
+        f"threads against gunicorn -k gthread, 1 worker x {THREADS} threads, jobs and sessions "
+        f"in Redis, ASYNCSTATE_MAX_QUEUED={args.max_queued}, 2 s imports, {WORKERS} at a time. "
+        f"Expected: JSON 202 up to the queue limit, then JSON 503 with Retry-After; never 500 "
+        f"or HTML. Answers by status (latency of the POST alone):"
+    )
     print()
     print(status_table(samples))
     print()
@@ -254,22 +287,38 @@ def main(argv: list[str] | None = None) -> None:
     page = [s.took for s in r["page"] if s.status == 200]
     post = [s.took for s in samples]
     rss = r["rss"]
-    write_json(args.json, {
-        "requests_per_second": rate, "by_status": {str(k): v for k, v in
-                                                   Counter(s.status for s in samples).items()},
-        "rss_kib": list(rss), "drain_seconds": r["drain_seconds"],
-        "panels": [panel(
-            f"flood.py: latency during a flood of {len(samples):,} starts ({rate:,.0f}/s)", "ms",
-            [(label, percentile(values, pct) * 1000)
-             for label, values, pct in (("POST /import p50", post, 50),
-                                        ("POST /import p99", post, 99),
-                                        ("GET / p50", page, 50), ("GET / p99", page, 99))
-             if values and percentile(values, pct) > 0],
-        )],
-        "notes": [(f"{len(samples):,} starts at {rate:,.0f}/s; worker RSS "
-                   f"{(rss[0] or 0) / 1024:.0f} -> {(rss[1] or 0) / 1024:.0f} MiB; drained in "
-                   f"{r['drain_seconds']:.1f} s")],
-    })
+    write_json(
+        args.json,
+        {
+            "requests_per_second": rate,
+            "by_status": {str(k): v for k, v in Counter(s.status for s in samples).items()},
+            "rss_kib": list(rss),
+            "drain_seconds": r["drain_seconds"],
+            "panels": [
+                panel(
+                    f"flood.py: latency during a flood of {len(samples):,} starts ({rate:,.0f}/s)",
+                    "ms",
+                    [
+                        (label, percentile(values, pct) * 1000)
+                        for label, values, pct in (
+                            ("POST /import p50", post, 50),
+                            ("POST /import p99", post, 99),
+                            ("GET / p50", page, 50),
+                            ("GET / p99", page, 99),
+                        )
+                        if values and percentile(values, pct) > 0
+                    ],
+                )
+            ],
+            "notes": [
+                (
+                    f"{len(samples):,} starts at {rate:,.0f}/s; worker RSS "
+                    f"{(rss[0] or 0) / 1024:.0f} -> {(rss[1] or 0) / 1024:.0f} MiB; drained in "
+                    f"{r['drain_seconds']:.1f} s"
+                )
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -319,7 +319,8 @@ def lifecycles(url: str, n: int, repeats: int) -> dict[str, tuple[Lifecycle, Lif
     """Per library: the lifecycle of a job with no progress call, and with ``n`` calls."""
     runs: dict[str, Callable[[str, int], Lifecycle]] = {
         "ours": lambda url, n: ours_lifecycle(url, n, repeats),
-        "RQ": rq_lifecycle, "Celery": celery_lifecycle,
+        "RQ": rq_lifecycle,
+        "Celery": celery_lifecycle,
     }
     return {name: (run(url, 0), run(url, n)) for name, run in runs.items()}
 
@@ -337,8 +338,11 @@ LABELS = {
 def cost_table(results: dict[str, float]) -> str:
     ours = results["ours"]
     rows = [
-        [LABELS[name], f"{us:.2f}" if us < 10 else f"{us:.1f}",
-         "1x" if name == "ours" else f"{us / ours:,.0f}x"]
+        [
+            LABELS[name],
+            f"{us:.2f}" if us < 10 else f"{us:.1f}",
+            "1x" if name == "ours" else f"{us / ours:,.0f}x",
+        ]
         for name, us in results.items()
     ]
     return markdown_table(["progress call", "µs per call (median)", "alternative / ours"], rows)
@@ -348,33 +352,53 @@ def cost_caption(results: dict[str, float], calls: int, repeats: int) -> str:
     verdicts = []
     for name, target in TARGETS.items():
         ratio = results[name] / results["ours"]
-        verdicts.append(f"{name} {ratio:,.0f}x (target >= {target:.0f}x: "
-                        f"{'met' if ratio >= target else 'NOT met'})")
-    return (f"Cost of one progress call, {repeats} repeats x {calls:,} calls, median. "
-            f"Target: ours >= 100x cheaper than RQ and >= 300x cheaper than Celery; "
-            f"this run: {'; '.join(verdicts)}.")
+        verdicts.append(
+            f"{name} {ratio:,.0f}x (target >= {target:.0f}x: "
+            f"{'met' if ratio >= target else 'NOT met'})"
+        )
+    return (
+        f"Cost of one progress call, {repeats} repeats x {calls:,} calls, median. "
+        f"Target: ours >= 100x cheaper than RQ and >= 300x cheaper than Celery; "
+        f"this run: {'; '.join(verdicts)}."
+    )
 
 
 def lifecycle_table(runs: dict[str, tuple[Lifecycle, Lifecycle]], n: int) -> str:
     rows = []
     for name, (empty, full) in runs.items():
         added = full.round_trips - empty.round_trips
-        rows.append([name, f"{empty.round_trips:,}", f"{full.round_trips:,}",
-                     f"{added:,}", f"{added / n:.4f}", f"{full.seconds:.2f}"])
-    header = ["library", "round trips, job with 0 calls", f"round trips, job with {n:,} calls",
-              f"added by the {n:,} calls", "per call", f"{n:,}-call job wall time (s)"]
+        rows.append(
+            [
+                name,
+                f"{empty.round_trips:,}",
+                f"{full.round_trips:,}",
+                f"{added:,}",
+                f"{added / n:.4f}",
+                f"{full.seconds:.2f}",
+            ]
+        )
+    header = [
+        "library",
+        "round trips, job with 0 calls",
+        f"round trips, job with {n:,} calls",
+        f"added by the {n:,} calls",
+        "per call",
+        f"{n:,}-call job wall time (s)",
+    ]
     return markdown_table(header, rows)
 
 
 def lifecycle_caption(runs: dict[str, tuple[Lifecycle, Lifecycle]], n: int, repeats: int) -> str:
     ours = runs["ours"][1].round_trips
     verdict = "met" if ours <= TARGET_ROUND_TRIPS else "NOT met"
-    return (f"Redis round trips per job lifecycle (start, {n:,} progress calls with a 10 ms pause "
-            f"every 100, finish), counted on the client side. Target: ours constant, <= "
-            f"{TARGET_ROUND_TRIPS} per lifecycle; this run: {ours} ({verdict}). Ours writes at "
-            f"most once per flush interval (0.25 s), so its count grows with the job's duration, "
-            f"not with its calls (ours: median of {repeats} jobs). RQ includes a burst worker's "
-            f"registration; Celery excludes broker traffic.")
+    return (
+        f"Redis round trips per job lifecycle (start, {n:,} progress calls with a 10 ms pause "
+        f"every 100, finish), counted on the client side. Target: ours constant, <= "
+        f"{TARGET_ROUND_TRIPS} per lifecycle; this run: {ours} ({verdict}). Ours writes at "
+        f"most once per flush interval (0.25 s), so its count grows with the job's duration, "
+        f"not with its calls (ours: median of {repeats} jobs). RQ includes a burst worker's "
+        f"registration; Celery excludes broker traffic."
+    )
 
 
 # -- driver -------------------------------------------------------------------------
@@ -383,14 +407,26 @@ def lifecycle_caption(runs: dict[str, tuple[Lifecycle, Lifecycle]], n: int, repe
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, help=f"calls per batch (default {DEFAULT_CALLS:,})")
-    parser.add_argument("--repeats", type=int, help=f"batches per figure (default {DEFAULT_REPEATS})")
-    parser.add_argument("--lifecycle-calls", type=int, default=LIFECYCLE_CALLS,
-                        help=f"progress calls of the counted lifecycle (default {LIFECYCLE_CALLS:,}, "
-                        "--quick too)")
-    parser.add_argument("--lifecycle-repeats", type=int, default=LIFECYCLE_REPEATS,
-                        help=f"our lifecycles, median reported (default {LIFECYCLE_REPEATS})")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_REPEATS} x {QUICK_CALLS:,} unless told otherwise")
+    parser.add_argument(
+        "--repeats", type=int, help=f"batches per figure (default {DEFAULT_REPEATS})"
+    )
+    parser.add_argument(
+        "--lifecycle-calls",
+        type=int,
+        default=LIFECYCLE_CALLS,
+        help=f"progress calls of the counted lifecycle (default {LIFECYCLE_CALLS:,}, --quick too)",
+    )
+    parser.add_argument(
+        "--lifecycle-repeats",
+        type=int,
+        default=LIFECYCLE_REPEATS,
+        help=f"our lifecycles, median reported (default {LIFECYCLE_REPEATS})",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_REPEATS} x {QUICK_CALLS:,} unless told otherwise",
+    )
     add_common_options(parser)
     args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
     if min(args.calls, args.repeats, args.lifecycle_calls, args.lifecycle_repeats) < 1:
@@ -411,7 +447,8 @@ def per_call_costs(url: str, calls: int, repeats: int) -> tuple[dict[str, float]
         bare_run, bare_check = bare_batch(client, text)
         results = measure(
             {"ours": ours.batch, "RQ": rq_run, "Celery": celery_run, "bare": bare_run},
-            calls, repeats,
+            calls,
+            repeats,
         )
         for check in (ours.check, rq_check, celery_check, bare_check):
             check(calls)
@@ -437,20 +474,35 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(lifecycle_table(runs, args.lifecycle_calls))
     n = args.lifecycle_calls
-    write_json(args.json, {
-        "per_call_us": results,
-        "round_trips": {name: {"empty": e.round_trips, "full": f.round_trips, "seconds": f.seconds}
-                        for name, (e, f) in runs.items()},
-        "panels": [
-            panel("progress.py: cost of one progress call, alternative / ours", "x",
-                  [(name, us / results["ours"], TARGETS.get(name))
-                   for name, us in results.items() if name != "ours"],
-                  reference=1.0),
-            panel(f"progress.py: Redis round trips, lifecycle with {n:,} calls", "round trips",
-                  [(name, float(full.round_trips)) for name, (_e, full) in runs.items()],
-                  target=TARGET_ROUND_TRIPS, target_label=f"target ours <= {TARGET_ROUND_TRIPS}"),
-        ],
-    })
+    write_json(
+        args.json,
+        {
+            "per_call_us": results,
+            "round_trips": {
+                name: {"empty": e.round_trips, "full": f.round_trips, "seconds": f.seconds}
+                for name, (e, f) in runs.items()
+            },
+            "panels": [
+                panel(
+                    "progress.py: cost of one progress call, alternative / ours",
+                    "x",
+                    [
+                        (name, us / results["ours"], TARGETS.get(name))
+                        for name, us in results.items()
+                        if name != "ours"
+                    ],
+                    reference=1.0,
+                ),
+                panel(
+                    f"progress.py: Redis round trips, lifecycle with {n:,} calls",
+                    "round trips",
+                    [(name, float(full.round_trips)) for name, (_e, full) in runs.items()],
+                    target=TARGET_ROUND_TRIPS,
+                    target_label=f"target ours <= {TARGET_ROUND_TRIPS}",
+                ),
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -45,12 +45,21 @@ BENCHMARKS = ("store", "progress", "cancel", "throughput", "start", "scale", "fl
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
-    parser.add_argument("--only", default=",".join(BENCHMARKS),
-                        help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
-    parser.add_argument("--output", default=os.path.join(OUT, "results.md"),
-                        help="markdown report (default bench/out/results.md)")
-    parser.add_argument("--chart", default=os.path.join(OUT, "chart.png"),
-                        help="PNG chart (default bench/out/chart.png; '' for none)")
+    parser.add_argument(
+        "--only",
+        default=",".join(BENCHMARKS),
+        help=f"comma-separated subset of {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument(
+        "--output",
+        default=os.path.join(OUT, "results.md"),
+        help="markdown report (default bench/out/results.md)",
+    )
+    parser.add_argument(
+        "--chart",
+        default=os.path.join(OUT, "chart.png"),
+        help="PNG chart (default bench/out/chart.png; '' for none)",
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(args.only) - set(BENCHMARKS))
@@ -61,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def checkout() -> str:
     """The commit measured, and whether the work tree had uncommitted changes."""
+
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else ""
@@ -75,8 +85,14 @@ def run_one(name: str, quick: bool, redis_url: str, json_path: str) -> tuple[str
 
     Its stderr goes straight to ours; a failing benchmark stops the run.
     """
-    command = [sys.executable, os.path.join(HERE, f"{name}.py"), "--redis-url", redis_url,
-               "--json", json_path] + (["--quick"] if quick else [])
+    command = [
+        sys.executable,
+        os.path.join(HERE, f"{name}.py"),
+        "--redis-url",
+        redis_url,
+        "--json",
+        json_path,
+    ] + (["--quick"] if quick else [])
     start = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, timeout=1200)
     took = time.perf_counter() - start
@@ -126,8 +142,13 @@ def _draw_panel(ax: Any, p: dict[str, Any]) -> None:
         ax.axvline(p["reference"], color="grey", linewidth=0.8)
     handles = False
     if p.get("target"):
-        ax.axvline(p["target"], color="#c44e52", linestyle="--", linewidth=1.2,
-                   label=p.get("target_label") or "target")
+        ax.axvline(
+            p["target"],
+            color="#c44e52",
+            linestyle="--",
+            linewidth=1.2,
+            label=p.get("target_label") or "target",
+        )
         handles = True
     for y, value, target in zip(ys, values, targets):
         ax.text(value * 1.08, y, _fmt(value, p["unit"]), va="center", fontsize=7.5)
@@ -160,12 +181,15 @@ def draw_chart(path: str, panels: list[dict[str, Any]], notes: list[str], title:
             continue
         heights = [_panel_height(p) for p in col]
         filler = tallest - sum(heights)
-        axes = sub.subplots(len(col) + (1 if filler > 0.05 else 0), 1,
-                            height_ratios=heights + ([filler] if filler > 0.05 else []),
-                            squeeze=False)[:, 0]
+        axes = sub.subplots(
+            len(col) + (1 if filler > 0.05 else 0),
+            1,
+            height_ratios=heights + ([filler] if filler > 0.05 else []),
+            squeeze=False,
+        )[:, 0]
         for ax, p in zip(axes, col):
             _draw_panel(ax, p)
-        for ax in axes[len(col):]:
+        for ax in axes[len(col) :]:
             ax.axis("off")
             if notes:
                 ax.text(0, 0.5, "\n".join(notes), fontsize=8.5, va="center", wrap=True)
@@ -191,8 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     total = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="asyncstate-bench-") as tmp, redis_server() as server:
         client = redis.Redis.from_url(server.url)
-        line = (f"One redis-server for the whole run: {server.url} (started by run.py, "
-                f"FLUSHALL between benchmarks).\n")
+        line = (
+            f"One redis-server for the whole run: {server.url} (started by run.py, "
+            f"FLUSHALL between benchmarks).\n"
+        )
         print(line)
         report.append(line)
         for name in args.only:

@@ -81,7 +81,9 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-def wait_final(ext: AsyncState, ids: list[str], limit: float) -> tuple[list[dict[str, Any] | None], float]:
+def wait_final(
+    ext: AsyncState, ids: list[str], limit: float
+) -> tuple[list[dict[str, Any] | None], float]:
     """Poll the stored documents every 50 ms until all are final (or ``limit`` s): (docs, seconds)."""
     records = ext.app_state().records
     start = time.perf_counter()
@@ -90,7 +92,7 @@ def wait_final(ext: AsyncState, ids: list[str], limit: float) -> tuple[list[dict
     while time.monotonic() < deadline:
         docs = []
         for i in range(0, len(ids), 500):
-            docs += records.statuses(ids[i:i + 500])
+            docs += records.statuses(ids[i : i + 500])
         if all(d is not None and d["status"] in FINAL for d in docs):
             break
         time.sleep(0.05)
@@ -118,8 +120,9 @@ def memory_part(redis_url: str, entries: int, sample: int, rng: random.Random) -
             usage = [int(client.memory_usage(k, samples=0) or 0) for k in keys]
             encoding = client.object("encoding", keys[0])
             document = client.hget(keys[0], "d") or b""
-            statuses = Counter(d["status"] if d else None for d in records.statuses(
-                [h.id for h in handles[:500]]))
+            statuses = Counter(
+                d["status"] if d else None for d in records.statuses([h.id for h in handles[:500]])
+            )
             store = ext.app_state().store
             held = len(store.held_keys())
             sweep = time.perf_counter()
@@ -135,18 +138,27 @@ def memory_part(redis_url: str, entries: int, sample: int, rng: random.Random) -
             pipe.set(f"bench:bare:{j:06d}", document, ex=900)
         pipe.execute()
     bare_after = used_memory(client)
-    bare_usage = [int(client.memory_usage(f"bench:bare:{rng.randrange(entries):06d}", samples=0) or 0)
-                  for _ in range(min(sample, entries))]
+    bare_usage = [
+        int(client.memory_usage(f"bench:bare:{rng.randrange(entries):06d}", samples=0) or 0)
+        for _ in range(min(sample, entries))
+    ]
     env = environment(client)
     client.close()
     return {
-        "entries": entries, "new_keys": keys_after - keys_before,
-        "delta_per_entry": (after - before) / entries, "memory_usage": median(usage),
+        "entries": entries,
+        "new_keys": keys_after - keys_before,
+        "delta_per_entry": (after - before) / entries,
+        "memory_usage": median(usage),
         "encoding": encoding.decode() if isinstance(encoding, bytes) else str(encoding),
-        "document_bytes": len(document), "bare_delta_per_entry": (bare_after - bare_before) / entries,
-        "bare_memory_usage": median(bare_usage), "start_seconds": started,
-        "finished_seconds": finished, "statuses": dict(statuses), "held_events": held,
-        "sweep_ms": sweep * 1000, "env": env,
+        "document_bytes": len(document),
+        "bare_delta_per_entry": (bare_after - bare_before) / entries,
+        "bare_memory_usage": median(bare_usage),
+        "start_seconds": started,
+        "finished_seconds": finished,
+        "statuses": dict(statuses),
+        "held_events": held,
+        "sweep_ms": sweep * 1000,
+        "env": env,
     }
 
 
@@ -163,19 +175,39 @@ def backlog_part(redis_url: str, queued: int) -> dict[str, Any]:
         ext.shutdown(2)
     counts = Counter(d["status"] if d is not None else "missing" for d in docs)
     final = sum(n for status, n in counts.items() if status in FINAL)
-    return {"queued": queued, "start_seconds": started, "all_final_seconds": started + waited,
-            "counts": dict(counts), "final": final}
+    return {
+        "queued": queued,
+        "start_seconds": started,
+        "all_final_seconds": started + waited,
+        "counts": dict(counts),
+        "final": final,
+    }
 
 
 def memory_table(m: dict[str, Any]) -> str:
     rows = [
-        ["ours: job entry (hash: document, cancel flag, expiry)", f"{m['delta_per_entry']:,.0f}",
-         f"{m['memory_usage']:,.0f}", m["encoding"], f"{m['delta_per_entry'] / TARGET_BYTES:.2f}"],
-        ["bare: the same document as a string (`SET key doc EX 900`)",
-         f"{m['bare_delta_per_entry']:,.0f}", f"{m['bare_memory_usage']:,.0f}", "string", "-"],
+        [
+            "ours: job entry (hash: document, cancel flag, expiry)",
+            f"{m['delta_per_entry']:,.0f}",
+            f"{m['memory_usage']:,.0f}",
+            m["encoding"],
+            f"{m['delta_per_entry'] / TARGET_BYTES:.2f}",
+        ],
+        [
+            "bare: the same document as a string (`SET key doc EX 900`)",
+            f"{m['bare_delta_per_entry']:,.0f}",
+            f"{m['bare_memory_usage']:,.0f}",
+            "string",
+            "-",
+        ],
     ]
-    header = ["entry", "bytes per entry (used_memory delta / entries)",
-              "bytes per entry (MEMORY USAGE, median)", "encoding", "of the 1 KiB target"]
+    header = [
+        "entry",
+        "bytes per entry (used_memory delta / entries)",
+        "bytes per entry (MEMORY USAGE, median)",
+        "encoding",
+        "of the 1 KiB target",
+    ]
     return markdown_table(header, rows)
 
 
@@ -193,25 +225,48 @@ def memory_caption(m: dict[str, Any], sample: int) -> str:
 
 def backlog_table(b: dict[str, Any]) -> str:
     counts = ", ".join(f"{status} {n:,}" for status, n in sorted(b["counts"].items()))
-    rows = [[f"{b['queued']:,}", str(WORKERS), f"{b['start_seconds']:.2f}",
-             f"{b['all_final_seconds']:.2f}", f"{b['queued'] / b['all_final_seconds']:,.0f}",
-             f"{b['final']:,} / {b['queued']:,}", counts]]
-    header = ["jobs queued", "workers", "start() loop s", "all final after s", "jobs/s",
-              "final", "statuses (read back from Redis)"]
+    rows = [
+        [
+            f"{b['queued']:,}",
+            str(WORKERS),
+            f"{b['start_seconds']:.2f}",
+            f"{b['all_final_seconds']:.2f}",
+            f"{b['queued'] / b['all_final_seconds']:,.0f}",
+            f"{b['final']:,} / {b['queued']:,}",
+            counts,
+        ]
+    ]
+    header = [
+        "jobs queued",
+        "workers",
+        "start() loop s",
+        "all final after s",
+        "jobs/s",
+        "final",
+        "statuses (read back from Redis)",
+    ]
     return markdown_table(header, rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--entries", type=int, help=f"live entries measured (default "
-                        f"{DEFAULT_ENTRIES:,}, quick {QUICK_ENTRIES:,})")
+    parser.add_argument(
+        "--entries",
+        type=int,
+        help=f"live entries measured (default {DEFAULT_ENTRIES:,}, quick {QUICK_ENTRIES:,})",
+    )
     parser.add_argument("--queued", type=int, default=QUEUED, help=f"jobs queued ({QUEUED:,})")
-    parser.add_argument("--sample", type=int, default=SAMPLE, help=f"keys for MEMORY USAGE ({SAMPLE})")
+    parser.add_argument(
+        "--sample", type=int, default=SAMPLE, help=f"keys for MEMORY USAGE ({SAMPLE})"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the key sample")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ENTRIES:,} entries")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"smoke run: {QUICK_ENTRIES:,} entries"
+    )
     add_common_options(parser)
-    args = fill_defaults(parser.parse_args(argv), {"entries": DEFAULT_ENTRIES},
-                         {"entries": QUICK_ENTRIES})
+    args = fill_defaults(
+        parser.parse_args(argv), {"entries": DEFAULT_ENTRIES}, {"entries": QUICK_ENTRIES}
+    )
     if not (1 <= args.entries <= 100_000) or not (1 <= args.queued <= 20_000) or args.sample < 1:
         parser.error("--entries must be 1..100,000, --queued 1..20,000, --sample positive")
     return args
@@ -233,28 +288,46 @@ def main(argv: list[str] | None = None) -> None:
     print(memory_table(m))
     print()
     verdict = "all reached a final status" if b["final"] == b["queued"] else "NOT all final"
-    print(f"A backlog on one instance: {b['queued']:,} trivial jobs started in a tight loop with "
-          f"ASYNCSTATE_MAX_WORKERS={WORKERS}, their documents polled from Redis every 50 ms until "
-          f"final: {verdict}.")
+    print(
+        f"A backlog on one instance: {b['queued']:,} trivial jobs started in a tight loop with "
+        f"ASYNCSTATE_MAX_WORKERS={WORKERS}, their documents polled from Redis every 50 ms until "
+        f"final: {verdict}."
+    )
     print()
     print(backlog_table(b))
     print()
-    print(f"Check: once all {m['entries']:,} jobs had finished, the app's store held "
-          f"{m['held_events']:,} cancel Events (0 expected: a finished job's Event is released), "
-          f"and one pass of the listener's once-a-second sweep over the held keys (an HMGET per "
-          f"key, pipelined) took {m['sweep_ms']:.1f} ms.")
-    write_json(args.json, {
-        "memory": {k: v for k, v in m.items() if k != "env"}, "backlog": b,
-        "panels": [panel(
-            f"scale.py: Redis bytes per live job entry ({m['entries']:,} entries)", "bytes",
-            [("ours, used_memory delta", m["delta_per_entry"]),
-             ("ours, MEMORY USAGE", m["memory_usage"]),
-             ("bare SET of the document, used_memory delta", m["bare_delta_per_entry"])],
-            target=TARGET_BYTES, target_label="target 1 KiB",
-        )],
-        "notes": [(f"{b['final']:,}/{b['queued']:,} queued jobs final in "
-                   f"{b['all_final_seconds']:.1f} s ({WORKERS} workers)")],
-    })
+    print(
+        f"Check: once all {m['entries']:,} jobs had finished, the app's store held "
+        f"{m['held_events']:,} cancel Events (0 expected: a finished job's Event is released), "
+        f"and one pass of the listener's once-a-second sweep over the held keys (an HMGET per "
+        f"key, pipelined) took {m['sweep_ms']:.1f} ms."
+    )
+    write_json(
+        args.json,
+        {
+            "memory": {k: v for k, v in m.items() if k != "env"},
+            "backlog": b,
+            "panels": [
+                panel(
+                    f"scale.py: Redis bytes per live job entry ({m['entries']:,} entries)",
+                    "bytes",
+                    [
+                        ("ours, used_memory delta", m["delta_per_entry"]),
+                        ("ours, MEMORY USAGE", m["memory_usage"]),
+                        ("bare SET of the document, used_memory delta", m["bare_delta_per_entry"]),
+                    ],
+                    target=TARGET_BYTES,
+                    target_label="target 1 KiB",
+                )
+            ],
+            "notes": [
+                (
+                    f"{b['final']:,}/{b['queued']:,} queued jobs final in "
+                    f"{b['all_final_seconds']:.1f} s ({WORKERS} workers)"
+                )
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

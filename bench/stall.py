@@ -90,8 +90,9 @@ def _wait(client: requests.Session, url: str, token: str, final: bool, limit: fl
     status = None
     while time.monotonic() < deadline:
         status = _status(client, url, token)
-        if status is not None and (status not in ("queued", "running") if final
-                                   else status == "running"):
+        if status is not None and (
+            status not in ("queued", "running") if final else status == "running"
+        ):
             return status
         time.sleep(0.25)
     return status
@@ -102,11 +103,18 @@ def one_stall(how: str, seconds: float, log_dir: str) -> dict[str, Any]:
     with redis_server() as store:  # never --redis-url: this one is stalled
         assert isinstance(store, RedisServer)
         sessions = tempfile.mkdtemp(prefix="sessions-", dir=log_dir)
-        server = GunicornServer(log_dir, workers=1, threads=THREADS, env={
-            "FLASK_ASYNCSTATE_REDIS_URL": store.url, "SESSION_DIR": sessions,
-            "EXAMPLE_PRODUCTS": str(PRODUCTS), "EXAMPLE_BATCH": str(BATCH),
-            "EXAMPLE_PAUSE": str(PAUSE),
-        })
+        server = GunicornServer(
+            log_dir,
+            workers=1,
+            threads=THREADS,
+            env={
+                "FLASK_ASYNCSTATE_REDIS_URL": store.url,
+                "SESSION_DIR": sessions,
+                "EXAMPLE_PRODUCTS": str(PRODUCTS),
+                "EXAMPLE_BATCH": str(BATCH),
+                "EXAMPLE_PAUSE": str(PAUSE),
+            },
+        )
         try:
             server.start()
             url = server.url
@@ -118,8 +126,9 @@ def one_stall(how: str, seconds: float, log_dir: str) -> dict[str, Any]:
             page = Prober(lambda: requests.get(url + "/", timeout=10), every=0.2)
             progress = f"{url}/asyncstate/progress/{token}"
             pollers = [  # each its own connection, all in the starter's session
-                Prober(partial(clone(starter).get, progress, timeout=10), every=1.0,
-                       offset=n / POLLERS)
+                Prober(
+                    partial(clone(starter).get, progress, timeout=10), every=1.0, offset=n / POLLERS
+                )
                 for n in range(POLLERS)
             ]
             probes = [page, *pollers]
@@ -147,9 +156,18 @@ def one_stall(how: str, seconds: float, log_dir: str) -> dict[str, Any]:
         finally:
             server.stop()
     polls = [s for p in pollers for s in p.samples]
-    return {"how": how, "seconds": seconds, "began": began, "ended": ended,
-            "page": page.samples, "polls": polls, "final": final, "final_after": final_after,
-            "cancelled": cancelled, "env": env}
+    return {
+        "how": how,
+        "seconds": seconds,
+        "began": began,
+        "ended": ended,
+        "page": page.samples,
+        "polls": polls,
+        "final": final,
+        "final_after": final_after,
+        "cancelled": cancelled,
+        "env": env,
+    }
 
 
 def phases(samples: list[Sample], began: float, ended: float) -> dict[str, list[Sample]]:
@@ -174,22 +192,30 @@ def recovery(r: dict[str, Any]) -> str:
     if first.status == 200:
         return f"the first answer after the stall was already 200 ({back:.2f} s after)"
     retry = f" Retry-After {first.retry_after} s," if first.retry_after else ""
-    return (f"first answer after the stall {first.status},{retry} 200 again "
-            f"{back:.2f} s after Redis was back")
+    return (
+        f"first answer after the stall {first.status},{retry} 200 again "
+        f"{back:.2f} s after Redis was back"
+    )
 
 
 def table(r: dict[str, Any]) -> str:
     rows = []
-    for route, samples in (("`GET /` (no Redis)", r["page"]), ("`GET /asyncstate/progress`",
-                                                                r["polls"])):
+    for route, samples in (
+        ("`GET /` (no Redis)", r["page"]),
+        ("`GET /asyncstate/progress`", r["polls"]),
+    ):
         for phase, part in phases(samples, r["began"], r["ended"]).items():
             took = [s.took for s in part]
             codes = Counter(s.status if s.status is not None else "no answer" for s in part)
-            rows.append([
-                route, phase, f"{len(part)}",
-                ", ".join(f"{code} x {n}" for code, n in sorted(codes.items(), key=str)),
-                *(percentile_ms(took, pct) for pct in (50, 90, 99, 100)),
-            ])
+            rows.append(
+                [
+                    route,
+                    phase,
+                    f"{len(part)}",
+                    ", ".join(f"{code} x {n}" for code, n in sorted(codes.items(), key=str)),
+                    *(percentile_ms(took, pct) for pct in (50, 90, 99, 100)),
+                ]
+            )
     header = ["route", "sent", "requests", "answers", "p50 ms", "p90 ms", "p99 ms", "max ms"]
     return markdown_table(header, rows, right=2)
 
@@ -197,12 +223,16 @@ def table(r: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stall", type=float, help="seconds Redis stalls (default 8, quick 4)")
-    parser.add_argument("--ways", help="comma-separated: sigstop,pause (default both; quick "
-                        "sigstop)")
+    parser.add_argument(
+        "--ways", help="comma-separated: sigstop,pause (default both; quick sigstop)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: SIGSTOP only, 4 s")
     add_common_options(parser)
-    args = fill_defaults(parser.parse_args(argv), {"stall": 8.0, "ways": "sigstop,pause"},
-                         {"stall": 4.0, "ways": "sigstop"})
+    args = fill_defaults(
+        parser.parse_args(argv),
+        {"stall": 8.0, "ways": "sigstop,pause"},
+        {"stall": 4.0, "ways": "sigstop"},
+    )
     args.ways = [w.strip() for w in args.ways.split(",") if w.strip()]
     if not (1 <= args.stall <= 20) or not args.ways or set(args.ways) - set(LABELS):
         parser.error("--stall must be 1..20 s, --ways a subset of sigstop,pause")
@@ -218,36 +248,62 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(log_dir, ignore_errors=True)
     print(results[0]["env"])
     print()
-    shared = (" (--redis-url not used: the stalled server is one of its own)"
-              if args.redis_url else "")
-    print(f"gunicorn -k gthread, 1 worker x {THREADS} threads; jobs in Redis, sessions in files"
-          f"{shared}. One {PRODUCTS // BATCH} s import; {POLLERS} pollers of its `/progress` "
-          f"at 1/s and `GET /` every 200 ms; Redis stalls {args.stall:g} s, {BEFORE:g} s in. "
-          "Requests grouped by when they were sent. Targets (tests/test_stall.py): `GET /` "
-          "under 1 s throughout; `/progress` 503 within 1.5 s during the stall, p90 under 50 ms "
-          "once the circuit is open, 200 again within Retry-After + 1 s after it.")
+    shared = (
+        " (--redis-url not used: the stalled server is one of its own)" if args.redis_url else ""
+    )
+    print(
+        f"gunicorn -k gthread, 1 worker x {THREADS} threads; jobs in Redis, sessions in files"
+        f"{shared}. One {PRODUCTS // BATCH} s import; {POLLERS} pollers of its `/progress` "
+        f"at 1/s and `GET /` every 200 ms; Redis stalls {args.stall:g} s, {BEFORE:g} s in. "
+        "Requests grouped by when they were sent. Targets (tests/test_stall.py): `GET /` "
+        "under 1 s throughout; `/progress` 503 within 1.5 s during the stall, p90 under 50 ms "
+        "once the circuit is open, 200 again within Retry-After + 1 s after it."
+    )
     bars = []
     for r in results:
         label = LABELS[r["how"]]
         print()
-        print(f"Redis stalled by {label}: {recovery(r)}; the import through the stall ended "
-              f"{r['final']} ({r['final_after']:.1f} s after Redis was back), the second job "
-              f"{r['cancelled']} after `POST /cancel`.")
+        print(
+            f"Redis stalled by {label}: {recovery(r)}; the import through the stall ended "
+            f"{r['final']} ({r['final_after']:.1f} s after Redis was back), the second job "
+            f"{r['cancelled']} after `POST /cancel`."
+        )
         print()
         print(table(r))
         polls = [s.took for s in phases(r["polls"], r["began"], r["ended"])["during"]]
         page = [s.took for s in phases(r["page"], r["began"], r["ended"])["during"]]
-        for name, values, pct in ((f"{label}: /progress p50 during", polls, 50),
-                                  (f"{label}: /progress p99 during", polls, 99),
-                                  (f"{label}: GET / max during", page, 100)):
+        for name, values, pct in (
+            (f"{label}: /progress p50 during", polls, 50),
+            (f"{label}: /progress p99 during", polls, 99),
+            (f"{label}: GET / max during", page, 100),
+        ):
             if values and percentile(values, pct) > 0:
                 bars.append((name, percentile(values, pct) * 1000))
-    write_json(args.json, {
-        "results": [{"how": r["how"], "recovery": recovery(r), "final": r["final"],
-                     "cancelled": r["cancelled"]} for r in results],
-        "panels": [panel(f"stall.py: latency while Redis stalls {args.stall:g} s", "ms", bars,
-                         target=1000, target_label="GET / target 1 s")] if bars else [],
-    })
+    write_json(
+        args.json,
+        {
+            "results": [
+                {
+                    "how": r["how"],
+                    "recovery": recovery(r),
+                    "final": r["final"],
+                    "cancelled": r["cancelled"],
+                }
+                for r in results
+            ],
+            "panels": [
+                panel(
+                    f"stall.py: latency while Redis stalls {args.stall:g} s",
+                    "ms",
+                    bars,
+                    target=1000,
+                    target_label="GET / target 1 s",
+                )
+            ]
+            if bars
+            else [],
+        },
+    )
 
 
 if __name__ == "__main__":

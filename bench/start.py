@@ -86,9 +86,14 @@ def nothing() -> None:
 class Column:
     """Submits ``n`` calls and waits for them; ``submit`` is what gets timed."""
 
-    def __init__(self, submit: Callable[[], Any], wait: Callable[[list[Any]], None],
-                 close: Callable[[], None], app: Flask | None = None,
-                 in_request: bool = False) -> None:
+    def __init__(
+        self,
+        submit: Callable[[], Any],
+        wait: Callable[[list[Any]], None],
+        close: Callable[[], None],
+        app: Flask | None = None,
+        in_request: bool = False,
+    ) -> None:
         self.submit, self.wait, self.close, self.app = submit, wait, close, app
         self.in_request = in_request
 
@@ -155,8 +160,13 @@ def flask_executor() -> Column:
     app = Flask("bench-start-executor")
     app.config.update(EXECUTOR_TYPE="thread", EXECUTOR_MAX_WORKERS=WORKERS)
     executor = Executor(app)
-    return Column(lambda: executor.submit(nothing), wait_all,
-                  lambda: executor._self.shutdown(wait=True), app, in_request=True)
+    return Column(
+        lambda: executor.submit(nothing),
+        wait_all,
+        lambda: executor._self.shutdown(wait=True),
+        app,
+        in_request=True,
+    )
 
 
 def bare() -> Column:
@@ -176,15 +186,20 @@ def measure(columns: dict[str, Column], calls: int, repeats: int) -> dict[str, d
         for name, column in columns.items():
             bursts[name].append(column.burst(calls))
             singles[name] += column.one_at_a_time(single_calls)
-    return {name: {"burst": median(bursts[name]), "single": median(singles[name])}
-            for name in columns}
+    return {
+        name: {"burst": median(bursts[name]), "single": median(singles[name])} for name in columns
+    }
 
 
 def signing_cost(ext: AsyncState, app: Flask, n: int = 2000) -> float:
     """µs per ``signer.sign(job_id)``: the token ``start()`` signs before returning."""
     with app.app_context():
         signer = ext.app_state().signer
-        return timed(lambda: [signer.sign("0123456789abcdef0123456789abcdef") for _ in range(n)]) / n * 1e6
+        return (
+            timed(lambda: [signer.sign("0123456789abcdef0123456789abcdef") for _ in range(n)])
+            / n
+            * 1e6
+        )
 
 
 def table(results: dict[str, dict[str, float]], calls: int) -> str:
@@ -192,22 +207,40 @@ def table(results: dict[str, dict[str, float]], calls: int) -> str:
     base, executor = results["bare"], results["flask-executor"]
     for name in COLUMNS:
         single, burst = results[name]["single"], results[name]["burst"]
-        rows.append([
-            LABELS[name], f"{single:.1f}", f"{single / base['single']:.1f}x",
-            f"{single / executor['single']:.1f}x", f"{burst:.1f}", f"{burst / base['burst']:.1f}x",
-            f"{burst / executor['burst']:.1f}x",
-        ])
-    header = ["submit call", "one at a time µs", "/ ThreadPoolExecutor", "/ flask-executor",
-              f"burst of {calls:,} µs", "/ ThreadPoolExecutor", "/ flask-executor"]
+        rows.append(
+            [
+                LABELS[name],
+                f"{single:.1f}",
+                f"{single / base['single']:.1f}x",
+                f"{single / executor['single']:.1f}x",
+                f"{burst:.1f}",
+                f"{burst / base['burst']:.1f}x",
+                f"{burst / executor['burst']:.1f}x",
+            ]
+        )
+    header = [
+        "submit call",
+        "one at a time µs",
+        "/ ThreadPoolExecutor",
+        "/ flask-executor",
+        f"burst of {calls:,} µs",
+        "/ ThreadPoolExecutor",
+        "/ flask-executor",
+    ]
     return markdown_table(header, rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, help=f"calls per batch (default {DEFAULT_CALLS:,})")
-    parser.add_argument("--repeats", type=int, help=f"batches per figure (default {DEFAULT_REPEATS})")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: {QUICK_REPEATS} x {QUICK_CALLS} unless told otherwise")
+    parser.add_argument(
+        "--repeats", type=int, help=f"batches per figure (default {DEFAULT_REPEATS})"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_REPEATS} x {QUICK_CALLS} unless told otherwise",
+    )
     add_common_options(parser)
     args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
     if not (1 <= args.calls <= 100_000) or not (1 <= args.repeats <= 50):
@@ -221,8 +254,10 @@ def main(argv: list[str] | None = None) -> None:
         memory_column, memory_ext = ours(None)
         redis_column, redis_ext = ours(server.url)
         columns = {
-            "ours-memory": memory_column, "ours-redis": redis_column,
-            "flask-executor": flask_executor(), "bare": bare(),
+            "ours-memory": memory_column,
+            "ours-redis": redis_column,
+            "flask-executor": flask_executor(),
+            "bare": bare(),
         }
         try:
             results = measure(columns, args.calls, args.repeats)
@@ -237,26 +272,41 @@ def main(argv: list[str] | None = None) -> None:
     single_calls = max(1, min(args.calls, SINGLE_CALLS))
     print(env)
     print()
-    print(f"Cost of the submitting call, median µs: one at a time ({args.repeats} x "
-          f"{single_calls:,} calls, each timed alone, the pool idle) and in bursts "
-          f"({args.repeats} bursts of {args.calls:,}, the pool threads running the burst's "
-          f"functions meanwhile); {WORKERS} pool threads each, functions that return at once, "
-          f"app context pushed, no request (flask-executor: in a test request context, which it "
-          f"requires). Signing a job's token (itsdangerous) costs about {sign_us:.0f} µs more, paid "
-          f"on first use of `handle.token`, not in `start()`. After the run the Redis app "
-          f"held {held:,} cancel Events (0 expected once every job has finished).")
+    print(
+        f"Cost of the submitting call, median µs: one at a time ({args.repeats} x "
+        f"{single_calls:,} calls, each timed alone, the pool idle) and in bursts "
+        f"({args.repeats} bursts of {args.calls:,}, the pool threads running the burst's "
+        f"functions meanwhile); {WORKERS} pool threads each, functions that return at once, "
+        f"app context pushed, no request (flask-executor: in a test request context, which it "
+        f"requires). Signing a job's token (itsdangerous) costs about {sign_us:.0f} µs more, paid "
+        f"on first use of `handle.token`, not in `start()`. After the run the Redis app "
+        f"held {held:,} cancel Events (0 expected once every job has finished)."
+    )
     print()
     print(table(results, args.calls))
-    write_json(args.json, {
-        "us_per_call": results, "sign_us": sign_us,
-        "panels": [panel(
-            "start.py: µs per submit call / ThreadPoolExecutor.submit (one at a time; burst)", "x",
-            [(f"{LABELS[name].split(':')[0]}, {kind}",
-              results[name][kind] / results["bare"][kind])
-             for name in COLUMNS if name != "bare" for kind in ("single", "burst")],
-            reference=1.0,
-        )],
-    })
+    write_json(
+        args.json,
+        {
+            "us_per_call": results,
+            "sign_us": sign_us,
+            "panels": [
+                panel(
+                    "start.py: µs per submit call / ThreadPoolExecutor.submit (one at a time; burst)",
+                    "x",
+                    [
+                        (
+                            f"{LABELS[name].split(':')[0]}, {kind}",
+                            results[name][kind] / results["bare"][kind],
+                        )
+                        for name in COLUMNS
+                        if name != "bare"
+                        for kind in ("single", "burst")
+                    ],
+                    reference=1.0,
+                )
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

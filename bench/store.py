@@ -172,7 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeats", type=int, help=f"batches per figure (default {DEFAULT_REPEATS})"
     )
     parser.add_argument(
-        "--quick", action="store_true",
+        "--quick",
+        action="store_true",
         help=f"smoke run: {QUICK_REPEATS} x {QUICK_OPS} unless --ops/--repeats say otherwise",
     )
     add_common_options(parser)
@@ -202,14 +203,20 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{args.repeats} repeats x {args.ops} ops, median; {environment(bare_client)}")
             print()
             print(table(results))
-            write_json(args.json, {
-                "results": results,
-                "panels": [panel(
-                    "store.py: StateAPI on Redis / bare redis-py (µs per op)", "x",
-                    [(op, results["redis"][op] / results["bare"][op]) for op in OPERATIONS],
-                    reference=1.0,
-                )],
-            })
+            write_json(
+                args.json,
+                {
+                    "results": results,
+                    "panels": [
+                        panel(
+                            "store.py: StateAPI on Redis / bare redis-py (µs per op)",
+                            "x",
+                            [(op, results["redis"][op] / results["bare"][op]) for op in OPERATIONS],
+                            reference=1.0,
+                        )
+                    ],
+                },
+            )
         finally:
             memory.close()
             red.close()

@@ -125,11 +125,17 @@ class Gunicorn(GunicornServer):
 
     def __init__(self, redis_url: str, workers: int, threads: int, log_dir: str) -> None:
         super().__init__(
-            log_dir, workers=workers, threads=threads, graceful_timeout=15.0,
+            log_dir,
+            workers=workers,
+            threads=threads,
+            graceful_timeout=15.0,
             # --reuse-port: a listening socket per worker, the kernel spreads connections
             extra_args=("--log-level", "warning", "--reuse-port"),
-            env={"REDIS_URL": redis_url, "SECRET_KEY": SECRET,
-                 "PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")])},
+            env={
+                "REDIS_URL": redis_url,
+                "SECRET_KEY": SECRET,
+                "PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")]),
+            },
         )
 
     @property
@@ -187,10 +193,20 @@ class WrkLoad:
     def __init__(self, host: str, path: str, cookie: str, seconds: float, connections: int) -> None:
         self.path, self.seconds = path, seconds
         command = [
-            "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
-            "--timeout", "5s", "-H", f"Cookie: {cookie}", f"http://{host}{path}",
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "--timeout",
+            "5s",
+            "-H",
+            f"Cookie: {cookie}",
+            f"http://{host}{path}",
         ]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
 
     def abort(self) -> None:
         self.proc.kill()
@@ -275,8 +291,13 @@ def listeners(port: int) -> int | None:
     """How many sockets listen on ``port`` (one per worker with ``--reuse-port``), or None."""
     if shutil.which("ss") is None:
         return None
-    done = subprocess.run(["ss", "-tlnH", f"( sport = :{port} )"],
-                          capture_output=True, text=True, timeout=10, check=False)
+    done = subprocess.run(
+        ["ss", "-tlnH", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
     return len(done.stdout.splitlines()) if done.returncode == 0 else None
 
 
@@ -286,7 +307,10 @@ def connection_split(port: int, workers: list[int]) -> list[int] | None:
         return None
     done = subprocess.run(
         ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-        capture_output=True, text=True, timeout=10, check=False,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
     )
     if done.returncode != 0:
         return None
@@ -312,8 +336,14 @@ def balanced(split: list[int] | None, connections: int) -> bool:
     return split is None or min(split) * 2 * len(split) >= connections
 
 
-def one_run(app: Gunicorn, path: str, cookie: str, client: redis.Redis, seconds: float,
-            args: argparse.Namespace) -> Run:
+def one_run(
+    app: Gunicorn,
+    path: str,
+    cookie: str,
+    client: redis.Redis,
+    seconds: float,
+    args: argparse.Namespace,
+) -> Run:
     """One load run, restarted (at most MAX_RESTARTS times) while its connections are lopsided.
 
     gunicorn leaves each new connection to whichever worker accepts it first, and a
@@ -364,13 +394,26 @@ def table(runs: dict[str, list[Run]]) -> str:
         rps = median([r.rps for r in runs[name]])
         mid = median_run(runs[name])
         splits = ", ".join("/".join(map(str, r.split)) if r.split else "?" for r in runs[name])
-        rows.append([
-            LABELS[name], f"{rps:,.0f}", f"{mid.p50_ms:.2f}", f"{mid.p99_ms:.1f}",
-            f"{median([r.commands_per_request for r in runs[name]]):.1f}", splits,
-            f"{rps / bare:.2f}x",
-        ])
-    header = ["route", "requests/s (median)", "p50 ms", "p99 ms", "Redis commands / request",
-              "connections per worker", "ours / bare"]
+        rows.append(
+            [
+                LABELS[name],
+                f"{rps:,.0f}",
+                f"{mid.p50_ms:.2f}",
+                f"{mid.p99_ms:.1f}",
+                f"{median([r.commands_per_request for r in runs[name]]):.1f}",
+                splits,
+                f"{rps / bare:.2f}x",
+            ]
+        )
+    header = [
+        "route",
+        "requests/s (median)",
+        "p50 ms",
+        "p99 ms",
+        "Redis commands / request",
+        "connections per worker",
+        "ours / bare",
+    ]
     return markdown_table(header, rows)
 
 
@@ -400,8 +443,10 @@ def choose_client(wanted: str) -> tuple[str, str]:
         raise SystemExit("wrk is not installed: apt-get install -y wrk (or --client python)")
     if wanted == "python" or (wanted == "auto" and not has_wrk):
         why = "" if has_wrk else "wrk is not installed (apt-get install -y wrk), so "
-        return "python", (f"{why}a Python threaded client (http.client), itself the bottleneck: "
-                          "figures understate both routes")
+        return "python", (
+            f"{why}a Python threaded client (http.client), itself the bottleneck: "
+            "figures understate both routes"
+        )
     out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     first = (out.stdout or out.stderr).split("[")[0].strip() or "wrk"
     return "wrk", f"`{first}` -t1"
@@ -414,8 +459,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (16)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
     parser.add_argument("--threads", type=int, default=8, help="gthread threads per worker (8)")
-    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
-                        help="load generator (auto: wrk if installed)")
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator (auto: wrk if installed)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round x 3 s")
     add_common_options(parser)
     args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
@@ -458,9 +507,14 @@ def main(argv: list[str] | None = None) -> None:
                 if still != "running":
                     raise RuntimeError(f"the watched job was {still!r} at the end, not running")
                 status, body, _ = request(  # end the job now rather than at its deadline
-                    app.host, "POST", f"/asyncstate/cancel/{started['token']}",
-                    {"Cookie": cookie, "X-Requested-With": "XMLHttpRequest",
-                     "X-CSRFToken": started["csrf_token"]},
+                    app.host,
+                    "POST",
+                    f"/asyncstate/cancel/{started['token']}",
+                    {
+                        "Cookie": cookie,
+                        "X-Requested-With": "XMLHttpRequest",
+                        "X-CSRFToken": started["csrf_token"],
+                    },
                 )
                 if status != 202:
                     raise RuntimeError(f"cancel answered {status}: {body!r}")
@@ -479,15 +533,22 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table(runs))
     rps = {name: median([r.rps for r in runs[name]]) for name in ROUTES}
-    write_json(args.json, {
-        "requests_per_second": rps,
-        "client": args.client,
-        "panels": [panel(
-            f"throughput.py: /progress requests/s, ours / bare ({rps['ours']:,.0f} vs "
-            f"{rps['bare']:,.0f} req/s)", "x",
-            [("ours / bare", rps["ours"] / rps["bare"], TARGET_RATIO)], reference=1.0,
-        )],
-    })
+    write_json(
+        args.json,
+        {
+            "requests_per_second": rps,
+            "client": args.client,
+            "panels": [
+                panel(
+                    f"throughput.py: /progress requests/s, ours / bare ({rps['ours']:,.0f} vs "
+                    f"{rps['bare']:,.0f} req/s)",
+                    "x",
+                    [("ours / bare", rps["ours"] / rps["bare"], TARGET_RATIO)],
+                    reference=1.0,
+                )
+            ],
+        },
+    )
 
 
 if __name__ == "__main__":

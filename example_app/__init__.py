@@ -125,7 +125,11 @@ class ImportState:
 def generate_catalogue(count: int) -> list[dict[str, object]]:
     """A made-up product catalogue, so the example needs no files."""
     return [
-        {"sku": f"SKU-{i:05d}", "name": f"Product {i}", "price": round(1 + (i * 37 % 9900) / 100, 2)}
+        {
+            "sku": f"SKU-{i:05d}",
+            "name": f"Product {i}",
+            "price": round(1 + (i * 37 % 9900) / 100, 2),
+        }
         for i in range(1, count + 1)
     ]
 
@@ -141,7 +145,9 @@ def import_products(job: JobContext, count: int, batch: int, pause: float) -> di
         time.sleep(pause)  # stands in for the database writes of one batch
         skipped = sum(1 for row in chunk if float(row["price"]) <= 1.0)  # type: ignore[arg-type]
 
-        def tally(state: ImportState, imported: int = len(chunk) - skipped, skip: int = skipped) -> None:
+        def tally(
+            state: ImportState, imported: int = len(chunk) - skipped, skip: int = skipped
+        ) -> None:
             state.imported += imported
             state.skipped += skip
 
@@ -235,7 +241,9 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
         """Start an import (CSRFProtect has checked the form field or X-CSRFToken header)."""
         try:
             handle = import_products.start(
-                app.config["EXAMPLE_PRODUCTS"], app.config["EXAMPLE_BATCH"], app.config["EXAMPLE_PAUSE"]
+                app.config["EXAMPLE_PRODUCTS"],
+                app.config["EXAMPLE_BATCH"],
+                app.config["EXAMPLE_PAUSE"],
             )
         except QuotaExceeded as exc:
             if _wants_json():

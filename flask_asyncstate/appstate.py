@@ -74,7 +74,8 @@ class AppState:
         self.signer = tokens.TokenSigner(app.config, settings.token_max_age)
         #: Open event streams of this process, bounded in all and per owner.
         self.streams = StreamSlots(
-            settings.max_streams, settings.max_streams_per_session,
+            settings.max_streams,
+            settings.max_streams_per_session,
             lifetime=settings.sse_max_age + 2 * settings.sse_ping_interval + 5,
         )
         #: The jobs of this process (queued, running, or with a final document to store).
@@ -170,9 +171,15 @@ class AppState:
                 self.lifecycle.finish(waiting.ctx, waiting.job, JobStatus.CANCELLED)
         self.executor.wait(timeout)
         for local in self.registry.running():
-            self.lifecycle.finish(local.ctx, local.job, JobStatus.LOST, error={
-                "type": "Shutdown", "message": "the instance running this job shut down",
-            })
+            self.lifecycle.finish(
+                local.ctx,
+                local.job,
+                JobStatus.LOST,
+                error={
+                    "type": "Shutdown",
+                    "message": "the instance running this job shut down",
+                },
+            )
         self.writer.stop(join=0)
         self.lifecycle.flush()  # last chance for final documents that met an outage
         self.writer.stop()

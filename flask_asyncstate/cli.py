@@ -40,7 +40,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 @asyncstate_cli.command("list")
-@click.option("--status", "statuses", multiple=True, help="Only jobs with this status (repeatable).")
+@click.option(
+    "--status", "statuses", multiple=True, help="Only jobs with this status (repeatable)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_jobs(statuses: tuple[str, ...], as_json: bool) -> None:
     """List live jobs of every instance, newest first."""
@@ -52,9 +54,14 @@ def list_jobs(statuses: tuple[str, ...], as_json: bool) -> None:
         click.echo("No live jobs.")
         return
     rows = [
-        [j["id"], str(j["name"]), j["status"],
-         "-" if j["percent"] is None else f"{j['percent']:.0f}%",
-         _age(j["created_at"]), str(j.get("instance") or "-")]
+        [
+            j["id"],
+            str(j["name"]),
+            j["status"],
+            "-" if j["percent"] is None else f"{j['percent']:.0f}%",
+            _age(j["created_at"]),
+            str(j.get("instance") or "-"),
+        ]
         for j in jobs
     ]
     _table(["ID", "NAME", "STATUS", "PERCENT", "AGE", "INSTANCE"], rows)
@@ -88,8 +95,13 @@ def cancel(job_id: str) -> None:
 
 @asyncstate_cli.command("purge")
 @click.option("--all", "include_lost", is_flag=True, help="Also remove lost jobs.")
-@click.option("--older-than", type=float, default=0.0, metavar="SECONDS",
-              help="Only jobs whose last update is at least this old.")
+@click.option(
+    "--older-than",
+    type=float,
+    default=0.0,
+    metavar="SECONDS",
+    help="Only jobs whose last update is at least this old.",
+)
 def purge(include_lost: bool, older_than: float) -> None:
     """Remove finished job entries (succeeded, failed, cancelled)."""
     found = _app_state()
@@ -115,8 +127,14 @@ def instances() -> None:
         str(j.get("instance")) for j in records.all_jobs() if j["status"] in UNFINISHED
     )
     rows = [
-        [str(i["id"]), str(i.get("host")), str(i.get("pid")), _age(i.get("started_at")),
-         _age(i.get("beat_at")), str(held[str(i["id"])])]
+        [
+            str(i["id"]),
+            str(i.get("host")),
+            str(i.get("pid")),
+            _age(i.get("started_at")),
+            _age(i.get("beat_at")),
+            str(held[str(i["id"])]),
+        ]
         for i in found
     ]
     _table(["INSTANCE", "HOST", "PID", "UP", "LAST BEAT", "JOBS"], rows)

@@ -243,7 +243,9 @@ class Settings:
             heartbeat_interval=_positive(config, "ASYNCSTATE_HEARTBEAT_INTERVAL"),
             max_jobs_per_session=_positive(config, "ASYNCSTATE_MAX_JOBS_PER_SESSION", int),
             url_prefix=_url_prefix(config),
-            token_max_age=None if max_age is None else _positive(config, "ASYNCSTATE_TOKEN_MAX_AGE"),
+            token_max_age=None
+            if max_age is None
+            else _positive(config, "ASYNCSTATE_TOKEN_MAX_AGE"),
             eager=bool(config["ASYNCSTATE_EAGER"]),
             max_entry_size=_positive(config, "ASYNCSTATE_MAX_ENTRY_SIZE", int),
             shutdown_timeout=_positive(config, "ASYNCSTATE_SHUTDOWN_TIMEOUT"),

@@ -227,8 +227,9 @@ class JobContext:
             return None
         self._finished = True
         with self._lock:
-            self._doc.update(status=JobStatus(status).value, result=result, error=error,
-                             updated_at=time.time())
+            self._doc.update(
+                status=JobStatus(status).value, result=result, error=error, updated_at=time.time()
+            )
             return self._snapshot_locked()
 
     def replace_final(self, final: dict[str, Any]) -> None:
@@ -246,9 +247,17 @@ class JobContext:
             "id": self.id,
             "name": str(self.name)[:200].encode("utf-8", "replace").decode("utf-8"),
             "status": JobStatus.LOST.value if status == JobStatus.LOST else JobStatus.FAILED.value,
-            "current": 0, "total": None, "percent": None, "message": None, "result": None,
-            "error": {"type": "InternalError",
-                      "message": "the job's final document could not be stored"},
-            "created_at": created if isinstance(created, float) else now, "updated_at": now,
-            "instance": str(instance), "owner": self.owner,
+            "current": 0,
+            "total": None,
+            "percent": None,
+            "message": None,
+            "result": None,
+            "error": {
+                "type": "InternalError",
+                "message": "the job's final document could not be stored",
+            },
+            "created_at": created if isinstance(created, float) else now,
+            "updated_at": now,
+            "instance": str(instance),
+            "owner": self.owner,
         }

@@ -149,13 +149,21 @@ class AsyncState:
 
     @overload
     def job(
-        self, fn: None = None, *, name: str | None = None, never_expires: bool = False,
+        self,
+        fn: None = None,
+        *,
+        name: str | None = None,
+        never_expires: bool = False,
         state: type | None = None,
     ) -> Callable[[Callable[..., Any]], TrackedJob]: ...
 
     def job(
-        self, fn: Callable[..., Any] | None = None, *, name: str | None = None,
-        never_expires: bool = False, state: type | None = None,
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        never_expires: bool = False,
+        state: type | None = None,
     ) -> TrackedJob | Callable[[Callable[..., Any]], TrackedJob]:
         """Decorate a function ``fn(job, *args)`` as a tracked job.
 

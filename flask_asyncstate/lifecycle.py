@@ -37,8 +37,10 @@ _MAX_ERROR_MESSAGE = 2000
 def error_of(exc: BaseException) -> dict[str, str]:
     """The ``error`` field for an exception: type and message; store details stay in the log."""
     if isinstance(exc, StoreError):  # host, port, command: for the log, not for the user
-        return {"type": type(exc).__name__,
-                "message": "the job store failed while the job ran; the server log has details"}
+        return {
+            "type": type(exc).__name__,
+            "message": "the job store failed while the job ran; the server log has details",
+        }
     try:
         message = str(exc)
     except Exception:  # noqa: BLE001 - a failing __str__ must still give a final document
@@ -67,8 +69,10 @@ class Lifecycle:
         job_id = secrets.token_hex(16)
         waiting = self.jobs.reserve(job_id, app.settings.max_queued)
         if waiting is None:
-            raise QueueFull(f"{app.settings.max_queued} jobs are already waiting on this server;"
-                            " try again shortly")
+            raise QueueFull(
+                f"{app.settings.max_queued} jobs are already waiting on this server;"
+                " try again shortly"
+            )
         try:
             ctx = self._admit(job, job_id, owner)
         except BaseException:
@@ -95,7 +99,9 @@ class Lifecycle:
                 )
             if job.state_type is not None:
                 self.app_state.state.create(
-                    job.state_type(), name=job_id, cancel_event=ctx.cancelled,
+                    job.state_type(),
+                    name=job_id,
+                    cancel_event=ctx.cancelled,
                     never_expires=job.never_expires,
                 )
                 ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
@@ -127,16 +133,22 @@ class Lifecycle:
             return
         log.warning("job %s: a refused start could not be undone yet; recording it failed", ctx.id)
         with ctx.write_turn():
-            final = ctx.seal(JobStatus.FAILED, error={
-                "type": "StartRefused", "message": "the job could not be started",
-            })
+            final = ctx.seal(
+                JobStatus.FAILED,
+                error={
+                    "type": "StartRefused",
+                    "message": "the job could not be started",
+                },
+            )
         self.jobs.add(ctx, job)
         if final is not None:
             self.jobs.defer(ctx.id, final)
 
     # -- running -------------------------------------------------------------
 
-    def run(self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def run(
+        self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         """Run the job to its end; whatever happens, the job ends with a final status."""
         self.jobs.unqueue(ctx.id)
         self.app_state.supervise()
@@ -144,11 +156,19 @@ class Lifecycle:
             self._run(ctx, job, args, kwargs)
         finally:
             if not ctx.finished:  # whatever went wrong above, nothing stays running
-                self.finish(ctx, job, JobStatus.FAILED, error={
-                    "type": "InternalError", "message": "the job ended without a final status",
-                })
+                self.finish(
+                    ctx,
+                    job,
+                    JobStatus.FAILED,
+                    error={
+                        "type": "InternalError",
+                        "message": "the job ended without a final status",
+                    },
+                )
 
-    def _run(self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _run(
+        self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         if not ctx.cancelled.is_set():
             self._deliver_stored_cancel(ctx)
         if ctx.cancelled.is_set():  # cancelled while queued: never starts
@@ -181,15 +201,22 @@ class Lifecycle:
 
     def _deliver_stored_cancel(self, ctx: JobContext) -> None:
         try:
-            self.app_state.store.read(self.records.job_key(ctx.id))  # sets the Event if the flag is set
+            self.app_state.store.read(
+                self.records.job_key(ctx.id)
+            )  # sets the Event if the flag is set
         except StoreError:
             pass  # the Event still works; the writer will catch up
 
     # -- ending ----------------------------------------------------------------
 
     def finish(
-        self, ctx: JobContext, job: JobSpec, status: str, *,
-        result: Any = None, error: dict[str, str] | None = None,
+        self,
+        ctx: JobContext,
+        job: JobSpec,
+        status: str,
+        *,
+        result: Any = None,
+        error: dict[str, str] | None = None,
     ) -> bool:
         """Store the final document, once; False if the job had ended already."""
         with ctx.write_turn():
@@ -199,13 +226,15 @@ class Lifecycle:
                     return False
                 self._save_final(ctx, job, final)
             except StoreError as exc:
-                log.warning("job %s: final status %r not written yet (%s); retrying",
-                            ctx.id, status, exc)
+                log.warning(
+                    "job %s: final status %r not written yet (%s); retrying", ctx.id, status, exc
+                )
                 self.jobs.defer(ctx.id, final)  # type: ignore[arg-type]
                 return True
             except Exception:  # whatever it was, the job still ends final
-                log.exception("job %s: final document could not be stored; storing a minimal one",
-                              ctx.id)
+                log.exception(
+                    "job %s: final document could not be stored; storing a minimal one", ctx.id
+                )
                 final = ctx.last_resort(status)
                 try:
                     self.save(ctx, job, final)
@@ -227,8 +256,9 @@ class Lifecycle:
             raise  # the store is away: the caller keeps the document and retries
         except Exception as exc:  # noqa: BLE001 - too large, not JSON, too deep: fail, saying why
             log.warning("job %s: final document cannot be stored: %r", ctx.id, exc)
-            final.update(status=JobStatus.FAILED.value, result=None, error=error_of(exc),
-                         message=None)
+            final.update(
+                status=JobStatus.FAILED.value, result=None, error=error_of(exc), message=None
+            )
             ctx.replace_final(final)
             self.save(ctx, job, final)
 

@@ -31,19 +31,37 @@ OWNER_KIND = "flask_asyncstate.owner"
 
 #: The fields of the progress document, in the order they are shown.
 PUBLIC_FIELDS = (
-    "id", "name", "status", "current", "total", "percent", "message",
-    "result", "error", "cancel_requested", "created_at", "updated_at",
+    "id",
+    "name",
+    "status",
+    "current",
+    "total",
+    "percent",
+    "message",
+    "result",
+    "error",
+    "cancel_requested",
+    "created_at",
+    "updated_at",
 )
 
 
-def new_document(
-    job_id: str, name: str, instance: str, owner: str | None = None
-) -> dict[str, Any]:
+def new_document(job_id: str, name: str, instance: str, owner: str | None = None) -> dict[str, Any]:
     now = time.time()
     return {
-        "id": job_id, "name": name, "status": JobStatus.QUEUED.value, "current": 0, "total": None,
-        "percent": None, "message": None, "result": None, "error": None,
-        "created_at": now, "updated_at": now, "instance": instance, "owner": owner,
+        "id": job_id,
+        "name": name,
+        "status": JobStatus.QUEUED.value,
+        "current": 0,
+        "total": None,
+        "percent": None,
+        "message": None,
+        "result": None,
+        "error": None,
+        "created_at": now,
+        "updated_at": now,
+        "instance": instance,
+        "owner": owner,
     }
 
 
@@ -126,7 +144,11 @@ class JobRecords:
         return False
 
     def beat(
-        self, info: dict[str, Any], interval: float, running: list[str], extra: list[str],
+        self,
+        info: dict[str, Any],
+        interval: float,
+        running: list[str],
+        extra: list[str],
         owners: Iterable[str] = (),
     ) -> bool:
         """Refresh this instance's liveness entry; keep its silent jobs (and ``extra`` keys,
@@ -155,9 +177,7 @@ class JobRecords:
         """The public progress document of a job, or None if it is unknown or expired."""
         return self.statuses([job_id], internal)[0]
 
-    def statuses(
-        self, job_ids: list[str], internal: bool = False
-    ) -> list[dict[str, Any] | None]:
+    def statuses(self, job_ids: list[str], internal: bool = False) -> list[dict[str, Any] | None]:
         """Public documents (with ``internal``, also ``instance`` and ``owner``); reading
         restarts the expiry of jobs that ended.
 
@@ -172,9 +192,9 @@ class JobRecords:
         now = time.time()
         fresh = now - min(1.0, self.store.expires / 10)
         ended = [
-            k for k, d in zip(keys, docs)
-            if d is not None and d["status"] in FINAL
-            and not fresh <= (d["updated_at"] or 0) <= now
+            k
+            for k, d in zip(keys, docs)
+            if d is not None and d["status"] in FINAL and not fresh <= (d["updated_at"] or 0) <= now
         ]
         if ended:
             self.store.touch(ended)

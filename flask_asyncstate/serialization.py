@@ -88,8 +88,12 @@ def _encode(value: Any, path: str, owner: str, annotation: Any = None) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str) or not encodable_text(k):
-                raise _refuse(f"{path}[{k!r}]" if path else repr(k), k, owner,
-                              "dict keys must be str to survive JSON")
+                raise _refuse(
+                    f"{path}[{k!r}]" if path else repr(k),
+                    k,
+                    owner,
+                    "dict keys must be str to survive JSON",
+                )
             out[k] = _encode(v, f"{path}.{k}" if path else k, owner)
         return out
     if isinstance(value, tuple):
@@ -97,8 +101,12 @@ def _encode(value: Any, path: str, owner: str, annotation: Any = None) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         if annotation is type(value):
             return _encode_dataclass(value, path, owner)
-        raise _refuse(path, value, owner,
-                      "a nested dataclass is only stored when the field is annotated with its type")
+        raise _refuse(
+            path,
+            value,
+            owner,
+            "a nested dataclass is only stored when the field is annotated with its type",
+        )
     raise _refuse(path, value, owner)
 
 
@@ -123,7 +131,9 @@ def to_document(obj: Any) -> dict[str, Any]:
     if _has_hooks(tp) and not isinstance(obj, dict):
         data = obj.to_dict()
         if not isinstance(data, dict):
-            raise UnserializableState(f"{owner}.to_dict() returned {type(data).__name__}, not dict", "")
+            raise UnserializableState(
+                f"{owner}.to_dict() returned {type(data).__name__}, not dict", ""
+            )
         return _encode(data, "", owner)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return _encode_dataclass(obj, "", owner)

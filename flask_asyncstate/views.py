@@ -52,7 +52,9 @@ def error(status: int, message: str, **headers: str) -> Response:
 def _json(payload: Any, status: int = 200) -> Response:
     """Compact JSON in document order (no key sorting: these answers are polled every second)."""
     return Response(
-        serialization.dumps(payload), status=status, mimetype="application/json",
+        serialization.dumps(payload),
+        status=status,
+        mimetype="application/json",
         headers={"Cache-Control": "no-store"},
     )
 
@@ -62,7 +64,6 @@ class AnyPathConverter(PathConverter):
 
     regex = "[\\s\\S]*?"
     part_isolating = False  # werkzeug infers True from a regex without "/"
-
 
 
 def visible_job(token: str) -> tuple[str, dict[str, Any]]:
@@ -121,16 +122,21 @@ def _csrf_error() -> str | None:
 @functools.lru_cache(maxsize=4)
 def _script_text(folder: str) -> str:
     """The widget's script, told the job statuses first (it keeps no copy of them)."""
-    statuses = {"all": [s.value for s in JobStatus],
-                "final": [s.value for s in JobStatus if s.is_final]}
+    statuses = {
+        "all": [s.value for s in JobStatus],
+        "final": [s.value for s in JobStatus if s.is_final],
+    }
     with open(os.path.join(folder, "asyncstate.js"), encoding="utf-8") as script:
         return f"window.asyncstateStatuses = {json.dumps(statuses)};\n{script.read()}"
 
 
 def create_blueprint(url_prefix: str) -> Blueprint:
     bp = Blueprint(
-        "asyncstate", __name__, url_prefix=url_prefix or None,
-        static_folder="static", template_folder="templates",
+        "asyncstate",
+        __name__,
+        url_prefix=url_prefix or None,
+        static_folder="static",
+        template_folder="templates",
     )
 
     @bp.route("/progress/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
@@ -168,7 +174,8 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         slot = found.streams.acquire(tokens.request_owner(create=False) or "")
         if slot is None:
             return error(
-                429, "too many open progress streams; poll /progress instead",
+                429,
+                "too many open progress streams; poll /progress instead",
                 **{"Retry-After": "10"},
             )
         # The stream runs after the request ended: its reads still get request-path waits.
@@ -207,8 +214,13 @@ def create_blueprint(url_prefix: str) -> Blueprint:
     def jquery() -> Response:
         return asset(xstatic.pkg.jquery.BASE_DIR, "jquery.min.js", 3600)
 
-    @bp.route("/", defaults={"rest": ""}, methods=_ANY_METHOD, strict_slashes=False,
-              provide_automatic_options=False)
+    @bp.route(
+        "/",
+        defaults={"rest": ""},
+        methods=_ANY_METHOD,
+        strict_slashes=False,
+        provide_automatic_options=False,
+    )
     @bp.route("/<asyncstate_any:rest>", methods=_ANY_METHOD, provide_automatic_options=False)
     def not_found(rest: str) -> Response:
         return error(404, "not found")
@@ -276,8 +288,9 @@ def store_error(exc: StoreError) -> Response:
     """App-wide: the shared store is unreachable or failing; try again later."""
     log.warning("asyncstate store error: %s", exc)
     retry_after = str(appstate.get().retry_after) if _has_extension() else "2"
-    return error(503, "the job store is unavailable, try again shortly",
-                 **{"Retry-After": retry_after})
+    return error(
+        503, "the job store is unavailable, try again shortly", **{"Retry-After": retry_after}
+    )
 
 
 def _has_extension() -> bool:

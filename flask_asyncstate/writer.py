@@ -99,8 +99,12 @@ class Writer:
         owners = list({c.owner for c in contexts if c.owner is not None})
         records = app_state.records
         info = {
-            "id": records.instance_id, "host": socket.gethostname(), "pid": os.getpid(),
-            "started_at": self._started_at, "beat_at": time.time(), "jobs": len(contexts),
+            "id": records.instance_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self._started_at,
+            "beat_at": time.time(),
+            "jobs": len(contexts),
         }
         running = [c.id for c in contexts]
         if records.beat(info, app_state.settings.heartbeat_interval, running, states, owners):

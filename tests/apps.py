@@ -71,6 +71,12 @@ def define_jobs(ext: AsyncState) -> dict[str, Any]:
     def returns_set(job: JobContext) -> set[int]:
         return {1, 2}
 
-    jobs.update(count=count, until_cancelled=until_cancelled, stubborn=ignores_cancel,
-                blocked=blocked, fails=fails, returns_set=returns_set)
+    jobs.update(
+        count=count,
+        until_cancelled=until_cancelled,
+        stubborn=ignores_cancel,
+        blocked=blocked,
+        fails=fails,
+        returns_set=returns_set,
+    )
     return jobs

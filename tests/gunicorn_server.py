@@ -54,7 +54,8 @@ XHR = {"X-Requested-With": "XMLHttpRequest"}
 def app_environment(overrides: dict[str, str]) -> dict[str, str]:
     """``os.environ`` without the example's own settings, then ``SECRET_KEY`` and ``overrides``."""
     base = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if k not in _APP_VARIABLES and not k.startswith(_APP_PREFIXES)
     }
     return {**base, "SECRET_KEY": SECRET_KEY, **overrides}
@@ -134,29 +135,47 @@ class GunicornServer:
     def command(self) -> list[str]:
         """The gunicorn command line."""
         concurrency = (
-            ["--threads", str(self.threads)] if self.worker_class == "gthread"
+            ["--threads", str(self.threads)]
+            if self.worker_class == "gthread"
             else ["--worker-connections", str(self.worker_connections)]
         )
         return [
-            sys.executable, "-m", "gunicorn", "-k", self.worker_class,
-            "--workers", str(self.workers), *concurrency,
-            "--bind", f"127.0.0.1:{self.port}",
-            "--graceful-timeout", str(int(self.graceful_timeout)),
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            self.worker_class,
+            "--workers",
+            str(self.workers),
+            *concurrency,
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--graceful-timeout",
+            str(int(self.graceful_timeout)),
             # 25.1+ opens a control socket at one fixed path per user: two servers would share it
             *(["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []),
-            *self.extra_args, "example_app:create_app()",
+            *self.extra_args,
+            "example_app:create_app()",
         ]
 
     def start(self) -> Self:
         """Start gunicorn and wait until ``GET /`` answers and every worker is up."""
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            self.command(), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            self.command(),
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() can kill workers too
         )
         try:
-            wait_until(self._ready, self.ready_timeout, interval=0.1,
-                       message="GET / answers 200 with every worker up")
+            wait_until(
+                self._ready,
+                self.ready_timeout,
+                interval=0.1,
+                message="GET / answers 200 with every worker up",
+            )
         except (WaitTimeout, RuntimeError) as exc:
             self.stop()
             raise RuntimeError(f"gunicorn did not start ({exc}):\n{self.log_text()}") from None
@@ -215,15 +234,21 @@ class GunicornServer:
         """``flask --app example_app asyncstate ARGS`` with the server's environment."""
         return subprocess.run(
             [sys.executable, "-m", "flask", "--app", "example_app", "asyncstate", *args],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def cli_json(self, *args: str, timeout: float = 60) -> Any:
         """The JSON a CLI command printed; RuntimeError with its output if it failed."""
         done = self.cli(*args, "--json", timeout=timeout)
         if done.returncode != 0:
-            raise RuntimeError(f"asyncstate {' '.join(args)} --json failed: "
-                               f"{done.stdout}{done.stderr}")
+            raise RuntimeError(
+                f"asyncstate {' '.join(args)} --json failed: {done.stdout}{done.stderr}"
+            )
         return json.loads(done.stdout)
 
     def __enter__(self) -> Self:
@@ -275,17 +300,24 @@ def post_import(
     headers = {**JSON_ACCEPT, **csrf_headers(token)}
     data = {"csrf_token": token} if token else {}
     send = client.post if client is not None else requests.post
-    return send(base_url + "/import", headers=headers, data=data, allow_redirects=False,
-                timeout=timeout)
+    return send(
+        base_url + "/import", headers=headers, data=data, allow_redirects=False, timeout=timeout
+    )
 
 
 def post_cancel(
-    client: requests.Session, base_url: str, job_token: str, csrf: str | None = None,
+    client: requests.Session,
+    base_url: str,
+    job_token: str,
+    csrf: str | None = None,
     timeout: float = 10,
 ) -> requests.Response:
     """``POST /asyncstate/cancel/<token>`` as the widget sends it."""
-    return client.post(f"{base_url}/asyncstate/cancel/{job_token}",
-                       headers={**XHR, **JSON_ACCEPT, **csrf_headers(csrf)}, timeout=timeout)
+    return client.post(
+        f"{base_url}/asyncstate/cancel/{job_token}",
+        headers={**XHR, **JSON_ACCEPT, **csrf_headers(csrf)},
+        timeout=timeout,
+    )
 
 
 def clone(client: requests.Session) -> requests.Session:
@@ -329,8 +361,11 @@ def instances_in_redis(url: str, prefix: str = "asyncstate:") -> list[dict[str, 
     try:
         for key in client.scan_iter(match=f"{prefix}{{flask_asyncstate.instance:*", count=1000):
             kind = client.type(key)
-            raw = client.hget(key, "d") if kind == b"hash" else (
-                client.get(key) if kind == b"string" else None)
+            raw = (
+                client.hget(key, "d")
+                if kind == b"hash"
+                else (client.get(key) if kind == b"string" else None)
+            )
             if raw is None:
                 continue
             try:
@@ -347,7 +382,8 @@ def instances_in_redis(url: str, prefix: str = "asyncstate:") -> list[dict[str, 
 def beat_age(url: str, pid: int, prefix: str = "asyncstate:") -> float:
     """Seconds since the last heartbeat of the instance in process ``pid`` (inf: no live entry)."""
     beats: list[float] = [
-        doc["beat_at"] for doc in instances_in_redis(url, prefix)
+        doc["beat_at"]
+        for doc in instances_in_redis(url, prefix)
         if doc.get("pid") == pid and isinstance(doc.get("beat_at"), (int, float))
     ]
     return time.time() - max(beats) if beats else float("inf")
@@ -398,8 +434,14 @@ def timed_request(send: Callable[[], requests.Response]) -> Sample:
         return Sample(sent, time.monotonic(), None, error=f"{type(exc).__name__}: {exc}")
     answered = time.monotonic()
     ok = is_json(answer)
-    return Sample(sent, answered, answer.status_code, ok, answer.headers.get("Retry-After"),
-                  body=answer.json() if ok else answer.text[:200])
+    return Sample(
+        sent,
+        answered,
+        answer.status_code,
+        ok,
+        answer.headers.get("Retry-After"),
+        body=answer.json() if ok else answer.text[:200],
+    )
 
 
 class Prober:
@@ -410,8 +452,9 @@ class Prober:
     skipped, so a slow server is not flooded with catch-up requests.
     """
 
-    def __init__(self, send: Callable[[], requests.Response], every: float,
-                 offset: float = 0.0) -> None:
+    def __init__(
+        self, send: Callable[[], requests.Response], every: float, offset: float = 0.0
+    ) -> None:
         self.send = send
         self.every = every
         self.offset = offset
@@ -454,9 +497,11 @@ def spread(values: Sequence[float], unit: float = 1000.0) -> str:
     """``n=.. p50 .. p90 .. p99 .. max ..`` in ms (``unit`` scales seconds)."""
     if not values:
         return "n=0"
-    return (f"n={len(values)} p50 {percentile(values, 50) * unit:.0f} p90 "
-            f"{percentile(values, 90) * unit:.0f} p99 {percentile(values, 99) * unit:.0f} "
-            f"max {max(values) * unit:.0f} ms")
+    return (
+        f"n={len(values)} p50 {percentile(values, 50) * unit:.0f} p90 "
+        f"{percentile(values, 90) * unit:.0f} p99 {percentile(values, 99) * unit:.0f} "
+        f"max {max(values) * unit:.0f} ms"
+    )
 
 
 STALLS = ("sigstop", "pause")

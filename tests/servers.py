@@ -24,8 +24,9 @@ class AppProcess:
 
     def __init__(self, log_dir: Path, **env: str) -> None:
         self.port = free_port()
-        self.env = app_environment({"EXAMPLE_PRODUCTS": "2000", "EXAMPLE_BATCH": "20",
-                                    "EXAMPLE_PAUSE": "0.05", **env})
+        self.env = app_environment(
+            {"EXAMPLE_PRODUCTS": "2000", "EXAMPLE_BATCH": "20", "EXAMPLE_PAUSE": "0.05", **env}
+        )
         self.log_path = log_dir / f"app-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
@@ -37,16 +38,31 @@ class AppProcess:
     def start(self) -> Self:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "example_app", "run",
-             "--host", "127.0.0.1", "--port", str(self.port), "--with-threads"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "example_app",
+                "run",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--with-threads",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_until(self._answers, 30, interval=0.1, message="GET /asyncstate/jobs answers")
         except (WaitTimeout, RuntimeError) as exc:
             self.stop()
-            raise RuntimeError(f"example app did not start ({exc}): "
-                               f"{self.log_path.read_text()}") from None
+            raise RuntimeError(
+                f"example app did not start ({exc}): {self.log_path.read_text()}"
+            ) from None
         return self
 
     def _answers(self) -> bool:

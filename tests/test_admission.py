@@ -76,8 +76,9 @@ def test_claims_keep_active_members_and_the_newest_finished_ones(store) -> None:
 def threaded_app(make_app, redis_url):  # type: ignore[no-untyped-def]
     """A Redis-backed app with Flask-Session in the same Redis, on a real threaded server."""
     sessions = redis.Redis.from_url(redis_url)
-    app, ext = make_app(redis_url, SESSION_TYPE="redis", SESSION_REDIS=sessions,
-                        SESSION_KEY_PREFIX="sess:")
+    app, ext = make_app(
+        redis_url, SESSION_TYPE="redis", SESSION_REDIS=sessions, SESSION_KEY_PREFIX="sess:"
+    )
     Session(app)
     jobs = define_jobs(ext)
 
@@ -121,14 +122,24 @@ def test_simultaneous_starts_of_one_session_accept_exactly_the_quota(threaded_ap
         assert sorted(j["id"] for j in listed) == sorted(map(signer.unsign, accepted))
         assert all(signer.unsign(j["token"]) == j["id"] for j in listed)
     for token in accepted:
-        assert requests.get(f"{url}/asyncstate/progress/{token}", cookies=cookies,
-                            timeout=5).status_code == 200
+        assert (
+            requests.get(
+                f"{url}/asyncstate/progress/{token}", cookies=cookies, timeout=5
+            ).status_code
+            == 200
+        )
     assert len(_job_keys(ext, app)) == 5  # refused starts left nothing behind
     for token in accepted:
-        requests.post(f"{url}/asyncstate/cancel/{token}", cookies=cookies,
-                      headers={"X-Requested-With": "test"}, timeout=5)
-    print(f"16 simultaneous starts, one cookie: {codes.count(202)} accepted, "
-          f"{codes.count(429)} refused, {len(listed)} listed")
+        requests.post(
+            f"{url}/asyncstate/cancel/{token}",
+            cookies=cookies,
+            headers={"X-Requested-With": "test"},
+            timeout=5,
+        )
+    print(
+        f"16 simultaneous starts, one cookie: {codes.count(202)} accepted, "
+        f"{codes.count(429)} refused, {len(listed)} listed"
+    )
 
 
 def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -> None:  # type: ignore[no-untyped-def]
@@ -138,10 +149,21 @@ def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -
     with app.test_request_context("/"):
         owner = tokens.request_owner(create=True)
         # a job of a vanished instance: unfinished document, slot claimed, nobody to free it
-        ghost = {"id": "ghost", "name": "x", "status": "running", "current": 0, "total": None,
-                 "percent": None, "message": None, "result": None, "error": None,
-                 "created_at": time.time(), "updated_at": time.time(),
-                 "instance": "gone-1", "owner": owner}
+        ghost = {
+            "id": "ghost",
+            "name": "x",
+            "status": "running",
+            "current": 0,
+            "total": None,
+            "percent": None,
+            "message": None,
+            "result": None,
+            "error": None,
+            "created_at": time.time(),
+            "updated_at": time.time(),
+            "instance": "gone-1",
+            "owner": owner,
+        }
         runner.store.create(runner.records.job_key("ghost"), ghost)
         assert runner.records.admit(owner, "ghost", 1)
         handle = jobs["count"].start(1)  # the ghost reads lost: its slot is freed
@@ -151,7 +173,9 @@ def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -
 # -- the queue bound -------------------------------------------------------------------------
 
 
-def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(make_app, backend_url) -> None:  # type: ignore[no-untyped-def]
+def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(
+    make_app, backend_url
+) -> None:  # type: ignore[no-untyped-def]
     app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=2)
     jobs = define_jobs(ext)
     gate = threading.Event()
@@ -179,8 +203,12 @@ def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(make_app,
 
 
 def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(redis_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=5000,
-                        ASYNCSTATE_MAX_ENTRY_SIZE=4096)
+    app, ext = make_app(
+        redis_url,
+        ASYNCSTATE_MAX_WORKERS=1,
+        ASYNCSTATE_MAX_QUEUED=5000,
+        ASYNCSTATE_MAX_ENTRY_SIZE=4096,
+    )
     jobs = define_jobs(ext)
     gate = threading.Event()
     runner = ext.app_state(app)
@@ -194,8 +222,12 @@ def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url
             raw = client.hget(runner.records.instance_key(runner.instance_id), "d")
             return raw if raw and json.loads(raw)["beat_at"] > queued_at + 2 * interval else None
 
-        beat = wait_until(late_beat, 10 * interval, interval=0.05,
-                          message="a heartbeat two intervals after 3,000 jobs were queued")
+        beat = wait_until(
+            late_beat,
+            10 * interval,
+            interval=0.05,
+            message="a heartbeat two intervals after 3,000 jobs were queued",
+        )
         client.close()
         assert runner.writer.alive
         info = json.loads(beat)
@@ -225,8 +257,15 @@ def test_start_without_secret_key_creates_nothing(make_app) -> None:  # type: ig
 
 
 @pytest.mark.parametrize("method", ["PROPFIND", "TRACE", "BREW", "PUT", "DELETE", "PATCH"])
-@pytest.mark.parametrize("path", ["/asyncstate/progress/x", "/asyncstate/cancel/x",
-                                  "/asyncstate/jobs", "/asyncstate/asyncstate.js"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/asyncstate/progress/x",
+        "/asyncstate/cancel/x",
+        "/asyncstate/jobs",
+        "/asyncstate/asyncstate.js",
+    ],
+)
 def test_every_method_gets_json(make_app, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
     app, _ext = make_app()
     answer = app.test_client().open(path, method=method)
@@ -234,7 +273,8 @@ def test_every_method_gets_json(make_app, method: str, path: str) -> None:  # ty
     assert answer.is_json and answer.json["error"]
     assert answer.headers["Cache-Control"] == "no-store"
     expected = {"progress": {"GET", "HEAD", "POST"}, "cancel": {"POST"}}.get(
-        path.split("/")[2], {"GET", "HEAD"})
+        path.split("/")[2], {"GET", "HEAD"}
+    )
     assert set(answer.headers["Allow"].split(", ")) == expected
 
 
@@ -268,12 +308,16 @@ def test_headers_do_not_tell_a_forged_token_from_a_valid_one(make_app) -> None: 
     token = owner.post("/start").json["token"]
     stranger = app.test_client()
     stranger.get("/asyncstate/jobs")
-    answers = [stranger.get(f"/asyncstate/progress/{t}")
-               for t in (token, token[:-2] + "xx", "garbage", "a" * 600)]
+    answers = [
+        stranger.get(f"/asyncstate/progress/{t}")
+        for t in (token, token[:-2] + "xx", "garbage", "a" * 600)
+    ]
     assert {a.status_code for a in answers} == {404}
     assert len({a.data for a in answers}) == 1
-    shapes = {tuple(sorted((k, v) for k, v in a.headers.items() if k != "Content-Length"))
-              for a in answers}
+    shapes = {
+        tuple(sorted((k, v) for k, v in a.headers.items() if k != "Content-Length"))
+        for a in answers
+    }
     assert len(shapes) == 1, shapes
     assert "Cookie" in answers[0].headers["Vary"]
 
@@ -318,8 +362,9 @@ def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # t
     server = RedisServer().start()
     sessions = redis.Redis.from_url(server.url, socket_timeout=1)
     try:
-        app, ext = make_app(server.url, SESSION_TYPE="redis", SESSION_REDIS=sessions,
-                            SESSION_KEY_PREFIX="sess:")
+        app, ext = make_app(
+            server.url, SESSION_TYPE="redis", SESSION_REDIS=sessions, SESSION_KEY_PREFIX="sess:"
+        )
         Session(app)  # after us: the guard still wraps it
         jobs = define_jobs(ext)
 
@@ -331,8 +376,12 @@ def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # t
         token = client.post("/start").json["token"]
         assert client.get(f"/asyncstate/progress/{token}").status_code == 200
         server.stop()
-        for path in (f"/asyncstate/progress/{token}", "/asyncstate/jobs",
-                     f"/asyncstate/events/{token}", "/asyncstate/nothing-here"):
+        for path in (
+            f"/asyncstate/progress/{token}",
+            "/asyncstate/jobs",
+            f"/asyncstate/events/{token}",
+            "/asyncstate/nothing-here",
+        ):
             answer = client.get(path)
             assert answer.status_code == 503, (path, answer.data[:200])
             assert answer.is_json and answer.headers["Retry-After"]
@@ -340,9 +389,12 @@ def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # t
         assert cancel.status_code == 503 and cancel.is_json
         server.start()  # empty: the job rides out the outage and writes its final document
         with app.app_context():  # (the session did not survive, so ask by token, not as the user)
-            doc = wait_until(lambda: (d := ext.status(token)) is not None
-                             and d["status"] in FINAL and d, 15, interval=0.1,
-                             message="a final document after the outage")
+            doc = wait_until(
+                lambda: (d := ext.status(token)) is not None and d["status"] in FINAL and d,
+                15,
+                interval=0.1,
+                message="a final document after the outage",
+            )
         assert doc["status"] == "succeeded" and doc["result"] == {"rows": 40}
     finally:
         sessions.close()
@@ -413,7 +465,9 @@ def test_store_errors_inside_a_job_do_not_reach_the_user(make_app) -> None:  # t
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_writer_and_listener_survive_failures_and_are_restarted(make_app, redis_url, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_writer_and_listener_survive_failures_and_are_restarted(
+    make_app, redis_url, monkeypatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.ERROR, "flask_asyncstate")
     app, ext = make_app(redis_url)
     jobs = define_jobs(ext)
@@ -442,8 +496,12 @@ def test_writer_and_listener_survive_failures_and_are_restarted(make_app, redis_
     monkeypatch.setattr(store, "_sweep", bad_sweep)
     with app.app_context():
         handle = jobs["until_cancelled"].start(30)
-        wait_until(lambda: not (failures["flush"] or failures["sweep"]), 10, interval=0.05,
-                   message=lambda: f"every injected failure hit ({failures} left)")
+        wait_until(
+            lambda: not (failures["flush"] or failures["sweep"]),
+            10,
+            interval=0.05,
+            message=lambda: f"every injected failure hit ({failures} left)",
+        )
         writer = runner.writer.thread
         assert writer is not None and writer.is_alive()
         # the listener got over its failed sweeps: subscribed again (cleared on each failure)
@@ -464,36 +522,59 @@ def test_writer_and_listener_survive_failures_and_are_restarted(make_app, redis_
 _numbers = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.booleans(), st.none(), st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
 )
 _values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
-              st.floats(), st.text(max_size=20)),
-    lambda inner: st.one_of(st.lists(inner, max_size=4),
-                            st.dictionaries(st.text(max_size=5), inner, max_size=4),
-                            st.tuples(inner), st.sets(st.integers(), max_size=2)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(10**30), max_value=10**30),
+        st.floats(),
+        st.text(max_size=20),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        st.tuples(inner),
+        st.sets(st.integers(), max_size=2),
+    ),
     max_leaves=12,
 )
-_calls = st.lists(st.one_of(
-    st.tuples(st.just("progress"), _numbers, _numbers, st.one_of(st.none(), st.text(), _numbers)),
-    st.tuples(st.just("message"), st.one_of(st.text(max_size=3000), _numbers), st.none(), st.none()),
-), max_size=6)
+_calls = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("progress"), _numbers, _numbers, st.one_of(st.none(), st.text(), _numbers)
+        ),
+        st.tuples(
+            st.just("message"), st.one_of(st.text(max_size=3000), _numbers), st.none(), st.none()
+        ),
+    ),
+    max_size=6,
+)
 
 
 @pytest.fixture(scope="module")
 def property_apps(redis_server):  # type: ignore[no-untyped-def]
     """One app per store for the property test (hypothesis calls the test many times)."""
-    made = {name: build_app(url, ASYNCSTATE_MAX_ENTRY_SIZE=2048)
-            for name, url in (("memory", None), ("redis", redis_server.url))}
+    made = {
+        name: build_app(url, ASYNCSTATE_MAX_ENTRY_SIZE=2048)
+        for name, url in (("memory", None), ("redis", redis_server.url))
+    }
     yield made
     for _app, ext in made.values():
         ext.shutdown(timeout=2)
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(calls=_calls, result=_values, raises=st.booleans())
-def test_any_job_behaviour_ends_final_and_readable(property_apps, backend, calls, result, raises) -> None:  # type: ignore[no-untyped-def]
+def test_any_job_behaviour_ends_final_and_readable(
+    property_apps, backend, calls, result, raises
+) -> None:  # type: ignore[no-untyped-def]
     app, ext = property_apps[backend]
 
     @ext.job(name="arbitrary")
@@ -558,7 +639,9 @@ def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_app, tmp
         ext.cancel(bob)
 
 
-def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(make_app, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(
+    make_app, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
 
     @dataclass
@@ -584,9 +667,17 @@ def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(make_ap
         state = ext.app_state(app)
         index = state.records.owner_key(tokens.request_owner(create=False))
         # the writer records it failed, which frees the slot
-        doc = wait_until(lambda: (d := state.records.statuses(store.claims(index).recent))
-                         and d[0] and d[0]["status"] == "failed" and d, 5, interval=0.05,
-                         message="the refused start recorded failed")
+        doc = wait_until(
+            lambda: (
+                (d := state.records.statuses(store.claims(index).recent))
+                and d[0]
+                and d[0]["status"] == "failed"
+                and d
+            ),
+            5,
+            interval=0.05,
+            message="the refused start recorded failed",
+        )
         assert doc[0]["error"]["type"] == "StartRefused"
         assert with_state.start().wait(10)["status"] == "succeeded"  # the slot is free again
 

@@ -13,8 +13,14 @@ from waiting import wait_until
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,9 @@ def browser() -> Iterator[object]:
 def example(tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
     """The example app as the README runs it: embedded in-memory store, no Redis."""
     # short event streams, so the SSE run also crosses a server-asked reconnect
-    with AppProcess(tmp_path, SESSION_DIR=str(tmp_path / "sessions"),
-                    FLASK_ASYNCSTATE_SSE_MAX_AGE="1.0") as app:
+    with AppProcess(
+        tmp_path, SESSION_DIR=str(tmp_path / "sessions"), FLASK_ASYNCSTATE_SSE_MAX_AGE="1.0"
+    ) as app:
         yield app
 
 
@@ -43,10 +50,13 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     external: list[str] = []
-    page.on("request", lambda req: None if req.url.startswith(example.url) else external.append(req.url))
+    page.on(
+        "request", lambda req: None if req.url.startswith(example.url) else external.append(req.url)
+    )
     streams: list[str] = []  # the event streams the widget opened
-    page.on("request", lambda req: streams.append(req.url) if "/asyncstate/events/" in req.url
-            else None)
+    page.on(
+        "request", lambda req: streams.append(req.url) if "/asyncstate/events/" in req.url else None
+    )
 
     page.goto(example.url + "/")
     page.click("#start-import")
@@ -69,8 +79,12 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
     assert transport == ("sse" if mode == "auto" else "poll")
     if mode == "auto":  # past the 1 s stream lifetime: reconnected, still pushed, still rising
         # Playwright hands events to Python only while it works: wait in the page, check here
-        wait_until(lambda: page.wait_for_timeout(50) or len(streams) >= 2, 10, interval=0,
-                   message=lambda: f"the widget reopens its stream (opened {streams})")
+        wait_until(
+            lambda: page.wait_for_timeout(50) or len(streams) >= 2,
+            10,
+            interval=0,
+            message=lambda: f"the widget reopens its stream (opened {streams})",
+        )
         page.wait_for_function(
             f"() => +document.querySelector('.asyncstate-bar').getAttribute('aria-valuenow') > {risen}",
             timeout=15000,
@@ -101,5 +115,7 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
     assert page.locator("#jobs tr[data-status=cancelled]").count() == 1
     assert errors == [] and external == []
     context.close()
-    print(f"{mode}: aria-valuenow rose {first} -> {risen} over {transport}, cancelled;"
-          f" screenshot {tmp_path / f'cancelled-{mode}.png'}")
+    print(
+        f"{mode}: aria-valuenow rose {first} -> {risen} over {transport}, cancelled;"
+        f" screenshot {tmp_path / f'cancelled-{mode}.png'}"
+    )

@@ -21,15 +21,27 @@ from servers import AppProcess
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 RECONNECTING = "Reconnecting\u2026"
 CANCEL_RETRYING = "Could not cancel right now, retrying\u2026"
 #: classes that would mean the widget gave up or showed an end it was not told about
-NEVER_BEFORE_THE_END = ("asyncstate--failed", "asyncstate--error", "asyncstate--lost",
-                        "asyncstate--notfound", "asyncstate--forbidden", "asyncstate--cancelled",
-                        "asyncstate--succeeded")
+NEVER_BEFORE_THE_END = (
+    "asyncstate--failed",
+    "asyncstate--error",
+    "asyncstate--lost",
+    "asyncstate--notfound",
+    "asyncstate--forbidden",
+    "asyncstate--cancelled",
+    "asyncstate--succeeded",
+)
 
 #: Runs before the page's scripts on every navigation: logs each change of the widget's
 #: classes, status text and aria-valuenow, so a state shown for a moment is not missed.
@@ -89,8 +101,9 @@ def example(request, tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyp
     Indirect parametrisation adds environment variables (app config) to its process.
     """
     env = dict(getattr(request, "param", {}))
-    with AppProcess(tmp_path, SESSION_DIR=str(tmp_path / "sessions"), EXAMPLE_PAUSE="0.08",
-                    **env) as app:
+    with AppProcess(
+        tmp_path, SESSION_DIR=str(tmp_path / "sessions"), EXAMPLE_PAUSE="0.08", **env
+    ) as app:
         yield app
 
 
@@ -103,8 +116,10 @@ def page(browser, example) -> Iterator[Any]:  # type: ignore[no-untyped-def]
     page.errors = []  # type: ignore[attr-defined]
     page.external = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.on("request", lambda req: None if req.url.startswith(example.url)
-            else page.external.append(req.url))
+    page.on(
+        "request",
+        lambda req: None if req.url.startswith(example.url) else page.external.append(req.url),
+    )
     yield page
     assert page.errors == [], page.errors
     assert page.external == [], page.external
@@ -112,8 +127,12 @@ def page(browser, example) -> Iterator[Any]:  # type: ignore[no-untyped-def]
 
 
 def unavailable(route: Any, status: int = 503, retry_after: str = "1") -> None:
-    route.fulfill(status=status, headers={"Retry-After": retry_after, "Cache-Control": "no-store"},
-                  content_type="application/json", body=UNAVAILABLE_BODY)
+    route.fulfill(
+        status=status,
+        headers={"Retry-After": retry_after, "Cache-Control": "no-store"},
+        content_type="application/json",
+        body=UNAVAILABLE_BODY,
+    )
 
 
 def start_import(page: Any, example: AppProcess) -> str:
@@ -128,7 +147,8 @@ def wait_for_status_text(page: Any, text: str, timeout: float) -> None:
     """Wait until the widget's status line contains ``text``."""
     page.wait_for_function(
         "(text) => document.querySelector('.asyncstate-status').textContent.includes(text)",
-        arg=text, timeout=timeout,
+        arg=text,
+        timeout=timeout,
     )
 
 
@@ -150,7 +170,7 @@ def assert_no_end_before_the_last(log: list[dict[str, Any]], final: str) -> None
 def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> None:  # type: ignore[no-untyped-def]
     job_url = start_import(page, example)
     polls: list[tuple[float, int]] = []  # (time, status answered)
-    failing = {"from": 3, "count": 3}    # polls 3, 4 and 5 get a 503
+    failing = {"from": 3, "count": 3}  # polls 3, 4 and 5 get a 503
 
     def progress(route: Any) -> None:
         n = len(polls) + 1
@@ -169,8 +189,9 @@ def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> 
     assert page.locator(".asyncstate-status").inner_text() == RECONNECTING
     assert page.locator(".asyncstate-status").get_attribute("role") == "status"  # a live region
     # the 503s end, and the widget goes back to the normal display of a running job
-    page.wait_for_selector(".asyncstate.asyncstate--running:not(.asyncstate--reconnecting)",
-                           timeout=15000)
+    page.wait_for_selector(
+        ".asyncstate.asyncstate--running:not(.asyncstate--reconnecting)", timeout=15000
+    )
     page.wait_for_selector(".asyncstate.asyncstate--succeeded", timeout=30000)
     assert page.locator(".asyncstate-status").inner_text() == "Done"
     assert page.locator(".asyncstate-bar").get_attribute("aria-valuenow") == "100"
@@ -188,7 +209,7 @@ def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> 
         assert "asyncstate--running" in entry["cls"].split(), entry
         assert entry["now"] == bar_before, entry
     # then a running job again, its bar moving on, before it succeeded
-    after = log[log.index(reconnecting[-1]) + 1:]
+    after = log[log.index(reconnecting[-1]) + 1 :]
     running_again = [e for e in after if "asyncstate--running" in e["cls"].split()]
     assert running_again and running_again[0]["status"] == "Running"
     assert int(running_again[-1]["now"]) >= int(bar_before)
@@ -318,16 +339,33 @@ def test_open_stream_unavailable_event_then_drop(page, example) -> None:  # type
 
     def stream(route: Any) -> None:
         streams.append(route.request.url)
-        doc = {"id": "x", "name": "import_products", "status": "running", "current": 1,
-               "total": 2000, "percent": 0.05, "message": "1 of 2,000 products", "result": None,
-               "error": None, "cancel_requested": False, "created_at": 1.0, "updated_at": 1.0}
-        body = ("retry: 60000\n\n"
-                f"data: {json.dumps(doc)}\n\n"
-                "event: unavailable\n"
-                f"data: {json.dumps({'error': 'the job store is unavailable'})}\n\n")
+        doc = {
+            "id": "x",
+            "name": "import_products",
+            "status": "running",
+            "current": 1,
+            "total": 2000,
+            "percent": 0.05,
+            "message": "1 of 2,000 products",
+            "result": None,
+            "error": None,
+            "cancel_requested": False,
+            "created_at": 1.0,
+            "updated_at": 1.0,
+        }
+        body = (
+            "retry: 60000\n\n"
+            f"data: {json.dumps(doc)}\n\n"
+            "event: unavailable\n"
+            f"data: {json.dumps({'error': 'the job store is unavailable'})}\n\n"
+        )
         # the whole body, then the connection ends: an established stream that dropped
-        route.fulfill(status=200, headers={"Cache-Control": "no-store"},
-                      content_type="text/event-stream", body=body)
+        route.fulfill(
+            status=200,
+            headers={"Cache-Control": "no-store"},
+            content_type="text/event-stream",
+            body=body,
+        )
 
     page.route("**/asyncstate/events/**", stream)
     start_import(page, example)
@@ -339,13 +377,15 @@ def test_open_stream_unavailable_event_then_drop(page, example) -> None:  # type
     assert instance == {"transport": "poll", "sseRefused": False}
     assert len(streams) == 1
     log = widget_log(page)
-    assert any(e["status"] == RECONNECTING and "asyncstate--reconnecting" in e["cls"].split()
-               for e in log), log
+    assert any(
+        e["status"] == RECONNECTING and "asyncstate--reconnecting" in e["cls"].split() for e in log
+    ), log
     assert_no_end_before_the_last(log, "asyncstate--succeeded")
 
 
-@pytest.mark.parametrize("example", [{"FLASK_ASYNCSTATE_MAX_STREAMS_PER_SESSION": "1"}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "example", [{"FLASK_ASYNCSTATE_MAX_STREAMS_PER_SESSION": "1"}], indirect=True
+)
 def test_second_tab_over_the_real_stream_limit_polls(page, example) -> None:  # type: ignore[no-untyped-def]
     """No interception: the server itself refuses a second stream of the session with 429."""
     job_url = start_import(page, example)  # tab 1 (mode "auto") holds the session's one stream
@@ -372,8 +412,8 @@ def test_second_tab_over_the_real_stream_limit_polls(page, example) -> None:  # 
     stream_url = f"{example.url}/asyncstate/events/{token}"
     assert [url for url in requested if "/asyncstate/events/" in url] == [stream_url]
     log = example.log_path.read_text()
-    assert log.count(f"GET /asyncstate/events/{token} HTTP/1.1\" 429") == 1
-    assert log.count(f"GET /asyncstate/events/{token} HTTP/1.1\" 200") == 1  # tab 1's stream
+    assert log.count(f'GET /asyncstate/events/{token} HTTP/1.1" 429') == 1
+    assert log.count(f'GET /asyncstate/events/{token} HTTP/1.1" 200') == 1  # tab 1's stream
     polls = [status for url, status in answered if "/asyncstate/progress/" in url]
     assert polls and set(polls) == {200}
     assert second.evaluate("() => window.__asyncstateTransports") == ["sse", "poll"]

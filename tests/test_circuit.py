@@ -18,8 +18,12 @@ from flask_asyncstate import StoreUnavailable, store_circuit_changed
 @pytest.fixture
 def stalled_app(make_app):  # type: ignore[no-untyped-def]
     server = RedisServer().start()
-    app, ext = make_app(server.url, ASYNCSTATE_REDIS_TIMEOUT=0.4, ASYNCSTATE_CIRCUIT_FAILURES=2,
-                        ASYNCSTATE_CIRCUIT_RESET=1.0)
+    app, ext = make_app(
+        server.url,
+        ASYNCSTATE_REDIS_TIMEOUT=0.4,
+        ASYNCSTATE_CIRCUIT_FAILURES=2,
+        ASYNCSTATE_CIRCUIT_RESET=1.0,
+    )
     try:
         yield app, ext, server
     finally:
@@ -63,15 +67,20 @@ def test_stalled_redis_fails_fast_on_the_request_path_and_recovers(stalled_app) 
         assert max(waits[2:]) < 0.05  # the circuit is open: no wait at all
         assert ("closed", "open") in changes
         with app.test_request_context("/"):
-            _nothing, seconds = _timed(lambda: pytest.raises(StoreUnavailable,
-                                                             jobs["count"].start, 1))
+            _nothing, seconds = _timed(
+                lambda: pytest.raises(StoreUnavailable, jobs["count"].start, 1)
+            )
         assert seconds < 0.05  # a click never waits for a job that cannot be recorded
         time.sleep(1.5)  # the stall outlasts ASYNCSTATE_CIRCUIT_RESET (1 s): the point here
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
     # after the reset time a probe goes through and closes it
-    wait_until(lambda: client.get(f"/asyncstate/progress/{token}").status_code == 200, 3,
-               interval=0.1, message="/progress answers 200 again")
+    wait_until(
+        lambda: client.get(f"/asyncstate/progress/{token}").status_code == 200,
+        3,
+        interval=0.1,
+        message="/progress answers 200 again",
+    )
     assert changes[-1][1] == "closed"
     with app.app_context():
         doc = ext.handle(token).wait(15)
@@ -81,5 +90,7 @@ def test_stalled_redis_fails_fast_on_the_request_path_and_recovers(stalled_app) 
     assert cancel.status_code == 202
     with app.app_context():
         assert ext.handle(second).wait(10)["status"] == "cancelled"
-    print(f"stalled Redis: first answers in {max(waits[:2]):.2f} s, then "
-          f"{max(waits[2:]) * 1000:.1f} ms with the circuit open; circuit {changes}")
+    print(
+        f"stalled Redis: first answers in {max(waits[:2]):.2f} s, then "
+        f"{max(waits[2:]) * 1000:.1f} ms with the circuit open; circuit {changes}"
+    )

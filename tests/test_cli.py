@@ -24,12 +24,21 @@ def test_cli_lists_shows_cancels_and_purges(make_app, redis_url) -> None:
 
     listed = cli.invoke(args=["asyncstate", "list"])
     assert listed.exit_code == 0, listed.output
-    assert listed.output.splitlines()[0].split() == ["ID", "NAME", "STATUS", "PERCENT", "AGE", "INSTANCE"]
+    assert listed.output.splitlines()[0].split() == [
+        "ID",
+        "NAME",
+        "STATUS",
+        "PERCENT",
+        "AGE",
+        "INSTANCE",
+    ]
     for handle in (done, running, blocked):
         assert handle.id in listed.output
     assert other_ext.app_state(other_app).instance_id in listed.output
 
-    as_json = json.loads(cli.invoke(args=["asyncstate", "list", "--json", "--status", "succeeded"]).output)
+    as_json = json.loads(
+        cli.invoke(args=["asyncstate", "list", "--json", "--status", "succeeded"]).output
+    )
     assert [j["id"] for j in as_json] == [done.id]
 
     shown = cli.invoke(args=["asyncstate", "show", done.id])
@@ -40,8 +49,11 @@ def test_cli_lists_shows_cancels_and_purges(make_app, redis_url) -> None:
     instances = cli.invoke(args=["asyncstate", "instances"])
     assert ext.app_state(app).instance_id in instances.output
     assert instances.output.splitlines()[0].split()[-1] == "JOBS"
-    other_row = next(line for line in instances.output.splitlines()
-                     if line.startswith(other_ext.app_state(other_app).instance_id))
+    other_row = next(
+        line
+        for line in instances.output.splitlines()
+        if line.startswith(other_ext.app_state(other_app).instance_id)
+    )
     assert other_row.split()[-1] == "1"  # the blocked job, counted from the job documents
 
     cancelled = cli.invoke(args=["asyncstate", "cancel", running.id])

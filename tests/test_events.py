@@ -63,9 +63,11 @@ def test_stream_has_the_same_session_checks(make_app) -> None:
 
     owner, stranger = app.test_client(), app.test_client()
     token = owner.post("/start").json["token"]
-    for client, url in [(stranger, f"/asyncstate/events/{token}"),
-                        (owner, "/asyncstate/events/forged"),
-                        (owner, f"/asyncstate/events/{token[:-2]}xx")]:
+    for client, url in [
+        (stranger, f"/asyncstate/events/{token}"),
+        (owner, "/asyncstate/events/forged"),
+        (owner, f"/asyncstate/events/{token[:-2]}xx"),
+    ]:
         response = client.get(url)
         assert response.status_code == 404 and response.json["error"]
     assert owner.post(f"/asyncstate/events/{token}").status_code == 405
@@ -96,8 +98,11 @@ def test_stream_from_another_instance_is_fed_by_pubsub(make_app, redis_url) -> N
 @pytest.fixture
 def live_server(make_app):  # type: ignore[no-untyped-def]
     """The app on a real threaded WSGI server in this process, so we can look inside it."""
-    app, ext = make_app(ASYNCSTATE_SSE_PING_INTERVAL=0.2, ASYNCSTATE_FLUSH_INTERVAL=0.02,
-                        ASYNCSTATE_MAX_STREAMS_PER_SESSION=20)  # one browser, many streams
+    app, ext = make_app(
+        ASYNCSTATE_SSE_PING_INTERVAL=0.2,
+        ASYNCSTATE_FLUSH_INTERVAL=0.02,
+        ASYNCSTATE_MAX_STREAMS_PER_SESSION=20,
+    )  # one browser, many streams
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -125,8 +130,9 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     browser = requests.Session()
     token = browser.post(f"{url}/start").json()["token"]
     baseline_threads = threading.active_count()
-    streams = [browser.get(f"{url}/asyncstate/events/{token}", stream=True, timeout=10)
-               for _ in range(20)]
+    streams = [
+        browser.get(f"{url}/asyncstate/events/{token}", stream=True, timeout=10) for _ in range(20)
+    ]
     received = [0] * len(streams)
 
     def drain(i: int) -> None:
@@ -142,8 +148,12 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     state = ext.app_state(app)
     store = state.store
     key = state.records.job_key(state.signer.unsign(token))
-    wait_until(lambda: store.watchers.watched(key) == len(streams), 10, interval=0.05,
-               message=lambda: f"streams open: {store.watchers.watched(key)} of {len(streams)}")
+    wait_until(
+        lambda: store.watchers.watched(key) == len(streams),
+        10,
+        interval=0.05,
+        message=lambda: f"streams open: {store.watchers.watched(key)} of {len(streams)}",
+    )
 
     # the measurement windows: fixed durations are the point (cost per update over time)
     tracemalloc.start()
@@ -161,12 +171,20 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
 
     for response in streams:
         response.close()
-    wait_until(lambda: not store.watched_keys() and threading.active_count() <= baseline_threads,
-               5, interval=0.05, message=lambda: f"watched keys {store.watched_keys()}, threads "
-               f"{threading.active_count()} > {baseline_threads}")
+    wait_until(
+        lambda: not store.watched_keys() and threading.active_count() <= baseline_threads,
+        5,
+        interval=0.05,
+        message=lambda: (
+            f"watched keys {store.watched_keys()}, threads "
+            f"{threading.active_count()} > {baseline_threads}"
+        ),
+    )
     gate.set()
-    print(f"20 streams, {frames} frames in 3 s, traced memory {growth:+d} bytes; "
-          "all server threads freed after close")
+    print(
+        f"20 streams, {frames} frames in 3 s, traced memory {growth:+d} bytes; "
+        "all server threads freed after close"
+    )
 
 
 def test_long_stream_asks_the_browser_to_reconnect(make_app) -> None:

@@ -27,7 +27,12 @@ from example_app import InsecureStorage, create_app, shared_secret_key
 JSON = {"Accept": "application/json"}
 XHR = {"X-Requested-With": "XMLHttpRequest"}
 #: A tiny import that runs inline (eager): the in-process tests need no threads.
-SMALL = {"ASYNCSTATE_EAGER": True, "EXAMPLE_PRODUCTS": 20, "EXAMPLE_BATCH": 10, "EXAMPLE_PAUSE": 0.0}
+SMALL = {
+    "ASYNCSTATE_EAGER": True,
+    "EXAMPLE_PRODUCTS": 20,
+    "EXAMPLE_BATCH": 10,
+    "EXAMPLE_PAUSE": 0.0,
+}
 spawn = multiprocessing.get_context("spawn")
 
 
@@ -121,7 +126,9 @@ def test_session_cookie_is_samesite_lax_and_httponly(app: Flask) -> None:
 
 def test_pages_with_job_tokens_are_sent_no_store(app: Flask) -> None:
     client = app.test_client()
-    token = client.post("/import", headers={**JSON, "X-CSRFToken": _page_csrf(client)}).json["token"]
+    token = client.post("/import", headers={**JSON, "X-CSRFToken": _page_csrf(client)}).json[
+        "token"
+    ]
     page = client.get(f"/?token={token}")
     assert page.status_code == 200 and token in page.get_data(as_text=True)
     assert page.headers["Cache-Control"] == "no-store"
@@ -142,13 +149,17 @@ def test_session_dir_is_created_private_under_the_instance_path(app: Flask, tmp_
     assert files and {_mode(f) for f in files} == {0o600}
 
 
-@pytest.mark.parametrize(("where", "mode"), [
-    ("sessions", 0o777),  # the reported hole: anyone can plant a pickle
-    ("sessions", 0o750),  # group-readable: the sessions' job ids and CSRF secrets leak
-    ("instance", 0o777),  # others could swap the sessions directory or the secret file
-])
-def test_an_existing_dir_open_to_others_is_refused(make_example: Any, tmp_path: Path,
-                                                   where: str, mode: int) -> None:
+@pytest.mark.parametrize(
+    ("where", "mode"),
+    [
+        ("sessions", 0o777),  # the reported hole: anyone can plant a pickle
+        ("sessions", 0o750),  # group-readable: the sessions' job ids and CSRF secrets leak
+        ("instance", 0o777),  # others could swap the sessions directory or the secret file
+    ],
+)
+def test_an_existing_dir_open_to_others_is_refused(
+    make_example: Any, tmp_path: Path, where: str, mode: int
+) -> None:
     instance = tmp_path / "instance"
     (instance / "sessions").mkdir(parents=True, mode=0o700)
     os.chmod(instance, 0o700)
@@ -157,8 +168,9 @@ def test_an_existing_dir_open_to_others_is_refused(make_example: Any, tmp_path: 
         make_example(instance, SECRET_KEY="set: only the session dir is checked")
 
 
-def test_a_world_writable_session_dir_env_is_refused(make_example: Any, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_world_writable_session_dir_env_is_refused(
+    make_example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shared = tmp_path / "shared-sessions"
     shared.mkdir()
     os.chmod(shared, 0o777)
@@ -197,8 +209,9 @@ def test_apps_without_secret_key_env_share_one_secret_file(
     assert other.post("/import", headers={**JSON, "X-CSRFToken": token}).status_code == 202
 
 
-def test_a_secret_key_env_creates_no_secret_file(make_example: Any, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_secret_key_env_creates_no_secret_file(
+    make_example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SECRET_KEY", "from-the-environment")
     monkeypatch.setenv("SESSION_DIR", str(tmp_path / "sessions"))
     app = make_example(tmp_path / "instance")
@@ -215,7 +228,9 @@ def _race_for_secret(barrier: Any, instance: str, out: Any) -> None:
 def test_workers_racing_to_create_the_secret_all_get_the_winners(tmp_path: Path) -> None:
     instance, n = str(tmp_path / "instance"), 8
     barrier, out = spawn.Barrier(n), spawn.Queue()
-    procs = [spawn.Process(target=_race_for_secret, args=(barrier, instance, out)) for _ in range(n)]
+    procs = [
+        spawn.Process(target=_race_for_secret, args=(barrier, instance, out)) for _ in range(n)
+    ]
     for p in procs:
         p.start()
     try:
@@ -238,9 +253,9 @@ def _sse(response: requests.Response, deadline: float) -> Iterator[tuple[str, di
     for line in response.iter_lines(decode_unicode=True):
         assert time.monotonic() < deadline, "event stream too slow"
         if line.startswith("event:"):
-            event = line[len("event:"):].strip()
+            event = line[len("event:") :].strip()
         elif line.startswith("data:"):
-            yield event, json.loads(line[len("data:"):])
+            yield event, json.loads(line[len("data:") :])
             event = "message"
 
 
@@ -260,10 +275,13 @@ def _wait_for(browser: requests.Session, url: str, status: str, within: float) -
 
 
 def test_import_watch_and_cancel_under_gunicorn_gevent(redis_url: str, tmp_path: Path) -> None:
-    env = {"REDIS_URL": redis_url, "EXAMPLE_PRODUCTS": "300", "EXAMPLE_BATCH": "10",
-           "EXAMPLE_PAUSE": "0.05"}  # 30 batches: 1.5 s per import
-    server = GunicornServer(tmp_path, worker_class="gevent", workers=1, graceful_timeout=5,
-                            env=env)
+    env = {
+        "REDIS_URL": redis_url,
+        "EXAMPLE_PRODUCTS": "300",
+        "EXAMPLE_BATCH": "10",
+        "EXAMPLE_PAUSE": "0.05",
+    }  # 30 batches: 1.5 s per import
+    server = GunicornServer(tmp_path, worker_class="gevent", workers=1, graceful_timeout=5, env=env)
     with server as app:
         browser = requests.Session()
         csrf = {"X-CSRFToken": csrf_token(browser, app.url + "/")}
@@ -274,8 +292,12 @@ def test_import_watch_and_cancel_under_gunicorn_gevent(redis_url: str, tmp_path:
         started = time.monotonic()
         first = browser.post(f"{app.url}/import", headers={**JSON, **csrf}, timeout=5)
         assert first.status_code == 202, first.text
-        done = _wait_for(browser, f"{app.url}/asyncstate/progress/{first.json()['token']}",
-                         "succeeded", within=20)
+        done = _wait_for(
+            browser,
+            f"{app.url}/asyncstate/progress/{first.json()['token']}",
+            "succeeded",
+            within=20,
+        )
         assert done["result"] == {"imported": 300}
         took = time.monotonic() - started
 
@@ -283,8 +305,9 @@ def test_import_watch_and_cancel_under_gunicorn_gevent(redis_url: str, tmp_path:
         assert second.status_code == 202, second.text
         token = second.json()["token"]
         deadline = time.monotonic() + 20
-        with browser.get(f"{app.url}/asyncstate/events/{token}", stream=True,
-                         timeout=(5, 5)) as stream:
+        with browser.get(
+            f"{app.url}/asyncstate/events/{token}", stream=True, timeout=(5, 5)
+        ) as stream:
             assert stream.status_code == 200
             assert stream.headers["Content-Type"].startswith("text/event-stream")
             frames = _sse(stream, deadline)
@@ -293,8 +316,9 @@ def test_import_watch_and_cancel_under_gunicorn_gevent(redis_url: str, tmp_path:
 
             no_token = browser.post(f"{app.url}/asyncstate/cancel/{token}", headers=XHR, timeout=5)
             assert no_token.status_code == 403
-            cancel = browser.post(f"{app.url}/asyncstate/cancel/{token}", headers={**XHR, **csrf},
-                                  timeout=5)
+            cancel = browser.post(
+                f"{app.url}/asyncstate/cancel/{token}", headers={**XHR, **csrf}, timeout=5
+            )
             assert cancel.status_code == 202 and cancel.json()["cancel_requested"] is True
             pushed = 1
             for event, doc in frames:  # the stream itself reports the cancel, then ends
@@ -306,5 +330,7 @@ def test_import_watch_and_cancel_under_gunicorn_gevent(redis_url: str, tmp_path:
         assert final["id"] == doc["id"]
     log = server.log_path.read_text()
     assert "Traceback" not in log, log
-    print(f"gunicorn -k gevent: CSRF-less import 400; import succeeded in {took:.1f} s; "
-          f"second import streamed {pushed} SSE frames, cancelled at {doc['current']} of 300")
+    print(
+        f"gunicorn -k gevent: CSRF-less import 400; import succeeded in {took:.1f} s; "
+        f"second import streamed {pushed} SSE frames, cancelled at {doc['current']} of 300"
+    )

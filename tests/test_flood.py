@@ -81,8 +81,10 @@ def _fail_on(problems: list[str], server: GunicornServer, observed: Sequence[str
     """Fail the test with every problem found, what was measured, and the server log's tail."""
     if problems:
         seen = "".join(f"\n  {line}" for line in observed)
-        pytest.fail("\n".join(problems) + (f"\nobserved:{seen}" if seen else "")
-                    + _log_tail(server), pytrace=False)
+        pytest.fail(
+            "\n".join(problems) + (f"\nobserved:{seen}" if seen else "") + _log_tail(server),
+            pytrace=False,
+        )
 
 
 # -- a. the flood ---------------------------------------------------------------------------
@@ -138,13 +140,19 @@ def _within(predicate: Callable[[], Any], timeout: float, interval: float) -> An
 
 
 def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) -> None:
-    server = serve(workers=1, threads=16, env={
-        "REDIS_URL": redis_url,
-        "FLASK_ASYNCSTATE_MAX_QUEUED": str(MAX_QUEUED),
-        "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": str(HEARTBEAT),
-        # 2 s jobs, 4 at a time: the queue fills within a second of flood and never drains
-        "EXAMPLE_PRODUCTS": "40", "EXAMPLE_BATCH": "10", "EXAMPLE_PAUSE": "0.5",
-    })
+    server = serve(
+        workers=1,
+        threads=16,
+        env={
+            "REDIS_URL": redis_url,
+            "FLASK_ASYNCSTATE_MAX_QUEUED": str(MAX_QUEUED),
+            "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": str(HEARTBEAT),
+            # 2 s jobs, 4 at a time: the queue fills within a second of flood and never drains
+            "EXAMPLE_PRODUCTS": "40",
+            "EXAMPLE_BATCH": "10",
+            "EXAMPLE_PAUSE": "0.5",
+        },
+    )
     url = server.url
     worker = server.worker_pid()
     needs_csrf = prepare(requests.Session(), url) is not None
@@ -165,8 +173,12 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
 
     def list_mid_flood() -> None:  # the CLI once while the flood is on
         try:
-            wait_until(lambda: answered["requests"] >= FLOOD_REQUESTS // 4, FLOOD_BUDGET,
-                       interval=0.1, message="a quarter of the flood answered")
+            wait_until(
+                lambda: answered["requests"] >= FLOOD_REQUESTS // 4,
+                FLOOD_BUDGET,
+                interval=0.1,
+                message="a quarter of the flood answered",
+            )
             jobs = server.cli_json("list")
             mid_flood_lost.extend(j["id"] for j in jobs if j["status"] == "lost")
         except Exception as exc:  # noqa: BLE001 - reported below
@@ -178,31 +190,45 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
     try:
         mid.start()
         with ThreadPoolExecutor(FLOOD_CLIENTS) as pool:
-            answers = list(pool.map(lambda _: _flood_one(url, needs_csrf, deadline, answered),
-                                    range(FLOOD_REQUESTS)))
+            answers = list(
+                pool.map(
+                    lambda _: _flood_one(url, needs_csrf, deadline, answered), range(FLOOD_REQUESTS)
+                )
+            )
         flood_took = time.monotonic() - started
         flood_end = time.monotonic()
         mid.join(60)
 
         sent = [a for a in answers if a is not None]
         by_status = Counter(a.status for a in sent)
-        accepted_tokens = [a.body["token"] for a in sent
-                           if a.status == 202 and a.json and isinstance(a.body, dict)
-                           and isinstance(a.body.get("token"), str)]
+        accepted_tokens = [
+            a.body["token"]
+            for a in sent
+            if a.status == 202
+            and a.json
+            and isinstance(a.body, dict)
+            and isinstance(a.body.get("token"), str)
+        ]
         if len(sent) < FLOOD_REQUESTS:
-            problems.append(f"only {len(sent)} of {FLOOD_REQUESTS} requests sent within "
-                            f"{FLOOD_BUDGET:.0f} s")
+            problems.append(
+                f"only {len(sent)} of {FLOOD_REQUESTS} requests sent within {FLOOD_BUDGET:.0f} s"
+            )
         bad = [a for a in sent if a.status not in (202, 429, 503) or not a.json]
         if bad:
-            problems.append(f"{len(bad)} answers not JSON 202/429/503, e.g. "
-                            f"{[(a.status, str(a.error or a.body)[:60]) for a in bad[:3]]}")
-        refused_without_retry = [a.status for a in sent
-                                 if a.status in (429, 503) and not a.retry_after]
+            problems.append(
+                f"{len(bad)} answers not JSON 202/429/503, e.g. "
+                f"{[(a.status, str(a.error or a.body)[:60]) for a in bad[:3]]}"
+            )
+        refused_without_retry = [
+            a.status for a in sent if a.status in (429, 503) and not a.retry_after
+        ]
         if refused_without_retry:
             problems.append(f"{len(refused_without_retry)} 429/503 answers without Retry-After")
         if by_status[503] == 0:
-            problems.append(f"ASYNCSTATE_MAX_QUEUED={MAX_QUEUED} never answered 503 "
-                            f"({by_status[202]} of {len(sent)} accepted)")
+            problems.append(
+                f"ASYNCSTATE_MAX_QUEUED={MAX_QUEUED} never answered 503 "
+                f"({by_status[202]} of {len(sent)} accepted)"
+            )
         if server.current_workers() != [worker]:
             problems.append(f"gunicorn worker {worker} did not survive: {server.current_workers()}")
 
@@ -210,25 +236,35 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
         statuses = Counter(j["status"] for j in jobs)
         unfinished = sum(statuses[s] for s in UNFINISHED)
         if statuses["lost"] or mid_flood_lost:
-            problems.append(f"jobs reported lost while worker {worker} is alive: "
-                            f"{statuses['lost']} after the flood, {mid_flood_lost[:3]} during it")
+            problems.append(
+                f"jobs reported lost while worker {worker} is alive: "
+                f"{statuses['lost']} after the flood, {mid_flood_lost[:3]} during it"
+            )
         if unfinished > MAX_QUEUED + MAX_WORKERS:
-            problems.append(f"{unfinished} unfinished jobs on one instance, more than "
-                            f"ASYNCSTATE_MAX_QUEUED={MAX_QUEUED} + {MAX_WORKERS} running")
+            problems.append(
+                f"{unfinished} unfinished jobs on one instance, more than "
+                f"ASYNCSTATE_MAX_QUEUED={MAX_QUEUED} + {MAX_WORKERS} running"
+            )
         if len(jobs) != len(accepted_tokens):
-            problems.append(f"{len(jobs)} jobs in the store for {len(accepted_tokens)} "
-                            "accepted starts (a refused start left a job behind, or one vanished)")
+            problems.append(
+                f"{len(jobs)} jobs in the store for {len(accepted_tokens)} "
+                "accepted starts (a refused start left a job behind, or one vanished)"
+            )
         found, source = instances(server, redis_url)
         ours = [i for i in found if i.get("pid") == worker]
         age = time.time() - max((i.get("beat_at") or 0) for i in ours) if ours else float("inf")
         if age > 3 * HEARTBEAT:
-            problems.append(f"heartbeat of worker {worker} is {age:.1f} s old after the flood "
-                            f"({source}): the writer thread stopped")
+            problems.append(
+                f"heartbeat of worker {worker} is {age:.1f} s old after the flood "
+                f"({source}): the writer thread stopped"
+            )
 
         cancelled, cancel_raised = _cancel_all(redis_url, accepted_tokens)
         if cancel_raised:
-            problems.append(f"{sum(cancel_raised.values())} of {len(accepted_tokens)} cancels "
-                            f"raised: {cancel_raised.most_common(3)}")
+            problems.append(
+                f"{sum(cancel_raised.values())} of {len(accepted_tokens)} cancels "
+                f"raised: {cancel_raised.most_common(3)}"
+            )
         drained = _within(lambda: _unfinished_ids(server) == [], 30, interval=1.0)
         if not drained:  # jobs whose start was answered after the client gave up
             for job_id in _unfinished_ids(server)[:20]:
@@ -243,9 +279,12 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
         token = job_token(first)
         final: dict[str, Any] = {}
         if token is None:
-            problems.append(f"a new user's start after the flood answered {first.status_code} "
-                            f"{first.text[:200]}")
+            problems.append(
+                f"a new user's start after the flood answered {first.status_code} "
+                f"{first.text[:200]}"
+            )
         else:
+
             def finished() -> dict[str, Any] | None:
                 doc = user.get(f"{url}/asyncstate/progress/{token}", timeout=10)
                 body = doc.json() if is_json(doc) else {}
@@ -265,31 +304,44 @@ def test_flood_of_cookieless_starts_is_refused_cleanly(serve, redis_url: str) ->
     after = [s for s in page.samples if s.sent >= flood_end]
     page_bad = [s for s in page.samples if s.status != 200]
     if page_bad:
-        problems.append(f"GET / failed {len(page_bad)} times: "
-                        f"{[(s.status, s.error) for s in page_bad[:3]]}")
+        problems.append(
+            f"GET / failed {len(page_bad)} times: {[(s.status, s.error) for s in page_bad[:3]]}"
+        )
     slow_during = [s.took for s in during if s.took > 2.0]
     if slow_during or not during:
-        problems.append(f"GET / during the flood: {spread([s.took for s in during])}, "
-                        f"{len(slow_during)} over 2 s")
+        problems.append(
+            f"GET / during the flood: {spread([s.took for s in during])}, "
+            f"{len(slow_during)} over 2 s"
+        )
     slow_after = [s.took for s in after if s.took > 0.5]
     if slow_after or not after:
-        problems.append(f"GET / after the flood: {spread([s.took for s in after])}, "
-                        f"{len(slow_after)} over 0.5 s")
+        problems.append(
+            f"GET / after the flood: {spread([s.took for s in after])}, "
+            f"{len(slow_after)} over 0.5 s"
+        )
     stale = [a for a in beat_ages if a > 3 * HEARTBEAT]
     if stale:
-        problems.append(f"heartbeat older than {3 * HEARTBEAT:.0f} s in {len(stale)} of "
-                        f"{len(beat_ages)} looks (oldest {max(stale):.1f} s)")
+        problems.append(
+            f"heartbeat older than {3 * HEARTBEAT:.0f} s in {len(stale)} of "
+            f"{len(beat_ages)} looks (oldest {max(stale):.1f} s)"
+        )
 
     observed = [
-        (f"{len(sent)} cookie-less POST /import from {FLOOD_CLIENTS} threads in "
-         f"{flood_took:.1f} s ({len(sent) / flood_took:.0f}/s), ASYNCSTATE_MAX_QUEUED="
-         f"{MAX_QUEUED}: {dict(sorted(by_status.items()))}"
-         f"{' (CSRF token sent)' if needs_csrf else ''}"),
-        (f"after the flood: {len(jobs)} jobs {dict(statuses)}; heartbeat at most "
-         f"{max(beat_ages, default=0):.1f} s old ({len(beat_ages)} looks; {source} after); "
-         f"{cancelled} cancelled, drained {drain_took:.1f} s after the flood"),
-        (f"GET / during the flood {spread([s.took for s in during])}; after "
-         f"{spread([s.took for s in after])}"),
+        (
+            f"{len(sent)} cookie-less POST /import from {FLOOD_CLIENTS} threads in "
+            f"{flood_took:.1f} s ({len(sent) / flood_took:.0f}/s), ASYNCSTATE_MAX_QUEUED="
+            f"{MAX_QUEUED}: {dict(sorted(by_status.items()))}"
+            f"{' (CSRF token sent)' if needs_csrf else ''}"
+        ),
+        (
+            f"after the flood: {len(jobs)} jobs {dict(statuses)}; heartbeat at most "
+            f"{max(beat_ages, default=0):.1f} s old ({len(beat_ages)} looks; {source} after); "
+            f"{cancelled} cancelled, drained {drain_took:.1f} s after the flood"
+        ),
+        (
+            f"GET / during the flood {spread([s.took for s in during])}; after "
+            f"{spread([s.took for s in after])}"
+        ),
     ]
     _fail_on(problems, server, observed)
     observed[0] += ": all JSON, every refusal with Retry-After"
@@ -319,10 +371,16 @@ def _one_session(url: str) -> tuple[requests.Session, str | None, list[requests.
 
 
 def test_simultaneous_starts_in_one_session_accept_exactly_the_quota(serve, redis_url: str) -> None:
-    server = serve(workers=1, threads=16, env={
-        "REDIS_URL": redis_url,
-        "EXAMPLE_PRODUCTS": "600", "EXAMPLE_BATCH": "10", "EXAMPLE_PAUSE": "0.5",  # 30 s jobs
-    })
+    server = serve(
+        workers=1,
+        threads=16,
+        env={
+            "REDIS_URL": redis_url,
+            "EXAMPLE_PRODUCTS": "600",
+            "EXAMPLE_BATCH": "10",
+            "EXAMPLE_PAUSE": "0.5",  # 30 s jobs
+        },
+    )
     url = server.url
     browser, csrf, primed = _one_session(url)
     racers = 16 - len(primed)
@@ -340,8 +398,10 @@ def test_simultaneous_starts_in_one_session_accept_exactly_the_quota(serve, redi
     refused = [a for a in answers if a.status_code == 429]  # JSON clients: the app-wide 429
     problems = []
     if len(accepted) != MAX_JOBS_PER_SESSION or len(refused) != 16 - MAX_JOBS_PER_SESSION:
-        problems.append(f"16 starts in one session: {dict(codes)}; expected exactly "
-                        f"{MAX_JOBS_PER_SESSION} x 202 and {16 - MAX_JOBS_PER_SESSION} refused")
+        problems.append(
+            f"16 starts in one session: {dict(codes)}; expected exactly "
+            f"{MAX_JOBS_PER_SESSION} x 202 and {16 - MAX_JOBS_PER_SESSION} refused"
+        )
     for a in refused:
         if not is_json(a) or not a.headers.get("Retry-After"):
             problems.append(f"a 429 without JSON or Retry-After: {a.headers} {a.text[:200]}")
@@ -354,20 +414,29 @@ def test_simultaneous_starts_in_one_session_accept_exactly_the_quota(serve, redi
         else:
             ids.append(doc.json()["id"])
     if orphans:
-        problems.append(f"{len(orphans)} of {len(accepted)} accepted jobs orphaned (not in the "
-                        f"session): /progress answers {Counter(orphans).most_common(2)}")
+        problems.append(
+            f"{len(orphans)} of {len(accepted)} accepted jobs orphaned (not in the "
+            f"session): /progress answers {Counter(orphans).most_common(2)}"
+        )
     listed = browser.get(f"{url}/asyncstate/jobs", timeout=10)
     listed_ids = sorted(j["id"] for j in listed.json()) if is_json(listed) else []
     if listed_ids != sorted(ids):
-        problems.append(f"/asyncstate/jobs lists {len(listed_ids)} jobs {listed_ids}; the "
-                        f"accepted ones are {sorted(ids)}")
+        problems.append(
+            f"/asyncstate/jobs lists {len(listed_ids)} jobs {listed_ids}; the "
+            f"accepted ones are {sorted(ids)}"
+        )
     _fail_on(problems, server)
-    how = (f"1 start to get a session cookie, then {racers} at once" if primed
-           else f"{racers} at once after GET / gave the session cookie")
+    how = (
+        f"1 start to get a session cookie, then {racers} at once"
+        if primed
+        else f"{racers} at once after GET / gave the session cookie"
+    )
     refusals = ", ".join(f"{n} x {c}" for c, n in sorted(codes.items()) if c != 202)
-    print(f"16 POST /import in one session ({how}): {len(accepted)} x 202, {refusals} "
-          f"(JSON with Retry-After); /asyncstate/jobs "
-          f"lists exactly the {len(ids)} accepted jobs, each /progress 200")
+    print(
+        f"16 POST /import in one session ({how}): {len(accepted)} x 202, {refusals} "
+        f"(JSON with Retry-After); /asyncstate/jobs "
+        f"lists exactly the {len(ids)} accepted jobs, each /progress 200"
+    )
 
 
 # -- c. event streams per session -----------------------------------------------------------
@@ -377,10 +446,17 @@ STREAMS = 50
 
 
 def test_event_streams_beyond_the_session_limit_are_refused_at_once(serve, redis_url: str) -> None:
-    server = serve(workers=1, threads=16, env={
-        "REDIS_URL": redis_url, "FLASK_ASYNCSTATE_SSE_MAX_AGE": "60",
-        "EXAMPLE_PRODUCTS": "600", "EXAMPLE_BATCH": "10", "EXAMPLE_PAUSE": "0.5",  # 30 s job
-    })
+    server = serve(
+        workers=1,
+        threads=16,
+        env={
+            "REDIS_URL": redis_url,
+            "FLASK_ASYNCSTATE_SSE_MAX_AGE": "60",
+            "EXAMPLE_PRODUCTS": "600",
+            "EXAMPLE_BATCH": "10",
+            "EXAMPLE_PAUSE": "0.5",  # 30 s job
+        },
+    )
     url = server.url
     browser = requests.Session()
     csrf = prepare(browser, url)
@@ -407,17 +483,26 @@ def test_event_streams_beyond_the_session_limit_are_refused_at_once(serve, redis
             opened = list(pool.map(open_stream, range(STREAMS)))
         open_took = time.monotonic() - started
         streams = [r for _, r in opened if isinstance(r, requests.Response)]
-        failures = [f"{type(r).__name__} after {t:.1f} s" for t, r in opened
-                    if not isinstance(r, requests.Response)]
-        live = [r for r in streams if r.status_code == 200
-                and r.headers.get("Content-Type", "").startswith("text/event-stream")]
+        failures = [
+            f"{type(r).__name__} after {t:.1f} s"
+            for t, r in opened
+            if not isinstance(r, requests.Response)
+        ]
+        live = [
+            r
+            for r in streams
+            if r.status_code == 200
+            and r.headers.get("Content-Type", "").startswith("text/event-stream")
+        ]
         refused = [r for r in streams if r.status_code == 429]
         if failures:
             problems.append(f"{len(failures)} stream requests got no answer: {failures[:3]}")
         if len(live) != MAX_STREAMS_PER_SESSION or len(refused) != STREAMS - len(live):
-            problems.append(f"{STREAMS} streams of one session: {len(live)} open, "
-                            f"{Counter(r.status_code for r in streams)}; expected exactly "
-                            f"{MAX_STREAMS_PER_SESSION} open and the rest 429")
+            problems.append(
+                f"{STREAMS} streams of one session: {len(live)} open, "
+                f"{Counter(r.status_code for r in streams)}; expected exactly "
+                f"{MAX_STREAMS_PER_SESSION} open and the rest 429"
+            )
         if any(not is_json(r) or not r.headers.get("Retry-After") for r in refused):
             problems.append("a refused stream answered without JSON or Retry-After")
         for _ in range(10):  # the app answers while the streams are open
@@ -445,6 +530,8 @@ def test_event_streams_beyond_the_session_limit_are_refused_at_once(serve, redis
         problems.append("10 s after closing every stream, a new one is still refused")
     post_cancel(browser, url, token, csrf)
     _fail_on(problems, server)
-    print(f"{STREAMS} GET /asyncstate/events in one session, opened in {open_took:.2f} s: "
-          f"{len(live)} x 200 text/event-stream, {len(refused)} x 429 JSON with Retry-After; "
-          f"GET / meanwhile {spread(page_times)}; after closing them a new stream opens")
+    print(
+        f"{STREAMS} GET /asyncstate/events in one session, opened in {open_took:.2f} s: "
+        f"{len(live)} x 200 text/event-stream, {len(refused)} x 429 JSON with Retry-After; "
+        f"GET / meanwhile {spread(page_times)}; after closing them a new stream opens"
+    )

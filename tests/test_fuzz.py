@@ -53,8 +53,11 @@ def world():  # type: ignore[no-untyped-def]
 def _mutations(token: str) -> st.SearchStrategy[str]:
     return st.one_of(
         st.just(token),
-        st.builds(lambda i, c: token[: i % len(token)] + c + token[i % len(token) + 1 :],
-                  st.integers(0, 200), st.characters(codec="utf-8")),
+        st.builds(
+            lambda i, c: token[: i % len(token)] + c + token[i % len(token) + 1 :],
+            st.integers(0, 200),
+            st.characters(codec="utf-8"),
+        ),
         st.builds(lambda n: token[: n % len(token)], st.integers(0, 200)),
         st.builds(lambda extra: token + extra, st.text(max_size=20)),
     )
@@ -67,11 +70,16 @@ _HEADERS = st.dictionaries(
 )
 #: What the widget (or a user's own code) sends: route, method, whose token, X-Requested-With.
 _WELL_FORMED = [
-    ("progress", "GET", "own", False), ("progress", "POST", "own", False),
-    ("progress", "HEAD", "own", False), ("progress", "GET", "foreign", False),
-    ("cancel", "POST", "own", True), ("cancel", "POST", "own", False),
-    ("cancel", "POST", "foreign", True), ("events", "GET", "own", False),
-    ("events", "GET", "foreign", False), ("jobs", "GET", None, False),
+    ("progress", "GET", "own", False),
+    ("progress", "POST", "own", False),
+    ("progress", "HEAD", "own", False),
+    ("progress", "GET", "foreign", False),
+    ("cancel", "POST", "own", True),
+    ("cancel", "POST", "own", False),
+    ("cancel", "POST", "foreign", True),
+    ("events", "GET", "own", False),
+    ("events", "GET", "foreign", False),
+    ("jobs", "GET", None, False),
 ]
 
 
@@ -88,10 +96,14 @@ def _request(data: Any, own: str, foreign: str) -> tuple[str, str, str, dict[str
         token = {"own": own, "foreign": foreign}.get(whose or "")
         return route, method, f"/asyncstate/{route}" + (f"/{token}" if token else ""), headers
     route = data.draw(st.sampled_from(ROUTES))
-    token = data.draw(st.one_of(
-        _mutations(own), _mutations(foreign), st.text(max_size=80),
-        st.binary(max_size=60).map(lambda b: b.decode("latin-1")),
-    ))
+    token = data.draw(
+        st.one_of(
+            _mutations(own),
+            _mutations(foreign),
+            st.text(max_size=80),
+            st.binary(max_size=60).map(lambda b: b.decode("latin-1")),
+        )
+    )
     extra = data.draw(st.sampled_from(["", "/", "/x", "/../jobs", "?a=1"]))
     path = f"/asyncstate/{route}/{quote(token, safe='')}{extra}" if route else f"/asyncstate{extra}"
     return route, data.draw(st.sampled_from(METHODS)), path, headers
@@ -110,12 +122,17 @@ def test_routes_never_answer_500_html_or_foreign_data(world) -> None:  # type: i
         with client.open(path, method=method, headers=headers, data=body) as response:
             payload = response.get_data()
         assert response.status_code < 500, (method, path, response.status_code, payload[:200])
-        assert b"<html" not in payload.lower() and b"<!doctype" not in payload.lower(), \
-            (method, path)
+        assert b"<html" not in payload.lower() and b"<!doctype" not in payload.lower(), (
+            method,
+            path,
+        )
         if response.mimetype not in ("text/javascript", "application/javascript", "text/css"):
             bodiless = method in ("HEAD", "OPTIONS") and not payload  # Flask's automatic answers
-            assert bodiless or response.mimetype in ("application/json", "text/event-stream"), \
-                (method, path, response.mimetype)
+            assert bodiless or response.mimetype in ("application/json", "text/event-stream"), (
+                method,
+                path,
+                response.mimetype,
+            )
         assert foreign["id"].encode() not in payload, (method, path)
         codes[response.status_code] += 1
         tried[(method, route)] += 1
@@ -128,5 +145,7 @@ def test_routes_never_answer_500_html_or_foreign_data(world) -> None:  # type: i
     assert MUST_SEE <= set(codes), f"never answered {sorted(MUST_SEE - set(codes))}: {codes}"
     assert {m for m, _r in tried} == set(METHODS), tried
     assert {r for _m, r in tried} == set(ROUTES), tried
-    print(f"{sent} generated requests: status codes {dict(sorted(codes.items()))}; "
-          "no 500, no HTML, no foreign job id")
+    print(
+        f"{sent} generated requests: status codes {dict(sorted(codes.items()))}; "
+        "no 500, no HTML, no foreign job id"
+    )

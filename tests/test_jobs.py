@@ -156,8 +156,11 @@ def test_quota_per_session(make_app, backend_url) -> None:
         state = ext.app_state(app)
         slots = state.records.owner_key(tokens.request_owner(create=False))
         # wait() may return on the stored final document, a moment before the slot is freed
-        wait_until(lambda: a.id not in state.store.claims(slots).active, 5,
-                   message="the finished job's slot is freed")
+        wait_until(
+            lambda: a.id not in state.store.claims(slots).active,
+            5,
+            message="the finished job's slot is freed",
+        )
         jobs["count"].start(1).wait(10)  # room again once one finished
         assert next(j["status"] for j in ext.jobs()) == "succeeded"
         assert len(ext.jobs()) == 3
@@ -185,11 +188,16 @@ def test_signals_fire_with_app_as_sender(make_app, backend_url) -> None:
         def receive(sender, job_id, document):  # type: ignore[no-untyped-def]
             assert sender is app
             seen.append((name, document["status"]))
+
         return receive
 
     started, progressed, finished = receiver("started"), receiver("progress"), receiver("finished")
-    with job_started.connected_to(started, app), job_progress.connected_to(progressed, app), \
-            job_finished.connected_to(finished, app), app.app_context():
+    with (
+        job_started.connected_to(started, app),
+        job_progress.connected_to(progressed, app),
+        job_finished.connected_to(finished, app),
+        app.app_context(),
+    ):
         jobs["count"].start(30, sleep=0.01).wait(10)
     assert seen[0] == ("started", "running")
     assert seen[-1] == ("finished", "succeeded")
@@ -245,8 +253,7 @@ def test_shutdown_cancels_waits_and_marks_the_rest_lost(make_app, backend_url) -
         polite = jobs["until_cancelled"].start()
         stubborn = jobs["stubborn"].start(3)
         queued = jobs["count"].start(1)
-        wait_until(lambda: _running(polite) and _running(stubborn), 5,
-                   message="both workers busy")
+        wait_until(lambda: _running(polite) and _running(stubborn), 5, message="both workers busy")
         ext.shutdown(timeout=0.5)
         assert polite.status()["status"] == "cancelled"
         lost = stubborn.status()
@@ -262,9 +269,14 @@ def test_progress_validates_its_arguments(make_app) -> None:
 
     @ext.job
     def bad(job) -> None:
-        for call in (lambda: job.progress("1"), lambda: job.progress(1, total="9"),
-                     lambda: job.progress(1, message=3), lambda: job.message(None),
-                     lambda: job.progress(float("nan")), lambda: job.message("x" * 5000)):
+        for call in (
+            lambda: job.progress("1"),
+            lambda: job.progress(1, total="9"),
+            lambda: job.progress(1, message=3),
+            lambda: job.message(None),
+            lambda: job.progress(float("nan")),
+            lambda: job.message("x" * 5000),
+        ):
             try:
                 call()
             except Exception as exc:  # noqa: BLE001 - which one, and why, is asserted below
@@ -314,8 +326,12 @@ def test_a_failing_signal_receiver_breaks_nothing(make_app, caplog) -> None:
     def broken(sender, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("receiver bug")
 
-    with job_started.connected_to(broken, app), job_progress.connected_to(broken, app), \
-            job_finished.connected_to(broken, app), app.app_context():
+    with (
+        job_started.connected_to(broken, app),
+        job_progress.connected_to(broken, app),
+        job_finished.connected_to(broken, app),
+        app.app_context(),
+    ):
         first = jobs["count"].start(20, sleep=0.01).wait(10)
         second = jobs["count"].start(2).wait(10)
     assert first["status"] == second["status"] == "succeeded"
@@ -465,14 +481,21 @@ print(runner.instance_id, *ids)
 
 def test_forked_workers_each_get_their_own_instance_id(redis_url) -> None:
     tests = os.path.dirname(__file__)
-    out = subprocess.run([sys.executable, "-c", FORK_SCRIPT.format(tests=tests, url=redis_url)],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT.format(tests=tests, url=redis_url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     parent, *children = out.stdout.split()
     assert len({parent, *children}) == 3, out.stdout
 
 
-def test_reading_a_finished_job_keeps_it_alive_and_silence_lets_it_expire(make_app, backend_url) -> None:
+def test_reading_a_finished_job_keeps_it_alive_and_silence_lets_it_expire(
+    make_app, backend_url
+) -> None:
     app, ext = make_app(backend_url, ASYNCSTATE_EXPIRES=1)
     jobs = define_jobs(ext)
     with app.app_context():

@@ -31,8 +31,12 @@ def test_other_instance_reads_progress_and_cancels(make_app, redis_url) -> None:
     proc, out, token = _start_instance(redis_url, "until_cancelled")
     app, ext = make_app(redis_url)  # instance B
     with app.app_context():
-        wait_until(lambda: (ext.status(token) or {}).get("current", 0) >= 3, 10, interval=0.05,
-                   message=lambda: f"progress 3 from A, got {ext.status(token)}")
+        wait_until(
+            lambda: (ext.status(token) or {}).get("current", 0) >= 3,
+            10,
+            interval=0.05,
+            message=lambda: f"progress 3 from A, got {ext.status(token)}",
+        )
         seen = ext.status(token)
         assert seen["status"] == "running" and seen["message"].startswith("tick")
         assert ext.cancel(token) is True
@@ -53,8 +57,12 @@ def test_killed_instance_is_reported_lost(make_app, redis_url) -> None:
         assert ext.status(token)["status"] in ("queued", "running")
         os.kill(proc.pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        wait_until(lambda: ext.status(token)["status"] == "lost", 3 * interval + 1, interval=0.05,
-                   message="not reported lost in time")
+        wait_until(
+            lambda: ext.status(token)["status"] == "lost",
+            3 * interval + 1,
+            interval=0.05,
+            message="not reported lost in time",
+        )
     took = time.monotonic() - killed_at
     assert took <= 3 * interval + 0.2
     print(f"SIGKILLed instance reported lost after {took:.2f} s (heartbeat {interval} s)")

@@ -81,6 +81,8 @@ def test_no_import_cycle_even_under_type_checking() -> None:
 
 
 def test_no_module_over_the_line_limit() -> None:
-    lengths = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.rglob("*.py")}
+    lengths = {
+        p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.rglob("*.py")
+    }
     assert max(lengths.values()) > 100  # counted something
     assert {n: c for n, c in lengths.items() if c > MAX_LINES} == {}

@@ -15,7 +15,10 @@ def _progress(browser: requests.Session, app: AppProcess, token: str) -> request
 
 
 def test_start_on_one_instance_watch_and_cancel_on_the_other(redis_url, tmp_path) -> None:
-    with AppProcess(tmp_path, REDIS_URL=redis_url) as a, AppProcess(tmp_path, REDIS_URL=redis_url) as b:
+    with (
+        AppProcess(tmp_path, REDIS_URL=redis_url) as a,
+        AppProcess(tmp_path, REDIS_URL=redis_url) as b,
+    ):
         browser = requests.Session()  # one cookie jar: the same session cookie goes to both
         csrf = {"X-CSRFToken": csrf_token(browser, a.url + "/")}  # the example has CSRFProtect
         started = browser.post(f"{a.url}/import", headers={**JSON, **csrf}, timeout=5)
@@ -34,11 +37,16 @@ def test_start_on_one_instance_watch_and_cancel_on_the_other(redis_url, tmp_path
         assert seen[-1]["status"] == "running"
         assert seen[-1]["message"].endswith("of 2,000 products")
 
-        cancelled = browser.post(f"{b.url}/asyncstate/cancel/{token}", headers={**XHR, **csrf},
-                                 timeout=5)
+        cancelled = browser.post(
+            f"{b.url}/asyncstate/cancel/{token}", headers={**XHR, **csrf}, timeout=5
+        )
         assert cancelled.status_code == 202 and cancelled.json()["cancel_requested"] is True
-        doc = wait_until(lambda: (d := _progress(browser, a, token).json())["status"]
-                         == "cancelled" and d, 10, interval=0.05, message="A reads 'cancelled'")
+        doc = wait_until(
+            lambda: (d := _progress(browser, a, token).json())["status"] == "cancelled" and d,
+            10,
+            interval=0.05,
+            message="A reads 'cancelled'",
+        )
         assert doc["current"] < 2000
 
         jobs_on_b = browser.get(f"{b.url}/asyncstate/jobs", timeout=5).json()
@@ -48,5 +56,7 @@ def test_start_on_one_instance_watch_and_cancel_on_the_other(redis_url, tmp_path
         for app in (a, b):
             assert _progress(stranger, app, token).status_code == 404
             assert stranger.get(f"{app.url}/asyncstate/jobs", timeout=5).json() == []
-    print(f"started on :{a.port}, {len(seen)} polls and a cancel on :{b.port}; "
-          f"stopped at {doc['current']} of 2,000")
+    print(
+        f"started on :{a.port}, {len(seen)} polls and a cancel on :{b.port}; "
+        f"stopped at {doc['current']} of 2,000"
+    )

@@ -42,8 +42,11 @@ def test_redis_restart_mid_job_loses_nothing(make_app) -> None:
         client = app.test_client()
         started = client.post("/start/count").json
         token = started["token"]
-        wait_until(lambda: client.get(f"/asyncstate/progress/{token}").json["status"] == "running",
-                   5, message="the job runs")
+        wait_until(
+            lambda: client.get(f"/asyncstate/progress/{token}").json["status"] == "running",
+            5,
+            message="the job runs",
+        )
         job = ext.app_state(app).local_context(started["id"])
         assert job is not None
 
@@ -73,9 +76,11 @@ def test_redis_restart_mid_job_loses_nothing(make_app) -> None:
             assert other_ext.cancel(token2) is True
         with app.app_context():
             assert ext.handle(token2).wait(10)["status"] == "cancelled"
-        print(f"Redis down {down_for:.1f} s mid-job, the job ending meanwhile: {len(outage)} x "
-              "503 JSON during the outage, final 'succeeded' with its result present "
-              "afterwards, later cancel delivered")
+        print(
+            f"Redis down {down_for:.1f} s mid-job, the job ending meanwhile: {len(outage)} x "
+            "503 JSON during the outage, final 'succeeded' with its result present "
+            "afterwards, later cancel delivered"
+        )
     finally:
         server.stop()
 
@@ -85,9 +90,11 @@ def test_killed_instance_is_lost_within_three_heartbeats(redis_url, tmp_path) ->
     env = {"REDIS_URL": redis_url, "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": str(interval)}
     with AppProcess(tmp_path, **env) as a, AppProcess(tmp_path, **env) as b:
         browser = requests.Session()
-        token = browser.post(f"{a.url}/import", timeout=5, headers={
-            "Accept": "application/json", "X-CSRFToken": csrf_token(browser, a.url + "/")
-        }).json()["token"]
+        token = browser.post(
+            f"{a.url}/import",
+            timeout=5,
+            headers={"Accept": "application/json", "X-CSRFToken": csrf_token(browser, a.url + "/")},
+        ).json()["token"]
 
         def status() -> str:
             return browser.get(f"{b.url}/asyncstate/progress/{token}", timeout=5).json()["status"]
@@ -96,11 +103,17 @@ def test_killed_instance_is_lost_within_three_heartbeats(redis_url, tmp_path) ->
         assert a.proc is not None
         os.kill(a.proc.pid, signal.SIGKILL)
         killed = time.monotonic()
-        wait_until(lambda: status() == "lost", 3 * interval + 1.0, interval=0.05,
-                   message="B reports the job lost")
+        wait_until(
+            lambda: status() == "lost",
+            3 * interval + 1.0,
+            interval=0.05,
+            message="B reports the job lost",
+        )
         took = time.monotonic() - killed
-    print(f"SIGKILL of the instance running the job -> 'lost' on the other after {took:.2f} s "
-          f"(heartbeat {interval} s)")
+    print(
+        f"SIGKILL of the instance running the job -> 'lost' on the other after {took:.2f} s "
+        f"(heartbeat {interval} s)"
+    )
     assert took <= 3 * interval + 0.3
 
 
@@ -120,44 +133,73 @@ def test_updates_under_contention_are_exact(redis_url) -> None:
 
 
 def test_sigterm_of_a_gunicorn_worker_leaves_no_job_running(redis_url, tmp_path) -> None:
-    env = {"REDIS_URL": redis_url, "EXAMPLE_PRODUCTS": "100000", "EXAMPLE_BATCH": "10",
-           "EXAMPLE_PAUSE": "0.05", "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": "0.5"}
+    env = {
+        "REDIS_URL": redis_url,
+        "EXAMPLE_PRODUCTS": "100000",
+        "EXAMPLE_BATCH": "10",
+        "EXAMPLE_PAUSE": "0.05",
+        "FLASK_ASYNCSTATE_HEARTBEAT_INTERVAL": "0.5",
+    }
     with GunicornServer(tmp_path, workers=1, threads=8, graceful_timeout=20, env=env) as server:
         url = server.url
         browsers = [requests.Session() for _ in range(3)]
-        tokens = [b.post(f"{url}/import", timeout=5, headers={
-            "Accept": "application/json", "X-CSRFToken": csrf_token(b, url + "/")
-        }).json()["token"] for b in browsers]
+        tokens = [
+            b.post(
+                f"{url}/import",
+                timeout=5,
+                headers={"Accept": "application/json", "X-CSRFToken": csrf_token(b, url + "/")},
+            ).json()["token"]
+            for b in browsers
+        ]
 
         def statuses() -> list[str] | None:
             try:
-                return [b.get(f"{url}/asyncstate/progress/{t}", timeout=2).json()["status"]
-                        for b, t in zip(browsers, tokens)]
+                return [
+                    b.get(f"{url}/asyncstate/progress/{t}", timeout=2).json()["status"]
+                    for b, t in zip(browsers, tokens)
+                ]
             except (requests.RequestException, ValueError):
                 return None  # the master is starting a new worker
 
         wait_until(lambda: statuses() == ["running"] * 3, 5, message="all three imports run")
         worker = server.worker_pid()
         os.kill(worker, signal.SIGTERM)
-        ended = wait_until(lambda: (now := statuses()) and all(
-            s not in ("queued", "running") for s in now) and now, 20, interval=0.2,
-            message="jobs still running after SIGTERM")
+        ended = wait_until(
+            lambda: (
+                (now := statuses()) and all(s not in ("queued", "running") for s in now) and now
+            ),
+            20,
+            interval=0.2,
+            message="jobs still running after SIGTERM",
+        )
     assert set(ended) <= {"cancelled", "lost"}
     print(f"SIGTERM to gunicorn worker {worker} with 3 running imports -> {ended}")
 
 
-def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(redis_url, tmp_path) -> None:
+def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(
+    redis_url, tmp_path
+) -> None:
     """200 concurrent pollers for 30 s on 2 instances; 20 jobs run, 10 of them cancelled."""
-    env = {"REDIS_URL": redis_url, "EXAMPLE_PRODUCTS": "600", "EXAMPLE_BATCH": "20",
-           "EXAMPLE_PAUSE": "0.5", "FLASK_ASYNCSTATE_MAX_WORKERS": "20"}
+    env = {
+        "REDIS_URL": redis_url,
+        "EXAMPLE_PRODUCTS": "600",
+        "EXAMPLE_BATCH": "20",
+        "EXAMPLE_PAUSE": "0.5",
+        "FLASK_ASYNCSTATE_MAX_WORKERS": "20",
+    }
     duration = 30.0
     with AppProcess(tmp_path, **env) as a, AppProcess(tmp_path, **env) as b:
         instances = [a, b]
         owners = [requests.Session() for _ in range(20)]
         csrf = [csrf_token(s, instances[i % 2].url + "/") for i, s in enumerate(owners)]
-        tokens = [s.post(f"{instances[i % 2].url}/import", timeout=10, headers={
-            "Accept": "application/json", "X-CSRFToken": csrf[i]
-        }).json()["token"] for i, s in enumerate(owners)]
+        tokens = [
+            s.post(
+                f"{instances[i % 2].url}/import",
+                timeout=10,
+                headers={"Accept": "application/json", "X-CSRFToken": csrf[i]},
+            ).json()["token"]
+            for i, s in enumerate(owners)
+        ]
         served, errors = [0], []
         lock = threading.Lock()
         stop = time.monotonic() + duration
@@ -182,16 +224,24 @@ def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(redis_ur
         for t in threads:
             t.start()
         # cancel while the load is on: once every poller has been answered a few times
-        wait_until(lambda: served[0] >= 3 * len(threads), 20, interval=0.1,
-                   message=lambda: f"200 pollers answered 600 times (served {served[0]})")
+        wait_until(
+            lambda: served[0] >= 3 * len(threads),
+            20,
+            interval=0.1,
+            message=lambda: f"200 pollers answered 600 times (served {served[0]})",
+        )
         for i in range(10):  # cancel half, through the instance that did not start them
-            r = owners[i].post(f"{instances[(i + 1) % 2].url}/asyncstate/cancel/{tokens[i]}",
-                               headers={**XHR, "X-CSRFToken": csrf[i]}, timeout=10)
+            r = owners[i].post(
+                f"{instances[(i + 1) % 2].url}/asyncstate/cancel/{tokens[i]}",
+                headers={**XHR, "X-CSRFToken": csrf[i]},
+                timeout=10,
+            )
             assert r.status_code == 202
         for t in threads:
             t.join()
         finals = []
         for s, tok in zip(owners, tokens):
+
             def final(s: requests.Session = s, tok: str = tok) -> str | None:
                 status = s.get(f"{a.url}/asyncstate/progress/{tok}", timeout=10).json()["status"]
                 return None if status in ("queued", "running") else status
@@ -199,5 +249,7 @@ def test_many_pollers_on_two_instances_while_jobs_run_and_are_cancelled(redis_ur
             finals.append(wait_until(final, 30, interval=0.5, message=f"job {tok[:12]}... ends"))
     assert errors == [], errors[:10]
     assert finals == ["cancelled"] * 10 + ["succeeded"] * 10, finals
-    print(f"200 pollers x {duration:.0f} s on 2 instances: {served[0]} requests, 0 errors; "
-          f"20 jobs -> 10 cancelled, 10 succeeded")
+    print(
+        f"200 pollers x {duration:.0f} s on 2 instances: {served[0]} requests, 0 errors; "
+        f"20 jobs -> 10 cancelled, 10 succeeded"
+    )

@@ -74,11 +74,23 @@ def test_bad_tokens_all_answer_the_same_404(web) -> None:  # type: ignore[no-unt
         def get_timestamp(self) -> int:
             return int(time.time()) - 3600  # an hour ago: past the max age below
 
-    old = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=SALT, signer=OldSigner).dumps(job_id)
+    old = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=SALT, signer=OldSigner).dumps(
+        job_id
+    )
     app.extensions["asyncstate"].signer.max_age = 60
     bodies = set()
-    for bad in ["garbage", "", "a" * 600, _flip(token, 3), _flip(token, len(token) - 2),
-                other_key, old, token + "x", "%00", "..%2f..%2fetc"]:
+    for bad in [
+        "garbage",
+        "",
+        "a" * 600,
+        _flip(token, 3),
+        _flip(token, len(token) - 2),
+        other_key,
+        old,
+        token + "x",
+        "%00",
+        "..%2f..%2fetc",
+    ]:
         response = client.get(f"/asyncstate/progress/{bad}")
         _assert_json_error(response, 404)
         bodies.add(response.data)
@@ -186,16 +198,25 @@ def test_store_unreachable_answers_503(make_app) -> None:
 def test_unknown_paths_under_the_prefix_answer_json(web) -> None:  # type: ignore[no-untyped-def]
     app, _ext, _ = web
     client = app.test_client()
-    for path in ["/asyncstate", "/asyncstate/", "/asyncstate/progress/", "/asyncstate/nope",
-                 "/asyncstate/progress/a/b", "/asyncstate/cancel"]:
+    for path in [
+        "/asyncstate",
+        "/asyncstate/",
+        "/asyncstate/progress/",
+        "/asyncstate/nope",
+        "/asyncstate/progress/a/b",
+        "/asyncstate/cancel",
+    ]:
         _assert_json_error(client.get(path), 404)
 
 
 def test_assets_are_served_locally(web) -> None:  # type: ignore[no-untyped-def]
     app, _ext, _ = web
     client = app.test_client()
-    for path, needle in [("jquery.js", b"jQuery v3"), ("asyncstate.js", b"$.fn[NAME] = function"),
-                         ("asyncstate.css", b".asyncstate-bar")]:
+    for path, needle in [
+        ("jquery.js", b"jQuery v3"),
+        ("asyncstate.js", b"$.fn[NAME] = function"),
+        ("asyncstate.css", b".asyncstate-bar"),
+    ]:
         with client.get(f"/asyncstate/{path}") as response:
             assert response.status_code == 200
             assert needle in response.data
@@ -214,8 +235,10 @@ def test_url_prefix_is_configurable(make_app) -> None:
     app, _ext = make_app(ASYNCSTATE_URL_PREFIX="/jobs-api/")
     assert app.test_client().get("/jobs-api/jobs").json == []
     with app.test_request_context("/"):
-        assert 'data-asyncstate-prefix="/jobs-api"' in app.jinja_env.from_string(
-            "{{ asyncstate_widget('t') }}").render()
+        assert (
+            'data-asyncstate-prefix="/jobs-api"'
+            in app.jinja_env.from_string("{{ asyncstate_widget('t') }}").render()
+        )
     assert isinstance(app, Flask)
 
 

@@ -65,6 +65,7 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
         return RedisStore(redis_client, **options)
     url = settings.redis_url
     return RedisStore(
-        client_from_url(url), fast_client=request_client_from_url(url, settings.redis_timeout),
+        client_from_url(url),
+        fast_client=request_client_from_url(url, settings.redis_timeout),
         **options,
     )

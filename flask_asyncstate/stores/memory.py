@@ -118,7 +118,9 @@ class MemoryStore(Store):
                 text, version = slot.text, slot.version
             new_text = apply(text)
 
-            def op(now: float, version: int = version, new_text: str = new_text) -> tuple[bool, bool | None]:
+            def op(
+                now: float, version: int = version, new_text: str = new_text
+            ) -> tuple[bool, bool | None]:
                 current = self._live(key, now)
                 if current is None:
                     return True, None

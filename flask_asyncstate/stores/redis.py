@@ -84,8 +84,10 @@ class RedisStore(Store):
         self._probe = threading.Lock()
         # Only outages count: a script or type error is an answer, and resets the count.
         self.breaker = pybreaker.CircuitBreaker(
-            fail_max=circuit_failures, reset_timeout=circuit_reset,
-            exclude=[lambda exc: not is_outage(exc)], listeners=[BreakerListener(self)],
+            fail_max=circuit_failures,
+            reset_timeout=circuit_reset,
+            exclude=[lambda exc: not is_outage(exc)],
+            listeners=[BreakerListener(self)],
             name="asyncstate-redis",
         )
         self.channel = f"{self.key_prefix}cancel"
@@ -142,8 +144,11 @@ class RedisStore(Store):
         # does not is a plain HMGET (the hot path of a progress poll).
         with self._io() as client:
             if len(keys) == 1:
-                raws = [self._read_script(keys=keys, args=["1"], client=client) if refresh
-                        else client.hmget(keys[0], "d", "c")]
+                raws = [
+                    self._read_script(keys=keys, args=["1"], client=client)
+                    if refresh
+                    else client.hmget(keys[0], "d", "c")
+                ]
             else:
                 pipe = client.pipeline(transaction=False)
                 for key in keys:
@@ -152,8 +157,10 @@ class RedisStore(Store):
                     else:
                         pipe.hmget(key, "d", "c")
                 raws = pipe.execute()
-        return [None if raw is None or raw[0] is None else (text_of(raw[0]), bool(raw[1]))
-                for raw in raws]
+        return [
+            None if raw is None or raw[0] is None else (text_of(raw[0]), bool(raw[1]))
+            for raw in raws
+        ]
 
     def _write(self, key: str, text: str) -> Found:
         with self._io() as client:
@@ -210,10 +217,13 @@ class RedisStore(Store):
         self, key: str, member: str, limit: int, keep: int, score: float, ttl_ms: int
     ) -> bool:
         with self._io() as client:
-            return bool(self._claim_script(
-                keys=[f"{key}:a", f"{key}:r"], args=[member, limit, keep, score, ttl_ms],
-                client=client,
-            ))
+            return bool(
+                self._claim_script(
+                    keys=[f"{key}:a", f"{key}:r"],
+                    args=[member, limit, keep, score, ttl_ms],
+                    client=client,
+                )
+            )
 
     def _unclaim(self, key: str, members: list[str], ttl_ms: int) -> None:
         with self._io() as client:

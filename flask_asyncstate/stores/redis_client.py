@@ -70,20 +70,26 @@ def request_client(client: redis.Redis, timeout: float) -> redis.Redis:
     """
     pool = client.connection_pool
     try:
-        kwargs = {k: v for k, v in pool.connection_kwargs.items()
-                  if not k.startswith("orig_") and k not in _POOL_BOUND}
+        kwargs = {
+            k: v
+            for k, v in pool.connection_kwargs.items()
+            if not k.startswith("orig_") and k not in _POOL_BOUND
+        }
         kwargs.update(_fast_options(timeout))
         if isinstance(pool, redis.BlockingConnectionPool):  # its wait for a free connection too
             kwargs["timeout"] = timeout / 2
         copy = pool.__class__(
-            connection_class=pool.connection_class, max_connections=pool.max_connections,
+            connection_class=pool.connection_class,
+            max_connections=pool.max_connections,
             **kwargs,
         )
         return redis.Redis(connection_pool=copy)
     except Exception as exc:  # noqa: BLE001 - an unusual pool: keep working, say what it costs
         log.warning(
             "flask-asyncstate: cannot derive a short-timeout client from %r (%s); request-path"
-            " calls use its own timeouts", client, exc,
+            " calls use its own timeouts",
+            client,
+            exc,
         )
         return client
 
@@ -118,7 +124,7 @@ def text_of(value: Any) -> str:
 def chunks(keys: list[str], size: int = 1000) -> Iterator[list[str]]:
     """Pipelines of at most ``size`` commands, so a huge batch never builds one giant reply."""
     for i in range(0, len(keys), size):
-        yield keys[i:i + size]
+        yield keys[i : i + size]
 
 
 def glob_escape(text: str) -> str:
