@@ -35,6 +35,7 @@ _YIELD_FOR = 0.0  # time.sleep(0) releases the GIL; waiting threads take it at o
 MAX_MESSAGE_LENGTH = 2000
 #: Largest magnitude of ``current``/``total``: integers beyond it lose precision in JavaScript.
 MAX_PROGRESS_VALUE = 2**53
+_MAX = MAX_PROGRESS_VALUE
 
 
 def _check_number(value: object, what: str) -> None:
@@ -118,10 +119,18 @@ class JobContext:
         At most once a millisecond it releases the GIL for a moment, so a cancel
         reaches even a CPU-bound job within about a millisecond.
         """
-        _check_number(current, "current")
-        if total is not None:
+        # The common case (ints in range, a short ASCII message) is checked inline: no calls.
+        if current.__class__ is not int or not -_MAX <= current <= _MAX:  # type: ignore[operator]
+            _check_number(current, "current")
+        if total is not None and (
+            total.__class__ is not int or not -_MAX <= total <= _MAX  # type: ignore[operator]
+        ):
             _check_number(total, "total")
-        if message is not None:
+        if message is not None and (
+            message.__class__ is not str
+            or len(message) > MAX_MESSAGE_LENGTH
+            or not message.isascii()
+        ):
             _check_message(message)
         now = time.time()
         if not 0.0 < self._next_yield - now <= _YIELD_EVERY:  # due, or the clock went back
