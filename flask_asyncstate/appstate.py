@@ -89,9 +89,10 @@ class AppState:
         #: Starts, runs and ends jobs, whatever executor runs them.
         self.lifecycle = Lifecycle(self)
         self._lock = threading.Lock()
-        self._pid = os.getpid()  # a forked child sees another pid and renews its instance id
+        self._pid = os.getpid()  # the process these jobs belong to
         self._closed = False
         _shut_down_at_exit(self)
+        _renew_after_fork(self)
 
     @property
     def flask_app(self) -> Flask:
@@ -117,14 +118,20 @@ class AppState:
         with self._lock:
             if self._closed:
                 raise RuntimeError("flask-asyncstate was shut down; no new jobs can start")
-            if self._pid != os.getpid():
-                # a forked child (gunicorn --preload): its own id, so its death is its own
-                self.records.instance_id = new_instance_id()
-                self.registry.clear()
-                self._pid = os.getpid()
             self.executor.start()
             if not self.writer.alive:
                 self.writer.start()
+
+    def after_fork(self) -> None:
+        """In a forked child (gunicorn --preload): its own instance id, so its death is its
+        own; none of the parent's jobs, threads or lock states."""
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self.records.instance_id = new_instance_id()
+        self.registry.after_fork()
+        self.executor.after_fork()
+        self.writer.after_fork()
+        self.store.after_fork()
 
     def supervise(self) -> None:
         """Restart the writer (and through it the store's listener) if it ended anyway.
@@ -145,10 +152,10 @@ class AppState:
 
     # -- jobs ------------------------------------------------------------------
 
-    def handle(self, job_id: str) -> JobHandle:
+    def job_handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel_job(self, job_id: str) -> bool:
         """Store the cancel request; the holder's Event is set via pub/sub (or its next write)."""
         return self.store.cancel(self.records.job_key(job_id))
 
@@ -159,7 +166,7 @@ class AppState:
     def shutdown(self, timeout: float | None = None) -> None:
         """Cancel running jobs, wait up to ``timeout`` s, write ``lost`` for any still running."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._pid != os.getpid():
                 return
             self._closed = True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
@@ -188,6 +195,17 @@ class AppState:
         except Exception:  # noqa: BLE001, S110 - the store is away; our heartbeat expires by itself
             pass
         self.store.close()  # stops its listener; a client passed to init_app stays open
+
+
+def _renew_after_fork(app_state: AppState) -> None:
+    ref = weakref.ref(app_state)
+
+    def in_child() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.after_fork()
+
+    os.register_at_fork(after_in_child=in_child)
 
 
 def _shut_down_at_exit(app_state: AppState) -> None:

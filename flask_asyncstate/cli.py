@@ -88,7 +88,7 @@ def cancel(job_id: str) -> None:
     doc = _job(job_id)
     if doc["status"] in FINAL:
         raise click.ClickException(f"job {job_id} already ended: {doc['status']}")
-    if not _app_state().cancel(job_id):
+    if not _app_state().cancel_job(job_id):
         raise click.ClickException(f"job {job_id} vanished before it could be cancelled")
     click.echo(f"Cancel requested for job {job_id} ({doc['name']}).")
 

@@ -36,7 +36,7 @@ def widget(token: str, **options: Any) -> Markup:
     """
     macro = get_template_attribute("asyncstate/widget.html", "asyncstate_widget")
     prefix = url_for("asyncstate.not_found", rest="").rstrip("/")
-    return Markup(macro(token, prefix=prefix, **options))
+    return Markup(macro(token, prefix=prefix, statuses=views.statuses(), **options))
 
 
 class AsyncState:
@@ -180,7 +180,7 @@ class AsyncState:
     def handle(self, token: str) -> JobHandle:
         """A handle on the job a token names; raises :class:`InvalidToken` if it is bad."""
         found = self.app_state()
-        return found.handle(found.signer.unsign(token))
+        return found.job_handle(found.signer.unsign(token))
 
     def status(self, token: str) -> dict[str, Any] | None:
         """The progress document of a token's job (None if unknown or expired)."""

@@ -35,7 +35,7 @@ class JobHandle:
 
     def cancel(self) -> bool:
         """Request cancellation wherever the job runs; False if the job is unknown."""
-        return self._app.cancel(self.id)
+        return self._app.cancel_job(self.id)
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
         """Block until the job reaches a final status and return its document.

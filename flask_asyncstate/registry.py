@@ -88,8 +88,8 @@ class LocalJobs:
         with self._lock:
             return list(self._jobs.values())
 
-    def clear(self) -> None:
-        """A forked child inherits none of its parent's jobs."""
-        with self._lock:
-            self._jobs.clear()
-            self._queued.clear()
+    def after_fork(self) -> None:
+        """A forked child inherits none of its parent's jobs, nor the state of its lock."""
+        self._lock = threading.Lock()
+        self._jobs = {}
+        self._queued = set()

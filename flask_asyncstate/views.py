@@ -10,6 +10,7 @@ same 404 with the same headers, so tokens cannot be used to probe for jobs.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -119,15 +120,23 @@ def _csrf_error() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=4)
-def _script_text(folder: str) -> str:
-    """The widget's script, told the job statuses first (it keeps no copy of them)."""
-    statuses = {
+#: The widget's assets, served by our own routes (no blueprint static route beside them).
+STATIC_FOLDER = os.path.join(os.path.dirname(__file__), "static")
+
+
+def statuses() -> dict[str, list[str]]:
+    """The job statuses as the widget needs them (from :class:`JobStatus`, never a copy)."""
+    return {
         "all": [s.value for s in JobStatus],
         "final": [s.value for s in JobStatus if s.is_final],
     }
+
+
+@functools.lru_cache(maxsize=4)
+def _script_text(folder: str) -> str:
+    """The widget's script, told the job statuses first (it keeps no copy of them)."""
     with open(os.path.join(folder, "asyncstate.js"), encoding="utf-8") as script:
-        return f"window.asyncstateStatuses = {json.dumps(statuses)};\n{script.read()}"
+        return f"window.asyncstateStatuses = {json.dumps(statuses())};\n{script.read()}"
 
 
 def create_blueprint(url_prefix: str) -> Blueprint:
@@ -135,7 +144,6 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         "asyncstate",
         __name__,
         url_prefix=url_prefix or None,
-        static_folder="static",
         template_folder="templates",
     )
 
@@ -159,7 +167,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         job_id, doc = visible_job(token)
         if doc["status"] in FINAL:
             return _json(doc, 202)  # nothing left to cancel: the document says how it ended
-        if not appstate.get().cancel(job_id):
+        if not appstate.get().cancel_job(job_id):
             return error(404, _NOT_FOUND)
         doc["cancel_requested"] = True
         return _json(doc, 202)
@@ -201,14 +209,17 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         refused = _allowed("GET")
         if refused:
             return refused
-        response = Response(_script_text(bp.static_folder or ""), mimetype="text/javascript")
+        text = _script_text(STATIC_FOLDER)
+        response = Response(text, mimetype="text/javascript")
         response.cache_control.public = True
         response.cache_control.max_age = 300
+        response.set_etag(hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+        response.make_conditional(request)  # 304 for a page that has it already
         return response
 
     @bp.route("/asyncstate.css", methods=_ANY_METHOD, provide_automatic_options=False)
     def stylesheet() -> Response:
-        return asset(bp.static_folder or "", "asyncstate.css", 300)
+        return asset(STATIC_FOLDER, "asyncstate.css", 300)
 
     @bp.route("/jquery.js", methods=_ANY_METHOD, provide_automatic_options=False)
     def jquery() -> Response:

@@ -54,6 +54,11 @@ class Writer:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
+    def after_fork(self) -> None:
+        """The parent's writer thread did not come along."""
+        self._thread = None
+        self._stop = threading.Event()
+
     def stop(self, join: float = 2.0) -> None:
         self._stop.set()
         thread = self._thread

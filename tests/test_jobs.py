@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -114,7 +115,7 @@ def test_cancelled_while_queued_never_starts(make_app, backend_url) -> None:
 def test_unknown_job_answers(make_app, backend_url) -> None:
     app, ext = make_app(backend_url)
     with app.app_context():
-        handle = ext.app_state().handle("0" * 32)
+        handle = ext.app_state().job_handle("0" * 32)
         assert handle.status() is None
         assert handle.cancel() is False
         assert handle.wait(1) is None
@@ -338,13 +339,16 @@ def test_a_failing_signal_receiver_breaks_nothing(make_app, caplog) -> None:
     assert any("receiver" in r.getMessage() for r in caplog.records)
 
 
-def test_forked_child_gets_its_own_instance_id(make_app) -> None:
-    """What a gunicorn --preload worker does: fork after the parent already ran jobs."""
+@pytest.mark.parametrize("busy", [False, True])
+def test_forked_child_gets_its_own_instance_id(make_app, busy: bool) -> None:
+    """What a gunicorn --preload worker does: fork after the parent ran jobs, and (busy) while
+    the parent's job threads, writer and store are in the middle of their work."""
     app, ext = make_app()
     jobs = define_jobs(ext)
     state = ext.app_state(app)
     with app.app_context():
         jobs["count"].start(1).wait(10)
+        running = [jobs["count"].start(20000) for _ in range(3)] if busy else []
     parent_id = state.instance_id
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -352,6 +356,7 @@ def test_forked_child_gets_its_own_instance_id(make_app) -> None:
         code = 1
         try:
             os.close(read_end)
+            signal.alarm(20)  # a lock inherited in its held state would hang us: fail instead
             with app.app_context():
                 doc = jobs["count"].start(2).wait(10)
             os.write(write_end, json.dumps([state.instance_id, doc["status"]]).encode())
@@ -365,6 +370,8 @@ def test_forked_child_gets_its_own_instance_id(make_app) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert child_status == "succeeded"
     assert child_id != parent_id and state.instance_id == parent_id
+    with app.app_context():  # the parent's own jobs were not touched by the child
+        assert all(h.wait(30)["status"] == "succeeded" for h in running)
 
 
 # -- robustness: nothing stays running, whatever the job or the timing does ------------------

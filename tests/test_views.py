@@ -268,3 +268,24 @@ def test_bad_token_in_a_user_view_is_a_json_404(web) -> None:  # type: ignore[no
 def test_url_prefix_must_be_an_absolute_path(make_app, prefix: str) -> None:
     with pytest.raises(ValueError, match="ASYNCSTATE_URL_PREFIX"):
         make_app(ASYNCSTATE_URL_PREFIX=prefix)
+
+
+def test_widget_script_is_told_the_statuses_wherever_it_is_served_from(make_app) -> None:  # type: ignore[no-untyped-def]
+    app, _ext = make_app()
+    client = app.test_client()
+    script = client.get("/asyncstate/asyncstate.js")
+    assert script.status_code == 200
+    assert script.data.startswith(b'window.asyncstateStatuses = {"all": ["queued", "running"')
+    assert (
+        client.get(
+            "/asyncstate/asyncstate.js", headers={"If-None-Match": script.headers["ETag"]}
+        ).status_code
+        == 304
+    )
+    assert client.get("/asyncstate/static/asyncstate.js").status_code == 404  # one way only
+    with app.test_request_context("/"):
+        page = app.jinja_env.from_string(
+            "{{ asyncstate_widget('t', script_url='/assets/asyncstate.js') }}"
+        ).render()
+    assert '<script>window.asyncstateStatuses = {"all": ["queued"' in page
+    assert '"final": ["succeeded", "failed", "cancelled", "lost"]' in page

@@ -14,6 +14,9 @@ class Executor(ABC):
     when it is shut down.
     """
 
+    def after_fork(self) -> None:
+        """In a forked child, before anything else: drop the parent's threads and locks."""
+
     @abstractmethod
     def start(self) -> None:
         """Be ready to run work (again in a forked child, whose threads did not survive)."""

@@ -228,6 +228,12 @@ class Store(ABC):
         if keys:
             self._touch_claims(keys, int(self.expires * 1000))
 
+    def after_fork(self) -> None:
+        """In a forked child: fresh local locks and registries (a parent thread may hold one)."""
+        self.events.after_fork()
+        self.watchers.after_fork()
+        self._turns.after_fork()
+
     def ensure_threads(self) -> None:
         """Restart background threads of this store that died (a supervisor calls it)."""
 

@@ -61,6 +61,11 @@ class CancelEvents:
         with self._lock:
             self._held.clear()
 
+    def after_fork(self) -> None:
+        """A forked child holds none of its parent's Events (its jobs did not come along)."""
+        self._lock = threading.Lock()
+        self._held = {}
+
 
 class Watchers:
     """Events to set when an entry is written or cancelled (push updates)."""
@@ -103,11 +108,18 @@ class Watchers:
     def __bool__(self) -> bool:
         return bool(self._by_key)
 
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key = {}
+
 
 class KeyTurns:
     """A lock per key, dropped when no thread uses it any more."""
 
     def __init__(self) -> None:
+        self.after_fork()
+
+    def after_fork(self) -> None:
         self._lock = threading.Lock()
         self._locks: dict[str, list[object]] = {}
 

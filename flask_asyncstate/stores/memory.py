@@ -41,6 +41,10 @@ class MemoryStore(Store):
         # expired keys (with the hold generation seen then) whose local Events need releasing
         self._dead: list[tuple[str, int | None]] = []
 
+    def after_fork(self) -> None:
+        super().after_fork()
+        self._lock = threading.Lock()  # the entries stay: a child may read what its parent wrote
+
     def _live(self, key: str, now: float) -> _Slot | None:
         """The slot if present and unexpired (caller holds the lock)."""
         slot = self._slots.get(key)

@@ -45,13 +45,14 @@ from .redis_client import (
     text_of,
     translate,
 )
+from .redis_index import OwnerIndexes
 
 __all__ = ["RedisStore", "client_from_url", "request_client", "request_client_from_url"]
 
 log = logging.getLogger("flask_asyncstate")
 
 
-class RedisStore(Store):
+class RedisStore(OwnerIndexes, Store):
     """Entries in Redis; see the module docstring for the layout.
 
     Every write publishes its key, and the listener wakes watchers in each process.
@@ -213,45 +214,6 @@ class RedisStore(Store):
                     self._touch_script(keys=[key], client=pipe)
                 pipe.execute()
 
-    def _claim(
-        self, key: str, member: str, limit: int, keep: int, score: float, ttl_ms: int
-    ) -> bool:
-        with self._io() as client:
-            return bool(
-                self._claim_script(
-                    keys=[f"{key}:a", f"{key}:r"],
-                    args=[member, limit, keep, score, ttl_ms],
-                    client=client,
-                )
-            )
-
-    def _unclaim(self, key: str, members: list[str], ttl_ms: int) -> None:
-        with self._io() as client:
-            pipe = client.pipeline(transaction=False)
-            pipe.srem(f"{key}:a", *members)
-            pipe.pexpire(f"{key}:a", ttl_ms)
-            pipe.pexpire(f"{key}:r", ttl_ms)
-            pipe.execute()
-
-    def _claims(self, key: str, ttl_ms: int) -> tuple[list[str], list[str]]:
-        with self._io() as client:
-            pipe = client.pipeline(transaction=False)
-            pipe.smembers(f"{key}:a")
-            pipe.zrevrange(f"{key}:r", 0, -1)
-            pipe.pexpire(f"{key}:a", ttl_ms)
-            pipe.pexpire(f"{key}:r", ttl_ms)
-            active, recent, _, _ = pipe.execute()
-        return [text_of(m) for m in active], [text_of(m) for m in recent]
-
-    def _touch_claims(self, keys: list[str], ttl_ms: int) -> None:
-        with self._io() as client:
-            for chunk in chunks(keys):
-                pipe = client.pipeline(transaction=False)
-                for key in chunk:
-                    pipe.pexpire(f"{key}:a", ttl_ms)
-                    pipe.pexpire(f"{key}:r", ttl_ms)
-                pipe.execute()
-
     # -- listener ------------------------------------------------------------
 
     def _on_watch(self) -> None:
@@ -260,6 +222,12 @@ class RedisStore(Store):
             # Wake the listener now (not at its next poll) so it subscribes to changes.
             with contextlib.suppress(StoreError), self._io() as client:
                 client.publish(self.channel, "")
+
+    def after_fork(self) -> None:
+        super().after_fork()
+        self._listener_lock = threading.Lock()
+        self._probe = threading.Lock()
+        self._listener = None  # the parent's thread did not come along
 
     def ensure_threads(self) -> None:
         """Start the listener again if it died while Events or watchers need it."""
