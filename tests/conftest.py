@@ -90,3 +90,12 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         terminalreporter.section("what the tests held")
         for nodeid, out in _HELD:
             terminalreporter.line(f"{nodeid}\n    " + out.replace("\n", "\n    "))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's Chromium through Playwright, one per test module (tests/chromium.py)."""
+    from chromium import launch  # playwright: only the browser tests need it loaded
+
+    with launch() as launched:
+        yield launched

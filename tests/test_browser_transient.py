@@ -9,26 +9,15 @@ with Playwright's request interception in front of the real example app.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import sync_playwright
 from servers import AppProcess
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 RECONNECTING = "Reconnecting\u2026"
 CANCEL_RETRYING = "Could not cancel right now, retrying\u2026"
@@ -82,16 +71,6 @@ RECORDER = """
 """
 
 UNAVAILABLE_BODY = json.dumps({"error": "the job store is unavailable, try again shortly"})
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian's chromium is required: apt-get install -y chromium")
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
