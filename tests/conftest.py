@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -12,6 +14,7 @@ import redis
 sys.path.insert(0, os.path.dirname(__file__))
 
 from apps import make_app as build_app
+from gunicorn_server import GunicornServer
 from redis_server import RedisServer
 
 from flask_asyncstate.stores import MemoryStore, Store
@@ -99,3 +102,18 @@ def browser() -> Iterator[object]:
 
     with launch() as launched:
         yield launched
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
+    """Start the example app under gunicorn with env overrides; every server stopped after."""
+    started: list[GunicornServer] = []
+
+    def start(**kwargs: Any) -> GunicornServer:
+        server = GunicornServer(tmp_path, **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()

@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 from flask_asyncstate import QueueFull, QuotaExceeded, tokens
 from flask_asyncstate.errors import StoreUnavailable
-from flask_asyncstate.records import FINAL, JOB_KIND, OWNER_KIND, JobRecords
+from flask_asyncstate.records import FINAL, JOB_KIND, OWNER_KIND, JobRecords, new_document
 
 
 def _job_keys(ext, app) -> list[str]:  # type: ignore[no-untyped-def]
@@ -149,21 +149,8 @@ def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -
     with app.test_request_context("/"):
         owner = tokens.request_owner(create=True)
         # a job of a vanished instance: unfinished document, slot claimed, nobody to free it
-        ghost = {
-            "id": "ghost",
-            "name": "x",
-            "status": "running",
-            "current": 0,
-            "total": None,
-            "percent": None,
-            "message": None,
-            "result": None,
-            "error": None,
-            "created_at": time.time(),
-            "updated_at": time.time(),
-            "instance": "gone-1",
-            "owner": owner,
-        }
+        ghost = new_document("ghost", "x", "gone-1", owner)
+        ghost["status"] = "running"
         runner.store.create(runner.records.job_key("ghost"), ghost)
         assert runner.records.admit(owner, "ghost", 1)
         handle = jobs["count"].start(1)  # the ghost reads lost: its slot is freed

@@ -21,9 +21,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,21 +55,6 @@ UNFINISHED = ("queued", "running")
 MAX_JOBS_PER_SESSION = 5
 MAX_STREAMS_PER_SESSION = 4
 MAX_WORKERS = 4
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
-    """Start the example app under gunicorn with env overrides; every server stopped after."""
-    started: list[GunicornServer] = []
-
-    def start(**kwargs: Any) -> GunicornServer:
-        server = GunicornServer(tmp_path, **kwargs)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def _log_tail(server: GunicornServer) -> str:

@@ -37,7 +37,6 @@ from typing import Any
 import pytest
 import requests
 from gunicorn_server import (
-    GunicornServer,
     Prober,
     Sample,
     clone,
@@ -74,21 +73,6 @@ def dedicated_redis() -> Iterator[RedisServer]:
     finally:
         if server.proc is not None and server.proc.poll() is None:
             os.kill(server.proc.pid, signal.SIGCONT)  # a stopped server cannot act on SIGTERM
-        server.stop()
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., GunicornServer]]:
-    """Start the example app under gunicorn with env overrides; every server stopped after."""
-    started: list[GunicornServer] = []
-
-    def start(**kwargs: Any) -> GunicornServer:
-        server = GunicornServer(tmp_path, **kwargs)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in started:
         server.stop()
 
 
