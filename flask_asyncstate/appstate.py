@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import tokens
+from . import remote, tokens
 from .config import Settings
 from .context import JobContext
 from .executors import Executor, InlineExecutor, ThreadExecutor
@@ -58,7 +58,14 @@ def new_instance_id() -> str:
 class AppState:
     """The per-app runtime of flask-asyncstate (see the module docstring)."""
 
-    def __init__(self, app: Flask, extension: Any, settings: Settings, store: Store) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        extension: Any,
+        settings: Settings,
+        store: Store,
+        celery: Any = None,
+    ) -> None:
         self.app_ref = weakref.ref(app)
         #: The :class:`~flask_asyncstate.AsyncState` this app was registered with.
         self.extension = extension
@@ -80,10 +87,10 @@ class AppState:
         )
         #: The jobs of this process (queued, running, or with a final document to store).
         self.registry = LocalJobs()
-        #: Where jobs run: a thread pool, or inline with ``ASYNCSTATE_EAGER``.
-        self.executor: Executor = (
-            InlineExecutor() if settings.eager else ThreadExecutor(settings.max_workers)
-        )
+        #: What this process is, in heartbeats: ``"web"``, ``"rq worker"``, ``"celery worker"``.
+        self.role = "web"
+        #: Where jobs run: a thread pool, RQ or Celery workers, or inline with ``ASYNCSTATE_EAGER``.
+        self.executor: Executor = _executor(self, settings, store, celery)
         #: The thread that flushes progress and beats the heartbeat.
         self.writer = Writer(self)
         #: Starts, runs and ends jobs, whatever executor runs them.
@@ -156,8 +163,14 @@ class AppState:
         return JobHandle(self, job_id)
 
     def cancel_job(self, job_id: str) -> bool:
-        """Store the cancel request; the holder's Event is set via pub/sub (or its next write)."""
-        return self.store.cancel(self.records.job_key(job_id))
+        """Store the cancel request; the holder's Event is set via pub/sub (or its next write).
+
+        A job still waiting for a worker ends ``cancelled`` at once and leaves the engine's queue.
+        """
+        found = self.store.cancel(self.records.job_key(job_id))
+        if found and self.executor.remote:
+            remote.cancel_queued(self, job_id)
+        return found
 
     def local_context(self, job_id: str) -> JobContext | None:
         local = self.registry.get(job_id)
@@ -195,6 +208,36 @@ class AppState:
         except Exception:  # noqa: BLE001, S110 - the store is away; our heartbeat expires by itself
             pass
         self.store.close()  # stops its listener; a client passed to init_app stays open
+
+
+def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any) -> Executor:
+    """The executor ``ASYNCSTATE_EXECUTOR`` (and ``ASYNCSTATE_EAGER``) asks for."""
+    if settings.eager:
+        return InlineExecutor()
+    if settings.executor == "threads":
+        return ThreadExecutor(settings.max_workers)
+    if not getattr(store, "shared", False):
+        raise ValueError(
+            f"ASYNCSTATE_EXECUTOR = {settings.executor!r} runs jobs in other processes, which"
+            " need a shared store: set ASYNCSTATE_REDIS_URL (or pass redis=)"
+        )
+    if settings.executor == "rq":
+        client = getattr(store, "client", None)
+        if client is None:
+            raise ValueError(
+                "ASYNCSTATE_EXECUTOR = 'rq' needs the Redis store: RQ's queue lives there"
+            )
+        from .executors.on_rq import RQExecutor
+
+        fast = getattr(store, "request_client", client)
+        return RQExecutor(client, fast, settings.rq_queue, settings.expires, settings.timeout_grace)
+    if celery is None:
+        raise ValueError(
+            "ASYNCSTATE_EXECUTOR = 'celery' needs the Celery app: AsyncState(app, celery=celery_app)"
+        )
+    from .executors.on_celery import CeleryExecutor
+
+    return CeleryExecutor(celery, app_state, settings.timeout_grace)
 
 
 def _renew_after_fork(app_state: AppState) -> None:

@@ -60,7 +60,9 @@ def list_jobs(statuses: tuple[str, ...], as_json: bool) -> None:
             j["status"],
             "-" if j["percent"] is None else f"{j['percent']:.0f}%",
             _age(j["created_at"]),
-            str(j.get("instance") or "-"),
+            str(
+                j.get("instance") or ("(waiting for a worker)" if j["status"] == "queued" else "-")
+            ),
         ]
         for j in jobs
     ]
@@ -133,8 +135,38 @@ def instances() -> None:
             str(i.get("pid")),
             _age(i.get("started_at")),
             _age(i.get("beat_at")),
+            str(i.get("role", "web")),
             str(held[str(i["id"])]),
         ]
         for i in found
     ]
-    _table(["INSTANCE", "HOST", "PID", "UP", "LAST BEAT", "JOBS"], rows)
+    _table(["INSTANCE", "HOST", "PID", "UP", "LAST BEAT", "ROLE", "JOBS"], rows)
+
+
+@asyncstate_cli.command("worker")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="RQ queue to take jobs from (repeatable; default ASYNCSTATE_RQ_QUEUE).",
+)
+@click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
+@click.option("--simple", is_flag=True, help="Run jobs in this process, without forking.")
+@click.option("--name", default=None, help="RQ worker name (default: RQ's own).")
+def worker(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None) -> None:
+    """Run an RQ worker for this app's jobs (ASYNCSTATE_EXECUTOR = "rq")."""
+    found = _app_state()
+    if found.settings.executor != "rq":
+        raise click.UsageError(
+            f"ASYNCSTATE_EXECUTOR is {found.settings.executor!r}: the worker runs jobs queued"
+            " with 'rq' (Celery users run 'celery -A MODULE worker')"
+        )
+    try:
+        from .executors.on_rq import run_worker
+    except ImportError as exc:  # pragma: no cover - the rq extra is missing
+        raise click.ClickException(f"the RQ worker needs the rq extra: {exc}") from None
+    found.role = "rq worker"
+    run_worker(
+        found, list(queues) or [found.settings.rq_queue], burst=burst, simple=simple, name=name
+    )

@@ -179,6 +179,26 @@ ASYNCSTATE_CIRCUIT_RESET: float = 2.0
 #: :ref:`writing-a-store`.
 ASYNCSTATE_STORE: Store | type[Store] | str | None = None
 
+#: Where jobs run: ``"threads"`` (the default: a pool of :data:`ASYNCSTATE_MAX_WORKERS`
+#: threads in each web process), ``"rq"`` (RQ workers on the store's Redis, started with
+#: ``flask --app APP asyncstate worker``) or ``"celery"`` (the Celery app given as
+#: ``AsyncState(app, celery=celery_app)``; workers started with ``celery -A MODULE
+#: worker``). Tokens, documents, routes, cancel and signals are the same whichever runs
+#: the job. ``"rq"`` and ``"celery"`` need a shared store (:data:`ASYNCSTATE_REDIS_URL`)
+#: and the ``rq`` or ``celery`` extra. :data:`ASYNCSTATE_EAGER` wins over it. See
+#: :ref:`deployment-workers`.
+ASYNCSTATE_EXECUTOR: str = "threads"
+
+#: The RQ queue jobs go to with ``ASYNCSTATE_EXECUTOR = "rq"``; ``flask asyncstate worker``
+#: listens on it unless given ``--queue``. Apps sharing one Redis need a queue each.
+ASYNCSTATE_RQ_QUEUE: str = "asyncstate"
+
+#: Seconds a job declared with ``@asyncstate.job(timeout=...)`` is given, after its cancel
+#: Event was set at the deadline, to stop by itself before it is recorded ``failed`` with
+#: a ``JobTimeout`` error anyway. RQ and Celery workers kill it at the deadline plus twice
+#: this (their hard limits).
+ASYNCSTATE_TIMEOUT_GRACE: float = 5.0
+
 #: Every key with its default, in the order above; ``init_app`` sets these with
 #: ``app.config.setdefault``.
 DEFAULTS: dict[str, Any] = {
@@ -191,6 +211,24 @@ def _positive(config: Any, key: str, kind: type = float) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{key} must be a positive number, got {value!r}")
     return kind(value)
+
+
+#: The values :data:`ASYNCSTATE_EXECUTOR` accepts.
+EXECUTORS = ("threads", "rq", "celery")
+
+
+def _executor(config: Any) -> str:
+    value = config["ASYNCSTATE_EXECUTOR"]
+    if value not in EXECUTORS:
+        raise ValueError(f"ASYNCSTATE_EXECUTOR must be one of {EXECUTORS}, got {value!r}")
+    return str(value)
+
+
+def _nonempty(config: Any, key: str) -> str:
+    value = config[key]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key} must be a non-empty string, got {value!r}")
+    return value
 
 
 def _url_prefix(config: Any) -> str:
@@ -228,6 +266,9 @@ class Settings:
     circuit_failures: int
     circuit_reset: float
     store: Any
+    executor: str
+    rq_queue: str
+    timeout_grace: float
 
     @classmethod
     def from_config(cls, config: Any) -> Settings:
@@ -258,4 +299,7 @@ class Settings:
             circuit_failures=_positive(config, "ASYNCSTATE_CIRCUIT_FAILURES", int),
             circuit_reset=_positive(config, "ASYNCSTATE_CIRCUIT_RESET"),
             store=config["ASYNCSTATE_STORE"],
+            executor=_executor(config),
+            rq_queue=_nonempty(config, "ASYNCSTATE_RQ_QUEUE"),
+            timeout_grace=_positive(config, "ASYNCSTATE_TIMEOUT_GRACE"),
         )

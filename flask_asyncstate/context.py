@@ -100,12 +100,23 @@ class JobContext:
         self._finished = False
         self._done = threading.Event()
         self._next_yield = 0.0
+        #: ``time.monotonic()`` by which a job declared with ``timeout=`` must end, once running.
+        self.deadline: float | None = None
+        #: The deadline passed: the Event was set, and the job ends ``failed`` (``JobTimeout``).
+        self.timed_out = False
 
     @classmethod
     def new(cls, job_id: str, name: str, instance: str, owner: str | None) -> JobContext:
         """A queued job's context, its document as :func:`records.new_document` makes it."""
         ctx = cls(job_id, name, new_document(job_id, name, instance, owner))
         ctx.owner = owner
+        return ctx
+
+    @classmethod
+    def adopt(cls, doc: dict[str, Any]) -> JobContext:
+        """The context of a job whose document another process wrote (a worker taking it)."""
+        ctx = cls(doc["id"], doc["name"], dict(doc))
+        ctx.owner = doc.get("owner")
         return ctx
 
     def progress(
@@ -245,6 +256,11 @@ class JobContext:
         """The sealed document could not be stored: this one stands in for it."""
         with self._lock:
             self._doc.update(final)
+
+    def set_instance(self, instance: str) -> None:
+        """The process that runs the job (a worker, after taking it from the queue)."""
+        with self._lock:
+            self._doc["instance"] = instance
 
     def last_resort(self, status: str) -> dict[str, Any]:
         """A final document built only from values known to encode, for when the real one cannot."""

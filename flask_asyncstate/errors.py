@@ -67,3 +67,20 @@ class QueueFull(AsyncStateError):
 
 class InvalidToken(AsyncStateError):
     """A job token is malformed, forged, signed with another key, or expired."""
+
+
+_MAX_ERROR_MESSAGE = 2000
+
+
+def error_of(exc: BaseException) -> dict[str, str]:
+    """The ``error`` field for an exception: type and message; store details stay in the log."""
+    if isinstance(exc, StoreError):  # host, port, command: for the log, not for the user
+        return {
+            "type": type(exc).__name__,
+            "message": "the job store failed while the job ran; the server log has details",
+        }
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a failing __str__ must still give a final document
+        message = f"<{type(exc).__name__} whose message could not be read>"
+    return {"type": type(exc).__name__, "message": message[:_MAX_ERROR_MESSAGE]}

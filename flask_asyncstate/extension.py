@@ -47,26 +47,37 @@ class AsyncState:
     :class:`~flask_asyncstate.appstate.AppState` in ``app.extensions["asyncstate"]``.
     """
 
-    def __init__(self, app: Flask | None = None, *, redis: Any = None) -> None:
+    def __init__(self, app: Flask | None = None, *, redis: Any = None, celery: Any = None) -> None:
         # Only to pick the app outside an app context when there is exactly one.
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        # Jobs by name: what a worker process runs when a queue entry names one.
+        self._registered: dict[str, TrackedJob] = {}
         if app is not None:
-            self.init_app(app, redis=redis)
+            self.init_app(app, redis=redis, celery=celery)
 
-    def init_app(self, app: Flask, *, redis: Any = None) -> None:
+    def init_app(self, app: Flask, *, redis: Any = None, celery: Any = None) -> None:
         """Register the extension on ``app``; reads the ``ASYNCSTATE_*`` keys once
         (see :mod:`flask_asyncstate.config`).
 
         :param redis: a ``redis.Redis`` client to use instead of ``ASYNCSTATE_REDIS_URL``.
+        :param celery: a Celery app whose workers run the jobs: registers the task that
+            runs them, and makes ``"celery"`` the default of ``ASYNCSTATE_EXECUTOR``.
         """
         if appstate.EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "A 'AsyncState' instance has already been registered on this Flask app."
                 " Import and use that instance instead."
             )
+        if celery is not None:
+            app.config.setdefault("ASYNCSTATE_EXECUTOR", "celery")
         settings = Settings.from_config(app.config)
         store = make_store(settings, redis)
-        app.extensions[appstate.EXTENSION_KEY] = AppState(app, self, settings, store)
+        try:
+            found = AppState(app, self, settings, store, celery=celery)
+        except BaseException:
+            store.close()
+            raise
+        app.extensions[appstate.EXTENSION_KEY] = found
         self._apps.add(app)
         self._register_web(app, settings)
         app_ref = weakref.ref(app)
@@ -155,6 +166,7 @@ class AsyncState:
         name: str | None = None,
         never_expires: bool = False,
         state: type | None = None,
+        timeout: float | None = None,
     ) -> Callable[[Callable[..., Any]], TrackedJob]: ...
 
     def job(
@@ -164,18 +176,30 @@ class AsyncState:
         name: str | None = None,
         never_expires: bool = False,
         state: type | None = None,
+        timeout: float | None = None,
     ) -> TrackedJob | Callable[[Callable[..., Any]], TrackedJob]:
         """Decorate a function ``fn(job, *args)`` as a tracked job.
 
-        :param name: shown in progress documents (default: the function name).
+        :param name: shown in progress documents (default: the function name); what a
+            worker looks the job up by, so unique among one extension's jobs.
         :param never_expires: keep the job's document until it is removed.
         :param state: a state type; the job gets ``job.state`` bound to an entry of it.
+        :param timeout: seconds the job may run: then its cancel Event is set, and it ends
+            ``failed`` with a ``JobTimeout`` error (see :mod:`flask_asyncstate.timeouts`).
         """
 
         def decorate(f: Callable[..., Any]) -> TrackedJob:
-            return TrackedJob(self, f, name=name, never_expires=never_expires, state=state)
+            tracked = TrackedJob(
+                self, f, name=name, never_expires=never_expires, state=state, timeout=timeout
+            )
+            self._registered[tracked.name] = tracked  # the latest definition of a name wins
+            return tracked
 
         return decorate(fn) if fn is not None else decorate
+
+    def registered_job(self, name: str) -> TrackedJob | None:
+        """The job decorated under ``name``, for a worker running a queue entry."""
+        return self._registered.get(name)
 
     def handle(self, token: str) -> JobHandle:
         """A handle on the job a token names; raises :class:`InvalidToken` if it is bad."""

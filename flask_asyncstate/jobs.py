@@ -73,12 +73,19 @@ class TrackedJob:
         name: str | None = None,
         never_expires: bool = False,
         state: type | None = None,
+        timeout: float | None = None,
     ) -> None:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.extension = extension
         self.fn = fn
         self.name = name or fn.__name__
         self.never_expires = never_expires
         self.state_type = state
+        #: Seconds the job may run before it is stopped and ends ``failed``; None: no limit.
+        self.timeout = None if timeout is None else float(timeout)
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

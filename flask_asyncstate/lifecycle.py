@@ -13,39 +13,25 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import has_request_context
 
-from . import serialization, signals, tokens
+from . import remote, serialization, signals, tokens
 from .context import BoundState, JobContext
-from .errors import JobCancelled, QueueFull, QuotaExceeded, StoreError
+from .errors import JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
 from .jobs import JobHandle
 from .signals import send
 from .status import JobStatus
+from .timeouts import timeout_error
 
 if TYPE_CHECKING:
     from .registry import JobSpec, Local
     from .runtime import Runtime
 
 log = logging.getLogger("flask_asyncstate")
-
-_MAX_ERROR_MESSAGE = 2000
-
-
-def error_of(exc: BaseException) -> dict[str, str]:
-    """The ``error`` field for an exception: type and message; store details stay in the log."""
-    if isinstance(exc, StoreError):  # host, port, command: for the log, not for the user
-        return {
-            "type": type(exc).__name__,
-            "message": "the job store failed while the job ran; the server log has details",
-        }
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 - a failing __str__ must still give a final document
-        message = f"<{type(exc).__name__} whose message could not be read>"
-    return {"type": type(exc).__name__, "message": message[:_MAX_ERROR_MESSAGE]}
 
 
 class Lifecycle:
@@ -61,12 +47,15 @@ class Lifecycle:
     def start(self, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
         """Admit, record and submit a job; nothing is left behind when it is refused."""
         app = self.app_state
+        serialization.check_arguments(args, kwargs, f"job {job.name!r}")  # JSON, for every executor
         app.ensure_running()
         owner = None
         if has_request_context():
             app.signer.require_key()  # a job nobody could be given a token for is never made
             owner = tokens.request_owner(create=True)
         job_id = secrets.token_hex(16)
+        if app.executor.remote:
+            return remote.start(app, job, job_id, owner, args, kwargs)
         waiting = self.jobs.reserve(job_id, app.settings.max_queued)
         if waiting is None:
             raise QueueFull(
@@ -74,7 +63,7 @@ class Lifecycle:
                 " try again shortly"
             )
         try:
-            ctx = self._admit(job, job_id, owner)
+            ctx = self.admit(job, job_id, owner)
         except BaseException:
             self.jobs.unqueue(job_id)
             raise
@@ -86,10 +75,18 @@ class Lifecycle:
             raise RuntimeError("flask-asyncstate was shut down; no new jobs can start") from None
         return JobHandle(app, job_id)  # the token is signed when first asked for
 
-    def _admit(self, job: JobSpec, job_id: str, owner: str | None) -> JobContext:
-        """Write the queued document, claim the owner's quota slot, create the job's state."""
-        ctx = JobContext.new(job_id, job.name, self.records.instance_id, owner)
-        self.records.create(ctx.snapshot(), ctx.cancelled, job.never_expires)
+    def admit(
+        self, job: JobSpec, job_id: str, owner: str | None, remote: bool = False
+    ) -> JobContext:
+        """Write the queued document, claim the owner's quota slot (and, for a worker, a
+        place in the engine's queue), create the job's state.
+
+        A job queued for a worker names no instance until one takes it, and no cancel
+        Event is held here: the worker holds it.
+        """
+        ctx = JobContext.new(job_id, job.name, None if remote else self.records.instance_id, owner)
+        event = None if remote else ctx.cancelled
+        self.records.create(ctx.snapshot(), event, job.never_expires)
         try:
             limit = self.app_state.settings.max_jobs_per_session
             if owner is not None and not self.records.admit(owner, job_id, limit):
@@ -97,20 +94,23 @@ class Lifecycle:
                     f"You already have {limit} jobs in progress. Wait for one to finish,"
                     " or cancel one, then try again."
                 )
+            limit = self.app_state.settings.max_queued
+            if remote and not self.records.enter_queue(job_id, limit):
+                raise QueueFull(f"{limit} jobs are already waiting for a worker; try again shortly")
             if job.state_type is not None:
                 self.app_state.state.create(
                     job.state_type(),
                     name=job_id,
-                    cancel_event=ctx.cancelled,
+                    cancel_event=event,
                     never_expires=job.never_expires,
                 )
                 ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
         except BaseException:
-            self._abandon(ctx, job)
+            self.abandon(ctx, job, remote)
             raise
         return ctx
 
-    def _abandon(self, ctx: JobContext, job: JobSpec) -> None:
+    def abandon(self, ctx: JobContext, job: JobSpec, remote: bool = False) -> None:
         """Undo a start that did not go through.
 
         Each step on its own; if the store refused one (it is away), the job is
@@ -123,6 +123,8 @@ class Lifecycle:
             steps.append(lambda: self.records.discharge(owner, ctx.id))
         if state_type is not None:
             steps.append(lambda: self.app_state.state.remove(state_type, name=ctx.id))
+        if remote:
+            steps.append(lambda: self.records.leave_queue(ctx.id))
         refused = 0
         for step in steps:
             try:
@@ -175,22 +177,27 @@ class Lifecycle:
             self.finish(ctx, job, JobStatus.CANCELLED)
             return
         ctx.mark_running()
+        if job.timeout is not None:
+            ctx.deadline = time.monotonic() + job.timeout
         self.flush_one(ctx, job, signal=False)
         send(signals.job_started, self.app_state.app_ref(), job_id=ctx.id, document=ctx.snapshot())
         try:
             with self.app_state.flask_app.app_context():
                 result = job.fn(ctx, *args, **kwargs)
         except JobCancelled:
-            self.finish(ctx, job, JobStatus.CANCELLED)
+            self._end_stopped(ctx, job)
             return
         except BaseException as exc:
+            if ctx.timed_out and isinstance(exc, Exception):  # its own way of stopping
+                self._end_stopped(ctx, job)
+                return
             log.error("job %s (%s) failed", ctx.id, job.name, exc_info=exc)
             self.finish(ctx, job, JobStatus.FAILED, error=error_of(exc))
             if not isinstance(exc, Exception):
                 raise
             return
         if ctx.cancelled.is_set():  # honoured the request by returning early
-            self.finish(ctx, job, JobStatus.CANCELLED)
+            self._end_stopped(ctx, job)
             return
         try:
             serialization.check_value(result, "result", f"job {job.name!r}")
@@ -198,6 +205,13 @@ class Lifecycle:
             self.finish(ctx, job, JobStatus.FAILED, error=error_of(exc))
         else:
             self.finish(ctx, job, JobStatus.SUCCEEDED, result=result)
+
+    def _end_stopped(self, ctx: JobContext, job: JobSpec) -> None:
+        """The job stopped on its Event: cancelled, or failed if its deadline set it."""
+        if ctx.timed_out:
+            self.finish(ctx, job, JobStatus.FAILED, error=timeout_error(job.timeout))
+        else:
+            self.finish(ctx, job, JobStatus.CANCELLED)
 
     def _deliver_stored_cancel(self, ctx: JobContext) -> None:
         try:

@@ -27,6 +27,11 @@ from .stores.base import Entry, Store
 JOB_KIND = "flask_asyncstate.job"
 INSTANCE_KIND = "flask_asyncstate.instance"
 OWNER_KIND = "flask_asyncstate.owner"
+QUEUE_KIND = "flask_asyncstate.queue"
+
+
+class _Unchanged(Exception):
+    """Raised inside a conditional update whose condition does not hold: nothing is written."""
 
 
 #: The fields of the progress document, in the order they are shown.
@@ -46,7 +51,9 @@ PUBLIC_FIELDS = (
 )
 
 
-def new_document(job_id: str, name: str, instance: str, owner: str | None = None) -> dict[str, Any]:
+def new_document(
+    job_id: str, name: str, instance: str | None, owner: str | None = None
+) -> dict[str, Any]:
     now = time.time()
     return {
         "id": job_id,
@@ -95,6 +102,9 @@ class JobRecords:
     def owner_key(self, owner: str) -> str:
         return self.store.key(OWNER_KIND, owner)
 
+    def queue_key(self) -> str:
+        return self.store.key(QUEUE_KIND, "remote")
+
     # -- an owner's jobs -----------------------------------------------------
 
     def admit(self, owner: str, job_id: str, limit: int) -> bool:
@@ -105,17 +115,59 @@ class JobRecords:
         tried once more. The job's document must exist before this is called, so
         a concurrent cleanup never mistakes a new job for a vanished one.
         """
-        key = self.owner_key(owner)
+        return self._claim(self.owner_key(owner), job_id, limit, limit, _ended)
+
+    def _claim(self, key: str, job_id: str, limit: int, keep: int, stale: Any) -> bool:
         now = time.time()
-        if self.store.claim(key, job_id, limit=limit, keep=limit, score=now):
+        if self.store.claim(key, job_id, limit=limit, keep=keep, score=now):
             return True
         active = sorted(self.store.claims(key).active)
-        docs = self.statuses(active) if active else []
-        stale = [j for j, d in zip(active, docs) if d is None or d["status"] in FINAL]
-        if not stale:
+        docs = self.statuses(active, internal=True) if active else []
+        gone = [j for j, d in zip(active, docs) if stale(d)]
+        if not gone:
             return False
-        self.store.unclaim(key, stale)
-        return self.store.claim(key, job_id, limit=limit, keep=limit, score=now)
+        self.store.unclaim(key, gone)
+        return self.store.claim(key, job_id, limit=limit, keep=keep, score=now)
+
+    # -- the engine's queue (jobs run by RQ or Celery workers) ----------------
+
+    def enter_queue(self, job_id: str, limit: int) -> bool:
+        """Count a job waiting for a worker against ``limit`` (app-wide, atomic); False if full.
+
+        Ids of jobs a worker took, or that ended, are released when the queue is full.
+        """
+        return self._claim(self.queue_key(), job_id, limit, 0, _not_waiting)
+
+    def leave_queue(self, job_id: str) -> None:
+        """A worker took the job, or it ended while queued."""
+        self.store.unclaim(self.queue_key(), [job_id])
+
+    def queued_ids(self) -> set[str]:
+        """Ids of jobs waiting for a worker (reading restarts the index's expiry)."""
+        return self.store.claims(self.queue_key()).active
+
+    def transition(self, job_id: str, when: Any, change: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply ``change`` to the job's document if ``when(document)`` holds, atomically
+        against every other writer; the new document, or None (no such job, or no match).
+
+        What lets a worker's take and a web instance's cancel of a queued job, or two
+        processes ending one job, never both win.
+        """
+        done: list[dict[str, Any]] = []
+
+        def apply(doc: dict[str, Any]) -> dict[str, Any]:
+            done.clear()
+            if not when(doc):
+                raise _Unchanged
+            new = dict(doc, **change, updated_at=time.time())
+            done.append(new)
+            return new
+
+        try:
+            found = self.store.update(self.job_key(job_id), apply)
+        except _Unchanged:
+            return None
+        return done[0] if found and done else None
 
     def restore(self, owner: str, job_id: str, keep: int) -> None:
         """List a running job in its owner's index again (after Redis lost its data)."""
@@ -131,7 +183,9 @@ class JobRecords:
 
     # -- writing (the instance that runs the job) ---------------------------
 
-    def create(self, doc: dict[str, Any], event: threading.Event, never_expires: bool) -> None:
+    def create(
+        self, doc: dict[str, Any], event: threading.Event | None, never_expires: bool
+    ) -> None:
         self.store.create(
             self.job_key(doc["id"]), doc, cancel_event=event, never_expires=never_expires
         )
@@ -250,3 +304,11 @@ class JobRecords:
             else:
                 dead.add(owner)
         return dead
+
+
+def _ended(doc: dict[str, Any] | None) -> bool:
+    return doc is None or doc["status"] in FINAL
+
+
+def _not_waiting(doc: dict[str, Any] | None) -> bool:
+    return doc is None or doc["status"] != JobStatus.QUEUED or doc.get("instance") is not None

@@ -19,6 +19,7 @@ class JobSpec(Protocol):
     fn: Callable[..., Any]
     never_expires: bool
     state_type: type | None
+    timeout: float | None
 
 
 @dataclass

@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 class Starter(Protocol):
     def start(self, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
+    def run(
+        self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None: ...
+
+    def finish(self, ctx: JobContext, job: JobSpec, status: str, **kw: Any) -> bool: ...
+
     def flush(self) -> None: ...
 
 
@@ -39,6 +45,11 @@ class Runtime(Protocol):
 
     @property
     def app_ref(self) -> weakref.ref[Flask]: ...
+
+    @property
+    def extension(self) -> Any: ...
+
+    role: str
 
     @property
     def settings(self) -> Settings: ...

@@ -124,6 +124,22 @@ def check_value(value: Any, path: str, owner: str) -> Any:
     return _encode(value, path, owner)
 
 
+def check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], owner: str) -> None:
+    """Refuse job arguments that are not JSON, whatever the executor (a worker gets JSON),
+    with ``UnserializableState`` (a ``TypeError``) naming the argument: ``argument 0``,
+    ``argument rows``, ``argument rows[2].when``."""
+    named = [(f"argument {i}", v) for i, v in enumerate(args)]
+    named += [(f"argument {k}", v) for k, v in kwargs.items()]
+    for path, value in named:
+        try:
+            _encode(value, path, owner)
+        except UnserializableState as exc:
+            raise UnserializableState(
+                f"job arguments must be JSON, since a worker receives them as JSON: {exc}",
+                exc.path,
+            ) from None
+
+
 def to_document(obj: Any) -> dict[str, Any]:
     """Validate ``obj`` and return its JSON-ready dict; raise ``UnserializableState`` if it can't."""
     tp = type(obj)

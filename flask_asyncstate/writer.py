@@ -16,6 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from . import timeouts
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class Writer:
                 app_state.shutdown(0)
                 return
             try:
+                timeouts.check(app_state)
                 app_state.lifecycle.flush()
             except Exception:
                 log.exception("flask-asyncstate writer: flush failed")
@@ -110,8 +112,12 @@ class Writer:
             "started_at": self._started_at,
             "beat_at": time.time(),
             "jobs": len(contexts),
+            "role": app_state.role,
+            "engine": app_state.executor.engine,
         }
         running = [c.id for c in contexts]
+        if app_state.executor.remote:  # jobs waiting for a worker: nobody else keeps them
+            running += sorted(records.queued_ids())
         if records.beat(info, app_state.settings.heartbeat_interval, running, states, owners):
             return
         for ctx in contexts:  # the store lost our entries: write them again on the next flush

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from typing import Any
@@ -11,6 +12,24 @@ from flask import Flask
 from flask_asyncstate import AsyncState, JobContext
 
 SECRET = "test-secret-not-for-production"
+
+
+#: Gates of ``blocked`` jobs, by name (job arguments must be JSON).
+GATES: dict[str, threading.Event] = {}
+
+
+class Gate:
+    """An Event a ``blocked`` job waits on, passed to it by name: ``start(gate.name)``."""
+
+    def __init__(self) -> None:
+        self.name = secrets.token_hex(6)
+        self.event = GATES[self.name] = threading.Event()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
 
 
 def make_app(redis_url: str | None = None, **config: Any) -> tuple[Flask, AsyncState]:
@@ -58,8 +77,8 @@ def define_jobs(ext: AsyncState) -> dict[str, Any]:
         time.sleep(seconds)  # never looks at job.cancelled: only shutdown or the clock ends it
 
     @ext.job
-    def blocked(job: JobContext, gate: threading.Event) -> str:
-        gate.wait(30)
+    def blocked(job: JobContext, gate: str) -> str:
+        GATES[gate].wait(30)  # job arguments are JSON: the gate is named, not passed
         return "released"
 
     @ext.job

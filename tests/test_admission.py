@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import redis
 import requests
-from apps import define_jobs
+from apps import Gate, define_jobs
 from apps import make_app as build_app
 from cachelib import FileSystemCache
 from flask import flash, session
@@ -165,19 +165,19 @@ def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(
 ) -> None:  # type: ignore[no-untyped-def]
     app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=2)
     jobs = define_jobs(ext)
-    gate = threading.Event()
+    gate = Gate()
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]
-        return {"token": jobs["blocked"].start(gate).token}, 202
+        return {"token": jobs["blocked"].start(gate.name).token}, 202
 
     with app.app_context():
-        running = jobs["blocked"].start(gate)
+        running = jobs["blocked"].start(gate.name)
         wait_until(lambda: running.status()["status"] == "running", 5, message="the job runs")
-        queued = [jobs["blocked"].start(gate) for _ in range(2)]
+        queued = [jobs["blocked"].start(gate.name) for _ in range(2)]
         before = len(ext.store.keys(JOB_KIND))
         with pytest.raises(QueueFull):
-            jobs["blocked"].start(gate)
+            jobs["blocked"].start(gate.name)
         assert len(ext.store.keys(JOB_KIND)) == before
     answer = app.test_client().post("/start")
     assert answer.status_code == 503 and answer.is_json and "error" in answer.json
@@ -197,12 +197,12 @@ def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url
         ASYNCSTATE_MAX_ENTRY_SIZE=4096,
     )
     jobs = define_jobs(ext)
-    gate = threading.Event()
+    gate = Gate()
     runner = ext.app_state(app)
     interval = app.config["ASYNCSTATE_HEARTBEAT_INTERVAL"]
     client = redis.Redis.from_url(redis_url)
     with app.app_context():
-        handles = [jobs["blocked"].start(gate) for _ in range(3000)]
+        handles = [jobs["blocked"].start(gate.name) for _ in range(3000)]
         queued_at = time.time()
 
         def late_beat() -> bytes | None:  # the writer still beats, a while after the queue filled
@@ -588,11 +588,11 @@ def test_any_job_behaviour_ends_final_and_readable(
 def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-untyped-def]
     app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
     jobs = define_jobs(ext)
-    gate = threading.Event()
+    gate = Gate()
     with app.test_request_context("/"):
-        jobs["blocked"].start(gate)
+        jobs["blocked"].start(gate.name)
         with pytest.raises(QuotaExceeded) as caught:
-            jobs["blocked"].start(gate)
+            jobs["blocked"].start(gate.name)
     assert "ASYNCSTATE" not in str(caught.value)
     gate.set()
 

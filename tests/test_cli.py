@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 
-from apps import define_jobs
+from apps import Gate, define_jobs
 
 
 def test_cli_lists_shows_cancels_and_purges(make_app, redis_url) -> None:
@@ -13,13 +12,13 @@ def test_cli_lists_shows_cancels_and_purges(make_app, redis_url) -> None:
     other_app, other_ext = make_app(redis_url)  # a second instance on the same Redis
     jobs = define_jobs(ext)
     other_jobs = define_jobs(other_ext)
-    gate = threading.Event()
+    gate = Gate()
     with app.app_context():
         done = jobs["count"].start(3)
         done.wait(10)
         running = jobs["until_cancelled"].start()
     with other_app.app_context():
-        blocked = other_jobs["blocked"].start(gate)
+        blocked = other_jobs["blocked"].start(gate.name)
     cli = app.test_cli_runner()
 
     listed = cli.invoke(args=["asyncstate", "list"])

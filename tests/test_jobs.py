@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from apps import define_jobs
+from apps import Gate, define_jobs
 from flask import Flask
 from waiting import wait_until
 
@@ -95,14 +95,14 @@ def test_cancelled_while_queued_never_starts(make_app, backend_url) -> None:
     app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1)
     jobs = define_jobs(ext)
     started = []
-    gate = threading.Event()
+    gate = Gate()
 
     @ext.job
     def record(job) -> None:
         started.append(job.id)
 
     with app.app_context():
-        first = jobs["blocked"].start(gate)
+        first = jobs["blocked"].start(gate.name)
         second = record.start()
         assert second.status()["status"] == "queued"
         assert second.cancel() is True
@@ -146,12 +146,12 @@ def test_final_document_is_not_overwritten_by_buffered_progress(make_app, backen
 def test_quota_per_session(make_app, backend_url) -> None:
     app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
     jobs = define_jobs(ext)
-    gate = threading.Event()
+    gate = Gate()
     with app.test_request_context("/"):
-        a = jobs["blocked"].start(gate)
-        jobs["blocked"].start(gate)
+        a = jobs["blocked"].start(gate.name)
+        jobs["blocked"].start(gate.name)
         with pytest.raises(QuotaExceeded, match="You already have 2 jobs in progress"):
-            jobs["blocked"].start(gate)
+            jobs["blocked"].start(gate.name)
         gate.set()
         a.wait(10)
         state = ext.app_state(app)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from apps import define_jobs
+from apps import Gate, define_jobs
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect, generate_csrf
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -22,11 +21,11 @@ def web(make_app, backend_url):  # type: ignore[no-untyped-def]
     """An app with a view that starts jobs, on both backends."""
     app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
     jobs = define_jobs(ext)
-    gate = threading.Event()
+    gate = Gate()
 
     @app.post("/start/<kind>")
     def start(kind: str):  # type: ignore[no-untyped-def]
-        args = {"count": (3,), "until_cancelled": (), "blocked": (gate,)}[kind]
+        args = {"count": (3,), "until_cancelled": (), "blocked": (gate.name,)}[kind]
         return {"token": jobs[kind].start(*args).token}
 
     yield app, ext, gate

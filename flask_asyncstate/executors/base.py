@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import ClassVar
 
 
 class Executor(ABC):
@@ -13,6 +14,12 @@ class Executor(ABC):
     so an executor only has to call it, and to say which jobs it never started
     when it is shut down.
     """
+
+    #: Jobs run in another process (a :class:`~.remote.RemoteExecutor`): the web side
+    #: only queues them.
+    remote: ClassVar[bool] = False
+    #: The engine's name, shown in ``flask asyncstate instances``.
+    engine: ClassVar[str] = "threads"
 
     def after_fork(self) -> None:
         """In a forked child, before anything else: drop the parent's threads and locks."""

@@ -77,6 +77,9 @@ class Store(ABC):
     #: Writes reach the watchers of every process by themselves (Redis pub/sub); otherwise
     #: the base tells this process's watchers after each write.
     notifies_changes: ClassVar[bool] = False
+    #: Every process that opens the store sees the same entries (not the in-process memory
+    #: store): what running jobs on RQ or Celery workers needs.
+    shared: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -260,6 +263,12 @@ class Store(ABC):
     def held_keys(self) -> list[str]:
         """Keys whose cancel Event this process holds."""
         return self.events.keys()
+
+    def hold(self, key: str, event: threading.Event) -> None:
+        """Set ``event`` when a cancel of ``key`` is requested, from any process (a worker
+        taking a job another process created)."""
+        self.events.hold(key, event)
+        self._on_hold()
 
     def release(self, key: str) -> None:
         """Stop delivering cancels of ``key`` to this process (its work there is done)."""

@@ -32,6 +32,8 @@ class _Index:
 class MemoryStore(Store):
     """Entries in a dict guarded by a lock; expiry is checked on access and swept every second."""
 
+    shared = False  # one process's memory
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._slots: dict[str, _Slot] = {}

@@ -1,0 +1,154 @@
+"""Run jobs on RQ workers: the queue lives in the store's Redis, entries are JSON, never pickle.
+
+The web side enqueues :func:`perform` with one JSON payload (job id, name,
+arguments) under the job's own id; ``flask asyncstate worker`` runs an
+:class:`AsyncStateWorker` (RQ's forking worker) or, with ``--simple``, an
+:class:`AsyncStateSimpleWorker` inside the app, so :func:`perform` finds the
+extension and its registered jobs. RQ's own failure paths (a killed work
+horse, a cold shutdown) end our document too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import redis
+from flask import current_app, has_request_context
+from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from ..stores.redis_client import translate
+from .remote import RemoteExecutor
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+log = logging.getLogger("flask_asyncstate")
+
+#: The function every queue entry names (what the worker imports and calls).
+PERFORM = f"{__name__}.perform"
+
+#: The app a ``flask asyncstate worker`` process serves; forked work horses inherit it.
+_worker_app: Runtime | None = None
+
+
+def perform(payload: dict[str, Any]) -> None:
+    """What an RQ worker calls for each entry: run the tracked job the payload names."""
+    from .. import remote
+
+    # The worker command sets _worker_app; otherwise (a custom worker) the current app's.
+    app_state = _worker_app if _worker_app is not None else current_app.extensions["asyncstate"]
+    remote.run(app_state, payload)
+
+
+class RQExecutor(RemoteExecutor):
+    """Enqueues jobs on ``ASYNCSTATE_RQ_QUEUE`` in the store's Redis."""
+
+    engine = "rq"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        fast_client: redis.Redis,
+        queue: str,
+        expires: float,
+        grace: float,
+    ) -> None:
+        self._grace = grace
+        self.queue_name = queue
+        self._queue = Queue(queue, connection=client, serializer=JSONSerializer)
+        # ``start()`` in a request waits at most ASYNCSTATE_REDIS_TIMEOUT, like the store.
+        self._fast_queue = Queue(queue, connection=fast_client, serializer=JSONSerializer)
+        self._expires = int(expires)
+
+    def enqueue(self, job_id: str, payload: dict[str, Any], timeout: float | None) -> None:
+        queue = self._fast_queue if has_request_context() else self._queue
+        with translate():
+            queue.enqueue_call(
+                PERFORM,
+                args=[payload],
+                job_id=job_id,
+                # RQ kills the work horse at its limit (-1: none); the Event is set before.
+                timeout=-1 if timeout is None else int(timeout + 2 * self._grace) + 1,
+                result_ttl=0,  # the result is in our document
+                failure_ttl=self._expires,
+                description=f"flask-asyncstate job {payload['name']}",
+            )
+
+    def dequeue(self, job_id: str) -> None:
+        try:
+            with translate():
+                Job.fetch(
+                    job_id, connection=self._queue.connection, serializer=JSONSerializer
+                ).delete()
+        except NoSuchJobError:
+            pass  # a worker took it (and will find it cancelled) or it is gone already
+        except Exception as exc:  # noqa: BLE001 - the stored flag still stops it
+            log.warning("job %s: could not remove it from the RQ queue: %s", job_id, exc)
+
+
+class _Hooks:
+    """RQ's failure paths that never reach the job's own code end its document too."""
+
+    asyncstate: Runtime
+
+    def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
+        if not self._is_horse and job.func_name == PERFORM:  # type: ignore[attr-defined]
+            from .. import remote
+
+            why = str(kwargs.get("exc_string") or "the worker gave up on the job").strip()
+            why = why.splitlines()[0] if why else "the worker gave up on the job"
+            status = "lost" if why.startswith("Work-horse terminated") else "failed"
+            remote.end_abandoned(self.asyncstate, job.id, why, status)
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        job_id = self.get_current_job_id()  # type: ignore[attr-defined]
+        try:
+            super().request_force_stop(signum, frame)  # type: ignore[misc]
+        finally:
+            if job_id and not self._is_horse:  # type: ignore[attr-defined]
+                from .. import remote
+
+                remote.end_abandoned(self.asyncstate, job_id, "the worker was shut down cold")
+
+    def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+        try:
+            return super().perform_job(job, queue, execution)  # type: ignore[misc, no-any-return]
+        finally:
+            if self._is_horse:  # type: ignore[attr-defined]
+                # A work horse ends with os._exit (no atexit): retire its heartbeat now.
+                self.asyncstate.shutdown()
+
+
+class AsyncStateWorker(_Hooks, Worker):
+    """RQ's forking worker: each job in a fresh work horse with its own heartbeat and listener."""
+
+
+class AsyncStateSimpleWorker(_Hooks, SimpleWorker):
+    """RQ's worker without fork: jobs run one after another in the worker process itself."""
+
+
+def run_worker(
+    app_state: Runtime, queues: list[str], *, burst: bool, simple: bool, name: str | None = None
+) -> bool:
+    """Run an RQ worker for ``app_state``'s app until it is stopped (or, with ``burst``, idle)."""
+    global _worker_app
+    store = app_state.store
+    client = getattr(store, "client", None)
+    if not isinstance(client, redis.Redis):
+        raise TypeError("the RQ worker needs the Redis store (set ASYNCSTATE_REDIS_URL)")
+    _worker_app = app_state
+    cls = AsyncStateSimpleWorker if simple else AsyncStateWorker
+    worker = cls(
+        [Queue(q, connection=client, serializer=JSONSerializer) for q in queues],
+        connection=client,
+        serializer=JSONSerializer,
+        name=name,
+    )
+    worker.asyncstate = app_state
+    app_state.ensure_running()  # this process beats too: "instances" lists the worker
+    return bool(worker.work(burst=burst, with_scheduler=False))
