@@ -32,6 +32,9 @@ setup(
         # kept so that existing `pip install flask-asyncstate[redis]` lines go on working
         "redis": [],
         "session": [],
+        # where jobs run when they outgrow the web processes (ASYNCSTATE_EXECUTOR)
+        "rq": ["rq>=2.0"],
+        "celery": ["celery[redis]>=5.3"],
         # what `flask --app example_app run` needs: sessions, and CSRF protection for its forms
         "example": ["flask-session>=0.6", "cachelib>=0.10", "flask-wtf>=1.1"],
         "test": [
@@ -50,11 +53,13 @@ setup(
             "flask-wtf>=1.1",
             "sphinx>=7",
             "pallets-sphinx-themes>=2.1",
+            "rq>=2.0",  # the RQ and Celery worker tests
+            "celery[redis]>=5.3",
         ],
         "bench": [
             "redis>=4.5",
             "pybreaker>=1.0",
-            "rq>=1.15",
+            "rq>=2.0",
             "celery[redis]>=5.3",
             "flask-executor>=1.0",
             "matplotlib>=3.7",

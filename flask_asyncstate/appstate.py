@@ -9,6 +9,7 @@ thread. :func:`get` finds it for the current (or a given) app.
 from __future__ import annotations
 
 import atexit
+import logging
 import math
 import os
 import secrets
@@ -32,6 +33,8 @@ from .status import JobStatus
 from .stores.base import Store
 from .streams import StreamSlots
 from .writer import Writer
+
+log = logging.getLogger("flask_asyncstate")
 
 #: Key in ``app.extensions``.
 EXTENSION_KEY = "asyncstate"
@@ -153,9 +156,7 @@ class AppState:
                 if not self.writer.alive and not self._closed:
                     self.writer.start()
         except Exception:  # a job must run even if the restart fails
-            import logging
-
-            logging.getLogger("flask_asyncstate").exception("writer restart failed")
+            log.exception("writer restart failed")
 
     # -- jobs ------------------------------------------------------------------
 
@@ -175,6 +176,16 @@ class AppState:
     def local_context(self, job_id: str) -> JobContext | None:
         local = self.registry.get(job_id)
         return None if local is None else local.ctx
+
+    def retire_process(self) -> None:
+        """A process about to ``os._exit`` (an RQ work horse) whose jobs have all ended: stop
+        the writer and remove the heartbeat entry, without joining threads."""
+        self._closed = True
+        self.writer.stop(join=0.5)
+        try:
+            self.records.retire()
+        except Exception:  # the entry expires by itself
+            log.debug("heartbeat entry not removed", exc_info=True)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Cancel running jobs, wait up to ``timeout`` s, write ``lost`` for any still running."""

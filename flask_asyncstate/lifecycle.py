@@ -171,8 +171,8 @@ class Lifecycle:
     def _run(
         self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        if not ctx.cancelled.is_set():
-            self._deliver_stored_cancel(ctx)
+        if not ctx.cancelled.is_set() and not self.app_state.executor.remote:
+            self._deliver_stored_cancel(ctx)  # a worker's take delivered it already
         if ctx.cancelled.is_set():  # cancelled while queued: never starts
             self.finish(ctx, job, JobStatus.CANCELLED)
             return

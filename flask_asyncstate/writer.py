@@ -33,6 +33,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started_at = time.time()
+        self._waiting_due = 0.0
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -97,6 +98,15 @@ class Writer:
                     continue
                 next_beat = time.monotonic() + beat_every
 
+    def _waiting_jobs(self) -> list[str]:
+        """Ids of jobs waiting for a worker, a few times per ``ASYNCSTATE_EXPIRES``: nobody
+        else keeps their entries alive, and a long queue must not cost every beat."""
+        now = time.monotonic()
+        if now < self._waiting_due:
+            return []
+        self._waiting_due = now + self.app_state.settings.expires / 4
+        return sorted(self.app_state.records.queued_ids())
+
     def beat(self) -> None:
         """Refresh the liveness entry; if the store had lost it, write every job again."""
         app_state = self.app_state
@@ -116,8 +126,8 @@ class Writer:
             "engine": app_state.executor.engine,
         }
         running = [c.id for c in contexts]
-        if app_state.executor.remote:  # jobs waiting for a worker: nobody else keeps them
-            running += sorted(records.queued_ids())
+        if app_state.executor.remote and app_state.role == "web":
+            running += self._waiting_jobs()
         if records.beat(info, app_state.settings.heartbeat_interval, running, states, owners):
             return
         for ctx in contexts:  # the store lost our entries: write them again on the next flush

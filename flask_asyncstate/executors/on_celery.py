@@ -30,7 +30,7 @@ log = logging.getLogger("flask_asyncstate")
 TASK_NAME = "flask_asyncstate.run"
 
 # A start() in a request must not hang on an unreachable broker (ASYNCSTATE_REDIS_TIMEOUT).
-_PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "timeout": 1.0}
+_PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
 class CeleryExecutor(RemoteExecutor):

@@ -115,13 +115,14 @@ class _Hooks:
 
                 remote.end_abandoned(self.asyncstate, job_id, "the worker was shut down cold")
 
-    def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
         try:
-            return super().perform_job(job, queue, execution)  # type: ignore[misc, no-any-return]
+            return super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc, no-any-return]
         finally:
             if self._is_horse:  # type: ignore[attr-defined]
-                # A work horse ends with os._exit (no atexit): retire its heartbeat now.
-                self.asyncstate.shutdown()
+                # A work horse ends with os._exit right after (no atexit, threads just stop):
+                # retire its heartbeat now, without waiting for threads to wind down.
+                self.asyncstate.retire_process()
 
 
 class AsyncStateWorker(_Hooks, Worker):

@@ -1,0 +1,211 @@
+"""Jobs on RQ (forking and simple) and Celery workers: real worker processes, two web instances
+(``flask run``) and one redis-server. Instance A starts, the worker runs, instance B polls and
+cancels, with the same tokens, routes and documents as the thread pool."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from waiting import wait_until
+from worker_procs import XHR, Engine
+
+from flask_asyncstate.status import FINAL
+
+pytestmark = [pytest.mark.reliability, pytest.mark.workers]
+
+HEARTBEAT = 0.5  # worker_app's ASYNCSTATE_HEARTBEAT_INTERVAL
+
+
+@pytest.fixture(scope="module", params=["rq", "rq-simple", "celery"])
+def engine(
+    request: pytest.FixtureRequest, redis_server: Any, tmp_path_factory: Any
+) -> Iterator[Engine]:
+    found = Engine(request.param, redis_server.url, tmp_path_factory.mktemp(request.param))
+    try:
+        found.start_web()
+        found.start_web()
+        found.start_workers(2)
+        yield found
+    finally:
+        found.close()
+
+
+@pytest.fixture
+def web(engine: Engine) -> tuple[requests.Session, str, str]:
+    return requests.Session(), engine.webs[0][1], engine.webs[1][1]
+
+
+def start(s: requests.Session, url: str, name: str, *args: Any) -> dict[str, str]:
+    answer = s.post(f"{url}/start/{name}", json=list(args), timeout=5)
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def progress(s: requests.Session, url: str, token: str) -> dict[str, Any]:
+    answer = s.get(f"{url}/asyncstate/progress/{token}", timeout=5)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def final(s: requests.Session, url: str, token: str, timeout: float = 20) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = []
+
+    def ended() -> bool:
+        seen[:] = [progress(s, url, token)]
+        return seen[0]["status"] in FINAL
+
+    wait_until(ended, timeout, interval=0.05, message=lambda: f"a final status, got {seen}")
+    return seen[0]
+
+
+def stored(engine: Engine, job_id: str) -> dict[str, Any]:
+    raw = engine.redis.hget(f"{engine.prefix}{{flask_asyncstate.job:{job_id}}}", "d")
+    assert raw is not None
+    return dict(json.loads(raw))
+
+
+def running(s: requests.Session, url: str, token: str, at_least: int = 3) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = []
+
+    def going() -> bool:
+        seen[:] = [progress(s, url, token)]
+        return seen[0]["status"] == "running" and (seen[0]["current"] or 0) >= at_least
+
+    wait_until(going, 30, interval=0.05, message=lambda: f"running with progress, got {seen}")
+    return seen[0]
+
+
+def test_a_starts_a_worker_runs_b_polls_and_cancels(engine: Engine, web: Any) -> None:
+    s, a, b = web
+    job = start(s, a, "until_cancelled")
+    seen = running(s, b, job["token"])
+    runner = stored(engine, job["id"])["instance"]
+    assert f"{engine.prefix}{{flask_asyncstate.instance:{runner}}}" in engine.worker_instances()
+    asked = time.time()
+    assert (
+        s.post(f"{b}/asyncstate/cancel/{job['token']}", headers=XHR, timeout=5).status_code == 202
+    )
+    doc = final(s, b, job["token"])
+    assert doc["status"] == "cancelled" and doc["cancel_requested"] is True
+    seen_at = engine.mark("seen-cancel", job["id"])
+    assert seen_at is not None  # the job's own Event was set in the worker process
+    print(
+        f"{engine.kind}: B saw progress {seen['current']} of a job run by worker {runner};"
+        f" B's cancel set the Event in the worker {1000 * (float(seen_at) - asked):.1f} ms later"
+    )
+
+
+def test_results_and_failures_come_back_from_the_worker(engine: Engine, web: Any) -> None:
+    s, a, b = web
+    ok, bad = start(s, a, "double", 21), start(s, a, "fails")
+    doc = final(s, b, ok["token"])
+    assert (doc["status"], doc["result"], doc["percent"]) == ("succeeded", 42, 100.0)
+    doc = final(s, b, bad["token"])
+    assert doc["status"] == "failed"
+    assert doc["error"] == {"type": "ValueError", "message": "bad row 7"}
+
+
+def test_a_job_past_its_timeout_ends_failed_whether_or_not_it_stops(
+    engine: Engine, web: Any
+) -> None:
+    s, a, b = web
+    polite, stubborn = start(s, a, "polite"), start(s, a, "stubborn")
+    for job in (polite, stubborn):
+        doc = final(s, b, job["token"], timeout=15)
+        assert doc["status"] == "failed", doc
+        assert doc["error"]["type"] == "JobTimeout", doc
+    time.sleep(3)  # the engine's own hard limit kills the stubborn one: the document stays
+    doc = progress(s, b, stubborn["token"])
+    assert (doc["status"], doc["error"]["type"]) == ("failed", "JobTimeout")
+
+
+def test_a_queued_job_cancelled_before_any_worker_never_runs(engine: Engine, web: Any) -> None:
+    s, a, b = web
+    engine.stop_workers()
+    try:
+        job = start(s, a, "until_cancelled")
+        assert progress(s, b, job["token"])["status"] == "queued"
+        assert s.post(f"{b}/asyncstate/cancel/{job['token']}", headers=XHR, timeout=5).ok
+        doc = progress(s, b, job["token"])  # at once: no worker needed to end it
+        assert doc["status"] == "cancelled" and doc["cancel_requested"] is True
+        if engine.kind.startswith("rq"):  # RQ's entry is gone from the queue too
+            assert engine.redis.llen(f"rq:queue:{engine.queue}") == 0
+    finally:
+        engine.start_workers(2)
+    # Celery's revoke reached no worker: the message is delivered, and the worker skips it.
+    wait_until(lambda: engine.redis.llen(engine.queue) == 0, 20, message="broker queue drained")
+    time.sleep(1)
+    assert engine.mark("called", job["id"]) is None
+    assert progress(s, b, job["token"])["status"] == "cancelled"
+
+
+def test_two_hundred_jobs_over_two_workers_end_with_exact_results(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("WT_REDIS_URL", "WT_PREFIX", "WT_EXECUTOR", "WT_QUEUE"):
+        monkeypatch.setenv(key, engine.env[key])
+    import worker_app
+
+    app = worker_app.create_app()  # a third instance, in this process: jobs without owner
+    ext = app.extensions["asyncstate"].extension
+    began = time.monotonic()
+    with app.app_context():
+        handles = [ext.registered_job("double").start(i) for i in range(200)]
+        docs = [h.wait(120) for h in handles]
+    took = time.monotonic() - began
+    assert [d["status"] for d in docs] == ["succeeded"] * 200
+    assert [d["result"] for d in docs] == [2 * i for i in range(200)]
+    runners = {stored(engine, h.id)["instance"] for h in handles}
+    assert len(runners) >= 2
+    ext.shutdown()
+    print(
+        f"{engine.kind}: 200 jobs over 2 workers in {took:.1f} s, run by {len(runners)} processes"
+    )
+
+
+def _runner_pid(engine: Engine, job_id: str) -> int:
+    return int(stored(engine, job_id)["instance"].rsplit("-", 2)[1])  # host-pid-random
+
+
+def test_the_process_running_a_job_killed_ends_it_lost_at_once(engine: Engine, web: Any) -> None:
+    if engine.kind == "rq-simple":
+        pytest.skip("the simple worker runs the job itself: see the next test")
+    s, a, b = web
+    job = start(s, a, "until_cancelled")
+    running(s, b, job["token"])
+    import os
+    import signal
+
+    os.kill(_runner_pid(engine, job["id"]), signal.SIGKILL)  # the work horse or pool process
+    began = time.monotonic()
+    doc = final(s, b, job["token"], timeout=10)
+    assert doc["status"] == "lost" and doc["error"]["type"] == "WorkerLost", doc
+    print(
+        f"{engine.kind}: job process SIGKILLed -> the worker recorded lost in {time.monotonic() - began:.2f} s"
+    )
+
+
+def test_sigkill_of_a_worker_mid_job_reads_lost_within_three_heartbeats(
+    engine: Engine, web: Any
+) -> None:
+    s, a, b = web
+    job = start(s, a, "until_cancelled")
+    running(s, b, job["token"])
+    pid = _runner_pid(engine, job["id"])
+    from worker_procs import descendants
+
+    victim = next(p for p in engine.workers if p.pid == pid or pid in descendants(p.pid))
+    engine.kill_worker(victim)
+    began = time.monotonic()
+    doc = final(s, a, job["token"], timeout=3 * HEARTBEAT + 3)
+    took = time.monotonic() - began
+    assert doc["status"] == "lost"
+    engine.start_workers(1)
+    print(
+        f"{engine.kind}: worker SIGKILLed mid-job -> A read lost after {took:.2f} s (heartbeat {HEARTBEAT} s)"
+    )
