@@ -6,6 +6,9 @@ in-memory job store, a file-system session (Flask-Session + cachelib) in
 ``instance/secret_key`` (mode 0600) that every worker on this machine shares.
 Set ``REDIS_URL`` to put both jobs and sessions in Redis, and ``SECRET_KEY``
 (the same value everywhere) to run instances on several machines that share jobs.
+With Redis, ``ASYNCSTATE_EXECUTOR=rq`` or ``=celery`` runs the imports on workers
+instead of the web processes: ``flask --app example_app asyncstate worker`` (RQ),
+``celery -A example_app.celery_worker worker`` (Celery, broker ``REDIS_URL``).
 
 People copy this file, so it is hardened: CSRF protection on every form
 (Flask-WTF), a ``SameSite=Lax`` HttpOnly session cookie, a private session
@@ -170,6 +173,18 @@ def _no_store(body: str) -> Response:
     return response
 
 
+def _celery(app: Flask) -> object:
+    """A Celery app on the jobs' Redis, JSON only (the Flask docs' pattern, one per Flask app)."""
+    from celery import Celery
+
+    broker = app.config.get("ASYNCSTATE_REDIS_URL")
+    if not broker:
+        raise RuntimeError("ASYNCSTATE_EXECUTOR=celery needs REDIS_URL (the broker and the store)")
+    celery = Celery(app.import_name, broker=broker, set_as_current=False)
+    celery.conf.update(task_serializer="json", accept_content=["json"])
+    return celery
+
+
 def create_app(config: dict[str, object] | None = None, instance_path: str | None = None) -> Flask:
     """The example app; ``config`` overrides everything, ``instance_path`` moves the instance folder."""
     app = Flask(__name__, instance_path=instance_path)
@@ -196,6 +211,8 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
             SESSION_TYPE="redis",
             SESSION_REDIS=redis.Redis(connection_pool=sessions),
         )
+    # Where the imports run: "threads" (this process), "rq" or "celery" workers (need REDIS_URL).
+    app.config["ASYNCSTATE_EXECUTOR"] = os.environ.get("ASYNCSTATE_EXECUTOR", "threads")
     app.config.from_prefixed_env()  # e.g. FLASK_ASYNCSTATE_MAX_WORKERS=8
     app.config.update(config or {})
 
@@ -221,7 +238,9 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
 
     Session(app)
     csrf.init_app(app)  # before asyncstate: it exempts its blueprint, which checks CSRF itself
-    asyncstate.init_app(app)
+    asyncstate.init_app(
+        app, celery=_celery(app) if app.config["ASYNCSTATE_EXECUTOR"] == "celery" else None
+    )
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError) -> Response | tuple[dict[str, str], int]:

@@ -43,8 +43,9 @@ def make_app(redis_url: str | None = None, **config: Any) -> tuple[Flask, AsyncS
     )
     if redis_url:
         app.config["ASYNCSTATE_REDIS_URL"] = redis_url
+    celery = config.pop("celery", None)
     app.config.update(config)
-    ext = AsyncState(app)
+    ext = AsyncState(app, celery=celery)
     return app, ext
 
 

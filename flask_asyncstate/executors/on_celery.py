@@ -29,6 +29,9 @@ log = logging.getLogger("flask_asyncstate")
 #: The name of the task that runs tracked jobs.
 TASK_NAME = "flask_asyncstate.run"
 
+#: Celery apps that run one Flask app's jobs already.
+_registered: weakref.WeakSet[Any] = weakref.WeakSet()
+
 # A start() in a request must not hang on an unreachable broker (ASYNCSTATE_REDIS_TIMEOUT).
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
@@ -41,12 +44,13 @@ class CeleryExecutor(RemoteExecutor):
     def __init__(self, celery: Celery, app_state: Runtime, grace: float) -> None:
         self.celery = celery
         self._grace = grace
-        if TASK_NAME in celery.tasks:
+        if celery in _registered:  # (celery.tasks would finalize the user's app too early)
             raise RuntimeError(
                 f"the Celery app {celery.main!r} already runs flask-asyncstate jobs for another"
                 " Flask app; give each Flask app its own Celery app"
             )
         self.task = _register(celery, app_state)
+        _registered.add(celery)
 
     def enqueue(self, job_id: str, payload: dict[str, Any], timeout: float | None) -> None:
         limits = {}
@@ -80,9 +84,13 @@ def _register(celery: Celery, app_state: Runtime) -> Any:
     ref = weakref.ref(app_state)  # signal receivers live for ever; the app state need not
 
     def ours(sender: Any) -> Runtime | None:
-        return ref() if getattr(sender, "name", None) == TASK_NAME else None
+        """The app state, if ``sender`` is our task on this Celery app."""
+        if getattr(sender, "name", None) != TASK_NAME or getattr(sender, "app", None) is not celery:
+            return None
+        return ref()
 
-    @celery.task(name=TASK_NAME, serializer="json", ignore_result=True)  # type: ignore[misc]
+    # shared=False: a shared task would be added to every Celery app made later, too.
+    @celery.task(name=TASK_NAME, serializer="json", ignore_result=True, shared=False)  # type: ignore[misc]
     def run_tracked_job(payload: dict[str, Any]) -> None:
         found = ref()
         if found is None:

@@ -1,0 +1,276 @@
+"""Executors without worker processes (the quick suite): JSON arguments, timeouts, config
+checks, the take-or-cancel race of a queued job, RQ's queue entries and Celery's eager mode."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from apps import SECRET, Gate, define_jobs
+from flask import Flask
+
+from flask_asyncstate import AsyncState, JobContext, QueueFull
+from flask_asyncstate.errors import UnserializableState
+from flask_asyncstate.records import JOB_KIND, new_document
+from flask_asyncstate.status import JobStatus
+
+# -- every executor ------------------------------------------------------------------
+
+
+def test_start_refuses_arguments_that_are_not_json_naming_them(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    jobs = define_jobs(ext)
+    with app.app_context():
+        store = ext.app_state().store
+        for args, kwargs, named in [
+            ((threading.Event(),), {}, "argument 0"),
+            ((3, (1, 2)), {}, "argument 1"),
+            ((), {"rows": [1, {"when": object()}]}, "argument rows[1].when"),
+            ((), {"seconds": float("nan")}, "argument seconds"),
+        ]:
+            with pytest.raises(TypeError, match="job arguments must be JSON") as caught:
+                jobs["count"].start(*args, **kwargs)
+            assert isinstance(caught.value, UnserializableState)
+            assert caught.value.path == named and f"'{named}'" in str(caught.value)
+        assert store.keys(JOB_KIND) == []  # refused before anything was written
+
+
+def _timed_jobs(ext: AsyncState) -> dict[str, object]:
+    gate = Gate()
+
+    @ext.job(timeout=0.3)
+    def polite(job: JobContext) -> str:
+        job.cancelled.wait(10)
+        return "stopped at the deadline"
+
+    @ext.job(timeout=0.3)
+    def checks(job: JobContext) -> None:
+        while True:
+            job.check_cancelled()
+            time.sleep(0.01)
+
+    @ext.job(timeout=0.3)
+    def stubborn(job: JobContext) -> None:
+        gate.event.wait(10)  # ignores its Event
+
+    @ext.job(timeout=5)
+    def quick(job: JobContext) -> int:
+        return 7
+
+    return {"polite": polite, "checks": checks, "stubborn": stubborn, "quick": quick, "gate": gate}
+
+
+def test_a_job_past_its_timeout_ends_failed_with_job_timeout(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url, ASYNCSTATE_TIMEOUT_GRACE=0.3, ASYNCSTATE_FLUSH_INTERVAL=0.05)
+    jobs = _timed_jobs(ext)
+    with app.app_context():
+        began = time.monotonic()
+        handles = {n: jobs[n].start() for n in ("polite", "checks", "stubborn", "quick")}  # type: ignore[attr-defined]
+        docs = {n: h.wait(10) for n, h in handles.items()}
+        took = time.monotonic() - began
+    jobs["gate"].set()  # type: ignore[attr-defined]
+    for name in ("polite", "checks", "stubborn"):
+        assert docs[name]["status"] == "failed", docs[name]
+        assert docs[name]["error"] == {
+            "type": "JobTimeout",
+            "message": "the job ran longer than its timeout of 0.3 s",
+        }
+        assert docs[name]["cancel_requested"] is False  # the deadline is not a user's cancel
+    assert (docs["quick"]["status"], docs["quick"]["result"]) == ("succeeded", 7)
+    assert took < 3
+    print(
+        f"three jobs past a 0.3 s timeout ended failed/JobTimeout; the stubborn one {took:.2f} s after start"
+    )
+
+
+def test_timeout_must_be_positive(make_app) -> None:
+    _app, ext = make_app()
+    for bad in (0, -1, True, "5"):
+        with pytest.raises(ValueError, match="timeout must be a positive number"):
+            ext.job(timeout=bad)(lambda job: None)  # type: ignore[arg-type]
+
+
+# -- configuration ---------------------------------------------------------------------
+
+
+def _app(**config: object) -> Flask:
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY=SECRET, **config)
+    return app
+
+
+def test_executor_configuration_is_checked_in_init_app(redis_url) -> None:
+    with pytest.raises(ValueError, match="ASYNCSTATE_EXECUTOR must be one of"):
+        AsyncState(_app(ASYNCSTATE_EXECUTOR="process"))
+    with pytest.raises(ValueError, match="need a shared store: set ASYNCSTATE_REDIS_URL"):
+        AsyncState(_app(ASYNCSTATE_EXECUTOR="rq"))  # the memory store is one process's
+    with pytest.raises(ValueError, match=r"AsyncState\(app, celery=celery_app\)"):
+        AsyncState(_app(ASYNCSTATE_EXECUTOR="celery", ASYNCSTATE_REDIS_URL=redis_url))
+    with pytest.raises(ValueError, match="ASYNCSTATE_RQ_QUEUE must be a non-empty string"):
+        AsyncState(_app(ASYNCSTATE_RQ_QUEUE=""))
+    from celery import Celery
+
+    app = _app(ASYNCSTATE_REDIS_URL=redis_url, ASYNCSTATE_KEY_PREFIX="cfg:")
+    ext = AsyncState(app, celery=Celery("cfg", broker=redis_url, set_as_current=False))
+    assert app.config["ASYNCSTATE_EXECUTOR"] == "celery"  # celery= makes it the default
+    assert ext.app_state(app).executor.engine == "celery"
+    ext.shutdown(0)
+    app = _app(ASYNCSTATE_REDIS_URL=redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_EAGER=True)
+    ext = AsyncState(app)
+    assert ext.app_state(app).executor.engine == "threads"  # eager wins: tests run inline
+    ext.shutdown(0)
+
+
+def test_worker_command_refuses_an_app_that_does_not_queue_on_rq(make_app) -> None:
+    app, _ext = make_app()
+    result = app.test_cli_runner().invoke(args=["asyncstate", "worker", "--burst"])
+    assert result.exit_code == 2
+    assert "ASYNCSTATE_EXECUTOR is 'threads'" in result.output
+
+
+# -- a queued job: taken by one worker, or cancelled, never both -------------------------
+
+
+def test_take_and_cancel_of_a_queued_job_never_both_win(store) -> None:
+    from flask_asyncstate import remote
+    from flask_asyncstate.records import JobRecords
+
+    records = JobRecords(store, "web-1")
+    for round_ in range(20):
+        job_id = f"race{round_}"
+        records.create(new_document(job_id, "import", None), None, False)
+        takers = [f"worker-{i}" for i in range(4)]
+
+        def take(worker: str, job_id: str = job_id) -> str | None:
+            doc = records.transition(job_id, remote._waiting, {"instance": worker})
+            return None if doc is None else worker
+
+        def cancel(job_id: str = job_id) -> str | None:
+            doc = records.transition(job_id, remote._waiting, {"status": "cancelled"})
+            return None if doc is None else "cancel"
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(take, w) for w in takers] + [
+                pool.submit(cancel) for _ in range(2)
+            ]
+            winners = [f.result() for f in futures if f.result() is not None]
+        assert len(winners) == 1, winners
+        stored = store.read(records.job_key(job_id))
+        assert stored is not None
+        if winners == ["cancel"]:
+            assert (stored.data["status"], stored.data["instance"]) == ("cancelled", None)
+        else:
+            assert (stored.data["status"], stored.data["instance"]) == ("queued", winners[0])
+
+
+def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, redis_url) -> None:
+    from flask_asyncstate import remote
+
+    app, ext = make_app(redis_url)
+    found = ext.app_state(app)
+    seen: list[str] = []
+    from flask_asyncstate import signals
+
+    def finished(sender: object, job_id: str, document: dict, **kw: object) -> None:
+        seen.append(document["status"])
+
+    with signals.job_finished.connected_to(finished, sender=app):
+        for job_id, status in [("gone1", JobStatus.RUNNING), ("gone2", JobStatus.SUCCEEDED)]:
+            doc = dict(new_document(job_id, "import", "worker-9"), status=status.value)
+            found.records.create(doc, None, False)
+            remote.end_abandoned(found, job_id, "Work-horse terminated unexpectedly")
+            remote.end_abandoned(found, job_id, "again")
+    assert found.records.status("gone1")["status"] == "lost"
+    assert found.records.status("gone1")["error"] == {
+        "type": "WorkerLost",
+        "message": "Work-horse terminated unexpectedly",
+    }
+    assert found.records.status("gone2")["status"] == "succeeded"  # final stays final
+    assert seen == ["lost"]
+
+
+# -- RQ: what goes on the queue (a worker in this process runs it) -------------------------
+
+
+def _rq_app(redis_url: str, **config: object):  # type: ignore[no-untyped-def]
+    from apps import make_app as build
+
+    return build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="unit", **config)
+
+
+def test_rq_entries_are_json_naming_the_job_and_cancel_takes_them_off_the_queue(redis_url) -> None:
+    import redis
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from flask_asyncstate.executors import on_rq
+
+    app, ext = _rq_app(redis_url)
+    jobs = define_jobs(ext)
+    client = redis.Redis.from_url(redis_url)
+    queue = Queue("unit", connection=client, serializer=JSONSerializer)
+    try:
+        with app.test_request_context():
+            kept, dropped = jobs["count"].start(3), jobs["count"].start(4)
+            assert kept.status()["status"] == "queued"
+            entry = queue.fetch_job(kept.id)
+            assert entry is not None and entry.func_name == on_rq.PERFORM
+            assert entry.args == [
+                {"v": 1, "id": kept.id, "name": "count", "args": [3], "kwargs": {}}
+            ]
+            raw = client.hget(f"rq:job:{kept.id}", "data")  # RQ zlib-compresses it
+            assert raw is not None
+            assert json.loads(zlib.decompress(raw))[0] == on_rq.PERFORM  # JSON, never pickle
+            assert dropped.cancel() is True
+            assert dropped.status()["status"] == "cancelled"  # at once: it was still waiting
+            assert queue.job_ids == [kept.id]
+            # An RQ worker inside this app runs what is left (no fork, until the queue is empty).
+            on_rq.run_worker(ext.app_state(), ["unit"], burst=True, simple=True)
+            doc = kept.status()
+            assert (doc["status"], doc["result"]) == ("succeeded", {"rows": 3})
+            assert dropped.status()["status"] == "cancelled"
+    finally:
+        on_rq._worker_app = None
+        ext.shutdown(1)
+
+
+def test_rq_queue_is_bounded_app_wide(redis_url) -> None:
+    app, ext = _rq_app(redis_url, ASYNCSTATE_MAX_QUEUED=2)
+    jobs = define_jobs(ext)
+    try:
+        with app.app_context():
+            first, _second = jobs["count"].start(1), jobs["count"].start(2)
+            with pytest.raises(QueueFull, match="2 jobs are already waiting for a worker"):
+                jobs["count"].start(3)
+            assert len(ext.app_state().store.keys(JOB_KIND)) == 2  # the refused one left nothing
+            first.cancel()
+            jobs["count"].start(3)  # a cancelled job's place is free again
+    finally:
+        ext.shutdown(1)
+
+
+# -- Celery: the registered task, run eagerly in this process -------------------------
+
+
+def test_celery_task_runs_the_job_with_the_same_lifecycle(redis_url) -> None:
+    from apps import make_app as build
+    from celery import Celery
+
+    celery = Celery("unit", broker=redis_url, set_as_current=False)
+    celery.conf.update(task_always_eager=True, task_serializer="json")
+    app, ext = build(redis_url, celery=celery)
+    jobs = define_jobs(ext)
+    try:
+        assert "flask_asyncstate.run" in celery.tasks
+        with app.app_context():
+            handle = jobs["count"].start(5)  # eager: the task ran inside apply_async
+            doc = handle.status()
+            assert (doc["status"], doc["result"]) == ("succeeded", {"rows": 5})
+            failed = jobs["fails"].start().status()
+            assert failed["error"] == {"type": "ValueError", "message": "bad row 7"}
+    finally:
+        ext.shutdown(1)
