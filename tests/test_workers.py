@@ -209,3 +209,64 @@ def test_sigkill_of_a_worker_mid_job_reads_lost_within_three_heartbeats(
     print(
         f"{engine.kind}: worker SIGKILLed mid-job -> A read lost after {took:.2f} s (heartbeat {HEARTBEAT} s)"
     )
+
+
+@pytest.mark.parametrize("executor", ["rq", "celery"])
+def test_the_example_app_runs_its_imports_on_a_worker(
+    executor: str, redis_url: str, tmp_path: Any
+) -> None:
+    """The README's web and worker commands for the example app, as given there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from gunicorn_server import ROOT, app_environment, post_cancel, post_import, prepare
+    from servers import AppProcess
+
+    env = {"REDIS_URL": redis_url, "ASYNCSTATE_EXECUTOR": executor, "EXAMPLE_PAUSE": "0.05"}
+    worker_argv = {
+        "rq": [sys.executable, "-m", "flask", "--app", "example_app", "asyncstate", "worker"],
+        "celery": [
+            sys.executable, "-m", "celery", "-A", "example_app.celery_worker", "worker",
+            "--pool", "prefork", "--concurrency", "1", "--without-gossip", "--without-mingle",
+        ],
+    }[executor]  # fmt: skip
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen(
+        worker_argv,
+        cwd=ROOT,
+        env=app_environment({**env, "EXAMPLE_PRODUCTS": "2000", "EXAMPLE_BATCH": "20"}),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        with AppProcess(tmp_path, **env) as web:
+            s = requests.Session()
+            csrf = prepare(s, web.url)
+            answer = post_import(s, web.url, csrf)
+            assert answer.status_code == 202, answer.text
+            token = answer.json()["token"]
+            doc = running(s, web.url, token, at_least=40)
+            cancelled = post_cancel(s, web.url, token, csrf)
+            assert cancelled.status_code == 202, cancelled.text
+            doc = final(s, web.url, token)
+            assert doc["status"] == "cancelled", doc
+            listed = subprocess.run(  # noqa: PLW1510 - the assert below shows its output
+                [sys.executable, "-m", "flask", "--app", "example_app", "asyncstate", "instances"],
+                cwd=ROOT,
+                env=app_environment(env),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert f"{executor} worker" in listed.stdout, listed.stdout + listed.stderr
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        log.close()
+    print(f"example app on {executor}: import ran on a worker, cancelled at {doc['current']}")
