@@ -167,8 +167,11 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         job_id, doc = visible_job(token)
         if doc["status"] in FINAL:
             return _json(doc, 202)  # nothing left to cancel: the document says how it ended
-        if not appstate.get().cancel_job(job_id):
+        found = appstate.get()
+        if not found.cancel_job(job_id):
             return error(404, _NOT_FOUND)
+        if doc["status"] == "queued" and found.executor.remote:  # it may have ended just now
+            doc = found.records.status(job_id) or doc
         doc["cancel_requested"] = True
         return _json(doc, 202)
 

@@ -130,7 +130,8 @@ def test_a_queued_job_cancelled_before_any_worker_never_runs(engine: Engine, web
     try:
         job = start(s, a, "until_cancelled")
         assert progress(s, b, job["token"])["status"] == "queued"
-        assert s.post(f"{b}/asyncstate/cancel/{job['token']}", headers=XHR, timeout=5).ok
+        answer = s.post(f"{b}/asyncstate/cancel/{job['token']}", headers=XHR, timeout=5)
+        assert answer.status_code == 202 and answer.json()["status"] == "cancelled"
         doc = progress(s, b, job["token"])  # at once: no worker needed to end it
         assert doc["status"] == "cancelled" and doc["cancel_requested"] is True
         if engine.kind.startswith("rq"):  # RQ's entry is gone from the queue too
@@ -270,3 +271,43 @@ def test_the_example_app_runs_its_imports_on_a_worker(
             os.killpg(worker.pid, signal.SIGKILL)
         log.close()
     print(f"example app on {executor}: import ran on a worker, cancelled at {doc['current']}")
+
+
+def test_engine_side_stops_end_the_document(
+    engine: Engine, web: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's cold shutdown (a second SIGTERM) and Celery's revoke(terminate=True)."""
+    import os
+    import signal
+
+    if engine.kind == "rq-simple":
+        pytest.skip("covered by the forking worker")
+    s, a, b = web
+    job = start(s, a, "until_cancelled")
+    running(s, b, job["token"])
+    pid = _runner_pid(engine, job["id"])
+    if engine.kind == "rq":
+        from worker_procs import descendants
+
+        victim = next(p for p in engine.workers if pid in descendants(p.pid))
+        os.kill(victim.pid, signal.SIGTERM)  # warm: RQ waits for the job...
+        time.sleep(1.5)
+        assert progress(s, b, job["token"])["status"] == "running"
+        os.kill(victim.pid, signal.SIGTERM)  # ...cold: RQ kills the work horse
+        doc = final(s, b, job["token"], timeout=10)
+        assert (doc["status"], doc["error"]["type"]) == ("lost", "WorkerLost"), doc
+        assert "shut down cold" in doc["error"]["message"]
+        victim.wait(10)
+        engine.workers.remove(victim)
+        engine.start_workers(1)
+    else:
+        for key in ("WT_REDIS_URL", "WT_PREFIX", "WT_EXECUTOR", "WT_QUEUE"):
+            monkeypatch.setenv(key, engine.env[key])
+        import worker_app
+
+        app = worker_app.create_app()
+        app.extensions["asyncstate"].executor.celery.control.revoke(job["id"], terminate=True)
+        doc = final(s, b, job["token"], timeout=10)
+        assert doc["status"] == "cancelled", doc
+        app.extensions["asyncstate"].shutdown(0)
+    print(f"{engine.kind}: stopped by the engine -> {doc['status']}")
