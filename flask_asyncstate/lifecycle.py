@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flask_asyncstate")
 
+_STOPPED = {"type": "WorkerStopped", "message": "the worker process was stopped while the job ran"}
+
 
 class Lifecycle:
     """Starts, runs and ends the jobs of one app (see the module docstring)."""
@@ -191,6 +193,11 @@ class Lifecycle:
             if ctx.timed_out and isinstance(exc, Exception):  # its own way of stopping
                 self._end_stopped(ctx, job)
                 return
+            if not isinstance(exc, Exception) and self.app_state.executor.remote:
+                # SystemExit, KeyboardInterrupt in a worker: its engine is stopping the process
+                # (a cold shutdown, revoke(terminate=True)), not a failure of the job's own.
+                self.finish(ctx, job, JobStatus.LOST, error=_STOPPED)
+                raise
             log.error("job %s (%s) failed", ctx.id, job.name, exc_info=exc)
             self.finish(ctx, job, JobStatus.FAILED, error=error_of(exc))
             if not isinstance(exc, Exception):

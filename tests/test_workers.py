@@ -308,6 +308,10 @@ def test_engine_side_stops_end_the_document(
         app = worker_app.create_app()
         app.extensions["asyncstate"].executor.celery.control.revoke(job["id"], terminate=True)
         doc = final(s, b, job["token"], timeout=10)
-        assert doc["status"] == "cancelled", doc
+        # Whichever comes first: the pool process's own end (its SIGTERM raises SystemExit in
+        # the job) or the revoke the main process announces.
+        assert doc["status"] in ("lost", "cancelled"), doc
+        if doc["status"] == "lost":
+            assert doc["error"]["type"] == "WorkerStopped"
         app.extensions["asyncstate"].shutdown(0)
     print(f"{engine.kind}: stopped by the engine -> {doc['status']}")

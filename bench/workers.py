@@ -1,0 +1,1188 @@
+"""Jobs on RQ and Celery workers: start() cost, web->worker cancel latency, throughput, progress() cost.
+
+``ASYNCSTATE_EXECUTOR = "rq"`` or ``"celery"`` runs tracked jobs in worker
+processes. This script measures that side by side with the engines alone,
+against one ``redis-server`` on loopback, with real worker processes (the
+app is ``bench/_worker_app.py``, the bare side ``bench/_worker_jobs.py``):
+
+1. ``start()`` cost in this process (no request, an app context pushed, no
+   worker consuming): our ``TrackedJob.start()`` with executor ``rq`` (queued
+   document, queue place, ``enqueue_call`` of the payload) and ``celery``
+   (the same, then ``apply_async``), against a bare
+   ``Queue.enqueue_call(fn, args)`` (RQ, ``JSONSerializer``) and a bare
+   ``task.delay(...)`` (Celery, JSON). Each call timed alone; median µs.
+2. Web->worker cancel latency: a job running on a worker waits on
+   ``job.cancelled``; this process calls ``handle.cancel()`` and the job, the
+   moment its Event fires, pushes ``time.monotonic()`` to a Redis list this
+   process ``BLPOP``\\ s (``CLOCK_MONOTONIC`` is one system-wide clock on
+   Linux). Ours on 2 RQ forking workers, 2 RQ simple workers and a Celery
+   prefork worker; against RQ's ``send_stop_job_command`` (a plain forking
+   ``rq worker``; until the work horse has exited, and until the job's status
+   reads ``stopped``), Celery's ``revoke(terminate=True)`` (until the pool
+   process running the task has exited) and a real Celery ``AbortableTask``
+   checking ``is_aborted()`` every 0.5 s.
+3. Throughput: ``--jobs`` trivial jobs (one ``INCR`` each, ours and bare
+   alike; ``--fork-jobs`` on the RQ forking workers, which do tens of jobs/s)
+   over 2 worker processes: 2 RQ forking workers, 2 RQ simple workers, 1
+   Celery worker with ``--concurrency 2`` (prefork). To time the workers and
+   not the producer, each worker process is first held by a gate job, the
+   queue is filled, then the gates are released; the clock runs from the
+   release until the counter reaches the count. Bare: a plain ``rq worker``
+   (``-S json``) / a Celery app without flask-asyncstate running the same
+   function, queued with defaults. The server's command count over each round
+   (``INFO stats``, less this process's own polls) gives Redis commands per job.
+4. ``progress()`` cost inside a worker: a job times a loop of
+   ``--progress-calls`` ``job.progress(i)`` calls and returns µs per call, on
+   each engine, and in turns with those in the thread pool
+   (``ASYNCSTATE_EXECUTOR = "threads"``, an app in this process).
+
+Ours and bare workers of one engine run at the same time (the idle ones
+wait in a blocking pop) and the throughput rounds alternate, so drift in
+the machine's load hits both. Every worker is started in a session of its
+own and stopped (SIGTERM, then SIGKILL of it and everything below it) at the
+end, also on failure. Targets (stated, not asserted): cancel p99 <= 10 ms,
+throughput ours / bare >= 0.8x.
+
+It starts its own redis-server on a free loopback port (never 6379) unless
+given ``--redis-url``. Needs ``pip install -e '.[bench]'`` (rq, celery[redis]).
+
+Run from the repository root::
+
+    python bench/workers.py              # 30 cancels per row, 3 rounds of 1,000 jobs (about 80 s)
+    python bench/workers.py --quick      # 10 cancels per row, 1 round of 200 jobs (about 20 s)
+    python bench/workers.py --engines rq-simple,celery --jobs 2000 --cancels 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import redis
+from _common import (
+    ROOT,
+    add_common_options,
+    environment,
+    fill_defaults,
+    gc_paused,
+    markdown_table,
+    median,
+    panel,
+    percentile,
+    redis_server,
+    write_json,
+)
+
+try:
+    import _worker_jobs
+    from rq import Queue, Worker
+    from rq.command import send_stop_job_command
+    from rq.job import Job, JobStatus
+    from rq.serializers import JSONSerializer
+except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
+    raise SystemExit(f"bench/workers.py needs rq and celery: pip install -e '.[bench]' ({exc})")
+
+import _worker_app
+
+HERE = Path(__file__).resolve().parent
+
+DEFAULTS = {
+    "start_calls": 500,
+    "start_repeats": 5,
+    "cancels": 30,
+    "aborts": 10,
+    "jobs": 1000,
+    "fork_jobs": 200,
+    "rounds": 3,
+    "progress_calls": 100_000,
+    "progress_repeats": 3,
+}
+QUICK = {
+    "start_calls": 200,
+    "start_repeats": 3,
+    "cancels": 10,
+    "aborts": 4,
+    "jobs": 200,
+    "fork_jobs": 60,
+    "rounds": 1,
+    "progress_calls": 100_000,
+    "progress_repeats": 1,
+}
+#: Targets stated in the captions (not asserted).
+TARGET_P99_MS = 10.0
+TARGET_THROUGHPUT = 0.8
+#: This process waits a random 0..JITTER s before each cancel (ours, RQ, revoke).
+JITTER = 0.002
+#: The AbortableTask's pause between two ``is_aborted()`` checks (as in cancel.py).
+ABORT_POLL = 0.5
+#: A cancel not seen within this many seconds is a miss; every wait here is bounded.
+WAIT_LIMIT = 10.0
+#: How often the stop latencies (horse gone, status, pool process gone) are polled.
+POLL = 0.0005
+ENGINES = ("rq", "rq-simple", "celery")
+ENGINE_LABELS = {
+    "rq": "RQ forking worker x 2",
+    "rq-simple": "RQ simple worker x 2",
+    "celery": "Celery prefork, 1 worker x concurrency 2",
+}
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (work horses, pool processes), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def exited(pid: int) -> bool:
+    """True once ``pid`` has exited: gone from /proc, or a zombie not yet reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+class Processes:
+    """Worker processes started by this script, each in a session of its own; logs in a
+    temporary directory, shown if a process dies or does not get ready."""
+
+    def __init__(self, log_dir: str) -> None:
+        self.log_dir = Path(log_dir)
+        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        path = self.log_dir / f"{name}-{len(self.procs)}.log"
+        with open(path, "wb") as log:
+            proc = subprocess.Popen(
+                argv,
+                cwd=HERE,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.procs.append((proc, path))
+        return proc
+
+    def check_alive(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        for proc, path in self.procs:
+            if proc in procs and proc.poll() is not None:
+                raise RuntimeError(f"{proc.args[:6]} exited ({proc.returncode}):\n{tail(path)}")
+
+    def logs(self, procs: list[subprocess.Popen[bytes]]) -> str:
+        return "\n".join(f"{path}:\n{tail(path)}" for proc, path in self.procs if proc in procs)
+
+    def stop(self, procs: list[subprocess.Popen[bytes]] | None = None) -> None:
+        """SIGTERM (a warm shutdown) to each one's session, then SIGKILL whatever is left."""
+        chosen = [(p, path) for p, path in self.procs if procs is None or p in procs]
+        below = {p.pid: descendants(p.pid) for p, _ in chosen if p.poll() is None}
+        for proc, _ in chosen:
+            if proc.poll() is None:
+                signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc, _ in chosen:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc, _ in chosen:
+            for pid in [proc.pid, *below.get(proc.pid, [])]:
+                if not exited(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            signal_group(proc.pid, signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs = [(p, path) for p, path in self.procs if (p, path) not in chosen]
+
+
+def signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    alive: Callable[[], None] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy (at most ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if alive is not None:
+            alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not within {timeout:g} s: {what}")
+        time.sleep(interval)
+
+
+# -- one engine's workers: ours and bare ----------------------------------------------------
+
+
+@dataclass
+class Side:
+    """The workers of one side (ours or bare) of one engine, and how to feed them."""
+
+    name: str  # "ours" or "bare"
+    engine: str
+    queue: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+class Bench:
+    """One redis-server, the processes started on it, and the bench-side apps."""
+
+    def __init__(self, url: str, processes: Processes) -> None:
+        self.url = url
+        self.redis = redis.Redis.from_url(url)
+        self.processes = processes
+        self.tag = secrets.token_hex(3)
+        self.base_env = {
+            **os.environ,
+            "BW_REDIS_URL": url,
+            "PYTHONPATH": os.pathsep.join([str(HERE), ROOT]),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.serial = 0
+
+    def key(self, what: str) -> str:
+        self.serial += 1
+        return f"bw{self.tag}:{what}:{self.serial}"
+
+    def pop(self, key: str, timeout: float = 30) -> list[Any]:
+        """The next reply a job pushed to ``key`` (bounded wait)."""
+        found = self.redis.blpop([key], timeout=int(timeout))
+        if found is None:
+            raise RuntimeError(f"no reply on {key} within {timeout:g} s")
+        return list(json.loads(found[1]))
+
+    # -- starting workers ------------------------------------------------------------------
+
+    def env(self, engine: str, prefix: str, queue: str) -> dict[str, str]:
+        return {
+            **self.base_env,
+            "BW_PREFIX": prefix,
+            "BW_EXECUTOR": "celery" if engine == "celery" else "rq",
+            "BW_QUEUE": queue,
+            "BW_BARE_QUEUE": queue,
+        }
+
+    def ours_argv(self, engine: str, queue: str) -> list[str]:
+        if engine == "celery":
+            return celery_argv("_worker_app:celery_app", queue, self.tag)
+        argv = [sys.executable, "-m", "flask", "--app", "_worker_app", "asyncstate", "worker"]
+        return argv + ["--queue", queue] + (["--simple"] if engine == "rq-simple" else [])
+
+    def bare_argv(self, engine: str, queue: str) -> list[str]:
+        if engine == "celery":
+            return celery_argv("_worker_jobs:bare_celery", queue, self.tag)
+        argv = [sys.executable, "-m", "rq.cli", "worker", "-u", self.url, "-S", "json"]
+        return argv + (["-w", "rq.worker.SimpleWorker"] if engine == "rq-simple" else []) + [queue]
+
+    def start_side(self, name: str, engine: str, prefix: str) -> Side:
+        queue = f"bw{self.tag}-{engine}-{name}"
+        side = Side(name, engine, queue)
+        argv = self.ours_argv(engine, queue) if name == "ours" else self.bare_argv(engine, queue)
+        count = 1 if engine == "celery" else 2
+        for _ in range(count):
+            side.procs.append(
+                self.processes.spawn(f"{engine}-{name}", argv, self.env(engine, prefix, queue))
+            )
+        return side
+
+    def wait_ready(self, side: Side, prefix: str, celery: Any = None) -> None:
+        """RQ: both workers registered on the queue; Celery: the worker answers a ping.
+        Ours also: 2 processes (RQ workers, or Celery pool processes) beating."""
+
+        def alive() -> None:
+            self.processes.check_alive(side.procs)
+
+        what = f"{side.name} {side.engine} workers ready:\n{{logs}}"
+        try:
+            if side.engine == "celery":
+                wait_for(
+                    lambda: len(celery.control.ping(timeout=0.3) or []) >= 1,
+                    60,
+                    what,
+                    alive=alive,
+                )
+            else:
+                connection = self.redis
+                wait_for(
+                    lambda: (
+                        Worker.count(
+                            connection=connection, queue=Queue(side.queue, connection=connection)
+                        )
+                        >= 2
+                    ),
+                    60,
+                    what,
+                    alive=alive,
+                )
+            if side.name == "ours":
+                wait_for(
+                    lambda: len(worker_instances(self.redis, prefix)) >= 2, 60, what, alive=alive
+                )
+        except RuntimeError as exc:
+            raise RuntimeError(str(exc).format(logs=self.processes.logs(side.procs))) from None
+
+
+def celery_argv(target: str, queue: str, tag: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        target,
+        "worker",
+        "--pool",
+        "prefork",
+        "--concurrency",
+        "2",
+        "-O",
+        "fair",
+        "--queues",
+        queue,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"bw{tag}-{secrets.token_hex(2)}@%h",
+    ]
+
+
+def worker_instances(client: redis.Redis, prefix: str) -> set[str]:
+    """Ids of live instances under ``prefix`` whose role is a worker."""
+    found = set()
+    for key in client.scan_iter(match=f"{prefix}{{flask_asyncstate.instance:*", count=1000):
+        doc = client.hget(key, "d")
+        if doc and json.loads(doc).get("role", "web") != "web":
+            found.add(key.decode())
+    return found
+
+
+# -- the bench-side apps --------------------------------------------------------------------
+
+
+class OursClient:
+    """This process's app for one engine (a web instance: it only queues), its jobs by name.
+
+    Push ``app.app_context()`` around ``start()``; handles work without one.
+    """
+
+    def __init__(self, url: str, prefix: str, executor: str, queue: str) -> None:
+        self.app = _worker_app.create_app(url, prefix, executor, queue)
+        self.ext = self.app.extensions["asyncstate"].extension
+        self.celery = getattr(self.app.extensions["asyncstate"].executor, "celery", None)
+
+    def job(self, name: str) -> Any:
+        return self.ext.registered_job(name)
+
+    def close(self) -> None:
+        self.ext.shutdown(2)
+
+
+# -- 1. start() cost --------------------------------------------------------------------------
+
+
+def per_call_us(call: Callable[[], Any], n: int) -> list[float]:
+    clock = time.perf_counter
+    out = []
+    with gc_paused():
+        for _ in range(n):
+            start = clock()
+            call()
+            out.append((clock() - start) * 1e6)
+    return out
+
+
+def measure_start(bench: Bench, calls: int, repeats: int) -> dict[str, float]:
+    """Median µs per submitting call; nothing consumes these queues (they are emptied after)."""
+    tag = bench.tag
+    prefix = f"bw{tag}-start:"
+    queue = f"bw{tag}-start"
+    ours_rq = OursClient(bench.url, prefix, "rq", queue + "-ours-rq")
+    ours_celery = OursClient(bench.url, prefix, "celery", queue + "-ours-celery")
+    bare_celery, bare_tasks = _worker_jobs.make_bare_celery(bench.url, queue + "-bare-celery")
+    bare_queue = Queue(queue + "-bare-rq", connection=bench.redis, serializer=JSONSerializer)
+    counter = f"bw{tag}:start-counter"
+    trivial_rq, trivial_celery = ours_rq.job("bench_trivial"), ours_celery.job("bench_trivial")
+    columns: dict[str, tuple[Callable[[], Any], Any]] = {  # (call, app whose context it needs)
+        "ours-rq": (lambda: trivial_rq.start(counter), ours_rq.app),
+        "bare-rq": (
+            lambda: bare_queue.enqueue_call(_worker_jobs.bare_trivial, args=[counter]),
+            None,
+        ),
+        "ours-celery": (lambda: trivial_celery.start(counter), ours_celery.app),
+        "bare-celery": (lambda: bare_tasks["trivial"].delay(counter), None),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in columns}
+    try:
+        for rep in range(repeats + 1):  # the first round warms up (connections, scripts)
+            for name, (call, app) in columns.items():
+                with app.app_context() if app is not None else nullcontext():
+                    took = per_call_us(call, calls if rep else min(calls, 50))
+                if rep:
+                    samples[name] += took
+    finally:
+        for client in (ours_rq, ours_celery):
+            client.close()
+        bare_celery.close()
+        for name in (queue + "-ours-celery", queue + "-bare-celery"):
+            bench.redis.delete(name)
+        for q in (queue + "-ours-rq", queue + "-bare-rq"):
+            Queue(q, connection=bench.redis, serializer=JSONSerializer).empty()
+        delete_matching(bench.redis, f"{prefix}*")
+    return {name: median(values) for name, values in samples.items()}
+
+
+def delete_matching(client: redis.Redis, pattern: str) -> None:
+    batch = []
+    for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.delete(*batch)
+            batch = []
+    if batch:
+        client.delete(*batch)
+
+
+# -- 2. cancel latency ------------------------------------------------------------------------
+
+
+@dataclass
+class Latency:
+    label: str
+    engine: str
+    ours: bool
+    latencies: list[float] = field(default_factory=list)  # ms
+    misses: int = 0
+
+
+def ours_cancels(
+    bench: Bench, ours: OursClient, engine: str, count: int, rng: random.Random
+) -> Latency:
+    """``handle.cancel()`` here -> ``job.cancelled`` set in the worker process."""
+    sample = Latency("ours: `handle.cancel()` -> `job.cancelled` in the worker", engine, True)
+    job = ours.job("bench_wait_cancel")
+    for i in range(count + 1):  # the first one warms up both sides
+        reply = bench.key("cancel")
+        handle = job.start(reply)
+        kind, _pid = bench.pop(reply)
+        assert kind == "ready", kind
+        time.sleep(rng.uniform(0, JITTER))
+        start = time.monotonic()
+        if not handle.cancel():
+            raise RuntimeError("cancel found no job")
+        kind, seen_at, seen = bench.pop(reply, WAIT_LIMIT + 5)
+        assert kind == "seen", kind
+        doc = wait_final(handle)
+        if doc is None or doc["status"] != "cancelled":
+            raise RuntimeError(f"a cancelled job ended {doc!r}")
+        if i == 0:
+            continue
+        if seen:
+            sample.latencies.append((seen_at - start) * 1000)
+        else:
+            sample.misses += 1
+    return sample
+
+
+def wait_final(handle: Any, timeout: float = WAIT_LIMIT) -> dict[str, Any] | None:
+    """The job's final document (polled every 5 ms: ``handle.wait()`` polls every 50)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = handle.status()
+        if doc is None or doc["status"] not in ("queued", "running"):
+            return doc  # type: ignore[no-any-return]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {handle.id} still {doc['status']} after {timeout:g} s")
+        time.sleep(0.005)
+
+
+def rq_stops(bench: Bench, side: Side, count: int, rng: random.Random) -> list[Latency]:
+    """``send_stop_job_command`` -> the work horse has exited; -> the job reads ``stopped``."""
+    gone = Latency("RQ: `send_stop_job_command` -> work horse exited", "rq", False)
+    stopped = Latency("RQ: `send_stop_job_command` -> job status `stopped`", "rq", False)
+    queue = Queue(side.queue, connection=bench.redis, serializer=JSONSerializer)
+    for i in range(count + 1):
+        reply = bench.key("stop")
+        job = queue.enqueue_call(_worker_jobs.bare_wait, args=[reply, 30], timeout=60)
+        kind, pid = bench.pop(reply)
+        assert kind == "ready", kind
+        time.sleep(rng.uniform(0, JITTER))
+        start = time.monotonic()
+        send_stop_job_command(bench.redis, job.id, serializer=JSONSerializer)
+        t_gone = t_stopped = None
+        deadline = start + WAIT_LIMIT
+        fresh = Job.fetch(job.id, connection=bench.redis, serializer=JSONSerializer)
+        while (t_gone is None or t_stopped is None) and time.monotonic() < deadline:
+            if t_gone is None and exited(pid):
+                t_gone = time.monotonic()
+            if t_stopped is None and fresh.get_status(refresh=True) == JobStatus.STOPPED:
+                t_stopped = time.monotonic()
+            time.sleep(POLL)
+        if i == 0:
+            continue
+        for found, at in ((gone, t_gone), (stopped, t_stopped)):
+            if at is None:
+                found.misses += 1
+            else:
+                found.latencies.append((at - start) * 1000)
+    return [gone, stopped]
+
+
+def celery_revokes(
+    bench: Bench, celery: Any, tasks: dict[str, Any], count: int, rng: random.Random
+) -> Latency:
+    """``revoke(task_id, terminate=True)`` -> the pool process running the task has exited."""
+    sample = Latency(
+        "Celery: `revoke(terminate=True)` -> the task's pool process exited", "celery", False
+    )
+    for i in range(count + 1):
+        reply = bench.key("revoke")
+        result = tasks["wait"].apply_async(args=[reply, 30])
+        kind, pid = bench.pop(reply)
+        assert kind == "ready", kind
+        time.sleep(rng.uniform(0, JITTER))
+        start = time.monotonic()
+        celery.control.revoke(result.id, terminate=True)
+        deadline = start + WAIT_LIMIT
+        at = None
+        while time.monotonic() < deadline:
+            if exited(pid):
+                at = time.monotonic()
+                break
+            time.sleep(POLL)
+        if i == 0:
+            continue
+        if at is None:
+            sample.misses += 1
+        else:
+            sample.latencies.append((at - start) * 1000)
+    return sample
+
+
+def celery_aborts(
+    bench: Bench, celery: Any, tasks: dict[str, Any], count: int, rng: random.Random
+) -> Latency:
+    """``AbortableAsyncResult.abort()`` -> the task's next ``is_aborted()`` (every 0.5 s)."""
+    from celery.contrib.abortable import AbortableAsyncResult
+
+    sample = Latency(
+        f"Celery: `AbortableAsyncResult.abort()` -> `is_aborted()` every {ABORT_POLL:g} s",
+        "celery",
+        False,
+    )
+    for _ in range(count):
+        reply = bench.key("abort")
+        result = tasks["abortable"].apply_async(args=[reply, ABORT_POLL])
+        kind, _pid = bench.pop(reply)
+        assert kind == "ready", kind
+        time.sleep(rng.uniform(0, ABORT_POLL))  # any phase of the task's polling
+        start = time.monotonic()
+        AbortableAsyncResult(result.id, app=celery).abort()
+        kind, seen_at, seen = bench.pop(reply, WAIT_LIMIT + 5)
+        assert kind == "seen", kind
+        if seen:
+            sample.latencies.append((seen_at - start) * 1000)
+        else:
+            sample.misses += 1
+    return sample
+
+
+# -- 3. throughput ------------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    jobs: int
+    seconds: float
+    commands_per_job: float
+    final: str = ""
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / self.seconds
+
+
+def gated_round(
+    bench: Bench,
+    side: Side,
+    jobs: int,
+    enqueue_gate: Callable[[list[Any]], Any],
+    enqueue_job: Callable[[str], Any],
+    after: Callable[[list[Any]], str] | None = None,
+) -> Round:
+    """Hold both worker processes with a gate job each, queue ``jobs``, release, time the drain."""
+    release, reply, counter = bench.key("release"), bench.key("gated"), bench.key("counter")
+    for _ in range(2):
+        enqueue_gate([release, reply])
+    pids = {bench.pop(reply)[1] for _ in range(2)}
+    if len(pids) != 2:
+        raise RuntimeError(f"both gates were taken by one process: {pids}")
+    handles = [enqueue_job(counter) for _ in range(jobs)]
+    commands_before = commands_processed(bench.redis)
+    start = time.monotonic()
+    bench.redis.rpush(release, "go", "go")
+    polls, deadline = 0, start + 120
+    while int(bench.redis.get(counter) or 0) < jobs:
+        polls += 1
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{side.name} {side.engine}: {bench.redis.get(counter)} of {jobs} done in 120 s"
+            )
+        time.sleep(0.002)
+    took = time.monotonic() - start
+    # every command the server ran meanwhile, less this process's own (RPUSH, GETs, INFO)
+    commands = commands_processed(bench.redis) - commands_before - polls - 3
+    final = after(handles) if after is not None else ""
+    bench.redis.delete(release, reply, counter)
+    return Round(jobs, took, commands / jobs, final)
+
+
+def commands_processed(client: redis.Redis) -> int:
+    return int(client.info("stats")["total_commands_processed"])
+
+
+def all_final(handles: list[Any]) -> str:
+    """Our documents, read back once the counter is full (not timed): by status."""
+    statuses: dict[str, int] = {}
+    deadline = time.monotonic() + 30
+    for handle in handles:
+        while True:
+            doc = handle.status()
+            status = "gone" if doc is None else doc["status"]
+            if status not in ("queued", "running") or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        statuses[status] = statuses.get(status, 0) + 1
+    return ", ".join(f"{status} {n:,}" for status, n in sorted(statuses.items()))
+
+
+# -- 4. progress() ------------------------------------------------------------------------------
+
+
+def progress_run(ours: OursClient, calls: int) -> float:
+    """µs per ``job.progress(i)`` call, as one job on ``ours``' executor timed its own loop."""
+    with ours.app.app_context():
+        doc = ours.job("bench_progress_loop").start(calls).wait(120)
+    if doc is None or doc["status"] != "succeeded":
+        raise RuntimeError(f"the progress loop ended {doc!r}")
+    return float(doc["result"])
+
+
+# -- one engine, ours and bare ---------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    start_us: dict[str, float] = field(default_factory=dict)
+    latencies: list[Latency] = field(default_factory=list)
+    throughput: dict[str, dict[str, list[Round]]] = field(default_factory=dict)
+    #: µs per progress() call, per job, by where it ran ("threads" first).
+    progress: dict[str, list[float]] = field(default_factory=lambda: {"threads": []})
+
+    @property
+    def progress_us(self) -> dict[str, float]:
+        return {name: median(values) for name, values in self.progress.items() if values}
+
+
+def run_engine(
+    bench: Bench,
+    engine: str,
+    args: argparse.Namespace,
+    rng: random.Random,
+    results: Results,
+    threads: OursClient,
+) -> None:
+    prefix = f"bw{bench.tag}-{engine}:"
+    with ExitStack() as stack:
+        ours_side = bench.start_side("ours", engine, prefix)
+        bare_side = bench.start_side("bare", engine, prefix)
+        stack.callback(bench.processes.stop, ours_side.procs + bare_side.procs)
+        ours = OursClient(
+            bench.url, prefix, "celery" if engine == "celery" else "rq", ours_side.queue
+        )
+        stack.callback(ours.close)
+        stack.enter_context(ours.app.app_context())
+        bare_celery = bare_tasks = None
+        if engine == "celery":
+            bare_celery, bare_tasks = _worker_jobs.make_bare_celery(bench.url, bare_side.queue)
+            stack.callback(bare_celery.close)
+        bench.wait_ready(ours_side, prefix, ours.celery)
+        bench.wait_ready(bare_side, prefix, bare_celery)
+
+        rq_queue = {
+            side.name: Queue(side.queue, connection=bench.redis, serializer=JSONSerializer)
+            for side in (ours_side, bare_side)
+        }
+        trivial = ours.job("bench_trivial")
+        if engine == "celery":
+            ours_gate = ours.celery.tasks["bench.gate"]
+            feeders = {
+                "ours": (lambda a: ours_gate.apply_async(args=a), trivial.start, all_final),
+                "bare": (
+                    lambda a: bare_tasks["gate"].apply_async(args=a),
+                    bare_tasks["trivial"].delay,
+                    None,
+                ),
+            }
+        else:
+            feeders = {
+                "ours": (
+                    lambda a: rq_queue["ours"].enqueue_call(_worker_jobs.gate, args=a, timeout=60),
+                    trivial.start,
+                    all_final,
+                ),
+                "bare": (
+                    lambda a: rq_queue["bare"].enqueue_call(_worker_jobs.gate, args=a, timeout=60),
+                    lambda counter: rq_queue["bare"].enqueue_call(
+                        _worker_jobs.bare_trivial, args=[counter]
+                    ),
+                    None,
+                ),
+            }
+        sides = {"ours": ours_side, "bare": bare_side}
+        # warm-up: first jobs import modules, open connections, load scripts in every process
+        for name, (gate, enqueue, after) in feeders.items():
+            gated_round(bench, sides[name], 20, gate, enqueue, after)
+
+        # 2. cancel latency
+        results.latencies.append(ours_cancels(bench, ours, engine, args.cancels, rng))
+        if engine == "rq":
+            results.latencies += rq_stops(bench, bare_side, args.cancels, rng)
+        if engine == "celery":
+            results.latencies.append(
+                celery_revokes(bench, bare_celery, bare_tasks, args.cancels, rng)
+            )
+            if args.aborts:
+                results.latencies.append(
+                    celery_aborts(bench, bare_celery, bare_tasks, args.aborts, rng)
+                )
+
+        # 3. throughput, ours and bare taking turns
+        rounds: dict[str, list[Round]] = {"ours": [], "bare": []}
+        jobs = args.fork_jobs if engine == "rq" else args.jobs
+        for _ in range(args.rounds):
+            for name, (gate, enqueue, after) in feeders.items():
+                rounds[name].append(gated_round(bench, sides[name], jobs, gate, enqueue, after))
+        results.throughput[engine] = rounds
+
+        # 4. progress() inside a job on this engine's worker, and in the thread pool, in turns
+        for _ in range(args.progress_repeats):
+            results.progress.setdefault(engine, []).append(progress_run(ours, args.progress_calls))
+            results.progress["threads"].append(progress_run(threads, args.progress_calls))
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def fmt_ms(ms: float) -> str:
+    return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
+
+
+def start_table(us: dict[str, float]) -> str:
+    rows = [
+        [
+            "ours, executor rq: `job.start()`",
+            f"{us['ours-rq']:.1f}",
+            f"{us['ours-rq'] / us['bare-rq']:.2f}x",
+        ],
+        ["bare RQ: `Queue.enqueue_call(fn, args)` (JSONSerializer)", f"{us['bare-rq']:.1f}", "1x"],
+        [
+            "ours, executor celery: `job.start()`",
+            f"{us['ours-celery']:.1f}",
+            f"{us['ours-celery'] / us['bare-celery']:.2f}x",
+        ],
+        ["bare Celery: `task.delay(...)` (JSON)", f"{us['bare-celery']:.1f}", "1x"],
+    ]
+    return markdown_table(["submitting call", "µs per call (median)", "ours / bare"], rows)
+
+
+def latency_table(samples: list[Latency]) -> str:
+    rows = []
+    for s in samples:
+        values = s.latencies or [float("nan")]
+        rows.append(
+            [
+                s.label,
+                ENGINE_LABELS[s.engine],
+                str(len(s.latencies)),
+                fmt_ms(median(values)),
+                fmt_ms(percentile(values, 95)),
+                fmt_ms(percentile(values, 99)),
+                fmt_ms(max(values)),
+                str(s.misses),
+            ]
+        )
+    header = [
+        "cancel mechanism",
+        "worker",
+        "cancels",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "misses",
+    ]
+    return markdown_table(header, rows, right=2)
+
+
+def throughput_figures(results: Results) -> dict[str, tuple[float, float]]:
+    return {
+        engine: (
+            median([r.jobs_per_s for r in rounds["ours"]]),
+            median([r.jobs_per_s for r in rounds["bare"]]),
+        )
+        for engine, rounds in results.throughput.items()
+    }
+
+
+def throughput_table(results: Results) -> str:
+    rows = []
+    for engine, (ours, bare) in throughput_figures(results).items():
+        rounds = results.throughput[engine]
+        rows.append(
+            [
+                ENGINE_LABELS[engine],
+                f"{rounds['ours'][0].jobs:,}",
+                f"{ours:,.0f}",
+                f"{bare:,.0f}",
+                f"{ours / bare:.2f}x",
+                " / ".join(f"{r.seconds:.2f}" for r in rounds["ours"]),
+                " / ".join(f"{r.seconds:.2f}" for r in rounds["bare"]),
+                f"{median([r.commands_per_job for r in rounds['ours']]):.1f}",
+                f"{median([r.commands_per_job for r in rounds['bare']]):.1f}",
+                "; ".join(r.final for r in rounds["ours"]),
+            ]
+        )
+    header = [
+        "engine",
+        "jobs per round",
+        "ours jobs/s",
+        "bare jobs/s",
+        "ours / bare",
+        "ours s",
+        "bare s",
+        "ours Redis commands / job",
+        "bare Redis commands / job",
+        "our documents after",
+    ]
+    return markdown_table(header, rows)
+
+
+PROGRESS_LABELS = {
+    "threads": 'thread pool (`ASYNCSTATE_EXECUTOR = "threads"`, this process)',
+    "rq": "RQ forking worker (in the work horse)",
+    "rq-simple": "RQ simple worker",
+    "celery": "Celery prefork pool process",
+}
+
+
+def progress_table(us: dict[str, float]) -> str:
+    base = us["threads"]
+    rows = [
+        [PROGRESS_LABELS[name], f"{value:.2f}", f"{value / base:.2f}x"]
+        for name, value in us.items()
+    ]
+    return markdown_table(
+        ["where the job runs", "µs per `job.progress(i)` (median)", "/ thread pool"], rows
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(
+    results: Results, args: argparse.Namespace, env: str
+) -> tuple[str, list[dict[str, Any]]]:
+    out = [env, ""]
+    us = results.start_us
+    out.append(
+        f"`start()` cost in the web process (no request, app context pushed, no worker consuming "
+        f"the queues): {args.start_repeats} x {args.start_calls:,} calls per column after a "
+        f"warm-up round, each call timed alone (GC paused), median; the columns take turns. Ours "
+        f"writes the queued document and takes a place in the queue index (two Redis round "
+        f"trips), then makes the engine's call with its JSON payload; bare is the engine's own "
+        f"call with its defaults. No target."
+    )
+    out += ["", start_table(us), ""]
+
+    verdicts = []
+    for s in results.latencies:
+        if s.ours:
+            p99 = percentile(s.latencies, 99) if s.latencies else float("inf")
+            ok = p99 <= TARGET_P99_MS and not s.misses
+            verdicts.append(f"{short_label(s)} p99 {fmt_ms(p99)} ms ({verdict(ok)})")
+    out.append(
+        f"Web->worker cancel latency, from this process's cancel call to the moment the job, "
+        f"running in a worker process, observed it: {args.cancels} cancels per row after one "
+        f"unmeasured, a random 0-{JITTER * 1000:g} ms wait before each; {args.aborts} aborts, "
+        f"each after a random 0-{ABORT_POLL:g} s wait (any phase of the task's polling). Ours: "
+        f"the job blocks in `job.cancelled.wait()` and pushes `time.monotonic()` to a Redis "
+        f"list the moment its Event fires (set by that worker process's pub/sub listener); the "
+        f"RQ and revoke rows poll the horse or pool process in /proc and the job status every "
+        f"{POLL * 1000:g} ms. Target: ours p99 <= {TARGET_P99_MS:g} ms; this run: "
+        f"{'; '.join(verdicts)}."
+    )
+    out += ["", latency_table(results.latencies), ""]
+
+    figures = throughput_figures(results)
+    tverdicts = [
+        f"{ENGINE_LABELS[e]} {o / b:.2f}x ({verdict(o / b >= TARGET_THROUGHPUT)})"
+        for e, (o, b) in figures.items()
+    ]
+    out.append(
+        f"Throughput of trivial jobs (one `INCR` each, ours and bare) over 2 worker processes: "
+        f"{args.jobs:,} jobs per round ({args.fork_jobs:,} on the RQ forking workers, which do "
+        f"tens of jobs/s here), median of {args.rounds} round(s), ours and bare taking turns. "
+        f"Each worker process is first held by a gate job, the queue is filled, the gates are "
+        f"released, and the clock runs from the release until the counter reads the count, so "
+        f"the producer's cost is not in it (our documents are read back after, untimed). Bare: "
+        f"a plain `rq worker -S json` / a Celery app without flask-asyncstate, same function, "
+        f"queued with defaults. Redis commands / job: counted by the server over the round, "
+        f"less this process's polls. Target: ours / bare >= {TARGET_THROUGHPUT:g}x; this run: "
+        f"{'; '.join(tverdicts)}. For a trivial job the per-job bookkeeping is the whole cost: "
+        f"ours also takes the job with one conditional update of its document, writes the "
+        f"running and final documents and leaves the queue index. The RQ forking worker is "
+        f"expected to fall short: every job runs in a fresh work horse, which opens its own "
+        f"Redis connections, starts its own writer and cancel-listener threads (a pub/sub "
+        f"subscription) and beats a heartbeat before the job runs, and retires it after; the "
+        f"simple worker and Celery's pool processes keep all of that from job to job."
+    )
+    out += ["", throughput_table(results), ""]
+
+    pus = results.progress_us
+    out.append(
+        f"`job.progress(i)` inside a job: {args.progress_calls:,} calls timed by the job itself "
+        f"(GC paused); the job returns the µs per call as its result. Median of "
+        f"{args.progress_repeats} job(s) per worker row; the thread-pool row (an app on executor "
+        f"`threads` in this process, same Redis) is the median of as many jobs as all the worker "
+        f"rows together, each run right after a worker's, so both see the same machine. "
+        f"Expected: the same wherever the job runs (a dict update in memory; that process's "
+        f"writer thread flushes every 0.25 s)."
+    )
+    out += ["", progress_table(pus)]
+
+    latency_bars: list[tuple[Any, ...]] = []
+    for s in results.latencies:
+        if s.latencies:
+            latency_bars.append((f"{short_label(s)} p50", median(s.latencies)))
+            latency_bars.append(
+                (
+                    f"{short_label(s)} p99",
+                    percentile(s.latencies, 99),
+                    TARGET_P99_MS if s.ours else None,
+                )
+            )
+    panels = [
+        panel(
+            "workers.py: start() µs per call / the engine's own enqueue call",
+            "x",
+            [
+                ("ours rq / Queue.enqueue_call", us["ours-rq"] / us["bare-rq"]),
+                ("ours celery / task.delay", us["ours-celery"] / us["bare-celery"]),
+            ],
+            reference=1.0,
+        ),
+        panel(
+            f"workers.py: web->worker cancel latency (ms), target ours p99 {TARGET_P99_MS:g}",
+            "ms",
+            latency_bars,
+        ),
+        panel(
+            f"workers.py: trivial jobs/s over 2 worker processes, ours / bare, "
+            f"target {TARGET_THROUGHPUT:g}x",
+            "x",
+            [(ENGINE_LABELS[e], o / b) for e, (o, b) in figures.items()],
+            target=TARGET_THROUGHPUT,
+            reference=1.0,
+        ),
+        panel(
+            "workers.py: µs per job.progress(i) call, by where the job runs",
+            "µs",
+            [(PROGRESS_LABELS[name].split(" (")[0], value) for name, value in pus.items()],
+        ),
+    ]
+    return "\n".join(out), panels
+
+
+def short_label(s: Latency) -> str:
+    engine = {"rq": "RQ fork", "rq-simple": "RQ simple", "celery": "Celery"}[s.engine]
+    if s.ours:
+        return f"ours, {engine}"
+    if "horse" in s.label:
+        return "RQ stop -> horse exited"
+    if "stopped" in s.label:
+        return "RQ stop -> status stopped"
+    if "revoke" in s.label:
+        return "Celery revoke(terminate)"
+    return f"Celery abort, {ABORT_POLL:g} s poll"
+
+
+# -- driver -----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--start-calls", type=int, help="start(): calls per column and round (default 500)"
+    )
+    parser.add_argument("--start-repeats", type=int, help="start(): rounds (default 5)")
+    parser.add_argument("--cancels", type=int, help="cancels per row (default 30)")
+    parser.add_argument(
+        "--aborts", type=int, help="Celery AbortableTask aborts (default 10; 0 skips)"
+    )
+    parser.add_argument("--jobs", type=int, help="throughput: jobs per round (default 1,000)")
+    parser.add_argument(
+        "--fork-jobs",
+        type=int,
+        help="throughput: jobs per round on the RQ forking workers, which do tens of jobs/s "
+        "(default 200)",
+    )
+    parser.add_argument("--rounds", type=int, help="throughput: rounds per side (default 3)")
+    parser.add_argument(
+        "--progress-calls", type=int, help="progress(): calls per job (default 100,000)"
+    )
+    parser.add_argument("--progress-repeats", type=int, help="progress(): jobs per engine (default 3)")
+    parser.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help=f"comma-separated subset of {', '.join(ENGINES)} (default all)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random waits")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 3 x 200 start() calls, 10 cancels, 4 aborts, 1 round of 200 jobs "
+        "(60 forking), 1 progress job per engine",
+    )
+    add_common_options(parser)
+    args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not args.engines or set(args.engines) - set(ENGINES):
+        parser.error(f"--engines: choose from {', '.join(ENGINES)}")
+    limits = {
+        "start_calls": (1, 10_000),
+        "start_repeats": (1, 20),
+        "cancels": (1, 500),
+        "aborts": (0, 100),
+        "jobs": (10, 20_000),
+        "fork_jobs": (10, 20_000),
+        "rounds": (1, 10),
+        "progress_calls": (1, 2_000_000),
+        "progress_repeats": (1, 20),
+    }
+    for name, (low, high) in limits.items():
+        if not low <= getattr(args, name) <= high:
+            parser.error(f"--{name.replace('_', '-')} must be {low:,}..{high:,}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rng = random.Random(args.seed)
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise SystemExit(f"bench/workers.py: signal {signum}, stopping its workers")
+
+    signal.signal(signal.SIGTERM, terminated)
+    results = Results()
+    with (
+        tempfile.TemporaryDirectory(prefix="asyncstate-workers-") as log_dir,
+        redis_server(args.redis_url) as server,
+    ):
+        processes = Processes(log_dir)
+        bench = Bench(server.url, processes)
+        # the thread pool's progress() runs beside each engine's: an app on executor "threads"
+        threads = OursClient(server.url, f"bw{bench.tag}-threads:", "threads", "unused")
+        try:
+            results.start_us = measure_start(bench, args.start_calls, args.start_repeats)
+            for engine in args.engines:
+                run_engine(bench, engine, args, rng, results, threads)
+        finally:
+            try:
+                processes.stop()
+            finally:
+                threads.close()
+        env = environment(
+            server.url,
+            f"rq {version('rq')}, celery {version('celery')}",
+            f"clock {time.get_clock_info('monotonic').implementation}",
+        )
+        bench.redis.close()
+    text, panels = report(results, args, env)
+    print(text)
+    write_json(
+        args.json,
+        {
+            "start_us": results.start_us,
+            "latencies_ms": {
+                f"{s.engine}: {s.label}": {"latencies": s.latencies, "misses": s.misses}
+                for s in results.latencies
+            },
+            "throughput_jobs_per_s": {
+                e: {"ours": o, "bare": b} for e, (o, b) in throughput_figures(results).items()
+            },
+            "progress_us": results.progress_us,
+            "panels": panels,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
