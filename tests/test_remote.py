@@ -228,6 +228,8 @@ def test_rq_entries_are_json_naming_the_job_and_cancel_takes_them_off_the_queue(
             assert dropped.cancel() is True
             assert dropped.status()["status"] == "cancelled"  # at once: it was still waiting
             assert queue.job_ids == [kept.id]
+            listed = app.test_cli_runner().invoke(args=["asyncstate", "list"])
+            assert "(waiting for a worker)" in listed.output, listed.output
             # An RQ worker inside this app runs what is left (no fork, until the queue is empty).
             on_rq.run_worker(ext.app_state(), ["unit"], burst=True, simple=True)
             doc = kept.status()
