@@ -9,5 +9,6 @@ from __future__ import annotations
 from example_app import create_app
 
 flask_app = create_app()
-#: Found by ``celery -A example_app.celery_worker`` (the name Celery looks for first).
+#: Found by ``celery -A example_app.celery_worker``: Celery looks for ``app``, then
+#: ``celery``, then any Celery app in the module (this is the only one).
 celery_app = flask_app.extensions["asyncstate"].executor.celery

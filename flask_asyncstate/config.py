@@ -121,7 +121,9 @@ ASYNCSTATE_SSE_PING_INTERVAL: float = 15.0
 #: request or outside one, and the app-wide error handler answers a JSON 503 with
 #: ``Retry-After: 5``. It is what bounds the work a flood of requests without cookies can
 #: queue on one instance, since every such request is a new session with a quota of its
-#: own (see :doc:`security`).
+#: own (see :doc:`security`). With :data:`ASYNCSTATE_EXECUTOR` ``"rq"`` or ``"celery"`` it
+#: bounds instead the jobs waiting for a worker, app-wide (counted atomically in the store):
+#: beyond it ``start()`` raises :exc:`~flask_asyncstate.QueueFull` the same way.
 ASYNCSTATE_MAX_QUEUED: int = 1000
 
 #: ``/events/<token>`` streams one process (per app) keeps open at once. Each holds a
@@ -195,8 +197,10 @@ ASYNCSTATE_RQ_QUEUE: str = "asyncstate"
 
 #: Seconds a job declared with ``@asyncstate.job(timeout=...)`` is given, after its cancel
 #: Event was set at the deadline, to stop by itself before it is recorded ``failed`` with
-#: a ``JobTimeout`` error anyway. RQ and Celery workers kill it at the deadline plus twice
-#: this (their hard limits).
+#: a ``JobTimeout`` error anyway. RQ and Celery also enforce the deadline plus twice this:
+#: RQ raises ``JobTimeoutException`` in the job then (and kills the work horse a minute
+#: later), Celery's soft limit (deadline plus this) raises in the job and its hard limit
+#: kills the pool process.
 ASYNCSTATE_TIMEOUT_GRACE: float = 5.0
 
 #: Every key with its default, in the order above; ``init_app`` sets these with

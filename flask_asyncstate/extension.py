@@ -192,7 +192,13 @@ class AsyncState:
             tracked = TrackedJob(
                 self, f, name=name, never_expires=never_expires, state=state, timeout=timeout
             )
-            self._registered[tracked.name] = tracked  # the latest definition of a name wins
+            known = self._registered.get(tracked.name)
+            if known is not None and _origin(known.fn) != _origin(f):
+                raise ValueError(
+                    f"a job named {tracked.name!r} is already defined ({_origin(known.fn)}):"
+                    " workers look jobs up by name, so give this one another name="
+                )
+            self._registered[tracked.name] = tracked  # a module imported again replaces it
             return tracked
 
         return decorate(fn) if fn is not None else decorate
@@ -234,6 +240,10 @@ class AsyncState:
         """Stop every app's jobs: cancel running jobs, wait, write ``lost`` for the rest."""
         for app in list(self._apps):
             appstate.get(app).shutdown(timeout)
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
 
 
 def _forget_owner_on_logout(sender: Flask, **extra: Any) -> None:

@@ -134,8 +134,10 @@ def check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], owner: str) -
         try:
             _encode(value, path, owner)
         except UnserializableState as exc:
+            why = str(exc).replace(", or give the type to_dict()/from_dict() hooks", "")
             raise UnserializableState(
-                f"job arguments must be JSON, since a worker receives them as JSON: {exc}",
+                f"job arguments must be JSON, since a worker receives them as JSON: {why}"
+                " (pass an id, and load the object in the job)",
                 exc.path,
             ) from None
 

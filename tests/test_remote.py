@@ -276,3 +276,18 @@ def test_celery_task_runs_the_job_with_the_same_lifecycle(redis_url) -> None:
             assert failed["error"] == {"type": "ValueError", "message": "bad row 7"}
     finally:
         ext.shutdown(1)
+
+
+def test_two_jobs_may_not_share_a_name(make_app) -> None:
+    """A worker runs a queue entry by the job's name: two functions under one name is a bug."""
+    _app, ext = make_app()
+
+    @ext.job(name="export")
+    def export_csv(job: JobContext) -> None: ...
+
+    with pytest.raises(ValueError, match="a job named 'export' is already defined"):
+
+        @ext.job(name="export")
+        def export_pdf(job: JobContext) -> None: ...
+
+    assert ext.registered_job("export").fn is export_csv.fn  # type: ignore[union-attr]

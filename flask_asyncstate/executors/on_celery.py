@@ -95,6 +95,8 @@ def _register(celery: Celery, app_state: Runtime) -> Any:
         found = ref()
         if found is None:
             raise RuntimeError("the Flask app of this flask-asyncstate task is gone")
+        if found.role == "web":  # a pool without worker_process_init (threads, solo)
+            found.role = "celery worker"
         remote.run(found, payload)
 
     def on_failure(sender: Any = None, task_id: str = "", exception: Any = None, **kw: Any) -> None:

@@ -71,7 +71,9 @@ class RQExecutor(RemoteExecutor):
                 PERFORM,
                 args=[payload],
                 job_id=job_id,
-                # RQ kills the work horse at its limit (-1: none); the Event is set before.
+                # RQ's limit (-1: none): it raises JobTimeoutException in the job (SIGALRM),
+                # and kills the work horse 60 s later if that does not end it. Our deadline
+                # sets the Event first, at ``timeout``.
                 timeout=-1 if timeout is None else int(timeout + 2 * self._grace) + 1,
                 result_ttl=0,  # the result is in our document
                 failure_ttl=self._expires,
