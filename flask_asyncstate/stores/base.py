@@ -77,8 +77,7 @@ class Store(ABC):
     #: Writes reach the watchers of every process by themselves (Redis pub/sub); otherwise
     #: the base tells this process's watchers after each write.
     notifies_changes: ClassVar[bool] = False
-    #: Every process that opens the store sees the same entries (not the in-process memory
-    #: store): what running jobs on RQ or Celery workers needs.
+    #: Every process opening the store sees the same entries (RQ and Celery workers need it).
     shared: ClassVar[bool] = True
 
     def __init__(
@@ -122,8 +121,7 @@ class Store(ABC):
         self._create(key, text, int(seconds * 1000))
         self._changed(key)
         if cancel_event is not None:
-            self.events.hold(key, cancel_event)
-            self._on_hold()
+            self.hold(key, cancel_event)
         else:
             self.events.release(key)
 
@@ -265,8 +263,7 @@ class Store(ABC):
         return self.events.keys()
 
     def hold(self, key: str, event: threading.Event) -> None:
-        """Set ``event`` when a cancel of ``key`` is requested, from any process (a worker
-        taking a job another process created)."""
+        """Set ``event`` when a cancel of ``key`` is requested, from any process."""
         self.events.hold(key, event)
         self._on_hold()
 

@@ -36,6 +36,7 @@ from . import redis_scripts as scripts
 from .base import Found, Store, on_request_path
 from .redis_client import (
     BreakerListener,
+    Scripts,
     chunks,
     client_from_url,
     glob_escape,
@@ -94,11 +95,7 @@ class RedisStore(OwnerIndexes, Store):
         self.channel = f"{self.key_prefix}cancel"
         self.changes_channel = f"{self.key_prefix}changed"
         self.sweep_interval = sweep_interval
-        self._read_script = client.register_script(scripts.READ)
-        self._write_script = client.register_script(scripts.WRITE)
-        self._cancel_script = client.register_script(scripts.CANCEL)
-        self._touch_script = client.register_script(scripts.TOUCH)
-        self._claim_script = client.register_script(scripts.CLAIM)
+        self._scripts = Scripts(client)
         self._closed = threading.Event()
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
@@ -108,6 +105,10 @@ class RedisStore(OwnerIndexes, Store):
         self.subscribed = threading.Event()
 
     # -- storage hooks -----------------------------------------------------
+
+    def _run(self, text: str, keys: list[str], args: list[Any], client: Any) -> Any:
+        """Run one of :mod:`.redis_scripts` on ``client`` (a client or a pipeline)."""
+        return self._scripts.run(text, keys, args, client)
 
     @contextlib.contextmanager
     def _io(self) -> Iterator[redis.Redis]:
@@ -132,13 +133,7 @@ class RedisStore(OwnerIndexes, Store):
 
     def _create(self, key: str, text: str, ttl_ms: int) -> None:
         with self._io() as client:
-            pipe = client.pipeline(transaction=True)
-            pipe.delete(key)
-            pipe.hset(key, mapping={"d": text, "x": ttl_ms})
-            if ttl_ms:
-                pipe.pexpire(key, ttl_ms)
-            pipe.publish(self.changes_channel, key)
-            pipe.execute()
+            self._run(scripts.CREATE, [key], [text, ttl_ms, self.changes_channel], client)
 
     def _read(self, keys: list[str], refresh: bool) -> list[tuple[str, bool] | None]:
         # A read that restarts the expiry needs the entry's own ttl: a script. One that
@@ -146,7 +141,7 @@ class RedisStore(OwnerIndexes, Store):
         with self._io() as client:
             if len(keys) == 1:
                 raws = [
-                    self._read_script(keys=keys, args=["1"], client=client)
+                    self._run(scripts.READ, keys, ["1"], client)
                     if refresh
                     else client.hmget(keys[0], "d", "c")
                 ]
@@ -154,7 +149,7 @@ class RedisStore(OwnerIndexes, Store):
                 pipe = client.pipeline(transaction=False)
                 for key in keys:
                     if refresh:
-                        self._read_script(keys=[key], args=["1"], client=pipe)
+                        self._run(scripts.READ, [key], ["1"], pipe)
                     else:
                         pipe.hmget(key, "d", "c")
                 raws = pipe.execute()
@@ -165,33 +160,30 @@ class RedisStore(OwnerIndexes, Store):
 
     def _write(self, key: str, text: str) -> Found:
         with self._io() as client:
-            flag = self._write_script(keys=[key], args=[text, self.changes_channel], client=client)
+            flag = self._run(scripts.WRITE, [key], [text, self.changes_channel], client)
         return Found.of(None if flag is None else bool(flag))
 
     def _update(self, key: str, apply: Callable[[str], str]) -> Found:
-        result: list[bool | None] = [None]
-
-        def attempt(pipe: Any) -> None:
-            text, flag, ttl = pipe.hmget(key, "d", "c", "x")
-            if text is None:
-                pipe.multi()  # an empty transaction: nothing to update
-                result[0] = None
-                return
+        # Optimistic: read the document and its version, apply, swap if the version held.
+        while True:
+            with self._io() as client:
+                peeked = self._run(scripts.PEEK, [key], [], client)
+            if peeked is None:
+                return Found.MISSING
+            text, _flag, version = peeked
             new_text = apply(text_of(text))
-            pipe.multi()
-            pipe.hset(key, "d", new_text)
-            if int(ttl):
-                pipe.pexpire(key, int(ttl))
-            pipe.publish(self.changes_channel, key)
-            result[0] = bool(flag)
-
-        with self._io() as client:
-            client.transaction(attempt, key)
-        return Found.of(result[0])
+            with self._io() as client:
+                swapped = self._run(
+                    scripts.SWAP, [key], [new_text, text_of(version), self.changes_channel], client
+                )
+            if swapped is None:
+                return Found.MISSING
+            if int(swapped[0]):
+                return Found.of(bool(swapped[1]))
 
     def _cancel(self, key: str) -> bool:
         with self._io() as client:
-            return bool(self._cancel_script(keys=[key], args=[self.channel], client=client))
+            return bool(self._run(scripts.CANCEL, [key], [self.channel], client))
 
     def _remove(self, key: str) -> bool:
         with self._io() as client:
@@ -211,7 +203,7 @@ class RedisStore(OwnerIndexes, Store):
             for chunk in chunks(keys):
                 pipe = client.pipeline(transaction=False)
                 for key in chunk:
-                    self._touch_script(keys=[key], client=pipe)
+                    self._run(scripts.TOUCH, [key], [], pipe)
                 pipe.execute()
 
     # -- listener ------------------------------------------------------------

@@ -5,13 +5,17 @@ small helpers for replies and pipelines."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pybreaker
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.client import Pipeline
+from redis.cluster import ClusterPipeline
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from ..errors import StoreError, StoreUnavailable
@@ -129,3 +133,30 @@ def chunks(keys: list[str], size: int = 1000) -> Iterator[list[str]]:
 
 def glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class Scripts:
+    """Runs the store's Lua scripts on any client: ``EVALSHA`` (loading the script where a
+    node lacks it, as after a failover), registered scripts in a plain pipeline, and
+    ``EVAL`` in a Redis Cluster pipeline (which cannot load scripts as it goes)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._registered: dict[str, Any] = {}
+        self._sha: dict[str, str] = {}
+
+    def run(self, text: str, keys: Sequence[Any], args: Sequence[Any], client: Any) -> Any:
+        if isinstance(client, ClusterPipeline):
+            return client.eval(text, len(keys), *keys, *args)
+        if isinstance(client, Pipeline):
+            script = self._registered.get(text)
+            if script is None:
+                script = self._registered[text] = self._client.register_script(text)
+            return script(keys=list(keys), args=list(args), client=client)
+        sha = self._sha.get(text)
+        if sha is None:
+            sha = self._sha[text] = hashlib.sha1(text.encode()).hexdigest()
+        try:
+            return client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:  # this node has not seen it (new, restarted, or promoted)
+            return client.eval(text, len(keys), *keys, *args)

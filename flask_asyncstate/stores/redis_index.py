@@ -8,13 +8,15 @@ from typing import Any
 
 import redis
 
+from . import redis_scripts as scripts
 from .redis_client import chunks, text_of
 
 
 class OwnerIndexes:
     """The index hooks of :class:`~flask_asyncstate.stores.redis.RedisStore`."""
 
-    _claim_script: Any
+    def _run(self, text: str, keys: list[str], args: list[Any], client: Any) -> Any:
+        raise NotImplementedError  # provided by RedisStore
 
     def _io(self) -> AbstractContextManager[redis.Redis]:  # provided by RedisStore
         raise NotImplementedError
@@ -24,10 +26,11 @@ class OwnerIndexes:
     ) -> bool:
         with self._io() as client:
             return bool(
-                self._claim_script(
-                    keys=[f"{key}:a", f"{key}:r"],
-                    args=[member, limit, keep, score, ttl_ms],
-                    client=client,
+                self._run(
+                    scripts.CLAIM,
+                    [f"{key}:a", f"{key}:r"],
+                    [member, limit, keep, score, ttl_ms],
+                    client,
                 )
             )
 

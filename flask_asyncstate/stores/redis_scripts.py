@@ -8,10 +8,41 @@ if tonumber(v[3]) > 0 then redis.call('PEXPIRE', KEYS[1], v[3]) end
 return {v[1], v[2] or ''}
 """
 
+# Every script that sets the document also bumps its version ``v``, which ``update``'s
+# compare-and-set checks: no WATCH/MULTI, which Redis Cluster clients cannot pipeline.
+CREATE = """
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'x', ARGV[2], 'v', 1)
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+redis.call('PUBLISH', ARGV[3], KEYS[1])
+return 1
+"""
+
+# Read for a compare-and-set: document, cancel flag, version.
+PEEK = """
+local v = redis.call('HMGET', KEYS[1], 'd', 'c', 'v')
+if not v[1] then return false end
+return {v[1], v[2] or '', v[3] or '0'}
+"""
+
+# Set the document only if its version is still ARGV[2]: 1 done (flag in the second
+# element), 0 someone wrote in between, false the entry is gone.
+SWAP = """
+local v = redis.call('HMGET', KEYS[1], 'x', 'v', 'c')
+if not v[1] then return false end
+if (v[2] or '0') ~= ARGV[2] then return {0, ''} end
+redis.call('HSET', KEYS[1], 'd', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+if tonumber(v[1]) > 0 then redis.call('PEXPIRE', KEYS[1], v[1]) end
+redis.call('PUBLISH', ARGV[3], KEYS[1])
+return {1, v[3] or ''}
+"""
+
 WRITE = """
 local x = redis.call('HGET', KEYS[1], 'x')
 if not x then return false end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
 if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
 redis.call('PUBLISH', ARGV[2], KEYS[1])
 return redis.call('HGET', KEYS[1], 'c') or ''
