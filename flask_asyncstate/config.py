@@ -181,6 +181,16 @@ ASYNCSTATE_CIRCUIT_RESET: float = 2.0
 #: :ref:`writing-a-store`.
 ASYNCSTATE_STORE: Store | type[Store] | str | None = None
 
+#: Sentinels to ask for the Redis master, as ``["host:port", ...]``, instead of
+#: :data:`ASYNCSTATE_REDIS_URL`; with :data:`ASYNCSTATE_REDIS_SENTINEL_MASTER`. After a
+#: failover every client (the writer, the listener, request-path calls) follows the new
+#: master. For passwords or TLS, pass ``redis=Sentinel([...], ...).master_for(...)``
+#: instead (see :ref:`deployment-topologies`).
+ASYNCSTATE_REDIS_SENTINELS: list[str] | None = None
+
+#: The master's name the sentinels monitor (``sentinel monitor <name> ...``).
+ASYNCSTATE_REDIS_SENTINEL_MASTER: str = "mymaster"
+
 #: Where jobs run: ``"threads"`` (the default: a pool of :data:`ASYNCSTATE_MAX_WORKERS`
 #: threads in each web process), ``"rq"`` (RQ workers on the store's Redis, started with
 #: ``flask --app APP asyncstate worker``) or ``"celery"`` (the Celery app given as
@@ -228,6 +238,23 @@ def _executor(config: Any) -> str:
     return str(value)
 
 
+def _sentinels(config: Any) -> tuple[tuple[str, int], ...] | None:
+    value = config["ASYNCSTATE_REDIS_SENTINELS"]
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]
+    out = []
+    for item in value:
+        host, _, port = str(item).rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"ASYNCSTATE_REDIS_SENTINELS takes 'host:port' entries, got {item!r}")
+        out.append((host.strip("[]"), int(port)))
+    if not out:
+        raise ValueError("ASYNCSTATE_REDIS_SENTINELS is empty")
+    return tuple(out)
+
+
 def _nonempty(config: Any, key: str) -> str:
     value = config[key]
     if not isinstance(value, str) or not value:
@@ -270,6 +297,8 @@ class Settings:
     circuit_failures: int
     circuit_reset: float
     store: Any
+    redis_sentinels: tuple[tuple[str, int], ...] | None
+    redis_sentinel_master: str
     executor: str
     rq_queue: str
     timeout_grace: float
@@ -303,6 +332,8 @@ class Settings:
             circuit_failures=_positive(config, "ASYNCSTATE_CIRCUIT_FAILURES", int),
             circuit_reset=_positive(config, "ASYNCSTATE_CIRCUIT_RESET"),
             store=config["ASYNCSTATE_STORE"],
+            redis_sentinels=_sentinels(config),
+            redis_sentinel_master=_nonempty(config, "ASYNCSTATE_REDIS_SENTINEL_MASTER"),
             executor=_executor(config),
             rq_queue=_nonempty(config, "ASYNCSTATE_RQ_QUEUE"),
             timeout_grace=_positive(config, "ASYNCSTATE_TIMEOUT_GRACE"),

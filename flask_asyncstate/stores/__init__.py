@@ -47,7 +47,8 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
             "ASYNCSTATE_STORE must be a Store instance, a Store subclass, or an import string"
             f" naming one (like 'flask_asyncstate.stores.MemoryStore'), got {settings.store!r}"
         )
-    if redis_client is None and settings.redis_url is None:
+    sentinels = getattr(settings, "redis_sentinels", None)
+    if redis_client is None and settings.redis_url is None and sentinels is None:
         return MemoryStore(**options)
     try:
         from .redis import RedisStore, client_from_url, request_client_from_url
@@ -61,6 +62,10 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
         circuit_failures=settings.circuit_failures,
         circuit_reset=settings.circuit_reset,
     )
+    if redis_client is None and sentinels is not None:
+        from .redis_client import sentinel_client
+
+        redis_client = sentinel_client(sentinels, settings.redis_sentinel_master)
     if redis_client is not None:
         return RedisStore(redis_client, **options)
     url = settings.redis_url

@@ -271,7 +271,14 @@ class RedisStore(OwnerIndexes, Store):
             except Exception as exc:
                 self.subscribed.clear()
                 self._hearing_changes = False
-                if isinstance(exc, (redis.RedisError, OSError, StoreError)):
+                if isinstance(exc, redis.exceptions.NoPermissionError):
+                    log.error(
+                        "asyncstate cancel listener: Redis refused SUBSCRIBE to %s (%s): cancels"
+                        " reach jobs only at their next write until the ACL allows it",
+                        self.channel,
+                        exc,
+                    )
+                elif isinstance(exc, (redis.RedisError, OSError, StoreError)):
                     log.warning("asyncstate cancel listener lost Redis (%s); retrying", exc)
                 else:
                     log.exception("asyncstate cancel listener failed; restarting it")

@@ -32,6 +32,11 @@ def translate() -> Iterator[None]:
         raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
     except pybreaker.CircuitBreakerError as exc:
         raise StoreUnavailable(f"Redis is unreachable (circuit open: {exc})") from exc
+    except redis.exceptions.NoPermissionError as exc:  # an ACL user missing a right: say which
+        log.error(
+            "flask-asyncstate: Redis refused a command: %s (see the ACL rule in the docs)", exc
+        )
+        raise StoreError(f"Redis refused the command for lack of an ACL permission: {exc}") from exc
     except redis.RedisError as exc:
         raise StoreError(f"Redis error: {exc}") from exc
 
@@ -40,6 +45,20 @@ def client_from_url(url: str) -> redis.Redis:
     """The patient client for background work: a few seconds' timeouts, quick retries."""
     return redis.Redis.from_url(
         url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+    )
+
+
+def sentinel_client(sentinels: Any, master: str) -> redis.Redis:
+    """The patient client of ``ASYNCSTATE_REDIS_SENTINELS``: the master, found by asking them."""
+    from redis.sentinel import Sentinel
+
+    found = Sentinel(list(sentinels), socket_timeout=2, socket_connect_timeout=2)
+    return found.master_for(
+        master,
         socket_connect_timeout=2,
         socket_timeout=5,
         health_check_interval=15,
@@ -72,7 +91,16 @@ def request_client(client: redis.Redis, timeout: float) -> redis.Redis:
 
     Falls back to ``client`` itself (with a warning) for a client that cannot be copied.
     """
+    from redis.cluster import RedisCluster
+    from redis.sentinel import SentinelConnectionPool
+
+    if isinstance(client, RedisCluster):
+        return _cluster_copy(client, timeout)
     pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):  # the same master, found the same way
+        kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_BOUND}
+        kwargs.update(_fast_options(timeout))
+        return pool.sentinel_manager.master_for(pool.service_name, **kwargs)  # type: ignore[no-any-return]
     try:
         kwargs = {
             k: v
@@ -93,6 +121,31 @@ def request_client(client: redis.Redis, timeout: float) -> redis.Redis:
             "flask-asyncstate: cannot derive a short-timeout client from %r (%s); request-path"
             " calls use its own timeouts",
             client,
+            exc,
+        )
+        return client
+
+
+def _cluster_copy(client: Any, timeout: float) -> Any:
+    """A RedisCluster on the same nodes with request-path timeouts (falls back to ``client``)."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    try:
+        kwargs = {
+            k: v
+            for k, v in client.nodes_manager.connection_kwargs.items()
+            if k not in _POOL_BOUND
+            and k not in ("host", "port", "retry")
+            and not k.startswith("orig_")
+        }
+        kwargs.update(_fast_options(timeout))
+        kwargs.pop("health_check_interval", None)
+        nodes = [ClusterNode(n.host, n.port) for n in client.get_nodes()]
+        return RedisCluster(startup_nodes=nodes, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - keep working, say what it costs
+        log.warning(
+            "flask-asyncstate: cannot derive a short-timeout cluster client (%s); request-path"
+            " calls use its own timeouts",
             exc,
         )
         return client
