@@ -143,6 +143,15 @@ def instances() -> None:
     _table(["INSTANCE", "HOST", "PID", "UP", "LAST BEAT", "ROLE", "JOBS"], rows)
 
 
+@asyncstate_cli.command("acl")
+@click.option("--user", default="asyncstate", show_default=True, help="The ACL user's name.")
+def acl(user: str) -> None:
+    """Print the least-privilege Redis ACL rule for this app's key prefix."""
+    from .stores.redis_acl import acl_setuser
+
+    click.echo(acl_setuser(user, _app_state().settings.key_prefix))
+
+
 @asyncstate_cli.command("worker")
 @click.option(
     "--queue",

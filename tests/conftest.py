@@ -95,6 +95,36 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
             terminalreporter.line(f"{nodeid}\n    " + out.replace("\n", "\n    "))
 
 
+# -- production topologies (tests/redis_topologies.py), started once when a test asks ----------
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    """A 3-primary Redis Cluster with a replica each."""
+    from redis_topologies import RedisClusterServers
+
+    with RedisClusterServers() as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def sentinels() -> Iterator[Any]:
+    """A master, a replica and a sentinel watching them (``mymaster``)."""
+    from redis_topologies import SentinelSet
+
+    with SentinelSet() as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+def tls() -> Iterator[Any]:
+    """A TLS-only redis-server with a CA made for the run."""
+    from redis_topologies import TlsRedis
+
+    with TlsRedis() as found:
+        yield found
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Debian's Chromium through Playwright, one per test module (tests/chromium.py)."""

@@ -30,6 +30,7 @@ from typing import Any
 
 import pybreaker
 import redis
+from redis.cluster import RedisCluster
 
 from ..errors import StoreError, StoreUnavailable
 from . import redis_scripts as scripts
@@ -41,6 +42,7 @@ from .redis_client import (
     client_from_url,
     glob_escape,
     is_outage,
+    is_refusal,
     request_client,
     request_client_from_url,
     text_of,
@@ -96,6 +98,8 @@ class RedisStore(OwnerIndexes, Store):
         self.changes_channel = f"{self.key_prefix}changed"
         self.sweep_interval = sweep_interval
         self._scripts = Scripts(client)
+        #: A Redis Cluster client: its pipelines cannot run scripts, so those go one by one.
+        self.cluster = isinstance(client, RedisCluster)
         self._closed = threading.Event()
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
@@ -139,7 +143,9 @@ class RedisStore(OwnerIndexes, Store):
         # A read that restarts the expiry needs the entry's own ttl: a script. One that
         # does not is a plain HMGET (the hot path of a progress poll).
         with self._io() as client:
-            if len(keys) == 1:
+            if refresh and self.cluster:
+                raws = [self._run(scripts.READ, [key], ["1"], client) for key in keys]
+            elif len(keys) == 1:
                 raws = [
                     self._run(scripts.READ, keys, ["1"], client)
                     if refresh
@@ -201,6 +207,17 @@ class RedisStore(OwnerIndexes, Store):
     def _touch(self, keys: list[str]) -> None:
         with self._io() as client:
             for chunk in chunks(keys):
+                if self.cluster:  # two pipelined rounds instead of a script per key
+                    pipe = client.pipeline(transaction=False)
+                    for key in chunk:
+                        pipe.hget(key, "x")
+                    ttls = pipe.execute()
+                    pipe = client.pipeline(transaction=False)
+                    for key, ttl in zip(chunk, ttls):
+                        if ttl is not None and int(ttl) > 0:
+                            pipe.pexpire(key, int(ttl))
+                    pipe.execute()
+                    continue
                 pipe = client.pipeline(transaction=False)
                 for key in chunk:
                     self._run(scripts.TOUCH, [key], [], pipe)
@@ -271,7 +288,7 @@ class RedisStore(OwnerIndexes, Store):
             except Exception as exc:
                 self.subscribed.clear()
                 self._hearing_changes = False
-                if isinstance(exc, redis.exceptions.NoPermissionError):
+                if is_refusal(exc):
                     log.error(
                         "asyncstate cancel listener: Redis refused SUBSCRIBE to %s (%s): cancels"
                         " reach jobs only at their next write until the ACL allows it",
@@ -310,7 +327,10 @@ class RedisStore(OwnerIndexes, Store):
     def close(self) -> None:
         self._closed.set()
         if self.request_client is not self.client:  # our own; a client passed to us stays open
-            self.request_client.connection_pool.disconnect()
+            if self.cluster:
+                self.request_client.close()
+            else:
+                self.request_client.connection_pool.disconnect()
         thread = self._listener
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout=2)

@@ -32,12 +32,14 @@ def translate() -> Iterator[None]:
         raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
     except pybreaker.CircuitBreakerError as exc:
         raise StoreUnavailable(f"Redis is unreachable (circuit open: {exc})") from exc
-    except redis.exceptions.NoPermissionError as exc:  # an ACL user missing a right: say which
-        log.error(
-            "flask-asyncstate: Redis refused a command: %s (see the ACL rule in the docs)", exc
-        )
-        raise StoreError(f"Redis refused the command for lack of an ACL permission: {exc}") from exc
     except redis.RedisError as exc:
+        if is_refusal(exc):  # an ACL user missing a right: say which, loudly
+            log.error(
+                "flask-asyncstate: Redis refused a command: %s (see 'flask asyncstate acl')", exc
+            )
+            raise StoreError(
+                f"Redis refused the command for lack of an ACL permission: {exc}"
+            ) from exc
         raise StoreError(f"Redis error: {exc}") from exc
 
 
@@ -168,6 +170,18 @@ class BreakerListener(pybreaker.CircuitBreakerListener):
                 callback(old, new)
             except Exception:
                 log.exception("flask-asyncstate: circuit change callback failed")
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """An ACL refusal: NOPERM, or its wording inside a script (``can't publish to the channel``)."""
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return True
+    text = str(exc)
+    return isinstance(exc, redis.ResponseError) and (
+        "NOPERM" in text
+        or "no permissions" in text
+        or "The user executing the script can't" in text
+    )
 
 
 def is_outage(exc: BaseException) -> bool:
