@@ -204,20 +204,24 @@ class JobRecords:
         running: list[str],
         extra: list[str],
         owners: Iterable[str] = (),
-    ) -> bool:
+    ) -> set[str] | None:
         """Refresh this instance's liveness entry; keep its silent jobs (and ``extra`` keys,
         their state entries, and their ``owners``' indexes) from expiring.
 
-        Returns False when the entry had vanished (first beat, or Redis lost its
-        data in a restart): the caller then rewrites its jobs' documents.
+        Returns None when the entry had vanished (first beat, or Redis lost its data
+        in a restart), else the ids of ``running`` jobs whose entries are gone (lost in
+        a failover before they reached the replica): the caller rewrites those documents.
         """
         key = self.instance_key(self.instance_id)
         found = self.store.write(key, info)
         if not found:
             self.store.create(key, info, ttl=2.75 * interval)
-        self.store.touch([*(self.job_key(j) for j in running), *extra])
+        keys = [self.job_key(j) for j in running]
+        missing = set(self.store.touch([*keys, *extra]))
         self.store.touch_claims([self.owner_key(o) for o in owners])
-        return found
+        if not found:
+            return None
+        return {j for j, k in zip(running, keys) if k in missing}
 
     def remove(self, job_id: str) -> bool:
         return self.store.remove(self.job_key(job_id))

@@ -128,8 +128,9 @@ class Writer:
         running = [c.id for c in contexts]
         if app_state.executor.remote and app_state.role == "web":
             running += self._waiting_jobs()
-        if records.beat(info, app_state.settings.heartbeat_interval, running, states, owners):
-            return
+        lost = records.beat(info, app_state.settings.heartbeat_interval, running, states, owners)
+        if lost is not None:
+            contexts = [c for c in contexts if c.id in lost]  # lost in a failover: only those
         for ctx in contexts:  # the store lost our entries: write them again on the next flush
             ctx.mark_dirty()
             if ctx.owner is not None:  # and list them in their owners' indexes again

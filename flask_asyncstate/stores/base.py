@@ -195,11 +195,11 @@ class Store(ABC):
         """Keys of every live entry of ``kind``."""
         return self._keys(kind)
 
-    def touch(self, keys: Iterable[str]) -> None:
-        """Restart the expiry of entries in use that nobody reads (a long silent job)."""
+    def touch(self, keys: Iterable[str]) -> list[str]:
+        """Restart the expiry of entries in use that nobody reads (a long silent job); the
+        keys found missing (lost in a failover or restart), if the backend can tell."""
         keys = list(keys)
-        if keys:
-            self._touch(keys)
+        return (self._touch(keys) or []) if keys else []
 
     # -- bounded indexes (an owner's jobs) -------------------------------------
 
@@ -331,7 +331,8 @@ class Store(ABC):
     def _keys(self, kind: str) -> list[str]: ...
 
     @abstractmethod
-    def _touch(self, keys: list[str]) -> None: ...
+    def _touch(self, keys: list[str]) -> list[str] | None:
+        """Restart expiries; the missing keys (or None if the backend cannot tell)."""
 
     @abstractmethod
     def _claim(

@@ -169,14 +169,18 @@ class MemoryStore(Store):
         result: list[str] = self._locked(op)
         return result
 
-    def _touch(self, keys: list[str]) -> None:
-        def op(now: float) -> None:
+    def _touch(self, keys: list[str]) -> list[str]:
+        def op(now: float) -> list[str]:
+            missing = []
             for key in keys:
                 slot = self._live(key, now)
-                if slot is not None:
+                if slot is None:
+                    missing.append(key)
+                else:
                     slot.expires_at = now + slot.ttl
+            return missing
 
-        self._locked(op)
+        return self._locked(op)
 
     # -- indexes -------------------------------------------------------------
 

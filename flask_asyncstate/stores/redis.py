@@ -204,7 +204,8 @@ class RedisStore(OwnerIndexes, Store):
         with self._io() as client:
             return [text_of(k) for k in client.scan_iter(match=pattern, count=1000)]
 
-    def _touch(self, keys: list[str]) -> None:
+    def _touch(self, keys: list[str]) -> list[str]:
+        missing: list[str] = []
         with self._io() as client:
             for chunk in chunks(keys):
                 if self.cluster:  # two pipelined rounds instead of a script per key
@@ -212,6 +213,7 @@ class RedisStore(OwnerIndexes, Store):
                     for key in chunk:
                         pipe.hget(key, "x")
                     ttls = pipe.execute()
+                    missing += [k for k, ttl in zip(chunk, ttls) if ttl is None]
                     pipe = client.pipeline(transaction=False)
                     for key, ttl in zip(chunk, ttls):
                         if ttl is not None and int(ttl) > 0:
@@ -221,7 +223,8 @@ class RedisStore(OwnerIndexes, Store):
                 pipe = client.pipeline(transaction=False)
                 for key in chunk:
                     self._run(scripts.TOUCH, [key], [], pipe)
-                pipe.execute()
+                missing += [k for k, found in zip(chunk, pipe.execute()) if not int(found)]
+        return missing
 
     # -- listener ------------------------------------------------------------
 

@@ -59,8 +59,9 @@ return 1
 
 TOUCH = """
 local x = redis.call('HGET', KEYS[1], 'x')
-if x and tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
-return 0
+if not x then return 0 end
+if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
+return 1
 """
 
 # An owner's index: KEYS[1] the set of active members, KEYS[2] a sorted set of recent ones.
