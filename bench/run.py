@@ -5,8 +5,10 @@
 against that server (``--redis-url``), with ``FLUSHALL`` between two of them,
 so that no thread or app left over by one (job runners, cancel listeners,
 workers) skews the next. (``stall.py`` takes the option too, but freezes a
-redis-server of its own rather than the shared one.) It prints each one's
-tables under a heading with its wall time, and writes:
+redis-server of its own rather than the shared one; ``workers.py`` starts RQ
+and Celery worker processes on the shared server and stops them before it
+exits.) It prints each one's tables under a heading with its wall time, and
+writes:
 
 - ``bench/out/results.md``: the same markdown (``--output`` to change it);
 - ``bench/out/chart.png``: one panel per figure (ratios against the
@@ -17,8 +19,8 @@ tables under a heading with its wall time, and writes:
 
 Run from the repository root::
 
-    python bench/run.py                   # full run, about 4 minutes
-    python bench/run.py --quick           # smoke run, about 1.5 minutes
+    python bench/run.py                   # full run, about 5 minutes
+    python bench/run.py --quick           # smoke run, about 2 minutes
     python bench/run.py --only progress,cancel
 """
 
@@ -39,7 +41,17 @@ from _common import redis_server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
-BENCHMARKS = ("store", "progress", "cancel", "throughput", "start", "scale", "flood", "stall")
+BENCHMARKS = (
+    "store",
+    "progress",
+    "cancel",
+    "throughput",
+    "start",
+    "scale",
+    "flood",
+    "stall",
+    "workers",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -218,17 +218,18 @@ class Processes:
             except subprocess.TimeoutExpired:
                 pass
         for proc, _ in chosen:
-            for pid in [proc.pid, *below.get(proc.pid, [])]:
+            for pid in below.get(proc.pid, []):  # ours, seen below it before the SIGTERM
                 if not exited(pid):
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-            signal_group(proc.pid, signal.SIGKILL)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+            if proc.poll() is None:  # not reaped: its pid (and group id) is still ours
+                signal_group(proc.pid, signal.SIGKILL)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
         self.procs = [(p, path) for p, path in self.procs if (p, path) not in chosen]
 
 
@@ -347,7 +348,7 @@ class Bench:
         def alive() -> None:
             self.processes.check_alive(side.procs)
 
-        what = f"{side.name} {side.engine} workers ready:\n{{logs}}"
+        what = f"{side.name} {side.engine} workers ready"
         try:
             if side.engine == "celery":
                 wait_for(
@@ -374,7 +375,7 @@ class Bench:
                     lambda: len(worker_instances(self.redis, prefix)) >= 2, 60, what, alive=alive
                 )
         except RuntimeError as exc:
-            raise RuntimeError(str(exc).format(logs=self.processes.logs(side.procs))) from None
+            raise RuntimeError(f"{exc}\n{self.processes.logs(side.procs)}") from None
 
 
 def celery_argv(target: str, queue: str, tag: str) -> list[str]:
@@ -431,7 +432,11 @@ class OursClient:
         return self.ext.registered_job(name)
 
     def close(self) -> None:
-        self.ext.shutdown(2)
+        try:
+            self.ext.shutdown(2)
+        finally:
+            if self.celery is not None:
+                self.celery.close()
 
 
 # -- 1. start() cost --------------------------------------------------------------------------
@@ -448,13 +453,16 @@ def per_call_us(call: Callable[[], Any], n: int) -> list[float]:
     return out
 
 
-def measure_start(bench: Bench, calls: int, repeats: int) -> dict[str, float]:
-    """Median µs per submitting call; nothing consumes these queues (they are emptied after)."""
+def measure_start(
+    bench: Bench, calls: int, repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median µs per submitting call, and Redis commands per call (server side); nothing
+    consumes these queues (they are emptied after)."""
     tag = bench.tag
-    prefix = f"bw{tag}-start:"
+    prefix = f"bw{tag}-start-"
     queue = f"bw{tag}-start"
-    ours_rq = OursClient(bench.url, prefix, "rq", queue + "-ours-rq")
-    ours_celery = OursClient(bench.url, prefix, "celery", queue + "-ours-celery")
+    ours_rq = OursClient(bench.url, prefix + "rq:", "rq", queue + "-ours-rq")
+    ours_celery = OursClient(bench.url, prefix + "celery:", "celery", queue + "-ours-celery")
     bare_celery, bare_tasks = _worker_jobs.make_bare_celery(bench.url, queue + "-bare-celery")
     bare_queue = Queue(queue + "-bare-rq", connection=bench.redis, serializer=JSONSerializer)
     counter = f"bw{tag}:start-counter"
@@ -469,13 +477,17 @@ def measure_start(bench: Bench, calls: int, repeats: int) -> dict[str, float]:
         "bare-celery": (lambda: bare_tasks["trivial"].delay(counter), None),
     }
     samples: dict[str, list[float]] = {name: [] for name in columns}
+    commands: dict[str, int] = dict.fromkeys(columns, 0)
     try:
         for rep in range(repeats + 1):  # the first round warms up (connections, scripts)
             for name, (call, app) in columns.items():
                 with app.app_context() if app is not None else nullcontext():
+                    before = commands_processed(bench.redis)
                     took = per_call_us(call, calls if rep else min(calls, 50))
+                    ran = commands_processed(bench.redis) - before - 1  # less the INFO itself
                 if rep:
                     samples[name] += took
+                    commands[name] += ran
     finally:
         for client in (ours_rq, ours_celery):
             client.close()
@@ -485,7 +497,8 @@ def measure_start(bench: Bench, calls: int, repeats: int) -> dict[str, float]:
         for q in (queue + "-ours-rq", queue + "-bare-rq"):
             Queue(q, connection=bench.redis, serializer=JSONSerializer).empty()
         delete_matching(bench.redis, f"{prefix}*")
-    return {name: median(values) for name, values in samples.items()}
+    us = {name: median(values) for name, values in samples.items()}
+    return us, {name: commands[name] / len(samples[name]) for name in columns}
 
 
 def delete_matching(client: redis.Redis, pattern: str) -> None:
@@ -651,7 +664,7 @@ class Round:
     jobs: int
     seconds: float
     commands_per_job: float
-    final: str = ""
+    final: dict[str, int] = field(default_factory=dict)
 
     @property
     def jobs_per_s(self) -> float:
@@ -664,7 +677,7 @@ def gated_round(
     jobs: int,
     enqueue_gate: Callable[[list[Any]], Any],
     enqueue_job: Callable[[str], Any],
-    after: Callable[[list[Any]], str] | None = None,
+    after: Callable[[list[Any]], dict[str, int]] | None = None,
 ) -> Round:
     """Hold both worker processes with a gate job each, queue ``jobs``, release, time the drain."""
     release, reply, counter = bench.key("release"), bench.key("gated"), bench.key("counter")
@@ -688,7 +701,7 @@ def gated_round(
     took = time.monotonic() - start
     # every command the server ran meanwhile, less this process's own (RPUSH, GETs, INFO)
     commands = commands_processed(bench.redis) - commands_before - polls - 3
-    final = after(handles) if after is not None else ""
+    final = after(handles) if after is not None else {}
     bench.redis.delete(release, reply, counter)
     return Round(jobs, took, commands / jobs, final)
 
@@ -697,8 +710,8 @@ def commands_processed(client: redis.Redis) -> int:
     return int(client.info("stats")["total_commands_processed"])
 
 
-def all_final(handles: list[Any]) -> str:
-    """Our documents, read back once the counter is full (not timed): by status."""
+def all_final(handles: list[Any]) -> dict[str, int]:
+    """Our documents, read back once the counter is full (not timed): how many by status."""
     statuses: dict[str, int] = {}
     deadline = time.monotonic() + 30
     for handle in handles:
@@ -709,7 +722,7 @@ def all_final(handles: list[Any]) -> str:
                 break
             time.sleep(0.01)
         statuses[status] = statuses.get(status, 0) + 1
-    return ", ".join(f"{status} {n:,}" for status, n in sorted(statuses.items()))
+    return statuses
 
 
 # -- 4. progress() ------------------------------------------------------------------------------
@@ -730,6 +743,7 @@ def progress_run(ours: OursClient, calls: int) -> float:
 @dataclass
 class Results:
     start_us: dict[str, float] = field(default_factory=dict)
+    start_commands: dict[str, float] = field(default_factory=dict)
     latencies: list[Latency] = field(default_factory=list)
     throughput: dict[str, dict[str, list[Round]]] = field(default_factory=dict)
     #: µs per progress() call, per job, by where it ran ("threads" first).
@@ -834,22 +848,21 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
-def start_table(us: dict[str, float]) -> str:
+START_LABELS = {
+    "ours-rq": ("ours, executor rq: `job.start()`", "bare-rq"),
+    "bare-rq": ("bare RQ: `Queue.enqueue_call(fn, args)` (JSONSerializer)", "bare-rq"),
+    "ours-celery": ("ours, executor celery: `job.start()`", "bare-celery"),
+    "bare-celery": ("bare Celery: `task.delay(...)` (JSON)", "bare-celery"),
+}
+
+
+def start_table(us: dict[str, float], commands: dict[str, float]) -> str:
     rows = [
-        [
-            "ours, executor rq: `job.start()`",
-            f"{us['ours-rq']:.1f}",
-            f"{us['ours-rq'] / us['bare-rq']:.2f}x",
-        ],
-        ["bare RQ: `Queue.enqueue_call(fn, args)` (JSONSerializer)", f"{us['bare-rq']:.1f}", "1x"],
-        [
-            "ours, executor celery: `job.start()`",
-            f"{us['ours-celery']:.1f}",
-            f"{us['ours-celery'] / us['bare-celery']:.2f}x",
-        ],
-        ["bare Celery: `task.delay(...)` (JSON)", f"{us['bare-celery']:.1f}", "1x"],
+        [label, f"{us[name]:.1f}", f"{us[name] / us[base]:.2f}x", f"{commands[name]:.1f}"]
+        for name, (label, base) in START_LABELS.items()
     ]
-    return markdown_table(["submitting call", "µs per call (median)", "ours / bare"], rows)
+    header = ["submitting call", "µs per call (median)", "ours / bare", "Redis commands / call"]
+    return markdown_table(header, rows)
 
 
 def latency_table(samples: list[Latency]) -> str:
@@ -906,7 +919,7 @@ def throughput_table(results: Results) -> str:
                 " / ".join(f"{r.seconds:.2f}" for r in rounds["bare"]),
                 f"{median([r.commands_per_job for r in rounds['ours']]):.1f}",
                 f"{median([r.commands_per_job for r in rounds['bare']]):.1f}",
-                "; ".join(r.final for r in rounds["ours"]),
+                documents(rounds["ours"]),
             ]
         )
     header = [
@@ -930,6 +943,16 @@ PROGRESS_LABELS = {
     "rq-simple": "RQ simple worker",
     "celery": "Celery prefork pool process",
 }
+
+
+def documents(rounds: list[Round]) -> str:
+    """Our documents of all rounds by status, of how many jobs."""
+    total: dict[str, int] = {}
+    for r in rounds:
+        for status, n in r.final.items():
+            total[status] = total.get(status, 0) + n
+    jobs = sum(r.jobs for r in rounds)
+    return ", ".join(f"{status} {n:,}" for status, n in sorted(total.items())) + f" of {jobs:,}"
 
 
 def progress_table(us: dict[str, float]) -> str:
@@ -956,11 +979,12 @@ def report(
         f"`start()` cost in the web process (no request, app context pushed, no worker consuming "
         f"the queues): {args.start_repeats} x {args.start_calls:,} calls per column after a "
         f"warm-up round, each call timed alone (GC paused), median; the columns take turns. Ours "
-        f"writes the queued document and takes a place in the queue index (two Redis round "
-        f"trips), then makes the engine's call with its JSON payload; bare is the engine's own "
-        f"call with its defaults. No target."
+        f"writes the queued document and takes a place in the queue index, then makes the "
+        f"engine's call with its JSON payload; bare is the engine's own call with its defaults. "
+        f"Redis commands / call: counted by the server over the timed calls (commands inside Lua "
+        f"scripts and `MULTI` blocks count). No target."
     )
-    out += ["", start_table(us), ""]
+    out += ["", start_table(us, results.start_commands), ""]
 
     verdicts = []
     for s in results.latencies:
@@ -998,8 +1022,9 @@ def report(
         f"less this process's polls. Target: ours / bare >= {TARGET_THROUGHPUT:g}x; this run: "
         f"{'; '.join(tverdicts)}. For a trivial job the per-job bookkeeping is the whole cost: "
         f"ours also takes the job with one conditional update of its document, writes the "
-        f"running and final documents and leaves the queue index. The RQ forking worker is "
-        f"expected to fall short: every job runs in a fresh work horse, which opens its own "
+        f"running and final documents and leaves the queue index (the commands columns). The "
+        f"RQ forking worker is expected to fall short: every job runs in a fresh work horse, "
+        f"which opens its own "
         f"Redis connections, starts its own writer and cancel-listener threads (a pub/sub "
         f"subscription) and beats a heartbeat before the job runs, and retires it after; the "
         f"simple worker and Celery's pool processes keep all of that from job to job."
@@ -1098,7 +1123,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--progress-calls", type=int, help="progress(): calls per job (default 100,000)"
     )
-    parser.add_argument("--progress-repeats", type=int, help="progress(): jobs per engine (default 3)")
+    parser.add_argument(
+        "--progress-repeats", type=int, help="progress(): jobs per engine (default 3)"
+    )
     parser.add_argument(
         "--engines",
         default=",".join(ENGINES),
@@ -1151,7 +1178,9 @@ def main(argv: list[str] | None = None) -> None:
         # the thread pool's progress() runs beside each engine's: an app on executor "threads"
         threads = OursClient(server.url, f"bw{bench.tag}-threads:", "threads", "unused")
         try:
-            results.start_us = measure_start(bench, args.start_calls, args.start_repeats)
+            results.start_us, results.start_commands = measure_start(
+                bench, args.start_calls, args.start_repeats
+            )
             for engine in args.engines:
                 run_engine(bench, engine, args, rng, results, threads)
         finally:
@@ -1171,6 +1200,7 @@ def main(argv: list[str] | None = None) -> None:
         args.json,
         {
             "start_us": results.start_us,
+            "start_commands_per_call": results.start_commands,
             "latencies_ms": {
                 f"{s.engine}: {s.label}": {"latencies": s.latencies, "misses": s.misses}
                 for s in results.latencies

@@ -178,10 +178,12 @@ class Lifecycle:
         if ctx.cancelled.is_set():  # cancelled while queued: never starts
             self.finish(ctx, job, JobStatus.CANCELLED)
             return
+        taken = self.app_state.executor.remote  # a worker's take stored "running" already
         ctx.mark_running()
         if job.timeout is not None:
             ctx.deadline = time.monotonic() + job.timeout
-        self.flush_one(ctx, job, signal=False)
+        if not taken:
+            self.flush_one(ctx, job, signal=False)
         send(signals.job_started, self.app_state.app_ref(), job_id=ctx.id, document=ctx.snapshot())
         try:
             with self.app_state.flask_app.app_context():

@@ -73,7 +73,9 @@ def run(app_state: Runtime, payload: dict[str, Any]) -> None:
     event = threading.Event()
     store.hold(key, event)  # the take below sets it if a cancel is already stored
     try:
-        doc = records.transition(job_id, _waiting, {"instance": app_state.instance_id})
+        doc = records.transition(
+            job_id, _waiting, {"instance": app_state.instance_id, "status": JobStatus.RUNNING.value}
+        )
     except BaseException:
         store.release(key)
         raise
