@@ -59,7 +59,8 @@ class AsyncState:
         """Register the extension on ``app``; reads the ``ASYNCSTATE_*`` keys once
         (see :mod:`flask_asyncstate.config`).
 
-        :param redis: a ``redis.Redis`` client to use instead of ``ASYNCSTATE_REDIS_URL``.
+        :param redis: a client to use instead of ``ASYNCSTATE_REDIS_URL``: a ``redis.Redis``,
+            a ``redis.cluster.RedisCluster``, or a Sentinel ``master_for(...)`` client.
         :param celery: a Celery app whose workers run the jobs: registers the task that
             runs them, and makes ``"celery"`` the default of ``ASYNCSTATE_EXECUTOR``.
         """

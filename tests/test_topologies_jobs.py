@@ -67,9 +67,12 @@ def _failover_mid_job(spec: dict[str, Any], failover: Any) -> str:
         later = jobs["until_cancelled"].start()
         wait_until(lambda: later.status()["status"] == "running", 10, interval=0.05)
         ctx = ext.app_state().local_context(later.id)
-        assert later.cancel() is True
+        other_app, other = make_topology_app(spec)  # another instance: its own clients
+        with other_app.app_context():
+            assert other.app_state().cancel_job(later.id) is True  # A's listener must hear it
         assert ctx is not None and ctx.cancelled.wait(5)
         assert later.wait(10)["status"] == "cancelled"
+        other.shutdown(2)
     ext.shutdown(2)
     return f"failover took {switched:.1f} s; progress resumed {resumed:.1f} s after it began"
 
@@ -193,3 +196,35 @@ def test_flask_session_does_not_take_a_cluster_client(cluster: RedisClusterServe
         Session(app)
     ext.shutdown(2)
     print("cluster: Flask-Session's redis backend refuses a RedisCluster client (falls back)")
+
+
+def test_acl_user_on_the_cluster(cluster: RedisClusterServers) -> None:
+    """The printed rule is enough for redis-py's cluster client too (slot map, command table)."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    for address in cluster.startup_nodes:
+        cluster.node_client(address).execute_command(
+            "ACL", "SETUSER", "clusterjobs", "reset", "on", ">pw3", *acl_rules("topo:")
+        )
+    nodes = [ClusterNode(h, p) for h, p in cluster.startup_nodes]
+    client = RedisCluster(startup_nodes=nodes, username="clusterjobs", password="pw3")
+    from apps import SECRET
+    from flask import Flask
+
+    from flask_asyncstate import AsyncState
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=SECRET, ASYNCSTATE_KEY_PREFIX="topo:", ASYNCSTATE_FLUSH_INTERVAL=0.05
+    )
+    ext = AsyncState(app, redis=client)
+    jobs = define_jobs(ext)
+    with app.test_request_context():
+        assert jobs["count"].start(3).wait(10)["status"] == "succeeded"
+        running = jobs["until_cancelled"].start()
+        wait_until(lambda: running.status()["status"] == "running", 10)
+        assert running.cancel() is True
+        assert running.wait(10)["status"] == "cancelled"
+        assert [j["id"] for j in ext.app_state().records.all_jobs()]
+    ext.shutdown(2)
+    print("cluster: the least-privilege ACL user ran and cancelled jobs on every primary")

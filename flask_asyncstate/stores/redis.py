@@ -3,7 +3,8 @@
 One hash per entry (``d`` document, ``c`` cancel flag, ``x`` expiry in ms),
 so the document and the cancel flag live apart but expire together. Reads and
 conditional writes are single-key Lua scripts (atomic, Cluster-safe);
-``update`` is a WATCH/MULTI transaction. A cancel sets ``c`` and publishes the
+``update`` is a compare-and-set on the entry's version ``v`` (two scripts, no
+WATCH/MULTI, which Cluster clients cannot pipeline with PUBLISH). A cancel sets ``c`` and publishes the
 key on ``<prefix>cancel``; every write publishes the key on
 ``<prefix>changed``. One listener thread per store sets the matching local
 cancel Events, and wakes local watchers (push updates) while there are any;

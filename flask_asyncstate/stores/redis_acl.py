@@ -14,6 +14,7 @@ COMMANDS = (
     "sadd", "srem", "scard", "smembers", "sismember",
     "zadd", "zrem", "zcard", "zrange", "zrevrange",
     "publish", "subscribe", "unsubscribe",
+    "cluster|slots", "cluster|shards", "command",  # what redis-py's cluster client asks first
 )  # fmt: skip
 
 

@@ -102,6 +102,7 @@ def request_client(client: redis.Redis, timeout: float) -> redis.Redis:
     if isinstance(pool, SentinelConnectionPool):  # the same master, found the same way
         kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_BOUND}
         kwargs.update(_fast_options(timeout))
+        kwargs["connection_class"] = pool.connection_class  # TLS stays TLS
         return pool.sentinel_manager.master_for(pool.service_name, **kwargs)  # type: ignore[no-any-return]
     try:
         kwargs = {
@@ -203,9 +204,10 @@ def glob_escape(text: str) -> str:
 
 
 class Scripts:
-    """Runs the store's Lua scripts on any client: ``EVALSHA`` (loading the script where a
-    node lacks it, as after a failover), registered scripts in a plain pipeline, and
-    ``EVAL`` in a Redis Cluster pipeline (which cannot load scripts as it goes)."""
+    """Runs the store's Lua scripts on any client: ``EVALSHA`` (sending the script with
+    ``EVAL`` where a node lacks it, as after a failover or on a new cluster node), and
+    registered scripts in a plain pipeline. (A Cluster pipeline cannot run scripts: the
+    store runs them one by one there.)"""
 
     def __init__(self, client: Any) -> None:
         self._client = client
@@ -214,7 +216,7 @@ class Scripts:
 
     def run(self, text: str, keys: Sequence[Any], args: Sequence[Any], client: Any) -> Any:
         if isinstance(client, ClusterPipeline):
-            return client.eval(text, len(keys), *keys, *args)
+            raise TypeError("a Redis Cluster pipeline cannot run scripts; run them one by one")
         if isinstance(client, Pipeline):
             script = self._registered.get(text)
             if script is None:
