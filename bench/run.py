@@ -7,8 +7,9 @@ so that no thread or app left over by one (job runners, cancel listeners,
 workers) skews the next. (``stall.py`` takes the option too, but freezes a
 redis-server of its own rather than the shared one; ``workers.py`` starts RQ
 and Celery worker processes on the shared server and stops them before it
-exits.) It prints each one's tables under a heading with its wall time, and
-writes:
+exits; ``topologies.py`` measures the shared server beside a Redis Cluster
+of its own, which it starts and stops.) It prints each one's tables under a
+heading with its wall time, and writes:
 
 - ``bench/out/results.md``: the same markdown (``--output`` to change it);
 - ``bench/out/chart.png``: one panel per figure (ratios against the
@@ -19,8 +20,8 @@ writes:
 
 Run from the repository root::
 
-    python bench/run.py                   # full run, about 5 minutes
-    python bench/run.py --quick           # smoke run, about 2 minutes
+    python bench/run.py                   # full run, about 6 minutes
+    python bench/run.py --quick           # smoke run, about 2.5 minutes
     python bench/run.py --only progress,cancel
 """
 
@@ -51,6 +52,7 @@ BENCHMARKS = (
     "flood",
     "stall",
     "workers",
+    "topologies",
 )
 
 

@@ -190,7 +190,15 @@ class RedisStore(OwnerIndexes, Store):
 
     def _cancel(self, key: str) -> bool:
         with self._io() as client:
-            return bool(self._run(scripts.CANCEL, [key], [self.channel], client))
+            found = bool(self._run(scripts.CANCEL, [key], [self.channel], client))
+            if found and self.cluster:
+                # The script published on the key's primary; the cluster bus forwards that to
+                # the channel's primary (where every listener subscribes) up to ~40 ms late
+                # (Nagle on Redis 7.0's outgoing bus links). Publish there directly too.
+                with contextlib.suppress(redis.RedisError):
+                    node = client.get_node_from_key(self.channel)
+                    client.get_redis_connection(node).publish(self.channel, key)
+            return found
 
     def _remove(self, key: str) -> bool:
         with self._io() as client:
