@@ -238,6 +238,10 @@ def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any
             raise ValueError(
                 "ASYNCSTATE_EXECUTOR = 'rq' needs the Redis store: RQ's queue lives there"
             )
+        if getattr(store, "cluster", False):
+            raise ValueError(
+                "RQ does not run on Redis Cluster: use Celery, or plain/Sentinel Redis"
+            )
         from .executors.on_rq import RQExecutor
 
         fast = getattr(store, "request_client", client)

@@ -76,7 +76,9 @@ class TrackedJob:
         timeout: float | None = None,
     ) -> None:
         if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < float("inf")
         ):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self.extension = extension

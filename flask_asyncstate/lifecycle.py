@@ -99,7 +99,7 @@ class Lifecycle:
             limit = self.app_state.settings.max_queued
             if remote and not self.records.enter_queue(job_id, limit):
                 raise QueueFull(f"{limit} jobs are already waiting for a worker; try again shortly")
-            if job.state_type is not None:
+            if job.state_type is not None and not remote:  # a worker creates it when it takes
                 self.app_state.state.create(
                     job.state_type(),
                     name=job_id,

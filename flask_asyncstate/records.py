@@ -16,6 +16,7 @@ the unfinished ids, claimed atomically against the quota, and the recent ones.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterable
@@ -154,12 +155,18 @@ class JobRecords:
         processes ending one job, never both win.
         """
         done: list[dict[str, Any]] = []
+        # A nonce of this transition: if the client resends a swap whose reply was lost, the
+        # second attempt finds its own change already there and still counts as the winner.
+        nonce = secrets.token_hex(8)
 
         def apply(doc: dict[str, Any]) -> dict[str, Any]:
             done.clear()
+            if doc.get("_t") == nonce:
+                done.append(doc)
+                return doc
             if not when(doc):
                 raise _Unchanged
-            new = dict(doc, **change, updated_at=time.time())
+            new = dict(doc, **change, _t=nonce, updated_at=time.time())
             done.append(new)
             return new
 

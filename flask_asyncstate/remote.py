@@ -89,9 +89,11 @@ def run(app_state: Runtime, payload: dict[str, Any]) -> None:
         records.leave_queue(job_id)
     except StoreError:
         pass  # the next full queue finds it taken and frees its place
-    if job.state_type is not None:
+    if job.state_type is not None:  # created here, not at start: a long wait cannot expire it
+        app_state.state.create(
+            job.state_type(), name=job_id, cancel_event=event, never_expires=job.never_expires
+        )
         ctx.state = BoundState(app_state.state, job.state_type, job_id)
-        store.hold(app_state.state.key(job.state_type, job_id), event)
     app_state.registry.add(ctx, job)
     app_state.lifecycle.run(ctx, job, tuple(payload["args"]), dict(payload["kwargs"]))  # type: ignore[attr-defined]
     _await_final(app_state, ctx)

@@ -6,7 +6,8 @@ there, and ends ``failed`` with a ``JobTimeout`` error, not ``cancelled``);
 ``failed`` anyway. The writer thread of the process running the job checks
 once per flush interval. A thread cannot be killed, so a pool thread that
 ignores its Event keeps running until it returns (its writes no longer count);
-RQ and Celery workers kill theirs at their hard limit.
+RQ raises ``JobTimeoutException`` in the job at its limit (and kills the work
+horse a minute later), Celery's prefork pool kills the process at its hard limit.
 """
 
 from __future__ import annotations

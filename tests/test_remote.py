@@ -291,3 +291,45 @@ def test_two_jobs_may_not_share_a_name(make_app) -> None:
         def export_pdf(job: JobContext) -> None: ...
 
     assert ext.registered_job("export").fn is export_csv.fn  # type: ignore[union-attr]
+
+
+def test_update_never_overwrites_a_replacement_made_meanwhile(store) -> None:
+    """Compare-and-set without ABA: a remove + create between read and swap is noticed."""
+    key = store.key("aba", "x")
+    store.create(key, {"who": "first"})
+    seen: list[str] = []
+
+    def bump(doc: dict) -> dict:
+        if not seen:  # the first attempt: someone replaces the entry meanwhile
+            store.remove(key)
+            store.create(key, {"who": "second"})
+        seen.append(doc["who"])
+        return dict(doc, n=doc.get("n", 0) + 1)
+
+    assert store.update(key, bump) is True
+    assert seen == ["first", "second"]  # retried on the replacement
+    assert store.read(key).data == {"who": "second", "n": 1}
+
+
+def test_a_transition_whose_reply_was_lost_still_wins(store, monkeypatch) -> None:
+    """A client that resends a swap after a lost reply finds its own change: still the winner."""
+    from flask_asyncstate import remote
+    from flask_asyncstate.records import JobRecords
+
+    records = JobRecords(store, "web-1")
+    records.create(new_document("resent", "import", None), None, False)
+    real = store._update
+
+    def resent(key, apply):  # type: ignore[no-untyped-def]
+        real(key, apply)  # done, but the reply "was lost": the client sends it again
+        return real(key, apply)
+
+    monkeypatch.setattr(store, "_update", resent)
+    doc = records.transition("resent", remote._waiting, {"instance": "worker-1"})
+    assert doc is not None and doc["instance"] == "worker-1"
+
+
+def test_timeout_must_be_finite(make_app) -> None:
+    _app, ext = make_app()
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        ext.job(timeout=float("inf"))(lambda job: None)

@@ -29,10 +29,13 @@ log = logging.getLogger("flask_asyncstate")
 #: The name of the task that runs tracked jobs.
 TASK_NAME = "flask_asyncstate.run"
 
-#: Celery apps that run one Flask app's jobs already.
-_registered: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Celery apps that run a Flask app's jobs, and that app's state (the latest registered).
+_registered: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = weakref.WeakKeyDictionary()
+#: The task registered on each Celery app (its receivers are connected once, with it).
+_tasks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
-# A start() in a request must not hang on an unreachable broker (ASYNCSTATE_REDIS_TIMEOUT).
+# One quick retry of a publish to an unreachable broker; the broker's own connect and socket
+# timeouts (Celery's broker_connection_timeout, broker_transport_options) bound each attempt.
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
@@ -44,13 +47,16 @@ class CeleryExecutor(RemoteExecutor):
     def __init__(self, celery: Celery, app_state: Runtime, grace: float) -> None:
         self.celery = celery
         self._grace = grace
-        if celery in _registered:  # (celery.tasks would finalize the user's app too early)
+        known = _registered.get(celery)  # (celery.tasks would finalize the user's app too early)
+        if known is not None and known() is not None:
             raise RuntimeError(
                 f"the Celery app {celery.main!r} already runs flask-asyncstate jobs for another"
                 " Flask app; give each Flask app its own Celery app"
             )
-        self.task = _register(celery, app_state)
-        _registered.add(celery)
+        _registered[celery] = weakref.ref(app_state)  # what the task and receivers serve
+        if celery not in _tasks:  # once per Celery app: a later Flask app reuses them
+            _tasks[celery] = _register(celery)
+        self.task = _tasks[celery]
 
     def enqueue(self, job_id: str, payload: dict[str, Any], timeout: float | None) -> None:
         limits = {}
@@ -78,10 +84,12 @@ class CeleryExecutor(RemoteExecutor):
             log.warning("job %s: could not revoke its Celery task: %s", job_id, exc)
 
 
-def _register(celery: Celery, app_state: Runtime) -> Any:
+def _register(celery: Celery) -> Any:
     from .. import remote
 
-    ref = weakref.ref(app_state)  # signal receivers live for ever; the app state need not
+    def ref() -> Runtime | None:  # receivers live for ever; the app state they serve need not
+        found = _registered.get(celery)
+        return None if found is None else found()
 
     def ours(sender: Any) -> Runtime | None:
         """The app state, if ``sender`` is our task on this Celery app."""

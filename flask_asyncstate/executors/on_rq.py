@@ -65,9 +65,8 @@ class RQExecutor(RemoteExecutor):
         self._expires = int(expires)
 
     def enqueue(self, job_id: str, payload: dict[str, Any], timeout: float | None) -> None:
-        queue = self._fast_queue if has_request_context() else self._queue
         with translate():
-            queue.enqueue_call(
+            self._queue_now().enqueue_call(
                 PERFORM,
                 args=[payload],
                 job_id=job_id,
@@ -80,12 +79,15 @@ class RQExecutor(RemoteExecutor):
                 description=f"flask-asyncstate job {payload['name']}",
             )
 
+    def _queue_now(self) -> Queue:
+        """The short-timeout queue while serving a request (ASYNCSTATE_REDIS_TIMEOUT)."""
+        return self._fast_queue if has_request_context() else self._queue
+
     def dequeue(self, job_id: str) -> None:
         try:
             with translate():
-                Job.fetch(
-                    job_id, connection=self._queue.connection, serializer=JSONSerializer
-                ).delete()
+                connection = self._queue_now().connection
+                Job.fetch(job_id, connection=connection, serializer=JSONSerializer).delete()
         except NoSuchJobError:
             pass  # a worker took it (and will find it cancelled) or it is gone already
         except Exception as exc:  # noqa: BLE001 - the stored flag still stops it
@@ -108,14 +110,18 @@ class _Hooks:
             remote.end_abandoned(self.asyncstate, job.id, why, status)
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
-        job_id = self.get_current_job_id()  # type: ignore[attr-defined]
+        # Only a forking worker's parent, and only once RQ really killed the work horse (it
+        # ignores a second signal within a second); a simple worker's job records its own end.
+        horse = getattr(self, "horse_pid", 0) if not self._is_horse else 0  # type: ignore[attr-defined]
+        job_id = self.get_current_job_id() if horse else None  # type: ignore[attr-defined]
         try:
             super().request_force_stop(signum, frame)  # type: ignore[misc]
-        finally:
-            if job_id and not self._is_horse:  # type: ignore[attr-defined]
+        except SystemExit:
+            if job_id:
                 from .. import remote
 
                 remote.end_abandoned(self.asyncstate, job_id, "the worker was shut down cold")
+            raise
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
         try:

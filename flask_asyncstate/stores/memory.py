@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from typing import Any
 from .base import Found, Store
 
 _PURGE_EVERY = 1.0
+
+_VERSIONS = itertools.count(1)
 
 
 @dataclass
@@ -81,9 +84,8 @@ class MemoryStore(Store):
         ttl = ttl_ms / 1000
 
         def op(now: float) -> None:
-            old = self._slots.get(key)
-            version = old.version + 1 if old else 0
-            self._slots[key] = _Slot(text, ttl, now + ttl, False, version)
+            # Versions are never reused, even by a replacement after a removal: no ABA.
+            self._slots[key] = _Slot(text, ttl, now + ttl, False, next(_VERSIONS))
 
         self._locked(op)
 
@@ -115,7 +117,7 @@ class MemoryStore(Store):
         return result
 
     def _update(self, key: str, apply: Callable[[str], str]) -> Found:
-        # Optimistic, like Redis WATCH: ``apply`` is user code and runs outside the lock.
+        # Optimistic, like the Redis store's versioned swap: ``apply`` runs outside the lock.
         while True:
             with self._lock:
                 slot = self._live(key, time.monotonic())

@@ -1,11 +1,10 @@
 """Redis store: entries shared by every process and host that uses the same Redis.
 
-One hash per entry (``d`` document, ``c`` cancel flag, ``x`` expiry in ms),
-so the document and the cancel flag live apart but expire together. Reads and
-conditional writes are single-key Lua scripts (atomic, Cluster-safe);
-``update`` is a compare-and-set on the entry's version ``v`` (two scripts, no
-WATCH/MULTI, which Cluster clients cannot pipeline with PUBLISH). A cancel sets ``c`` and publishes the
-key on ``<prefix>cancel``; every write publishes the key on
+One hash per entry (``d`` document, ``c`` cancel flag, ``x`` expiry in ms, ``e``:``v``
+epoch and version), so document and flag live apart but expire together. Every
+operation is a single-key Lua script or command (atomic, Cluster-safe); ``update``
+is a compare-and-set on the version, no WATCH/MULTI. A cancel sets ``c`` and
+publishes the key on ``<prefix>cancel``; every write publishes the key on
 ``<prefix>changed``. One listener thread per store sets the matching local
 cancel Events, and wakes local watchers (push updates) while there are any;
 it re-checks the stored flags after every (re)subscription and every
@@ -24,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +32,7 @@ from typing import Any
 import pybreaker
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from ..errors import StoreError, StoreUnavailable
 from . import redis_scripts as scripts
@@ -138,7 +139,8 @@ class RedisStore(OwnerIndexes, Store):
 
     def _create(self, key: str, text: str, ttl_ms: int) -> None:
         with self._io() as client:
-            self._run(scripts.CREATE, [key], [text, ttl_ms, self.changes_channel], client)
+            epoch = secrets.token_hex(4)
+            self._run(scripts.CREATE, [key], [text, ttl_ms, self.changes_channel, epoch], client)
 
     def _read(self, keys: list[str], refresh: bool) -> list[tuple[str, bool] | None]:
         # A read that restarts the expiry needs the entry's own ttl: a script. One that
@@ -192,10 +194,9 @@ class RedisStore(OwnerIndexes, Store):
         with self._io() as client:
             found = bool(self._run(scripts.CANCEL, [key], [self.channel], client))
             if found and self.cluster:
-                # The script published on the key's primary; the cluster bus forwards that to
-                # the channel's primary (where every listener subscribes) up to ~40 ms late
-                # (Nagle on Redis 7.0's outgoing bus links). Publish there directly too.
-                with contextlib.suppress(redis.RedisError):
+                # The script published on the key's node; the bus may forward that ~40 ms late
+                # (Redis 7.0 bus links): publish on the channel's node, where listeners are.
+                with contextlib.suppress(redis.RedisError, RedisClusterException):
                     node = client.get_node_from_key(self.channel)
                     client.get_redis_connection(node).publish(self.channel, key)
             return found

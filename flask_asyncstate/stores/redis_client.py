@@ -15,7 +15,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.client import Pipeline
 from redis.cluster import ClusterPipeline
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from ..errors import StoreError, StoreUnavailable
@@ -28,7 +28,7 @@ def translate() -> Iterator[None]:
     """Turn redis-py errors into ours, cause chained."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+    except (redis.ConnectionError, redis.TimeoutError, OSError, RedisClusterException) as exc:
         raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
     except pybreaker.CircuitBreakerError as exc:
         raise StoreUnavailable(f"Redis is unreachable (circuit open: {exc})") from exc
@@ -186,7 +186,10 @@ def is_refusal(exc: BaseException) -> bool:
 
 
 def is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+    # A cluster with no reachable node raises RedisClusterException, not a RedisError.
+    return isinstance(
+        exc, (redis.ConnectionError, redis.TimeoutError, OSError, RedisClusterException)
+    )
 
 
 def text_of(value: Any) -> str:

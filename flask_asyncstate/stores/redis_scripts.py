@@ -10,9 +10,10 @@ return {v[1], v[2] or ''}
 
 # Every script that sets the document also bumps its version ``v``, which ``update``'s
 # compare-and-set checks: no WATCH/MULTI, which Redis Cluster clients cannot pipeline.
+# ``e`` is a random epoch per create: a replacement after a removal never repeats a version.
 CREATE = """
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'x', ARGV[2], 'v', 1)
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'x', ARGV[2], 'v', 1, 'e', ARGV[4])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 redis.call('PUBLISH', ARGV[3], KEYS[1])
 return 1
@@ -20,17 +21,17 @@ return 1
 
 # Read for a compare-and-set: document, cancel flag, version.
 PEEK = """
-local v = redis.call('HMGET', KEYS[1], 'd', 'c', 'v')
+local v = redis.call('HMGET', KEYS[1], 'd', 'c', 'v', 'e')
 if not v[1] then return false end
-return {v[1], v[2] or '', v[3] or '0'}
+return {v[1], v[2] or '', (v[4] or '') .. ':' .. (v[3] or '0')}
 """
 
 # Set the document only if its version is still ARGV[2]: 1 done (flag in the second
 # element), 0 someone wrote in between, false the entry is gone.
 SWAP = """
-local v = redis.call('HMGET', KEYS[1], 'x', 'v', 'c')
+local v = redis.call('HMGET', KEYS[1], 'x', 'v', 'c', 'e')
 if not v[1] then return false end
-if (v[2] or '0') ~= ARGV[2] then return {0, ''} end
+if (v[4] or '') .. ':' .. (v[2] or '0') ~= ARGV[2] then return {0, ''} end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 if tonumber(v[1]) > 0 then redis.call('PEXPIRE', KEYS[1], v[1]) end
