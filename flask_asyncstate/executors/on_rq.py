@@ -101,7 +101,10 @@ class _Hooks:
 
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
         super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
-        if not self._is_horse and job.func_name == PERFORM:  # type: ignore[attr-defined]
+        # In the parent: the work horse died. In a horse or simple worker: our own code
+        # raised before the job could start (its take failed). Either way, unless the job
+        # already has a final document, it gets one.
+        if job.func_name == PERFORM:
             from .. import remote
 
             why = str(kwargs.get("exc_string") or "the worker gave up on the job").strip()
