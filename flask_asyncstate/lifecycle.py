@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import has_request_context
 
-from . import remote, serialization, signals, tokens
+from . import flushing, remote, serialization, signals, tokens
 from .context import BoundState, JobContext
 from .errors import JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
 from .jobs import JobHandle
@@ -334,11 +334,5 @@ class Lifecycle:
             send(signals.job_progress, self.app_state.app_ref(), job_id=ctx.id, document=doc)
 
     def flush(self) -> None:
-        """Write buffered progress and retry deferred final documents now."""
-        for local in self.jobs.running():
-            try:
-                self.flush_one(local.ctx, local.job)
-            except Exception:  # one job's bad document must not stop the others' progress
-                log.exception("job %s: progress could not be written", local.ctx.id)
-        for local in self.jobs.deferred():
-            self.retry_final(local)
+        """Write buffered progress (one round trip for all jobs) and retry deferred finals."""
+        flushing.flush(self)

@@ -204,6 +204,14 @@ class JobRecords:
         self.create(doc, event, never_expires)
         return False
 
+    def save_many(self, items: list[tuple[dict[str, Any], threading.Event, bool]]) -> list[bool]:
+        """:meth:`save` for several jobs in one round trip; False where an entry was re-created."""
+        found = self.store.write_many([(self.job_key(doc["id"]), doc) for doc, _, _ in items])
+        for ok, (doc, event, never_expires) in zip(found, items):
+            if not ok:
+                self.create(doc, event, never_expires)
+        return found
+
     def beat(
         self,
         info: dict[str, Any],

@@ -20,13 +20,12 @@ import contextlib
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any, ClassVar
 
 from .. import serialization
 from ..errors import StateTooLarge
 from .callers import on_request_path, request_path
+from .entries import Claims, Entry, Found
 from .local import CancelEvents, KeyTurns, Watchers
 
 __all__ = ["Claims", "Entry", "Found", "Store", "on_request_path", "request_path"]
@@ -37,38 +36,6 @@ DEFAULT_EXPIRES = 900
 DEFAULT_MAX_ENTRY_SIZE = 64 * 1024
 #: Seconds a thread waits for its turn on a key before it updates optimistically anyway.
 _UPDATE_LOCK_TIMEOUT = 1.0
-
-
-class Found(Enum):
-    """What a conditional write found: no entry, or one with or without a cancel request."""
-
-    MISSING = "missing"
-    PRESENT = "present"
-    CANCEL_REQUESTED = "cancel-requested"
-
-    @classmethod
-    def of(cls, flag: bool | None) -> Found:
-        """From a backend's ``None`` (missing) / cancel flag."""
-        if flag is None:
-            return cls.MISSING
-        return cls.CANCEL_REQUESTED if flag else cls.PRESENT
-
-
-@dataclass(frozen=True)
-class Claims:
-    """An owner's job index: the unfinished ids (what a quota counts) and the recent ones."""
-
-    active: set[str]
-    #: Newest first: every active id plus the newest finished ones.
-    recent: list[str]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One stored entry as read back: the document and whether a cancel was requested."""
-
-    data: dict[str, Any]
-    cancel_requested: bool
 
 
 class Store(ABC):
@@ -152,6 +119,16 @@ class Store(ABC):
         text = self._encode(key, data)
         generation = self.events.generation(key)
         return self._after_write(key, self._write(key, text), generation)
+
+    def write_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[bool]:
+        """:meth:`write` for several entries, in one round trip where the backend can."""
+        if not items:
+            return []
+        texts = [self._encode(key, data) for key, data in items]  # all or nothing: before I/O
+        keys = [key for key, _ in items]
+        generations = [self.events.generation(key) for key in keys]
+        found = self._write_many(keys, texts)
+        return [self._after_write(k, f, g) for k, f, g in zip(keys, found, generations)]
 
     def update(self, key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
         """Atomically replace the document with ``fn(document)``, retrying on conflict.
@@ -312,6 +289,10 @@ class Store(ABC):
     @abstractmethod
     def _write(self, key: str, text: str) -> Found:
         """Set the document if the entry exists (restarting its expiry); say what was found."""
+
+    def _write_many(self, keys: list[str], texts: list[str]) -> list[Found]:
+        """Several ``_write``s; a backend that can send them together overrides this."""
+        return [self._write(key, text) for key, text in zip(keys, texts)]
 
     @abstractmethod
     def _update(self, key: str, apply: Callable[[str], str]) -> Found:

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,7 +32,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from ..errors import StoreError, StoreUnavailable
+from ..errors import StoreUnavailable
 from . import redis_scripts as scripts
 from .base import Found, Store, on_request_path
 from .redis_client import (
@@ -44,20 +42,20 @@ from .redis_client import (
     client_from_url,
     glob_escape,
     is_outage,
-    is_refusal,
     request_client,
     request_client_from_url,
     text_of,
     translate,
 )
 from .redis_index import OwnerIndexes
+from .redis_listener import CancelListener
 
 __all__ = ["RedisStore", "client_from_url", "request_client", "request_client_from_url"]
 
 log = logging.getLogger("flask_asyncstate")
 
 
-class RedisStore(OwnerIndexes, Store):
+class RedisStore(OwnerIndexes, CancelListener, Store):
     """Entries in Redis; see the module docstring for the layout.
 
     Every write publishes its key, and the listener wakes watchers in each process.
@@ -172,6 +170,18 @@ class RedisStore(OwnerIndexes, Store):
             flag = self._run(scripts.WRITE, [key], [text, self.changes_channel], client)
         return Found.of(None if flag is None else bool(flag))
 
+    def _write_many(self, keys: list[str], texts: list[str]) -> list[Found]:
+        if self.cluster:  # a cluster pipeline cannot run scripts
+            return super()._write_many(keys, texts)
+        flags: list[Any] = []
+        with self._io() as client:
+            for start in range(0, len(keys), 1000):  # one round trip per 1,000 documents
+                pipe = client.pipeline(transaction=False)
+                for key, text in zip(keys[start : start + 1000], texts[start : start + 1000]):
+                    self._run(scripts.WRITE, [key], [text, self.changes_channel], pipe)
+                flags.extend(pipe.execute())
+        return [Found.of(None if flag is None else bool(flag)) for flag in flags]
+
     def _update(self, key: str, apply: Callable[[str], str]) -> Found:
         # Optimistic: read the document and its version, apply, swap if the version held.
         while True:
@@ -235,107 +245,6 @@ class RedisStore(OwnerIndexes, Store):
                     self._run(scripts.TOUCH, [key], [], pipe)
                 missing += [k for k, found in zip(chunk, pipe.execute()) if not int(found)]
         return missing
-
-    # -- listener ------------------------------------------------------------
-
-    def _on_watch(self) -> None:
-        self._on_hold()
-        if not self._hearing_changes:
-            # Wake the listener now (not at its next poll) so it subscribes to changes.
-            with contextlib.suppress(StoreError), self._io() as client:
-                client.publish(self.channel, "")
-
-    def after_fork(self) -> None:
-        super().after_fork()
-        self._listener_lock = threading.Lock()
-        self._probe = threading.Lock()
-        self._listener = None  # the parent's thread did not come along
-
-    def ensure_threads(self) -> None:
-        """Start the listener again if it died while Events or watchers need it."""
-        if self.events or self.watchers:
-            self._on_hold()
-
-    def _on_hold(self) -> None:
-        if self._closed.is_set():
-            return
-        with self._listener_lock:
-            alive = self._listener is not None and self._listener.is_alive()
-            if alive and self._listener_pid == os.getpid():
-                return
-            self._listener_pid = os.getpid()  # a forked child needs its own thread
-            self.subscribed.clear()
-            self._listener = threading.Thread(
-                target=self._listen, name="asyncstate-listener", daemon=True
-            )
-            self._listener.start()
-
-    def _listen(self) -> None:
-        backoff = 0.05
-        while not self._closed.is_set():
-            pubsub = self.client.pubsub()
-            try:
-                pubsub.subscribe(self.channel)
-                next_sweep = 0.0
-                changes = False
-                while not self._closed.is_set():
-                    if changes != bool(self.watchers):  # only hear of writes while someone watches
-                        changes = self._hearing_changes = not changes
-                        (pubsub.subscribe if changes else pubsub.unsubscribe)(self.changes_channel)
-                    msg = pubsub.get_message(timeout=0.2 if changes else 0.5)
-                    if msg is not None:
-                        if msg["type"] == "subscribe" and text_of(msg["channel"]) == self.channel:
-                            # (re)subscribed: anything published while we were away is in the flags
-                            self.subscribed.set()
-                            self._sweep()
-                        elif msg["type"] == "message" and msg["data"]:  # empty: a wake-up call
-                            key = text_of(msg["data"])
-                            if text_of(msg["channel"]) == self.channel:
-                                self.events.deliver(key)
-                            self.watchers.notify(key)
-                        backoff = 0.05
-                    now = time.monotonic()
-                    if now >= next_sweep:
-                        self._sweep()
-                        next_sweep = now + self.sweep_interval
-            except Exception as exc:
-                self.subscribed.clear()
-                self._hearing_changes = False
-                if is_refusal(exc):
-                    log.error(
-                        "asyncstate cancel listener: Redis refused SUBSCRIBE to %s (%s): cancels"
-                        " reach jobs only at their next write until the ACL allows it",
-                        self.channel,
-                        exc,
-                    )
-                elif isinstance(exc, (redis.RedisError, OSError, StoreError)):
-                    log.warning("asyncstate cancel listener lost Redis (%s); retrying", exc)
-                else:
-                    log.exception("asyncstate cancel listener failed; restarting it")
-                self._closed.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
-
-    def _sweep(self) -> None:
-        """Deliver stored cancel flags and release Events of entries that are gone."""
-        keys = self.events.keys()
-        if not keys:
-            return
-        generations = [self.events.generation(key) for key in keys]
-        rows = []
-        with self._io() as client:
-            for chunk in chunks(keys):
-                pipe = client.pipeline(transaction=False)
-                for key in chunk:
-                    pipe.hmget(key, "x", "c")
-                rows.extend(pipe.execute())
-        for key, generation, (ttl, flag) in zip(keys, generations, rows):
-            if ttl is None:
-                self.events.release(key, generation)
-            elif flag:
-                self.events.deliver(key)
 
     def close(self) -> None:
         self._closed.set()

@@ -1,0 +1,90 @@
+"""The writer sends every dirty document of the process in one round trip per tick."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from waiting import wait_until
+
+from flask_asyncstate.errors import StoreUnavailable
+
+
+def _running(make_app, backend_url, n: int):  # type: ignore[no-untyped-def]
+    # A long flush interval: the test drives flush() itself.
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=n, ASYNCSTATE_FLUSH_INTERVAL=60)
+
+    @ext.job
+    def ticking(job) -> None:  # type: ignore[no-untyped-def]
+        i = 0
+        while not job.cancelled.wait(0.002):  # dirty again within milliseconds of a flush
+            i += 1
+            job.progress(i)
+
+    with app.app_context():
+        handles = [ticking.start() for _ in range(n)]
+    found = ext.app_state()
+    wait_until(lambda: len([h for h in handles if h.status()["status"] == "running"]) == n, 10)
+    time.sleep(0.05)
+    return app, ext, found, handles
+
+
+def test_one_round_trip_for_all_dirty_documents(make_app, backend_url, monkeypatch) -> None:
+    app, _ext, found, handles = _running(make_app, backend_url, 40)
+    batches: list[int] = []
+    real = found.store._write_many
+
+    def counted(keys, texts):  # type: ignore[no-untyped-def]
+        batches.append(len(keys))
+        return real(keys, texts)
+
+    monkeypatch.setattr(found.store, "_write_many", counted)
+    if backend_url:  # Redis: no write one by one (the memory store's batch is a loop)
+        monkeypatch.setattr(found.store, "_write", lambda *a: (_ for _ in ()).throw(AssertionError))
+    with app.app_context():
+        found.lifecycle.flush()
+    assert batches == [40]  # every job ticks: one batch, one pipeline on Redis
+    assert all(h.status()["current"] > 0 for h in handles)
+    monkeypatch.undo()
+    for h in handles:
+        h.cancel()
+    print(f"{backend_url and 'redis' or 'memory'}: 40 running jobs flushed in one batch")
+
+
+def test_a_failed_batch_is_written_at_the_next_tick(make_app, backend_url, monkeypatch) -> None:
+    app, _ext, found, handles = _running(make_app, backend_url, 5)
+    with app.app_context():
+        found.lifecycle.flush()
+        before = [h.status()["current"] for h in handles]
+
+        def away(keys, texts):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("Redis is unreachable")
+
+        monkeypatch.setattr(found.store, "_write_many", away)
+        found.lifecycle.flush()
+        assert [h.status()["current"] for h in handles] == before  # nothing written
+        monkeypatch.undo()
+        time.sleep(0.05)
+        found.lifecycle.flush()  # the documents are dirty again: written now
+        assert all(h.status()["current"] > b for h, b in zip(handles, before))
+    for h in handles:
+        h.cancel()
+
+
+def test_one_bad_document_does_not_hold_back_the_others(make_app, backend_url, caplog) -> None:
+    app, _ext, found, handles = _running(make_app, backend_url, 4)
+    bad = found.local_context(handles[0].id)
+    assert bad is not None
+    real = bad.take_dirty
+    bad.take_dirty = lambda: dict(real() or {}, message=object())  # type: ignore[method-assign]
+    caplog.set_level(logging.ERROR, logger="flask_asyncstate")
+    with app.app_context():
+        before = [h.status()["current"] for h in handles]
+        time.sleep(0.05)
+        found.lifecycle.flush()
+        after = [h.status()["current"] for h in handles]
+    assert after[0] == before[0] and all(a > b for a, b in zip(after[1:], before[1:]))
+    assert any("progress could not be written" in r.getMessage() for r in caplog.records)
+    bad.take_dirty = real  # type: ignore[method-assign]
+    for h in handles:
+        h.cancel()
