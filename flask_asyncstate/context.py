@@ -94,7 +94,9 @@ class JobContext:
         #: Whose job this is (the session or user that started it); None outside a request.
         self.owner: str | None = None
         self._doc = document
-        self._lock = threading.Lock()  # orders the writer's copies and the seal (progress() takes none)
+        self._lock = (
+            threading.Lock()
+        )  # orders the writer's copies and the seal (progress() takes none)
         self._write_lock = threading.Lock()  # orders store writes: final is last
         self._dirty = False
         self._finished = False
