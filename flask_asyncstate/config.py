@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 ASYNCSTATE_REDIS_URL: str | None = None
 
 #: Prefix of every store key, and of the Redis channels ``<prefix>cancel`` and
-#: ``<prefix>changed``. The instances of one app must share it; different apps (or test
+#: ``<prefix>changed:<key>`` (one per entry, heard where the entry is watched). The instances of one app must share it; different apps (or test
 #: runs) on one Redis should each have their own. A store class named by
 #: :data:`ASYNCSTATE_STORE` gets it as ``key_prefix``.
 ASYNCSTATE_KEY_PREFIX: str = "asyncstate:"

@@ -88,3 +88,32 @@ def test_one_bad_document_does_not_hold_back_the_others(make_app, backend_url, c
     bad.take_dirty = real  # type: ignore[method-assign]
     for h in handles:
         h.cancel()
+
+
+def test_a_write_wakes_only_the_instances_watching_that_entry(redis_url) -> None:
+    """Per-entry change channels: a write is heard where that entry is watched, nowhere else."""
+    from flask_asyncstate.stores.redis import RedisStore, client_from_url
+
+    watcher = RedisStore(client_from_url(redis_url), key_prefix="feed:")
+    writer = RedisStore(client_from_url(redis_url), key_prefix="feed:")
+    watched, other = watcher.key("job", "watched"), watcher.key("job", "other")
+    for key in (watched, other):
+        writer.create(key, {"n": 0})
+    heard: list[str] = []
+    real = watcher.watchers.notify
+    watcher.watchers.notify = lambda key: (heard.append(key), real(key))[1]  # type: ignore[method-assign]
+    try:
+        with watcher.watch(watched) as event:
+            wait_until(lambda: watched in watcher._change_keys, 5, interval=0.01)
+            for n in range(50):
+                writer.write(other, {"n": n})  # nobody watches it: nobody hears it
+            writer.write(watched, {"n": 1})
+            assert event.wait(5)
+            time.sleep(0.2)
+        assert heard == [watched]
+    finally:
+        watcher.close()
+        writer.close()
+    print(
+        "50 writes of an unwatched entry woke nobody; one write of the watched entry woke its watcher"
+    )

@@ -100,6 +100,11 @@ class Watchers:
         with self._lock:
             return len(self._by_key.get(key, ()))
 
+    def key_set(self) -> set[str]:
+        """The keys that have watchers."""
+        with self._lock:
+            return set(self._by_key)
+
     def keys(self) -> int:
         """How many keys have watchers."""
         with self._lock:

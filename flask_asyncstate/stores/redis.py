@@ -4,8 +4,8 @@ One hash per entry (``d`` document, ``c`` cancel flag, ``x`` expiry in ms, ``e``
 epoch and version), so document and flag live apart but expire together. Every
 operation is a single-key Lua script or command (atomic, Cluster-safe); ``update``
 is a compare-and-set on the version, no WATCH/MULTI. A cancel sets ``c`` and
-publishes the key on ``<prefix>cancel``; every write publishes the key on
-``<prefix>changed``. One listener thread per store sets the matching local
+publishes the key on ``<prefix>cancel``; every write publishes it on the entry's own
+``<prefix>changed:<key>``. One listener thread per store sets the matching local
 cancel Events, and wakes local watchers (push updates) while there are any;
 it re-checks the stored flags after every (re)subscription and every
 ``sweep_interval`` seconds, so a cancel published while the link was down is
@@ -95,7 +95,8 @@ class RedisStore(OwnerIndexes, CancelListener, Store):
             name="asyncstate-redis",
         )
         self.channel = f"{self.key_prefix}cancel"
-        self.changes_channel = f"{self.key_prefix}changed"
+        #: Prefix of the per-entry change channels: ``<prefix>changed:<key>``.
+        self.changes_channel = f"{self.key_prefix}changed:"
         self.sweep_interval = sweep_interval
         self._scripts = Scripts(client)
         #: A Redis Cluster client: its pipelines cannot run scripts, so those go one by one.
@@ -104,7 +105,7 @@ class RedisStore(OwnerIndexes, CancelListener, Store):
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
         self._listener_lock = threading.Lock()
-        self._hearing_changes = False
+        self._change_keys: set[str] = set()  # keys whose change channel the listener hears
         #: Set each time the listener is subscribed; tests and bench wait on it.
         self.subscribed = threading.Event()
 

@@ -25,7 +25,7 @@ def acl_rules(key_prefix: str) -> list[str]:
         f"~{key_prefix}*",
         "resetchannels",
         f"&{key_prefix}cancel",
-        f"&{key_prefix}changed",
+        f"&{key_prefix}changed:*",
         "-@all",
         *(f"+{c}" for c in COMMANDS),
     ]

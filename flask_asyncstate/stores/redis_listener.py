@@ -1,5 +1,5 @@
 """The cancel listener of the Redis store: one thread per store and process, subscribed to
-``<prefix>cancel`` (and to ``<prefix>changed`` while anyone watches), that sets local cancel
+``<prefix>cancel`` (and to ``<prefix>changed:<key>`` of each key watched here), that sets cancel
 Events, wakes watchers, and re-checks stored flags after every (re)subscription and every
 ``sweep_interval`` seconds, so a cancel published while the link was down still arrives."""
 
@@ -35,15 +35,15 @@ class CancelListener:
     _listener: threading.Thread | None
     _listener_pid: int
     _listener_lock: threading.Lock
-    _hearing_changes: bool
+    _change_keys: set[str]
 
     def _io(self) -> AbstractContextManager[redis.Redis]:  # provided by RedisStore
         raise NotImplementedError
 
     def _on_watch(self) -> None:
         self._on_hold()
-        if not self._hearing_changes:
-            # Wake the listener now (not at its next poll) so it subscribes to changes.
+        if not self.watchers.key_set() <= self._change_keys:
+            # Wake the listener now (not at its next poll) so it subscribes to the new key.
             with contextlib.suppress(StoreError), self._io() as client:
                 client.publish(self.channel, "")
 
@@ -79,12 +79,10 @@ class CancelListener:
             try:
                 pubsub.subscribe(self.channel)
                 next_sweep = 0.0
-                changes = False
+                heard: set[str] = set()
                 while not self._closed.is_set():
-                    if changes != bool(self.watchers):  # only hear of writes while someone watches
-                        changes = self._hearing_changes = not changes
-                        (pubsub.subscribe if changes else pubsub.unsubscribe)(self.changes_channel)
-                    msg = pubsub.get_message(timeout=0.2 if changes else 0.5)
+                    heard = self._follow_watchers(pubsub, heard)
+                    msg = pubsub.get_message(timeout=0.2 if heard else 0.5)
                     if msg is not None:
                         if msg["type"] == "subscribe" and text_of(msg["channel"]) == self.channel:
                             # (re)subscribed: anything published while we were away is in the flags
@@ -102,7 +100,7 @@ class CancelListener:
                         next_sweep = now + self.sweep_interval
             except Exception as exc:
                 self.subscribed.clear()
-                self._hearing_changes = False
+                self._change_keys = set()
                 if is_refusal(exc):
                     log.error(
                         "asyncstate cancel listener: Redis refused SUBSCRIBE to %s (%s): cancels"
@@ -119,6 +117,19 @@ class CancelListener:
             finally:
                 with contextlib.suppress(Exception):
                     pubsub.close()
+
+    def _follow_watchers(self, pubsub: Any, heard: set[str]) -> set[str]:
+        """Hear the change channels of exactly the keys watched in this process: a write
+        wakes only the instances that watch that entry, once each, whatever their streams."""
+        wanted = self.watchers.key_set()
+        if wanted != heard:
+            added, dropped = wanted - heard, heard - wanted
+            if added:
+                pubsub.subscribe(*(self.changes_channel + k for k in added))
+            if dropped:
+                pubsub.unsubscribe(*(self.changes_channel + k for k in dropped))
+            self._change_keys = wanted
+        return wanted
 
     def _sweep(self) -> None:
         """Deliver stored cancel flags and release Events of entries that are gone."""

@@ -1,4 +1,6 @@
-"""The Lua scripts of the Redis store. Each touches one hash slot (Cluster-safe): an entry's
+"""The Lua scripts of the Redis store. A write publishes the key on that key's own change
+channel (``<prefix>changed:<key>``), heard only by processes that watch it; a cancel on
+``<prefix>cancel``, heard by all. Each touches one hash slot (Cluster-safe): an entry's
 hash, or an owner index's two keys, which share a hash tag."""
 
 READ = """
@@ -15,7 +17,7 @@ CREATE = """
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 'x', ARGV[2], 'v', 1, 'e', ARGV[4])
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-redis.call('PUBLISH', ARGV[3], KEYS[1])
+redis.call('PUBLISH', ARGV[3] .. KEYS[1], KEYS[1])
 return 1
 """
 
@@ -35,7 +37,7 @@ if (v[4] or '') .. ':' .. (v[2] or '0') ~= ARGV[2] then return {0, ''} end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 if tonumber(v[1]) > 0 then redis.call('PEXPIRE', KEYS[1], v[1]) end
-redis.call('PUBLISH', ARGV[3], KEYS[1])
+redis.call('PUBLISH', ARGV[3] .. KEYS[1], KEYS[1])
 return {1, v[3] or ''}
 """
 
@@ -45,7 +47,7 @@ if not x then return false end
 redis.call('HSET', KEYS[1], 'd', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'v', 1)
 if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
-redis.call('PUBLISH', ARGV[2], KEYS[1])
+redis.call('PUBLISH', ARGV[2] .. KEYS[1], KEYS[1])
 return redis.call('HGET', KEYS[1], 'c') or ''
 """
 
