@@ -8,20 +8,22 @@ workers) skews the next. (``stall.py`` takes the option too, but freezes a
 redis-server of its own rather than the shared one; ``workers.py`` starts RQ
 and Celery worker processes on the shared server and stops them before it
 exits; ``topologies.py`` measures the shared server beside a Redis Cluster
-of its own, which it starts and stops.) It prints each one's tables under a
-heading with its wall time, and writes:
+of its own, which it starts and stops; ``growth.py`` starts instances and a
+gevent gunicorn on the shared server and stops them before it exits.) It
+prints each one's tables under a heading with its wall time, and writes:
 
 - ``bench/out/results.md``: the same markdown (``--output`` to change it);
 - ``bench/out/chart.png``: one panel per figure (ratios against the
   alternatives, latencies, round trips, bytes), horizontal bars on a log scale
-  with the targets drawn in (matplotlib, Agg backend; ``--chart`` to change it).
+  with the targets drawn in, and for ``growth.py``'s figures over sizes, lines
+  on log-log axes (matplotlib, Agg backend; ``--chart`` to change it).
 
 ``bench/out/`` is git-ignored.
 
 Run from the repository root::
 
-    python bench/run.py                   # full run, about 6 minutes
-    python bench/run.py --quick           # smoke run, about 2.5 minutes
+    python bench/run.py                   # full run, about 8 minutes
+    python bench/run.py --quick           # smoke run, about 3 minutes
     python bench/run.py --only progress,cancel
 """
 
@@ -53,6 +55,7 @@ BENCHMARKS = (
     "stall",
     "workers",
     "topologies",
+    "growth",
 )
 
 
@@ -128,12 +131,66 @@ def _fmt(value: float, unit: str) -> str:
 
 
 def _panel_height(p: dict[str, Any]) -> float:
+    if p.get("kind") == "loglog":
+        return 3.0
     return 0.32 * len(p["bars"]) + 1.25
+
+
+def _draw_loglog(ax: Any, p: dict[str, Any]) -> None:
+    """A ``kind: loglog`` panel: one line per series over sizes, both axes on a log scale."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ys: list[float] = []
+    for series in p["series"]:
+        points = [(x, y) for x, y in series["points"] if x > 0 and y > 0]  # a log axis: no zeros
+        if not points:
+            continue
+        xs, values = zip(*points)
+        ys += values
+        ax.plot(xs, values, marker="o", markersize=4, linewidth=1.4, label=series["label"])
+        ax.annotate(
+            _fmt(values[-1], p["unit"]),
+            (xs[-1], values[-1]),
+            textcoords="offset points",
+            xytext=(4, 2),
+            fontsize=7,
+        )
+    if p.get("target"):
+        ax.axhline(
+            p["target"],
+            color="#c44e52",
+            linestyle="--",
+            linewidth=1.2,
+            label=p.get("target_label") or "target",
+        )
+        ys.append(p["target"])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    if ys:
+        ax.set_ylim(min(ys) / 2, max(ys) * 2)
+    ticks = sorted({x for s in p["series"] for x, _y in s["points"] if x > 0})
+    if ticks:
+        ax.set_xticks(ticks)
+        ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
+    if ys and max(ys) / (min(ys) / 4) <= 3000:  # a narrow range: label 1, 2 and 5 too
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.10g}"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.tick_params(labelsize=7.5)
+    ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
+    ax.set_title(p["title"], fontsize=9, loc="left")
+    ax.set_xlabel(f"{p.get('x_label', '')} (log scale)", fontsize=8)
+    ax.set_ylabel(f"{p['unit']} (log scale)", fontsize=8)
+    ax.legend(fontsize=7, loc="best")
 
 
 def _draw_panel(ax: Any, p: dict[str, Any]) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    if p.get("kind") == "loglog":
+        _draw_loglog(ax, p)
+        return
     labels = [bar[0] for bar in p["bars"]][::-1]
     values = [bar[1] for bar in p["bars"]][::-1]
     targets = [bar[2] if len(bar) > 2 else None for bar in p["bars"]][::-1]
@@ -176,7 +233,8 @@ def _draw_panel(ax: Any, p: dict[str, Any]) -> None:
 
 
 def draw_chart(path: str, panels: list[dict[str, Any]], notes: list[str], title: str) -> None:
-    """One panel per figure in two columns: horizontal bars on a log x axis, targets in red."""
+    """One panel per figure in two columns: horizontal bars on a log x axis (or, for a
+    ``kind: loglog`` panel, lines on log-log axes), targets in red."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -117,3 +117,30 @@ def test_a_write_wakes_only_the_instances_watching_that_entry(redis_url) -> None
     print(
         "50 writes of an unwatched entry woke nobody; one write of the watched entry woke its watcher"
     )
+
+
+def test_streams_of_one_job_share_one_read_per_change(make_app, backend_url, monkeypatch) -> None:
+    """However many streams show a job here, one change costs one store read."""
+    from flask_asyncstate.events import SharedReads
+
+    app, ext = make_app(backend_url)
+
+    @ext.job
+    def quiet(job) -> None:  # type: ignore[no-untyped-def]
+        job.cancelled.wait(10)
+
+    with app.app_context():
+        handle = quiet.start()
+        found = ext.app_state()
+        reads: list[str] = []
+        real = found.records.status
+        monkeypatch.setattr(found.records, "status", lambda j: (reads.append(j), real(j))[1])
+        shared = SharedReads()
+        key = found.records.job_key(handle.id)
+        with found.store.watch(key):
+            docs = [shared.status(found, handle.id) for _ in range(20)]  # 20 streams wake
+            assert len(reads) == 1 and all(d is docs[0] for d in docs)
+            found.store.watchers.notify(key)  # a write: the next wake reads again, once
+            again = [shared.status(found, handle.id) for _ in range(20)]
+            assert len(reads) == 2 and all(d is again[0] for d in again)
+        handle.cancel()

@@ -73,6 +73,7 @@ class Watchers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[str, set[threading.Event]] = {}
+        self._seq: dict[str, int] = {}  # notifications per watched key
 
     @contextlib.contextmanager
     def watch(self, key: str) -> Iterator[threading.Event]:
@@ -88,12 +89,21 @@ class Watchers:
                     watchers.discard(event)
                     if not watchers:
                         del self._by_key[key]
+                        self._seq.pop(key, None)
 
     def notify(self, key: str) -> None:
         with self._lock:
             watchers = list(self._by_key.get(key, ()))
+            if watchers:
+                self._seq[key] = self._seq.get(key, 0) + 1
         for event in watchers:
             event.set()
+
+    def seq(self, key: str) -> int:
+        """How many notifications ``key`` had while watched: a read taken after the n-th
+        one is as fresh as any other read until the next (what streams of one job share)."""
+        with self._lock:
+            return self._seq.get(key, 0)
 
     def watched(self, key: str) -> int:
         """How many watchers ``key`` has."""
@@ -116,6 +126,7 @@ class Watchers:
     def after_fork(self) -> None:
         self._lock = threading.Lock()
         self._by_key = {}
+        self._seq = {}
 
 
 class KeyTurns:
