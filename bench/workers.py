@@ -97,6 +97,7 @@ except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
     raise SystemExit(f"bench/workers.py needs rq and celery: pip install -e '.[bench]' ({exc})")
 
 import _worker_app
+from worker_procs import descendants  # tests/ (on sys.path via _common): one /proc walker
 
 HERE = Path(__file__).resolve().parent
 
@@ -142,26 +143,6 @@ ENGINE_LABELS = {
 
 
 # -- processes ----------------------------------------------------------------------------
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (work horses, pool processes), read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def exited(pid: int) -> bool:
