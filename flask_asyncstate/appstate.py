@@ -163,13 +163,15 @@ class AppState:
     def job_handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
 
-    def cancel_job(self, job_id: str) -> bool:
+    def cancel_job(self, job_id: str, queued: bool = True) -> bool:
         """Store the cancel request; the holder's Event is set via pub/sub (or its next write).
 
         A job still waiting for a worker ends ``cancelled`` at once and leaves the engine's queue.
+        ``queued=False`` (the caller read a later status: a job never goes back to waiting)
+        spares that check's round trip.
         """
         found = self.store.cancel(self.records.job_key(job_id))
-        if found and self.executor.remote:
+        if found and queued and self.executor.remote:
             remote.cancel_queued(self, job_id)
         return found
 

@@ -93,6 +93,9 @@ class JobRecords:
         # EXISTS; its entry lives 2.75 intervals, so a dead one still reads lost within 3.
         self._alive_for = heartbeat_interval / 4
         self._alive_until: dict[str, float] = {}
+        # A full engine queue is scanned for stale places at most once a second: under a
+        # flood of refused starts each would otherwise read up to ASYNCSTATE_MAX_QUEUED docs.
+        self._queue_scanned_at = 0.0
 
     def job_key(self, job_id: str) -> str:
         return self.store.key(JOB_KIND, job_id)
@@ -118,10 +121,14 @@ class JobRecords:
         """
         return self._claim(self.owner_key(owner), job_id, limit, limit, _ended)
 
-    def _claim(self, key: str, job_id: str, limit: int, keep: int, stale: Any) -> bool:
+    def _claim(
+        self, key: str, job_id: str, limit: int, keep: int, stale: Any, scan: bool = True
+    ) -> bool:
         now = time.time()
         if self.store.claim(key, job_id, limit=limit, keep=keep, score=now):
             return True
+        if not scan:
+            return False
         active = sorted(self.store.claims(key).active)
         docs = self.statuses(active, internal=True) if active else []
         gone = [j for j, d in zip(active, docs) if stale(d)]
@@ -137,7 +144,11 @@ class JobRecords:
 
         Ids of jobs a worker took, or that ended, are released when the queue is full.
         """
-        return self._claim(self.queue_key(), job_id, limit, 0, _not_waiting)
+        now = time.monotonic()
+        scan = now - self._queue_scanned_at >= 1.0
+        if scan:
+            self._queue_scanned_at = now
+        return self._claim(self.queue_key(), job_id, limit, 0, _not_waiting, scan)
 
     def leave_queue(self, job_id: str) -> None:
         """A worker took the job, or it ended while queued."""

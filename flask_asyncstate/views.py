@@ -168,7 +168,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         if doc["status"] in FINAL:
             return _json(doc, 202)  # nothing left to cancel: the document says how it ended
         found = appstate.get()
-        if not found.cancel_job(job_id):
+        if not found.cancel_job(job_id, queued=doc["status"] == "queued"):
             return error(404, _NOT_FOUND)
         if doc["status"] == "queued" and found.executor.remote:  # it may have ended just now
             doc = found.records.status(job_id) or doc

@@ -333,3 +333,24 @@ def test_timeout_must_be_finite(make_app) -> None:
     _app, ext = make_app()
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         ext.job(timeout=float("inf"))(lambda job: None)
+
+
+def test_a_flood_of_refused_starts_scans_the_full_queue_at_most_once_a_second(
+    redis_url, monkeypatch
+) -> None:
+    app, ext = _rq_app(redis_url, ASYNCSTATE_MAX_QUEUED=2)
+    jobs = define_jobs(ext)
+    store = ext.app_state(app).store
+    scans: list[str] = []
+    real = store.claims
+    monkeypatch.setattr(store, "claims", lambda key: (scans.append(key), real(key))[1])
+    try:
+        with app.app_context():
+            jobs["count"].start(1)
+            jobs["count"].start(2)  # the queue is full now
+            for _ in range(20):
+                with pytest.raises(QueueFull):
+                    jobs["count"].start(3)
+        assert len(scans) == 1  # not one read of every waiting document per refusal
+    finally:
+        ext.shutdown(1)
