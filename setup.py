@@ -41,6 +41,7 @@ setup(
             "redis>=4.5",
             "pybreaker>=1.0",
             "flask-login>=0.6",
+            "flask-babel>=4",  # the widget's labels through gettext
             "ruff>=0.5",  # .ci/run checks lint and formatting
             "flask-session>=0.6",
             "cachelib>=0.10",

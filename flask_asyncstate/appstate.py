@@ -160,6 +160,10 @@ class AppState:
 
     # -- jobs ------------------------------------------------------------------
 
+    def request_owner(self, *, create: bool) -> str | None:
+        """The owner id of the current request (``ASYNCSTATE_OWNER``, user or session)."""
+        return tokens.request_owner(self.settings.owner, create=create)
+
     def job_handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
 

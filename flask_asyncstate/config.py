@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .config_checks import _executor, _nonempty, _owner, _positive, _sentinels, _url_prefix
+
 if TYPE_CHECKING:
     from .stores.base import Store
 
@@ -215,61 +217,20 @@ ASYNCSTATE_TIMEOUT_GRACE: float = 5.0
 
 #: Every key with its default, in the order above; ``init_app`` sets these with
 #: ``app.config.setdefault``.
+#: Who owns a job started in a request: a callable (or an import string naming one) that
+#: returns an owner id (a ``str`` or ``int``) or ``None``, called in that request. Jobs of
+#: one owner id are visible, cancellable and listed (``/jobs``, :meth:`AsyncState.jobs()
+#: <flask_asyncstate.AsyncState.jobs>`) from every session that gets the same id, and
+#: count against one quota (:data:`ASYNCSTATE_MAX_JOBS_PER_SESSION`); ``None`` means the
+#: browser session owns it. ``None`` for the key itself (the default) means: the
+#: Flask-Login user when Flask-Login is set up and a user is logged in, else the session
+#: (see :ref:`concepts-ownership`). ``lambda: current_user.get_id() if
+#: current_user.is_authenticated else None`` is that default spelled out.
+ASYNCSTATE_OWNER: Any = None
+
 DEFAULTS: dict[str, Any] = {
     name: value for name, value in globals().items() if name.startswith("ASYNCSTATE_")
 }
-
-
-def _positive(config: Any, key: str, kind: type = float) -> Any:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{key} must be a positive number, got {value!r}")
-    return kind(value)
-
-
-#: The values :data:`ASYNCSTATE_EXECUTOR` accepts.
-EXECUTORS = ("threads", "rq", "celery")
-
-
-def _executor(config: Any) -> str:
-    value = config["ASYNCSTATE_EXECUTOR"]
-    if value not in EXECUTORS:
-        raise ValueError(f"ASYNCSTATE_EXECUTOR must be one of {EXECUTORS}, got {value!r}")
-    return str(value)
-
-
-def _sentinels(config: Any) -> tuple[tuple[str, int], ...] | None:
-    value = config["ASYNCSTATE_REDIS_SENTINELS"]
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [v for v in value.replace(",", " ").split() if v]
-    out = []
-    for item in value:
-        host, _, port = str(item).rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"ASYNCSTATE_REDIS_SENTINELS takes 'host:port' entries, got {item!r}")
-        out.append((host.strip("[]"), int(port)))
-    if not out:
-        raise ValueError("ASYNCSTATE_REDIS_SENTINELS is empty")
-    return tuple(out)
-
-
-def _nonempty(config: Any, key: str) -> str:
-    value = config[key]
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{key} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _url_prefix(config: Any) -> str:
-    prefix = str(config["ASYNCSTATE_URL_PREFIX"] or "").rstrip("/")
-    if not prefix.startswith("/"):
-        raise ValueError(
-            "ASYNCSTATE_URL_PREFIX must be a path like '/asyncstate': the blueprint's catch-all"
-            f" would otherwise answer for the whole app (got {config['ASYNCSTATE_URL_PREFIX']!r})"
-        )
-    return prefix
 
 
 @dataclass(frozen=True)
@@ -302,6 +263,7 @@ class Settings:
     executor: str
     rq_queue: str
     timeout_grace: float
+    owner: Any
 
     @classmethod
     def from_config(cls, config: Any) -> Settings:
@@ -337,4 +299,5 @@ class Settings:
             executor=_executor(config),
             rq_queue=_nonempty(config, "ASYNCSTATE_RQ_QUEUE"),
             timeout_grace=_positive(config, "ASYNCSTATE_TIMEOUT_GRACE"),
+            owner=_owner(config),
         )

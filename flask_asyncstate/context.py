@@ -13,10 +13,11 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobCancelled
+from .pace import Pace
 from .records import new_document, percent_of
 from .serialization import encodable_text
 from .status import JobStatus
@@ -93,6 +94,8 @@ class JobContext:
         self.state: BoundState[Any] | None = None
         #: Whose job this is (the session or user that started it); None outside a request.
         self.owner: str | None = None
+        #: The place a ``unique=`` job holds until it ends (see ``JobRecords.claim_unique``).
+        self.unique_key: str | None = None
         self._doc = document
         self._lock = (
             threading.Lock()
@@ -103,6 +106,7 @@ class JobContext:
         self._done = threading.Event()
         self._next_yield = 0.0
         self._checks = 0
+        self._pace = Pace()
         #: ``time.monotonic()`` by which a job declared with ``timeout=`` must end, once running.
         self.deadline: float | None = None
         #: The deadline passed: the Event was set, and the job ends ``failed`` (``JobTimeout``).
@@ -183,6 +187,32 @@ class JobContext:
         if not 0.0 < self._next_yield - now <= _YIELD_EVERY:  # due, or the clock went back
             self._yield(now)
 
+    def iter(
+        self, iterable: Iterable[T], total: float | None = None, message: str | None = None
+    ) -> Iterator[T]:
+        """Yield the items of ``iterable``, checking for a cancel before each and recording
+        progress after each, like tqdm: ``for row in job.iter(rows, message="{current} of
+        {total} rows"):``.
+
+        ``total`` defaults to ``len(iterable)`` when it has one. ``message`` may use
+        ``{current}`` and ``{total}`` (``?`` while the total is unknown).
+        """
+        if total is None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:  # a generator: the bar stays indeterminate
+                total = None
+        shown_total = "?" if total is None else total
+        if message is not None:
+            _check_message(message)
+            message.format(current=0, total=shown_total)  # a bad field fails now, not mid-run
+        check, progress = self.check_cancelled, self.progress
+        for done, item in enumerate(iterable, 1):
+            check()
+            yield item
+            text = None if message is None else message.format(current=done, total=shown_total)
+            progress(done, total, text)
+
     def _yield(self, now: float) -> None:
         """Let this process's other threads run (the cancel listener, request threads).
 
@@ -202,7 +232,15 @@ class JobContext:
 
     def _snapshot_locked(self) -> dict[str, Any]:
         doc = dict(self._doc)
-        doc["percent"] = percent_of(doc["current"], doc["total"])
+        current, total = doc["current"], doc["total"]
+        doc["percent"] = percent_of(current, total)
+        if doc["status"] == JobStatus.RUNNING:  # rate and ETA here too, off the hot path
+            pace = self._pace
+            pace.sample(doc["updated_at"], current)
+            doc["rate"] = self._doc["rate"] = pace.shown_rate()  # kept for the final one
+            doc["eta"] = pace.eta(current, total)
+        else:
+            doc["eta"] = None
         return doc
 
     # -- the buffer, as the writer and the job's end see it ----------------------
@@ -224,9 +262,14 @@ class JobContext:
         return self._done
 
     def mark_running(self) -> None:
+        now = time.time()
         with self._lock:
-            self._doc["status"] = JobStatus.RUNNING.value
-            self._doc["updated_at"] = time.time()
+            doc = self._doc
+            doc["status"] = JobStatus.RUNNING.value
+            doc["updated_at"] = now
+            if doc.get("started_at") is None:  # a worker's take may have stamped it already
+                doc["started_at"] = now
+            self._pace.start(now, doc["current"])
             self._dirty = True
 
     def take_dirty(self) -> dict[str, Any] | None:

@@ -84,3 +84,11 @@ def error_of(exc: BaseException) -> dict[str, str]:
     except Exception:  # noqa: BLE001 - a failing __str__ must still give a final document
         message = f"<{type(exc).__name__} whose message could not be read>"
     return {"type": type(exc).__name__, "message": message[:_MAX_ERROR_MESSAGE]}
+
+
+class Duplicate(Exception):
+    """Internal: a ``unique=`` job's start found that job unfinished (``start()`` returns it)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id

@@ -22,21 +22,51 @@ from .cli import asyncstate_cli
 from .config import Settings
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .jobs import JobHandle, TrackedJob
+from .labels import translated
 from .signals import send
 from .state import StateAPI
 from .stores import make_store
 from .stores.base import Store
 
 
-def widget(token: str, **options: Any) -> Markup:
+def widget(token: str, labels: dict[str, str] | None = None, **options: Any) -> Markup:
     """Jinja global ``asyncstate_widget(token)``: the progress bar, cancel button and scripts.
 
-    Options go to the macro in ``asyncstate/widget.html`` (``interval``,
-    ``mode``, ``include_assets``, ``jquery_url``, ``label``...).
+    ``labels`` replaces any of the widget's texts (keys: :data:`labels.DEFAULT_LABELS
+    <flask_asyncstate.labels.DEFAULT_LABELS>`; the rest come through Flask-Babel when it is
+    set up). Other options go to the macro in ``asyncstate/widget.html`` (``interval``,
+    ``mode``, ``include_assets``, ``jquery_url``, ``notify``...).
     """
     macro = get_template_attribute("asyncstate/widget.html", "asyncstate_widget")
-    prefix = url_for("asyncstate.not_found", rest="").rstrip("/")
-    return Markup(macro(token, prefix=prefix, statuses=views.statuses(), **options))
+    return Markup(
+        macro(
+            token,
+            prefix=_prefix(),
+            statuses=views.statuses(),
+            labels=translated(labels),
+            **options,
+        )
+    )
+
+
+def jobs_panel(labels: dict[str, str] | None = None, **options: Any) -> Markup:
+    """Jinja global ``asyncstate_jobs()``: the current owner's jobs, newest first, each with a
+    live bar and a cancel button (options as for ``asyncstate_widget``)."""
+    found = appstate.get()
+    macro = get_template_attribute("asyncstate/jobs.html", "asyncstate_jobs")
+    return Markup(
+        macro(
+            found.extension.jobs(),
+            prefix=_prefix(),
+            statuses=views.statuses(),
+            labels=translated(labels),
+            **options,
+        )
+    )
+
+
+def _prefix() -> str:
+    return url_for("asyncstate.not_found", rest="").rstrip("/")
 
 
 class AsyncState:
@@ -103,6 +133,7 @@ class AsyncState:
         app.register_error_handler(QueueFull, views.queue_full)
         app.register_error_handler(StoreError, views.store_error)
         app.jinja_env.globals["asyncstate_widget"] = widget
+        app.jinja_env.globals["asyncstate_jobs"] = jobs_panel
         app.cli.add_command(asyncstate_cli)
         # Flask-WTF may be set up before or after us: exempt now, and again on our first request.
         views.exempt_from_csrf_protect(app, blueprint)
@@ -168,6 +199,7 @@ class AsyncState:
         never_expires: bool = False,
         state: type | None = None,
         timeout: float | None = None,
+        unique: bool | str = False,
     ) -> Callable[[Callable[..., Any]], TrackedJob]: ...
 
     def job(
@@ -178,6 +210,7 @@ class AsyncState:
         never_expires: bool = False,
         state: type | None = None,
         timeout: float | None = None,
+        unique: bool | str = False,
     ) -> TrackedJob | Callable[[Callable[..., Any]], TrackedJob]:
         """Decorate a function ``fn(job, *args)`` as a tracked job.
 
@@ -187,11 +220,20 @@ class AsyncState:
         :param state: a state type; the job gets ``job.state`` bound to an entry of it.
         :param timeout: seconds the job may run: then its cancel Event is set, and it ends
             ``failed`` with a ``JobTimeout`` error (see :mod:`flask_asyncstate.timeouts`).
+        :param unique: ``True``: at most one unfinished job of this name per owner (user or
+            session); ``"app"``: at most one in the whole app, across instances. ``start()``
+            then returns the unfinished job's handle, with ``handle.is_new`` False.
         """
 
         def decorate(f: Callable[..., Any]) -> TrackedJob:
             tracked = TrackedJob(
-                self, f, name=name, never_expires=never_expires, state=state, timeout=timeout
+                self,
+                f,
+                name=name,
+                never_expires=never_expires,
+                state=state,
+                timeout=timeout,
+                unique=unique,
             )
             known = self._registered.get(tracked.name)
             if known is not None and _origin(known.fn) != _origin(f):
@@ -227,7 +269,7 @@ class AsyncState:
         Unfinished ones and the ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` newest finished ones.
         """
         found = self.app_state()
-        owner = tokens.request_owner(create=False)
+        owner = found.request_owner(create=False)
         ids = found.records.owner_jobs(owner) if owner is not None else []
         out = []
         for job_id, doc in zip(ids, found.records.statuses(ids, internal=True) if ids else []):

@@ -16,10 +16,13 @@ if TYPE_CHECKING:
 class JobHandle:
     """A started job, seen from the code that started it (or from a token)."""
 
-    def __init__(self, app_state: Runtime, job_id: str) -> None:
+    def __init__(self, app_state: Runtime, job_id: str, *, is_new: bool = True) -> None:
         self._app = app_state
         #: The job id.
         self.id = job_id
+        #: False when ``start()`` of a ``unique=`` job found this one unfinished and
+        #: returned it instead of starting another.
+        self.is_new = is_new
         self._token: str | None = None
 
     @property
@@ -74,7 +77,10 @@ class TrackedJob:
         never_expires: bool = False,
         state: type | None = None,
         timeout: float | None = None,
+        unique: bool | str = False,
     ) -> None:
+        if unique not in (False, True, "app"):
+            raise ValueError(f'unique must be True, False or "app", got {unique!r}')
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, (int, float))
@@ -88,6 +94,8 @@ class TrackedJob:
         self.state_type = state
         #: Seconds the job may run before it is stopped and ends ``failed``; None: no limit.
         self.timeout = None if timeout is None else float(timeout)
+        #: ``True``: one unfinished job of this name per owner; ``"app"``: one in the app.
+        self.unique: bool | str = unique
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -97,7 +105,9 @@ class TrackedJob:
         """Queue the job and return at once; inside a request, bind it to the session.
 
         Raises :class:`~flask_asyncstate.errors.QuotaExceeded` when the session
-        already has ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` unfinished jobs.
+        already has ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` unfinished jobs. For a job
+        declared ``unique=``, returns the unfinished one (``handle.is_new`` False)
+        if there is one, and starts nothing.
         """
         return self.extension.app_state().lifecycle.start(self, args, kwargs)
 

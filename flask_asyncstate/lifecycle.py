@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from flask import has_request_context
 
-from . import flushing, remote, serialization, signals, tokens
+from . import flushing, remote, serialization, signals
 from .context import BoundState, JobContext
-from .errors import JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
+from .errors import Duplicate, JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
 from .jobs import JobHandle
 from .signals import send
 from .status import JobStatus
@@ -54,7 +54,7 @@ class Lifecycle:
         owner = None
         if has_request_context():
             app.signer.require_key()  # a job nobody could be given a token for is never made
-            owner = tokens.request_owner(create=True)
+            owner = app.request_owner(create=True)
         job_id = secrets.token_hex(16)
         if app.executor.remote:
             return remote.start(app, job, job_id, owner, args, kwargs)
@@ -66,6 +66,9 @@ class Lifecycle:
             )
         try:
             ctx = self.admit(job, job_id, owner)
+        except Duplicate as found:  # unique=: that job is still unfinished
+            self.jobs.unqueue(job_id)
+            return JobHandle(app, found.job_id, is_new=False)
         except BaseException:
             self.jobs.unqueue(job_id)
             raise
@@ -90,6 +93,12 @@ class Lifecycle:
         event = None if remote else ctx.cancelled
         self.records.create(ctx.snapshot(), event, job.never_expires)
         try:
+            ctx.unique_key = self.records.unique_key(job.name, job.unique, owner)
+            if ctx.unique_key is not None:  # claimed after the document exists (see claim_unique)
+                holder = self.records.claim_unique(ctx.unique_key, job_id)
+                if holder is not None:
+                    ctx.unique_key = None  # not ours to give back
+                    raise Duplicate(holder)
             limit = self.app_state.settings.max_jobs_per_session
             if owner is not None and not self.records.admit(owner, job_id, limit):
                 raise QuotaExceeded(
@@ -119,8 +128,10 @@ class Lifecycle:
         given a final ``failed`` document that the writer stores when it can, which
         also frees the owner's quota slot. Nothing stays ``queued`` for ever.
         """
-        owner, state_type = ctx.owner, job.state_type
+        owner, state_type, unique = ctx.owner, job.state_type, ctx.unique_key
         steps: list[Callable[[], object]] = [lambda: self.records.remove(ctx.id)]
+        if unique is not None:
+            steps.append(lambda: self.records.release_unique(unique, ctx.id))
         if owner is not None:
             steps.append(lambda: self.records.discharge(owner, ctx.id))
         if state_type is not None:
@@ -224,9 +235,7 @@ class Lifecycle:
 
     def _deliver_stored_cancel(self, ctx: JobContext) -> None:
         try:
-            self.app_state.store.read(
-                self.records.job_key(ctx.id)
-            )  # sets the Event if the flag is set
+            self.app_state.store.read(self.records.job_key(ctx.id))  # sets the Event if flagged
         except StoreError:
             pass  # the Event still works; the writer will catch up
 
@@ -303,11 +312,13 @@ class Lifecycle:
         """The final document is stored: forget the job here, once."""
         if self.jobs.retire(ctx.id) is None:
             return  # retired already (a deferred final retried by two threads)
-        if ctx.owner is not None:
-            try:
+        try:
+            if ctx.owner is not None:
                 self.records.discharge(ctx.owner, ctx.id)
-            except StoreError:  # the owner's next start finds the slot stale and frees it
-                log.debug("job %s: quota slot not freed yet", ctx.id)
+            if ctx.unique_key is not None:
+                self.records.release_unique(ctx.unique_key, ctx.id)
+        except StoreError:  # the next start that needs the place finds it stale and frees it
+            log.debug("job %s: quota slot or unique place not freed yet", ctx.id)
         store = self.app_state.store
         store.release(self.records.job_key(ctx.id))  # no cancel can matter any more
         if ctx.state is not None:

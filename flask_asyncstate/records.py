@@ -22,13 +22,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from .admission import Admission
 from .status import FINAL, UNFINISHED, JobStatus
 from .stores.base import Entry, Store
 
 JOB_KIND = "flask_asyncstate.job"
 INSTANCE_KIND = "flask_asyncstate.instance"
 OWNER_KIND = "flask_asyncstate.owner"
-QUEUE_KIND = "flask_asyncstate.queue"
 
 
 class _Unchanged(Exception):
@@ -49,6 +49,9 @@ PUBLIC_FIELDS = (
     "cancel_requested",
     "created_at",
     "updated_at",
+    "started_at",
+    "rate",
+    "eta",
 )
 
 
@@ -68,6 +71,9 @@ def new_document(
         "error": None,
         "created_at": now,
         "updated_at": now,
+        "started_at": None,
+        "rate": None,
+        "eta": None,
         "instance": instance,
         "owner": owner,
     }
@@ -82,7 +88,7 @@ def percent_of(current: float, total: float | None) -> float | None:
         return None
 
 
-class JobRecords:
+class JobRecords(Admission):
     """Reads and writes job and instance entries for one app's store."""
 
     def __init__(self, store: Store, instance_id: str, heartbeat_interval: float = 5.0) -> None:
@@ -105,58 +111,6 @@ class JobRecords:
 
     def owner_key(self, owner: str) -> str:
         return self.store.key(OWNER_KIND, owner)
-
-    def queue_key(self) -> str:
-        return self.store.key(QUEUE_KIND, "remote")
-
-    # -- an owner's jobs -----------------------------------------------------
-
-    def admit(self, owner: str, job_id: str, limit: int) -> bool:
-        """Claim one of the owner's ``limit`` slots for an unfinished job, atomically.
-
-        When the slots are full, ids whose jobs ended without releasing theirs
-        (their instance died, or Redis lost them) are released and the claim is
-        tried once more. The job's document must exist before this is called, so
-        a concurrent cleanup never mistakes a new job for a vanished one.
-        """
-        return self._claim(self.owner_key(owner), job_id, limit, limit, _ended)
-
-    def _claim(
-        self, key: str, job_id: str, limit: int, keep: int, stale: Any, scan: bool = True
-    ) -> bool:
-        now = time.time()
-        if self.store.claim(key, job_id, limit=limit, keep=keep, score=now):
-            return True
-        if not scan:
-            return False
-        active = sorted(self.store.claims(key).active)
-        docs = self.statuses(active, internal=True) if active else []
-        gone = [j for j, d in zip(active, docs) if stale(d)]
-        if not gone:
-            return False
-        self.store.unclaim(key, gone)
-        return self.store.claim(key, job_id, limit=limit, keep=keep, score=now)
-
-    # -- the engine's queue (jobs run by RQ or Celery workers) ----------------
-
-    def enter_queue(self, job_id: str, limit: int) -> bool:
-        """Count a job waiting for a worker against ``limit`` (app-wide, atomic); False if full.
-
-        Ids of jobs a worker took, or that ended, are released when the queue is full.
-        """
-        now = time.monotonic()
-        scan = now - self._queue_scanned_at >= 1.0
-        if scan:
-            self._queue_scanned_at = now
-        return self._claim(self.queue_key(), job_id, limit, 0, _not_waiting, scan)
-
-    def leave_queue(self, job_id: str) -> None:
-        """A worker took the job, or it ended while queued."""
-        self.store.unclaim(self.queue_key(), [job_id])
-
-    def queued_ids(self) -> set[str]:
-        """Ids of jobs waiting for a worker (reading restarts the index's expiry)."""
-        return self.store.claims(self.queue_key()).active
 
     def transition(self, job_id: str, when: Any, change: dict[str, Any]) -> dict[str, Any] | None:
         """Apply ``change`` to the job's document if ``when(document)`` holds, atomically
@@ -186,18 +140,6 @@ class JobRecords:
         except _Unchanged:
             return None
         return done[0] if found and done else None
-
-    def restore(self, owner: str, job_id: str, keep: int) -> None:
-        """List a running job in its owner's index again (after Redis lost its data)."""
-        self.store.claim(self.owner_key(owner), job_id, limit=2**31, keep=keep, score=time.time())
-
-    def discharge(self, owner: str, job_id: str) -> None:
-        """The job ended: its slot is free; it stays among the owner's recent jobs."""
-        self.store.unclaim(self.owner_key(owner), [job_id])
-
-    def owner_jobs(self, owner: str) -> list[str]:
-        """The owner's job ids, newest first: unfinished ones and the latest finished ones."""
-        return self.store.claims(self.owner_key(owner)).recent
 
     # -- writing (the instance that runs the job) ---------------------------
 
@@ -230,6 +172,7 @@ class JobRecords:
         running: list[str],
         extra: list[str],
         owners: Iterable[str] = (),
+        claims: Iterable[str] = (),
     ) -> set[str] | None:
         """Refresh this instance's liveness entry; keep its silent jobs (and ``extra`` keys,
         their state entries, and their ``owners``' indexes) from expiring.
@@ -244,7 +187,7 @@ class JobRecords:
             self.store.create(key, info, ttl=2.75 * interval)
         keys = [self.job_key(j) for j in running]
         missing = set(self.store.touch([*keys, *extra]))
-        self.store.touch_claims([self.owner_key(o) for o in owners])
+        self.store.touch_claims([*(self.owner_key(o) for o in owners), *claims])
         if not found:
             return None
         return {j for j, k in zip(running, keys) if k in missing}
@@ -334,11 +277,3 @@ class JobRecords:
             else:
                 dead.add(owner)
         return dead
-
-
-def _ended(doc: dict[str, Any] | None) -> bool:
-    return doc is None or doc["status"] in FINAL
-
-
-def _not_waiting(doc: dict[str, Any] | None) -> bool:
-    return doc is None or doc["status"] != JobStatus.QUEUED or doc.get("instance") is not None

@@ -20,6 +20,7 @@ class JobSpec(Protocol):
     never_expires: bool
     state_type: type | None
     timeout: float | None
+    unique: bool | str
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import signals
 from .context import BoundState, JobContext
-from .errors import StoreError
+from .errors import Duplicate, StoreError
 from .executors.remote import PAYLOAD_VERSION
 from .jobs import JobHandle
 from .signals import send
@@ -45,7 +45,10 @@ def start(
 ) -> JobHandle:
     """In the web process: admit the job and put it on the engine's queue."""
     lifecycle = app_state.lifecycle
-    ctx = lifecycle.admit(job, job_id, owner, remote=True)  # type: ignore[attr-defined]
+    try:
+        ctx = lifecycle.admit(job, job_id, owner, remote=True)  # type: ignore[attr-defined]
+    except Duplicate as found:  # unique=: that job is still unfinished
+        return JobHandle(app_state, found.job_id, is_new=False)
     payload = {"v": PAYLOAD_VERSION, "id": job_id, "name": job.name, "args": list(args)}
     payload["kwargs"] = kwargs
     try:
@@ -74,7 +77,13 @@ def run(app_state: Runtime, payload: dict[str, Any]) -> None:
     store.hold(key, event)  # the take below sets it if a cancel is already stored
     try:
         doc = records.transition(
-            job_id, _waiting, {"instance": app_state.instance_id, "status": JobStatus.RUNNING.value}
+            job_id,
+            _waiting,
+            {
+                "instance": app_state.instance_id,
+                "status": JobStatus.RUNNING.value,
+                "started_at": time.time(),
+            },
         )
     except BaseException:
         store.release(key)
@@ -85,6 +94,7 @@ def run(app_state: Runtime, payload: dict[str, Any]) -> None:
         return
     ctx = JobContext.adopt(doc)
     ctx.cancelled = event
+    ctx.unique_key = records.unique_key(name, job.unique, ctx.owner)  # given back at the end
     try:
         records.leave_queue(job_id)
     except StoreError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from flask import current_app, session
@@ -86,24 +86,22 @@ class TokenSigner:
         return job_id
 
 
-def session_owner(
-    session: MutableMapping[str, Any], user_id: str | None, *, create: bool
-) -> str | None:
-    """The owner id of the jobs this session (and, when logged in, this user) may see.
+def session_owner(session: MutableMapping[str, Any], *, create: bool) -> str | None:
+    """The owner id of the jobs this browser session owns (no user, or an ``ASYNCSTATE_OWNER``
+    that answered None).
 
     Its base is a random value kept in the session under :data:`OWNER_KEY`. Every
     session the app saves gets one (see :func:`stamp`), so the simultaneous starts
     of a browser that already has a session agree on it; ``session.clear()`` drops
-    it, so whoever uses the browser next is someone new. The user id is mixed in,
-    so another user in the same session never sees these jobs. None: this session
-    has no owner yet (and so no jobs).
+    it (and so does a Flask-Login logout), so whoever uses the browser next is
+    someone new. None: this session has no owner yet (and so no jobs).
     """
     base = session.get(OWNER_KEY)
     if not isinstance(base, str) or not base:
         if not create:
             return None
         base = session[OWNER_KEY] = secrets.token_hex(16)
-    return _digest(f"{base}|{user_id or ''}")
+    return _digest(f"{base}|")
 
 
 def stamp(session: MutableMapping[str, Any]) -> None:
@@ -112,9 +110,21 @@ def stamp(session: MutableMapping[str, Any]) -> None:
         session[OWNER_KEY] = secrets.token_hex(16)
 
 
-def request_owner(*, create: bool) -> str | None:
-    """The owner id of the current request's session and user (see :func:`session_owner`)."""
-    return session_owner(session, login_user_id(), create=create)
+def request_owner(owner_of: Callable[[], Any] | None = None, *, create: bool) -> str | None:
+    """The owner id of the current request: what ``owner_of`` (``ASYNCSTATE_OWNER``, or by
+    default the Flask-Login user) names, else the session's (see :func:`session_owner`).
+
+    Named owners and sessions are digested apart (``owner|<id>`` vs a random base), so
+    no session can ever share an owner id with a user.
+    """
+    named = (owner_of or login_user_id)()
+    if named is None:
+        return session_owner(session, create=create)
+    if isinstance(named, bool) or not isinstance(named, (str, int)):
+        raise TypeError(
+            f"ASYNCSTATE_OWNER must return a str, an int or None, got {type(named).__name__}"
+        )
+    return _digest(f"owner|{named}")
 
 
 def login_user_id() -> str | None:
@@ -130,7 +140,8 @@ def login_user_id() -> str | None:
 
 
 def forget_owner(session: MutableMapping[str, Any]) -> None:
-    """A user logged out: jobs started from now on in this session belong to a new owner."""
+    """A user logged out: anonymous jobs started from now on in this session belong to a new
+    owner (the user's own jobs stay theirs, found again when they log back in)."""
     session[OWNER_KEY] = secrets.token_hex(16)
 
 

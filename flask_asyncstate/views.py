@@ -22,9 +22,10 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from . import appstate, serialization, tokens
+from . import appstate, serialization
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .events import progress_stream
+from .labels import DEFAULT_LABELS
 from .status import FINAL, JobStatus
 from .stores.base import request_path
 
@@ -74,7 +75,7 @@ def visible_job(token: str) -> tuple[str, dict[str, Any]]:
     """
     found = appstate.get()
     job_id = found.signer.unsign(token)
-    owner = tokens.request_owner(create=False)
+    owner = found.request_owner(create=False)
     doc = found.records.status(job_id, internal=True) if owner is not None else None
     if doc is None or doc.pop("owner") != owner:
         raise InvalidToken(_NOT_FOUND)
@@ -134,9 +135,13 @@ def statuses() -> dict[str, list[str]]:
 
 @functools.lru_cache(maxsize=4)
 def _script_text(folder: str) -> str:
-    """The widget's script, told the job statuses first (it keeps no copy of them)."""
+    """The widget's script, told the job statuses and default labels first (it keeps no
+    copy of them)."""
     with open(os.path.join(folder, "asyncstate.js"), encoding="utf-8") as script:
-        return f"window.asyncstateStatuses = {json.dumps(statuses())};\n{script.read()}"
+        return (
+            f"window.asyncstateStatuses = {json.dumps(statuses())};\n"
+            f"window.asyncstateLabels = {json.dumps(DEFAULT_LABELS)};\n{script.read()}"
+        )
 
 
 def create_blueprint(url_prefix: str) -> Blueprint:
@@ -182,7 +187,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
             return refused
         job_id, _doc = visible_job(token)
         found = appstate.get()
-        slot = found.streams.acquire(tokens.request_owner(create=False) or "")
+        slot = found.streams.acquire(found.request_owner(create=False) or "")
         if slot is None:
             return error(
                 429,

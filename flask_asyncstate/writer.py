@@ -114,6 +114,7 @@ class Writer:
         contexts = [local.ctx for local in locals_]
         states = [app_state.state.key(c.state.type, c.id) for c in contexts if c.state is not None]
         owners = list({c.owner for c in contexts if c.owner is not None})
+        uniques = [c.unique_key for c in contexts if c.unique_key is not None]
         records = app_state.records
         info = {
             "id": records.instance_id,
@@ -128,7 +129,9 @@ class Writer:
         running = [c.id for c in contexts]
         if app_state.executor.remote and app_state.role == "web":
             running += self._waiting_jobs()
-        lost = records.beat(info, app_state.settings.heartbeat_interval, running, states, owners)
+        lost = records.beat(
+            info, app_state.settings.heartbeat_interval, running, states, owners, uniques
+        )
         if lost is not None:
             contexts = [c for c in contexts if c.id in lost]  # lost in a failover: only those
         for ctx in contexts:  # the store lost our entries: write them again on the next flush

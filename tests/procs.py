@@ -60,3 +60,25 @@ def run_job(url: str, job_name: str, args: tuple[Any, ...], out: Any) -> None:
         out.put(("event_set", ctx.cancelled.is_set()))
         out.put(("final", handle.status()))
     ext.shutdown()
+
+
+def start_unique(url: str, rounds: int, go: Any, out: Any) -> None:
+    """An instance that starts the app-unique job ``nightly`` when ``go`` is set, ``rounds``
+    times, reporting ``(job id, is_new)`` each time; the test ends each round's job."""
+    from flask_asyncstate import JobContext
+
+    app, ext = make_app(url)
+
+    @ext.job(name="nightly", unique="app")
+    def nightly(job: JobContext) -> None:
+        job.cancelled.wait(30)
+        job.check_cancelled()
+
+    with app.app_context():
+        for i in range(rounds):
+            go[i].wait(30)
+            handle = nightly.start()
+            out.put((handle.id, handle.is_new))
+        out.put(("done", None))
+        go[rounds].wait(30)
+    ext.shutdown(2)

@@ -132,6 +132,8 @@ def test_streams_of_one_job_share_one_read_per_change(make_app, backend_url, mon
     with app.app_context():
         handle = quiet.start()
         found = ext.app_state()
+        wait_until(lambda: handle.status()["status"] == "running", 5)
+        time.sleep(0.2)  # the "running" write's own change notification has come and gone
         reads: list[str] = []
         real = found.records.status
         monkeypatch.setattr(found.records, "status", lambda j: (reads.append(j), real(j))[1])

@@ -354,3 +354,34 @@ def test_a_flood_of_refused_starts_scans_the_full_queue_at_most_once_a_second(
         assert len(scans) == 1  # not one read of every waiting document per refusal
     finally:
         ext.shutdown(1)
+
+
+def test_unique_job_on_rq_is_one_while_it_waits_and_after_the_worker_took_it(redis_url) -> None:
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from flask_asyncstate.executors import on_rq
+
+    app, ext = _rq_app(redis_url)
+
+    @ext.job(name="unique_rq", unique="app")
+    def unique_rq(job: JobContext) -> str:
+        again = unique_rq.start()  # while it runs in the worker: still this one
+        return f"{again.id == job.id} {again.is_new}"
+
+    try:
+        with app.app_context():
+            first, second = unique_rq.start(), unique_rq.start()
+            assert first.is_new and not second.is_new and second.id == first.id
+            queue = Queue(
+                "unit", connection=ext.app_state().store.client, serializer=JSONSerializer
+            )
+            assert queue.job_ids == [first.id]  # queued once
+            on_rq.run_worker(ext.app_state(), ["unit"], burst=True, simple=True)
+            doc = first.status()
+            assert (doc["status"], doc["result"]) == ("succeeded", "True False")
+            third = unique_rq.start()  # it ended: a new one
+            assert third.is_new and third.id != first.id
+    finally:
+        on_rq._worker_app = None
+        ext.shutdown(1)
