@@ -10,16 +10,15 @@ document. Nothing outside this class touches the buffer.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import JobCancelled
+from .limits import MAX_MESSAGE_LENGTH, MAX_PROGRESS_VALUE, _check_message, _check_number
 from .pace import Pace
 from .records import new_document, percent_of
-from .serialization import encodable_text
 from .status import JobStatus
 
 if TYPE_CHECKING:
@@ -31,32 +30,7 @@ T = TypeVar("T")
 #: A CPU-bound job calling progress() or check_cancelled() lets other threads run this often.
 _YIELD_EVERY = 0.001
 _YIELD_FOR = 0.0  # time.sleep(0) releases the GIL; waiting threads take it at once
-
-#: Longest progress message accepted; it is shown beside a bar, not a log.
-MAX_MESSAGE_LENGTH = 2000
-#: Largest magnitude of ``current``/``total``: integers beyond it lose precision in JavaScript.
-MAX_PROGRESS_VALUE = 2**53
 _MAX = MAX_PROGRESS_VALUE
-
-
-def _check_number(value: object, what: str) -> None:
-    if value.__class__ is int and -MAX_PROGRESS_VALUE <= value <= MAX_PROGRESS_VALUE:  # type: ignore[operator]
-        return  # the common case, first
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"progress {what} must be a number, got {type(value).__name__}")
-    if abs(value) > MAX_PROGRESS_VALUE or not math.isfinite(value):  # int first: no overflow
-        raise ValueError(f"progress {what} must be finite and at most 2**53 in size, got {value}")
-
-
-def _check_message(text: object) -> None:
-    if not isinstance(text, str):
-        raise TypeError(f"progress message must be str, got {type(text).__name__}")
-    if len(text) > MAX_MESSAGE_LENGTH:
-        raise ValueError(
-            f"progress message is {len(text)} characters, more than {MAX_MESSAGE_LENGTH}"
-        )
-    if not encodable_text(text):
-        raise ValueError("progress message has a lone surrogate, which UTF-8 cannot hold")
 
 
 class BoundState(Generic[T]):
@@ -96,6 +70,10 @@ class JobContext:
         self.owner: str | None = None
         #: The place a ``unique=`` job holds until it ends (see ``JobRecords.claim_unique``).
         self.unique_key: str | None = None
+        #: URL root of the request that started the job (see :mod:`.origins`), or None.
+        self.origin: str | None = None
+        #: Gates tests put at named checkpoints (see :meth:`checkpoint`); empty in production.
+        self.checkpoints: dict[str, Any] = {}
         self._doc = document
         self._lock = (
             threading.Lock()
@@ -186,6 +164,15 @@ class JobContext:
         now = time.time()
         if not 0.0 < self._next_yield - now <= _YIELD_EVERY:  # due, or the clock went back
             self._yield(now)
+
+    def checkpoint(self, name: str) -> None:
+        """:meth:`check_cancelled`, and a named place where a test can hold the job
+        (:func:`flask_asyncstate.testing.job_gate`); costs a dict lookup otherwise."""
+        self.check_cancelled()
+        gate = self.checkpoints.get(name) if self.checkpoints else None
+        if gate is not None:
+            gate.arrive(self)
+            self.check_cancelled()
 
     def iter(
         self, iterable: Iterable[T], total: float | None = None, message: str | None = None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import has_request_context
 
-from . import flushing, remote, serialization, signals
+from . import flushing, origins, remote, serialization, signals
 from .context import BoundState, JobContext
 from .errors import Duplicate, JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
 from .jobs import JobHandle
@@ -90,6 +90,7 @@ class Lifecycle:
         Event is held here: the worker holds it.
         """
         ctx = JobContext.new(job_id, job.name, None if remote else self.records.instance_id, owner)
+        ctx.origin = origins.capture()
         event = None if remote else ctx.cancelled
         self.records.create(ctx.snapshot(), event, job.never_expires)
         try:
@@ -197,7 +198,7 @@ class Lifecycle:
             self.flush_one(ctx, job, signal=False)
         send(signals.job_started, self.app_state.app_ref(), job_id=ctx.id, document=ctx.snapshot())
         try:
-            with self.app_state.flask_app.app_context():
+            with origins.job_context(self.app_state.flask_app, ctx.origin):
                 result = job.fn(ctx, *args, **kwargs)
         except JobCancelled:
             self._end_stopped(ctx, job)

@@ -40,6 +40,8 @@ class LocalJobs:
         self._lock = threading.Lock()
         self._jobs: dict[str, Local] = {}
         self._queued: set[str] = set()
+        #: Checkpoint name -> the test's gate there (:func:`flask_asyncstate.testing.job_gate`).
+        self.checkpoints: dict[str, Any] = {}
 
     def reserve(self, job_id: str, limit: int) -> int | None:
         """Take a queue place for ``job_id``; None when ``limit`` jobs already wait (else their count)."""
@@ -56,6 +58,7 @@ class LocalJobs:
             self._queued.discard(job_id)
 
     def add(self, ctx: JobContext, job: JobSpec) -> None:
+        ctx.checkpoints = self.checkpoints
         with self._lock:
             self._jobs[ctx.id] = Local(ctx, job)
 

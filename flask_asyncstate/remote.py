@@ -50,7 +50,7 @@ def start(
     except Duplicate as found:  # unique=: that job is still unfinished
         return JobHandle(app_state, found.job_id, is_new=False)
     payload = {"v": PAYLOAD_VERSION, "id": job_id, "name": job.name, "args": list(args)}
-    payload["kwargs"] = kwargs
+    payload["kwargs"], payload["origin"] = kwargs, ctx.origin
     try:
         app_state.executor.enqueue(job_id, payload, job.timeout)  # type: ignore[attr-defined]
     except BaseException:
@@ -95,6 +95,7 @@ def run(app_state: Runtime, payload: dict[str, Any]) -> None:
     ctx = JobContext.adopt(doc)
     ctx.cancelled = event
     ctx.unique_key = records.unique_key(name, job.unique, ctx.owner)  # given back at the end
+    ctx.origin = payload.get("origin")
     try:
         records.leave_queue(job_id)
     except StoreError:

@@ -385,3 +385,29 @@ def test_unique_job_on_rq_is_one_while_it_waits_and_after_the_worker_took_it(red
     finally:
         on_rq._worker_app = None
         ext.shutdown(1)
+
+
+def test_a_job_on_an_rq_worker_builds_urls_of_the_request_that_started_it(redis_url) -> None:
+    from flask import url_for
+
+    from flask_asyncstate.executors import on_rq
+
+    app, ext = _rq_app(redis_url)
+
+    @app.get("/files/<name>")
+    def files(name: str) -> str:
+        return name
+
+    @ext.job(name="link_on_worker")
+    def link_on_worker(job: JobContext) -> str:
+        return url_for("files", name="r.csv", _external=True)
+
+    try:
+        with app.test_request_context("/start", base_url="https://shop.example/sub"):
+            handle = link_on_worker.start()
+        with app.app_context():
+            on_rq.run_worker(ext.app_state(), ["unit"], burst=True, simple=True)
+            assert handle.status()["result"] == "https://shop.example/sub/files/r.csv"
+    finally:
+        on_rq._worker_app = None
+        ext.shutdown(1)

@@ -1,0 +1,36 @@
+"""The request context a job runs in, modelled on the request that started it.
+
+A job started in a request runs inside a request context with that request's
+URL root (scheme, host, port, script root), so ``url_for(..., _external=True)``
+builds the same links as the view would. It carries no body, no cookies and no
+session of the user's, and nothing it does is saved to a session: only the
+address travels (as a string, so it goes to RQ and Celery workers too). A job
+started outside a request gets an app context only, where ``SERVER_NAME``,
+``APPLICATION_ROOT`` and ``PREFERRED_URL_SCHEME`` apply as in any Flask CLI
+command. Eager, thread-pool and worker runs all go through :func:`job_context`.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+from flask import Flask, has_request_context, request
+
+#: Longest URL root kept (a hostile Host header is not worth more).
+MAX_ORIGIN = 2048
+
+
+def capture() -> str | None:
+    """The current request's URL root (``https://example.com/app/``), or None outside one."""
+    if not has_request_context():
+        return None
+    root = request.url_root
+    return root if len(root) <= MAX_ORIGIN else None
+
+
+def job_context(app: Flask, origin: Any) -> AbstractContextManager[Any]:
+    """The context to run a job in: a bare request context at ``origin``, else an app context."""
+    if isinstance(origin, str) and origin:
+        return app.test_request_context("/", base_url=origin)
+    return app.app_context()

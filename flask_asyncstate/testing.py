@@ -1,0 +1,148 @@
+"""Helpers for testing an app that uses flask-asyncstate, with pytest or anything else.
+
+- :func:`job_gate`: hold a job at ``job.checkpoint("name")`` until the test lets it go,
+  so a test can look at (or cancel) a job in the middle of its work, without sleeping
+  or patching ``time`` (which the extension uses too).
+- :func:`client`: a Flask test client that sends what our cancel route asks of a
+  browser: the same-origin header and, when Flask-WTF's ``CSRFProtect`` is on the app,
+  its CSRF token.
+- :func:`wait_for`: wait until a job reaches a status, failing with its document.
+
+Gates work where the job runs in the test's process (the thread pool); under
+``ASYNCSTATE_EAGER`` the job runs inside ``start()``, so a gate there could never be
+released, and :meth:`JobGate.arrive` says so instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from flask import Flask, current_app
+from flask.testing import FlaskClient
+from itsdangerous import URLSafeTimedSerializer
+
+from . import appstate
+from .context import JobContext
+from .jobs import JobHandle
+from .status import FINAL
+
+__all__ = ["AsyncStateClient", "JobGate", "client", "job_gate", "wait_for"]
+
+
+class JobGate:
+    """A closed gate at one checkpoint: jobs that reach it wait until :meth:`release`."""
+
+    def __init__(self, name: str, eager: bool) -> None:
+        self.name = name
+        self._eager = eager
+        self._open = threading.Event()
+        self._arrived = threading.Condition()
+        #: The jobs that reached the gate, in the order they did.
+        self.arrivals: list[JobContext] = []
+
+    def arrive(self, job: JobContext) -> None:
+        """Called by ``job.checkpoint(name)``: wait for the release (or a cancel)."""
+        if self._eager:
+            raise RuntimeError(
+                f"job_gate({self.name!r}) cannot hold a job run by ASYNCSTATE_EAGER: it runs"
+                " inside start(), so the test could never release it; use the thread pool"
+            )
+        with self._arrived:
+            self.arrivals.append(job)
+            self._arrived.notify_all()
+        while not self._open.wait(0.01):
+            if job.cancelled.is_set():
+                return  # the checkpoint raises JobCancelled right after
+
+    def wait(self, count: int = 1, timeout: float = 10.0) -> JobContext:
+        """Block until ``count`` jobs reached the gate; the latest of them."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.arrivals) >= count, timeout):
+                raise TimeoutError(
+                    f"{len(self.arrivals)} of {count} jobs reached checkpoint {self.name!r}"
+                    f" within {timeout} s"
+                )
+            return self.arrivals[count - 1]
+
+    def release(self) -> None:
+        """Let every job waiting here (and every later one) go on."""
+        self._open.set()
+
+
+@contextlib.contextmanager
+def job_gate(name: str, app: Flask | None = None) -> Iterator[JobGate]:
+    """Close a gate at checkpoint ``name`` of ``app`` (default: the current app) for the
+    ``with`` block; it is released when the block ends, whatever happened in it.
+
+    ::
+
+        with job_gate("exported") as gate:
+            handle = export.start()
+            gate.wait()                      # the job is at job.checkpoint("exported")
+            assert handle.status()["current"] == 10
+        wait_for(handle, "succeeded")
+    """
+    found = appstate.get(app or current_app._get_current_object())  # type: ignore[attr-defined]
+    registry = found.registry.checkpoints
+    if name in registry:
+        raise RuntimeError(f"a job_gate({name!r}) is already closed on this app")
+    gate = JobGate(name, eager=found.settings.eager)
+    registry[name] = gate
+    try:
+        yield gate
+    finally:
+        gate.release()
+        registry.pop(name, None)
+
+
+def wait_for(
+    handle: JobHandle, status: str | Iterable[str] = FINAL, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Wait until the job's status is ``status`` (one, or any of several; default: any final
+    one) and return its document. Fails at once if it ended otherwise."""
+    wanted = {status} if isinstance(status, str) else {str(s) for s in status}
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = handle.status()
+        if doc is not None and doc["status"] in wanted:
+            return doc
+        if doc is None or doc["status"] in FINAL:
+            raise AssertionError(f"job {handle.id} ended without reaching {sorted(wanted)}: {doc}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"job {handle.id} not {sorted(wanted)} within {timeout} s: {doc}")
+        time.sleep(0.01)
+
+
+class AsyncStateClient(FlaskClient):
+    """A test client whose requests carry the same-origin header and Flask-WTF's CSRF token
+    (when ``CSRFProtect`` is on the app), as the widget's would."""
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", None) or {})
+        headers.setdefault("X-Requested-With", "XMLHttpRequest")
+        app = self.application
+        if "csrf" in app.extensions and not any(h.lower() == "x-csrftoken" for h in headers):
+            headers["X-CSRFToken"] = self.csrf_token()
+        return super().open(*args, headers=headers, **kwargs)
+
+    def csrf_token(self) -> str:
+        """The CSRF token of this client's session, as ``generate_csrf()`` would make it."""
+        app = self.application
+        field = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+        with self.session_transaction() as sess:
+            if field not in sess:  # what Flask-WTF stores: the raw value, signed per page
+                sess[field] = hashlib.sha1(os.urandom(64)).hexdigest()
+            raw = sess[field]
+        secret = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+        return URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
+
+
+def client(app: Flask, **kwargs: Any) -> AsyncStateClient:
+    """An :class:`AsyncStateClient` for ``app`` (keeps cookies, like ``app.test_client()``)."""
+    return AsyncStateClient(app, app.response_class, use_cookies=True, **kwargs)
