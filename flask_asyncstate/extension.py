@@ -16,7 +16,7 @@ from flask import (
 )
 from markupsafe import Markup
 
-from . import appstate, sessions, signals, tokens, views
+from . import appstate, csrf, sessions, signals, tokens, views
 from .appstate import AppState
 from .cli import asyncstate_cli
 from .config import Settings
@@ -136,7 +136,7 @@ class AsyncState:
         app.jinja_env.globals["asyncstate_jobs"] = jobs_panel
         app.cli.add_command(asyncstate_cli)
         # Flask-WTF may be set up before or after us: exempt now, and again on our first request.
-        views.exempt_from_csrf_protect(app, blueprint)
+        csrf.exempt_from_csrf_protect(app, blueprint)
 
         sessions.guard(app, settings.url_prefix)
         prefix = settings.url_prefix
@@ -148,7 +148,7 @@ class AsyncState:
             if isinstance(session._get_current_object(), sessions.UnavailableSession):  # type: ignore[attr-defined]
                 return views.store_error(StoreError("the session store is unavailable"))
             if request.blueprint == "asyncstate":
-                views.exempt_from_csrf_protect(app, blueprint)
+                csrf.exempt_from_csrf_protect(app, blueprint)
             return views.unrouted(prefix)
 
         app.before_request_funcs.setdefault(None, []).insert(

@@ -220,7 +220,14 @@ def test_rq_entries_are_json_naming_the_job_and_cancel_takes_them_off_the_queue(
             entry = queue.fetch_job(kept.id)
             assert entry is not None and entry.func_name == on_rq.PERFORM
             assert entry.args == [
-                {"v": 1, "id": kept.id, "name": "count", "args": [3], "kwargs": {}}
+                {
+                    "v": 1,
+                    "id": kept.id,
+                    "name": "count",
+                    "args": [3],
+                    "kwargs": {},
+                    "origin": "http://localhost/",  # the request's URL root, for url_for
+                }
             ]
             raw = client.hget(f"rq:job:{kept.id}", "data")  # RQ zlib-compresses it
             assert raw is not None
