@@ -35,8 +35,13 @@ setup(
         # where jobs run when they outgrow the web processes (ASYNCSTATE_EXECUTOR)
         "rq": ["rq>=2.0"],
         "celery": ["celery[redis]>=5.3"],
-        # what `flask --app example_app run` needs: sessions, and CSRF protection for its forms
-        "example": ["flask-session>=0.6", "cachelib>=0.10", "flask-wtf>=1.1"],
+        # what `flask --app example_app run` needs: sessions, CSRF protection for its forms, sign-in
+        "example": [
+            "flask-session>=0.6",
+            "cachelib>=0.10",
+            "flask-wtf>=1.1",
+            "flask-login>=0.6",  # the demo sign-in: a user's jobs follow them across browsers
+        ],
         "test": [
             "redis>=4.5",
             "pybreaker>=1.0",
@@ -66,6 +71,7 @@ setup(
             "matplotlib>=3.7",
             "flask-session>=0.6",  # throughput.py: the example app's Redis sessions
             "flask-wtf>=1.1",  # the example app's CSRF protection
+            "flask-login>=0.6",  # the example app's sign-in
             "gunicorn>=21",  # throughput.py serves the app with it
         ],
     },

@@ -10,11 +10,20 @@ With Redis, ``ASYNCSTATE_EXECUTOR=rq`` or ``=celery`` runs the imports on worker
 instead of the web processes: ``flask --app example_app asyncstate worker`` (RQ),
 ``celery -A example_app.celery_worker worker`` (Celery, broker ``REDIS_URL``).
 
+The import runs through ``job.iter`` (a cancel stops it within one product) and
+is ``unique=True``: a second start while one is unfinished shows the running
+one. Visitors may sign in under any name (``users.py``, Flask-Login, no
+password: a demo): a signed-in user's jobs are the user's, listed and
+cancellable from every browser they sign in on; an anonymous visitor's are the
+browser session's. ``i18n.py`` has the page and the widget in English and French.
+
 People copy this file, so it is hardened: CSRF protection on every form
-(Flask-WTF), a ``SameSite=Lax`` HttpOnly session cookie, a private session
-directory (Flask-Session data is unpickled: whoever can write the session
-store can run code as the app), and ``Cache-Control: no-store`` on pages that
-carry job or CSRF tokens. ``docs/security.rst`` ("The example app") explains each.
+(Flask-WTF: the import, sign-in, sign-out and language forms), a
+``SameSite=Lax`` HttpOnly session cookie, a new session id at sign-in and
+sign-out, a private session directory (Flask-Session data is unpickled:
+whoever can write the session store can run code as the app), and
+``Cache-Control: no-store`` on pages that carry job or CSRF tokens.
+``docs/security.rst`` ("The example app") explains each.
 """
 
 from __future__ import annotations
@@ -25,11 +34,15 @@ import stat
 import time
 from dataclasses import dataclass
 
-from flask import Flask, Response, flash, make_response, redirect, render_template, request, url_for
+from flask import Flask, Response, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from flask_session import Session
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from flask_asyncstate import AsyncState, JobContext, QuotaExceeded
+
+from . import i18n, users
+from .pages import no_store, wants_json
 
 asyncstate = AsyncState()
 csrf = CSRFProtect()
@@ -137,40 +150,53 @@ def generate_catalogue(count: int) -> list[dict[str, object]]:
     ]
 
 
-@asyncstate.job(name="import_products", state=ImportState)
-def import_products(job: JobContext, count: int, batch: int, pause: float) -> dict[str, int]:
-    """Import ``count`` products in batches, reporting progress and honouring cancel."""
+def import_catalogue(
+    job: JobContext, count: int, batch: int, pause: float, lang: str = i18n.DEFAULT_LANGUAGE
+) -> dict[str, int]:
+    """Import ``count`` products, ``pause`` seconds per ``batch`` of them, reporting progress and
+    honouring cancel.
+
+    ``job.iter`` checks for a cancel before each product (raising ``JobCancelled``)
+    and records the progress after each, with the message in the language of
+    whoever started the import: a cancel stops the import within one product.
+    The tally in the job's typed state is written once a batch.
+    """
     rows = generate_catalogue(count)
-    job.progress(0, total=count, message=f"0 of {count:,} products")
-    for start in range(0, count, batch):
-        job.check_cancelled()
-        chunk = rows[start : start + batch]
-        time.sleep(pause)  # stands in for the database writes of one batch
-        skipped = sum(1 for row in chunk if float(row["price"]) <= 1.0)  # type: ignore[arg-type]
-
-        def tally(
-            state: ImportState, imported: int = len(chunk) - skipped, skip: int = skipped
-        ) -> None:
-            state.imported += imported
-            state.skipped += skip
-
-        if job.state is not None:
-            job.state.update(tally)
-        done = start + len(chunk)
-        job.progress(done, total=count, message=f"{done:,} of {count:,} products")
+    # in the starter's language: a worker running the job has no request to ask
+    message = i18n.text("progress_message", lang if lang in i18n.LANGUAGES else "en")
+    job.progress(0, total=count, message=message.format(current=0, total=count))
+    per_row = pause / max(batch, 1)
+    chunk: list[dict[str, object]] = []
+    for row in job.iter(rows, message=message):
+        time.sleep(per_row)  # stands in for the database write of one product
+        chunk.append(row)
+        if len(chunk) == batch or row is rows[-1]:
+            tally(job, chunk)
+            chunk = []
     return {"imported": count}
 
 
-def _wants_json() -> bool:
-    """The client asked for JSON (an API client or a script), not for a page."""
-    return request.accept_mimetypes.best == "application/json"
+def tally(job: JobContext, chunk: list[dict[str, object]]) -> None:
+    """Count a written batch in the job's typed state (one atomic update a batch)."""
+    skipped = sum(1 for row in chunk if float(row["price"]) <= 1.0)  # type: ignore[arg-type]
+
+    def add(state: ImportState) -> None:
+        state.imported += len(chunk) - skipped
+        state.skipped += skipped
+
+    if job.state is not None:
+        job.state.update(add)
 
 
-def _no_store(body: str) -> Response:
-    """A page that must not be cached: it carries job tokens, the CSRF token or flashed messages."""
-    response = make_response(body)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+#: The import: at most one unfinished per owner (a second start hands back the running one).
+import_products = asyncstate.job(name="import_products", state=ImportState, unique=True)(
+    import_catalogue
+)
+#: The same import without that rule, for load tests that start many in one session
+#: (``EXAMPLE_UNIQUE=0``): the session quota, not uniqueness, is what they exercise.
+import_products_repeatable = asyncstate.job(name="import_products_repeatable", state=ImportState)(
+    import_catalogue
+)
 
 
 def _celery(app: Flask) -> object:
@@ -192,7 +218,8 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
         SECRET_KEY=os.environ.get("SECRET_KEY"),
         EXAMPLE_PRODUCTS=int(os.environ.get("EXAMPLE_PRODUCTS", "5000")),
         EXAMPLE_BATCH=int(os.environ.get("EXAMPLE_BATCH", "100")),
-        EXAMPLE_PAUSE=float(os.environ.get("EXAMPLE_PAUSE", "0.1")),
+        EXAMPLE_PAUSE=float(os.environ.get("EXAMPLE_PAUSE", "0.1")),  # seconds per batch
+        EXAMPLE_UNIQUE=os.environ.get("EXAMPLE_UNIQUE", "1") != "0",  # one import at a time
         SESSION_PERMANENT=False,
         # Lax: a cross-site POST (a form on another site) arrives without the session cookie
         SESSION_COOKIE_SAMESITE="Lax",
@@ -241,11 +268,13 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
     asyncstate.init_app(
         app, celery=_celery(app) if app.config["ASYNCSTATE_EXECUTOR"] == "celery" else None
     )
+    users.init_app(app)  # Flask-Login: a signed-in user's jobs are the user's, in any browser
+    i18n.init_app(app)  # English and French, switched with POST /language
 
     @app.errorhandler(CSRFError)
     def csrf_failed(exc: CSRFError) -> Response | tuple[dict[str, str], int]:
         """A JSON client gets a JSON 400; a browser gets Flask-WTF's page."""
-        if _wants_json():
+        if wants_json():
             return {"error": str(exc.description)}, 400
         return exc.get_response()
 
@@ -253,28 +282,39 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
     def index() -> Response:
         # mode "auto": push updates over Server-Sent Events, falling back to polling
         mode = "poll" if request.args.get("mode") == "poll" else "auto"
-        return _no_store(render_template("index.html", token=request.args.get("token"), mode=mode))
+        return no_store(render_template("index.html", token=request.args.get("token"), mode=mode))
 
     @app.post("/import")
     def start_import():  # type: ignore[no-untyped-def]
-        """Start an import (CSRFProtect has checked the form field or X-CSRFToken header)."""
+        """Start an import (CSRFProtect has checked the form field or X-CSRFToken header).
+
+        A form is redirected to the page showing the import (post/redirect/get). A
+        JSON client gets ``{"token": ...}``: 202 for a new import, 200 for the one
+        already running, which a second start hands back instead of starting another.
+        """
+        job = import_products if app.config["EXAMPLE_UNIQUE"] else import_products_repeatable
         try:
-            handle = import_products.start(
+            handle = job.start(
                 app.config["EXAMPLE_PRODUCTS"],
                 app.config["EXAMPLE_BATCH"],
                 app.config["EXAMPLE_PAUSE"],
+                i18n.current_language(),
             )
-        except QuotaExceeded as exc:
-            if _wants_json():
+        except QuotaExceeded:
+            if wants_json():
                 raise  # the app-wide handler: 429 JSON with Retry-After
-            flash(str(exc))  # a person at a form gets the message on the page
+            flash(i18n.text("quota"), "error")  # a person at a form gets the message on the page
             return redirect(url_for("index"))
-        if _wants_json():
-            return {"token": handle.token}, 202
+        if wants_json():
+            return {"token": handle.token}, 202 if handle.is_new else 200
+        if not handle.is_new:
+            flash(i18n.text("already_running"))
         return redirect(url_for("index", token=handle.token))
 
     @app.get("/my-jobs")
     def my_jobs() -> Response:
-        return _no_store(render_template("jobs.html", jobs=asyncstate.jobs()))
+        """The owner's jobs (the signed-in user's, else this session's), each a live widget."""
+        name = current_user.name if current_user.is_authenticated else None
+        return no_store(render_template("jobs.html", user_name=name))
 
     return app

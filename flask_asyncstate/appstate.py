@@ -201,6 +201,7 @@ class AppState:
             self._closed = True
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
         for local in self.registry.running():
+            local.ctx.stop_reason = "shutdown"  # the document tells a restart from a user's cancel
             local.ctx.cancelled.set()
         for job_id in self.executor.shutdown():  # never started: honour the cancel now
             waiting = self.registry.get(job_id)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .errors import JobCancelled
 from .limits import MAX_MESSAGE_LENGTH, MAX_PROGRESS_VALUE, _check_message, _check_number
 from .pace import Pace
-from .records import new_document, percent_of
+from .records import new_document, percent_of, reason_of
 from .status import JobStatus
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ class JobContext:
         self.origin: str | None = None
         #: Gates tests put at named checkpoints (see :meth:`checkpoint`); empty in production.
         self.checkpoints: dict[str, Any] = {}
+        #: Why the Event was set when it was not a user's cancel (``"shutdown"``), else None.
+        self.stop_reason: str | None = None
         self._doc = document
         self._lock = (
             threading.Lock()
@@ -286,7 +288,11 @@ class JobContext:
         self._finished = True
         with self._lock:
             self._doc.update(
-                status=JobStatus(status).value, result=result, error=error, updated_at=time.time()
+                status=JobStatus(status).value,
+                result=result,
+                error=error,
+                reason=reason_of(status, error, self.stop_reason),
+                updated_at=time.time(),
             )
             return self._snapshot_locked()
 

@@ -51,14 +51,25 @@ class JobCancelled(AsyncStateError):
     """
 
 
-class QuotaExceeded(AsyncStateError):
-    """The current session already has ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` unfinished jobs.
+class Refused(AsyncStateError):
+    """A start that was not admitted. ``str(exc)`` is for developers and logs;
+    :attr:`user_message` is for the person using the app (translated with Flask-Babel
+    when it is set up), e.g. to ``flash()`` before redirecting back."""
+
+    def __init__(self, message: str, user_message: str | None = None) -> None:
+        super().__init__(message)
+        #: What to tell the user; no configuration names in it.
+        self.user_message = user_message or message
+
+
+class QuotaExceeded(Refused):
+    """The owner already has ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` unfinished jobs.
 
     Nothing was created; the web layer answers 429.
     """
 
 
-class QueueFull(AsyncStateError):
+class QueueFull(Refused):
     """This instance already has ``ASYNCSTATE_MAX_QUEUED`` jobs waiting for a worker.
 
     Nothing was created; the web layer answers 503 with ``Retry-After``.

@@ -44,6 +44,13 @@ DEFAULT_LABELS: dict[str, str] = {
     "etaSeconds": _("about {seconds} s left"),
     "etaMinutes": _("about {minutes} min left"),
     "noJobs": _("No jobs yet"),
+    "reasonShutdown": _("Stopped by a server restart"),
+    "reasonTimeout": _("Stopped: it took too long"),
+    "quotaExceeded": _(
+        "You already have {limit} jobs in progress. Wait for one to finish, or cancel one,"
+        " then try again."
+    ),
+    "busy": _("The server is busy, try again shortly"),
 }
 
 

@@ -2,8 +2,10 @@
 
 ``progress()`` only records ``current`` and the time; the writer's copy (a few
 times a second at most) feeds them here, so the hot path pays nothing for it.
-The rate is an exponentially weighted average over about :data:`SMOOTHING`
-seconds, so one slow or fast item moves the ETA a little, not wildly.
+For the first :data:`SMOOTHING` seconds the rate is the average since the job
+began (a burst of quick first items does not pass for the pace); after that, an
+exponentially weighted average over about that long, so one slow or fast item
+moves the ETA a little, not wildly.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ MIN_GAP = 0.2
 class Pace:
     """Units per second and seconds left of one job (see the module docstring)."""
 
-    __slots__ = ("_at", "_current", "rate")
+    __slots__ = ("_at", "_began", "_current", "_first", "rate")
 
     def __init__(self) -> None:
         self._at: float | None = None
-        self._current = 0.0
+        self._began = 0.0
+        self._current = self._first = 0.0
         #: Smoothed units per second; None until two samples are far enough apart.
         self.rate: float | None = None
 
     def start(self, at: float, current: float) -> None:
         """The job began running at ``at`` with ``current`` done."""
         self._at, self._current, self.rate = at, current, None
+        self._began, self._first = at, current
 
     def sample(self, at: float, current: float) -> None:
         """``current`` was reached at ``at`` (the document's ``updated_at``)."""
@@ -44,7 +48,9 @@ class Pace:
             self.start(at, current)
             return
         now_rate = moved / gap
-        if self.rate is None:
+        if at - self._began < SMOOTHING:  # early on: the average since the start
+            self.rate = (current - self._first) / (at - self._began)
+        elif self.rate is None:
             self.rate = now_rate
         else:
             self.rate += (1.0 - math.exp(-gap / SMOOTHING)) * (now_rate - self.rate)

@@ -52,7 +52,25 @@ PUBLIC_FIELDS = (
     "started_at",
     "rate",
     "eta",
+    "reason",
 )
+
+#: Why a job ended (the document's ``reason``; None while it runs and when it succeeded).
+REASONS = ("user", "shutdown", "timeout", "lost", "error")
+#: Error types that mean the process running the job was stopped, not that the job failed.
+_STOPPED_TYPES = ("Shutdown", "WorkerStopped")
+
+
+def reason_of(status: str, error: dict[str, Any] | None, stop_reason: str | None) -> str | None:
+    """The ``reason`` of a final document: who or what ended the job."""
+    kind = (error or {}).get("type")
+    if status == JobStatus.CANCELLED:
+        return stop_reason or "user"
+    if status == JobStatus.FAILED:
+        return "timeout" if kind == "JobTimeout" else "error"
+    if status == JobStatus.LOST:
+        return "shutdown" if kind in _STOPPED_TYPES or stop_reason == "shutdown" else "lost"
+    return None
 
 
 def new_document(
@@ -74,6 +92,7 @@ def new_document(
         "started_at": None,
         "rate": None,
         "eta": None,
+        "reason": None,
         "instance": instance,
         "owner": owner,
     }
@@ -250,7 +269,7 @@ class JobRecords(Admission):
                 continue
             doc = dict(entry.data, cancel_requested=entry.cancel_requested)
             if doc["status"] in UNFINISHED and doc.get("instance") in dead:
-                doc["status"] = JobStatus.LOST.value
+                doc["status"], doc["reason"] = JobStatus.LOST.value, "lost"
             public = {f: doc.get(f) for f in PUBLIC_FIELDS}
             if internal:
                 public["instance"] = doc.get("instance")

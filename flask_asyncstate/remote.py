@@ -22,6 +22,7 @@ from .context import BoundState, JobContext
 from .errors import Duplicate, StoreError
 from .executors.remote import PAYLOAD_VERSION
 from .jobs import JobHandle
+from .records import reason_of
 from .signals import send
 from .status import UNFINISHED, JobStatus
 
@@ -125,7 +126,7 @@ def cancel_queued(app_state: Runtime, job_id: str) -> None:
     """After a cancel request: if the job still waits for a worker, end it ``cancelled`` now
     and take it off the engine's queue; a worker that receives it anyway does not run it."""
     doc = app_state.records.transition(
-        job_id, _waiting, {"status": JobStatus.CANCELLED.value, "instance": None}
+        job_id, _waiting, {"status": JobStatus.CANCELLED.value, "instance": None, "reason": "user"}
     )
     if doc is None:
         return  # a worker has it (its Event is set) or it ended
@@ -144,7 +145,14 @@ def end_abandoned(
         error = {"type": "JobTimeout", "message": why[:2000]}
     try:
         doc = app_state.records.transition(
-            job_id, _unfinished, {"status": status, "error": error, "result": None}
+            job_id,
+            _unfinished,
+            {
+                "status": status,
+                "error": error,
+                "result": None,
+                "reason": reason_of(status, error, None),
+            },
         )
     except StoreError as exc:
         log.warning("job %s: could not record that it ended (%s): %s", job_id, why, exc)

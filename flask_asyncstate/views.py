@@ -267,13 +267,13 @@ def invalid_token(exc: InvalidToken) -> Response:
 
 def quota_exceeded(exc: QuotaExceeded) -> Response:
     """App-wide: a view whose ``start()`` hit the session quota answers 429."""
-    return error(429, str(exc), **{"Retry-After": "5"})
+    return error(429, exc.user_message, **{"Retry-After": "5"})
 
 
 def queue_full(exc: QueueFull) -> Response:
     """App-wide: this instance has too many jobs waiting; the client should come back later."""
     log.warning("asyncstate admission refused: %s", exc)
-    return error(503, "the server is busy, try again shortly", **{"Retry-After": "5"})
+    return error(503, exc.user_message, **{"Retry-After": "5"})
 
 
 def store_error(exc: StoreError) -> Response:

@@ -593,7 +593,8 @@ def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-
         jobs["blocked"].start(gate.name)
         with pytest.raises(QuotaExceeded) as caught:
             jobs["blocked"].start(gate.name)
-    assert "ASYNCSTATE" not in str(caught.value)
+    assert "ASYNCSTATE" not in caught.value.user_message  # for the user: no config names
+    assert "ASYNCSTATE_MAX_JOBS_PER_SESSION" in str(caught.value)  # for the developer: which
     gate.set()
 
 

@@ -200,3 +200,61 @@ def test_client_helper_passes_same_origin_and_csrf_checks(make_app) -> None:
     assert app.test_client().post("/start").status_code == 400  # without the helper: refused
     with app.app_context():
         assert wait_for(ext.handle(token))["status"] == "cancelled"
+
+
+# -- why a job ended ------------------------------------------------------------------
+
+
+def test_the_document_says_why_a_job_ended(make_app, backend_url) -> None:
+    from flask_asyncstate.testing import job_gate, wait_for
+
+    app, ext = make_app(backend_url)
+
+    @ext.job(timeout=0.2)
+    def slow(job: JobContext, how: str) -> None:
+        if how == "error":
+            raise ValueError("bad row")
+        if how == "fine":
+            return
+        job.checkpoint("held")
+        job.cancelled.wait(5)
+        job.check_cancelled()
+
+    with app.app_context():
+        fine, error = slow.start("fine"), slow.start("error")
+        timeout = slow.start("timeout")
+        with job_gate("held") as gate:
+            user = slow.start("user")
+            gate.wait(2)
+        user.cancel()
+        reasons = {
+            name: wait_for(handle)["reason"]
+            for name, handle in [("fine", fine), ("error", error), ("user", user)]
+        }
+        reasons["timeout"] = wait_for(timeout)["reason"]
+    assert reasons == {"fine": None, "error": "error", "user": "user", "timeout": "timeout"}
+
+
+def test_a_server_shutdown_is_not_a_users_cancel(make_app, redis_url) -> None:
+    from flask_asyncstate.testing import wait_for
+
+    app, ext = make_app(redis_url, ASYNCSTATE_MAX_WORKERS=1)
+    other_app, other = make_app(redis_url)  # another instance, reading after the restart
+
+    @ext.job
+    def export(job: JobContext) -> None:
+        job.cancelled.wait(10)
+        job.check_cancelled()
+
+    with app.app_context():
+        running, waiting = export.start(), export.start()
+        wait_for(running, "running")
+        ext.shutdown(5)
+    with other_app.app_context():
+        for handle in (running, waiting):
+            doc = other.app_state().records.status(handle.id)
+            assert (doc["status"], doc["reason"], doc["cancel_requested"]) == (
+                "cancelled",
+                "shutdown",
+                False,
+            )

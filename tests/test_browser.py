@@ -90,7 +90,8 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
     other.close()
 
     page.goto(example.url + "/my-jobs")
-    assert page.locator("#jobs tr[data-status=cancelled]").count() == 1
+    page.wait_for_selector("#jobs .asyncstate-job .asyncstate--cancelled", timeout=15000)
+    assert page.locator("#jobs .asyncstate-job .asyncstate--cancelled").count() == 1
     assert errors == [] and external == []
     context.close()
     print(

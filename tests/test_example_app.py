@@ -1,4 +1,5 @@
-"""The example app's hardening: CSRF, cookie, private session dir, shared secret, no-store; gevent."""
+"""The example app: its hardening (CSRF, cookie, private session dir, shared secret, no-store,
+gevent), its sign-in, its one-import-at-a-time rule and its French."""
 
 from __future__ import annotations
 
@@ -132,8 +133,10 @@ def test_pages_with_job_tokens_are_sent_no_store(app: Flask) -> None:
     page = client.get(f"/?token={token}")
     assert page.status_code == 200 and token in page.get_data(as_text=True)
     assert page.headers["Cache-Control"] == "no-store"
+    [job] = client.get("/asyncstate/jobs").json
     jobs = client.get("/my-jobs")
-    assert jobs.status_code == 200 and 'data-status="succeeded"' in jobs.get_data(as_text=True)
+    assert job["status"] == "succeeded" and jobs.status_code == 200
+    assert f'data-job-id="{job["id"]}"' in jobs.get_data(as_text=True)
     assert jobs.headers["Cache-Control"] == "no-store"
 
 
@@ -334,3 +337,314 @@ def test_import_watch_and_cancel_under_gunicorn_gevent(redis_url: str, tmp_path:
         f"gunicorn -k gevent: CSRF-less import 400; import succeeded in {took:.1f} s; "
         f"second import streamed {pushed} SSE frames, cancelled at {doc['current']} of 300"
     )
+
+
+# -- signing in and out -----------------------------------------------------------------------
+
+
+def _login(client: FlaskClient, name: str, **extra: str) -> Any:
+    """``POST /login`` with the session's CSRF token (redirects not followed)."""
+    return client.post("/login", data={"csrf_token": _page_csrf(client), "name": name, **extra})
+
+
+def _logout(client: FlaskClient) -> Any:
+    return client.post("/logout", data={"csrf_token": _page_csrf(client)})
+
+
+def _start(client: FlaskClient) -> Any:
+    """``POST /import`` as a JSON client."""
+    return client.post("/import", headers={**JSON, "X-CSRFToken": _page_csrf(client)})
+
+
+def _job_ids(client: FlaskClient) -> list[str]:
+    return [j["id"] for j in client.get("/asyncstate/jobs").json]
+
+
+def _flashes(client: FlaskClient, path: str = "/") -> list[str]:
+    page = client.get(path).get_data(as_text=True)
+    return [
+        re.sub(r"\s+", " ", m).strip() for m in re.findall(r'<p class="flash[^>]*>(.*?)</p>', page)
+    ]
+
+
+def test_login_page_has_a_csrf_protected_name_form_and_is_not_cached(app: Flask) -> None:
+    client = app.test_client()
+    page = client.get("/login")
+    body = page.get_data(as_text=True)
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    assert 'name="csrf_token"' in body and 'name="name"' in body and 'maxlength="40"' in body
+    assert 'id="sign-in"' in client.get("/").get_data(as_text=True)  # the header offers it
+    refused = client.post("/login", data={"name": "alice"})
+    assert refused.status_code == 400 and "CSRF token is missing" in refused.get_data(as_text=True)
+    assert "Signed in as" not in client.get("/").get_data(as_text=True)
+    assert client.get("/logout").status_code == 405  # signing out is a form, never a link
+
+
+def test_login_strips_the_name_and_the_header_shows_it_until_logout(app: Flask) -> None:
+    client = app.test_client()
+    answer = _login(client, "  Alice Example  ")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/"
+    page = client.get("/").get_data(as_text=True)
+    assert '<span id="signed-in">Signed in as Alice Example</span>' in page
+    assert "Signed in as Alice Example." in page  # the flash, once
+    assert 'id="sign-out"' in page and 'id="sign-in"' not in page
+    refused = client.post("/logout")  # no CSRF token: still signed in
+    assert refused.status_code == 400
+    assert "Signed in as Alice Example" in client.get("/").get_data(as_text=True)
+    out = _logout(client)
+    assert out.status_code == 302 and out.headers["Location"] == "/"
+    page = client.get("/").get_data(as_text=True)
+    assert "Signed in as" not in page and 'id="sign-in"' in page
+    assert "Signed out. Your jobs keep running: sign in again to see them." in page
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("", "Enter a name."),
+        ("   \t ", "Enter a name."),
+        ("x" * 41, "A name has at most 40 characters."),
+    ],
+)
+def test_login_refuses_an_empty_or_long_name_with_a_flash(
+    app: Flask, name: str, error: str
+) -> None:
+    client = app.test_client()
+    answer = _login(client, name, next="/my-jobs")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/login")
+    assert _flashes(client, answer.headers["Location"]) == [error]
+    assert "Signed in as" not in client.get("/").get_data(as_text=True)
+    assert _login(client, " " + "y" * 40 + " ").status_code == 302  # 40 after stripping: fine
+    assert f"Signed in as {'y' * 40}" in client.get("/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example"])
+def test_login_never_redirects_off_site(app: Flask, target: str) -> None:
+    client = app.test_client()
+    assert _login(client, "alice", next=target).headers["Location"] == "/"
+    assert _login(client, "alice", next="/my-jobs").headers["Location"] == "/my-jobs"
+
+
+def test_login_and_logout_give_the_session_a_new_id(app: Flask) -> None:
+    """Against session fixation: the id a browser had before signing in is worth nothing after."""
+    client = app.test_client()
+    client.get("/")
+    before = client.get_cookie("session").value  # type: ignore[union-attr]
+    _login(client, "alice")
+    signed_in = client.get_cookie("session").value  # type: ignore[union-attr]
+    assert signed_in != before
+    planted = app.test_client()  # whoever held the old id
+    planted.set_cookie("session", before)
+    assert "Signed in as" not in planted.get("/").get_data(as_text=True)
+    _logout(client)
+    assert client.get_cookie("session").value != signed_in  # type: ignore[union-attr]
+
+
+def test_a_users_jobs_follow_the_user_and_no_one_else_sees_them(app: Flask) -> None:
+    laptop, phone, other = app.test_client(), app.test_client(), app.test_client()
+    _login(laptop, "alice")
+    started = _start(laptop)
+    assert started.status_code == 202
+    token = started.json["token"]
+    [job_id] = _job_ids(laptop)
+    _login(phone, "alice")  # another browser, the same user
+    assert _job_ids(phone) == [job_id]
+    assert phone.get(f"/asyncstate/progress/{token}").json["id"] == job_id
+    assert f'data-job-id="{job_id}"' in phone.get("/my-jobs").get_data(as_text=True)
+    _login(other, "bob")
+    assert _job_ids(other) == []
+    assert other.get(f"/asyncstate/progress/{token}").status_code == 404
+    assert job_id not in other.get("/my-jobs").get_data(as_text=True)
+    # signing out: the browser is anonymous (none of alice's jobs), signing in again finds them
+    _logout(laptop)
+    assert _job_ids(laptop) == []
+    assert laptop.get(f"/asyncstate/progress/{token}").status_code == 404
+    _login(laptop, "alice")
+    assert _job_ids(laptop) == [job_id]
+
+
+def test_my_jobs_renders_the_owners_jobs_as_live_widgets(app: Flask) -> None:
+    client = app.test_client()
+    empty = client.get("/my-jobs").get_data(as_text=True)
+    assert "No jobs yet" in empty and "The jobs of this browser session." in empty
+    _start(client)
+    page = client.get("/my-jobs").get_data(as_text=True)
+    [job_id] = _job_ids(client)
+    assert f'data-job-id="{job_id}"' in page
+    assert page.count("data-asyncstate-token=") == 1 and 'class="asyncstate-cancel"' in page
+    _login(client, "alice")
+    assert "The jobs of alice, from any browser they signed in on." in client.get(
+        "/my-jobs"
+    ).get_data(as_text=True)
+
+
+# -- one import at a time -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_app(make_example: Any, tmp_path: Path) -> Flask:
+    """Imports that run in threads for a minute (the test cancels them; teardown stops them)."""
+    return make_example(
+        tmp_path / "instance",
+        ASYNCSTATE_EAGER=False,
+        EXAMPLE_PRODUCTS=1000,
+        EXAMPLE_BATCH=1,
+        EXAMPLE_PAUSE=0.05,
+    )
+
+
+def _wait_final(client: FlaskClient, token: str) -> dict[str, Any]:
+    return wait_until(
+        lambda: (
+            (d := client.get(f"/asyncstate/progress/{token}").json)["status"]
+            not in ("queued", "running")
+            and d
+        ),
+        10,
+        message="the import ends",
+    )
+
+
+def test_a_second_import_while_one_runs_redirects_to_the_running_one(slow_app: Flask) -> None:
+    client = slow_app.test_client()
+    first = client.post("/import", data={"csrf_token": _page_csrf(client)})
+    assert first.status_code == 302 and first.headers["Location"].startswith("/?token=")
+    assert _flashes(client, first.headers["Location"]) == []  # a new import: no message
+    second = client.post("/import", data={"csrf_token": _page_csrf(client)})
+    assert second.status_code == 302 and second.headers["Location"].startswith("/?token=")
+    assert _flashes(client, second.headers["Location"]) == [
+        "An import is already running: here it is"
+    ]
+    token = second.headers["Location"].split("token=", 1)[1]
+    [job_id] = _job_ids(client)  # one job, not two
+    assert client.get(f"/asyncstate/progress/{token}").json["id"] == job_id
+    again = _start(client)  # a JSON client: 200 (not 202) and the running job's token
+    assert again.status_code == 200 and set(again.json) == {"token"}
+    assert client.get(f"/asyncstate/progress/{again.json['token']}").json["id"] == job_id
+
+    csrf = _page_csrf(client)
+    cancel = client.post(f"/asyncstate/cancel/{token}", headers={**XHR, "X-CSRFToken": csrf})
+    assert cancel.status_code == 202
+    assert _wait_final(client, token)["status"] == "cancelled"
+    fresh = _start(client)  # none unfinished: a new import
+    assert fresh.status_code == 202
+    assert client.get(f"/asyncstate/progress/{fresh.json['token']}").json["id"] != job_id
+    client.post(f"/asyncstate/cancel/{fresh.json['token']}", headers={**XHR, "X-CSRFToken": csrf})
+
+
+def test_one_import_at_a_time_is_per_owner(slow_app: Flask) -> None:
+    alice, bob, anonymous = (slow_app.test_client() for _ in range(3))
+    _login(alice, "alice")
+    _login(bob, "bob")
+    answers = [_start(c) for c in (alice, bob, anonymous)]
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    ids = {_job_ids(c)[0] for c in (alice, bob, anonymous)}
+    assert len(ids) == 3
+    for client, answer in zip((alice, bob, anonymous), answers):
+        token = answer.json["token"]
+        client.post(
+            f"/asyncstate/cancel/{token}", headers={**XHR, "X-CSRFToken": _page_csrf(client)}
+        )
+        assert _wait_final(client, token)["status"] == "cancelled"
+
+
+def test_example_unique_0_lets_a_session_start_imports_up_to_its_quota(
+    make_example: Any, tmp_path: Path
+) -> None:
+    """``EXAMPLE_UNIQUE=0``: what the load tests use to exercise the session quota instead."""
+    app = make_example(
+        tmp_path / "instance",
+        ASYNCSTATE_EAGER=False,
+        EXAMPLE_PRODUCTS=1000,
+        EXAMPLE_BATCH=1,
+        EXAMPLE_PAUSE=0.05,
+        EXAMPLE_UNIQUE=False,
+        ASYNCSTATE_MAX_JOBS_PER_SESSION=2,
+    )
+    client = app.test_client()
+    codes = [_start(client).status_code for _ in range(3)]
+    assert codes == [202, 202, 429]
+    assert len(_job_ids(client)) == 2
+    form = client.post("/import", data={"csrf_token": _page_csrf(client)})  # a person at a form
+    assert form.status_code == 302 and _flashes(client, form.headers["Location"]) == [
+        "Too many unfinished jobs: wait for one to end, or cancel one."
+    ]
+
+
+# -- French ---------------------------------------------------------------------------------------
+
+
+def _choose(client: FlaskClient, lang: str, next: str = "/") -> Any:
+    return client.post(
+        "/language", data={"csrf_token": _page_csrf(client), "lang": lang, "next": next}
+    )
+
+
+def test_the_language_switch_is_a_csrf_form_kept_in_the_session(app: Flask) -> None:
+    client = app.test_client()
+    english = client.get("/").get_data(as_text=True)
+    assert '<html lang="en">' in english and "Import products" in english
+    assert client.post("/language", data={"lang": "fr"}).status_code == 400  # no CSRF token
+    assert '<html lang="en">' in client.get("/").get_data(as_text=True)
+    answer = _choose(client, "fr", next="/my-jobs")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/my-jobs"
+    page = client.get("/").get_data(as_text=True)
+    assert '<html lang="fr">' in page and "Importer les produits" in page
+    assert "Importe 20 produits générés" in page and "Se connecter" in page
+    assert "Aucune tâche pour l’instant" in client.get("/my-jobs").get_data(as_text=True)
+    assert _choose(client, "de").status_code == 302  # unknown: ignored
+    assert '<html lang="fr">' in client.get("/").get_data(as_text=True)
+    assert _choose(client, "fr", next="https://evil.example/").headers["Location"] == "/"
+    _choose(client, "en")
+    assert '<html lang="en">' in client.get("/").get_data(as_text=True)
+
+
+def test_accept_language_picks_the_first_page_language(app: Flask) -> None:
+    client = app.test_client()
+    page = client.get("/", headers={"Accept-Language": "fr-CH, fr;q=0.9, en;q=0.8"})
+    assert '<html lang="fr">' in page.get_data(as_text=True)
+    assert '<html lang="en">' in client.get("/", headers={"Accept-Language": "de"}).get_data(
+        as_text=True
+    )
+
+
+def _widget_labels(page: str) -> dict[str, str]:
+    import html
+
+    found = re.search(r'data-asyncstate-labels="([^"]+)"', page)
+    assert found, page
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_the_widget_and_the_jobs_panel_speak_french(app: Flask) -> None:
+    from example_app.i18n import FRENCH
+
+    client = app.test_client()
+    _choose(client, "fr")
+    token = _start(client).json["token"]
+    page = client.get(f"/?token={token}").get_data(as_text=True)
+    assert _widget_labels(page) == {
+        **FRENCH,
+        "progress": "Progression de l’importation des produits",
+    }
+    assert '<button type="button" class="asyncstate-cancel">Annuler</button>' in page
+    assert 'aria-label="Progression de l’importation des produits"' in page
+    jobs = client.get("/my-jobs").get_data(as_text=True)
+    assert _widget_labels(jobs) == FRENCH and ">Annuler</button>" in jobs
+    # the progress message is in the language of whoever started the import
+    assert client.get(f"/asyncstate/progress/{token}").json["message"] == "20 sur 20 produits"
+    other = app.test_client()  # English
+    english = other.get(f"/asyncstate/progress/{_start(other).json['token']}").json
+    assert english["message"] == "20 of 20 products"
+    assert ">Cancel</button>" in other.get("/my-jobs").get_data(as_text=True)
+
+
+def test_the_french_labels_cover_every_widget_label_and_keep_its_fields() -> None:
+    from example_app.i18n import FRENCH, TEXTS
+    from flask_asyncstate.labels import DEFAULT_LABELS
+
+    assert set(FRENCH) == set(DEFAULT_LABELS)
+    for key, english in DEFAULT_LABELS.items():
+        fields = set(re.findall(r"\{(\w+)\}", english))
+        assert set(re.findall(r"\{(\w+)\}", FRENCH[key])) == fields, key
+    assert set(TEXTS["fr"]) == set(TEXTS["en"])

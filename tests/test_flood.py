@@ -363,6 +363,7 @@ def test_simultaneous_starts_in_one_session_accept_exactly_the_quota(serve, redi
             "EXAMPLE_PRODUCTS": "600",
             "EXAMPLE_BATCH": "10",
             "EXAMPLE_PAUSE": "0.5",  # 30 s jobs
+            "EXAMPLE_UNIQUE": "0",  # several imports of one session: the quota decides
         },
     )
     url = server.url

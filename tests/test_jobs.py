@@ -150,8 +150,10 @@ def test_quota_per_session(make_app, backend_url) -> None:
     with app.test_request_context("/"):
         a = jobs["blocked"].start(gate.name)
         jobs["blocked"].start(gate.name)
-        with pytest.raises(QuotaExceeded, match="You already have 2 jobs in progress"):
+        with pytest.raises(QuotaExceeded, match="ASYNCSTATE_MAX_JOBS_PER_SESSION") as refused:
             jobs["blocked"].start(gate.name)
+        assert refused.value.user_message.startswith("You already have 2 jobs in progress.")
+        assert "ASYNCSTATE" not in refused.value.user_message  # words for users, not config
         gate.set()
         a.wait(10)
         state = ext.app_state(app)

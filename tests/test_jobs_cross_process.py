@@ -63,6 +63,7 @@ def test_killed_instance_is_reported_lost(make_app, redis_url) -> None:
             interval=0.05,
             message="not reported lost in time",
         )
+        assert ext.status(token)["reason"] == "lost"
     took = time.monotonic() - killed_at
     assert took <= 3 * interval + 0.2
     print(f"SIGKILLed instance reported lost after {took:.2f} s (heartbeat {interval} s)")

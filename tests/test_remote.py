@@ -253,7 +253,7 @@ def test_rq_queue_is_bounded_app_wide(redis_url) -> None:
     try:
         with app.app_context():
             first, _second = jobs["count"].start(1), jobs["count"].start(2)
-            with pytest.raises(QueueFull, match="2 jobs are already waiting for a worker"):
+            with pytest.raises(QueueFull, match="2 jobs already wait for a worker"):
                 jobs["count"].start(3)
             assert len(ext.app_state().store.keys(JOB_KIND)) == 2  # the refused one left nothing
             first.cancel()

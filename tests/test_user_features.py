@@ -323,7 +323,7 @@ def test_next_user_in_the_same_browser_never_sees_the_previous_users_jobs(
     assert browser.get(f"/asyncstate/progress/{token}").status_code == 404  # anonymous now
     browser.post("/login/alice")
     assert [j["token"] for j in browser.get("/asyncstate/jobs").json] == [token]
-    assert browser.get(f"/asyncstate/progress/{token}").json["status"] == "running"
+    assert browser.get(f"/asyncstate/progress/{token}").json["status"] in ("queued", "running")
     app.gate.set()  # type: ignore[attr-defined]
 
 
