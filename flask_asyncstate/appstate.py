@@ -79,7 +79,9 @@ class AppState:
         #: The typed state API (``asyncstate.state``).
         self.state = StateAPI(store)
         #: Job, instance and owner entries in the store.
-        self.records = JobRecords(store, new_instance_id(), settings.heartbeat_interval)
+        self.records = JobRecords(
+            store, new_instance_id(), settings.heartbeat_interval, settings.keep_finished
+        )
         #: Signs job ids into tokens and checks them back.
         self.signer = tokens.TokenSigner(app.config, settings.token_max_age)
         #: Open event streams of this process, bounded in all and per owner.

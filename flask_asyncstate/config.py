@@ -12,7 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config_checks import _executor, _nonempty, _owner, _positive, _sentinels, _url_prefix
+from .config_checks import (
+    _executor,
+    _guard,
+    _nonempty,
+    _owner,
+    _positive,
+    _sentinels,
+    _url_prefix,
+)
 
 if TYPE_CHECKING:
     from .stores.base import Store
@@ -228,6 +236,26 @@ ASYNCSTATE_TIMEOUT_GRACE: float = 5.0
 #: current_user.is_authenticated else None`` is that default spelled out.
 ASYNCSTATE_OWNER: Any = None
 
+#: Seconds a finished job stays (and stays listed by ``/jobs``) after it was last read; the
+#: default ``None`` means :data:`ASYNCSTATE_EXPIRES`. Raise it (say ``86400``) for a
+#: "Your exports" list that must remember files for a day; a user dismisses one sooner
+#: with ``DELETE <prefix>/jobs/<token>`` (the widget's panel, or :meth:`JobHandle.forget()
+#: <flask_asyncstate.JobHandle.forget>` in code).
+ASYNCSTATE_KEEP_FINISHED: float | None = None
+
+#: A guard run before every route of the blueprint except its static files, such as
+#: Flask-Login's ``login_required`` (a view decorator) or a function of no arguments
+#: that returns ``None`` to allow, or a response to refuse. A refusal is answered as JSON:
+#: a redirect (a login page) becomes ``401`` with ``login_url``, anything else keeps its
+#: status. :meth:`AsyncState.guard() <flask_asyncstate.AsyncState.guard>` sets it in code.
+ASYNCSTATE_BLUEPRINT_GUARD: Any = None
+
+#: Turns on the operator's page, ``<prefix>/admin`` (every job of every instance, the
+#: instances' heartbeats, cancel), guarded by this callable: a view decorator or a check,
+#: as for :data:`ASYNCSTATE_BLUEPRINT_GUARD` (a refusal of the page itself is passed on
+#: as is, so a redirect to a login page works). ``None`` (the default): no such page.
+ASYNCSTATE_ADMIN_GUARD: Any = None
+
 DEFAULTS: dict[str, Any] = {
     name: value for name, value in globals().items() if name.startswith("ASYNCSTATE_")
 }
@@ -264,6 +292,9 @@ class Settings:
     rq_queue: str
     timeout_grace: float
     owner: Any
+    keep_finished: float | None
+    blueprint_guard: Any
+    admin_guard: Any
 
     @classmethod
     def from_config(cls, config: Any) -> Settings:
@@ -300,4 +331,9 @@ class Settings:
             rq_queue=_nonempty(config, "ASYNCSTATE_RQ_QUEUE"),
             timeout_grace=_positive(config, "ASYNCSTATE_TIMEOUT_GRACE"),
             owner=_owner(config),
+            keep_finished=None
+            if config["ASYNCSTATE_KEEP_FINISHED"] is None
+            else _positive(config, "ASYNCSTATE_KEEP_FINISHED"),
+            blueprint_guard=_guard(config, "ASYNCSTATE_BLUEPRINT_GUARD"),
+            admin_guard=_guard(config, "ASYNCSTATE_ADMIN_GUARD"),
         )

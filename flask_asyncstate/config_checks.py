@@ -72,3 +72,13 @@ def _owner(config: Any) -> Callable[[], Any] | None:
             f"ASYNCSTATE_OWNER must be a callable returning an owner id or None, got {value!r}"
         )
     return value  # type: ignore[no-any-return]
+
+
+def _guard(config: Any, key: str) -> Callable[..., Any] | None:
+    """A guard key: a callable, an import string naming one, or None."""
+    value = config[key]
+    if isinstance(value, str):
+        value = import_string(value)
+    if value is not None and not callable(value):
+        raise TypeError(f"{key} must be a callable (a view decorator or a check), got {value!r}")
+    return value  # type: ignore[no-any-return]

@@ -23,6 +23,15 @@ def same_origin() -> bool:
     return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
 
 
+def refusal(error: Any) -> Any:
+    """The 403 answer (made by ``error(status, message)``) of a state-changing request that
+    lacks its proofs, or None when it has them."""
+    if not same_origin():
+        return error(403, "this needs the X-Requested-With header or a same-origin Origin")
+    problem = csrf_error()
+    return None if problem is None else error(403, problem)
+
+
 def csrf_error() -> str | None:
     """Flask-WTF's CSRF check, when ``CSRFProtect`` is on the app, as its configuration says.
 

@@ -8,65 +8,21 @@ from typing import Any, overload
 
 from flask import (
     Flask,
-    get_template_attribute,
     has_app_context,
     request,
     session,
-    url_for,
 )
-from markupsafe import Markup
 
-from . import appstate, csrf, sessions, signals, tokens, views
+from . import appstate, csrf, jinja, sessions, signals, tokens, views
 from .appstate import AppState
 from .cli import asyncstate_cli
 from .config import Settings
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .jobs import JobHandle, TrackedJob
-from .labels import translated
 from .signals import send
 from .state import StateAPI
 from .stores import make_store
 from .stores.base import Store
-
-
-def widget(token: str, labels: dict[str, str] | None = None, **options: Any) -> Markup:
-    """Jinja global ``asyncstate_widget(token)``: the progress bar, cancel button and scripts.
-
-    ``labels`` replaces any of the widget's texts (keys: :data:`labels.DEFAULT_LABELS
-    <flask_asyncstate.labels.DEFAULT_LABELS>`; the rest come through Flask-Babel when it is
-    set up). Other options go to the macro in ``asyncstate/widget.html`` (``interval``,
-    ``mode``, ``include_assets``, ``jquery_url``, ``notify``...).
-    """
-    macro = get_template_attribute("asyncstate/widget.html", "asyncstate_widget")
-    return Markup(
-        macro(
-            token,
-            prefix=_prefix(),
-            statuses=views.statuses(),
-            labels=translated(labels),
-            **options,
-        )
-    )
-
-
-def jobs_panel(labels: dict[str, str] | None = None, **options: Any) -> Markup:
-    """Jinja global ``asyncstate_jobs()``: the current owner's jobs, newest first, each with a
-    live bar and a cancel button (options as for ``asyncstate_widget``)."""
-    found = appstate.get()
-    macro = get_template_attribute("asyncstate/jobs.html", "asyncstate_jobs")
-    return Markup(
-        macro(
-            found.extension.jobs(),
-            prefix=_prefix(),
-            statuses=views.statuses(),
-            labels=translated(labels),
-            **options,
-        )
-    )
-
-
-def _prefix() -> str:
-    return url_for("asyncstate.not_found", rest="").rstrip("/")
 
 
 class AsyncState:
@@ -82,6 +38,8 @@ class AsyncState:
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         # Jobs by name: what a worker process runs when a queue entry names one.
         self._registered: dict[str, TrackedJob] = {}
+        #: Set by :meth:`guard`: run before every route of the blueprint.
+        self.blueprint_guard: Callable[..., Any] | None = None
         if app is not None:
             self.init_app(app, redis=redis, celery=celery)
 
@@ -132,8 +90,11 @@ class AsyncState:
         app.register_error_handler(QuotaExceeded, views.quota_exceeded)
         app.register_error_handler(QueueFull, views.queue_full)
         app.register_error_handler(StoreError, views.store_error)
-        app.jinja_env.globals["asyncstate_widget"] = widget
-        app.jinja_env.globals["asyncstate_jobs"] = jobs_panel
+        app.jinja_env.globals.update(
+            asyncstate_widget=jinja.widget,
+            asyncstate_jobs=jinja.jobs_panel,
+            asyncstate_assets=jinja.assets,
+        )
         app.cli.add_command(asyncstate_cli)
         # Flask-WTF may be set up before or after us: exempt now, and again on our first request.
         csrf.exempt_from_csrf_protect(app, blueprint)
@@ -200,6 +161,7 @@ class AsyncState:
         state: type | None = None,
         timeout: float | None = None,
         unique: bool | str = False,
+        render_result: Any = None,
     ) -> Callable[[Callable[..., Any]], TrackedJob]: ...
 
     def job(
@@ -211,6 +173,7 @@ class AsyncState:
         state: type | None = None,
         timeout: float | None = None,
         unique: bool | str = False,
+        render_result: Any = None,
     ) -> TrackedJob | Callable[[Callable[..., Any]], TrackedJob]:
         """Decorate a function ``fn(job, *args)`` as a tracked job.
 
@@ -223,6 +186,9 @@ class AsyncState:
         :param unique: ``True``: at most one unfinished job of this name per owner (user or
             session); ``"app"``: at most one in the whole app, across instances. ``start()``
             then returns the unfinished job's handle, with ``handle.is_new`` False.
+        :param render_result: what the widget shows under the bar once the job succeeded
+            (and on a reload): a template name, rendered with ``result`` and ``job``, or a
+            callable taking the result (see :mod:`flask_asyncstate.results`).
         """
 
         def decorate(f: Callable[..., Any]) -> TrackedJob:
@@ -234,6 +200,7 @@ class AsyncState:
                 state=state,
                 timeout=timeout,
                 unique=unique,
+                render_result=render_result,
             )
             known = self._registered.get(tracked.name)
             if known is not None and _origin(known.fn) != _origin(f):
@@ -245,6 +212,16 @@ class AsyncState:
             return tracked
 
         return decorate(fn) if fn is not None else decorate
+
+    def has_results(self) -> bool:
+        """Whether any job declared ``render_result`` (else widgets need not read the job)."""
+        return any(job.render_result is not None for job in self._registered.values())
+
+    def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Run ``fn`` before every route of our blueprint (``ASYNCSTATE_BLUEPRINT_GUARD``
+        wins when set); usable as a decorator. ``asyncstate.guard(login_required)``."""
+        self.blueprint_guard = fn
+        return fn
 
     def registered_job(self, name: str) -> TrackedJob | None:
         """The job decorated under ``name``, for a worker running a queue entry."""

@@ -40,6 +40,19 @@ class JobHandle:
         """Request cancellation wherever the job runs; False if the job is unknown."""
         return self._app.cancel_job(self.id)
 
+    def forget(self) -> bool:
+        """Dismiss the finished job: its document goes, and no list names it any more.
+
+        False if the job is unknown (or expired); ``RuntimeError`` if it has not ended.
+        """
+        doc = self._app.records.status(self.id, internal=True)
+        if doc is None:
+            return False
+        if doc["status"] not in FINAL:
+            raise RuntimeError(f"job {self.id} is {doc['status']}: cancel it, then forget it")
+        self._app.records.forget(self.id, doc["owner"])
+        return True
+
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
         """Block until the job reaches a final status and return its document.
 
@@ -78,6 +91,7 @@ class TrackedJob:
         state: type | None = None,
         timeout: float | None = None,
         unique: bool | str = False,
+        render_result: Any = None,
     ) -> None:
         if unique not in (False, True, "app"):
             raise ValueError(f'unique must be True, False or "app", got {unique!r}')
@@ -96,6 +110,8 @@ class TrackedJob:
         self.timeout = None if timeout is None else float(timeout)
         #: ``True``: one unfinished job of this name per owner; ``"app"``: one in the app.
         self.unique: bool | str = unique
+        #: What the widget shows on success: a template name or a callable (see :mod:`.results`).
+        self.render_result = render_result
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -110,8 +110,18 @@ def percent_of(current: float, total: float | None) -> float | None:
 class JobRecords(Admission):
     """Reads and writes job and instance entries for one app's store."""
 
-    def __init__(self, store: Store, instance_id: str, heartbeat_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        instance_id: str,
+        heartbeat_interval: float = 5.0,
+        keep_finished: float | None = None,
+    ) -> None:
         self.store = store
+        #: Seconds a finished job's entry lives after its last read (None: the store's).
+        self.keep_finished = keep_finished
+        if keep_finished is not None:
+            store.index_expires = max(store.expires, keep_finished)
         self.instance_id = instance_id
         self.heartbeat_interval = heartbeat_interval
         # Another instance seen alive is trusted for a quarter interval, sparing a poll its
@@ -165,9 +175,21 @@ class JobRecords(Admission):
     def create(
         self, doc: dict[str, Any], event: threading.Event | None, never_expires: bool
     ) -> None:
+        # While it runs, writes and beats keep the entry alive; its own expiry is what a
+        # finished job gets after its last read (ASYNCSTATE_KEEP_FINISHED).
         self.store.create(
-            self.job_key(doc["id"]), doc, cancel_event=event, never_expires=never_expires
+            self.job_key(doc["id"]),
+            doc,
+            cancel_event=event,
+            never_expires=never_expires,
+            ttl=self.keep_finished,
         )
+
+    def forget(self, job_id: str, owner: str | None) -> None:
+        """Dismiss a finished job: its document goes, and its owner's list no longer names it."""
+        if owner is not None:
+            self.store.forget(self.owner_key(owner), [job_id])
+        self.store.remove(self.job_key(job_id))
 
     def save(self, doc: dict[str, Any], event: threading.Event, never_expires: bool) -> bool:
         """Write the document; re-create the entry if it vanished (a Redis restart): then False."""

@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from . import appstate, csrf, serialization
+from . import admin, appstate, csrf, guards, results, serialization
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
 from .events import progress_stream
 from .labels import DEFAULT_LABELS
@@ -30,6 +30,14 @@ from .stores.base import request_path
 
 log = logging.getLogger("flask_asyncstate")
 
+#: Our static files: no guard stands before them (a login page may show a widget).
+_ASSETS = {
+    "asyncstate.script",
+    "asyncstate.stylesheet",
+    "asyncstate.jquery",
+    "asyncstate.admin_script",
+}
+_ADMIN = {"asyncstate.admin", "asyncstate.admin_jobs", "asyncstate.admin_cancel"}
 #: Methods routed to the JSON views, so that a wrong one gets a JSON 405, not Flask's HTML.
 #: Any other method is answered by :func:`unrouted` before routing errors become HTML.
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -38,6 +46,7 @@ _NOT_FOUND = "no such job in this session"
 _ALLOWED = {
     "asyncstate.progress": ("GET", "POST"),
     "asyncstate.cancel": ("POST",),
+    "asyncstate.dismiss": ("DELETE",),
 }
 
 
@@ -80,6 +89,10 @@ def visible_job(token: str) -> tuple[str, dict[str, Any]]:
         raise InvalidToken(_NOT_FOUND)
     doc.pop("instance")
     return job_id, doc
+
+
+def found_owner() -> str | None:
+    return appstate.get().request_owner(create=False)
 
 
 def _allowed(*methods: str) -> Response | None:
@@ -137,11 +150,9 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         refused = _allowed("POST")
         if refused:
             return refused
-        if not csrf.same_origin():
-            return error(403, "cancel needs the X-Requested-With header or a same-origin Origin")
-        csrf_problem = csrf.csrf_error()
-        if csrf_problem:
-            return error(403, csrf_problem)
+        refused = csrf.refusal(error)
+        if refused:
+            return refused
         job_id, doc = visible_job(token)
         if doc["status"] in FINAL:
             return _json(doc, 202)  # nothing left to cancel: the document says how it ended
@@ -175,6 +186,17 @@ def create_blueprint(url_prefix: str) -> Blueprint:
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
+    @bp.route("/jobs/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
+    def dismiss(token: str) -> Response:
+        refused = _allowed("DELETE") or csrf.refusal(error)
+        if refused:
+            return refused
+        job_id, doc = visible_job(token)
+        if doc["status"] not in FINAL:
+            return error(409, "the job has not ended; cancel it first")
+        appstate.get().records.forget(job_id, found_owner())
+        return _json({"dismissed": True})
+
     @bp.route("/jobs", methods=_ANY_METHOD, provide_automatic_options=False)
     def jobs() -> Response:
         refused = _allowed("GET")
@@ -201,6 +223,34 @@ def create_blueprint(url_prefix: str) -> Blueprint:
     @bp.route("/asyncstate.css", methods=_ANY_METHOD, provide_automatic_options=False)
     def stylesheet() -> Response:
         return asset(STATIC_FOLDER, "asyncstate.css", 300)
+
+    @bp.route("/asyncstate-admin.js", methods=_ANY_METHOD, provide_automatic_options=False)
+    def admin_script() -> Response:
+        return asset(STATIC_FOLDER, "asyncstate-admin.js", 300)
+
+    @bp.route("/result/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
+    def result(token: str) -> Response:
+        refused = _allowed("GET")
+        if refused:
+            return refused
+        _job_id, doc = visible_job(token)
+        html = results.render(doc)
+        if html is None:
+            return error(404, "no result to show")
+        return _json({"html": str(html)})
+
+    admin.register(bp, _allowed, _json, error, statuses)
+
+    @bp.before_request
+    def guarded() -> Response | None:
+        if request.endpoint in _ASSETS:
+            return None
+        found = appstate.get()
+        guard = found.settings.blueprint_guard or getattr(found.extension, "blueprint_guard", None)
+        if guard is None or request.endpoint in _ADMIN:  # the admin page has its own guard
+            return None
+        refused = guards.verdict(guard)
+        return None if refused is None else guards.as_json(refused, error)
 
     @bp.route("/jquery.js", methods=_ANY_METHOD, provide_automatic_options=False)
     def jquery() -> Response:

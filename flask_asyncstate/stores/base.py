@@ -58,6 +58,9 @@ class Store(ABC):
             raise ValueError("expires must be a positive number of seconds")
         self.key_prefix = key_prefix
         self.expires = expires
+        #: Sliding expiry of the bounded indexes (an owner's jobs): at least ``expires``,
+        #: longer when finished jobs are kept longer (``ASYNCSTATE_KEEP_FINISHED``).
+        self.index_expires = expires
         self.max_entry_size = max_entry_size
         #: The cancel Events this process holds.
         self.events = CancelEvents()
@@ -187,24 +190,35 @@ class Store(ABC):
         first); older ones drop off. Concurrent claims from any number of threads
         and processes accept exactly ``limit``. The index expires like an entry.
         """
-        return self._claim(key, member, limit, keep, score, int(self.expires * 1000))
+        return self._claim(key, member, limit, keep, score, int(self.index_expires * 1000))
 
     def unclaim(self, key: str, members: Iterable[str]) -> None:
         """Mark members inactive (their work ended); they stay listed among the recent ones."""
         members = list(members)
         if members:
-            self._unclaim(key, members, int(self.expires * 1000))
+            self._unclaim(key, members, int(self.index_expires * 1000))
 
     def claims(self, key: str) -> Claims:
         """The index at ``key`` (empty if none); reading it restarts its expiry."""
-        active, recent = self._claims(key, int(self.expires * 1000))
+        active, recent = self._claims(key, int(self.index_expires * 1000))
         return Claims(set(active), recent)
+
+    def forget(self, key: str, members: Iterable[str]) -> None:
+        """Drop members from the index at ``key`` altogether (no longer listed as recent)."""
+        members = list(members)
+        if members:
+            self._forget(key, members)
+
+    def _forget(self, key: str, members: list[str]) -> None:
+        """Remove members from both the active and the recent ones; a backend that has
+        indexes overrides it (the base cannot, so dismissing a job is refused)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot drop members of an index")
 
     def touch_claims(self, keys: Iterable[str]) -> None:
         """Restart the expiry of indexes whose owners have work running."""
         keys = list(keys)
         if keys:
-            self._touch_claims(keys, int(self.expires * 1000))
+            self._touch_claims(keys, int(self.index_expires * 1000))
 
     def after_fork(self) -> None:
         """In a forked child: fresh local locks and registries (a parent thread may hold one)."""

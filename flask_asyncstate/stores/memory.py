@@ -239,6 +239,16 @@ class MemoryStore(Store):
         result: tuple[list[str], list[str]] = self._locked(op)
         return result
 
+    def _forget(self, key: str, members: list[str]) -> None:
+        def op(now: float) -> None:
+            index = self._index(key, now)
+            if index is not None:
+                index.active.difference_update(members)
+                for member in members:
+                    index.recent.pop(member, None)
+
+        self._locked(op)
+
     def _touch_claims(self, keys: list[str], ttl_ms: int) -> None:
         def op(now: float) -> None:
             for key in keys:

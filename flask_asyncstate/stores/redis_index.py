@@ -52,6 +52,13 @@ class OwnerIndexes:
             active, recent, _, _ = pipe.execute()
         return [text_of(m) for m in active], [text_of(m) for m in recent]
 
+    def _forget(self, key: str, members: list[str]) -> None:
+        with self._io() as client:
+            pipe = client.pipeline(transaction=False)
+            pipe.srem(f"{key}:a", *members)
+            pipe.zrem(f"{key}:r", *members)
+            pipe.execute()
+
     def _touch_claims(self, keys: list[str], ttl_ms: int) -> None:
         with self._io() as client:
             for chunk in chunks(keys):

@@ -1,0 +1,112 @@
+"""The operator's page, ``<prefix>/admin``: every job of every instance and the instances'
+heartbeats, with cancel; on only when ``ASYNCSTATE_ADMIN_GUARD`` is set.
+
+The page polls ``<prefix>/admin/jobs`` (the same data as ``flask asyncstate list`` and
+``instances``: a scan of the store, capped at :data:`MAX_LISTED` jobs, newest first).
+Cancel is ``POST <prefix>/admin/cancel/<job_id>``, with the same-origin and CSRF
+proofs of the user's cancel route.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request
+
+from . import appstate, csrf, guards
+from .labels import translated
+
+#: Most jobs the page lists (the newest); the CLI lists them all.
+MAX_LISTED = 500
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "current",
+    "total",
+    "percent",
+    "message",
+    "error",
+    "reason",
+    "cancel_requested",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "rate",
+    "eta",
+)
+
+
+def register(
+    bp: Blueprint,
+    allowed: Callable[..., Response | None],
+    json: Callable[..., Response],
+    error: Callable[..., Response],
+    statuses: Callable[[], dict[str, list[str]]],
+) -> None:
+    """Add the admin routes to our blueprint (``allowed``, ``json`` and ``error`` are the
+    views module's method check and answer makers)."""
+
+    def closed(as_page: bool) -> Response | None:
+        guard = appstate.get().settings.admin_guard
+        if guard is None:
+            return error(404, "not found")
+        refused = guards.verdict(guard)
+        if refused is None:
+            return None
+        return refused if as_page else guards.as_json(refused, error)
+
+    @bp.route("/admin", methods=["GET", "HEAD"])
+    def admin() -> Any:
+        refused = closed(as_page=True)
+        if refused is not None:
+            return refused
+        token = None
+        if "csrf" in current_app.extensions:
+            from flask_wtf.csrf import generate_csrf
+
+            token = generate_csrf()
+        prefix = request.script_root + (bp.url_prefix or "")
+        page = render_template(
+            "asyncstate/admin.html",
+            prefix=prefix,
+            csrf_token=token,
+            statuses=statuses(),
+            labels=translated(),
+        )
+        return Response(page, headers={"Cache-Control": "no-store"})
+
+    @bp.route("/admin/jobs", methods=["GET", "HEAD"])
+    def admin_jobs() -> Response:
+        refused = closed(as_page=False)
+        if refused is not None:
+            return refused
+        found = appstate.get()
+        wanted = request.args.get("status")
+        docs = found.records.all_jobs()
+        if wanted:
+            docs = [d for d in docs if d["status"] == wanted]
+        jobs = []
+        for doc in docs[:MAX_LISTED]:
+            row = {f: doc.get(f) for f in _FIELDS}
+            owner = doc.get("owner")
+            row["owner"] = owner[:8] if isinstance(owner, str) else None
+            row["instance"] = doc.get("instance")
+            jobs.append(row)
+        return json({"now": time.time(), "jobs": jobs, "instances": found.records.instances()})
+
+    @bp.route("/admin/cancel/<job_id>", methods=["POST"])
+    def admin_cancel(job_id: str) -> Response:
+        refused = closed(as_page=False) or csrf.refusal(error)
+        if refused is not None:
+            return refused
+        found = appstate.get()
+        if not _JOB_ID.fullmatch(job_id) or not found.cancel_job(job_id, queued=True):
+            return error(404, "no such job")
+        doc = found.records.status(job_id) or {}
+        doc["cancel_requested"] = True
+        return json(doc, 202)

@@ -1,0 +1,291 @@
+"""Fits the apps it lands in: retention and dismissal, guards, the admin routes, the result
+slot and the assets helper (Chromium drives the same in test_browser_widget_result.py,
+test_browser_admin.py and test_browser_real_app.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from flask import Flask, jsonify, render_template_string
+from flask_login import LoginManager, UserMixin, login_required, login_user
+from markupsafe import Markup
+
+from flask_asyncstate import JobContext
+from flask_asyncstate.testing import client, wait_for
+
+XHR = {"X-Requested-With": "fetch"}
+
+
+def _app(make_app: Any, backend_url: str | None = None, **config: Any) -> tuple[Flask, Any, Any]:
+    app, ext = make_app(backend_url, **config)
+    gate = threading.Event()
+
+    @ext.job(render_result="result.html")
+    def export(job: JobContext, name: str) -> dict[str, str]:
+        if name == "wait":
+            gate.wait(10)
+        return {"file": f"{name}.csv"}
+
+    @ext.job(name="shout", render_result=lambda result: f"<b>{result}</b>")
+    def shout(job: JobContext) -> str:
+        return "<script>x</script>"
+
+    @app.post("/export/<name>")
+    def start(name: str) -> Any:
+        return jsonify(token=export.start(name).token)
+
+    @app.post("/shout")
+    def start_shout() -> Any:
+        return jsonify(token=shout.start().token)
+
+    from jinja2 import ChoiceLoader, DictLoader
+
+    app.jinja_loader = ChoiceLoader(  # type: ignore[assignment]
+        [
+            DictLoader({"result.html": '<a href="/files/{{ result.file }}">{{ job.name }}</a>'}),
+            app.jinja_loader,
+        ]
+    )
+    return app, ext, gate
+
+
+# -- retention and dismissal ----------------------------------------------------------
+
+
+def test_delete_dismisses_a_finished_job_and_refuses_an_unfinished_one(make_app, backend_url):
+    app, ext, gate = _app(make_app, backend_url)
+    browser = client(app)
+    done = browser.post("/export/a").json["token"]
+    running = browser.post("/export/wait").json["token"]
+    with app.app_context():
+        wait_for(ext.handle(done), "succeeded")
+    assert app.test_client().delete(f"/asyncstate/jobs/{done}").status_code in (403, 404)
+    answer = browser.delete(f"/asyncstate/jobs/{running}")
+    assert answer.status_code == 409 and "cancel it first" in answer.json["error"]
+    assert browser.delete(f"/asyncstate/jobs/{done}").json == {"dismissed": True}
+    assert browser.get(f"/asyncstate/progress/{done}").status_code == 404
+    with app.app_context():
+        running_id = ext.handle(running).id
+    assert [j["id"] for j in browser.get("/asyncstate/jobs").json] == [running_id]
+    assert browser.delete(f"/asyncstate/jobs/{done}").status_code == 404  # once
+    gate.set()
+
+
+def test_forget_in_code(make_app, backend_url) -> None:
+    app, ext, gate = _app(make_app, backend_url)
+    with app.app_context():
+        running = ext.registered_job("export").start("wait")
+        with pytest.raises(RuntimeError, match="cancel it"):
+            running.forget()
+        gate.set()
+        wait_for(running, "succeeded")
+        assert running.forget() is True and running.status() is None
+        assert running.forget() is False
+
+
+def test_keep_finished_keeps_a_finished_job_longer_than_the_expiry(make_app, backend_url) -> None:
+    app, ext, gate = _app(make_app, backend_url, ASYNCSTATE_EXPIRES=0.6, ASYNCSTATE_KEEP_FINISHED=3)
+    short_app, short_ext, _ = _app(make_app, backend_url, ASYNCSTATE_EXPIRES=0.6)
+    gate.set()
+    kept, gone = client(app), client(short_app)
+    kept_token = kept.post("/export/a").json["token"]
+    gone_token = gone.post("/export/a").json["token"]
+    with app.app_context():
+        wait_for(ext.handle(kept_token), "succeeded")
+    with short_app.app_context():
+        wait_for(short_ext.handle(gone_token), "succeeded")
+    time.sleep(1.2)  # two expiries without a read
+    assert gone.get(f"/asyncstate/progress/{gone_token}").status_code == 404
+    assert gone.get("/asyncstate/jobs").json == []
+    assert kept.get(f"/asyncstate/progress/{kept_token}").status_code == 200
+    with app.app_context():
+        kept_id = ext.handle(kept_token).id
+    assert [j["id"] for j in kept.get("/asyncstate/jobs").json] == [kept_id]
+
+
+# -- guards -------------------------------------------------------------------------
+
+
+class User(UserMixin):
+    def __init__(self, name: str) -> None:
+        self.id = name
+
+
+def _login(app: Flask) -> None:
+    manager = LoginManager(app)
+    manager.user_loader(User)
+    manager.login_view = "login_page"
+
+    @app.get("/login")
+    def login_page() -> str:
+        return "log in"
+
+    @app.post("/login/<name>")
+    def do_login(name: str) -> str:
+        login_user(User(name))
+        return "ok"
+
+
+def test_blueprint_guard_login_required_answers_json_401(make_app) -> None:
+    app, _ext, gate = _app(make_app, ASYNCSTATE_BLUEPRINT_GUARD=login_required)
+    _login(app)
+    gate.set()
+    anonymous = client(app)
+    token = anonymous.post("/export/a").json["token"]
+    answer = anonymous.get(f"/asyncstate/progress/{token}")
+    assert answer.status_code == 401 and answer.is_json
+    assert answer.json["error"] == "login required"
+    assert answer.json["login_url"].startswith("/login")
+    assert anonymous.get("/asyncstate/asyncstate.js").status_code == 200  # assets: unguarded
+    user = client(app)
+    user.post("/login/ann")
+    mine = user.post("/export/b").json["token"]
+    assert user.get(f"/asyncstate/progress/{mine}").status_code == 200
+
+
+def test_guard_as_a_check_and_in_code(make_app) -> None:
+    app, ext, gate = _app(make_app)
+    calls: list[str] = []
+
+    @ext.guard
+    def only_with_header() -> Any:
+        calls.append("x")
+        from flask import request
+
+        return None if request.headers.get("X-Ok") else ({"error": "no header"}, 403)
+
+    gate.set()
+    browser = client(app)
+    token = browser.post("/export/a").json["token"]
+    refused = browser.get(f"/asyncstate/progress/{token}")
+    assert refused.status_code == 403 and refused.json == {"error": "no header"}
+    assert browser.get(f"/asyncstate/progress/{token}", headers={"X-Ok": "1"}).status_code == 200
+    assert calls
+
+
+# -- the admin routes -----------------------------------------------------------------
+
+
+def test_admin_is_off_unless_a_guard_is_set(make_app) -> None:
+    app, _ext, _gate = _app(make_app)
+    assert app.test_client().get("/asyncstate/admin").status_code == 404
+    assert app.test_client().get("/asyncstate/admin/jobs").status_code == 404
+
+
+def test_admin_lists_every_owners_jobs_and_cancels_one(make_app, backend_url) -> None:
+    app, ext, gate = _app(make_app, backend_url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    one, two = client(app), client(app)
+    first = one.post("/export/wait").json["token"]
+    done = one.post("/export/done").json["token"]
+    two.post("/export/wait")
+    with app.app_context():
+        first_id = ext.handle(first).id
+        wait_for(ext.handle(first), "running")
+        wait_for(ext.handle(done), "succeeded")
+    listing = app.test_client().get("/asyncstate/admin/jobs").json
+    assert len(listing["jobs"]) == 3 and len(listing["instances"]) == 1
+    assert {j["status"] for j in listing["jobs"]} >= {"succeeded"}
+    assert all(j["owner"] and len(j["owner"]) == 8 for j in listing["jobs"])
+    running = app.test_client().get("/asyncstate/admin/jobs?status=running").json["jobs"]
+    assert first_id in {j["id"] for j in running}
+    assert app.test_client().post(f"/asyncstate/admin/cancel/{first_id}").status_code == 403
+    answer = client(app).post(f"/asyncstate/admin/cancel/{first_id}")
+    assert answer.status_code == 202 and answer.json["cancel_requested"] is True
+    assert client(app).post("/asyncstate/admin/cancel/nothex").status_code == 404
+    page = app.test_client().get("/asyncstate/admin")
+    assert page.status_code == 200 and b"asyncstate-admin.js" in page.data
+    gate.set()
+
+
+def test_admin_guard_refusal_of_the_page_is_passed_on(make_app) -> None:
+    app, _ext, _gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=login_required)
+    _login(app)
+    page = app.test_client().get("/asyncstate/admin")
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    data = app.test_client().get("/asyncstate/admin/jobs")
+    assert data.status_code == 401 and data.is_json
+
+
+# -- the result slot and the assets helper ---------------------------------------------
+
+
+def test_result_route_renders_the_jobs_template_once_it_succeeded(make_app, backend_url) -> None:
+    app, ext, gate = _app(make_app, backend_url)
+    browser = client(app)
+    token = browser.post("/export/wait").json["token"]
+    assert browser.get(f"/asyncstate/result/{token}").status_code == 404  # not yet
+    gate.set()
+    with app.app_context():
+        wait_for(ext.handle(token), "succeeded")
+    html = browser.get(f"/asyncstate/result/{token}").json["html"]
+    assert html == '<a href="/files/wait.csv">export</a>'
+    assert app.test_client().get(f"/asyncstate/result/{token}").status_code == 404  # not theirs
+
+
+def test_a_callables_plain_string_result_is_escaped(make_app) -> None:
+    app, ext, _gate = _app(make_app)
+    browser = client(app)
+    token = browser.post("/shout").json["token"]
+    with app.app_context():
+        wait_for(ext.handle(token), "succeeded")
+    html = browser.get(f"/asyncstate/result/{token}").json["html"]
+    assert "<script>" not in html and "&lt;b&gt;" in html
+
+
+def test_widget_renders_the_result_of_a_job_that_succeeded_already(make_app) -> None:
+    app, ext, _gate = _app(make_app)
+
+    @app.get("/page/<token>")
+    def page(token: str) -> str:
+        return render_template_string("{{ asyncstate_widget(token) }}", token=token)
+
+    browser = client(app)
+    token = browser.post("/export/r").json["token"]
+    with app.app_context():
+        wait_for(ext.handle(token), "succeeded")
+    html = browser.get(f"/page/{token}").get_data(as_text=True)
+    assert '<a href="/files/r.csv">export</a>' in html and 'data-asyncstate-result="true"' in html
+
+
+def test_assets_go_on_a_page_once(make_app) -> None:
+    app, _ext, _gate = _app(make_app)
+
+    @app.get("/head")
+    def head() -> str:
+        return render_template_string(
+            "<head>{{ asyncstate_assets(jquery=False) }}</head>"
+            "{{ asyncstate_widget('a') }}{{ asyncstate_widget('b') }}"
+        )
+
+    @app.get("/body")
+    def body() -> str:
+        return render_template_string("{{ asyncstate_widget('a') }}{{ asyncstate_widget('b') }}")
+
+    head_html = app.test_client().get("/head").get_data(as_text=True)
+    body_html = app.test_client().get("/body").get_data(as_text=True)
+    assert head_html.count("asyncstate.js") == 1 and "jquery.js" not in head_html
+    assert body_html.count("asyncstate.js") == 1 and body_html.count("asyncstate.css") == 1
+    assert head_html.index("asyncstate.js") < head_html.index("data-asyncstate-token")
+
+
+def test_markup_from_a_callable_is_kept(make_app) -> None:
+    app, ext = make_app()
+
+    @ext.job(name="linked", render_result=lambda r: Markup('<a href="/x">{}</a>').format(r))
+    def linked(job: JobContext) -> str:
+        return "<file>"
+
+    @app.post("/go")
+    def go() -> Any:
+        return jsonify(token=linked.start().token)
+
+    browser = client(app)
+    token = browser.post("/go").json["token"]
+    with app.app_context():
+        wait_for(ext.handle(token), "succeeded")
+    assert (
+        browser.get(f"/asyncstate/result/{token}").json["html"] == '<a href="/x">&lt;file&gt;</a>'
+    )
