@@ -81,5 +81,67 @@ def _check_config_keys(app):
         log.warning("docs/config.rst lists %s, which is not a key of DEFAULTS", key)
 
 
+def _labels_directive():
+    """``.. asyncstate-labels::``: the table of the widget's labels, one row per key of
+    ``flask_asyncstate.labels.DEFAULT_LABELS`` with its English default, read from the code.
+
+    The content says where each label shows, one ``key: text`` entry per label (indented
+    lines continue the entry). A key of ``DEFAULT_LABELS`` left out, or an entry for a key
+    that does not exist, is a warning (an error under ``-W``), so the table cannot drift
+    from the code.
+    """
+    from docutils import nodes
+    from docutils.statemachine import StringList
+    from sphinx.util import logging
+    from sphinx.util.docutils import SphinxDirective
+
+    log = logging.getLogger(__name__)
+
+    class LabelsTable(SphinxDirective):
+        has_content = True
+
+        def run(self):
+            from flask_asyncstate.labels import DEFAULT_LABELS
+
+            described: dict[str, str] = {}
+            key = None
+            for line in self.content:
+                entry = re.match(r"(\w+):\s+(.*)", line)
+                if entry:
+                    key = entry.group(1)
+                    described[key] = entry.group(2).strip()
+                elif line.strip() and key is not None:
+                    described[key] += " " + line.strip()
+            for missing in DEFAULT_LABELS.keys() - described.keys():
+                log.warning("label %s is not described", missing, location=self.get_location())
+            for extra in described.keys() - DEFAULT_LABELS.keys():
+                log.warning(
+                    "label %s is not a key of DEFAULT_LABELS", extra, location=self.get_location()
+                )
+            rows = [
+                ".. list-table::",
+                "    :header-rows: 1",
+                "    :widths: 18 37 45",
+                "",
+                "    * - key",
+                "      - English default",
+                "      - shown",
+            ]
+            for name, text in DEFAULT_LABELS.items():
+                rows += [
+                    f"    * - ``{name}``",
+                    f"      - ``{text}``" if "`" not in text else f"      - {text}",
+                    f"      - {described.get(name, '')}",
+                ]
+            holder = nodes.container()
+            self.state.nested_parse(
+                StringList(rows, source=self.get_source_info()[0]), self.content_offset, holder
+            )
+            return holder.children
+
+    return LabelsTable
+
+
 def setup(app):
     app.connect("builder-inited", _check_config_keys)
+    app.add_directive("asyncstate-labels", _labels_directive())

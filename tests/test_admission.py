@@ -67,6 +67,9 @@ def test_claims_keep_active_members_and_the_newest_finished_ones(store) -> None:
     claims = store.claims(key)
     assert claims.active == {"long"}
     assert claims.recent == ["j7", "j6", "long"]  # active kept, 2 newest finished, newest first
+    store.forget(key, ["j6", "long", "absent"])  # a dismissed job: listed nowhere any more
+    claims = store.claims(key)
+    assert claims.active == set() and claims.recent == ["j7"]
 
 
 # -- quota: N simultaneous starts of one session --------------------------------------------
