@@ -70,11 +70,12 @@ ASYNCSTATE_FLUSH_INTERVAL: float = 0.25
 #: to notice a dead instance sooner, at the cost of more writes.
 ASYNCSTATE_HEARTBEAT_INTERVAL: float = 5.0
 
-#: Unfinished (``queued`` or ``running``) jobs one *owner* may have: a session, or with
-#: Flask-Login the logged-in user in that session (see :ref:`concepts-ownership`). Starting
+#: Unfinished (``queued`` or ``running``) jobs one *owner* may have: a browser session, or
+#: with Flask-Login the logged-in user across all of their sessions, or whoever
+#: :data:`ASYNCSTATE_OWNER` names (see :ref:`concepts-ownership`). Starting
 #: one more in a request raises :exc:`~flask_asyncstate.QuotaExceeded` (429,
 #: ``Retry-After: 5``) and leaves nothing behind. The count is kept atomically in the
-#: store, so simultaneous starts from one session, on any number of threads or instances,
+#: store, so simultaneous starts of one owner, on any number of threads or instances,
 #: accept exactly this many. Jobs started outside a request have no owner and are not
 #: counted.
 #:
@@ -145,7 +146,7 @@ ASYNCSTATE_MAX_QUEUED: int = 1000
 #: :doc:`deployment`).
 ASYNCSTATE_MAX_STREAMS: int = 100
 
-#: Streams one owner (a session, or the logged-in user in it) may keep open in one process
+#: Streams one owner (a session, or a logged-in user) may keep open in one process
 #: at once, so that one browser with many tabs cannot take all of
 #: :data:`ASYNCSTATE_MAX_STREAMS`. Beyond it: the same JSON 429 with ``Retry-After: 10``.
 #: The count is per process, not across instances.
@@ -223,8 +224,6 @@ ASYNCSTATE_RQ_QUEUE: str = "asyncstate"
 #: kills the pool process.
 ASYNCSTATE_TIMEOUT_GRACE: float = 5.0
 
-#: Every key with its default, in the order above; ``init_app`` sets these with
-#: ``app.config.setdefault``.
 #: Who owns a job started in a request: a callable (or an import string naming one) that
 #: returns an owner id (a ``str`` or ``int``) or ``None``, called in that request. Jobs of
 #: one owner id are visible, cancellable and listed (``/jobs``, :meth:`AsyncState.jobs()
@@ -256,6 +255,8 @@ ASYNCSTATE_BLUEPRINT_GUARD: Any = None
 #: as is, so a redirect to a login page works). ``None`` (the default): no such page.
 ASYNCSTATE_ADMIN_GUARD: Any = None
 
+#: Every key with its default, in the order above; ``init_app`` sets these with
+#: ``app.config.setdefault``.
 DEFAULTS: dict[str, Any] = {
     name: value for name, value in globals().items() if name.startswith("ASYNCSTATE_")
 }

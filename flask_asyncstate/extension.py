@@ -241,7 +241,8 @@ class AsyncState:
         return self.handle(token).cancel()
 
     def jobs(self) -> list[dict[str, Any]]:
-        """The current session's jobs, newest first, each with its ``token``.
+        """The current owner's jobs (the user's, or the session's), newest first, each with
+        its ``token``.
 
         Unfinished ones and the ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` newest finished ones.
         """

@@ -291,7 +291,7 @@ class JobRecords(Admission):
                 continue
             doc = dict(entry.data, cancel_requested=entry.cancel_requested)
             if doc["status"] in UNFINISHED and doc.get("instance") in dead:
-                doc["status"], doc["reason"] = JobStatus.LOST.value, "lost"
+                doc.update(status=JobStatus.LOST.value, reason="lost", eta=None)
             public = {f: doc.get(f) for f in PUBLIC_FIELDS}
             if internal:
                 public["instance"] = doc.get("instance")

@@ -165,10 +165,15 @@ def end_abandoned(
 def _ended(app_state: Runtime, doc: dict[str, Any]) -> None:
     """A final document stored outside the lifecycle: free the owner's slot and the queue place."""
     job_id, owner = doc["id"], doc.get("owner")
+    records = app_state.records
+    job = app_state.extension.registered_job(doc.get("name"))  # type: ignore[attr-defined]
+    unique = records.unique_key(doc.get("name"), job.unique, owner) if job else None
     try:
         if owner is not None:
-            app_state.records.discharge(owner, job_id)
-        app_state.records.leave_queue(job_id)
+            records.discharge(owner, job_id)
+        if unique is not None:
+            records.release_unique(unique, job_id)
+        records.leave_queue(job_id)
     except StoreError:  # stale entries are freed when their owner or the queue is full
         log.debug("job %s: quota slot or queue place not freed yet", job_id)
     send(signals.job_finished, app_state.app_ref(), job_id=job_id, document=doc)

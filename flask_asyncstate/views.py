@@ -316,7 +316,8 @@ def invalid_token(exc: InvalidToken) -> Response:
 
 
 def quota_exceeded(exc: QuotaExceeded) -> Response:
-    """App-wide: a view whose ``start()`` hit the session quota answers 429."""
+    """App-wide: a view whose ``start()`` hit the owner's quota answers 429 (in words for
+    the user: ``exc.user_message``)."""
     return error(429, exc.user_message, **{"Retry-After": "5"})
 
 

@@ -418,3 +418,22 @@ def test_a_job_on_an_rq_worker_builds_urls_of_the_request_that_started_it(redis_
     finally:
         on_rq._worker_app = None
         ext.shutdown(1)
+
+
+def test_cancelling_a_waiting_unique_job_gives_its_place_back(redis_url) -> None:
+    app, ext = _rq_app(redis_url)
+
+    @ext.job(name="unique_waiting", unique="app")
+    def unique_waiting(job: JobContext) -> None:
+        return None
+
+    try:
+        with app.app_context():
+            first = unique_waiting.start()
+            assert first.cancel() is True and first.status()["status"] == "cancelled"
+            records = ext.app_state().records
+            key = records.unique_key("unique_waiting", "app", None)
+            assert ext.app_state().store.claims(key).active == set()  # given back at once
+            assert unique_waiting.start().is_new
+    finally:
+        ext.shutdown(1)
