@@ -66,12 +66,18 @@ def _check_config_keys(app):
     from flask_asyncstate.config import DEFAULTS
 
     log = logging.getLogger(__name__)
-    commented = {name for scope, name in ModuleAnalyzer.for_module(
-        "flask_asyncstate.config").find_attr_docs() if not scope}
-    listed = set(re.findall(
-        r"^\.\. autodata:: flask_asyncstate\.config\.(\w+)",
-        Path(app.srcdir, "config.rst").read_text(encoding="utf-8"), re.MULTILINE,
-    ))
+    commented = {
+        name
+        for scope, name in ModuleAnalyzer.for_module("flask_asyncstate.config").find_attr_docs()
+        if not scope
+    }
+    listed = set(
+        re.findall(
+            r"^\.\. autodata:: flask_asyncstate\.config\.(\w+)",
+            Path(app.srcdir, "config.rst").read_text(encoding="utf-8"),
+            re.MULTILINE,
+        )
+    )
     for key in DEFAULTS:
         if key not in commented:
             log.warning("config key %s has no #: comment in flask_asyncstate/config.py", key)
