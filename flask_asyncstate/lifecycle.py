@@ -107,8 +107,6 @@ class Lifecycle(Admitting):
     def _run(
         self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        if not ctx.cancelled.is_set() and not self.app_state.executor.remote:
-            self._deliver_stored_cancel(ctx)  # a worker's take delivered it already
         if ctx.cancelled.is_set():  # cancelled while queued: never starts
             self.finish(ctx, job, JobStatus.CANCELLED)
             return
@@ -117,7 +115,12 @@ class Lifecycle(Admitting):
         if job.timeout is not None:
             ctx.deadline = time.monotonic() + job.timeout
         if not taken:
+            # The write answers with the stored cancel flag too: a cancel that the listener
+            # missed while the job waited (a reconnect) is delivered here, without a read.
             self.flush_one(ctx, job, signal=False)
+            if ctx.cancelled.is_set():
+                self.finish(ctx, job, JobStatus.CANCELLED)
+                return
         send(signals.job_started, self.app_state.app_ref(), job_id=ctx.id, document=ctx.snapshot())
         try:
             with origins.job_context(self.app_state.flask_app, ctx.origin):
@@ -155,12 +158,6 @@ class Lifecycle(Admitting):
             self.finish(ctx, job, JobStatus.FAILED, error=timeout_error(job.timeout))
         else:
             self.finish(ctx, job, JobStatus.CANCELLED)
-
-    def _deliver_stored_cancel(self, ctx: JobContext) -> None:
-        try:
-            self.app_state.store.read(self.records.job_key(ctx.id))  # sets the Event if flagged
-        except StoreError:
-            pass  # the Event still works; the writer will catch up
 
     # -- ending ----------------------------------------------------------------
 
