@@ -10,7 +10,6 @@ anything a view may return (a response, a string and a status...) to refuse; an
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,6 @@ def _allow() -> object:
     return _ALLOWED
 
 
-@functools.lru_cache(maxsize=64)
 def _is_decorator(guard: Callable[..., Any]) -> bool:
     try:
         parameters = inspect.signature(guard).parameters.values()

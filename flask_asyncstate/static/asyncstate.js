@@ -1339,8 +1339,12 @@
       if (loadedAt !== null && new Date().getTime() - loadedAt > 10000) {
         stop();
         if (window.console && window.console.error) {
-          window.console.error('flask-asyncstate: jQuery never loaded, the progress widgets ' +
-                               'did not start (asyncstate.js needs jQuery 3.x on the page)');
+          var slim = window.jQuery && window.jQuery.fn && typeof window.jQuery.ajax !== 'function';
+          window.console.error(slim ?
+            'flask-asyncstate: the page\'s jQuery has no $.ajax (the slim build?): the ' +
+            'progress widgets did not start' :
+            'flask-asyncstate: jQuery never loaded, the progress widgets did not start ' +
+            '(asyncstate.js needs jQuery 3.x on the page)');
         }
       }
     }
