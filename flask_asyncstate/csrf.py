@@ -36,7 +36,8 @@ def csrf_error() -> str | None:
     """Flask-WTF's CSRF check, when ``CSRFProtect`` is on the app, as its configuration says.
 
     ``WTF_CSRF_ENABLED``, ``WTF_CSRF_CHECK_DEFAULT``, ``WTF_CSRF_METHODS``,
-    ``WTF_CSRF_HEADERS`` and ``WTF_CSRF_FIELD_NAME`` are honoured, and so is
+    ``WTF_CSRF_HEADERS``, ``WTF_CSRF_FIELD_NAME`` and ``WTF_CSRF_SSL_STRICT`` (the
+    same-origin ``Referer`` over https) are honoured, and so is
     ``csrf.exempt(blueprint)`` of our blueprint: CSRFProtect itself skips our
     views only so that a refusal is a JSON 403, not its HTML 400.
     """
@@ -64,6 +65,12 @@ def csrf_error() -> str | None:
         validate_csrf(token)
     except ValidationError as exc:
         return f"CSRF check failed: {exc}"
+    if request.is_secure and config.get("WTF_CSRF_SSL_STRICT", True):  # as Flask-WTF does
+        if not request.referrer:
+            return "CSRF check failed: The referrer header is missing."
+        ours, theirs = urlsplit(f"https://{request.host}/"), urlsplit(request.referrer)
+        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+            return "CSRF check failed: The referrer does not match the host."
     return None
 
 

@@ -121,21 +121,30 @@ def wait_for(
 
 class AsyncStateClient(FlaskClient):
     """A test client whose requests carry the same-origin header and Flask-WTF's CSRF token
-    (when ``CSRFProtect`` is on the app), as the widget's would."""
+    (when ``CSRFProtect`` is on the app), and a same-origin ``Referer`` (Flask-WTF's strict
+    check over https), as the widget's would."""
+
+    #: Where requests go unless one says otherwise (``client(app, base_url=...)``).
+    default_base_url: str | None = None
 
     def open(self, *args: Any, **kwargs: Any) -> Any:
+        if self.default_base_url and "base_url" not in kwargs and not _has_builder(args):
+            kwargs["base_url"] = self.default_base_url
+        base_url = kwargs.get("base_url") or "http://localhost/"
         headers = dict(kwargs.pop("headers", None) or {})
         headers.setdefault("X-Requested-With", "XMLHttpRequest")
+        headers.setdefault("Referer", base_url.rstrip("/") + "/")
         app = self.application
         if "csrf" in app.extensions and not any(h.lower() == "x-csrftoken" for h in headers):
-            headers["X-CSRFToken"] = self.csrf_token()
+            headers["X-CSRFToken"] = self.csrf_token(base_url)
         return super().open(*args, headers=headers, **kwargs)
 
-    def csrf_token(self) -> str:
-        """The CSRF token of this client's session, as ``generate_csrf()`` would make it."""
+    def csrf_token(self, base_url: str = "http://localhost/") -> str:
+        """The CSRF token of this client's session at ``base_url``, as ``generate_csrf()``
+        makes it."""
         app = self.application
         field = app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
-        with self.session_transaction() as sess:
+        with self.session_transaction(base_url=base_url) as sess:
             if field not in sess:  # what Flask-WTF stores: the raw value, signed per page
                 sess[field] = hashlib.sha1(os.urandom(64)).hexdigest()
             raw = sess[field]
@@ -143,6 +152,13 @@ class AsyncStateClient(FlaskClient):
         return URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
 
 
-def client(app: Flask, **kwargs: Any) -> AsyncStateClient:
-    """An :class:`AsyncStateClient` for ``app`` (keeps cookies, like ``app.test_client()``)."""
-    return AsyncStateClient(app, app.response_class, use_cookies=True, **kwargs)
+def _has_builder(args: tuple[Any, ...]) -> bool:
+    return bool(args) and not isinstance(args[0], str)  # an EnvironBuilder or environ dict
+
+
+def client(app: Flask, base_url: str | None = None, **kwargs: Any) -> AsyncStateClient:
+    """An :class:`AsyncStateClient` for ``app`` (keeps cookies, like ``app.test_client()``);
+    ``base_url`` (``"https://shop.example/app"``) applies to every request it sends."""
+    made = AsyncStateClient(app, app.response_class, use_cookies=True, **kwargs)
+    made.default_base_url = base_url
+    return made

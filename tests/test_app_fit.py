@@ -258,3 +258,27 @@ def test_a_server_shutdown_is_not_a_users_cancel(make_app, redis_url) -> None:
                 "shutdown",
                 False,
             )
+
+
+def test_client_helper_on_another_host_over_https(make_app) -> None:
+    from apps import define_jobs
+    from flask_wtf.csrf import CSRFProtect
+
+    from flask_asyncstate.testing import client, wait_for
+
+    app, ext = make_app()
+    CSRFProtect(app)
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start() -> Any:
+        return {"token": jobs["until_cancelled"].start().token}
+
+    browser = client(app, base_url="https://shop.example/app")
+    token = browser.post("/start").json["token"]
+    assert browser.post(f"/asyncstate/cancel/{token}").status_code == 202
+    with app.app_context():
+        assert wait_for(ext.handle(token))["status"] == "cancelled"
+    token = browser.post("/start").json["token"]
+    no_referer = browser.post(f"/asyncstate/cancel/{token}", headers={"Referer": ""})
+    assert no_referer.status_code == 403 and "referrer" in no_referer.json["error"]

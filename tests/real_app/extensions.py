@@ -1,0 +1,14 @@
+"""The extension objects, created once and bound to each app in ``create_app``."""
+
+from __future__ import annotations
+
+from flask_login import LoginManager
+from flask_session import Session
+from flask_wtf.csrf import CSRFProtect
+
+from flask_asyncstate import AsyncState
+
+asyncstate = AsyncState()
+csrf = CSRFProtect()
+login_manager = LoginManager()
+server_session = Session()
