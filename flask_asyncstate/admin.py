@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,7 @@ def register(
         found = appstate.get()
         wanted = request.args.get("status")
         docs = found.records.all_jobs()
+        counts = Counter(d["status"] for d in docs)  # of every job, before the filter and cap
         if wanted:
             docs = [d for d in docs if d["status"] == wanted]
         jobs = []
@@ -97,7 +99,14 @@ def register(
             row["owner"] = owner[:8] if isinstance(owner, str) else None
             row["instance"] = doc.get("instance")
             jobs.append(row)
-        return json({"now": time.time(), "jobs": jobs, "instances": found.records.instances()})
+        return json(
+            {
+                "now": time.time(),
+                "counts": dict(counts),
+                "jobs": jobs,
+                "instances": found.records.instances(),
+            }
+        )
 
     @bp.route("/admin/cancel/<job_id>", methods=["POST"])
     def admin_cancel(job_id: str) -> Response:

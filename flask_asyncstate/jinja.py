@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import g, get_template_attribute, has_request_context, url_for
+from flask import current_app, g, get_template_attribute, has_request_context, url_for
 from markupsafe import Markup
 
 from . import appstate, results, views
@@ -37,6 +37,7 @@ def widget(token: str, labels: dict[str, str] | None = None, **options: Any) -> 
             labels=translated(labels),
             result_html=result_html,
             has_result=has_result,
+            csrf_token=_csrf_token(),
             **_assets_once(options),
         )
     )
@@ -60,6 +61,7 @@ def jobs_panel(labels: dict[str, str] | None = None, **options: Any) -> Markup:
             statuses=views.statuses(),
             labels=translated(labels),
             results=shown,
+            csrf_token=_csrf_token(),
             **_assets_once(options),
         )
     )
@@ -96,6 +98,16 @@ def _result_of(token: str | None) -> tuple[Markup | None, bool]:
     if results.renderer(doc.get("name")) is None:
         return None, False
     return results.render(doc), True
+
+
+def _csrf_token() -> str | None:
+    """Flask-WTF's token for this page when ``CSRFProtect`` is on the app, so the widget's
+    cancel passes without a ``<meta name="csrf-token">`` in the layout."""
+    if not has_request_context() or "csrf" not in current_app.extensions:
+        return None
+    from flask_wtf.csrf import generate_csrf
+
+    return str(generate_csrf())
 
 
 def _prefix() -> str:

@@ -36,6 +36,7 @@ _ASSETS = {
     "asyncstate.stylesheet",
     "asyncstate.jquery",
     "asyncstate.admin_script",
+    "asyncstate.jquery_auto",
 }
 _ADMIN = {"asyncstate.admin", "asyncstate.admin_jobs", "asyncstate.admin_cancel"}
 #: Methods routed to the JSON views, so that a wrong one gets a JSON 405, not Flask's HTML.
@@ -223,6 +224,10 @@ def create_blueprint(url_prefix: str) -> Blueprint:
     @bp.route("/asyncstate.css", methods=_ANY_METHOD, provide_automatic_options=False)
     def stylesheet() -> Response:
         return asset(STATIC_FOLDER, "asyncstate.css", 300)
+
+    @bp.route("/jquery-auto.js", methods=_ANY_METHOD, provide_automatic_options=False)
+    def jquery_auto() -> Response:
+        return asset(STATIC_FOLDER, "jquery-auto.js", 300)
 
     @bp.route("/asyncstate-admin.js", methods=_ANY_METHOD, provide_automatic_options=False)
     def admin_script() -> Response:

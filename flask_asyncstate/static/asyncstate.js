@@ -1099,6 +1099,9 @@
         var t = this.options.csrfToken;
         if (typeof t === 'function') { t = t.call(this.element); }
         if (t) { return String(t); }
+        // the server-rendered widget carries the page's token when Flask-WTF is on the app
+        var own = this.element.getAttribute('data-' + NAME + '-csrf-token');
+        if (own) { return own; }
         var meta = document.querySelector('meta[name="csrf-token"]');
         return meta ? meta.getAttribute('content') : null;
       },

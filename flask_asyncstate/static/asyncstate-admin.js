@@ -1,0 +1,555 @@
+/*!
+ * flask-asyncstate operator's page (templates/asyncstate/admin.html). BSD-3-Clause.
+ *
+ * Reads its settings from <script type="application/json" id="asyncstate-admin-config">
+ * ({prefix, csrfToken, statuses, labels, interval}), polls GET <prefix>/admin/jobs every
+ * ``interval`` ms while the tab is visible, and keeps two tables up to date: one row per
+ * job (tr.asyncstate-admin-job[data-job-id]) and one per instance
+ * (tr.asyncstate-admin-instance[data-instance-id]). Cancel buttons POST
+ * <prefix>/admin/cancel/<job id>.
+ *
+ * The filter bar picks one status (kept in the address as #status=<status>): the list is
+ * then asked for with ?status=<status>, so the server's cap on the number of jobs listed
+ * applies to that status alone. The counts come from the answer's ``counts`` (status ->
+ * number) when the server sends them, else from the last list of that status.
+ *
+ * Everything the server sends is written with .text() / attributes only.
+ * window.asyncstateAdmin.refresh() polls at once (for scripts and tests).
+ */
+(function (window, document, $) {
+  'use strict';
+
+  if (!$ || !$.fn) {
+    if (window.console) { window.console.error('asyncstate-admin.js: jQuery is missing'); }
+    return;
+  }
+
+  var NAME = 'asyncstate';
+  var ADMIN = NAME + '-admin';
+  var MAX_DELAY = 30000;
+  var WORD = /^[a-z][a-z0-9_-]{0,31}$/;
+  var REASON_LABELS = { shutdown: 'reasonShutdown', timeout: 'reasonTimeout' };
+
+  // ---------------------------------------------------------------- helpers
+
+  function readConfig() {
+    var node = document.getElementById(ADMIN + '-config');
+    var config = null;
+    try {
+      config = node ? JSON.parse(node.textContent || 'null') : null;
+    } catch (e) {
+      config = null;
+    }
+    config = config && typeof config === 'object' ? config : {};
+    var statuses = config.statuses && typeof config.statuses === 'object' ? config.statuses : {};
+    return {
+      prefix: String(config.prefix == null ? '/asyncstate' : config.prefix).replace(/\/+$/, ''),
+      csrfToken: typeof config.csrfToken === 'string' && config.csrfToken ? config.csrfToken : null,
+      all: $.isArray(statuses.all) ? statuses.all : [],
+      final: $.isArray(statuses.final) ? statuses.final : [],
+      labels: config.labels && typeof config.labels === 'object' ? config.labels : {},
+      interval: Math.max(500, parseInt(config.interval, 10) || 2000)
+    };
+  }
+
+  var CONFIG = readConfig();
+  var FINAL = {};
+  $.each(CONFIG.final, function (_i, s) { FINAL[s] = true; });
+
+  function has(obj, key) {
+    return Object.prototype.hasOwnProperty.call(obj, key);
+  }
+
+  function label(key) {
+    var value = CONFIG.labels[key];
+    return typeof value === 'string' ? value : String(key);
+  }
+
+  function format(template, values) {
+    return String(template).replace(/\{(\w+)\}/g, function (all, key) {
+      return has(values, key) ? String(values[key]) : all;
+    });
+  }
+
+  function isNumber(v) {
+    return typeof v === 'number' && isFinite(v);
+  }
+
+  function word(v) {
+    return typeof v === 'string' && WORD.test(v) ? v : '';
+  }
+
+  function str(v) {
+    return v == null ? '' : String(v);
+  }
+
+  function orNone(v) {
+    var s = str(v);
+    return s === '' ? label('adminNone') : s;
+  }
+
+  function setText($node, text) {
+    if ($node.text() !== text) { $node.text(text); }
+  }
+
+  // "42 s", "3 min", "5 h", "2 d" (floored).
+  function duration(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    if (s < 60) { return format(label('adminSeconds'), { n: s }); }
+    if (s < 3600) { return format(label('adminMinutes'), { n: Math.floor(s / 60) }); }
+    if (s < 86400) { return format(label('adminHours'), { n: Math.floor(s / 3600) }); }
+    return format(label('adminDays'), { n: Math.floor(s / 86400) });
+  }
+
+  function since(now, then) {
+    return isNumber(now) && isNumber(then) ? duration(now - then) : label('adminNone');
+  }
+
+  function ago(now, then) {
+    return isNumber(now) && isNumber(then) ?
+      format(label('adminAgo'), { age: duration(now - then) }) : label('adminNone');
+  }
+
+  function statusName(status) {
+    var s = str(status);
+    var shortKey = 'adminStatus' + s.charAt(0).toUpperCase() + s.slice(1);
+    if (typeof CONFIG.labels[shortKey] === 'string') { return CONFIG.labels[shortKey]; }
+    return typeof CONFIG.labels[s] === 'string' ? CONFIG.labels[s] : s;
+  }
+
+  function errorDetail(err) {
+    if (!err) { return ''; }
+    if (typeof err === 'string') { return err; }
+    var type = err.type ? String(err.type) : '';
+    var message = err.message ? String(err.message) : '';
+    return type && message ? type + ': ' + message : (type || message);
+  }
+
+  function percentOf(job) {
+    if (isNumber(job.percent)) { return Math.max(0, Math.min(100, job.percent)); }
+    return null;
+  }
+
+  function requestHeaders(post) {
+    var headers = { 'X-Requested-With': 'XMLHttpRequest' };
+    if (post && CONFIG.csrfToken) { headers['X-CSRFToken'] = CONFIG.csrfToken; }
+    return headers;
+  }
+
+  function failureText(jqXHR, textStatus, errorThrown) {
+    var body = jqXHR && jqXHR.responseJSON;
+    if (body && typeof body.error === 'string' && body.error) { return body.error; }
+    if (jqXHR && jqXHR.status) { return 'HTTP ' + jqXHR.status; }
+    return errorThrown || textStatus || 'network error';
+  }
+
+  // ---------------------------------------------------------------- state
+
+  var state = {
+    jobs: [],          // the last list, newest first
+    counts: {},        // status ('' for all) -> number of jobs
+    instances: [],
+    now: null,         // the server's clock at the last answer
+    filter: '',        // a status, or '' for all
+    rows: {},          // job id -> {$tr, cells...}
+    instanceRows: {},  // instance id -> {$tr, cells...}
+    pending: {},       // job id -> true while its cancel request is in flight
+    notes: {},         // job id -> a note shown in its row (a cancel that failed)
+    xhr: null,
+    timer: null,
+    failures: 0,
+    loaded: false
+  };
+
+  var $root = $('#' + ADMIN);
+  var $notice = $('#' + ADMIN + '-notice');
+  var $filters = $('#' + ADMIN + '-filters');
+  var $jobsBody = $('#' + ADMIN + '-jobs > tbody');
+  var $jobsEmpty = $('#' + ADMIN + '-jobs-empty');
+  var $instancesBody = $('#' + ADMIN + '-instances > tbody');
+  var $instancesEmpty = $('#' + ADMIN + '-instances-empty');
+
+  // ---------------------------------------------------------------- the filter bar
+
+  function filterFromHash() {
+    var found = /(?:^#|&)status=([^&]*)/.exec(window.location.hash || '');
+    var value = found ? decodeURIComponent(found[1]) : '';
+    return $.inArray(value, CONFIG.all) >= 0 ? value : '';
+  }
+
+  function setFilter(status, remember) {
+    var changed = state.filter !== status;
+    state.filter = status;
+    $filters.find('.' + ADMIN + '-filter').each(function () {
+      var on = (this.getAttribute('data-status') || '') === status;
+      this.setAttribute('aria-pressed', on ? 'true' : 'false');
+      $(this).toggleClass(ADMIN + '-filter--active', on);
+    });
+    if (remember && window.history && window.history.replaceState) {
+      var url = window.location.pathname + window.location.search +
+        (status ? '#status=' + encodeURIComponent(status) : '');
+      window.history.replaceState(null, '', url);
+    }
+    renderJobs();
+    if (changed && state.loaded) {
+      abortRefresh();
+      refresh();   // the list of that status, now
+    }
+  }
+
+  // The counts of the filter buttons, from an answer to a list of ``filter``.
+  function updateCounts(body, filter) {
+    var given = body.counts;
+    if (given && typeof given === 'object' && !$.isArray(given)) {
+      var total = 0;
+      state.counts = {};
+      $.each(given, function (s, n) {
+        if (isNumber(n)) {
+          state.counts[s] = n;
+          total += n;
+        }
+      });
+      state.counts[''] = total;
+      return;
+    }
+    if (filter === '') {
+      state.counts = { '': state.jobs.length };
+      $.each(state.jobs, function (_i, job) {
+        var s = str(job.status);
+        state.counts[s] = (state.counts[s] || 0) + 1;
+      });
+    } else {
+      state.counts[filter] = state.jobs.length;
+    }
+  }
+
+  function renderCounts() {
+    $filters.find('.' + ADMIN + '-filter').each(function () {
+      var s = this.getAttribute('data-status') || '';
+      setText($(this).find('.' + ADMIN + '-count'), String(state.counts[s] || 0));
+    });
+  }
+
+  // ---------------------------------------------------------------- job rows
+
+  function cell(className) {
+    return $('<td>', { 'class': ADMIN + '-' + className });
+  }
+
+  function makeJobRow(id) {
+    var row = { $tr: $('<tr>', { 'class': ADMIN + '-job' }) };
+    row.$tr.attr('data-job-id', id);
+    row.$name = cell('name');
+    row.$status = cell('status');
+    row.$statusName = $('<span>', { 'class': ADMIN + '-status-name' }).appendTo(row.$status);
+    row.$reason = $('<span>', { 'class': ADMIN + '-reason' }).appendTo(row.$status);
+    row.$owner = cell('owner');
+    row.$instance = cell('instance');
+    row.$age = cell('age');
+    row.$progress = cell('progress');
+    row.$widget = $('<div>', { 'class': NAME + ' ' + ADMIN + '-bar' }).appendTo(row.$progress);
+    row.$bar = $('<div>', {
+      'class': NAME + '-bar', role: 'progressbar',
+      'aria-valuemin': 0, 'aria-valuemax': 100
+    }).appendTo(row.$widget);
+    row.$fill = $('<div>', { 'class': NAME + '-fill' }).appendTo(row.$bar);
+    row.$percent = $('<span>', { 'class': ADMIN + '-percent' }).appendTo(row.$progress);
+    row.$message = cell('message');
+    row.$messageText = $('<span>', { 'class': ADMIN + '-message-text' }).appendTo(row.$message);
+    row.$error = $('<span>', { 'class': ADMIN + '-error' }).appendTo(row.$message);
+    row.$note = $('<span>', { 'class': ADMIN + '-note', role: 'status' }).appendTo(row.$message);
+    row.$actions = cell('actions');
+    row.$cancel = $('<button>', { type: 'button', 'class': ADMIN + '-cancel ' + NAME + '-cancel' })
+      .appendTo(row.$actions);
+    row.$cancel.on('click', function (event) {
+      event.preventDefault();
+      cancelJob(id);
+    });
+    row.$tr.append(row.$name, row.$status, row.$owner, row.$instance, row.$age, row.$progress,
+                   row.$message, row.$actions);
+    return row;
+  }
+
+  function renderJobRow(row, job) {
+    var id = str(job.id);
+    var status = str(job.status);
+    var isFinal = FINAL[status] === true;
+    var reason = word(job.reason);
+    var cancelling = !isFinal && job.cancel_requested === true;
+    var statusClass = word(status);
+
+    var classes = [ADMIN + '-job'];
+    if (statusClass) { classes.push(ADMIN + '-job--' + statusClass); }
+    if (reason) { classes.push(ADMIN + '-job--reason-' + reason); }
+    if (cancelling) { classes.push(ADMIN + '-job--cancelling'); }
+    if (row.$tr.attr('class') !== classes.join(' ')) { row.$tr.attr('class', classes.join(' ')); }
+    row.$tr.attr('data-status', status);
+    row.$tr.prop('hidden', state.filter !== '' && state.filter !== status);
+
+    setText(row.$name, str(job.name));
+    row.$status.attr('class', ADMIN + '-status' + (statusClass ? ' ' + ADMIN + '-status--' + statusClass : ''));
+    setText(row.$statusName, cancelling ? label('cancelling') : statusName(status));
+    setText(row.$reason, isFinal && reason && has(REASON_LABELS, reason) ?
+      label(REASON_LABELS[reason]) : '');
+    setText(row.$owner, orNone(job.owner));
+    setText(row.$instance, orNone(job.instance));
+    setText(row.$age, since(state.now, job.created_at));
+
+    // The bar: the widget's own classes, so it looks (and animates) the same.
+    var pct = percentOf(job);
+    var shown = status === 'succeeded' ? 100 : (pct === null ? null : Math.floor(pct));
+    var widgetClasses = [NAME, ADMIN + '-bar'];
+    if (statusClass) { widgetClasses.push(NAME + '--' + statusClass); }
+    if (shown === null && !isFinal) { widgetClasses.push(NAME + '--indeterminate'); }
+    if (cancelling) { widgetClasses.push(NAME + '--cancelling'); }
+    row.$widget.attr('class', widgetClasses.join(' '));
+    row.$bar.attr('aria-label', format(label('adminProgress') + ': {name}', { name: str(job.name) }));
+    if (shown === null) {
+      row.$bar.removeAttr('aria-valuenow');
+      row.$fill.css('width', '');
+      setText(row.$percent, '');
+    } else {
+      row.$bar.attr('aria-valuenow', shown);
+      row.$fill.css('width', shown + '%');
+      setText(row.$percent, shown + '%');
+    }
+    row.$bar.attr('aria-valuetext', shown === null ? statusName(status) : shown + '%');
+
+    setText(row.$messageText, str(job.message));
+    setText(row.$error, status === 'failed' ? errorDetail(job.error) : '');
+    setText(row.$note, state.notes[id] || '');
+
+    if (isFinal) {
+      row.$cancel.prop('disabled', true).attr('hidden', 'hidden');
+    } else {
+      var busy = cancelling || state.pending[id] === true;
+      row.$cancel.removeAttr('hidden').prop('disabled', busy);
+      if (busy) { row.$cancel.attr('aria-busy', 'true'); } else { row.$cancel.removeAttr('aria-busy'); }
+      setText(row.$cancel, cancelling ? label('cancelling') : label('cancel'));
+      row.$cancel.attr('aria-label', format(label('adminCancelJob'), { name: str(job.name) }));
+    }
+  }
+
+  // Keep the rows in the list's order, touching the DOM only where something moved (a
+  // focused Cancel button keeps its focus).
+  function placeRows($body, rows, ids) {
+    var body = $body[0];
+    $.each(ids, function (index, id) {
+      var tr = rows[id].$tr[0];
+      if (body.children[index] !== tr) { body.insertBefore(tr, body.children[index] || null); }
+    });
+  }
+
+  function renderJobs() {
+    var seen = {};
+    var ids = [];
+    var visible = 0;
+    $.each(state.jobs, function (_i, job) {
+      var id = str(job.id);
+      if (!id || has(seen, id)) { return; }
+      seen[id] = true;
+      ids.push(id);
+      var row = state.rows[id] || (state.rows[id] = makeJobRow(id));
+      renderJobRow(row, job);
+      if (!row.$tr.prop('hidden')) { visible += 1; }
+    });
+    $.each(state.rows, function (id, row) {
+      if (!has(seen, id)) {
+        row.$tr.remove();
+        delete state.rows[id];
+        delete state.notes[id];
+      }
+    });
+    placeRows($jobsBody, state.rows, ids);
+    renderCounts();
+    var empty = '';
+    if (state.loaded && !visible) {
+      empty = state.filter || state.jobs.length ? label('adminNoMatch') : label('adminNoJobs');
+    }
+    setText($jobsEmpty, empty);
+    $jobsEmpty.prop('hidden', !empty);
+  }
+
+  // ---------------------------------------------------------------- instance rows
+
+  function makeInstanceRow(id) {
+    var row = { $tr: $('<tr>', { 'class': ADMIN + '-instance' }) };
+    row.$tr.attr('data-instance-id', id);
+    $.each(['id', 'host', 'pid', 'role', 'engine', 'jobs', 'started', 'beat'], function (_i, name) {
+      row['$' + name] = cell('instance-' + name).appendTo(row.$tr);
+    });
+    return row;
+  }
+
+  function renderInstances() {
+    var seen = {};
+    var ids = [];
+    $.each(state.instances, function (_i, inst) {
+      var id = str(inst.id);
+      if (!id || has(seen, id)) { return; }
+      seen[id] = true;
+      ids.push(id);
+      var row = state.instanceRows[id] || (state.instanceRows[id] = makeInstanceRow(id));
+      var role = word(str(inst.role).replace(/\s+/g, '-'));
+      row.$tr.attr('class', ADMIN + '-instance' + (role ? ' ' + ADMIN + '-instance--' + role : ''));
+      setText(row.$id, id);
+      setText(row.$host, orNone(inst.host));
+      setText(row.$pid, orNone(inst.pid));
+      setText(row.$role, orNone(inst.role));
+      setText(row.$engine, orNone(inst.engine));
+      var count = $.isArray(inst.jobs) ? inst.jobs.length : inst.jobs;
+      setText(row.$jobs, orNone(count));
+      setText(row.$started, ago(state.now, inst.started_at));
+      setText(row.$beat, ago(state.now, inst.beat_at));
+    });
+    $.each(state.instanceRows, function (id, row) {
+      if (!has(seen, id)) {
+        row.$tr.remove();
+        delete state.instanceRows[id];
+      }
+    });
+    placeRows($instancesBody, state.instanceRows, ids);
+    var empty = state.loaded && !ids.length;
+    setText($instancesEmpty, empty ? label('adminNoInstances') : '');
+    $instancesEmpty.prop('hidden', !empty);
+  }
+
+  // ---------------------------------------------------------------- polling
+
+  function schedule(delay) {
+    if (state.timer !== null) {
+      window.clearTimeout(state.timer);
+      state.timer = null;
+    }
+    if (document.hidden) { return; }   // visibilitychange polls again
+    state.timer = window.setTimeout(function () {
+      state.timer = null;
+      refresh();
+    }, delay);
+  }
+
+  function abortRefresh() {
+    if (state.xhr) {
+      var x = state.xhr;
+      state.xhr = null;
+      x.abort();
+    }
+  }
+
+  function refresh() {
+    if (state.xhr) { return; }
+    if (state.timer !== null) {
+      window.clearTimeout(state.timer);
+      state.timer = null;
+    }
+    var filter = state.filter;
+    var xhr = $.ajax({
+      url: CONFIG.prefix + '/admin/jobs' + (filter ? '?status=' + encodeURIComponent(filter) : ''),
+      type: 'GET',
+      dataType: 'json',
+      cache: false,
+      timeout: 15000,
+      headers: requestHeaders(false)
+    });
+    state.xhr = xhr;
+    xhr.done(function (body) {
+      if (state.xhr !== xhr) { return; }
+      state.xhr = null;
+      if (!body || typeof body !== 'object' || !$.isArray(body.jobs)) {
+        failed('malformed answer');
+        return;
+      }
+      state.failures = 0;
+      state.loaded = true;
+      state.now = isNumber(body.now) ? body.now : null;
+      state.jobs = $.grep(body.jobs, function (j) { return j && typeof j === 'object'; });
+      state.instances = $.grep($.isArray(body.instances) ? body.instances : [],
+                               function (i) { return i && typeof i === 'object'; });
+      updateCounts(body, filter);
+      setText($notice, '');
+      $root.removeClass(ADMIN + '--failing');
+      renderJobs();
+      renderInstances();
+      $root.trigger(ADMIN + ':refresh', [body]);
+      schedule(CONFIG.interval);
+    }).fail(function (jqXHR, textStatus, errorThrown) {
+      if (state.xhr !== xhr) { return; }   // aborted: another list was asked for
+      state.xhr = null;
+      failed(failureText(jqXHR, textStatus, errorThrown));
+    });
+  }
+
+  function failed(message) {
+    state.failures += 1;
+    $root.addClass(ADMIN + '--failing');
+    setText($notice, format(label('adminRefreshFailed'), { error: message }));
+    schedule(Math.min(CONFIG.interval * Math.pow(2, state.failures), MAX_DELAY));
+  }
+
+  // ---------------------------------------------------------------- cancel
+
+  function jobById(id) {
+    for (var i = 0; i < state.jobs.length; i += 1) {
+      if (str(state.jobs[i].id) === id) { return state.jobs[i]; }
+    }
+    return null;
+  }
+
+  function rerender(id) {
+    var job = jobById(id);
+    if (job && state.rows[id]) { renderJobRow(state.rows[id], job); }
+  }
+
+  function cancelJob(id) {
+    if (state.pending[id]) { return; }
+    state.pending[id] = true;
+    delete state.notes[id];
+    rerender(id);
+    $.ajax({
+      url: CONFIG.prefix + '/admin/cancel/' + encodeURIComponent(id),
+      type: 'POST',
+      dataType: 'json',
+      timeout: 15000,
+      headers: requestHeaders(true)
+    }).done(function (doc) {
+      var job = jobById(id);
+      if (job && doc && typeof doc === 'object' && typeof doc.status === 'string') {
+        $.each(doc, function (key, value) {
+          if (has(job, key) || key === 'status') { job[key] = value; }
+        });
+      }
+      if (job && !FINAL[str(job.status)]) { job.cancel_requested = true; }
+    }).fail(function (jqXHR, textStatus, errorThrown) {
+      state.notes[id] = label('cancelFailed') + ': ' + failureText(jqXHR, textStatus, errorThrown);
+    }).always(function () {
+      delete state.pending[id];
+      rerender(id);
+      schedule(300);   // the store has the news soon: show it
+    });
+  }
+
+  // ---------------------------------------------------------------- start
+
+  $filters.on('click', '.' + ADMIN + '-filter', function (event) {
+    event.preventDefault();
+    setFilter(this.getAttribute('data-status') || '', true);
+  });
+
+  document.addEventListener('visibilitychange', function () {
+    if (document.hidden) {
+      if (state.timer !== null) {
+        window.clearTimeout(state.timer);
+        state.timer = null;
+      }
+    } else {
+      refresh();
+    }
+  }, false);
+
+  window.asyncstateAdmin = { refresh: refresh, config: CONFIG, setFilter: setFilter };
+
+  $(function () {
+    setFilter(filterFromHash(), false);
+    if (!document.hidden) { refresh(); }
+  });
+}(window, document, window.jQuery));
