@@ -227,7 +227,9 @@ def test_widget_renders_accessible_markup(web) -> None:  # type: ignore[no-untyp
         html = app.jinja_env.from_string("{{ asyncstate_widget('t<o>k') }}").render()
     assert 'role="progressbar"' in html and 'aria-valuenow="0"' in html
     assert 'data-asyncstate-token="t&lt;o&gt;k"' in html
-    assert 'data-src="/asyncstate/jquery.js"' in html and "cdn" not in html.lower()  # only if missing
+    assert (
+        'data-src="/asyncstate/jquery.js"' in html and "cdn" not in html.lower()
+    )  # only if missing
 
 
 def test_url_prefix_is_configurable(make_app) -> None:
