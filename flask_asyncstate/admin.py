@@ -20,6 +20,14 @@ from flask import Blueprint, Response, current_app, render_template, request
 from . import appstate, csrf, guards
 from .labels import translated
 
+#: Every method is routed to the views, so that a wrong one gets a JSON 405 (as elsewhere).
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+#: What each admin route accepts, for the ``Allow`` header of a method no route knows.
+ALLOWED = {
+    "asyncstate.admin": ("GET",),
+    "asyncstate.admin_jobs": ("GET",),
+    "asyncstate.admin_cancel": ("POST",),
+}
 #: Most jobs the page lists (the newest); the CLI lists them all.
 MAX_LISTED = 500
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
@@ -61,9 +69,9 @@ def register(
             return None
         return refused if as_page else guards.as_json(refused, error)
 
-    @bp.route("/admin", methods=["GET", "HEAD"])
+    @bp.route("/admin", methods=ANY_METHOD, provide_automatic_options=False)
     def admin() -> Any:
-        refused = closed(as_page=True)
+        refused = allowed("GET") or closed(as_page=True)
         if refused is not None:
             return refused
         token = None
@@ -81,9 +89,9 @@ def register(
         )
         return Response(page, headers={"Cache-Control": "no-store"})
 
-    @bp.route("/admin/jobs", methods=["GET", "HEAD"])
+    @bp.route("/admin/jobs", methods=ANY_METHOD, provide_automatic_options=False)
     def admin_jobs() -> Response:
-        refused = closed(as_page=False)
+        refused = allowed("GET") or closed(as_page=False)
         if refused is not None:
             return refused
         found = appstate.get()
@@ -108,9 +116,9 @@ def register(
             }
         )
 
-    @bp.route("/admin/cancel/<job_id>", methods=["POST"])
+    @bp.route("/admin/cancel/<job_id>", methods=ANY_METHOD, provide_automatic_options=False)
     def admin_cancel(job_id: str) -> Response:
-        refused = closed(as_page=False) or csrf.refusal(error)
+        refused = allowed("POST") or closed(as_page=False) or csrf.refusal(error)
         if refused is not None:
             return refused
         found = appstate.get()

@@ -237,9 +237,10 @@ ASYNCSTATE_OWNER: Any = None
 
 #: Seconds a finished job stays (and stays listed by ``/jobs``) after it was last read; the
 #: default ``None`` means :data:`ASYNCSTATE_EXPIRES`. Raise it (say ``86400``) for a
-#: "Your exports" list that must remember files for a day; a user dismisses one sooner
-#: with ``DELETE <prefix>/jobs/<token>`` (the widget's panel, or :meth:`JobHandle.forget()
-#: <flask_asyncstate.JobHandle.forget>` in code).
+#: "Your exports" list that must remember files for a day (it lists the newest
+#: :data:`ASYNCSTATE_MAX_JOBS_PER_SESSION` finished jobs of an owner); a user dismisses
+#: one sooner with ``DELETE <prefix>/jobs/<token>``, and code with
+#: :meth:`JobHandle.forget() <flask_asyncstate.JobHandle.forget>`.
 ASYNCSTATE_KEEP_FINISHED: float | None = None
 
 #: A guard run before every route of the blueprint except its static files, such as

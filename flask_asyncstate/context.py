@@ -329,4 +329,5 @@ class JobContext:
             "updated_at": now,
             "instance": str(instance),
             "owner": self.owner,
+            "reason": "lost" if status == JobStatus.LOST else "error",
         }

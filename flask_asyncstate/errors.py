@@ -70,7 +70,8 @@ class QuotaExceeded(Refused):
 
 
 class QueueFull(Refused):
-    """This instance already has ``ASYNCSTATE_MAX_QUEUED`` jobs waiting for a worker.
+    """``ASYNCSTATE_MAX_QUEUED`` jobs already wait: on this instance for its thread pool, or
+    app-wide for an RQ or Celery worker.
 
     Nothing was created; the web layer answers 503 with ``Retry-After``.
     """

@@ -53,7 +53,7 @@ class Lifecycle(Admitting):
         serialization.check_arguments(args, kwargs, f"job {job.name!r}")  # JSON, for every executor
         app.ensure_running()
         owner = None
-        if has_request_context():
+        if has_request_context() and not origins.in_job():  # a job's context serves no user
             app.signer.require_key()  # a job nobody could be given a token for is never made
             owner = app.request_owner(create=True)
         job_id = secrets.token_hex(16)

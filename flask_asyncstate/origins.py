@@ -12,13 +12,19 @@ command. Eager, thread-pool and worker runs all go through :func:`job_context`.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from flask import Flask, has_request_context, request
 
+from .stores.callers import request_path
+
 #: Longest URL root kept (a hostile Host header is not worth more).
 MAX_ORIGIN = 2048
+
+_in_job: ContextVar[bool] = ContextVar("asyncstate_in_job", default=False)
 
 
 def capture() -> str | None:
@@ -29,8 +35,23 @@ def capture() -> str | None:
     return root if len(root) <= MAX_ORIGIN else None
 
 
-def job_context(app: Flask, origin: Any) -> AbstractContextManager[Any]:
-    """The context to run a job in: a bare request context at ``origin``, else an app context."""
-    if isinstance(origin, str) and origin:
-        return app.test_request_context("/", base_url=origin)
-    return app.app_context()
+def in_job() -> bool:
+    """Whether this code runs inside a job (whose request context serves no user)."""
+    return _in_job.get()
+
+
+@contextlib.contextmanager
+def job_context(app: Flask, origin: Any) -> Iterator[None]:
+    """The context a job runs in: a fresh app context (its own ``g``, no user), and a bare
+    request context at ``origin`` when it has one. Its store calls stay patient (it is
+    background work, not a request), and a job it starts gets no owner."""
+    token = _in_job.set(True)
+    try:
+        with app.app_context(), request_path(False):
+            if isinstance(origin, str) and origin:
+                with app.test_request_context("/", base_url=origin):
+                    yield
+            else:
+                yield
+    finally:
+        _in_job.reset(token)

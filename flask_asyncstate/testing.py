@@ -135,8 +135,10 @@ class AsyncStateClient(FlaskClient):
         headers.setdefault("X-Requested-With", "XMLHttpRequest")
         headers.setdefault("Referer", base_url.rstrip("/") + "/")
         app = self.application
-        if "csrf" in app.extensions and not any(h.lower() == "x-csrftoken" for h in headers):
-            headers["X-CSRFToken"] = self.csrf_token(base_url)
+        if "csrf" in app.extensions:  # under the first header Flask-WTF is told to read
+            name = (app.config.get("WTF_CSRF_HEADERS") or ["X-CSRFToken"])[0]
+            if not any(h.lower() == name.lower() for h in headers):
+                headers[name] = self.csrf_token(base_url)
         return super().open(*args, headers=headers, **kwargs)
 
     def csrf_token(self, base_url: str = "http://localhost/") -> str:

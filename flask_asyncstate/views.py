@@ -48,6 +48,7 @@ _ALLOWED = {
     "asyncstate.progress": ("GET", "POST"),
     "asyncstate.cancel": ("POST",),
     "asyncstate.dismiss": ("DELETE",),
+    **admin.ALLOWED,
 }
 
 

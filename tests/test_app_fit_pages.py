@@ -289,3 +289,41 @@ def test_markup_from_a_callable_is_kept(make_app) -> None:
     assert (
         browser.get(f"/asyncstate/result/{token}").json["html"] == '<a href="/x">&lt;file&gt;</a>'
     )
+
+
+def test_admin_routes_answer_json_for_every_method(make_app) -> None:
+    app, _ext, _gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    web = app.test_client()
+    wrong = web.put("/asyncstate/admin/jobs")
+    assert wrong.status_code == 405 and wrong.is_json and wrong.headers["Allow"] == "GET, HEAD"
+    assert web.get("/asyncstate/admin/cancel/" + "a" * 32).status_code == 405
+    options = web.options("/asyncstate/admin")
+    assert options.status_code == 200 and options.is_json
+
+
+def test_a_job_runs_with_its_own_g_and_starts_jobs_of_no_owner(make_app) -> None:
+    from flask import g
+
+    for eager in (False, True):
+        app, ext = make_app(ASYNCSTATE_EAGER=eager)
+
+        @ext.job(name=f"child_{eager}")
+        def child(job: JobContext) -> None:
+            return None
+
+        @ext.job(name=f"parent_{eager}")
+        def parent(job: JobContext) -> dict[str, Any]:
+            handle = child.start()
+            doc = handle._app.records.status(handle.id, internal=True)
+            return {"g": getattr(g, "marker", None), "child_owner": doc["owner"]}
+
+        @app.post("/go")
+        def go() -> Any:
+            g.marker = "the view's"
+            return jsonify(token=parent.start().token)
+
+        browser = client(app)
+        token = browser.post("/go").json["token"]
+        with app.app_context():
+            doc = wait_for(ext.handle(token), "succeeded")
+        assert doc["result"] == {"g": None, "child_owner": None}, eager

@@ -35,7 +35,8 @@ _serial = itertools.count()
 
 @pytest.fixture
 def load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]:
-    """``load("iter", ASYNCSTATE_EAGER="true", PAUSE=0)``: import docs/examples/iter.py afresh.
+    """``load("iter", ASYNCSTATE_EAGER="true", PAUSE=0)``: import docs/examples/iter.py afresh
+    (``load("recipe")``: the package docs/examples/recipe/).
 
     Keyword arguments are ``FLASK_<KEY>`` environment variables (the app reads them
     with ``from_prefixed_env``), except :data:`CONSTANTS`, which replace the module's
@@ -51,9 +52,15 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]
             if key not in CONSTANTS:
                 monkeypatch.setenv(f"FLASK_{key}", str(value))
         path = name if isinstance(name, Path) else EXAMPLES / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(
-            f"docs_example_{path.stem}_{next(_serial)}", path
-        )
+        if not path.exists() and (EXAMPLES / str(name)).is_dir():
+            path = EXAMPLES / str(name)  # a package: docs/examples/recipe/
+        module_name = f"docs_example_{path.stem}_{next(_serial)}"
+        if path.is_dir():
+            spec = importlib.util.spec_from_file_location(
+                module_name, path / "__init__.py", submodule_search_locations=[str(path)]
+            )
+        else:
+            spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
@@ -68,6 +75,8 @@ def load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]
     yield load_example
     for module in loaded:
         module.asyncstate.shutdown(2)
+        for key in [k for k in sys.modules if k.startswith(f"{module.__name__}.")]:
+            del sys.modules[key]  # a package's modules
         sys.modules.pop(module.__name__, None)
 
 
@@ -515,3 +524,368 @@ def test_flask_babel_translates_the_default_labels(load, tmp_path: Path) -> None
     assert doc["message"] == "3 sur 3 produits"
     english = client.get(f"/?token={token}", headers={"Accept-Language": "en"})
     assert labels_of(english.get_data(as_text=True))["cancel"] == "Cancel"
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    """Wait until ``check()`` holds (what another thread does, such as a signal receiver)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.02)
+
+
+# -- docs/request.rst ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eager", ["false", "true"])
+def test_links_a_job_links_to_where_the_page_was_served_from(load, eager: str) -> None:
+    example = load("links", ASYNCSTATE_EAGER=eager, PAUSE=0)
+    client = example.app.test_client()
+    base = "https://shop.example.com/app/"  # behind a proxy, under /app (what ProxyFix gives)
+    response = client.post("/reports/7", base_url=base)
+    token = token_of(response)
+    with example.app.app_context():
+        doc = example.asyncstate.handle(token).wait(10)
+    assert doc["status"] == "succeeded", doc
+    assert doc["result"] == {"url": "https://shop.example.com/app/reports/7.csv"}
+    assert response.headers["Location"] == f"/app/reports/7?token={token}"
+    page = client.get(f"/reports/7?token={token}", base_url=base).get_data(as_text=True)
+    assert widget_tokens(page) == [token]
+    assert 'data-asyncstate-prefix="/app/asyncstate"' in page
+    assert client.get(f"/asyncstate/progress/{token}", base_url=base).status_code == 200
+
+
+def test_links_outside_a_request_server_name_applies(load) -> None:
+    example = load(
+        "links", SERVER_NAME="reports.example.com", PREFERRED_URL_SCHEME="https", PAUSE=0
+    )
+    result = example.app.test_cli_runner().invoke(args=["build-report", "7"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "https://reports.example.com/reports/7.csv"
+
+
+# -- docs/reason.rst -------------------------------------------------------------------
+
+
+def test_reason_user_error_and_timeout(load) -> None:
+    example = load("reason", SYNC_TIMEOUT=1.5, STEPS=1000, PAUSE=0.01)
+    client = example.app.test_client()
+    cancelled = token_of(client.post("/"))
+    poll(client, cancelled, lambda d: d["current"] > 0)
+    assert client.post(f"/asyncstate/cancel/{cancelled}", headers=HEADERS).status_code == 202
+    broken = token_of(client.post("/", data={"broken_at": "3"}))
+    slow = token_of(client.post("/"))  # 10 s of work, a 1.5 s timeout
+    docs = {
+        name: poll(client, token, finished)
+        for name, token in (("cancelled", cancelled), ("broken", broken), ("slow", slow))
+    }
+    assert (docs["cancelled"]["status"], docs["cancelled"]["reason"]) == ("cancelled", "user")
+    assert (docs["broken"]["status"], docs["broken"]["reason"]) == ("failed", "error")
+    assert docs["broken"]["error"] == {"type": "ValueError", "message": "product 3 has no price"}
+    assert (docs["slow"]["status"], docs["slow"]["reason"]) == ("failed", "timeout")
+    assert docs["slow"]["error"]["type"] == "JobTimeout"
+    assert docs["slow"]["cancel_requested"] is False  # nobody asked
+    eventually(lambda: len(example.PROBLEMS) == 2)  # the receiver runs in the job's thread
+    assert sorted(p["reason"] for p in example.PROBLEMS) == ["error", "timeout"]
+    page = client.get(f"/?token={slow}").get_data(as_text=True)
+    labels = labels_of(page)  # what the widget shows for these reasons
+    assert labels["reasonTimeout"] == "Stopped: it took too long"
+    assert labels["reasonShutdown"] == "Stopped by a server restart"
+
+
+def test_reason_a_restart_is_not_a_problem(load) -> None:
+    example = load("reason", STEPS=1000, PAUSE=0.01)
+    client = example.app.test_client()
+    token = token_of(client.post("/"))
+    poll(client, token, lambda d: d["status"] == "running")
+    with example.app.app_context():
+        handle = example.asyncstate.handle(token)
+    example.asyncstate.shutdown(5)  # what a deploy's SIGTERM does at exit
+    doc = handle.status()
+    assert (doc["status"], doc["reason"], doc["cancel_requested"]) == (
+        "cancelled",
+        "shutdown",
+        False,
+    )
+    assert example.PROBLEMS == []
+
+
+# -- docs/retention.rst ----------------------------------------------------------------
+
+
+def test_retention_finished_exports_stay_until_dismissed(load) -> None:
+    example = load(
+        "retention", ASYNCSTATE_EXPIRES=0.6, ASYNCSTATE_KEEP_FINISHED=5, STEPS=3, PAUSE=0
+    )
+    browser, other = example.app.test_client(), example.app.test_client()
+    assert "No exports yet." in browser.get("/").get_data(as_text=True)
+    browser.post("/export")
+    browser.post("/export")
+    jobs = browser.get("/asyncstate/jobs").get_json()
+    for job in jobs:
+        assert poll(browser, job["token"], finished)["status"] == "succeeded"
+    time.sleep(1.3)  # two ASYNCSTATE_EXPIRES without a read: kept all the same
+    page = browser.get("/").get_data(as_text=True)
+    shown = re.findall(r'data-job-id="([0-9a-f]+)"', page)
+    assert sorted(shown) == sorted(job["id"] for job in jobs) and len(widget_tokens(page)) == 2
+    assert page.count(">Dismiss</button>") == 2
+    first, second = jobs
+    assert other.post(f"/exports/{first['token']}/dismiss").status_code == 404  # not theirs
+    assert browser.post(f"/exports/{first['token']}/dismiss").status_code == 302
+    assert listed(browser) == [second["id"]]
+    assert browser.get(f"/asyncstate/progress/{first['token']}").status_code == 404
+    url = f"/asyncstate/jobs/{second['token']}"  # the route, as a script calls it
+    assert browser.delete(url).status_code == 403  # no same-origin proof
+    assert other.delete(url, headers=HEADERS).status_code == 404
+    assert browser.delete(url, headers=HEADERS).get_json() == {"dismissed": True}
+    assert "No exports yet." in browser.get("/").get_data(as_text=True)
+
+
+def test_retention_an_unfinished_export_cannot_be_dismissed(load) -> None:
+    example = load("retention", STEPS=1000, PAUSE=0.01)
+    browser = example.app.test_client()
+    browser.post("/export")
+    (job,) = browser.get("/asyncstate/jobs").get_json()
+    answer = browser.delete(f"/asyncstate/jobs/{job['token']}", headers=HEADERS)
+    assert answer.status_code == 409
+    assert answer.get_json() == {"error": "the job has not ended; cancel it first"}
+    page = browser.post(f"/exports/{job['token']}/dismiss", follow_redirects=True)
+    assert flashes(page.get_data(as_text=True)) == [
+        "This export is still running: cancel it first."
+    ]
+    assert ">Dismiss</button>" not in page.get_data(as_text=True)
+    browser.post(f"/asyncstate/cancel/{job['token']}", headers=HEADERS)
+    assert poll(browser, job["token"], finished)["status"] == "cancelled"
+
+
+# -- docs/guards.rst -------------------------------------------------------------------
+
+
+def test_guards_answer_refusals_as_json(load) -> None:
+    example = load("guards", STEPS=1000, PAUSE=0.01)
+    anonymous = example.app.test_client()
+    refused = anonymous.get("/asyncstate/jobs")
+    assert refused.status_code == 401 and refused.is_json
+    assert refused.get_json()["error"] == "login required"
+    assert refused.get_json()["login_url"].startswith("/login?next=")
+    for asset in ("/asyncstate/asyncstate.js", "/asyncstate/asyncstate.css"):
+        with anonymous.get(asset) as answer:  # the assets stay open (a sign-in page shows them)
+            assert answer.status_code == 200
+    alice, bob = example.app.test_client(), example.app.test_client()
+    sign_in(alice, "alice")
+    sign_in(bob, "bob")
+    token = token_of(alice.post("/export"))
+    assert alice.get(f"/asyncstate/progress/{token}").status_code == 200
+    suspended = bob.get("/asyncstate/jobs")
+    assert suspended.status_code == 403
+    assert suspended.get_json() == {"error": "your account is suspended"}
+    assert alice.post(f"/asyncstate/cancel/{token}", headers=HEADERS).status_code == 202
+    assert poll(alice, token, finished)["status"] == "cancelled"
+
+
+# -- docs/admin.rst --------------------------------------------------------------------
+
+
+def test_admin_page_is_off_without_its_guard(load) -> None:
+    example = load("hello")
+    client = example.app.test_client()
+    for path in ("/asyncstate/admin", "/asyncstate/admin/jobs"):
+        answer = client.get(path)
+        assert answer.status_code == 404 and answer.get_json() == {"error": "not found"}
+    assert client.post(f"/asyncstate/admin/cancel/{'0' * 32}", headers=HEADERS).status_code == 404
+
+
+def test_admin_operators_see_and_cancel_every_job(load) -> None:
+    example = load("admin", STEPS=1000, PAUSE=0.01)
+    alice, bob, olga, anonymous = (example.app.test_client() for _ in range(4))
+    for client, name in ((alice, "alice"), (bob, "bob"), (olga, "olga")):
+        sign_in(client, name)
+    alice.post("/export")
+    bob.post("/export")
+    (alices,) = alice.get("/asyncstate/jobs").get_json()
+    poll(alice, alices["token"], lambda d: d["status"] == "running")
+
+    page = anonymous.get("/asyncstate/admin")  # the page: the guard's redirect, as is
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    data = anonymous.get("/asyncstate/admin/jobs")  # its JSON: a 401
+    assert data.status_code == 401 and data.get_json()["login_url"].startswith("/login")
+    assert alice.get("/asyncstate/admin").status_code == 403
+    assert alice.get("/asyncstate/admin/jobs").status_code == 403
+
+    page = olga.get("/asyncstate/admin")
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    assert b"asyncstate-admin.js" in page.data and b"Background jobs" in page.data
+    listing = olga.get("/asyncstate/admin/jobs").get_json()
+    assert len(listing["jobs"]) == 2 and len(listing["instances"]) == 1
+    owners = {job["owner"] for job in listing["jobs"]}
+    assert len(owners) == 2 and all(len(owner) == 8 for owner in owners)
+    assert all("result" not in job and "token" not in job for job in listing["jobs"])
+    assert listing["instances"][0]["role"] == "web"  # its job count is that of its last beat
+
+    cancel = f"/asyncstate/admin/cancel/{alices['id']}"
+    assert olga.post(cancel).status_code == 403  # the same-origin proof, as for /cancel
+    answer = olga.post(cancel, headers=HEADERS)
+    assert answer.status_code == 202 and answer.get_json()["cancel_requested"] is True
+    assert poll(alice, alices["token"], finished)["status"] == "cancelled"
+    cancelled = olga.get("/asyncstate/admin/jobs?status=cancelled").get_json()["jobs"]
+    assert [job["id"] for job in cancelled] == [alices["id"]]
+    assert olga.post(f"/asyncstate/admin/cancel/{'0' * 32}", headers=HEADERS).status_code == 404
+    (bobs,) = bob.get("/asyncstate/jobs").get_json()
+    olga.post(f"/asyncstate/admin/cancel/{bobs['id']}", headers=HEADERS)
+    poll(bob, bobs["token"], finished)
+
+
+# -- docs/results.rst ------------------------------------------------------------------
+
+
+def test_results_the_slot_shows_the_download_link(load) -> None:
+    example = load("results", STEPS=40, PAUSE=0.02)
+    client = example.app.test_client()
+    token = token_of(client.post("/export"))
+    not_yet = client.get(f"/asyncstate/result/{token}")
+    assert not_yet.status_code == 404 and not_yet.get_json() == {"error": "no result to show"}
+    page = client.get(f"/?token={token}").get_data(as_text=True)
+    assert 'data-asyncstate-result="true"' in page
+    assert '<div class="asyncstate-result" hidden></div>' in page  # filled by the widget
+    doc = poll(client, token, finished)
+    name = f"orders-{doc['id'][:8]}.csv"
+    link = f'<a class="download" href="/files/{name}" download>Download {name}</a> (40 orders)'
+    assert client.get(f"/asyncstate/result/{token}").get_json() == {"html": link}
+    reloaded = client.get(f"/?token={token}").get_data(as_text=True)
+    assert f'<div class="asyncstate-result">{link}</div>' in reloaded  # rendered at once
+    assert reloaded.count(link) == 2  # the widget, and the jobs panel
+    assert client.get(f"/files/{name}").status_code == 200
+    other = example.app.test_client()
+    assert other.get(f"/asyncstate/result/{token}").status_code == 404
+
+
+def test_results_a_callables_text_is_escaped(load) -> None:
+    example = load("results", STEPS=3, PAUSE=0)
+    client = example.app.test_client()
+    token = token_of(client.post("/import"))
+    assert poll(client, token, finished)["status"] == "succeeded"
+    assert client.get(f"/asyncstate/result/{token}").get_json() == {"html": "3 products imported."}
+
+
+# -- docs/frontend.rst: asyncstate_assets ---------------------------------------------
+
+
+def test_assets_in_the_head_and_one_jquery_the_sites(load) -> None:
+    example = load("assets", STEPS=1000, PAUSE=0.01)
+    client = example.app.test_client()
+    client.post("/")
+    client.post("/")
+    page = client.get("/").get_data(as_text=True)
+    head, body = page.split("</head>")
+    assert head.count('href="/asyncstate/asyncstate.css"') == 1
+    assert head.count('src="/asyncstate/asyncstate.js"') == 1
+    assert "asyncstate.js" not in body and "asyncstate.css" not in body  # widgets: none
+    assert "/asyncstate/jquery.js" not in page and "window.jQuery" not in page
+    assert page.count("<script src=") == 2  # the plugin, and the site's jQuery
+    assert body.index("data-asyncstate-token") < body.index('src="/vendor/jquery.js"')
+    with client.get("/vendor/jquery.js") as jquery:
+        assert jquery.status_code == 200
+    tokens = widget_tokens(page)
+    assert len(tokens) == 2
+    for token in tokens:
+        client.post(f"/asyncstate/cancel/{token}", headers=HEADERS)
+        poll(client, token, finished)
+
+
+# -- docs/recipe.rst -------------------------------------------------------------------
+
+
+def csrf_of(html: str) -> str:
+    """The page's CSRF token, from its ``<meta name="csrf-token">`` (the widget reads it)."""
+    (token,) = re.findall(r'<meta name="csrf-token" content="([^"]+)">', html)
+    return token
+
+
+def recipe_sign_in(client: FlaskClient, name: str) -> None:
+    form = client.get("/login").get_data(as_text=True)
+    response = client.post("/login", data={"name": name, "csrf_token": csrf_of(form)})
+    assert response.status_code == 302, response.status_code
+    assert response.headers["Location"] == "/exports/"
+
+
+def recipe_start(client: FlaskClient) -> Any:
+    """Press "Export" on the exports page, with the form's CSRF token."""
+    page = client.get("/exports/").get_data(as_text=True)
+    return client.post("/exports/", data={"year": "2024", "csrf_token": csrf_of(page)})
+
+
+def test_recipe_sign_in_export_wait_download(load, tmp_path: Path) -> None:
+    recipe = load("recipe")
+    app = recipe.create_app({"EXPORT_DIR": str(tmp_path), "EXPORT_ROWS": 40})
+    browser = app.test_client()
+
+    # signed out: the pages send to the sign-in page, the extension's routes answer 401
+    response = browser.get("/")
+    assert browser.get(response.headers["Location"]).headers["Location"].startswith("/login")
+    refused = browser.get("/asyncstate/jobs")
+    assert refused.status_code == 401 and refused.get_json()["login_url"].startswith("/login")
+    assert browser.post("/login", data={"name": "alice"}).status_code == 400  # no CSRF token
+    login_page = browser.get("/login").get_data(as_text=True)
+    assert login_page.count("/asyncstate/asyncstate.js") == 1  # the layout's <head>
+
+    recipe_sign_in(browser, "alice")
+    index = browser.get("/exports/").get_data(as_text=True)
+    assert "Signed in as alice." in index and "No jobs yet" in index
+    response = recipe_start(browser)  # post/redirect/get
+    assert response.status_code == 302
+    show = response.headers["Location"]
+    token = show.rsplit("/", 1)[1]
+    page = browser.get(show)
+    assert page.headers["Cache-Control"] == "no-store"
+    html = page.get_data(as_text=True)
+    assert widget_tokens(html) == [token]
+    assert 'aria-label="Export progress"' in html
+    head = html.split("</head>")[0]
+    assert head.count("/asyncstate/asyncstate.js") == html.count("/asyncstate/asyncstate.js") == 1
+
+    doc = poll(browser, token, finished)
+    assert doc["status"] == "succeeded", doc
+    url = f"http://localhost/exports/download/{doc['id']}"  # url_for(_external=True) in the job
+    assert doc["result"] == {"rows": 40, "url": url}
+    link = f'<a class="download" href="{url}" download>Download 40 orders (CSV)</a>'
+    assert link in browser.get(show).get_data(as_text=True)  # the reload shows it at once
+    assert browser.get(f"/asyncstate/result/{token}").get_json()["html"].strip() == link
+    assert link in browser.get("/exports/").get_data(as_text=True)  # and the jobs panel
+    with browser.get(url) as download:
+        assert download.status_code == 200 and download.mimetype == "text/csv"
+        assert download.headers["Content-Disposition"] == "attachment; filename=orders.csv"
+        assert download.get_data(as_text=True).splitlines()[:2] == ["order,year", "1,2024"]
+
+    bob = app.test_client()
+    recipe_sign_in(bob, "bob")
+    assert bob.get(url).status_code == 404  # alice's export
+    assert bob.get(f"/asyncstate/progress/{token}").status_code == 404
+    assert bob.get(show).status_code == 200  # the page, but its widget will say "Not found"
+
+
+def test_recipe_a_refused_export_is_a_flashed_message(load, tmp_path: Path) -> None:
+    recipe = load("recipe")
+    app = recipe.create_app(
+        {
+            "EXPORT_DIR": str(tmp_path),
+            "EXPORT_ROWS": 1000,
+            "EXPORT_PAUSE": 0.01,
+            "ASYNCSTATE_MAX_JOBS_PER_SESSION": 2,
+        }
+    )
+    browser = app.test_client()
+    recipe_sign_in(browser, "alice")
+    tokens = [recipe_start(browser).headers["Location"].rsplit("/", 1)[1] for _ in range(2)]
+    refused = recipe_start(browser)
+    assert refused.status_code == 302 and refused.headers["Location"] == "/exports/"
+    page = browser.get("/exports/").get_data(as_text=True)
+    assert flashes(page) == [DEFAULT_LABELS["quotaExceeded"].format(limit=2)]
+    assert len(widget_tokens(page)) == 2  # the panel: the two running exports
+
+    cancel_headers = {**HEADERS, "X-CSRFToken": csrf_of(page)}  # what the widget sends
+    assert browser.post(f"/asyncstate/cancel/{tokens[0]}", headers=HEADERS).status_code == 403
+    for token in tokens:
+        answer = browser.post(f"/asyncstate/cancel/{token}", headers=cancel_headers)
+        assert answer.status_code == 202
+        assert poll(browser, token, finished)["status"] == "cancelled"
+    assert list(tmp_path.iterdir()) == []  # no half-written export stays
