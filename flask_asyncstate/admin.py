@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from . import appstate, csrf, guards
 from .labels import translated
+from .status import FINAL
 
 #: Every method is routed to the views, so that a wrong one gets a JSON 405 (as elsewhere).
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -122,8 +123,13 @@ def register(
         if refused is not None:
             return refused
         found = appstate.get()
-        if not _JOB_ID.fullmatch(job_id) or not found.cancel_job(job_id, queued=True):
+        doc = found.records.status(job_id) if _JOB_ID.fullmatch(job_id) else None
+        if doc is None:
             return error(404, "no such job")
-        doc = found.records.status(job_id) or {}
+        if doc["status"] in FINAL:
+            return json(doc, 202)  # nothing left to cancel: the document says how it ended
+        if not found.cancel_job(job_id, queued=doc["status"] == "queued"):
+            return error(404, "no such job")
+        doc = found.records.status(job_id) or doc
         doc["cancel_requested"] = True
         return json(doc, 202)

@@ -9,6 +9,7 @@ freed when the index is full, so nothing holds a place for ever.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,10 +17,14 @@ from .errors import StoreError
 from .status import FINAL, JobStatus
 from .stores.base import Store
 
+log = logging.getLogger("flask_asyncstate")
+
 QUEUE_KIND = "flask_asyncstate.queue"
 UNIQUE_KIND = "flask_asyncstate.unique"
 #: Tries of a unique claim whose holder keeps ending under it before start() gives up.
 _UNIQUE_TRIES = 5
+#: Longest wait, in seconds, for a unique place's holder that is still being admitted.
+_PENDING_WAIT = 2.0
 
 
 class Admission:
@@ -29,6 +34,9 @@ class Admission:
     _queue_scanned_at: float
 
     def owner_key(self, owner: str) -> str:
+        raise NotImplementedError
+
+    def job_key(self, job_id: str) -> str:
         raise NotImplementedError
 
     def statuses(self, job_ids: list[str], internal: bool = False) -> list[dict[str, Any] | None]:
@@ -79,19 +87,37 @@ class Admission:
         None when taken, else the id of the unfinished job holding it.
 
         A holder that ended (or vanished) without giving the place back is dropped and
-        the claim tried again, so simultaneous starts anywhere agree on one job.
+        the claim tried again, so simultaneous starts anywhere agree on one job. A holder
+        still being admitted (its document says ``_pending``: its quota may yet refuse it)
+        is waited for, up to :data:`_PENDING_WAIT` s, so no start is handed a job that
+        then never existed.
         """
-        for _ in range(_UNIQUE_TRIES):
+        stale_rounds, deadline = 0, time.monotonic() + _PENDING_WAIT
+        while stale_rounds < _UNIQUE_TRIES:
             if self.store.claim(key, job_id, limit=1, keep=0, score=time.time()):
                 return None
             active = sorted(self.store.claims(key).active)
             docs = self.statuses(active, internal=True) if active else []
             live = [j for j, d in zip(active, docs) if not _ended(d)]
             if live:
+                entry = self.store.read(self.job_key(live[0]), refresh=False)
+                if entry is None:  # it ended (and went) just now: try again
+                    continue
+                if entry.data.get("_pending") and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
                 return live[0]
             if active:
                 self.store.unclaim(key, active)
+            stale_rounds += 1
         raise StoreError(f"the unique job place {key} kept changing hands; try again")
+
+    def restore_unique(self, key: str, job_id: str) -> None:
+        """Hold a running job's unique place again (after Redis lost its data)."""
+        if not self.store.claim(key, job_id, limit=1, keep=0, score=time.time()):
+            log.warning(
+                "job %s: another job took its unique place while the store had lost it", job_id
+            )
 
     def release_unique(self, key: str, job_id: str) -> None:
         """The job ended: the next start of that name (and owner) makes a new job."""

@@ -40,9 +40,12 @@ class Admitting:
         ctx = JobContext.new(job_id, job.name, None if remote else self.records.instance_id, owner)
         ctx.origin = origins.capture()
         event = None if remote else ctx.cancelled
-        self.records.create(ctx.snapshot(), event, job.never_expires)
+        ctx.unique_key = self.records.unique_key(job.name, job.unique, owner)
+        first = ctx.snapshot()
+        if ctx.unique_key is not None:
+            first["_pending"] = True  # a unique place holder not admitted yet (claim_unique)
+        self.records.create(first, event, job.never_expires)
         try:
-            ctx.unique_key = self.records.unique_key(job.name, job.unique, owner)
             if ctx.unique_key is not None:  # claimed after the document exists (see claim_unique)
                 holder = self.records.claim_unique(ctx.unique_key, job_id)
                 if holder is not None:
@@ -68,6 +71,8 @@ class Admitting:
                     never_expires=job.never_expires,
                 )
                 ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
+            if ctx.unique_key is not None:  # admitted: a duplicate start may now return it
+                self.records.store.write(self.records.job_key(job_id), ctx.snapshot())
         except BaseException:
             self.abandon(ctx, job, remote)
             raise

@@ -179,6 +179,8 @@ class AppState:
         found = self.store.cancel(self.records.job_key(job_id))
         if found and queued and self.executor.remote:
             remote.cancel_queued(self, job_id)
+        elif found and queued:  # waiting here for a pool thread: it ends now
+            self.lifecycle.end_cancelled_waiting()
         return found
 
     def local_context(self, job_id: str) -> JobContext | None:

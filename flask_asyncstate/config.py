@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .config_checks import (
     _executor,
     _guard,
+    _keep_finished,
     _nonempty,
     _owner,
     _positive,
@@ -333,9 +334,7 @@ class Settings:
             rq_queue=_nonempty(config, "ASYNCSTATE_RQ_QUEUE"),
             timeout_grace=_positive(config, "ASYNCSTATE_TIMEOUT_GRACE"),
             owner=_owner(config),
-            keep_finished=None
-            if config["ASYNCSTATE_KEEP_FINISHED"] is None
-            else _positive(config, "ASYNCSTATE_KEEP_FINISHED"),
+            keep_finished=_keep_finished(config),
             blueprint_guard=_guard(config, "ASYNCSTATE_BLUEPRINT_GUARD"),
             admin_guard=_guard(config, "ASYNCSTATE_ADMIN_GUARD"),
         )

@@ -82,3 +82,17 @@ def _guard(config: Any, key: str) -> Callable[..., Any] | None:
     if value is not None and not callable(value):
         raise TypeError(f"{key} must be a callable (a view decorator or a check), got {value!r}")
     return value  # type: ignore[no-any-return]
+
+
+def _keep_finished(config: Any) -> float | None:
+    """``ASYNCSTATE_KEEP_FINISHED``: None, or at least ``ASYNCSTATE_EXPIRES`` (an unfinished
+    job's entry lives that long too, and live jobs are refreshed on that scale)."""
+    if config["ASYNCSTATE_KEEP_FINISHED"] is None:
+        return None
+    keep: float = _positive(config, "ASYNCSTATE_KEEP_FINISHED")
+    if keep < float(config["ASYNCSTATE_EXPIRES"]):
+        raise ValueError(
+            f"ASYNCSTATE_KEEP_FINISHED ({keep:g} s) must be at least ASYNCSTATE_EXPIRES"
+            f" ({config['ASYNCSTATE_EXPIRES']:g} s): it lengthens how long finished jobs stay"
+        )
+    return keep

@@ -30,7 +30,9 @@ log = logging.getLogger("flask_asyncstate")
 
 
 def flush(lifecycle: Lifecycle) -> None:
-    """Write every running job's buffered progress, then retry deferred final documents."""
+    """End waiting jobs that were cancelled, write every running job's buffered progress,
+    then retry deferred final documents."""
+    lifecycle.end_cancelled_waiting()
     written = _flush_running(lifecycle, lifecycle.jobs.running())
     app = lifecycle.app_state.app_ref()
     for local, doc in written:

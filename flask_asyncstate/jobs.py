@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from .runtime import Runtime, RuntimeSource
 
 
+#: Template names Flask renders with autoescape on (``Flask.select_jinja_autoescape``).
+_ESCAPED = (".html", ".htm", ".xml", ".xhtml", ".svg")
+
+
 class JobHandle:
     """A started job, seen from the code that started it (or from a token)."""
 
@@ -93,6 +97,11 @@ class TrackedJob:
         unique: bool | str = False,
         render_result: Any = None,
     ) -> None:
+        if isinstance(render_result, str) and not render_result.endswith(_ESCAPED):
+            raise ValueError(
+                f"render_result={render_result!r}: the template must be one Flask autoescapes"
+                f" (a name ending in {', '.join(_ESCAPED)}), since the widget inserts it as HTML"
+            )
         if unique not in (False, True, "app"):
             raise ValueError(f'unique must be True, False or "app", got {unique!r}')
         if timeout is not None and (

@@ -88,7 +88,8 @@ class Lifecycle(Admitting):
         self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """Run the job to its end; whatever happens, the job ends with a final status."""
-        self.jobs.unqueue(ctx.id)
+        if not self.jobs.unqueue(ctx.id) and ctx.finished:
+            return  # cancelled while it waited, and ended then (see end_cancelled_waiting)
         self.app_state.supervise()
         try:
             self._run(ctx, job, args, kwargs)
@@ -158,6 +159,14 @@ class Lifecycle(Admitting):
             self.finish(ctx, job, JobStatus.FAILED, error=timeout_error(job.timeout))
         else:
             self.finish(ctx, job, JobStatus.CANCELLED)
+
+    def end_cancelled_waiting(self) -> None:
+        """Jobs cancelled while they wait for a pool thread end ``cancelled`` now, not when a
+        thread frees up (which may be hours behind long jobs): their quota slot and unique
+        place are free at once."""
+        for local in self.jobs.waiting_cancelled():
+            if self.jobs.unqueue(local.ctx.id):  # the pool thread did not take it meanwhile
+                self.finish(local.ctx, local.job, JobStatus.CANCELLED)
 
     # -- ending ----------------------------------------------------------------
 

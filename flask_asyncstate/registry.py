@@ -52,10 +52,23 @@ class LocalJobs:
             self._queued.add(job_id)
             return waiting
 
-    def unqueue(self, job_id: str) -> None:
-        """The job left the queue (it runs now, or it never will)."""
+    def unqueue(self, job_id: str) -> bool:
+        """The job left the queue (it runs now, or it never will); True for the one caller
+        that took it out, so a pool thread and a cancel never both have it."""
         with self._lock:
+            if job_id not in self._queued:
+                return False
             self._queued.discard(job_id)
+            return True
+
+    def waiting_cancelled(self) -> list[Local]:
+        """Jobs still waiting for a pool thread whose cancel Event is set."""
+        with self._lock:
+            return [
+                self._jobs[j]
+                for j in self._queued
+                if j in self._jobs and self._jobs[j].ctx.cancelled.is_set()
+            ]
 
     def add(self, ctx: JobContext, job: JobSpec) -> None:
         ctx.checkpoints = self.checkpoints

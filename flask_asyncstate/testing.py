@@ -162,5 +162,15 @@ def client(app: Flask, base_url: str | None = None, **kwargs: Any) -> AsyncState
     """An :class:`AsyncStateClient` for ``app`` (keeps cookies, like ``app.test_client()``);
     ``base_url`` (``"https://shop.example/app"``) applies to every request it sends."""
     made = AsyncStateClient(app, app.response_class, use_cookies=True, **kwargs)
-    made.default_base_url = base_url
+    made.default_base_url = base_url or _app_base_url(app)
     return made
+
+
+def _app_base_url(app: Flask) -> str | None:
+    """Where Flask's test client sends requests by default (``SERVER_NAME`` and friends)."""
+    server = app.config.get("SERVER_NAME")
+    if not server:
+        return None
+    scheme = app.config.get("PREFERRED_URL_SCHEME") or "http"
+    root = (app.config.get("APPLICATION_ROOT") or "/").rstrip("/")
+    return f"{scheme}://{server}{root}/"

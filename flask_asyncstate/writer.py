@@ -98,14 +98,28 @@ class Writer:
                     continue
                 next_beat = time.monotonic() + beat_every
 
-    def _waiting_jobs(self) -> list[str]:
-        """Ids of jobs waiting for a worker, a few times per ``ASYNCSTATE_EXPIRES``: nobody
-        else keeps their entries alive, and a long queue must not cost every beat."""
+    def _waiting_jobs(self) -> tuple[list[str], list[str]]:
+        """Ids of jobs waiting for a worker, and their owners' indexes and unique places, a few
+        times per ``ASYNCSTATE_EXPIRES``: nobody else keeps them alive, and a long queue
+        must not cost every beat."""
         now = time.monotonic()
         if now < self._waiting_due:
-            return []
+            return [], []
         self._waiting_due = now + self.app_state.settings.expires / 4
-        return sorted(self.app_state.records.queued_ids())
+        records = self.app_state.records
+        ids = sorted(records.queued_ids())
+        keys: list[str] = []
+        for doc in records.statuses(ids, internal=True) if ids else []:
+            if doc is None:
+                continue
+            owner = doc.get("owner")
+            if owner is not None:
+                keys.append(records.owner_key(owner))
+            job = self.app_state.extension.registered_job(doc["name"])  # type: ignore[attr-defined]
+            unique = records.unique_key(doc["name"], job.unique, owner) if job else None
+            if unique is not None:
+                keys.append(unique)
+        return ids, keys
 
     def beat(self) -> None:
         """Refresh the liveness entry; if the store had lost it, write every job again."""
@@ -128,7 +142,8 @@ class Writer:
         }
         running = [c.id for c in contexts]
         if app_state.executor.remote and app_state.role == "web":
-            running += self._waiting_jobs()
+            waiting, claims = self._waiting_jobs()
+            running, uniques = running + waiting, uniques + claims
         lost = records.beat(
             info, app_state.settings.heartbeat_interval, running, states, owners, uniques
         )
@@ -138,3 +153,5 @@ class Writer:
             ctx.mark_dirty()
             if ctx.owner is not None:  # and list them in their owners' indexes again
                 records.restore(ctx.owner, ctx.id, keep=app_state.settings.max_jobs_per_session)
+            if ctx.unique_key is not None:  # and hold their unique places again
+                records.restore_unique(ctx.unique_key, ctx.id)

@@ -327,3 +327,31 @@ def test_a_job_runs_with_its_own_g_and_starts_jobs_of_no_owner(make_app) -> None
         with app.app_context():
             doc = wait_for(ext.handle(token), "succeeded")
         assert doc["result"] == {"g": None, "child_owner": None}, eager
+
+
+def test_admin_cancel_of_a_finished_job_cancels_nothing(make_app) -> None:
+    app, ext, _gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    with app.app_context():
+        done = ext.registered_job("export").start("x")
+        wait_for(done, "succeeded")
+    answer = client(app).post(f"/asyncstate/admin/cancel/{done.id}")
+    assert answer.status_code == 202 and answer.json["status"] == "succeeded"
+    with app.app_context():
+        assert done.status()["cancel_requested"] is False
+
+
+def test_testing_client_follows_server_name(make_app) -> None:
+    from apps import define_jobs
+    from flask_wtf.csrf import CSRFProtect
+
+    app, ext = make_app(SERVER_NAME="shop.example")
+    CSRFProtect(app)
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start() -> Any:
+        return {"token": jobs["until_cancelled"].start().token}
+
+    browser = client(app)
+    token = browser.post("/start").json["token"]
+    assert browser.post(f"/asyncstate/cancel/{token}").status_code == 202

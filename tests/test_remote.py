@@ -437,3 +437,26 @@ def test_cancelling_a_waiting_unique_job_gives_its_place_back(redis_url) -> None
             assert unique_waiting.start().is_new
     finally:
         ext.shutdown(1)
+
+
+def test_a_long_wait_for_a_worker_keeps_the_owners_list_and_the_unique_place(redis_url) -> None:
+    app, ext = _rq_app(redis_url, ASYNCSTATE_EXPIRES=2)
+
+    @ext.job(name="patient", unique=True)
+    def patient(job: JobContext) -> None:
+        return None
+
+    @app.post("/go")
+    def go() -> dict[str, object]:
+        handle = patient.start()
+        return {"id": handle.id, "new": handle.is_new}
+
+    try:
+        browser = app.test_client()
+        first = browser.post("/go").json
+        time.sleep(3.5)  # longer than ASYNCSTATE_EXPIRES: only the web beat keeps them
+        assert [j["id"] for j in browser.get("/asyncstate/jobs").json] == [first["id"]]
+        again = browser.post("/go").json
+        assert again == {"id": first["id"], "new": False}
+    finally:
+        ext.shutdown(1)

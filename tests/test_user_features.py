@@ -434,3 +434,100 @@ def test_flask_babel_translates_the_server_rendered_labels(make_app, tmp_path) -
 
 def test_jobcancelled_still_exported() -> None:
     assert issubclass(JobCancelled, Exception)
+
+
+# -- unique places through cancels, restarts and long waits ---------------------------------
+
+
+def test_a_job_cancelled_while_it_waits_for_a_pool_thread_ends_at_once(make_app, backend_url):
+    from flask_asyncstate.testing import job_gate, wait_for
+
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1)
+
+    @ext.job(name="long_one")
+    def long_one(job: JobContext) -> None:
+        job.checkpoint("busy")
+
+    @ext.job(name="waiting_unique", unique="app")
+    def waiting_unique(job: JobContext) -> None:
+        return None
+
+    with app.app_context(), job_gate("busy") as gate:
+        long_one.start()
+        gate.wait()  # the only pool thread is busy
+        waiting = waiting_unique.start()
+        assert waiting.cancel() is True
+        doc = waiting.status()
+        assert (doc["status"], doc["reason"]) == ("cancelled", "user")  # not when a thread frees
+        again = waiting_unique.start()
+        assert again.is_new and again.id != waiting.id  # its unique place was given back
+        gate.release()
+        assert wait_for(again)["status"] == "succeeded"
+        assert wait_for(waiting)["status"] == "cancelled"  # and it never ran
+
+
+def test_a_waiting_job_cancelled_from_another_instance_ends_within_a_tick(make_app, redis_url):
+    from flask_asyncstate.testing import job_gate, wait_for
+
+    app, ext = make_app(redis_url, ASYNCSTATE_MAX_WORKERS=1)
+    other_app, other = make_app(redis_url)
+
+    @ext.job(name="long_two")
+    def long_two(job: JobContext) -> None:
+        job.checkpoint("busy")
+
+    with app.app_context(), job_gate("busy") as gate:
+        long_two.start()
+        gate.wait()
+        waiting = long_two.start()
+        with other_app.app_context():
+            assert other.app_state().cancel_job(waiting.id) is True
+        assert wait_for(waiting, "cancelled", timeout=2)["reason"] == "user"
+
+
+def test_a_unique_place_lost_with_redis_data_is_held_again(make_app, redis_url, redis_client):
+    from flask_asyncstate.testing import wait_for
+
+    app, ext = make_app(redis_url)
+
+    @ext.job(name="only_one", unique="app")
+    def only_one(job: JobContext) -> None:
+        job.cancelled.wait(10)
+
+    with app.app_context():
+        first = only_one.start()
+        wait_for(first, "running")
+        redis_client.flushdb()  # a restart without persistence
+        wait_until(lambda: first.status() is not None, 5)  # the heartbeat wrote it again
+        time.sleep(0.3)
+        second = only_one.start()
+        assert not second.is_new and second.id == first.id
+        first.cancel()
+
+
+def test_a_holder_still_being_admitted_is_waited_for(make_app, backend_url) -> None:
+    app, ext = make_app(backend_url)
+    with app.app_context():
+        records = ext.app_state().records
+        key = records.unique_key("pending_job", "app", None)
+        doc = {"id": "a" * 32, "name": "pending_job", "status": "queued", "_pending": True}
+        records.store.create(records.job_key("a" * 32), dict(doc, updated_at=time.time()))
+        assert records.claim_unique(key, "a" * 32) is None
+        # the first start's quota refuses it a moment later: it undoes its document
+        threading.Timer(0.2, lambda: records.store.remove(records.job_key("a" * 32))).start()
+        started = time.monotonic()
+        b = "b" * 32
+        records.store.create(records.job_key(b), dict(doc, id=b, updated_at=time.time()))
+        assert records.claim_unique(key, b) is None  # not handed the one that never existed
+        assert time.monotonic() - started >= 0.15
+
+
+def test_render_result_template_must_autoescape(make_app) -> None:
+    _app, ext = make_app()
+    with pytest.raises(ValueError, match="autoescapes"):
+        ext.job(name="unsafe", render_result="exports/done.jinja")(lambda job: None)
+
+
+def test_keep_finished_shorter_than_the_expiry_is_refused(make_app) -> None:
+    with pytest.raises(ValueError, match="at least ASYNCSTATE_EXPIRES"):
+        make_app(ASYNCSTATE_EXPIRES=60, ASYNCSTATE_KEEP_FINISHED=1)
