@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from servers import AppProcess
 
-pytestmark = pytest.mark.browser
+# Failure injection (503s, 429s, dropped streams): with the reliability suite, not the quick one.
+pytestmark = [pytest.mark.browser, pytest.mark.reliability]
 
 
 RECONNECTING = "Reconnecting\u2026"
