@@ -106,3 +106,41 @@ def test_server_error_is_store_error(redis_url: str) -> None:
     with pytest.raises(StoreError) as info:
         state_api(redis_url).get(Counter)
     assert isinstance(info.value.__cause__, redis.RedisError)
+
+
+def test_a_pipeline_of_scripts_is_one_round_trip_and_survives_a_script_flush(redis_url) -> None:
+    """No SCRIPT EXISTS before each pipeline; a node that lost the scripts (a restart, a
+    failover) answers NOSCRIPT and those commands run again, with the script sent along."""
+    import redis as redis_py
+
+    from flask_asyncstate.stores.redis import RedisStore
+
+    sent: list[int] = []
+
+    class Counting(redis_py.Connection):
+        def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+            sent.append(1)
+            return super().send_packed_command(command, check_health)
+
+    client = redis_py.Redis.from_url(redis_url, connection_class=Counting)
+    store = RedisStore(client, key_prefix="pipe:")
+    try:
+        keys = [store.key("doc", str(i)) for i in range(50)]
+        for key in keys:
+            store.create(key, {"n": 0})
+        store.write_many([(k, {"n": 1}) for k in keys])  # the first time loads the script
+        sent.clear()
+        assert store.write_many([(k, {"n": 1}) for k in keys]) == [True] * 50
+        assert len(sent) == 1  # one pipeline, one round trip, however many documents
+        client.script_flush()
+        sent.clear()
+        assert store.write_many([(k, {"n": 2}) for k in keys]) == [True] * 50
+        assert len(sent) == 3  # NOSCRIPT: load the script once, send those 50 again at once
+        assert all(e is not None and e.data == {"n": 2} for e in store.read_many(keys))
+        sent.clear()
+        store.write_many([(k, {"n": 3}) for k in keys])
+        assert len(sent) == 1  # known again
+        assert store.touch(keys + [store.key("doc", "gone")]) == [store.key("doc", "gone")]
+    finally:
+        store.close()
+        client.close()

@@ -160,7 +160,7 @@ class RedisStore(OwnerIndexes, CancelListener, Store):
                         self._run(scripts.READ, [key], ["1"], pipe)
                     else:
                         pipe.hmget(key, "d", "c")
-                raws = pipe.execute()
+                raws = self._scripts.execute(pipe)
         return [
             None if raw is None or raw[0] is None else (text_of(raw[0]), bool(raw[1]))
             for raw in raws
@@ -180,7 +180,7 @@ class RedisStore(OwnerIndexes, CancelListener, Store):
                 pipe = client.pipeline(transaction=False)
                 for key, text in zip(keys[start : start + 1000], texts[start : start + 1000]):
                     self._run(scripts.WRITE, [key], [text, self.changes_channel], pipe)
-                flags.extend(pipe.execute())
+                flags.extend(self._scripts.execute(pipe))
         return [Found.of(None if flag is None else bool(flag)) for flag in flags]
 
     def _update(self, key: str, apply: Callable[[str], str]) -> Found:
@@ -244,7 +244,8 @@ class RedisStore(OwnerIndexes, CancelListener, Store):
                 pipe = client.pipeline(transaction=False)
                 for key in chunk:
                     self._run(scripts.TOUCH, [key], [], pipe)
-                missing += [k for k, found in zip(chunk, pipe.execute()) if not int(found)]
+                found = self._scripts.execute(pipe)
+                missing += [k for k, hit in zip(chunk, found) if not int(hit)]
         return missing
 
     def close(self) -> None:

@@ -207,28 +207,57 @@ def glob_escape(text: str) -> str:
 
 
 class Scripts:
-    """Runs the store's Lua scripts on any client: ``EVALSHA`` (sending the script with
-    ``EVAL`` where a node lacks it, as after a failover or on a new cluster node), and
-    registered scripts in a plain pipeline. (A Cluster pipeline cannot run scripts: the
-    store runs them one by one there.)"""
+    """Runs the store's Lua scripts on any client: ``EVALSHA``, sending the script with
+    ``EVAL`` where a node lacks it (new, restarted, promoted). In a plain pipeline the
+    ``EVALSHA`` is queued as is and :meth:`execute` re-runs the ones a node answered
+    ``NOSCRIPT``, so a pipeline costs one round trip (redis-py's registered scripts add a
+    ``SCRIPT EXISTS`` before each). A Cluster pipeline cannot run scripts: the store runs
+    them one by one there."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
-        self._registered: dict[str, Any] = {}
         self._sha: dict[str, str] = {}
+
+    def _sha_of(self, text: str) -> str:
+        sha = self._sha.get(text)
+        if sha is None:
+            sha = self._sha[text] = hashlib.sha1(text.encode()).hexdigest()
+        return sha
 
     def run(self, text: str, keys: Sequence[Any], args: Sequence[Any], client: Any) -> Any:
         if isinstance(client, ClusterPipeline):
             raise TypeError("a Redis Cluster pipeline cannot run scripts; run them one by one")
+        sha = self._sha_of(text)
         if isinstance(client, Pipeline):
-            script = self._registered.get(text)
-            if script is None:
-                script = self._registered[text] = self._client.register_script(text)
-            return script(keys=list(keys), args=list(args), client=client)
-        sha = self._sha.get(text)
-        if sha is None:
-            sha = self._sha[text] = hashlib.sha1(text.encode()).hexdigest()
+            queued = client.__dict__.setdefault("_asyncstate_scripts", [])
+            queued.append((len(client.command_stack), text, list(keys), list(args)))
+            return client.evalsha(sha, len(keys), *keys, *args)
         try:
             return client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:  # this node has not seen it (new, restarted, or promoted)
             return client.eval(text, len(keys), *keys, *args)
+
+    def execute(self, pipe: Any) -> list[Any]:
+        """``pipe.execute()``, with the scripts a node did not know run again, one by one
+        (``NOSCRIPT`` means the script did not run: running it again is safe)."""
+        queued = pipe.__dict__.pop("_asyncstate_scripts", None)
+        if not queued:
+            return list(pipe.execute())
+        results = list(pipe.execute(raise_on_error=False))
+        failed = [q for q in queued if isinstance(results[q[0]], NoScriptError)]
+        if failed:  # load each script once, then send those commands again in one pipeline
+            for text in {text for _, text, _, _ in failed}:
+                self._client.script_load(text)
+            again = self._client.pipeline(transaction=False)
+            for _, text, keys, args in failed:
+                again.evalsha(self._sha_of(text), len(keys), *keys, *args)
+            for (index, text, keys, args), result in zip(
+                failed, again.execute(raise_on_error=False)
+            ):
+                if isinstance(result, NoScriptError):  # lost again (a failover meanwhile)
+                    result = self.run(text, keys, args, self._client)
+                results[index] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
