@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any, Self
 
@@ -18,8 +17,8 @@ import pytest
 from admin_procs import run_instance
 from apps import define_jobs, make_app
 from flask import Flask
+from pages import ThreadedServer
 from waiting import wait_until
-from werkzeug.serving import make_server
 
 from flask_asyncstate import AsyncState, JobContext
 from flask_asyncstate.labels import DEFAULT_LABELS
@@ -47,34 +46,21 @@ VISIBILITY = """
 """
 
 
-class InstanceA:
+class InstanceA(ThreadedServer):
     """The app serving the page, on a free loopback port, in a thread of this process."""
 
     def __init__(self, redis_url: str) -> None:
-        self.app, self.ext = make_app(redis_url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
-        self.jobs = define_jobs(self.ext)
+        app, ext = make_app(redis_url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+        self.jobs = define_jobs(ext)
 
-        @self.ext.job(name="marked")
+        @ext.job(name="marked")
         def marked(job: JobContext) -> None:
             job.progress(1, total=4, message=MARKUP)
             job.cancelled.wait(120)
             job.check_cancelled()
 
         self.jobs["marked"] = marked
-        self.httpd = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.thread.join(10)
-        self.httpd.server_close()
-        with self.app.app_context():
-            self.ext.shutdown(timeout=2)
+        super().__init__(app, ext)
 
 
 class InstanceB:

@@ -9,10 +9,9 @@ from Playwright's request interception instead.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
@@ -20,7 +19,7 @@ import xstatic.pkg.jquery
 from apps import make_app
 from flask import Flask, render_template_string, request, send_from_directory
 from markupsafe import Markup
-from werkzeug.serving import make_server
+from pages import ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
 from flask_asyncstate.labels import DEFAULT_LABELS, translated
@@ -225,72 +224,16 @@ def build_app() -> tuple[Flask, AsyncState]:
     return app, ext
 
 
-class Server:
-    """The app on a free loopback port, in a thread of this process."""
-
-    def __init__(self) -> None:
-        self.app, self.ext = build_app()
-        self.httpd = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.thread.join(10)
-        self.httpd.server_close()
-        with self.app.app_context():
-            self.ext.shutdown(timeout=2)
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    with Server() as running:
+def server() -> Iterator[ThreadedServer]:
+    with ThreadedServer(*build_app()) as running:
         yield running
 
 
 @pytest.fixture
 def new_page(browser, server) -> Iterator[Callable[..., Any]]:  # type: ignore[no-untyped-def]
-    """``new_page(*init_scripts)``: a page in a fresh context (its own session), with no
-    page error and no request off the app allowed; ``page.requests`` lists its URLs."""
-    contexts: list[Any] = []
-    pages: list[Any] = []
-
-    def make(*init_scripts: str) -> Any:
-        context = browser.new_context()
-        context.set_default_timeout(20000)
-        contexts.append(context)
-        page = context.new_page()
-        for script in init_scripts:
-            page.add_init_script(script)
-        page.errors = []
-        page.external = []
-        page.requests = []
-        page.console_errors = []
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        page.on(
-            "console",
-            lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None,
-        )
-
-        def seen(req: Any) -> None:
-            page.requests.append(req.url)
-            if not req.url.startswith(server.url):
-                page.external.append(req.url)
-
-        page.on("request", seen)
-        pages.append(page)
-        return page
-
-    yield make
-    for page in pages:
-        assert page.errors == [], page.errors
-        assert page.external == [], page.external
-    for context in contexts:
-        context.close()
+    """``new_page(*init_scripts)``: see :func:`pages.page_factory`."""
+    yield from page_factory(browser, server.url)
 
 
 class ResultAnswers:
