@@ -162,6 +162,21 @@ def end_abandoned(
         _ended(app_state, doc)
 
 
+def end_vanished(app_state: Runtime, job_id: str) -> None:
+    """A job still waiting whose entry the engine no longer has (``rq empty``, a purged
+    broker, a Redis restart without persistence) can never run: it ends ``lost``, and its
+    quota slot, unique place and queue place are free again."""
+    error = {"type": "WorkerLost", "message": "its entry vanished from the engine's queue"}
+    change = {"status": JobStatus.LOST.value, "error": error, "result": None, "reason": "lost"}
+    try:
+        doc = app_state.records.transition(job_id, _waiting, change)
+    except StoreError:
+        return  # the next check tries again
+    if doc is not None:
+        log.warning("job %s: %s; recorded lost", job_id, error["message"])
+        _ended(app_state, doc)
+
+
 def _ended(app_state: Runtime, doc: dict[str, Any]) -> None:
     """A final document stored outside the lifecycle: free the owner's slot and the queue place."""
     job_id, owner = doc["id"], doc.get("owner")

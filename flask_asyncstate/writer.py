@@ -14,9 +14,9 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from . import timeouts
+from . import remote, timeouts
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flask_asyncstate")
 
+
+#: Seconds after its admission before a waiting job is checked for in the engine's queue
+#: (it is enqueued right after it is admitted).
+SETTLED = 60.0
 
 class Writer:
     """Owns the writer thread; :meth:`start` (re)starts it, :meth:`stop` ends it."""
@@ -109,9 +113,9 @@ class Writer:
         records = self.app_state.records
         ids = sorted(records.queued_ids())
         keys: list[str] = []
-        for doc in records.statuses(ids, internal=True) if ids else []:
-            if doc is None:
-                continue
+        docs = [d for d in (records.statuses(ids, internal=True) if ids else []) if d]
+        self._end_vanished(docs)
+        for doc in docs:
             owner = doc.get("owner")
             if owner is not None:
                 keys.append(records.owner_key(owner))
@@ -120,6 +124,24 @@ class Writer:
             if unique is not None:
                 keys.append(unique)
         return ids, keys
+
+    def _end_vanished(self, docs: list[dict[str, Any]]) -> None:
+        """Waiting jobs (admitted a while ago: enqueueing follows admission) whose engine
+        entry is gone end ``lost`` instead of holding their places for ever."""
+        settled = time.time() - SETTLED
+        waiting = [
+            d["id"]
+            for d in docs
+            if d["status"] == "queued" and d.get("instance") is None and d["created_at"] < settled
+        ]
+        if not waiting:
+            return
+        try:
+            gone = self.app_state.executor.missing(waiting)  # type: ignore[attr-defined]
+        except StoreError:
+            return
+        for job_id in sorted(gone):
+            remote.end_vanished(self.app_state, job_id)
 
     def beat(self) -> None:
         """Refresh the liveness entry; if the store had lost it, write every job again."""

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from apps import SECRET, Gate, define_jobs
 from flask import Flask
+from waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobContext, QueueFull
 from flask_asyncstate.errors import UnserializableState
@@ -458,5 +459,34 @@ def test_a_long_wait_for_a_worker_keeps_the_owners_list_and_the_unique_place(red
         assert [j["id"] for j in browser.get("/asyncstate/jobs").json] == [first["id"]]
         again = browser.post("/go").json
         assert again == {"id": first["id"], "new": False}
+    finally:
+        ext.shutdown(1)
+
+
+def test_a_waiting_job_whose_queue_entry_vanished_ends_lost_and_frees_its_places(
+    redis_url, monkeypatch
+) -> None:
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    from flask_asyncstate import writer
+
+    monkeypatch.setattr(writer, "SETTLED", 0.0)
+    app, ext = _rq_app(redis_url, ASYNCSTATE_EXPIRES=2)
+
+    @ext.job(name="nightly_rq", unique="app")
+    def nightly_rq(job: JobContext) -> None:
+        return None
+
+    try:
+        with app.app_context():
+            first = nightly_rq.start()
+            Queue(
+                "unit", connection=ext.app_state().store.client, serializer=JSONSerializer
+            ).empty()
+            wait_until(lambda: first.status()["status"] == "lost", 5, interval=0.05)
+            doc = first.status()
+            assert doc["reason"] == "lost" and "vanished" in doc["error"]["message"]
+            assert nightly_rq.start().is_new  # its unique place was given back
     finally:
         ext.shutdown(1)

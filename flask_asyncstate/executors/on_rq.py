@@ -83,6 +83,14 @@ class RQExecutor(RemoteExecutor):
         """The short-timeout queue while serving a request (ASYNCSTATE_REDIS_TIMEOUT)."""
         return self._fast_queue if has_request_context() else self._queue
 
+    def missing(self, job_ids: list[str]) -> set[str]:
+        with translate():
+            pipe = self._queue.connection.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.exists(Job.key_for(job_id))
+            found = pipe.execute()
+        return {job_id for job_id, there in zip(job_ids, found) if not there}
+
     def dequeue(self, job_id: str) -> None:
         try:
             with translate():

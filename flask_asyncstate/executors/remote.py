@@ -45,6 +45,11 @@ class RemoteExecutor(Executor):
         has one, leaves room for ``ASYNCSTATE_TIMEOUT_GRACE`` after it.
         """
 
+    def missing(self, job_ids: list[str]) -> set[str]:
+        """Of these waiting jobs, those the engine no longer has (a purged queue): they can
+        never run. An engine that cannot tell (Celery's broker) answers none."""
+        return set()
+
     @abstractmethod
     def dequeue(self, job_id: str) -> None:
         """Best effort: take a job that was cancelled while queued off the engine's queue."""
