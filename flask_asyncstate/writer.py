@@ -29,6 +29,7 @@ log = logging.getLogger("flask_asyncstate")
 #: (it is enqueued right after it is admitted).
 SETTLED = 60.0
 
+
 class Writer:
     """Owns the writer thread; :meth:`start` (re)starts it, :meth:`stop` ends it."""
 
