@@ -10,6 +10,24 @@ from typing import Any, Self
 
 from werkzeug.serving import make_server
 
+#: Runs before the page's scripts: ``document.hidden`` under the test's control.
+VISIBILITY = """
+(() => {
+  let hidden = false;
+  Object.defineProperty(Document.prototype, 'hidden', {
+    configurable: true, get() { return hidden; },
+  });
+  Object.defineProperty(Document.prototype, 'visibilityState', {
+    configurable: true, get() { return hidden ? 'hidden' : 'visible'; },
+  });
+  window.__setHidden = (value) => {
+    hidden = value;
+    document.dispatchEvent(new Event('visibilitychange'));
+    return document.title;
+  };
+})();
+"""
+
 
 class ThreadedServer:
     """``app`` (with its extension ``ext``) on a free loopback port, in a thread of this

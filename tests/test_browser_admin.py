@@ -17,7 +17,7 @@ import pytest
 from admin_procs import run_instance
 from apps import define_jobs, make_app
 from flask import Flask
-from pages import ThreadedServer
+from pages import VISIBILITY, ThreadedServer
 from waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobContext
@@ -27,23 +27,6 @@ pytestmark = pytest.mark.browser
 
 spawn = multiprocessing.get_context("spawn")
 MARKUP = '<b class="injected">bold</b><img src="/x.png" onerror="window.__ran = 1">'
-
-#: Runs before the page's scripts: ``document.hidden`` under the test's control.
-VISIBILITY = """
-(() => {
-  let hidden = false;
-  Object.defineProperty(Document.prototype, 'hidden', {
-    configurable: true, get() { return hidden; },
-  });
-  Object.defineProperty(Document.prototype, 'visibilityState', {
-    configurable: true, get() { return hidden ? 'hidden' : 'visible'; },
-  });
-  window.__setHidden = (value) => {
-    hidden = value;
-    document.dispatchEvent(new Event('visibilitychange'));
-  };
-})();
-"""
 
 
 class InstanceA(ThreadedServer):

@@ -19,7 +19,7 @@ import pytest
 from apps import make_app
 from flask import Flask, render_template_string, request
 from markupsafe import Markup
-from pages import ThreadedServer, page_factory
+from pages import VISIBILITY, ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
 from flask_asyncstate.labels import DEFAULT_LABELS, translated
@@ -32,24 +32,6 @@ PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <title>{{ title }}</title></head>
 <body>{{ body }}</body></html>"""
-
-#: Runs before the page's scripts: ``document.hidden`` under the test's control.
-VISIBILITY = """
-(() => {
-  let hidden = false;
-  Object.defineProperty(Document.prototype, 'hidden', {
-    configurable: true, get() { return hidden; },
-  });
-  Object.defineProperty(Document.prototype, 'visibilityState', {
-    configurable: true, get() { return hidden ? 'hidden' : 'visible'; },
-  });
-  window.__setHidden = (value) => {
-    hidden = value;
-    document.dispatchEvent(new Event('visibilitychange'));
-    return document.title;
-  };
-})();
-"""
 
 #: A stand-in for window.Notification that records what the widget shows.
 NOTIFICATIONS = """
