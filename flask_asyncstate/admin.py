@@ -61,18 +61,22 @@ def register(
     """Add the admin routes to our blueprint (``allowed``, ``json`` and ``error`` are the
     views module's method check and answer makers)."""
 
+    def _off() -> Response | None:
+        """No admin guard, no admin page: every method answers 404, OPTIONS included."""
+        return error(404, "not found") if appstate.get().settings.admin_guard is None else None
+
     def closed(as_page: bool) -> Response | None:
         guard = appstate.get().settings.admin_guard
         if guard is None:
             return error(404, "not found")
-        refused = guards.verdict(guard)
+        refused = guards.verdict(guard, background=not as_page)
         if refused is None:
             return None
         return refused if as_page else guards.as_json(refused, error)
 
     @bp.route("/admin", methods=ANY_METHOD, provide_automatic_options=False)
     def admin() -> Any:
-        refused = allowed("GET") or closed(as_page=True)
+        refused = _off() or allowed("GET") or closed(as_page=True)
         if refused is not None:
             return refused
         token = None
@@ -92,7 +96,7 @@ def register(
 
     @bp.route("/admin/jobs", methods=ANY_METHOD, provide_automatic_options=False)
     def admin_jobs() -> Response:
-        refused = allowed("GET") or closed(as_page=False)
+        refused = _off() or allowed("GET") or closed(as_page=False)
         if refused is not None:
             return refused
         found = appstate.get()
@@ -119,7 +123,7 @@ def register(
 
     @bp.route("/admin/cancel/<job_id>", methods=ANY_METHOD, provide_automatic_options=False)
     def admin_cancel(job_id: str) -> Response:
-        refused = allowed("POST") or closed(as_page=False) or csrf.refusal(error)
+        refused = _off() or allowed("POST") or closed(as_page=False) or csrf.refusal(error)
         if refused is not None:
             return refused
         found = appstate.get()

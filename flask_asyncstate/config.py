@@ -20,6 +20,7 @@ from .config_checks import (
     _owner,
     _positive,
     _sentinels,
+    _streams,
     _url_prefix,
 )
 
@@ -138,14 +139,17 @@ ASYNCSTATE_SSE_PING_INTERVAL: float = 15.0
 #: beyond it ``start()`` raises :exc:`~flask_asyncstate.QueueFull` the same way.
 ASYNCSTATE_MAX_QUEUED: int = 1000
 
-#: ``/events/<token>`` streams one process (per app) keeps open at once. Each holds a
-#: server thread (or, with gevent workers, a greenlet) for up to
+#: ``/events/<token>`` streams one process (per app) keeps open at once; ``0`` turns
+#: streams off. Each holds a server thread (or, with gevent workers, a greenlet) for up to
 #: :data:`ASYNCSTATE_SSE_MAX_AGE`, which is why the limit is per process: it protects that
-#: process's threads. Beyond it a stream request answers a JSON 429 with
-#: ``Retry-After: 10`` at once, and the widget's ``auto`` mode polls instead (see
-#: :ref:`frontend-transient`). Size it to your server's threads or connections (see
-#: :doc:`deployment`).
-ASYNCSTATE_MAX_STREAMS: int = 100
+#: process's threads. ``None`` (the default) decides at the first stream: 1000 where a
+#: stream costs no thread (gevent or eventlet patched the process), else ``0``: on a
+#: threaded server (gunicorn ``gthread`` or ``sync``, waitress, the dev server) streams
+#: are off and every widget polls, so they can never hold the threads the app's other
+#: pages need. On a threaded server set it only well below your thread count. Beyond it a
+#: stream request answers a JSON 429 with ``Retry-After: 10`` at once, and the widget's
+#: ``auto`` mode polls instead (see :ref:`frontend-transient` and :doc:`deployment`).
+ASYNCSTATE_MAX_STREAMS: int | None = None
 
 #: Streams one owner (a session, or a logged-in user) may keep open in one process
 #: at once, so that one browser with many tabs cannot take all of
@@ -283,7 +287,7 @@ class Settings:
     sse_max_age: float
     sse_ping_interval: float
     max_queued: int
-    max_streams: int
+    max_streams: int | None
     max_streams_per_session: int
     redis_timeout: float
     circuit_failures: int
@@ -322,7 +326,7 @@ class Settings:
             sse_max_age=_positive(config, "ASYNCSTATE_SSE_MAX_AGE"),
             sse_ping_interval=_positive(config, "ASYNCSTATE_SSE_PING_INTERVAL"),
             max_queued=_positive(config, "ASYNCSTATE_MAX_QUEUED", int),
-            max_streams=_positive(config, "ASYNCSTATE_MAX_STREAMS", int),
+            max_streams=_streams(config),
             max_streams_per_session=_positive(config, "ASYNCSTATE_MAX_STREAMS_PER_SESSION", int),
             redis_timeout=_positive(config, "ASYNCSTATE_REDIS_TIMEOUT"),
             circuit_failures=_positive(config, "ASYNCSTATE_CIRCUIT_FAILURES", int),

@@ -15,6 +15,18 @@ def _positive(config: Any, key: str, kind: type = float) -> Any:
     return kind(value)
 
 
+def _streams(config: Any) -> int | None:
+    value = config["ASYNCSTATE_MAX_STREAMS"]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            "ASYNCSTATE_MAX_STREAMS must be None (streams only on gevent/eventlet), 0 (off)"
+            f" or a positive int, got {value!r}"
+        )
+    return value
+
+
 #: The values :data:`ASYNCSTATE_EXECUTOR` accepts.
 EXECUTORS = ("threads", "rq", "celery")
 

@@ -10,6 +10,7 @@ document. Nothing outside this class touches the buffer.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -52,6 +53,38 @@ class BoundState(Generic[T]):
     def set(self, obj: T) -> None:
         """Replace the value (keeps the job's cancel Event attached)."""
         self._api.update(self.type, lambda _old: obj, name=self.name)
+
+
+#: The fields ``job.iter(message=...)`` fills in: ``{current}``, ``{total}``, each
+#: optionally with a thousands separator. Nothing else is a field.
+_ITER_FIELD = re.compile(r"\{(current|total)(?::([,_]))?\}")
+
+
+def _message_filler(message: str | None, total: float | None) -> Callable[[int], str] | None:
+    """A function of the items done giving ``message`` with its fields filled, or None.
+
+    A plain substitution, not ``str.format``: text from data (a file name with braces,
+    a format spec) can neither break the job nor make it allocate.
+    """
+    if message is None:
+        return None
+    if _ITER_FIELD.search(message) is None:
+        return lambda done: message
+
+    def shown(value: float | None, separator: str | None) -> str:
+        if value is None:
+            return "?"
+        return format(value, separator) if separator else str(value)
+
+    total_text = {sep: shown(total, sep) for sep in (None, ",", "_")}
+
+    def fill(done: int) -> str:
+        text = _ITER_FIELD.sub(
+            lambda m: shown(done, m[2]) if m[1] == "current" else total_text[m[2]], message
+        )
+        return text[:MAX_MESSAGE_LENGTH]  # numbers longer than their fields never overflow it
+
+    return fill
 
 
 class JobContext:
@@ -183,24 +216,25 @@ class JobContext:
         progress after each, like tqdm: ``for row in job.iter(rows, message="{current} of
         {total} rows"):``.
 
-        ``total`` defaults to ``len(iterable)`` when it has one. ``message`` may use
-        ``{current}`` and ``{total}`` (``?`` while the total is unknown).
+        ``total`` defaults to ``len(iterable)`` when it has one. In ``message`` only
+        ``{current}`` and ``{total}`` are replaced (``?`` while the total is unknown),
+        optionally with a thousands separator (``{current:,}``, ``{total:_}``); every other
+        character, braces included, is kept as it is: a file name in the message is text,
+        never a format string.
         """
         if total is None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
             except TypeError:  # a generator: the bar stays indeterminate
                 total = None
-        shown_total = "?" if total is None else total
         if message is not None:
             _check_message(message)
-            message.format(current=0, total=shown_total)  # a bad field fails now, not mid-run
+        fill = _message_filler(message, total)
         check, progress = self.check_cancelled, self.progress
         for done, item in enumerate(iterable, 1):
             check()
             yield item
-            text = None if message is None else message.format(current=done, total=shown_total)
-            progress(done, total, text)
+            progress(done, total, None if fill is None else fill(done))
 
     def _yield(self, now: float) -> None:
         """Let this process's other threads run (the cancel listener, request threads).

@@ -18,9 +18,16 @@ def same_origin() -> bool:
     origin = request.headers.get("Origin")
     if not origin:
         return False
-    ours = urlsplit(request.host_url)
-    theirs = urlsplit(origin)
-    return (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
+    return _same_site(origin, request.host_url)
+
+
+def _same_site(url: str, ours: str) -> bool:
+    """Whether ``url`` has our scheme and host; a malformed URL (``http://[``) is not ours."""
+    try:
+        theirs, mine = urlsplit(url), urlsplit(ours)
+    except ValueError:
+        return False
+    return (theirs.scheme, theirs.netloc) == (mine.scheme, mine.netloc)
 
 
 def refusal(error: Any) -> Any:
@@ -68,8 +75,7 @@ def csrf_error() -> str | None:
     if request.is_secure and config.get("WTF_CSRF_SSL_STRICT", True):  # as Flask-WTF does
         if not request.referrer:
             return "CSRF check failed: The referrer header is missing."
-        ours, theirs = urlsplit(f"https://{request.host}/"), urlsplit(request.referrer)
-        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+        if not _same_site(request.referrer, f"https://{request.host}/"):
             return "CSRF check failed: The referrer does not match the host."
     return None
 

@@ -232,6 +232,22 @@ class AsyncState:
         found = self.app_state()
         return found.job_handle(found.signer.unsign(token))
 
+    def owned(self, token: Any) -> JobHandle | None:
+        """The job of ``token`` if it belongs to the current owner (the request's user, or its
+        session), else None: forged, expired, unknown, or another owner's.
+
+        The check an app's own routes use before acting on a token from the browser (a
+        download link, say); :meth:`handle` checks the signature only, for code outside
+        a request. Needs a request context.
+        """
+        if not isinstance(token, str):
+            return None
+        try:
+            job_id, _doc = views.visible_job(token)
+        except InvalidToken:
+            return None
+        return self.app_state().job_handle(job_id)
+
     def status(self, token: str) -> dict[str, Any] | None:
         """The progress document of a token's job (None if unknown or expired)."""
         return self.handle(token).status()

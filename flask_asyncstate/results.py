@@ -11,13 +11,16 @@ succeeded (a reload).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flask import render_template
+from flask import current_app, render_template
 from markupsafe import Markup, escape
 
 from . import appstate
 from .status import JobStatus
+
+log = logging.getLogger("flask_asyncstate")
 
 
 def renderer(name: Any) -> Any:
@@ -32,5 +35,19 @@ def render(doc: dict[str, Any]) -> Markup | None:
     if render_result is None or doc.get("status") != JobStatus.SUCCEEDED:
         return None
     if isinstance(render_result, str):
+        if not autoescaped(render_result):
+            log.error(
+                "render_result=%r is not rendered with autoescape on by this app's Jinja"
+                " environment (jinja_options / autoescape): the result slot stays empty",
+                render_result,
+            )
+            return None
         return Markup(render_template(render_result, result=doc.get("result"), job=doc))
     return escape(render_result(doc.get("result")))
+
+
+def autoescaped(template: str) -> bool:
+    """Whether the app's Jinja environment escapes values in ``template`` (its real
+    setting, which an app may change with ``jinja_options``, not a guess from the name)."""
+    setting = current_app.jinja_env.autoescape
+    return bool(setting(template) if callable(setting) else setting)

@@ -3,10 +3,16 @@
 Each stream holds a server thread (or greenlet) for up to ``ASYNCSTATE_SSE_MAX_AGE``
 seconds, so one browser, or a flood of them, could otherwise take every thread
 of a worker. A refused stream is answered 429 and the widget polls instead.
+
+By default (``ASYNCSTATE_MAX_STREAMS = None``) streams are on only where one costs
+no thread: a process whose sockets gevent or eventlet patched. On a threaded
+server (gunicorn ``gthread``, ``sync``, waitress, the dev server) they are off and
+every widget polls, so streams can never take the threads other pages need.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +28,11 @@ class StreamSlots:
     than any stream lives.
     """
 
-    def __init__(self, total: int, per_owner: int, lifetime: float) -> None:
+    #: Streams per process by default where a stream costs no thread (gevent, eventlet).
+    GREEN_TOTAL = 1000
+
+    def __init__(self, total: int | None, per_owner: int, lifetime: float) -> None:
+        #: None: decided at the first stream, by :func:`green_server` (see the module).
         self.total = total
         self.per_owner = per_owner
         self.lifetime = lifetime
@@ -31,6 +41,10 @@ class StreamSlots:
         self._next = 0
 
     def acquire(self, owner: str) -> Slot | None:
+        if self.total is None:  # decided late: gunicorn patches before it loads the app
+            self.total = self.GREEN_TOTAL if green_server() else 0
+        if self.total == 0:
+            return None
         now = time.monotonic()
         with self._lock:
             for sid, (_o, opened) in list(self._open.items()):
@@ -51,6 +65,16 @@ class StreamSlots:
         """Streams open in this process now."""
         with self._lock:
             return len(self._open)
+
+
+def green_server() -> bool:
+    """Whether this process serves requests on greenlets: gevent or eventlet patched its
+    sockets, so an open stream waits without holding an OS thread."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
+        return True
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    return eventlet_patcher is not None and bool(eventlet_patcher.is_monkey_patched("socket"))
 
 
 class Slot:

@@ -124,6 +124,11 @@ def request_owner(owner_of: Callable[[], Any] | None = None, *, create: bool) ->
         raise TypeError(
             f"ASYNCSTATE_OWNER must return a str, an int or None, got {type(named).__name__}"
         )
+    if named == "":  # one id shared by everyone it is returned for: no owner at all
+        raise ValueError(
+            "ASYNCSTATE_OWNER returned an empty owner id; return None for no named owner"
+            " (the session then owns the job)"
+        )
     return _digest(f"owner|{named}")
 
 

@@ -255,7 +255,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         guard = found.settings.blueprint_guard or getattr(found.extension, "blueprint_guard", None)
         if guard is None or request.endpoint in _ADMIN:  # the admin page has its own guard
             return None
-        refused = guards.verdict(guard)
+        refused = guards.verdict(guard, background=True)
         return None if refused is None else guards.as_json(refused, error)
 
     @bp.route("/jquery.js", methods=_ANY_METHOD, provide_automatic_options=False)
@@ -279,9 +279,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
 
     @bp.after_request
     def same_headers(response: Response) -> Response:
-        # Whatever the token: a header that differs would tell a valid signature from a forged one.
-        response.vary.add("Cookie")
-        return response
+        return harden(response)
 
     return bp
 
@@ -312,7 +310,26 @@ def unrouted(prefix: str) -> Response | None:
         response = error(exc.code or 404, exc.description or exc.name)
     else:  # a redirect for a missing slash, say: ours are never needed
         response = error(404, "not found")
+    return harden(response)
+
+
+def harden(response: Response) -> Response:
+    """Headers of every answer under the prefix.
+
+    ``Vary: Cookie`` whatever the token (a header that differs would tell a valid
+    signature from a forged one); ``nosniff`` so no answer is ever read as a script or
+    a page; and our HTML (the operator's page, with its Cancel buttons) is never framed
+    by another site (clickjacking).
+    """
     response.vary.add("Cookie")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.mimetype == "text/html":
+        response.headers["X-Frame-Options"] = "DENY"
+        policy = response.headers.get("Content-Security-Policy")
+        if not policy:
+            response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        elif "frame-ancestors" not in policy:
+            response.headers["Content-Security-Policy"] = f"{policy}; frame-ancestors 'none'"
     return response
 
 

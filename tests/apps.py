@@ -40,6 +40,9 @@ def make_app(redis_url: str | None = None, **config: Any) -> tuple[Flask, AsyncS
         ASYNCSTATE_KEY_PREFIX="test:",
         ASYNCSTATE_FLUSH_INTERVAL=0.05,
         ASYNCSTATE_HEARTBEAT_INTERVAL=0.5,
+        # The test client and dev server start a thread per request: streams cost no
+        # shared pool there, so the tests turn them on (the default is off on threads).
+        ASYNCSTATE_MAX_STREAMS=100,
     )
     if redis_url:
         app.config["ASYNCSTATE_REDIS_URL"] = redis_url

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from flask import Flask, jsonify, render_template_string
@@ -355,3 +355,155 @@ def test_testing_client_follows_server_name(make_app) -> None:
     browser = client(app)
     token = browser.post("/start").json["token"]
     assert browser.post(f"/asyncstate/cancel/{token}").status_code == 202
+
+
+# -- hardening found by a hostile review and a real integration ------------------------
+
+
+def test_background_login_refusals_flash_nothing_and_lead_back_to_the_page(make_app) -> None:
+    """login_required as the blueprint guard: a refused poll leaves no "Please log in" in the
+    session, and login_url's next= is the page that polled, not the JSON route."""
+    app, _ext, gate = _app(make_app, ASYNCSTATE_BLUEPRINT_GUARD=login_required)
+    _login(app)
+    gate.set()
+    browser = client(app)
+    token = browser.post("/export/a").json["token"]
+    for _ in range(3):
+        answer = browser.get(
+            f"/asyncstate/progress/{token}", headers={"Referer": "http://localhost/reports?id=7"}
+        )
+        assert answer.status_code == 401
+    assert answer.json["login_url"] == "/login?next=%2Freports%3Fid%3D7"
+    with browser.session_transaction() as session:
+        assert "_flashes" not in session
+    no_page = browser.get(f"/asyncstate/progress/{token}", headers={"Referer": "http://evil/x"})
+    assert no_page.json["login_url"] == "/login"
+    page = browser.get("/asyncstate/admin")  # not a guarded JSON route: no change there
+    assert page.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("returned", "status"),
+    [(True, 200), (None, 200), (False, 403), (42, 403), (object(), 403), ("no", 403)],
+)
+def test_what_a_guard_returns_never_gives_a_500(make_app, returned, status) -> None:
+    """``lambda: current_user.is_admin`` is how people write guards: True allows, False
+    refuses with a JSON 403, and so do a value Flask cannot answer with and a bare body
+    ("no", which Flask would answer 200)."""
+    app, _ext, _gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: returned)
+    answer = app.test_client().get("/asyncstate/admin/jobs")
+    assert answer.status_code == status and answer.is_json
+    if status == 403:
+        assert answer.json == {"error": "not allowed"}
+    blueprint_app, ext, _gate = _app(make_app)
+    ext.guard(lambda: returned)
+    answer = blueprint_app.test_client().get("/asyncstate/jobs")
+    assert answer.status_code == status and answer.is_json
+
+
+def test_admin_routes_are_404_for_every_method_without_an_admin_page(make_app) -> None:
+    app, _ext, _gate = _app(make_app)
+    web = app.test_client()
+    for method in ("GET", "OPTIONS", "POST", "PUT"):
+        for path in ("/asyncstate/admin", "/asyncstate/admin/jobs", "/asyncstate/admin/cancel/x"):
+            answer = web.open(path, method=method)
+            assert answer.status_code == 404 and answer.is_json, (method, path)
+
+
+@pytest.mark.parametrize("origin", ["http://[", "http://[::1", "https://a]b", "\x00://"])
+def test_a_malformed_origin_or_referer_is_a_403_not_a_500(make_app, origin) -> None:
+    app, _ext, gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    gate.set()
+    browser = client(app)
+    token = browser.post("/export/a").json["token"]
+    plain = app.test_client(use_cookies=True)
+    with browser.session_transaction() as theirs, plain.session_transaction() as mine:
+        mine.update(theirs)
+    for method, path in [
+        ("POST", f"/asyncstate/cancel/{token}"),
+        ("DELETE", f"/asyncstate/jobs/{token}"),
+        ("POST", "/asyncstate/admin/cancel/" + "a" * 32),
+    ]:
+        answer = plain.open(path, method=method, headers={"Origin": origin})
+        assert answer.status_code == 403 and answer.is_json, (path, answer.data)
+    secure = client(app, base_url="https://shop.example")
+    secure.get("/")  # a session of its own
+    answer = secure.post(f"/asyncstate/cancel/{token}", headers={"Referer": origin})
+    assert answer.status_code in (403, 404) and answer.is_json
+
+
+def test_our_html_cannot_be_framed_and_json_is_never_sniffed(make_app) -> None:
+    app, _ext, gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    gate.set()
+    web = app.test_client()
+    page = web.get("/asyncstate/admin")
+    assert page.status_code == 200
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    for path in ("/asyncstate/admin/jobs", "/asyncstate/jobs", "/asyncstate/progress/x"):
+        answer = web.get(path)
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", path
+    unrouted = web.open("/asyncstate/jobs", method="PROPFIND")
+    assert unrouted.status_code == 405 and unrouted.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_owned_is_the_owner_check_for_an_apps_own_routes(make_app, backend_url) -> None:
+    app, ext, gate = _app(make_app, backend_url)
+    gate.set()
+
+    @app.get("/download/<token>")
+    def download(token: str) -> Any:
+        handle = ext.owned(token)
+        if handle is None:
+            return {"error": "not yours"}, 404
+        return {"id": handle.id, "status": handle.status()["status"]}
+
+    alice, bob = client(app), client(app)
+    first = alice.post("/export/first").json["token"]
+    for n in range(8):  # more than /jobs lists: the first is still hers
+        alice.post(f"/export/n{n}")
+    with app.app_context():
+        wait_for(ext.handle(first), "succeeded")
+    assert alice.get(f"/download/{first}").status_code == 200
+    assert bob.get(f"/download/{first}").status_code == 404
+    assert alice.get(f"/download/{first[:-2]}xx").status_code == 404
+    assert alice.get("/download/nonsense").status_code == 404
+    with app.test_request_context():
+        assert ext.owned(None) is None  # type: ignore[arg-type]
+
+
+def test_an_empty_owner_id_is_refused(make_app) -> None:
+    app, ext, _gate = _app(make_app, ASYNCSTATE_OWNER=lambda: "")
+    with app.test_request_context(), pytest.raises(ValueError, match="empty owner id"):
+        ext.app_state(app).request_owner(create=True)
+
+
+def test_result_template_without_autoescape_is_never_inserted(make_app) -> None:
+    """The name says .html, but the app turned autoescape off: no slot, never raw HTML."""
+
+    class Unescaped(Flask):
+        jinja_options: ClassVar[dict[str, Any]] = {"autoescape": False}
+
+    from flask import Flask as _Flask
+
+    app, _ext, gate = _app(make_app)
+    app.__class__ = Unescaped
+    app.__dict__.pop("jinja_env", None)  # the cached environment is made again
+    assert isinstance(app, _Flask)
+    gate.set()
+
+    @app.post("/evil")
+    def evil() -> Any:
+        return jsonify(
+            token=app.extensions["asyncstate"]
+            .extension.registered_job("export")
+            .start("<img src=x onerror=alert(1)>")
+            .token
+        )
+
+    browser = client(app)
+    token = browser.post("/evil").json["token"]
+    with app.app_context():
+        wait_for(app.extensions["asyncstate"].extension.handle(token), "succeeded")
+    answer = browser.get(f"/asyncstate/result/{token}")
+    assert answer.status_code == 404 and b"onerror" not in answer.data

@@ -204,3 +204,38 @@ def test_long_stream_asks_the_browser_to_reconnect(make_app) -> None:
     assert time.monotonic() - started < 3
     assert frames[-1][0] == "reconnect"
     assert frames[0][1]["status"] in ("queued", "running")
+
+
+@pytest.mark.parametrize("setting", [None, 0])
+def test_streams_are_off_by_default_on_threads_and_with_zero(make_app, setting) -> None:
+    """Default None: off unless gevent/eventlet patched the process (pytest's has not); 0: off.
+    The refusal is the same 429 the widget's auto mode falls back to polling on."""
+    app, ext = make_app(ASYNCSTATE_MAX_STREAMS=setting)
+    jobs = define_jobs(ext)
+
+    @app.post("/start")
+    def start():  # type: ignore[no-untyped-def]
+        return {"token": jobs["count"].start(1).token}
+
+    client = app.test_client()
+    token = client.post("/start").json["token"]
+    refused = client.get(f"/asyncstate/events/{token}")
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "10"
+    assert ext.app_state(app).streams.total == 0
+
+
+def test_streams_on_where_a_stream_costs_no_thread(make_app, monkeypatch) -> None:
+    from flask_asyncstate import streams
+
+    monkeypatch.setattr(streams, "green_server", lambda: True)
+    app, ext = make_app(ASYNCSTATE_MAX_STREAMS=None)
+    slots = ext.app_state(app).streams
+    slot = slots.acquire("owner")
+    assert slot is not None and slots.total == streams.StreamSlots.GREEN_TOTAL
+    slot.release()
+
+
+def test_max_streams_setting_is_checked(make_app) -> None:
+    for bad in (-1, 1.5, True, "100"):
+        with pytest.raises(ValueError, match="ASYNCSTATE_MAX_STREAMS"):
+            make_app(ASYNCSTATE_MAX_STREAMS=bad)

@@ -648,3 +648,34 @@ def test_the_french_labels_cover_every_widget_label_and_keep_its_fields() -> Non
         fields = set(re.findall(r"\{(\w+)\}", english))
         assert set(re.findall(r"\{(\w+)\}", FRENCH[key])) == fields, key
     assert set(TEXTS["fr"]) == set(TEXTS["en"])
+
+
+def test_streams_never_take_a_threaded_servers_threads(redis_url: str, tmp_path: Path) -> None:
+    """gunicorn gthread with 4 threads and the default ASYNCSTATE_MAX_STREAMS: one session's
+    streams are refused at once (the widget polls), so another visitor's page never waits."""
+    env = {"REDIS_URL": redis_url, "EXAMPLE_PRODUCTS": "10000", "EXAMPLE_PAUSE": "0.05"}
+    server = GunicornServer(tmp_path, worker_class="gthread", threads=4, workers=1, env=env)
+    with server as app:
+        browser = requests.Session()
+        csrf = {"X-CSRFToken": csrf_token(browser, app.url + "/")}
+        started = browser.post(f"{app.url}/import", headers={**JSON, **csrf}, timeout=5)
+        assert started.status_code == 202, started.text
+        token = started.json()["token"]
+        streams = [
+            browser.get(f"{app.url}/asyncstate/events/{token}", stream=True, timeout=5)
+            for _ in range(6)
+        ]
+        try:
+            assert [s.status_code for s in streams] == [429] * 6
+            assert {s.headers["Retry-After"] for s in streams} == {"10"}
+            began = time.monotonic()
+            other = requests.get(f"{app.url}/", timeout=5)
+            waited = time.monotonic() - began
+            assert other.status_code == 200
+            poll = browser.get(f"{app.url}/asyncstate/progress/{token}", timeout=5)
+            assert poll.status_code == 200 and poll.json()["status"] in ("queued", "running")
+        finally:
+            for s in streams:
+                s.close()
+            browser.post(f"{app.url}/asyncstate/cancel/{token}", headers={**XHR, **csrf}, timeout=5)
+    print(f"gunicorn gthread x4: 6 streams refused 429 at once; another page in {waited:.3f} s")

@@ -79,17 +79,39 @@ def test_iter_checks_cancel_before_each_item_and_stops_within_one(make_app, back
     assert doc["current"] == 6
 
 
-def test_iter_bad_message_field_fails_at_once(make_app) -> None:
+def test_iter_message_is_text_not_a_format_string(make_app) -> None:
+    """Only {current} and {total} (with an optional thousands separator) are filled in: a
+    file name with braces or a format spec from data neither fails the job nor allocates."""
     app, ext = make_app()
-    calls: list[int] = []
 
     @ext.job
-    def bad(job: JobContext) -> None:
-        calls.extend(job.iter([1, 2], message="{done} rows"))
+    def named(job: JobContext, name: str) -> None:
+        for _ in job.iter(range(1200), message=f"{name}: {{current:,}} of {{total:_}}"):
+            pass
 
     with app.app_context():
-        doc = bad.start().wait(10)
-    assert doc["status"] == "failed" and doc["error"]["type"] == "KeyError" and calls == []
+        braces = named.start("report {2026} {x!r} {}.csv").wait(10)
+        # str.format would pad this to ~10**24 characters (143 MiB at 10**8)
+        huge = named.start("{current:>99999999999999999999999}").wait(10)
+        unknown = named.start("{done} {0} {{current}}").wait(10)
+    assert braces["status"] == "succeeded"
+    assert braces["message"] == "report {2026} {x!r} {}.csv: 1,200 of 1_200"
+    assert huge["status"] == "succeeded"
+    assert huge["message"] == "{current:>99999999999999999999999}: 1,200 of 1_200"
+    assert unknown["message"] == "{done} {0} {1200}: 1,200 of 1_200"
+
+
+def test_iter_total_unknown_shows_a_question_mark(make_app) -> None:
+    app, ext = make_app()
+
+    @ext.job
+    def gen(job: JobContext) -> None:
+        for _ in job.iter((i for i in range(3)), message="{current:,} of {total:,}"):
+            pass
+
+    with app.app_context():
+        doc = gen.start().wait(10)
+    assert doc["status"] == "succeeded" and doc["message"] == "3 of ?"
 
 
 # -- rate and ETA ----------------------------------------------------------------
