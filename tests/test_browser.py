@@ -14,9 +14,13 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def example(tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
     """The example app as the README runs it: embedded in-memory store, no Redis."""
-    # short event streams, so the SSE run also crosses a server-asked reconnect
+    # short event streams, so the SSE run also crosses a server-asked reconnect; streams on
+    # (the dev server is threaded: off by default) with a cap, as deployment.rst says
     with AppProcess(
-        tmp_path, SESSION_DIR=str(tmp_path / "sessions"), FLASK_ASYNCSTATE_SSE_MAX_AGE="1.0"
+        tmp_path,
+        SESSION_DIR=str(tmp_path / "sessions"),
+        FLASK_ASYNCSTATE_SSE_MAX_AGE="1.0",
+        FLASK_ASYNCSTATE_MAX_STREAMS="20",
     ) as app:
         yield app
 

@@ -13,7 +13,12 @@
  * applies to that status alone. The counts come from the answer's ``counts`` (status ->
  * number) when the server sends them, else from the last list of that status.
  *
- * Everything the server sends is written with .text() / attributes only.
+ * The prefix must be a path on this site ("/asyncstate"): anything else (a URL, "//host")
+ * and the page makes no request at all, with a console warning. Requests go to this page's
+ * origin only, as JSON (never JSONP), and so does the CSRF token.
+ *
+ * Everything the server sends is written with .text() / attributes only; a job shows as its
+ * ``label`` (else its ``name``).
  * window.asyncstateAdmin.refresh() polls at once (for scripts and tests).
  */
 (function (window, document, $) {
@@ -32,6 +37,34 @@
 
   // ---------------------------------------------------------------- helpers
 
+  // This page's origin ("null" for an opaque one).
+  function pageOrigin() {
+    var loc = window.location;
+    return loc.origin || (loc.protocol + '//' + loc.host);
+  }
+
+  // The prefix as a path on this site (without trailing slashes), or null: "/..." but not
+  // "//host" or "/\host", no query, fragment or control characters, and it resolves to
+  // this page's origin (the same rule as the widget's, asyncstate.js).
+  function checkedPrefix(value) {
+    if (typeof value !== 'string') { return null; }
+    if (value !== '' && (value.charAt(0) !== '/' || value.charAt(1) === '/')) { return null; }
+    if (/[\\?#\u0000-\u001f\u007f]/.test(value)) { return null; }
+    var path = value.replace(/\/+$/, '');
+    var origin = pageOrigin();
+    if (!origin || origin === 'null') { return null; }
+    if (typeof window.URL === 'function') {
+      var resolved;
+      try {
+        resolved = new window.URL(path + '/', window.location.href);
+      } catch (e) {
+        return null;
+      }
+      if (resolved.origin !== origin || resolved.search || resolved.hash) { return null; }
+    }
+    return path;
+  }
+
   function readConfig() {
     var node = document.getElementById(ADMIN + '-config');
     var config = null;
@@ -42,8 +75,18 @@
     }
     config = config && typeof config === 'object' ? config : {};
     var statuses = config.statuses && typeof config.statuses === 'object' ? config.statuses : {};
+    var given = config.prefix == null ? '/asyncstate' : config.prefix;
+    var prefix = checkedPrefix(given);
+    if (prefix === null && window.console && window.console.warn) {
+      var shown;
+      try { shown = JSON.stringify(given); } catch (e) { shown = String(given); }
+      window.console.warn('asyncstate-admin.js: refused: the prefix ' + shown + ' is not a ' +
+                          'path on this site (one starting with "/", on ' + pageOrigin() +
+                          '); the page makes no request');
+    }
     return {
-      prefix: String(config.prefix == null ? '/asyncstate' : config.prefix).replace(/\/+$/, ''),
+      prefix: prefix,           // null: refused, the page does nothing
+      origin: pageOrigin(),
       csrfToken: typeof config.csrfToken === 'string' && config.csrfToken ? config.csrfToken : null,
       all: $.isArray(statuses.all) ? statuses.all : [],
       final: $.isArray(statuses.final) ? statuses.final : [],
@@ -81,6 +124,11 @@
 
   function str(v) {
     return v == null ? '' : String(v);
+  }
+
+  // What a job is called on screen: its display label, else its name.
+  function labelOf(job) {
+    return str(job.label || job.name);
   }
 
   function orNone(v) {
@@ -128,6 +176,11 @@
   function percentOf(job) {
     if (isNumber(job.percent)) { return Math.max(0, Math.min(100, job.percent)); }
     return null;
+  }
+
+  // The absolute URL of ``path`` under the checked prefix, on this page's origin only.
+  function endpoint(path) {
+    return CONFIG.origin + CONFIG.prefix + path;
   }
 
   function requestHeaders(post) {
@@ -286,7 +339,7 @@
     row.$tr.attr('data-status', status);
     row.$tr.prop('hidden', state.filter !== '' && state.filter !== status);
 
-    setText(row.$name, str(job.name));
+    setText(row.$name, labelOf(job));
     row.$status.attr('class', ADMIN + '-status' + (statusClass ? ' ' + ADMIN + '-status--' + statusClass : ''));
     setText(row.$statusName, cancelling ? label('cancelling') : statusName(status));
     setText(row.$reason, isFinal && reason && has(REASON_LABELS, reason) ?
@@ -303,7 +356,7 @@
     if (shown === null && !isFinal) { widgetClasses.push(NAME + '--indeterminate'); }
     if (cancelling) { widgetClasses.push(NAME + '--cancelling'); }
     row.$widget.attr('class', widgetClasses.join(' '));
-    row.$bar.attr('aria-label', format(label('adminProgress') + ': {name}', { name: str(job.name) }));
+    row.$bar.attr('aria-label', format(label('adminProgress') + ': {name}', { name: labelOf(job) }));
     if (shown === null) {
       row.$bar.removeAttr('aria-valuenow');
       row.$fill.css('width', '');
@@ -326,7 +379,7 @@
       row.$cancel.removeAttr('hidden').prop('disabled', busy);
       if (busy) { row.$cancel.attr('aria-busy', 'true'); } else { row.$cancel.removeAttr('aria-busy'); }
       setText(row.$cancel, cancelling ? label('cancelling') : label('cancel'));
-      row.$cancel.attr('aria-label', format(label('adminCancelJob'), { name: str(job.name) }));
+      row.$cancel.attr('aria-label', format(label('adminCancelJob'), { name: labelOf(job) }));
     }
   }
 
@@ -437,16 +490,18 @@
   }
 
   function refresh() {
-    if (state.xhr) { return; }
+    if (state.xhr || CONFIG.prefix === null) { return; }
     if (state.timer !== null) {
       window.clearTimeout(state.timer);
       state.timer = null;
     }
     var filter = state.filter;
     var xhr = $.ajax({
-      url: CONFIG.prefix + '/admin/jobs' + (filter ? '?status=' + encodeURIComponent(filter) : ''),
+      url: endpoint('/admin/jobs') + (filter ? '?status=' + encodeURIComponent(filter) : ''),
       type: 'GET',
       dataType: 'json',
+      jsonp: false,        // JSON only: never a JSONP script, whatever the URL says
+      crossDomain: false,
       cache: false,
       timeout: 15000,
       headers: requestHeaders(false)
@@ -501,14 +556,16 @@
   }
 
   function cancelJob(id) {
-    if (state.pending[id]) { return; }
+    if (state.pending[id] || CONFIG.prefix === null) { return; }
     state.pending[id] = true;
     delete state.notes[id];
     rerender(id);
     $.ajax({
-      url: CONFIG.prefix + '/admin/cancel/' + encodeURIComponent(id),
+      url: endpoint('/admin/cancel/' + encodeURIComponent(id)),
       type: 'POST',
       dataType: 'json',
+      jsonp: false,
+      crossDomain: false,
       timeout: 15000,
       headers: requestHeaders(true)
     }).done(function (doc) {
@@ -549,6 +606,7 @@
   window.asyncstateAdmin = { refresh: refresh, config: CONFIG, setFilter: setFilter };
 
   $(function () {
+    if (CONFIG.prefix === null) { return; }   // refused: see readConfig
     setFilter(filterFromHash(), false);
     if (!document.hidden) { refresh(); }
   });

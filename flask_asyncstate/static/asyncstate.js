@@ -11,6 +11,11 @@
  * ("true": the job has a result view, see below), and -manual to opt out of the automatic
  * initialisation on document ready.
  *
+ * The prefix (data-asyncstate-prefix or the ``prefix`` option) must be a path on this site,
+ * "/asyncstate" say: a URL, "//host" or any other origin gets the widget refused, with a
+ * console warning, and it does nothing (no request, no markup). Its requests go to this
+ * page's origin only, as JSON (never JSONP), and so do its CSRF token and result view.
+ *
  * Result view: a widget with data-asyncstate-result (or the ``result`` option) that reaches
  * "succeeded" with an empty .asyncstate-result slot GETs <prefix>/result/<token>, puts the
  * HTML of its {"html": "..."} answer in the slot and shows it (a 404: the slot stays
@@ -135,6 +140,51 @@
       return out;
     }
 
+    // This page's origin ("null" for an opaque one).
+    function pageOrigin() {
+      var loc = window.location;
+      return loc.origin || (loc.protocol + '//' + loc.host);
+    }
+
+    // The prefix as a path on this site, or null. Only a same-origin path is accepted,
+    // whether it came from a data attribute or an option: "/..." but not "//host" (nor
+    // "/\host", which the URL parser reads the same), no query or fragment, no control
+    // characters (the URL parser drops tabs and newlines: "/<TAB>/host" is "//host"), and
+    // it must resolve to this page's origin. Markup a page lets through (a sanitized
+    // comment keeps data-* attributes) must never point the widget elsewhere: a JSONP
+    // script, a result view's HTML, the CSRF token of a cancel (cf. CVE-2018-14042).
+    // Returns {path: the prefix without trailing slashes, origin: this page's origin}.
+    function checkedPrefix(value) {
+      var raw = value == null ? '' : value;
+      if (typeof raw !== 'string') { return null; }
+      if (raw !== '' && (raw.charAt(0) !== '/' || raw.charAt(1) === '/')) { return null; }
+      if (/[\\?#\u0000-\u001f\u007f]/.test(raw)) { return null; }
+      var path = raw.replace(/\/+$/, '');
+      var origin = pageOrigin();
+      if (!origin || origin === 'null') { return null; }
+      if (typeof window.URL === 'function') {
+        var resolved;
+        try {
+          resolved = new window.URL(path + '/', window.location.href);
+        } catch (e) {
+          return null;
+        }
+        if (resolved.origin !== origin || resolved.search || resolved.hash) { return null; }
+      }
+      return { path: path, origin: origin };
+    }
+
+    // A widget whose prefix is refused does nothing at all (no request, no markup): say so.
+    function refuse(value) {
+      if (window.console && window.console.warn) {
+        var shown;
+        try { shown = JSON.stringify(value); } catch (e) { shown = String(value); }
+        window.console.warn('flask-asyncstate: widget refused: its prefix ' + shown +
+                            ' is not a path on this site (one starting with "/", on ' +
+                            pageOrigin() + '); it makes no request');
+      }
+    }
+
     // The string values of a labels object (anything else is ignored).
     function stringsOf(obj) {
       var out = {};
@@ -189,6 +239,17 @@
         return doc.current * 100 / doc.total;
       }
       return null;
+    }
+
+    // What the job is called on screen: its display label, else its name.
+    function labelOf(doc) {
+      var shown = doc.label || doc.name;
+      return shown == null ? '' : String(shown);
+    }
+
+    // Whether the job did any of its work: a count above zero.
+    function madeProgress(doc) {
+      return isFiniteNumber(doc.current) && doc.current > 0;
     }
 
     function errorDetail(err) {
@@ -314,7 +375,20 @@
 
     function AsyncState(element, options) {
       var opts = $.extend(true, {}, $.fn[NAME].defaults, readDataOptions(element), options || {});
-      opts.prefix = String(opts.prefix == null ? '' : opts.prefix).replace(/\/+$/, '');
+      this.element = element;
+      this.options = opts;
+      var checked = checkedPrefix(opts.prefix);
+      if (!checked) {
+        // Not a path on this site: this widget does nothing (see checkedPrefix).
+        this.refused = true;
+        this.destroyed = true;
+        this.finished = true;
+        refuse(opts.prefix);
+        return;
+      }
+      this.refused = false;
+      this._origin = checked.origin;
+      this._prefix = opts.prefix = checked.path;
       opts.interval = positiveInt(opts.interval) || $.fn[NAME].defaults.interval;
       opts.maxInterval = Math.max(positiveInt(opts.maxInterval) || 30000, opts.interval);
       opts.maxRetryAfter = Math.max(positiveInt(opts.maxRetryAfter) || 60000, 1000);
@@ -333,9 +407,7 @@
                                stringsOf(given.labels));
       opts.texts = opts.labels = $.extend({}, stringsOf(SERVER_LABELS), overrides);
 
-      this.element = element;
       this.$el = $(element);
-      this.options = opts;
       this.token = opts.token ? String(opts.token) : '';
       this.transport = null;       // "sse" or "poll" once started
       this.doc = null;             // last progress document
@@ -379,6 +451,12 @@
 
       url: function (kind) {
         return this.options.prefix + '/' + kind + '/' + encodeURIComponent(this.token);
+      },
+
+      // The absolute URL every request of this widget goes to: this page's origin and the
+      // checked prefix (so neither a <base> nor a later change of options.prefix moves it).
+      _endpoint: function (kind) {
+        return this._origin + this._prefix + '/' + kind + '/' + encodeURIComponent(this.token);
       },
 
       // The label ``key`` (its name when there is none: see the console error).
@@ -444,6 +522,7 @@
       // -------------------------------------------------------------- lifecycle
 
       start: function () {
+        if (this.refused) { return; }
         if (!this.token) {
           this._halt('error', this._label('noToken'),
                      { kind: 'config', status: 0, message: 'no job token given', transient: false });
@@ -515,7 +594,7 @@
         var source;
         if (this.sseRefused) { return false; }
         try {
-          source = new window.EventSource(this.url('events'));
+          source = new window.EventSource(this._endpoint('events'));
         } catch (e) {
           return false;
         }
@@ -666,9 +745,11 @@
         if (this.destroyed || this.finished || this.xhr) { return; }
         var self = this;
         var xhr = $.ajax({
-          url: this.url('progress'),
+          url: this._endpoint('progress'),
           type: 'GET',
           dataType: 'json',
+          jsonp: false,        // JSON only: never a JSONP script, whatever the URL says
+          crossDomain: false,
           cache: false,
           timeout: this.options.timeout,
           headers: { 'X-Requested-With': 'XMLHttpRequest' }
@@ -829,7 +910,7 @@
           return;
         }
         var message = doc.message == null ? '' : String(doc.message);
-        var body = message || (doc.name == null ? '' : String(doc.name));
+        var body = message || labelOf(doc);
         try {
           new Notify(this._finalLabel(doc), { body: body });   // eslint-disable-line no-new
         } catch (e) {
@@ -894,8 +975,11 @@
           valueText = message || statusText;
         }
         if (shown === null) {
+          // Total unknown. Running: the sliding segment (CSS). Ended: a full bar in the
+          // final colour once the job made progress, else an empty one (a job cancelled,
+          // failed or lost while still queued did nothing: a full grey bar reads "done").
           this.$bar.removeAttr('aria-valuenow');
-          this.$fill.css('width', isFinal ? '100%' : '');
+          this.$fill.css('width', isFinal ? (madeProgress(doc) ? '100%' : '0%') : '');
         } else {
           this.$bar.attr('aria-valuenow', shown);
           this.$fill.css('width', shown + '%');
@@ -1030,9 +1114,11 @@
         this._resultTimer = null;
         if (this.destroyed || this._resultXhr || !this._resultWanted()) { return; }
         var xhr = $.ajax({
-          url: this.url('result'),
+          url: this._endpoint('result'),
           type: 'GET',
           dataType: 'json',
+          jsonp: false,        // JSON only: never a JSONP script, whatever the URL says
+          crossDomain: false,
           cache: false,
           timeout: this.options.timeout,
           headers: { 'X-Requested-With': 'XMLHttpRequest' }
@@ -1137,9 +1223,11 @@
         this._cancelAttempt += 1;
 
         var xhr = $.ajax({
-          url: this.url('cancel'),
+          url: this._endpoint('cancel'),
           type: 'POST',
           dataType: 'json',
+          jsonp: false,        // JSON only: never a JSONP script, whatever the URL says
+          crossDomain: false,
           timeout: this.options.timeout,
           headers: headers
         });
@@ -1258,6 +1346,7 @@
           existing.destroy();
         }
         var inst = new AsyncState(this, option);
+        if (inst.refused) { return; }   // its prefix is not a path on this site
         $.data(this, NAME, inst);
         this[EXPANDO] = inst;
         inst.start();
