@@ -15,7 +15,9 @@ is ``unique=True``: a second start while one is unfinished shows the running
 one. Visitors may sign in under any name (``users.py``, Flask-Login, no
 password: a demo): a signed-in user's jobs are the user's, listed and
 cancellable from every browser they sign in on; an anonymous visitor's are the
-browser session's. ``i18n.py`` has the page and the widget in English and French.
+browser session's. ``i18n.py`` has the page, the widget, the job's label and its
+progress messages in English and French (the label and the messages in the language
+of whoever started the import).
 
 People copy this file, so it is hardened: CSRF protection on every form
 (Flask-WTF: the import, sign-in, sign-out and language forms), a
@@ -188,15 +190,18 @@ def tally(job: JobContext, chunk: list[dict[str, object]]) -> None:
         job.state.update(add)
 
 
+#: What the jobs panel calls the import, in the language of whoever starts it ("Product
+#: import", "Importation de produits"): looked up at each start(), not at import time.
+IMPORT_LABEL = i18n.lazy_text("job_label")
 #: The import: at most one unfinished per owner (a second start hands back the running one).
-import_products = asyncstate.job(name="import_products", state=ImportState, unique=True)(
-    import_catalogue
-)
+import_products = asyncstate.job(
+    name="import_products", label=IMPORT_LABEL, state=ImportState, unique=True
+)(import_catalogue)
 #: The same import without that rule, for load tests that start many in one session
 #: (``EXAMPLE_UNIQUE=0``): the session quota, not uniqueness, is what they exercise.
-import_products_repeatable = asyncstate.job(name="import_products_repeatable", state=ImportState)(
-    import_catalogue
-)
+import_products_repeatable = asyncstate.job(
+    name="import_products_repeatable", label=IMPORT_LABEL, state=ImportState
+)(import_catalogue)
 
 
 def _celery(app: Flask) -> object:

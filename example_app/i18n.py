@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, redirect, request, session, url_for
+from flask import Flask, Response, has_request_context, redirect, request, session, url_for
 
 #: Language code -> its name in that language (what the switch shows).
 LANGUAGES = {"en": "English", "fr": "Français"}
@@ -70,6 +70,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "intro": "Imports {count} generated products in the background. Leave the page and"
         " come back: the job keeps running, and any instance can show or cancel it.",
         "start": "Import products",
+        "job_label": "Product import",
         "progress_heading": "Import progress",
         "progress_label": "Product import progress",
         "progress_message": "{current:,} of {total:,} products",
@@ -101,6 +102,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "intro": "Importe {count} produits générés en arrière-plan. Quittez la page et revenez :"
         " la tâche continue, et n’importe quelle instance peut l’afficher ou l’annuler.",
         "start": "Importer les produits",
+        "job_label": "Importation de produits",
         "progress_heading": "Progression de l’importation",
         "progress_label": "Progression de l’importation des produits",
         # str.format has no French thousands separator: the numbers go without one
@@ -137,6 +139,32 @@ def text(key: str, lang: str | None = None, **values: Any) -> str:
     """The app's string ``key`` in ``lang`` (default: the visitor's), ``{fields}`` filled in."""
     found = TEXTS[lang or current_language()][key]
     return found.format(**values) if values else found
+
+
+class LazyText:
+    """The app's string ``key``, looked up each time it is turned into a ``str``: in the
+    language of the request at that moment (English outside a request).
+
+    What Flask-Babel's ``lazy_gettext`` is to a Babel app: ``@asyncstate.job(label=...)``
+    is evaluated at import, when there is no visitor yet; the extension turns the label into
+    a string at ``start()``, in the request of whoever starts the job, and keeps that.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __str__(self) -> str:
+        return text(self.key, None if has_request_context() else DEFAULT_LANGUAGE)
+
+    def __repr__(self) -> str:
+        return f"LazyText({self.key!r})"
+
+
+def lazy_text(key: str) -> LazyText:
+    """:class:`LazyText` of ``key`` (checked now: a typo fails at import, not at a start)."""
+    if any(key not in texts for texts in TEXTS.values()):
+        raise KeyError(key)
+    return LazyText(key)
 
 
 def number(value: int, lang: str | None = None) -> str:

@@ -1,8 +1,12 @@
 """The operator's page, ``<prefix>/admin``: every job of every instance and the instances'
 heartbeats, with cancel; on only when ``ASYNCSTATE_ADMIN_GUARD`` is set.
 
-The page polls ``<prefix>/admin/jobs`` (the same data as ``flask asyncstate list`` and
-``instances``: a scan of the store, capped at :data:`MAX_LISTED` jobs, newest first).
+The page polls ``<prefix>/admin/jobs``: the newest jobs of the store (at most
+:data:`~flask_asyncstate.records.RECENT_JOBS`, read through a ranked list, never a scan of
+the store, so a poll costs the same however many jobs it holds), :data:`MAX_LISTED` of them
+listed, newest first, with the count of each status over the jobs read (``counted`` of
+them; ``window`` is the most a poll reads), and the instances that beat lately.
+``flask asyncstate list`` and ``instances`` still scan the whole store.
 Cancel is ``POST <prefix>/admin/cancel/<job_id>``, with the same-origin and CSRF
 proofs of the user's cancel route.
 """
@@ -35,6 +39,7 @@ _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _FIELDS = (
     "id",
     "name",
+    "label",
     "status",
     "current",
     "total",
@@ -101,8 +106,12 @@ def register(
             return refused
         found = appstate.get()
         wanted = request.args.get("status")
-        docs = found.records.all_jobs()
-        counts = Counter(d["status"] for d in docs)  # of every job, before the filter and cap
+        records = found.records
+        instances = records.listed_instances()  # first: the live ones spare the jobs' EXISTS
+        docs = records.recent_jobs()
+        # Over the jobs read (the newest ones), before the filter and cap; a job of a dead
+        # instance counts as lost, as it reads, never as running.
+        counts = Counter(d["status"] for d in docs)
         if wanted:
             docs = [d for d in docs if d["status"] == wanted]
         jobs = []
@@ -116,8 +125,10 @@ def register(
             {
                 "now": time.time(),
                 "counts": dict(counts),
+                "counted": len(docs),
+                "window": records.recent_kept if records.store.ranks else None,
                 "jobs": jobs,
-                "instances": found.records.instances(),
+                "instances": instances,
             }
         )
 

@@ -37,7 +37,12 @@ class Admitting:
         A job queued for a worker names no instance until one takes it, and no cancel
         Event is held here: the worker holds it.
         """
-        ctx = JobContext.new(job_id, job.name, None if remote else self.records.instance_id, owner)
+        # A lazy label becomes text here, in the starting request's locale: workers and
+        # other instances have no such request.
+        label = job.name if job.label is None else str(job.label) or job.name
+        ctx = JobContext.new(
+            job_id, job.name, None if remote else self.records.instance_id, owner, label
+        )
         ctx.origin = origins.capture()
         event = None if remote else ctx.cancelled
         ctx.unique_key = self.records.unique_key(job.name, job.unique, owner)
@@ -73,6 +78,8 @@ class Admitting:
                 ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
             if ctx.unique_key is not None:  # admitted: a duplicate start may now return it
                 self.records.store.write(self.records.job_key(job_id), ctx.snapshot())
+            # Last: a refused start never reaches the newest jobs the admin page reads.
+            self.records.list_job(job_id, first["created_at"])
         except BaseException:
             self.abandon(ctx, job, remote)
             raise
@@ -86,7 +93,10 @@ class Admitting:
         also frees the owner's quota slot. Nothing stays ``queued`` for ever.
         """
         owner, state_type, unique = ctx.owner, job.state_type, ctx.unique_key
-        steps: list[Callable[[], object]] = [lambda: self.records.remove(ctx.id)]
+        # Not listed among the newest jobs (admit lists last): the flood path of refused
+        # starts costs no round trip for it. (An id listed before an enqueue failed stays
+        # there, skipped by readers, until newer jobs push it out.)
+        steps: list[Callable[[], object]] = [lambda: self.records.remove(ctx.id, unlist=False)]
         if unique is not None:
             steps.append(lambda: self.records.release_unique(unique, ctx.id))
         if owner is not None:

@@ -126,9 +126,11 @@ class JobContext:
         self.timed_out = False
 
     @classmethod
-    def new(cls, job_id: str, name: str, instance: str, owner: str | None) -> JobContext:
+    def new(
+        cls, job_id: str, name: str, instance: str | None, owner: str | None, label: str
+    ) -> JobContext:
         """A queued job's context, its document as :func:`records.new_document` makes it."""
-        ctx = cls(job_id, name, new_document(job_id, name, instance, owner))
+        ctx = cls(job_id, name, new_document(job_id, name, instance, owner, label))
         ctx.owner = owner
         return ctx
 

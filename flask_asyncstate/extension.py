@@ -162,6 +162,7 @@ class AsyncState:
         timeout: float | None = None,
         unique: bool | str = False,
         render_result: Any = None,
+        label: Any = None,
     ) -> Callable[[Callable[..., Any]], TrackedJob]: ...
 
     def job(
@@ -174,11 +175,17 @@ class AsyncState:
         timeout: float | None = None,
         unique: bool | str = False,
         render_result: Any = None,
+        label: Any = None,
     ) -> TrackedJob | Callable[[Callable[..., Any]], TrackedJob]:
         """Decorate a function ``fn(job, *args)`` as a tracked job.
 
-        :param name: shown in progress documents (default: the function name); what a
-            worker looks the job up by, so unique among one extension's jobs.
+        :param name: the job's identifier (default: the function name): what a worker
+            looks the job up by, so unique among one extension's jobs, and kept when the
+            job is renamed for users (give it a ``label``). Documents carry it as ``name``.
+        :param label: what users see (the jobs panel, the admin page): a string, or a lazy
+            one (Flask-Babel's ``lazy_gettext``) turned into text at each ``start()``, in
+            the starting request's locale. Documents carry it as ``label`` (default: the
+            name).
         :param never_expires: keep the job's document until it is removed.
         :param state: a state type; the job gets ``job.state`` bound to an entry of it.
         :param timeout: seconds the job may run: then its cancel Event is set, and it ends
@@ -201,6 +208,7 @@ class AsyncState:
                 timeout=timeout,
                 unique=unique,
                 render_result=render_result,
+                label=label,
             )
             known = self._registered.get(tracked.name)
             if known is not None and _origin(known.fn) != _origin(f):
@@ -264,11 +272,12 @@ class AsyncState:
         """
         found = self.app_state()
         owner = found.request_owner(create=False)
-        ids = found.records.owner_jobs(owner) if owner is not None else []
+        if owner is None:
+            return []
         out = []
-        for job_id, doc in zip(ids, found.records.statuses(ids, internal=True) if ids else []):
-            if doc is None or doc.pop("owner") != owner:
-                continue
+        finished = found.settings.max_jobs_per_session
+        for job_id, doc in found.records.owner_documents(owner, finished):
+            doc.pop("owner")
             doc.pop("instance")
             out.append(dict(doc, token=found.signer.sign(job_id)))
         return out

@@ -96,6 +96,7 @@ class TrackedJob:
         timeout: float | None = None,
         unique: bool | str = False,
         render_result: Any = None,
+        label: Any = None,
     ) -> None:
         if isinstance(render_result, str) and not render_result.endswith(_ESCAPED):
             raise ValueError(
@@ -113,6 +114,9 @@ class TrackedJob:
         self.extension = extension
         self.fn = fn
         self.name = name or fn.__name__
+        #: What users see (a string, or a lazy one such as Flask-Babel's ``lazy_gettext``,
+        #: resolved at each ``start()``); None: the name. Workers never look it up.
+        self.label = label
         self.never_expires = never_expires
         self.state_type = state
         #: Seconds the job may run before it is stopped and ends ``failed``; None: no limit.

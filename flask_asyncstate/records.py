@@ -12,6 +12,15 @@ stays the same however many jobs an instance holds.
 A job started in a request also names its ``owner`` (the session, or the user
 in it) and is listed in that owner's index (kind ``flask_asyncstate.owner``):
 the unfinished ids, claimed atomically against the quota, and the recent ones.
+
+The operator's page reads two ranked lists (kind ``flask_asyncstate.index``), so that
+its poll costs the same however many jobs the store holds: ``jobs``, the ids of the
+newest :data:`RECENT_JOBS` jobs by ``created_at`` (each admitted job is added, the oldest
+drop off), and ``instances``, the instances that beat lately (each adds itself at its
+first beat and again every :data:`_RELIST_EVERY` s). Nothing in them is a count: the page
+counts statuses over the documents it reads, ``lost`` included as readers see it, so no
+counter can drift across transitions, expiries or a Redis restart. A job re-created after
+Redis lost it is listed again; an id whose entry is gone is skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +38,16 @@ from .stores.base import Entry, Store
 JOB_KIND = "flask_asyncstate.job"
 INSTANCE_KIND = "flask_asyncstate.instance"
 OWNER_KIND = "flask_asyncstate.owner"
+#: ``owner=`` of :meth:`JobRecords.statuses` when any owner's job may be read.
+ANYONE: Any = object()
+#: The ranked lists the operator's page reads: names ``jobs`` and ``instances``.
+INDEX_KIND = "flask_asyncstate.index"
+#: How many of the newest jobs the ``jobs`` list keeps (what one admin poll reads at most).
+RECENT_JOBS = 1000
+#: How many instances the ``instances`` list keeps (the most recently beating).
+LISTED_INSTANCES = 1000
+#: Seconds between an instance's additions of itself to the ``instances`` list.
+_RELIST_EVERY = 60.0
 
 
 class _Unchanged(Exception):
@@ -39,6 +58,7 @@ class _Unchanged(Exception):
 PUBLIC_FIELDS = (
     "id",
     "name",
+    "label",
     "status",
     "current",
     "total",
@@ -74,12 +94,18 @@ def reason_of(status: str, error: dict[str, Any] | None, stop_reason: str | None
 
 
 def new_document(
-    job_id: str, name: str, instance: str | None, owner: str | None = None
+    job_id: str,
+    name: str,
+    instance: str | None,
+    owner: str | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
+    """A queued job's document. ``label`` (what users see) defaults to the name."""
     now = time.time()
     return {
         "id": job_id,
         "name": name,
+        "label": label or name,
         "status": JobStatus.QUEUED.value,
         "current": 0,
         "total": None,
@@ -131,6 +157,9 @@ class JobRecords(Admission):
         # A full engine queue is scanned for stale places at most once a second: under a
         # flood of refused starts each would otherwise read up to ASYNCSTATE_MAX_QUEUED docs.
         self._queue_scanned_at = 0.0
+        #: How many of the newest jobs :meth:`recent_jobs` reads (the ``jobs`` list's size).
+        self.recent_kept = RECENT_JOBS
+        self._relist_at = 0.0  # when this instance next adds itself to the instances list
 
     def job_key(self, job_id: str) -> str:
         return self.store.key(JOB_KIND, job_id)
@@ -140,6 +169,14 @@ class JobRecords(Admission):
 
     def owner_key(self, owner: str) -> str:
         return self.store.key(OWNER_KIND, owner)
+
+    def jobs_list_key(self) -> str:
+        """The ranked list of the newest jobs (see the module docstring)."""
+        return self.store.key(INDEX_KIND, "jobs")
+
+    def instances_list_key(self) -> str:
+        """The ranked list of the instances that beat lately."""
+        return self.store.key(INDEX_KIND, "instances")
 
     def transition(self, job_id: str, when: Any, change: dict[str, Any]) -> dict[str, Any] | None:
         """Apply ``change`` to the job's document if ``when(document)`` holds, atomically
@@ -185,17 +222,23 @@ class JobRecords(Admission):
             ttl=self.keep_finished,
         )
 
+    def list_job(self, job_id: str, created_at: float) -> None:
+        """Add an admitted job to the newest jobs the operator's page reads."""
+        if self.store.ranks:
+            self.store.rank(self.jobs_list_key(), job_id, created_at, keep=self.recent_kept)
+
     def forget(self, job_id: str, owner: str | None) -> None:
         """Dismiss a finished job: its document goes, and its owner's list no longer names it."""
         if owner is not None:
             self.store.forget(self.owner_key(owner), [job_id])
-        self.store.remove(self.job_key(job_id))
+        self.remove(job_id)
 
     def save(self, doc: dict[str, Any], event: threading.Event, never_expires: bool) -> bool:
         """Write the document; re-create the entry if it vanished (a Redis restart): then False."""
         if self.store.write(self.job_key(doc["id"]), doc):
             return True
         self.create(doc, event, never_expires)
+        self.list_job(doc["id"], doc["created_at"])  # the list may have gone with it
         return False
 
     def save_many(self, items: list[tuple[dict[str, Any], threading.Event, bool]]) -> list[bool]:
@@ -204,6 +247,7 @@ class JobRecords(Admission):
         for ok, (doc, event, never_expires) in zip(found, items):
             if not ok:
                 self.create(doc, event, never_expires)
+                self.list_job(doc["id"], doc["created_at"])  # the list may have gone with it
         return found
 
     def beat(
@@ -229,56 +273,154 @@ class JobRecords(Admission):
         keys = [self.job_key(j) for j in running]
         missing = set(self.store.touch([*keys, *extra]))
         self.store.touch_claims([*(self.owner_key(o) for o in owners), *claims])
+        now = time.monotonic()
+        if self.store.ranks and (not found or now >= self._relist_at):
+            # At the first beat (or after Redis lost us), then once a minute: the list of
+            # instances stays right after it was lost, and drops instances that stopped
+            # beating (their entries are gone already: readers skip them meanwhile).
+            at = time.time()
+            floor = at - max(10 * _RELIST_EVERY, 10 * interval)
+            key = self.instances_list_key()
+            self.store.rank(key, self.instance_id, at, keep=LISTED_INSTANCES, floor=floor)
+            self._relist_at = now + _RELIST_EVERY
         if not found:
             return None
         return {j for j, k in zip(running, keys) if k in missing}
 
-    def remove(self, job_id: str) -> bool:
-        return self.store.remove(self.job_key(job_id))
+    def remove(self, job_id: str, unlist: bool = True) -> bool:
+        """Delete the job's entry (and, with ``unlist``, its place among the newest jobs)."""
+        removed = self.store.remove(self.job_key(job_id))
+        if unlist and self.store.ranks:
+            self.store.unrank(self.jobs_list_key(), [job_id])
+        return removed
 
     def retire(self) -> None:
         self.store.remove(self.instance_key(self.instance_id))
+        if self.store.ranks:
+            self.store.unrank(self.instances_list_key(), [self.instance_id])
 
     # -- reading (any instance) ----------------------------------------------
 
-    def status(self, job_id: str, internal: bool = False) -> dict[str, Any] | None:
-        """The public progress document of a job, or None if it is unknown or expired."""
-        return self.statuses([job_id], internal)[0]
+    def status(
+        self, job_id: str, internal: bool = False, *, owner: object = ANYONE
+    ) -> dict[str, Any] | None:
+        """The public progress document of a job, or None if it is unknown or expired (or,
+        with ``owner``, another owner's)."""
+        return self.statuses([job_id], internal, owner=owner)[0]
 
-    def statuses(self, job_ids: list[str], internal: bool = False) -> list[dict[str, Any] | None]:
+    def statuses(
+        self,
+        job_ids: list[str],
+        internal: bool = False,
+        *,
+        owner: object = ANYONE,
+        touch: bool = True,
+    ) -> list[dict[str, Any] | None]:
         """Public documents (with ``internal``, also ``instance`` and ``owner``); reading
-        restarts the expiry of jobs that ended.
+        restarts the expiry of jobs that ended (unless ``touch`` is False: then
+        :meth:`touch_ended` does it for the documents the caller keeps).
 
         An unfinished job's entry is kept alive by its instance (writes and
         heartbeats), so a poll reads it without the extra expiry work; a finished
         (or lost) one lives ``ASYNCSTATE_EXPIRES`` after its last read.
+
+        With ``owner``, a job of any other owner reads as None, before anything else is
+        done with it: no instance check, no expiry restarted. A stranger's poll of it then
+        costs what a poll of a job that does not exist costs, and keeps nothing alive.
         """
         keys = [self.job_key(j) for j in job_ids]
-        docs = self._public(self.store.read_many(keys, refresh=False), internal)
+        entries = self.store.read_many(keys, refresh=False)
+        if owner is not ANYONE:
+            entries = [
+                e if e is not None and e.data.get("owner") == owner else None for e in entries
+            ]
+        docs = self._public(entries, internal)
+        if touch:
+            self.touch_ended(job_ids, docs)
+        return docs
+
+    def touch_ended(self, job_ids: list[str], docs: list[dict[str, Any] | None]) -> None:
+        """Restart the expiry of the jobs among ``docs`` (read by :meth:`statuses`) that ended."""
         # A document written in the last moment has its full expiry already: no touch.
         # (A timestamp from the future, another host's clock, does not count as fresh.)
         now = time.time()
         fresh = now - min(1.0, self.store.expires / 10)
         ended = [
-            k
-            for k, d in zip(keys, docs)
+            self.job_key(j)
+            for j, d in zip(job_ids, docs)
             if d is not None and d["status"] in FINAL and not fresh <= (d["updated_at"] or 0) <= now
         ]
         if ended:
             self.store.touch(ended)
-        return docs
+
+    def owner_documents(self, owner: str, finished: int) -> list[tuple[str, dict[str, Any]]]:
+        """The owner's jobs, newest first, as ``(id, internal document)``: every unfinished
+        one and the ``finished`` newest that ended. Reading restarts the expiry of those
+        listed that ended (and of no other).
+
+        The owner's index keeps ``finished`` ended ids, and one more from a job's end to the
+        owner's next start (the index trims when it claims): that one is not listed.
+        """
+        ids = self.owner_jobs(owner)
+        docs = self.statuses(ids, internal=True, owner=owner, touch=False)
+        kept: list[tuple[str, dict[str, Any]]] = []
+        for job_id, doc in zip(ids, docs):
+            if doc is None:
+                continue
+            if doc["status"] in FINAL:
+                if finished <= 0:
+                    continue
+                finished -= 1
+            kept.append((job_id, doc))
+        self.touch_ended([j for j, _ in kept], [d for _, d in kept])
+        return kept
 
     def all_jobs(self) -> list[dict[str, Any]]:
-        """Every live job of every instance (a scan: for the CLI and admin pages)."""
+        """Every live job of every instance, newest first (a scan of the whole store: for
+        the CLI; the operator's page reads :meth:`recent_jobs`)."""
         keys = self.store.keys(JOB_KIND)
         entries = self.store.read_many(keys, refresh=False)
         docs = [d for d in self._public(entries, internal=True) if d is not None]
         return sorted(docs, key=lambda d: d["created_at"], reverse=True)
 
+    def recent_jobs(self) -> list[dict[str, Any]]:
+        """The newest :attr:`recent_kept` jobs of every instance, newest first, as
+        :meth:`all_jobs` gives them; read through the ``jobs`` list, so the cost is the
+        same however many jobs the store holds. Reading restarts no expiry.
+
+        A store without ranked lists is scanned (every job) instead.
+        """
+        if not self.store.ranks:
+            return self.all_jobs()
+        ids = self.store.ranked(self.jobs_list_key(), self.recent_kept)
+        entries = self.store.read_many([self.job_key(j) for j in ids], refresh=False)
+        docs = [d for d in self._public(entries, internal=True) if d is not None]
+        return sorted(docs, key=lambda d: d["created_at"], reverse=True)
+
     def instances(self) -> list[dict[str, Any]]:
+        """Every live instance's heartbeat document (a scan of the whole store: the CLI)."""
         keys = self.store.keys(INSTANCE_KIND)
         entries = self.store.read_many(keys, refresh=False)
         return [e.data for e in entries if e is not None]
+
+    def listed_instances(self) -> list[dict[str, Any]]:
+        """The heartbeat documents of the instances in the ``instances`` list (those that
+        beat lately), as :meth:`instances` gives them, at a cost that does not grow with
+        the jobs. A store without ranked lists is scanned instead.
+
+        The instances found alive spare the next reads of their jobs an EXISTS each.
+        """
+        if not self.store.ranks:
+            return self.instances()
+        ids = self.store.ranked(self.instances_list_key(), LISTED_INSTANCES)
+        entries = self.store.read_many([self.instance_key(i) for i in ids], refresh=False)
+        alive_until = time.monotonic() + self._alive_for
+        found = []
+        for instance_id, entry in zip(ids, entries):
+            if entry is not None:
+                self._alive_until[instance_id] = alive_until
+                found.append(entry.data)
+        return found
 
     def _public(
         self, entries: list[Entry | None], internal: bool = False

@@ -21,6 +21,7 @@ class JobSpec(Protocol):
     state_type: type | None
     timeout: float | None
     unique: bool | str
+    label: Any
 
 
 @dataclass

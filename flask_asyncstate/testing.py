@@ -7,6 +7,9 @@
   browser: the same-origin header and, when Flask-WTF's ``CSRFProtect`` is on the app,
   its CSRF token.
 - :func:`wait_for`: wait until a job reaches a status, failing with its document.
+- :func:`isolated_config`: configuration giving one test's app keys of its own on a Redis
+  that other tests (or other test runs) share: its job keys and channels, Flask-Session's
+  session keys and the RQ queue, each under a prefix made for it.
 
 Gates work where the job runs in the test's process (the thread pool); under
 ``ASYNCSTATE_EAGER`` the job runs inside ``start()``, so a gate there could never be
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -32,7 +36,7 @@ from .context import JobContext
 from .jobs import JobHandle
 from .status import FINAL
 
-__all__ = ["AsyncStateClient", "JobGate", "client", "job_gate", "wait_for"]
+__all__ = ["AsyncStateClient", "JobGate", "client", "isolated_config", "job_gate", "wait_for"]
 
 
 class JobGate:
@@ -174,3 +178,37 @@ def _app_base_url(app: Flask) -> str | None:
     scheme = app.config.get("PREFERRED_URL_SCHEME") or "http"
     root = (app.config.get("APPLICATION_ROOT") or "/").rstrip("/")
     return f"{scheme}://{server}{root}/"
+
+
+def isolated_config(redis_url: str | None = None, name: str = "test") -> dict[str, Any]:
+    """Configuration for an app of its own on a shared Redis: merge it into the config of
+    each test's app, before ``init_app`` (which reads the ``ASYNCSTATE_*`` keys once).
+
+    ::
+
+        app = create_app({"TESTING": True, **isolated_config(os.environ["REDIS_URL"])})
+
+    Every call makes a new random prefix, ``<name>-<12 hex digits>``, and returns:
+
+    - ``ASYNCSTATE_KEY_PREFIX``: the jobs' keys and cancel channels, so no job, quota,
+      ``unique=`` place, listing or cancel of one app reaches another;
+    - ``SESSION_KEY_PREFIX``: Flask-Session's keys (used by its Redis and other stores), so
+      no session of one app is read by another;
+    - ``ASYNCSTATE_RQ_QUEUE``: the RQ queue, so no worker of one app takes another's jobs;
+    - ``ASYNCSTATE_REDIS_URL`` = ``redis_url`` when one is given (``None``: the key is left
+      out, and the app keeps its own setting or the in-process store).
+
+    Whether the sessions live in that Redis is the app's choice (``SESSION_TYPE`` and
+    ``SESSION_REDIS``); the prefix only keeps them apart when they do. The keys expire as
+    they would in production (jobs after ``ASYNCSTATE_EXPIRES`` untouched): nothing here
+    flushes or deletes anything on a Redis other people use.
+    """
+    base = f"{name}-{secrets.token_hex(6)}"
+    config: dict[str, Any] = {
+        "ASYNCSTATE_KEY_PREFIX": f"{base}:asyncstate:",
+        "SESSION_KEY_PREFIX": f"{base}:session:",
+        "ASYNCSTATE_RQ_QUEUE": f"{base}-asyncstate",
+    }
+    if redis_url is not None:
+        config["ASYNCSTATE_REDIS_URL"] = redis_url
+    return config

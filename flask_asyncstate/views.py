@@ -81,14 +81,17 @@ class AnyPathConverter(PathConverter):
 def visible_job(token: str) -> tuple[str, dict[str, Any]]:
     """The job id and public document of ``token`` if it verifies and this session owns the job.
 
-    Anything else raises :class:`InvalidToken` (the same 404 for every reason).
+    Anything else raises :class:`InvalidToken` (the same 404 for every reason). The owner
+    is compared before anything else is done with the job: another owner's job costs one
+    read, as a job that does not exist does, and its expiry is not restarted.
     """
     found = appstate.get()
     job_id = found.signer.unsign(token)
     owner = found.request_owner(create=False)
-    doc = found.records.status(job_id, internal=True) if owner is not None else None
-    if doc is None or doc.pop("owner") != owner:
+    doc = found.records.status(job_id, internal=True, owner=owner) if owner is not None else None
+    if doc is None:
         raise InvalidToken(_NOT_FOUND)
+    doc.pop("owner")
     doc.pop("instance")
     return job_id, doc
 

@@ -141,6 +141,56 @@ def test_readme_first_example(load, tmp_path: Path) -> None:
     assert len(client.get("/asyncstate/jobs").get_json()) == 1
 
 
+def readme_section(title: str) -> str:
+    readme = (EXAMPLES.parent.parent / "README.md").read_text(encoding="utf-8")
+    return readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_workers_section_configures_your_own_app(
+    load, redis_url: str, tmp_path: Path
+) -> None:
+    """The RQ/Celery part of the README: the config keys to set in your own app (its Python
+    block runs here, and a worker started as its commands say runs the queued job); the
+    example app's environment names only in lines marked as the example's."""
+    import flask_asyncstate.config as config_module
+
+    section = readme_section("When jobs outgrow the web processes")
+    keys = set(re.findall(r"\bASYNCSTATE_[A-Z_]+\b", section))
+    assert {"ASYNCSTATE_EXECUTOR", "ASYNCSTATE_REDIS_URL"} <= keys
+    assert all(hasattr(config_module, key) for key in keys), keys - set(dir(config_module))
+
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
+    shell = [code for lang, code in blocks if lang == "sh"]
+    assert "flask --app yourapp asyncstate worker" in shell[0]
+    assert any("celery -A yourapp." in code for code in shell)
+    for code in shell:  # the example's variables only in a block that says it is the example's
+        if "example_app" in code or "REDIS_URL=" in code:
+            assert code.startswith("# the example app only"), code
+        else:
+            assert "REDIS_URL" not in code and "ASYNCSTATE_EXECUTOR=" not in code, code
+
+    (python,) = [code for lang, code in blocks if lang == "python"]
+    path = tmp_path / "yourapp.py"
+    path.write_text(
+        "from flask import Flask\n"
+        "from flask_asyncstate import AsyncState\n"
+        "app = Flask(__name__)\n"
+        "app.config['SECRET_KEY'] = 'readme-workers'\n"
+        + python.replace("redis://localhost:6379/0", redis_url)
+        + "\n@asyncstate.job\ndef add(job, a, b):\n    return a + b\n",
+        encoding="utf-8",
+    )
+    yourapp = load(path)
+    with yourapp.app.test_request_context():
+        handle = yourapp.add.start(2, 3)
+    assert handle.status()["status"] == "queued"  # waiting for a worker
+    worker = ["asyncstate", "worker", "--burst", "--simple"]  # flask --app yourapp ...
+    result = yourapp.app.test_cli_runner().invoke(args=worker)
+    assert result.exit_code == 0, result.output
+    doc = handle.status()
+    assert doc["status"] == "succeeded" and doc["result"] == 5
+
+
 # -- docs/quickstart.rst ---------------------------------------------------------------
 
 
@@ -664,10 +714,11 @@ def test_retention_an_unfinished_export_cannot_be_dismissed(load) -> None:
 def test_guards_answer_refusals_as_json(load) -> None:
     example = load("guards", STEPS=1000, PAUSE=0.01)
     anonymous = example.app.test_client()
-    refused = anonymous.get("/asyncstate/jobs")
+    refused = anonymous.get("/asyncstate/jobs", headers={"Referer": "http://localhost/reports"})
     assert refused.status_code == 401 and refused.is_json
-    assert refused.get_json()["error"] == "login required"
-    assert refused.get_json()["login_url"].startswith("/login?next=")
+    assert refused.get_json() == {"error": "login required", "login_url": "/login?next=%2Freports"}
+    no_page = anonymous.get("/asyncstate/jobs").get_json()  # no page to go back to: no next
+    assert no_page == {"error": "login required", "login_url": "/login"}
     for asset in ("/asyncstate/asyncstate.js", "/asyncstate/asyncstate.css"):
         with anonymous.get(asset) as answer:  # the assets stay open (a sign-in page shows them)
             assert answer.status_code == 200
@@ -845,8 +896,11 @@ def test_recipe_sign_in_export_wait_download(load, tmp_path: Path) -> None:
 
     doc = poll(browser, token, finished)
     assert doc["status"] == "succeeded", doc
-    url = f"http://localhost/exports/download/{doc['id']}"  # url_for(_external=True) in the job
+    url = doc["result"]["url"]  # url_for(_external=True) in the job, with the job's token
     assert doc["result"] == {"rows": 40, "url": url}
+    link_token = recipe_link_token(url)
+    with app.app_context():
+        assert recipe.asyncstate.handle(link_token).id == doc["id"]
     link = f'<a class="download" href="{url}" download>Download 40 orders (CSV)</a>'
     assert link in browser.get(show).get_data(as_text=True)  # the reload shows it at once
     assert browser.get(f"/asyncstate/result/{token}").get_json()["html"].strip() == link
@@ -861,6 +915,61 @@ def test_recipe_sign_in_export_wait_download(load, tmp_path: Path) -> None:
     assert bob.get(url).status_code == 404  # alice's export
     assert bob.get(f"/asyncstate/progress/{token}").status_code == 404
     assert bob.get(show).status_code == 200  # the page, but its widget will say "Not found"
+
+
+def recipe_link_token(url: str) -> str:
+    """The token in a download link, ``http://localhost/exports/<token>/download``."""
+    found = re.fullmatch(r"http://localhost/exports/([^/]+)/download", url)
+    assert found, url
+    return found.group(1)
+
+
+def recipe_export(client: FlaskClient) -> dict[str, Any]:
+    """Export, wait for the end, and return the document (the result holds the link)."""
+    token = recipe_start(client).headers["Location"].rsplit("/", 1)[1]
+    doc = poll(client, token, finished)
+    assert doc["status"] == "succeeded", doc
+    return dict(doc, token=token)
+
+
+def test_recipe_an_old_export_still_downloads(load, tmp_path: Path) -> None:
+    """Its owner's older exports download after newer ones push them out of the list
+    (``/asyncstate/jobs`` shows the newest ``ASYNCSTATE_MAX_JOBS_PER_SESSION``); nobody
+    else's token, or a forged one, ever does."""
+    recipe = load("recipe")
+    limit = 2
+    app = recipe.create_app(
+        {
+            "EXPORT_DIR": str(tmp_path),
+            "EXPORT_ROWS": 5,
+            "EXPORT_PAUSE": 0,
+            "ASYNCSTATE_MAX_JOBS_PER_SESSION": limit,
+        }
+    )
+    assert app.config["ASYNCSTATE_KEEP_FINISHED"] == 86400
+    alice, bob = app.test_client(), app.test_client()
+    recipe_sign_in(alice, "alice")
+    recipe_sign_in(bob, "bob")
+    exports = [recipe_export(alice) for _ in range(limit + 3)]
+    oldest = exports[0]
+    listed = [job["id"] for job in alice.get("/asyncstate/jobs").get_json()]
+    assert oldest["id"] not in listed  # out of "Your exports" (the newest few)
+    url = oldest["result"]["url"]
+    page = alice.get(f"/exports/{oldest['token']}").get_data(as_text=True)
+    assert f'href="{url}"' in page  # the old export's page still shows its link...
+    with alice.get(url) as download:  # ...and the link works
+        assert download.status_code == 200, download.status_code
+        assert download.get_data(as_text=True).splitlines()[:2] == ["order,year", "1,2024"]
+    for export in exports:
+        assert bob.get(export["result"]["url"]).status_code == 404  # alice's
+    bobs = recipe_export(bob)
+    assert alice.get(bobs["result"]["url"]).status_code == 404
+    with bob.get(bobs["result"]["url"]) as theirs:
+        assert theirs.status_code == 200
+    forged = recipe_link_token(url)[:-2] + "xx"
+    assert alice.get(f"/exports/{forged}/download").status_code == 404
+    signed_out = app.test_client()
+    assert signed_out.get(url).status_code == 302  # to the sign-in page
 
 
 def test_recipe_a_refused_export_is_a_flashed_message(load, tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ modules are imported afresh by path for it (``testing_app`` only for the duratio
 test, under that name, since the tests import it so), and its arguments are resolved as
 pytest would: the module's own fixtures (with their teardown), else pytest's
 (``caplog``...). Nothing of the example modules is left in this module's namespace.
+Each runs twice: with the in-process store, and on one redis-server that all of them
+share (``REDIS_URL``), as a project's tests share its CI's Redis.
 """
 
 from __future__ import annotations
@@ -53,9 +55,17 @@ def _import(name: str, path: Path) -> ModuleType:
     return module
 
 
-@pytest.fixture
-def example_tests(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """docs/examples/testing_tests.py, imported afresh with a fresh ``testing_app``."""
+@pytest.fixture(params=["memory", "redis"])
+def example_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ModuleType]:
+    """docs/examples/testing_tests.py, imported afresh with a fresh ``testing_app``: once
+    without ``REDIS_URL`` (in-process stores), once with the session's redis-server as the
+    Redis every test shares, never flushed between them (what ``isolated_config`` is for)."""
+    if request.param == "redis":
+        monkeypatch.setenv("REDIS_URL", request.getfixturevalue("redis_server").url)
+    else:
+        monkeypatch.delenv("REDIS_URL", raising=False)
     monkeypatch.setitem(sys.modules, "testing_app", None)  # put back as it was afterwards
     app_module = _import("testing_app", APP)
     tests_name = f"docs_example_testing_tests_{next(_serial)}"

@@ -11,6 +11,7 @@ import re
 import stat
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -679,3 +680,105 @@ def test_streams_never_take_a_threaded_servers_threads(redis_url: str, tmp_path:
                 s.close()
             browser.post(f"{app.url}/asyncstate/cancel/{token}", headers={**XHR, **csrf}, timeout=5)
     print(f"gunicorn gthread x4: 6 streams refused 429 at once; another page in {waited:.3f} s")
+
+
+# -- landmarks ------------------------------------------------------------------------------------
+
+
+class _Landmarks(HTMLParser):
+    """Counts ``<main>`` and collects the text and elements of ``<body>`` outside every landmark
+    (axe-core's ``landmark-one-main`` and ``region`` rules)."""
+
+    LANDMARKS = frozenset({"main", "header", "footer", "nav", "aside"})
+    VOID = frozenset({"meta", "link", "input", "br", "img", "hr", "source"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mains = 0
+        self.stack: list[str] = []
+        self.outside: list[str] = []
+
+    def _outside(self) -> bool:
+        """In ``<body>``, in no landmark, and not in a script."""
+        inside = ("body" in self.stack) and "script" not in self.stack
+        return inside and not any(tag in self.LANDMARKS for tag in self.stack)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "main":
+            self.mains += 1
+        if self._outside() and tag not in self.LANDMARKS | {"script"}:
+            self.outside.append(f"<{tag}>")
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.stack:
+            while self.stack.pop() != tag:
+                pass
+
+    def handle_data(self, data: str) -> None:
+        if self._outside() and data.strip():
+            self.outside.append(data.strip())
+
+
+def _landmarks(page: str) -> _Landmarks:
+    found = _Landmarks()
+    found.feed(page)
+    return found
+
+
+def test_every_page_has_one_main_landmark_holding_all_but_the_header(app: Flask) -> None:
+    for lang in ("en", "fr"):
+        client = app.test_client()
+        _choose(client, lang)
+        _login(client, "alice")  # leaves a flashed message for the next page
+        pages = {"/ (flashed)": client.get("/").get_data(as_text=True)}
+        assert 'class="flash"' in pages["/ (flashed)"]  # it must be in main too
+        token = _start(client).json["token"]
+        for path in ("/", f"/?token={token}", "/my-jobs", "/login"):
+            pages[path] = client.get(path).get_data(as_text=True)
+        _logout(client)
+        pages["/ (signed out)"] = client.get("/").get_data(as_text=True)
+        for path, page in pages.items():
+            found = _landmarks(page)
+            assert found.mains == 1 and page.count("<main>") == 1, (lang, path)
+            assert found.outside == [], (lang, path, found.outside)
+
+
+def _panel_names(page: str) -> list[str]:
+    """What the jobs panel calls each job (its ``.asyncstate-job-name``)."""
+    return re.findall(r'<p class="asyncstate-job-name"[^>]*>([^<]*)</p>', page)
+
+
+@pytest.mark.parametrize("how", ["switch", "browser"])
+def test_a_french_visitor_sees_the_import_by_its_french_label_and_message(
+    app: Flask, how: str
+) -> None:
+    """Not ``import_products`` and "20 of 20 products": the label and the message are in the
+    language of whoever started the import, chosen with the switch or by the browser."""
+    client = app.test_client()
+    french = {"Accept-Language": "fr-FR, fr;q=0.9"} if how == "browser" else {}
+    if how == "switch":
+        _choose(client, "fr")
+    started = client.post("/import", headers={**JSON, **french, "X-CSRFToken": _page_csrf(client)})
+    token = started.json["token"]
+    doc = client.get(f"/asyncstate/progress/{token}").json
+    assert doc["name"] == "import_products"  # what workers look the job up by
+    assert doc["label"] == "Importation de produits"
+    assert doc["message"] == "20 sur 20 produits"
+    page = client.get("/my-jobs", headers=french).get_data(as_text=True)
+    assert '<html lang="fr">' in page
+    assert _panel_names(page) == ["Importation de produits"]
+    assert "import_products" not in page
+
+    english = app.test_client()
+    doc = english.get(f"/asyncstate/progress/{_start(english).json['token']}").json
+    assert (doc["label"], doc["message"]) == ("Product import", "20 of 20 products")
+    assert _panel_names(english.get("/my-jobs").get_data(as_text=True)) == ["Product import"]
+
+
+def test_the_import_label_outside_a_request_is_english(app: Flask) -> None:
+    """A start with no visitor (a CLI command, a scheduler) gets the default language."""
+    with app.app_context():
+        handle = example_app.import_products.start(3, 3, 0.0)
+    assert handle.status()["label"] == "Product import"

@@ -144,3 +144,75 @@ def test_a_pipeline_of_scripts_is_one_round_trip_and_survives_a_script_flush(red
     finally:
         store.close()
         client.close()
+
+
+# -- the ranked lists of the operator's page ----------------------------------------------------
+
+
+def test_ranked_lists_are_hash_tagged_sorted_sets_that_never_expire_and_fit_the_acl(
+    redis_url: str,
+) -> None:
+    """One key per list, tagged like every other (``{flask_asyncstate.index:jobs}``): one slot
+    on a cluster, under the app's prefix, so ``flask asyncstate acl``'s rule covers it; and
+    every command of the list operations is in that rule."""
+    from flask_asyncstate.stores.redis_acl import acl_rules
+
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("ACL", "SETUSER", "ranker", "on", ">pw", *acl_rules("acl:"))
+    host, port = redis_url.split("//")[1].split("/")[0].split(":")
+    client = redis.Redis(host=host, port=int(port), username="ranker", password="pw")
+    store = RedisStore(client, key_prefix="acl:")
+    try:
+        key = store.key("flask_asyncstate.index", "jobs")
+        assert key == "acl:{flask_asyncstate.index:jobs}"
+        for i in range(5):
+            store.rank(key, f"j{i}", float(i), keep=3, floor=0.5)
+        assert store.ranked(key, 10) == ["j4", "j3", "j2"]
+        store.unrank(key, ["j3"])
+        assert store.ranked(key, 10) == ["j4", "j2"]
+        assert admin.type(key) == b"zset" and admin.ttl(key) == -1  # bounded, not expiring
+    finally:
+        store.close()
+        client.close()
+        admin.execute_command("ACL", "DELUSER", "ranker")
+        admin.close()
+
+
+def test_the_admin_page_is_right_again_after_redis_lost_everything() -> None:
+    """No counter to drift: after a restart without persistence the running job's entry and
+    this instance's heartbeat are written again, each listed again as it is, and the page's
+    counts, taken over the documents it reads, are right at once."""
+    from apps import Gate, define_jobs, make_app
+    from waiting import wait_until
+
+    server = RedisServer().start()
+    app, ext = make_app(server.url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    gate = Gate()
+    try:
+        jobs = define_jobs(ext)
+        with app.app_context():
+            running = jobs["blocked"].start(gate.name)
+            done = jobs["count"].start(1)
+            assert done.wait(10)["status"] == "succeeded"
+            wait_until(lambda: running.status()["status"] == "running", 10)
+        web = app.test_client()
+        before = web.get("/asyncstate/admin/jobs").json
+        assert before["counts"] == {"running": 1, "succeeded": 1}
+        server.stop()
+        server.start()  # empty again: no persistence
+        admin = redis.Redis.from_url(server.url)
+        assert admin.dbsize() == 0
+
+        def listed() -> dict:
+            answer = web.get("/asyncstate/admin/jobs")
+            return answer.json if answer.status_code == 200 and answer.json["jobs"] else {}
+
+        after = wait_until(listed, 15, interval=0.1, message="the running job is listed again")
+        assert [j["id"] for j in after["jobs"]] == [running.id]  # the finished one was lost
+        assert after["counts"] == {"running": 1} and after["counted"] == 1
+        wait_until(lambda: listed().get("instances"), 10, message="the instance is listed again")
+        admin.close()
+    finally:
+        gate.set()
+        ext.shutdown(2)
+        server.stop()

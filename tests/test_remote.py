@@ -490,3 +490,66 @@ def test_a_waiting_job_whose_queue_entry_vanished_ends_lost_and_frees_its_places
             assert nightly_rq.start().is_new  # its unique place was given back
     finally:
         ext.shutdown(1)
+
+
+def test_rq_workers_run_nothing_but_our_own_entry_point(redis_url, tmp_path, caplog) -> None:
+    """Someone who can write to Redis could queue an entry naming any importable function
+    (``os.system``): our workers refuse every entry but ``on_rq.perform``, log an error, keep
+    it in RQ's failed registry for the operator, and go on with the next entry."""
+    import logging
+
+    import redis
+    from apps import make_app as build
+    from rq import Queue
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from flask_asyncstate.executors import on_rq
+
+    app, ext = build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="refuse")
+    jobs = define_jobs(ext)
+    client = redis.Redis.from_url(redis_url)
+    queue = Queue("refuse", connection=client, serializer=JSONSerializer)
+    failed = FailedJobRegistry("refuse", connection=client, serializer=JSONSerializer)
+    try:
+        # The simple worker, then the forking one (given only the planted entry: no fork in
+        # the test process), each with an entry that would create a directory if it ran.
+        for simple in (True, False):
+            target = tmp_path / ("planted-simple" if simple else "planted-fork")
+            planted = queue.enqueue_call("os.mkdir", args=[str(target)])
+            with app.app_context():
+                good = jobs["count"].start(2) if simple else None
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="flask_asyncstate"):
+                on_rq.run_worker(ext.app_state(), ["refuse"], burst=True, simple=simple)
+            assert not target.exists(), "the planted entry ran"
+            assert planted.id in failed.get_job_ids()
+            refused = [r for r in caplog.records if planted.id in r.getMessage()]
+            assert refused and refused[0].levelno == logging.ERROR
+            assert "os.mkdir" in refused[0].getMessage()
+            assert client.lrange(queue.intermediate_queue_key, 0, -1) == []
+            if good is not None:  # the worker went on: the entry after it ran
+                assert good.status()["status"] == "succeeded"
+    finally:
+        on_rq._worker_app = None
+        ext.shutdown(1)
+
+
+def test_an_rq_worker_stops_without_waiting_for_its_pubsub_thread(redis_url) -> None:
+    """RQ's teardown stops its command listener, which waits up to 60 s for a message: the
+    worker must not wait that out (a deploy's warm shutdown, each ``--burst`` run)."""
+    from apps import make_app as build
+
+    from flask_asyncstate.executors import on_rq
+
+    app, ext = build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="teardown")
+    try:
+        with app.app_context():
+            for simple in (True, False, True, False):
+                began = time.monotonic()
+                on_rq.run_worker(ext.app_state(), ["teardown"], burst=True, simple=simple)
+                took = time.monotonic() - began
+                assert took < 10, f"a burst worker with nothing to do took {took:.1f} s"
+    finally:
+        on_rq._worker_app = None
+        ext.shutdown(1)

@@ -223,3 +223,66 @@ def test_release_decided_on_an_old_read_keeps_a_newer_hold(store: Store) -> None
     assert store.held_keys() == [key]
     store.cancel(key)
     assert second.wait(2)
+
+
+# -- ranked lists: bounded, ordered, what the operator's page reads instead of a scan ------------
+
+
+def test_a_ranked_list_keeps_the_highest_scores_newest_first(store: Store) -> None:
+    key = store.key("flask_asyncstate.index", "contract")
+    assert store.ranks is True
+    assert store.ranked(key, 10) == []  # none yet
+    for i in range(12):
+        store.rank(key, f"m{i:02}", 100.0 + i, keep=5)
+    assert store.ranked(key, 10) == ["m11", "m10", "m09", "m08", "m07"]  # the 5 highest
+    assert store.ranked(key, 2) == ["m11", "m10"]
+    assert store.ranked(key, 0) == []
+    store.rank(key, "m03", 200.0, keep=5)  # an old member comes back: moved to its new score
+    assert store.ranked(key, 10) == ["m03", "m11", "m10", "m09", "m08"]
+    store.rank(key, "m11", 50.0, keep=5)  # moved below the others (m07 dropped off before)
+    assert store.ranked(key, 10) == ["m03", "m10", "m09", "m08", "m11"]
+    store.rank(key, "m12", 112.0, keep=5)  # one too many: the lowest goes
+    assert store.ranked(key, 10) == ["m03", "m12", "m10", "m09", "m08"]
+    store.unrank(key, ["m10", "never-listed"])
+    store.unrank(key, [])
+    assert store.ranked(key, 10) == ["m03", "m12", "m09", "m08"]
+    store.rank(key, "a", 5.0, keep=3, floor=109.0)  # the floor drops the low ones, "a" too
+    assert store.ranked(key, 10) == ["m03", "m12", "m09"]
+
+
+def test_ranked_ties_order_alike_and_lists_are_apart(store: Store) -> None:
+    one, two = (
+        store.key("flask_asyncstate.index", "one"),
+        store.key("flask_asyncstate.index", "two"),
+    )
+    for member in ("b", "a", "c"):
+        store.rank(one, member, 1.0, keep=2)  # ties: the greater member ranks higher
+    store.rank(two, "z", 1.0, keep=2)
+    assert store.ranked(one, 10) == ["c", "b"]
+    assert store.ranked(two, 10) == ["z"]
+    store.unrank(two, ["z"])
+    assert store.ranked(two, 10) == [] and store.ranked(one, 10) == ["c", "b"]
+
+
+def test_ranked_lists_never_expire(store: Store) -> None:
+    store.expires = 1
+    store.index_expires = 1
+    key = store.key("flask_asyncstate.index", "kept")
+    store.rank(key, "x", 1.0, keep=3)
+    time.sleep(1.3)  # longer than any expiry of the store: the silence under test
+    assert store.ranked(key, 3) == ["x"]
+
+
+def test_concurrent_ranks_keep_the_bound(store: Store) -> None:
+    key = store.key("flask_asyncstate.index", "busy")
+
+    def add(start: int) -> None:
+        for i in range(start, start + 50):
+            store.rank(key, f"m{i:04}", float(i), keep=20)
+
+    threads = [threading.Thread(target=add, args=(n * 50,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.ranked(key, 100) == [f"m{i:04}" for i in range(299, 279, -1)]

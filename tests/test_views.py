@@ -111,6 +111,29 @@ def test_sessions_are_isolated(web) -> None:  # type: ignore[no-untyped-def]
     assert alice.get(f"/asyncstate/progress/{token}").json["cancel_requested"] is False
 
 
+def test_jobs_lists_exactly_the_quota_of_finished_jobs(web) -> None:  # type: ignore[no-untyped-def]
+    """ASYNCSTATE_MAX_JOBS_PER_SESSION (2 here) newest finished jobs, not one more: the
+    owner's index holds one extra ended id from a job's end to the owner's next start."""
+    app, ext, gate = web
+    client = app.test_client()
+    tokens = []
+    for _ in range(3):
+        tokens.append(_start(client, "count"))
+        with app.app_context():
+            assert ext.handle(tokens[-1]).wait(10)["status"] == "succeeded"
+    listed = [j["token"] for j in client.get("/asyncstate/jobs").json]
+    assert listed == [tokens[2], tokens[1]]  # newest first
+    running = _start(client, "blocked")  # unfinished ones are listed besides them
+    listed = [j["token"] for j in client.get("/asyncstate/jobs").json]
+    assert listed == [running, tokens[2], tokens[1]]
+    gate.set()
+    with app.app_context():
+        assert ext.handle(running).wait(10)["status"] == "succeeded"
+    listed = [j["token"] for j in client.get("/asyncstate/jobs").json]
+    assert listed == [running, tokens[2]]
+    assert client.get(f"/asyncstate/progress/{tokens[0]}").status_code == 200  # still opens
+
+
 def test_cancel_needs_post_and_same_origin_proof(web) -> None:  # type: ignore[no-untyped-def]
     app, _ext, _ = web
     client = app.test_client()

@@ -322,3 +322,91 @@ def test_engine_side_stops_end_the_document(
             assert doc["error"]["type"] == "WorkerStopped"
         app.extensions["asyncstate"].shutdown(0)
     print(f"{engine.kind}: stopped by the engine -> {doc['status']}")
+
+
+def _rq_only(engine: Engine) -> None:
+    if not engine.kind.startswith("rq"):
+        pytest.skip("RQ's queue entries, registries and log")
+
+
+def _worker_log(engine: Engine) -> str:
+    for log in engine._logs:
+        log.flush()
+    return "".join(
+        p.read_text(errors="replace") for p in sorted(engine.log_dir.glob("worker-*.log"))
+    )
+
+
+def test_a_worker_refuses_an_entry_naming_another_function(
+    engine: Engine, web: Any, tmp_path: Any
+) -> None:
+    """An entry someone wrote straight into Redis, naming ``os.mkdir``: the worker process
+    does not run it, says so in its log, and goes on taking jobs."""
+    from rq import Queue
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    _rq_only(engine)
+    s, a, b = web
+    target = tmp_path / "planted"
+    queue = Queue(engine.queue, connection=engine.redis, serializer=JSONSerializer)
+    planted = queue.enqueue_call("os.mkdir", args=[str(target)])
+    failed = FailedJobRegistry(engine.queue, connection=engine.redis, serializer=JSONSerializer)
+    wait_until(lambda: planted.id in failed.get_job_ids(), 10, message="the entry refused")
+    assert not target.exists(), "the planted entry ran"
+    assert f"RQ job {planted.id}" in _worker_log(engine) and "refused" in _worker_log(engine)
+    assert all(p.poll() is None for p in engine.workers)  # no worker crashed
+    for _ in range(4):  # both workers still take jobs
+        doc = final(s, b, start(s, a, "double", 4)["token"])
+        assert (doc["status"], doc["result"]) == ("succeeded", 8)
+
+
+def test_cancels_racing_a_workers_take_end_cancelled_and_leave_rq_no_failure(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that arrives while a worker takes the job: the job ends ``cancelled``, the
+    entry never lands in RQ's failed registry and the worker logs no traceback for it."""
+    import random
+
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    _rq_only(engine)
+    for key in ("WT_REDIS_URL", "WT_PREFIX", "WT_EXECUTOR", "WT_QUEUE"):
+        monkeypatch.setenv(key, engine.env[key])
+    import worker_app
+
+    app = worker_app.create_app()  # a third instance, in this process
+    ext = app.extensions["asyncstate"].extension
+    job = ext.registered_job("until_cancelled")
+    rng = random.Random(20)
+    rounds = 30
+    try:
+        with app.app_context():
+            handles = []
+            for _ in range(rounds):
+                handle = job.start()
+                time.sleep(rng.uniform(0, 0.008))  # the worker's take is under way
+                handle.cancel()
+                handles.append(handle)
+            docs = [h.wait(20) for h in handles]
+    finally:
+        ext.shutdown(1)
+    assert [d["status"] for d in docs] == ["cancelled"] * rounds, docs
+    failed = FailedJobRegistry(engine.queue, connection=engine.redis, serializer=JSONSerializer)
+
+    def settled() -> bool:  # RQ finished with each entry: gone (done), or a failure
+        ids = set(failed.get_job_ids())
+        return all(h.id in ids or not engine.redis.exists(f"rq:job:{h.id}") for h in handles)
+
+    wait_until(settled, 20, interval=0.1, message="RQ done with every entry")
+    in_failed = [h.id for h in handles if h.id in set(failed.get_job_ids())]
+    log = _worker_log(engine)
+    # The races: entries a worker took (RQ logs each it takes) whose job never started.
+    raced = [h.id for h in handles if h.id in log and engine.mark("called", h.id) is None]
+    print(
+        f"{engine.kind}: {len(raced)} of {rounds} cancels raced a worker's take;"
+        f" {len(in_failed)} of {rounds} entries in RQ's failed registry"
+    )
+    assert in_failed == []
+    assert "InvalidJobOperation" not in log

@@ -5,21 +5,25 @@ myapp import ...``). Run it with ``python -m pytest docs/examples/testing_tests.
 tests/test_docs_testing.py runs each of its tests too.
 """
 
+import os
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from testing_app import asyncstate, create_app, export_orders  # from myapp import ...
 
 from flask_asyncstate import job_finished
-from flask_asyncstate.testing import client, job_gate, wait_for
+from flask_asyncstate.testing import client, isolated_config, job_gate, wait_for
 
 CONFIG = {"TESTING": True, "SECRET_KEY": "test", "EXPORT_PAUSE": 0}
+REDIS_URL = os.environ.get("REDIS_URL")  # a Redis the tests share (CI's), or None: in memory
 
 
 @pytest.fixture
 def make_app():
     def make(**config):
-        return create_app({**CONFIG, **config})  # ASYNCSTATE_* keys are read by init_app
+        # keys of its own on a shared Redis: job keys, Flask-Session's keys, the RQ queue
+        isolated = isolated_config(REDIS_URL)
+        return create_app({**CONFIG, **isolated, **config})  # init_app reads ASYNCSTATE_*
 
     yield make
     asyncstate.shutdown(timeout=2)  # stops the writer thread and the pool of every app made
@@ -115,6 +119,30 @@ def test_a_gate_cannot_hold_an_eager_job(make_app):
         doc = export_orders.start(5).status()  # eager: the job has ended already
     assert doc["status"] == "failed"
     assert "ASYNCSTATE_EAGER" in doc["error"]["message"]
+
+
+def test_apps_on_one_redis_keep_their_jobs_apart(make_app):
+    if REDIS_URL is None:
+        pytest.skip("no shared Redis: each app keeps its jobs in its own memory anyway")
+    mine, theirs = make_app(ASYNCSTATE_EAGER=True), make_app(ASYNCSTATE_EAGER=True)
+    token = token_of(client(mine).post("/export", data={"count": 2}))
+    with mine.app_context():
+        assert asyncstate.handle(token).status()["status"] == "succeeded"
+    with theirs.app_context():  # the same SECRET_KEY and Redis, another prefix
+        assert asyncstate.handle(token).status() is None
+
+
+def test_a_burst_worker_runs_the_queued_export(make_app):
+    if REDIS_URL is None:
+        pytest.skip("RQ needs Redis")
+    app = make_app(ASYNCSTATE_EXECUTOR="rq")  # start() queues the job for a worker
+    browser = client(app)
+    token = token_of(browser.post("/export", data={"count": 3}))
+    assert browser.get(f"/asyncstate/progress/{token}").json["status"] == "queued"
+    worker = ["asyncstate", "worker", "--burst", "--simple"]  # this app's queue, in this process
+    assert app.test_cli_runner().invoke(args=worker).exit_code == 0
+    doc = browser.get(f"/asyncstate/progress/{token}").json
+    assert doc["status"] == "succeeded" and doc["result"] == {"orders": 3}
 
 
 # -- CSRF ------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ arguments) under the job's own id; ``flask asyncstate worker`` runs an
 :class:`AsyncStateSimpleWorker` inside the app, so :func:`perform` finds the
 extension and its registered jobs. RQ's own failure paths (a killed work
 horse, a cold shutdown) end our document too.
+
+Those workers run nothing but :data:`PERFORM`: an entry naming any other
+function (someone who can write to Redis queued ``os.system``, say) is refused,
+logged and left in RQ's failed registry. A job cancelled while it waits leaves
+the queue only if no worker has taken its entry yet (``LREM``); a worker that
+has finds the job cancelled and ends the RQ job as usual, never as a failure.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import redis
 from flask import current_app, has_request_context
 from rq import Queue, SimpleWorker, Worker
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from ..stores.redis_client import translate
@@ -92,14 +98,32 @@ class RQExecutor(RemoteExecutor):
         return {job_id for job_id, there in zip(job_ids, found) if not there}
 
     def dequeue(self, job_id: str) -> None:
+        # Only an entry still in the queue list is ours to delete: once a worker popped it
+        # (RQ moves it to its intermediate list, then prepares the run), deleting the RQ job
+        # under that worker fails its bookkeeping (InvalidJobOperation, a failed-registry
+        # entry). That worker finds the job cancelled, does not run it, and ends the RQ job.
         try:
             with translate():
-                connection = self._queue_now().connection
-                Job.fetch(job_id, connection=connection, serializer=JSONSerializer).delete()
+                queue = self._queue_now()
+                if not queue.remove(job_id):  # LREM: 0 when a worker has it, or it is gone
+                    return
+                # Out of the list, no worker can take it any more: its RQ job goes too.
+                Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer).delete(
+                    remove_from_queue=False
+                )
         except NoSuchJobError:
-            pass  # a worker took it (and will find it cancelled) or it is gone already
+            pass  # gone already
         except Exception as exc:  # noqa: BLE001 - the stored flag still stops it
             log.warning("job %s: could not remove it from the RQ queue: %s", job_id, exc)
+
+
+def _function_of(job: Job) -> str | None:
+    """The function an RQ entry names, or None when that cannot be read (or it names a
+    method of some instance): the check that lets our workers run only :data:`PERFORM`."""
+    try:
+        return None if job.instance is not None else job.func_name
+    except Exception:  # noqa: BLE001 - a DeserializationError, or anything a bad entry raises
+        return None
 
 
 class _Hooks:
@@ -107,12 +131,43 @@ class _Hooks:
 
     asyncstate: Runtime
 
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # Before anything runs (and before a forking worker forks): only our entry point.
+        if _function_of(job) != PERFORM:
+            self._refuse(job, queue)
+            return
+        super().execute_job(job, queue)  # type: ignore[misc]
+
+    def _refuse(self, job: Job, queue: Queue) -> None:
+        """Do not run an entry that names another function: log it, and leave it in RQ's
+        failed registry (for ``ASYNCSTATE_EXPIRES``) where an operator can see it."""
+        try:
+            named = repr(job.func_name)
+        except Exception:  # noqa: BLE001 - it cannot even be read
+            named = "something unreadable"
+        why = f"refused: this worker runs only {PERFORM}, the entry names {named}"
+        log.error("RQ job %s on queue %r %s; not run", job.id, queue.name, why)
+        try:
+            with self.connection.pipeline() as pipe:  # type: ignore[attr-defined]
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)  # where the worker took it
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                ttl = int(self.asyncstate.settings.expires)
+                queue.failed_job_registry.add(job, ttl=ttl, exc_string=why, pipeline=pipe)
+                pipe.execute()
+        except Exception:
+            log.exception("RQ job %s: could not record the refusal; deleting the entry", job.id)
+            try:
+                job.delete(remove_from_queue=False)
+                self.connection.lrem(queue.intermediate_queue_key, 1, job.id)  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("RQ job %s: could not delete the refused entry", job.id)
+
     def handle_job_failure(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> None:
         super().handle_job_failure(job, queue, *args, **kwargs)  # type: ignore[misc]
         # In the parent: the work horse died. In a horse or simple worker: our own code
         # raised before the job could start (its take failed). Either way, unless the job
         # already has a final document, it gets one.
-        if job.func_name == PERFORM:
+        if _function_of(job) == PERFORM:
             from .. import remote
 
             why = str(kwargs.get("exc_string") or "the worker gave up on the job").strip()
@@ -133,6 +188,18 @@ class _Hooks:
 
                 remote.end_abandoned(self.asyncstate, job_id, "the worker was shut down cold")
             raise
+
+    def unsubscribe(self) -> None:
+        # RQ's teardown unsubscribes, then stops its pubsub thread. That thread waits up to
+        # 60 s for a message; the UNSUBSCRIBE reply can wake it before the stop flag is set,
+        # and redis-py >= 8.2's stop() then waits out the next 60 s. Set the flag first.
+        thread = getattr(self, "pubsub_thread", None)
+        if thread is not None:
+            try:
+                thread.stop(timeout=0)  # redis-py >= 8.2: clear the flag, do not wait here
+            except TypeError:
+                thread.stop()  # older redis-py: stop() only clears the flag
+        super().unsubscribe()  # type: ignore[misc]
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
         try:

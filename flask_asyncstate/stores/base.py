@@ -12,6 +12,11 @@ Key layout: ``<prefix>{<kind>:<name>}``. The braces are a Redis Cluster hash
 tag, so everything about one entry lives in one slot. The cancel flag is kept
 beside the document (never inside it), so writing a document can never erase a
 cancel request.
+
+Besides entries, a backend keeps bounded indexes: an owner's jobs (:meth:`Store.claim`)
+and *ranked lists* (:meth:`Store.rank`), members ordered by a score and capped in size,
+what the operator's page reads instead of scanning every entry. A backend without ranked
+lists leaves :attr:`Store.ranks` False, and readers scan as they did before them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class Store(ABC):
     notifies_changes: ClassVar[bool] = False
     #: Every process opening the store sees the same entries (RQ and Celery workers need it).
     shared: ClassVar[bool] = True
+    #: The backend keeps ranked lists (:meth:`rank`); without them readers scan every entry.
+    ranks: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -219,6 +226,42 @@ class Store(ABC):
         keys = list(keys)
         if keys:
             self._touch_claims(keys, int(self.index_expires * 1000))
+
+    # -- ranked lists (the newest jobs, the live instances) ----------------------
+
+    def rank(
+        self, key: str, member: str, score: float, *, keep: int, floor: float | None = None
+    ) -> None:
+        """Put ``member`` in the ranked list at ``key`` with ``score`` (moving it if listed),
+        then keep only the ``keep`` highest-scored members and, with ``floor``, none scored
+        below it.
+
+        A ranked list is bounded by ``keep`` and never expires; a member whose entry is
+        gone stays listed until it drops off (readers skip it).
+        """
+        self._rank(key, member, score, keep, floor)
+
+    def ranked(self, key: str, count: int) -> list[str]:
+        """Up to ``count`` members of the ranked list at ``key``, highest score first (ties:
+        the greater member first); empty if there is none. Reading changes nothing."""
+        return self._ranked(key, count) if count > 0 else []
+
+    def unrank(self, key: str, members: Iterable[str]) -> None:
+        """Drop members from the ranked list at ``key``."""
+        members = list(members)
+        if members:
+            self._unrank(key, members)
+
+    def _rank(self, key: str, member: str, score: float, keep: int, floor: float | None) -> None:
+        """Add or move one member, then trim to ``keep`` (and ``floor``); a backend that has
+        ranked lists overrides the three hooks and sets :attr:`ranks`."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no ranked lists")
+
+    def _ranked(self, key: str, count: int) -> list[str]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no ranked lists")
+
+    def _unrank(self, key: str, members: list[str]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no ranked lists")
 
     def after_fork(self) -> None:
         """In a forked child: fresh local locks and registries (a parent thread may hold one)."""

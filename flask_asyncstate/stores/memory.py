@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 import time
@@ -36,11 +37,13 @@ class MemoryStore(Store):
     """Entries in a dict guarded by a lock; expiry is checked on access and swept every second."""
 
     shared = False  # one process's memory
+    ranks = True
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._slots: dict[str, _Slot] = {}
         self._indexes: dict[str, _Index] = {}
+        self._ranked_lists: dict[str, dict[str, float]] = {}  # key -> member -> score
         self._lock = threading.Lock()
         self._last_purge = time.monotonic()
         # expired keys (with the hold generation seen then) whose local Events need releasing
@@ -255,5 +258,42 @@ class MemoryStore(Store):
                 index = self._index(key, now)
                 if index is not None:
                     index.expires_at = now + ttl_ms / 1000
+
+        self._locked(op)
+
+    # -- ranked lists ----------------------------------------------------------
+
+    def _rank(self, key: str, member: str, score: float, keep: int, floor: float | None) -> None:
+        def op(now: float) -> None:
+            members = self._ranked_lists.setdefault(key, {})
+            members[member] = score
+            if floor is not None:
+                for old in [m for m, s in members.items() if s < floor]:
+                    del members[old]
+            excess = len(members) - keep
+            if excess > 0:  # usually one over: drop the lowest (ties: the lesser member)
+                for old in heapq.nsmallest(excess, members, key=lambda m: (members[m], m)):
+                    del members[old]
+            if not members:
+                del self._ranked_lists[key]
+
+        self._locked(op)
+
+    def _ranked(self, key: str, count: int) -> list[str]:
+        def op(now: float) -> list[str]:
+            members = self._ranked_lists.get(key, {})
+            return sorted(members, key=lambda m: (members[m], m), reverse=True)[:count]
+
+        result: list[str] = self._locked(op)
+        return result
+
+    def _unrank(self, key: str, members: list[str]) -> None:
+        def op(now: float) -> None:
+            found = self._ranked_lists.get(key)
+            if found is not None:
+                for member in members:
+                    found.pop(member, None)
+                if not found:
+                    del self._ranked_lists[key]
 
         self._locked(op)

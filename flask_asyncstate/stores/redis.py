@@ -67,6 +67,7 @@ class RedisStore(OwnerIndexes, CancelListener, Store):
     """
 
     notifies_changes = True  # every write publishes its key; the listener wakes the watchers
+    ranks = True  # ranked lists: sorted sets (stores/redis_index.py)
 
     def __init__(
         self,

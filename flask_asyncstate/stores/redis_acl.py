@@ -12,7 +12,7 @@ COMMANDS = (
     "del", "exists", "scan",
     "hget", "hmget", "hset", "hincrby", "pexpire",
     "sadd", "srem", "scard", "smembers", "sismember",
-    "zadd", "zrem", "zcard", "zrange", "zrevrange",
+    "zadd", "zrem", "zcard", "zrange", "zrevrange", "zremrangebyrank", "zremrangebyscore",
     "publish", "subscribe", "unsubscribe",
     "cluster|slots", "cluster|shards", "command",  # what redis-py's cluster client asks first
 )  # fmt: skip

@@ -25,6 +25,7 @@ def create_app(config=None):
         SESSION_PERMANENT=False,
         SESSION_COOKIE_SAMESITE="Lax",
         ASYNCSTATE_BLUEPRINT_GUARD=login_required,  # /asyncstate/...: signed-in users only
+        ASYNCSTATE_KEEP_FINISHED=86400,  # a finished export stays a day, not 15 minutes
         EXPORT_ROWS=500,
         EXPORT_PAUSE=0.01,  # seconds per row of made-up work
     )

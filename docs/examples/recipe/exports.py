@@ -13,7 +13,7 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
+    send_from_directory,
     url_for,
 )
 from flask_login import login_required
@@ -37,8 +37,12 @@ def no_store(response):
     return response
 
 
+def export_name(job_id):
+    return f"{job_id}.csv"
+
+
 def export_path(job_id):
-    return os.path.join(current_app.config["EXPORT_DIR"], f"{job_id}.csv")
+    return os.path.join(current_app.config["EXPORT_DIR"], export_name(job_id))
 
 
 @asyncstate.job(render_result="exports/_download.html")  # shown under the bar when done
@@ -57,8 +61,10 @@ def export_orders(job, year):
             os.remove(path)
         raise
     # The job runs in a request context at the starting request's address: this is the
-    # link the view would have built (for an e-mail, or an API client).
-    return {"rows": rows, "url": url_for("exports.download", job_id=job.id, _external=True)}
+    # link the view would have built (for an e-mail, or an API client). It carries the
+    # job's token, which the download view checks with asyncstate.owned().
+    token = asyncstate.app_state().job_handle(job.id).token
+    return {"rows": rows, "url": url_for("exports.download", token=token, _external=True)}
 
 
 @bp.get("/")
@@ -84,11 +90,16 @@ def show(token):
     return render_template("exports/show.html", token=token)
 
 
-@bp.get("/download/<job_id>")
-def download(job_id):
-    mine = {job["id"] for job in asyncstate.jobs() if job["status"] == "succeeded"}
-    if job_id not in mine:
-        abort(404)  # someone else's export, or not done
-    return send_file(
-        export_path(job_id), mimetype="text/csv", as_attachment=True, download_name="orders.csv"
+@bp.get("/<token>/download")
+def download(token):
+    handle = asyncstate.owned(token)  # None: forged, expired, or someone else's
+    doc = handle.status() if handle is not None else None
+    if doc is None or doc["status"] != "succeeded":
+        abort(404)  # not theirs, gone, or not done
+    return send_from_directory(  # 404 too if the file was cleaned up
+        current_app.config["EXPORT_DIR"],
+        export_name(handle.id),
+        mimetype="text/csv",
+        as_attachment=True,
+        download_name="orders.csv",
     )
