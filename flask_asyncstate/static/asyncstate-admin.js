@@ -25,7 +25,9 @@
   'use strict';
 
   if (!$ || !$.fn) {
-    if (window.console) { window.console.error('asyncstate-admin.js: jQuery is missing'); }
+    if (window.console) {
+      window.console.error('asyncstate-admin.js: jQuery is missing');
+    }
     return;
   }
 
@@ -40,19 +42,28 @@
   // This page's origin ("null" for an opaque one).
   function pageOrigin() {
     var loc = window.location;
-    return loc.origin || (loc.protocol + '//' + loc.host);
+    return loc.origin || loc.protocol + '//' + loc.host;
   }
 
   // The prefix as a path on this site (without trailing slashes), or null: "/..." but not
   // "//host" or "/\host", no query, fragment or control characters, and it resolves to
   // this page's origin (the same rule as the widget's, asyncstate.js).
   function checkedPrefix(value) {
-    if (typeof value !== 'string') { return null; }
-    if (value !== '' && (value.charAt(0) !== '/' || value.charAt(1) === '/')) { return null; }
-    if (/[\\?#\u0000-\u001f\u007f]/.test(value)) { return null; }
+    if (typeof value !== 'string') {
+      return null;
+    }
+    if (value !== '' && (value.charAt(0) !== '/' || value.charAt(1) === '/')) {
+      return null;
+    }
+    // eslint-disable-next-line no-control-regex -- refusing control characters is the point
+    if (/[\\?#\u0000-\u001f\u007f]/.test(value)) {
+      return null;
+    }
     var path = value.replace(/\/+$/, '');
     var origin = pageOrigin();
-    if (!origin || origin === 'null') { return null; }
+    if (!origin || origin === 'null') {
+      return null;
+    }
     if (typeof window.URL === 'function') {
       var resolved;
       try {
@@ -60,14 +71,16 @@
       } catch (e) {
         return null;
       }
-      if (resolved.origin !== origin || resolved.search || resolved.hash) { return null; }
+      if (resolved.origin !== origin || resolved.search || resolved.hash) {
+        return null;
+      }
     }
     return path;
   }
 
   function readConfig() {
     var node = document.getElementById(ADMIN + '-config');
-    var config = null;
+    var config;
     try {
       config = node ? JSON.parse(node.textContent || 'null') : null;
     } catch (e) {
@@ -79,13 +92,22 @@
     var prefix = checkedPrefix(given);
     if (prefix === null && window.console && window.console.warn) {
       var shown;
-      try { shown = JSON.stringify(given); } catch (e) { shown = String(given); }
-      window.console.warn('asyncstate-admin.js: refused: the prefix ' + shown + ' is not a ' +
-                          'path on this site (one starting with "/", on ' + pageOrigin() +
-                          '); the page makes no request');
+      try {
+        shown = JSON.stringify(given);
+      } catch (e) {
+        shown = String(given);
+      }
+      window.console.warn(
+        'asyncstate-admin.js: refused: the prefix ' +
+          shown +
+          ' is not a ' +
+          'path on this site (one starting with "/", on ' +
+          pageOrigin() +
+          '); the page makes no request'
+      );
     }
     return {
-      prefix: prefix,           // null: refused, the page does nothing
+      prefix: prefix, // null: refused, the page does nothing
       origin: pageOrigin(),
       csrfToken: typeof config.csrfToken === 'string' && config.csrfToken ? config.csrfToken : null,
       all: $.isArray(statuses.all) ? statuses.all : [],
@@ -97,7 +119,9 @@
 
   var CONFIG = readConfig();
   var FINAL = {};
-  $.each(CONFIG.final, function (_i, s) { FINAL[s] = true; });
+  $.each(CONFIG.final, function (_i, s) {
+    FINAL[s] = true;
+  });
 
   function has(obj, key) {
     return Object.prototype.hasOwnProperty.call(obj, key);
@@ -137,15 +161,23 @@
   }
 
   function setText($node, text) {
-    if ($node.text() !== text) { $node.text(text); }
+    if ($node.text() !== text) {
+      $node.text(text);
+    }
   }
 
   // "42 s", "3 min", "5 h", "2 d" (floored).
   function duration(seconds) {
     var s = Math.max(0, Math.floor(seconds));
-    if (s < 60) { return format(label('adminSeconds'), { n: s }); }
-    if (s < 3600) { return format(label('adminMinutes'), { n: Math.floor(s / 60) }); }
-    if (s < 86400) { return format(label('adminHours'), { n: Math.floor(s / 3600) }); }
+    if (s < 60) {
+      return format(label('adminSeconds'), { n: s });
+    }
+    if (s < 3600) {
+      return format(label('adminMinutes'), { n: Math.floor(s / 60) });
+    }
+    if (s < 86400) {
+      return format(label('adminHours'), { n: Math.floor(s / 3600) });
+    }
     return format(label('adminDays'), { n: Math.floor(s / 86400) });
   }
 
@@ -154,27 +186,36 @@
   }
 
   function ago(now, then) {
-    return isNumber(now) && isNumber(then) ?
-      format(label('adminAgo'), { age: duration(now - then) }) : label('adminNone');
+    return isNumber(now) && isNumber(then)
+      ? format(label('adminAgo'), { age: duration(now - then) })
+      : label('adminNone');
   }
 
   function statusName(status) {
     var s = str(status);
     var shortKey = 'adminStatus' + s.charAt(0).toUpperCase() + s.slice(1);
-    if (typeof CONFIG.labels[shortKey] === 'string') { return CONFIG.labels[shortKey]; }
+    if (typeof CONFIG.labels[shortKey] === 'string') {
+      return CONFIG.labels[shortKey];
+    }
     return typeof CONFIG.labels[s] === 'string' ? CONFIG.labels[s] : s;
   }
 
   function errorDetail(err) {
-    if (!err) { return ''; }
-    if (typeof err === 'string') { return err; }
+    if (!err) {
+      return '';
+    }
+    if (typeof err === 'string') {
+      return err;
+    }
     var type = err.type ? String(err.type) : '';
     var message = err.message ? String(err.message) : '';
-    return type && message ? type + ': ' + message : (type || message);
+    return type && message ? type + ': ' + message : type || message;
   }
 
   function percentOf(job) {
-    if (isNumber(job.percent)) { return Math.max(0, Math.min(100, job.percent)); }
+    if (isNumber(job.percent)) {
+      return Math.max(0, Math.min(100, job.percent));
+    }
     return null;
   }
 
@@ -185,29 +226,35 @@
 
   function requestHeaders(post) {
     var headers = { 'X-Requested-With': 'XMLHttpRequest' };
-    if (post && CONFIG.csrfToken) { headers['X-CSRFToken'] = CONFIG.csrfToken; }
+    if (post && CONFIG.csrfToken) {
+      headers['X-CSRFToken'] = CONFIG.csrfToken;
+    }
     return headers;
   }
 
   function failureText(jqXHR, textStatus, errorThrown) {
     var body = jqXHR && jqXHR.responseJSON;
-    if (body && typeof body.error === 'string' && body.error) { return body.error; }
-    if (jqXHR && jqXHR.status) { return 'HTTP ' + jqXHR.status; }
+    if (body && typeof body.error === 'string' && body.error) {
+      return body.error;
+    }
+    if (jqXHR && jqXHR.status) {
+      return 'HTTP ' + jqXHR.status;
+    }
     return errorThrown || textStatus || 'network error';
   }
 
   // ---------------------------------------------------------------- state
 
   var state = {
-    jobs: [],          // the last list, newest first
-    counts: {},        // status ('' for all) -> number of jobs
+    jobs: [], // the last list, newest first
+    counts: {}, // status ('' for all) -> number of jobs
     instances: [],
-    now: null,         // the server's clock at the last answer
-    filter: '',        // a status, or '' for all
-    rows: {},          // job id -> {$tr, cells...}
-    instanceRows: {},  // instance id -> {$tr, cells...}
-    pending: {},       // job id -> true while its cancel request is in flight
-    notes: {},         // job id -> a note shown in its row (a cancel that failed)
+    now: null, // the server's clock at the last answer
+    filter: '', // a status, or '' for all
+    rows: {}, // job id -> {$tr, cells...}
+    instanceRows: {}, // instance id -> {$tr, cells...}
+    pending: {}, // job id -> true while its cancel request is in flight
+    notes: {}, // job id -> a note shown in its row (a cancel that failed)
     xhr: null,
     timer: null,
     failures: 0,
@@ -239,14 +286,16 @@
       $(this).toggleClass(ADMIN + '-filter--active', on);
     });
     if (remember && window.history && window.history.replaceState) {
-      var url = window.location.pathname + window.location.search +
+      var url =
+        window.location.pathname +
+        window.location.search +
         (status ? '#status=' + encodeURIComponent(status) : '');
       window.history.replaceState(null, '', url);
     }
     renderJobs();
     if (changed && state.loaded) {
       abortRefresh();
-      refresh();   // the list of that status, now
+      refresh(); // the list of that status, now
     }
   }
 
@@ -302,8 +351,10 @@
     row.$progress = cell('progress');
     row.$widget = $('<div>', { 'class': NAME + ' ' + ADMIN + '-bar' }).appendTo(row.$progress);
     row.$bar = $('<div>', {
-      'class': NAME + '-bar', role: 'progressbar',
-      'aria-valuemin': 0, 'aria-valuemax': 100
+      'class': NAME + '-bar',
+      role: 'progressbar',
+      'aria-valuemin': 0,
+      'aria-valuemax': 100
     }).appendTo(row.$widget);
     row.$fill = $('<div>', { 'class': NAME + '-fill' }).appendTo(row.$bar);
     row.$percent = $('<span>', { 'class': ADMIN + '-percent' }).appendTo(row.$progress);
@@ -312,14 +363,24 @@
     row.$error = $('<span>', { 'class': ADMIN + '-error' }).appendTo(row.$message);
     row.$note = $('<span>', { 'class': ADMIN + '-note', role: 'status' }).appendTo(row.$message);
     row.$actions = cell('actions');
-    row.$cancel = $('<button>', { type: 'button', 'class': ADMIN + '-cancel ' + NAME + '-cancel' })
-      .appendTo(row.$actions);
+    row.$cancel = $('<button>', {
+      type: 'button',
+      'class': ADMIN + '-cancel ' + NAME + '-cancel'
+    }).appendTo(row.$actions);
     row.$cancel.on('click', function (event) {
       event.preventDefault();
       cancelJob(id);
     });
-    row.$tr.append(row.$name, row.$status, row.$owner, row.$instance, row.$age, row.$progress,
-                   row.$message, row.$actions);
+    row.$tr.append(
+      row.$name,
+      row.$status,
+      row.$owner,
+      row.$instance,
+      row.$age,
+      row.$progress,
+      row.$message,
+      row.$actions
+    );
     return row;
   }
 
@@ -332,31 +393,53 @@
     var statusClass = word(status);
 
     var classes = [ADMIN + '-job'];
-    if (statusClass) { classes.push(ADMIN + '-job--' + statusClass); }
-    if (reason) { classes.push(ADMIN + '-job--reason-' + reason); }
-    if (cancelling) { classes.push(ADMIN + '-job--cancelling'); }
-    if (row.$tr.attr('class') !== classes.join(' ')) { row.$tr.attr('class', classes.join(' ')); }
+    if (statusClass) {
+      classes.push(ADMIN + '-job--' + statusClass);
+    }
+    if (reason) {
+      classes.push(ADMIN + '-job--reason-' + reason);
+    }
+    if (cancelling) {
+      classes.push(ADMIN + '-job--cancelling');
+    }
+    if (row.$tr.attr('class') !== classes.join(' ')) {
+      row.$tr.attr('class', classes.join(' '));
+    }
     row.$tr.attr('data-status', status);
     row.$tr.prop('hidden', state.filter !== '' && state.filter !== status);
 
     setText(row.$name, labelOf(job));
-    row.$status.attr('class', ADMIN + '-status' + (statusClass ? ' ' + ADMIN + '-status--' + statusClass : ''));
+    row.$status.attr(
+      'class',
+      ADMIN + '-status' + (statusClass ? ' ' + ADMIN + '-status--' + statusClass : '')
+    );
     setText(row.$statusName, cancelling ? label('cancelling') : statusName(status));
-    setText(row.$reason, isFinal && reason && has(REASON_LABELS, reason) ?
-      label(REASON_LABELS[reason]) : '');
+    setText(
+      row.$reason,
+      isFinal && reason && has(REASON_LABELS, reason) ? label(REASON_LABELS[reason]) : ''
+    );
     setText(row.$owner, orNone(job.owner));
     setText(row.$instance, orNone(job.instance));
     setText(row.$age, since(state.now, job.created_at));
 
     // The bar: the widget's own classes, so it looks (and animates) the same.
     var pct = percentOf(job);
-    var shown = status === 'succeeded' ? 100 : (pct === null ? null : Math.floor(pct));
+    var shown = status === 'succeeded' ? 100 : pct === null ? null : Math.floor(pct);
     var widgetClasses = [NAME, ADMIN + '-bar'];
-    if (statusClass) { widgetClasses.push(NAME + '--' + statusClass); }
-    if (shown === null && !isFinal) { widgetClasses.push(NAME + '--indeterminate'); }
-    if (cancelling) { widgetClasses.push(NAME + '--cancelling'); }
+    if (statusClass) {
+      widgetClasses.push(NAME + '--' + statusClass);
+    }
+    if (shown === null && !isFinal) {
+      widgetClasses.push(NAME + '--indeterminate');
+    }
+    if (cancelling) {
+      widgetClasses.push(NAME + '--cancelling');
+    }
     row.$widget.attr('class', widgetClasses.join(' '));
-    row.$bar.attr('aria-label', format(label('adminProgress') + ': {name}', { name: labelOf(job) }));
+    row.$bar.attr(
+      'aria-label',
+      format(label('adminProgress') + ': {name}', { name: labelOf(job) })
+    );
     if (shown === null) {
       row.$bar.removeAttr('aria-valuenow');
       row.$fill.css('width', '');
@@ -377,7 +460,11 @@
     } else {
       var busy = cancelling || state.pending[id] === true;
       row.$cancel.removeAttr('hidden').prop('disabled', busy);
-      if (busy) { row.$cancel.attr('aria-busy', 'true'); } else { row.$cancel.removeAttr('aria-busy'); }
+      if (busy) {
+        row.$cancel.attr('aria-busy', 'true');
+      } else {
+        row.$cancel.removeAttr('aria-busy');
+      }
       setText(row.$cancel, cancelling ? label('cancelling') : label('cancel'));
       row.$cancel.attr('aria-label', format(label('adminCancelJob'), { name: labelOf(job) }));
     }
@@ -389,7 +476,9 @@
     var body = $body[0];
     $.each(ids, function (index, id) {
       var tr = rows[id].$tr[0];
-      if (body.children[index] !== tr) { body.insertBefore(tr, body.children[index] || null); }
+      if (body.children[index] !== tr) {
+        body.insertBefore(tr, body.children[index] || null);
+      }
     });
   }
 
@@ -399,12 +488,16 @@
     var visible = 0;
     $.each(state.jobs, function (_i, job) {
       var id = str(job.id);
-      if (!id || has(seen, id)) { return; }
+      if (!id || has(seen, id)) {
+        return;
+      }
       seen[id] = true;
       ids.push(id);
       var row = state.rows[id] || (state.rows[id] = makeJobRow(id));
       renderJobRow(row, job);
-      if (!row.$tr.prop('hidden')) { visible += 1; }
+      if (!row.$tr.prop('hidden')) {
+        visible += 1;
+      }
     });
     $.each(state.rows, function (id, row) {
       if (!has(seen, id)) {
@@ -439,7 +532,9 @@
     var ids = [];
     $.each(state.instances, function (_i, inst) {
       var id = str(inst.id);
-      if (!id || has(seen, id)) { return; }
+      if (!id || has(seen, id)) {
+        return;
+      }
       seen[id] = true;
       ids.push(id);
       var row = state.instanceRows[id] || (state.instanceRows[id] = makeInstanceRow(id));
@@ -474,7 +569,9 @@
       window.clearTimeout(state.timer);
       state.timer = null;
     }
-    if (document.hidden) { return; }   // visibilitychange polls again
+    if (document.hidden) {
+      return; // visibilitychange polls again
+    }
     state.timer = window.setTimeout(function () {
       state.timer = null;
       refresh();
@@ -490,7 +587,9 @@
   }
 
   function refresh() {
-    if (state.xhr || CONFIG.prefix === null) { return; }
+    if (state.xhr || CONFIG.prefix === null) {
+      return;
+    }
     if (state.timer !== null) {
       window.clearTimeout(state.timer);
       state.timer = null;
@@ -500,38 +599,47 @@
       url: endpoint('/admin/jobs') + (filter ? '?status=' + encodeURIComponent(filter) : ''),
       type: 'GET',
       dataType: 'json',
-      jsonp: false,        // JSON only: never a JSONP script, whatever the URL says
+      jsonp: false, // JSON only: never a JSONP script, whatever the URL says
       crossDomain: false,
       cache: false,
       timeout: 15000,
       headers: requestHeaders(false)
     });
     state.xhr = xhr;
-    xhr.done(function (body) {
-      if (state.xhr !== xhr) { return; }
-      state.xhr = null;
-      if (!body || typeof body !== 'object' || !$.isArray(body.jobs)) {
-        failed('malformed answer');
-        return;
-      }
-      state.failures = 0;
-      state.loaded = true;
-      state.now = isNumber(body.now) ? body.now : null;
-      state.jobs = $.grep(body.jobs, function (j) { return j && typeof j === 'object'; });
-      state.instances = $.grep($.isArray(body.instances) ? body.instances : [],
-                               function (i) { return i && typeof i === 'object'; });
-      updateCounts(body, filter);
-      setText($notice, '');
-      $root.removeClass(ADMIN + '--failing');
-      renderJobs();
-      renderInstances();
-      $root.trigger(ADMIN + ':refresh', [body]);
-      schedule(CONFIG.interval);
-    }).fail(function (jqXHR, textStatus, errorThrown) {
-      if (state.xhr !== xhr) { return; }   // aborted: another list was asked for
-      state.xhr = null;
-      failed(failureText(jqXHR, textStatus, errorThrown));
-    });
+    xhr
+      .done(function (body) {
+        if (state.xhr !== xhr) {
+          return;
+        }
+        state.xhr = null;
+        if (!body || typeof body !== 'object' || !$.isArray(body.jobs)) {
+          failed('malformed answer');
+          return;
+        }
+        state.failures = 0;
+        state.loaded = true;
+        state.now = isNumber(body.now) ? body.now : null;
+        state.jobs = $.grep(body.jobs, function (j) {
+          return j && typeof j === 'object';
+        });
+        state.instances = $.grep($.isArray(body.instances) ? body.instances : [], function (i) {
+          return i && typeof i === 'object';
+        });
+        updateCounts(body, filter);
+        setText($notice, '');
+        $root.removeClass(ADMIN + '--failing');
+        renderJobs();
+        renderInstances();
+        $root.trigger(ADMIN + ':refresh', [body]);
+        schedule(CONFIG.interval);
+      })
+      .fail(function (jqXHR, textStatus, errorThrown) {
+        if (state.xhr !== xhr) {
+          return; // aborted: another list was asked for
+        }
+        state.xhr = null;
+        failed(failureText(jqXHR, textStatus, errorThrown));
+      });
   }
 
   function failed(message) {
@@ -545,18 +653,24 @@
 
   function jobById(id) {
     for (var i = 0; i < state.jobs.length; i += 1) {
-      if (str(state.jobs[i].id) === id) { return state.jobs[i]; }
+      if (str(state.jobs[i].id) === id) {
+        return state.jobs[i];
+      }
     }
     return null;
   }
 
   function rerender(id) {
     var job = jobById(id);
-    if (job && state.rows[id]) { renderJobRow(state.rows[id], job); }
+    if (job && state.rows[id]) {
+      renderJobRow(state.rows[id], job);
+    }
   }
 
   function cancelJob(id) {
-    if (state.pending[id] || CONFIG.prefix === null) { return; }
+    if (state.pending[id] || CONFIG.prefix === null) {
+      return;
+    }
     state.pending[id] = true;
     delete state.notes[id];
     rerender(id);
@@ -568,21 +682,29 @@
       crossDomain: false,
       timeout: 15000,
       headers: requestHeaders(true)
-    }).done(function (doc) {
-      var job = jobById(id);
-      if (job && doc && typeof doc === 'object' && typeof doc.status === 'string') {
-        $.each(doc, function (key, value) {
-          if (has(job, key) || key === 'status') { job[key] = value; }
-        });
-      }
-      if (job && !FINAL[str(job.status)]) { job.cancel_requested = true; }
-    }).fail(function (jqXHR, textStatus, errorThrown) {
-      state.notes[id] = label('cancelFailed') + ': ' + failureText(jqXHR, textStatus, errorThrown);
-    }).always(function () {
-      delete state.pending[id];
-      rerender(id);
-      schedule(300);   // the store has the news soon: show it
-    });
+    })
+      .done(function (doc) {
+        var job = jobById(id);
+        if (job && doc && typeof doc === 'object' && typeof doc.status === 'string') {
+          $.each(doc, function (key, value) {
+            if (has(job, key) || key === 'status') {
+              job[key] = value;
+            }
+          });
+        }
+        if (job && !FINAL[str(job.status)]) {
+          job.cancel_requested = true;
+        }
+      })
+      .fail(function (jqXHR, textStatus, errorThrown) {
+        state.notes[id] =
+          label('cancelFailed') + ': ' + failureText(jqXHR, textStatus, errorThrown);
+      })
+      .always(function () {
+        delete state.pending[id];
+        rerender(id);
+        schedule(300); // the store has the news soon: show it
+      });
   }
 
   // ---------------------------------------------------------------- start
@@ -592,22 +714,30 @@
     setFilter(this.getAttribute('data-status') || '', true);
   });
 
-  document.addEventListener('visibilitychange', function () {
-    if (document.hidden) {
-      if (state.timer !== null) {
-        window.clearTimeout(state.timer);
-        state.timer = null;
+  document.addEventListener(
+    'visibilitychange',
+    function () {
+      if (document.hidden) {
+        if (state.timer !== null) {
+          window.clearTimeout(state.timer);
+          state.timer = null;
+        }
+      } else {
+        refresh();
       }
-    } else {
-      refresh();
-    }
-  }, false);
+    },
+    false
+  );
 
   window.asyncstateAdmin = { refresh: refresh, config: CONFIG, setFilter: setFilter };
 
   $(function () {
-    if (CONFIG.prefix === null) { return; }   // refused: see readConfig
+    if (CONFIG.prefix === null) {
+      return; // refused: see readConfig
+    }
     setFilter(filterFromHash(), false);
-    if (!document.hidden) { refresh(); }
+    if (!document.hidden) {
+      refresh();
+    }
   });
-}(window, document, window.jQuery));
+})(window, document, window.jQuery);

@@ -44,10 +44,10 @@
   // Registers the plugin on ``$`` and starts the widgets on document ready. Called at once
   // when jQuery is already there, else when it arrives (see whenJQuery at the end).
   function install($) {
-
     var NAME = 'asyncstate';
     var VERSION = '0.1.0';
-    var EXPANDO = '__asyncstate';   // instance kept on the element too (survives a second jQuery copy)
+    // The instance is kept on the element too (survives a second jQuery copy).
+    var EXPANDO = '__asyncstate';
     var EVENT_NS = '.' + NAME;
 
     // The job statuses come from the server (JobStatus), put in front of this file by the
@@ -55,8 +55,10 @@
     var SERVER_STATUSES = window.asyncstateStatuses;
     if (!SERVER_STATUSES) {
       if (window.console) {
-        window.console.error('flask-asyncstate: load asyncstate.js from the blueprint route ' +
-                             '(<prefix>/asyncstate.js), which tells it the job statuses');
+        window.console.error(
+          'flask-asyncstate: load asyncstate.js from the blueprint route ' +
+            '(<prefix>/asyncstate.js), which tells it the job statuses'
+        );
       }
       SERVER_STATUSES = { all: [], final: [] };
     }
@@ -64,17 +66,31 @@
     var SERVER_LABELS = window.asyncstateLabels;
     if (!SERVER_LABELS || typeof SERVER_LABELS !== 'object') {
       if (window.console) {
-        window.console.error('flask-asyncstate: load asyncstate.js from the blueprint route ' +
-                             '(<prefix>/asyncstate.js), which tells it the default labels');
+        window.console.error(
+          'flask-asyncstate: load asyncstate.js from the blueprint route ' +
+            '(<prefix>/asyncstate.js), which tells it the default labels'
+        );
       }
-      SERVER_LABELS = { progress: 'Progress', cancel: 'Cancel', error: 'Error' };   // others: key names
+      // The others show as their key names.
+      SERVER_LABELS = { progress: 'Progress', cancel: 'Cancel', error: 'Error' };
     }
     var STATUSES = SERVER_STATUSES.all;
     var FINAL = {};
-    $.each(SERVER_STATUSES.final, function (_i, s) { FINAL[s] = true; });
-    var MODIFIERS = STATUSES.concat(['notfound', 'forbidden', 'error', 'retrying', 'reconnecting',
-                                     'indeterminate', 'cancelling']);
-    var MODIFIER_CLASSES = $.map(MODIFIERS, function (m) { return NAME + '--' + m; }).join(' ');
+    $.each(SERVER_STATUSES.final, function (_i, s) {
+      FINAL[s] = true;
+    });
+    var MODIFIERS = STATUSES.concat([
+      'notfound',
+      'forbidden',
+      'error',
+      'retrying',
+      'reconnecting',
+      'indeterminate',
+      'cancelling'
+    ]);
+    var MODIFIER_CLASSES = $.map(MODIFIERS, function (m) {
+      return NAME + '--' + m;
+    }).join(' ');
     var METHODS = { destroy: true, cancel: true, refresh: true };
 
     // ---------------------------------------------------------------- helpers
@@ -84,7 +100,7 @@
     }
 
     function clamp(v, lo, hi) {
-      return v < lo ? lo : (v > hi ? hi : v);
+      return v < lo ? lo : v > hi ? hi : v;
     }
 
     function positiveInt(v) {
@@ -103,7 +119,9 @@
       try {
         fn();
       } catch (e) {
-        window.setTimeout(function () { throw e; }, 0);
+        window.setTimeout(function () {
+          throw e;
+        }, 0);
       }
     }
 
@@ -117,7 +135,9 @@
     // A boolean data attribute: absent -> null; "false" (or "0", "no", "off") -> false; else true.
     function flagAttribute(el, name) {
       var value = el.getAttribute('data-' + NAME + '-' + name);
-      if (value === null) { return null; }
+      if (value === null) {
+        return null;
+      }
       return !/^\s*(false|0|no|off)\s*$/i.test(value);
     }
 
@@ -130,20 +150,34 @@
       var notify = flagAttribute(el, 'notify');
       var pageTitle = flagAttribute(el, 'page-title');
       var result = flagAttribute(el, 'result');
-      if (token) { out.token = token; }
-      if (prefix !== null) { out.prefix = prefix; }
-      if (interval) { out.interval = interval; }
-      if (mode) { out.mode = mode; }
-      if (notify !== null) { out.notify = notify; }
-      if (pageTitle !== null) { out.pageTitle = pageTitle; }
-      if (result !== null) { out.result = result; }
+      if (token) {
+        out.token = token;
+      }
+      if (prefix !== null) {
+        out.prefix = prefix;
+      }
+      if (interval) {
+        out.interval = interval;
+      }
+      if (mode) {
+        out.mode = mode;
+      }
+      if (notify !== null) {
+        out.notify = notify;
+      }
+      if (pageTitle !== null) {
+        out.pageTitle = pageTitle;
+      }
+      if (result !== null) {
+        out.result = result;
+      }
       return out;
     }
 
     // This page's origin ("null" for an opaque one).
     function pageOrigin() {
       var loc = window.location;
-      return loc.origin || (loc.protocol + '//' + loc.host);
+      return loc.origin || loc.protocol + '//' + loc.host;
     }
 
     // The prefix as a path on this site, or null. Only a same-origin path is accepted,
@@ -156,12 +190,21 @@
     // Returns {path: the prefix without trailing slashes, origin: this page's origin}.
     function checkedPrefix(value) {
       var raw = value == null ? '' : value;
-      if (typeof raw !== 'string') { return null; }
-      if (raw !== '' && (raw.charAt(0) !== '/' || raw.charAt(1) === '/')) { return null; }
-      if (/[\\?#\u0000-\u001f\u007f]/.test(raw)) { return null; }
+      if (typeof raw !== 'string') {
+        return null;
+      }
+      if (raw !== '' && (raw.charAt(0) !== '/' || raw.charAt(1) === '/')) {
+        return null;
+      }
+      // eslint-disable-next-line no-control-regex -- refusing control characters is the point
+      if (/[\\?#\u0000-\u001f\u007f]/.test(raw)) {
+        return null;
+      }
       var path = raw.replace(/\/+$/, '');
       var origin = pageOrigin();
-      if (!origin || origin === 'null') { return null; }
+      if (!origin || origin === 'null') {
+        return null;
+      }
       if (typeof window.URL === 'function') {
         var resolved;
         try {
@@ -169,7 +212,9 @@
         } catch (e) {
           return null;
         }
-        if (resolved.origin !== origin || resolved.search || resolved.hash) { return null; }
+        if (resolved.origin !== origin || resolved.search || resolved.hash) {
+          return null;
+        }
       }
       return { path: path, origin: origin };
     }
@@ -178,10 +223,18 @@
     function refuse(value) {
       if (window.console && window.console.warn) {
         var shown;
-        try { shown = JSON.stringify(value); } catch (e) { shown = String(value); }
-        window.console.warn('flask-asyncstate: widget refused: its prefix ' + shown +
-                            ' is not a path on this site (one starting with "/", on ' +
-                            pageOrigin() + '); it makes no request');
+        try {
+          shown = JSON.stringify(value);
+        } catch (e) {
+          shown = String(value);
+        }
+        window.console.warn(
+          'flask-asyncstate: widget refused: its prefix ' +
+            shown +
+            ' is not a path on this site (one starting with "/", on ' +
+            pageOrigin() +
+            '); it makes no request'
+        );
       }
     }
 
@@ -190,7 +243,9 @@
       var out = {};
       if (obj && typeof obj === 'object') {
         $.each(obj, function (key, value) {
-          if (typeof value === 'string') { out[key] = value; }
+          if (typeof value === 'string') {
+            out[key] = value;
+          }
         });
       }
       return out;
@@ -199,7 +254,9 @@
     // data-asyncstate-labels: a JSON object; a broken one is reported and ignored.
     function readDataLabels(el) {
       var raw = el.getAttribute('data-' + NAME + '-labels');
-      if (!raw) { return {}; }
+      if (!raw) {
+        return {};
+      }
       try {
         return stringsOf(JSON.parse(raw));
       } catch (e) {
@@ -234,9 +291,13 @@
         return doc.percent;
       }
       // ``percent: null`` means "total unknown"; only derive it when the key is absent.
-      if (doc.percent === undefined && isFiniteNumber(doc.total) && doc.total > 0 &&
-          isFiniteNumber(doc.current)) {
-        return doc.current * 100 / doc.total;
+      if (
+        doc.percent === undefined &&
+        isFiniteNumber(doc.total) &&
+        doc.total > 0 &&
+        isFiniteNumber(doc.current)
+      ) {
+        return (doc.current * 100) / doc.total;
       }
       return null;
     }
@@ -253,11 +314,17 @@
     }
 
     function errorDetail(err) {
-      if (!err) { return ''; }
-      if (typeof err === 'string') { return err; }
+      if (!err) {
+        return '';
+      }
+      if (typeof err === 'string') {
+        return err;
+      }
       var type = err.type ? String(err.type) : '';
       var message = err.message ? String(err.message) : '';
-      if (type && message) { return type + ': ' + message; }
+      if (type && message) {
+        return type + ': ' + message;
+      }
       return type || message;
     }
 
@@ -267,9 +334,13 @@
 
     function retryAfterMs(jqXHR) {
       var header = jqXHR && jqXHR.getResponseHeader ? jqXHR.getResponseHeader('Retry-After') : null;
-      if (!header) { return null; }
+      if (!header) {
+        return null;
+      }
       var seconds = parseInt(header, 10);
-      if (isFiniteNumber(seconds) && seconds >= 0) { return seconds * 1000; }
+      if (isFiniteNumber(seconds) && seconds >= 0) {
+        return seconds * 1000;
+      }
       var date = Date.parse(header);
       return isFiniteNumber(date) ? Math.max(0, date - new Date().getTime()) : null;
     }
@@ -283,16 +354,20 @@
     // keeps it until the tab was seen); any widget takes it from a final owner once seen.
     var TITLE_SEPARATOR = ' \u00b7 ';
     var pageTitle = {
-      owner: null,          // the widget shown in the title
-      saved: null,          // the page's own title, while ours is shown
-      applied: null,        // our title as document.title reads it back
-      unseenFinal: false,   // the owner ended while the tab was hidden
+      owner: null, // the widget shown in the title
+      saved: null, // the page's own title, while ours is shown
+      applied: null, // our title as document.title reads it back
+      unseenFinal: false, // the owner ended while the tab was hidden
       bound: false
     };
 
     function restoreTitle() {
-      if (pageTitle.saved === null) { return; }
-      if (document.title === pageTitle.applied) { document.title = pageTitle.saved; }
+      if (pageTitle.saved === null) {
+        return;
+      }
+      if (document.title === pageTitle.applied) {
+        document.title = pageTitle.saved;
+      }
       pageTitle.saved = null;
       pageTitle.applied = null;
     }
@@ -305,11 +380,13 @@
         return;
       }
       if (pageTitle.saved === null || document.title !== pageTitle.applied) {
-        pageTitle.saved = document.title;   // the first time, or the page changed its title since
+        pageTitle.saved = document.title; // the first time, or the page changed its title since
       }
       var title = pageTitle.saved ? text + TITLE_SEPARATOR + pageTitle.saved : text;
-      if (document.title !== title) { document.title = title; }
-      pageTitle.applied = document.title;   // as read back (the getter collapses white space)
+      if (document.title !== title) {
+        document.title = title;
+      }
+      pageTitle.applied = document.title; // as read back (the getter collapses white space)
     }
 
     function onVisibilityChange() {
@@ -318,30 +395,43 @@
         return;
       }
       pageTitle.unseenFinal = false;
-      if (pageTitle.owner && pageTitle.owner.finished) { pageTitle.owner = null; }   // seen
+      if (pageTitle.owner && pageTitle.owner.finished) {
+        pageTitle.owner = null; // seen
+      }
       restoreTitle();
     }
 
     function claimTitle(widget, finishedNow) {
-      if (!widget.options.pageTitle || widget.destroyed) { return; }
+      if (!widget.options.pageTitle || widget.destroyed) {
+        return;
+      }
       if (!pageTitle.bound) {
         pageTitle.bound = true;
         document.addEventListener('visibilitychange', onVisibilityChange, false);
       }
       var owner = pageTitle.owner;
       if (owner !== widget) {
-        if (owner && !owner.destroyed && !finishedNow && (!owner.finished || pageTitle.unseenFinal)) {
+        if (
+          owner &&
+          !owner.destroyed &&
+          !finishedNow &&
+          (!owner.finished || pageTitle.unseenFinal)
+        ) {
           return;
         }
         pageTitle.owner = widget;
         pageTitle.unseenFinal = false;
       }
-      if (finishedNow && document.hidden) { pageTitle.unseenFinal = true; }
+      if (finishedNow && document.hidden) {
+        pageTitle.unseenFinal = true;
+      }
       applyTitle();
     }
 
     function releaseTitle(widget) {
-      if (pageTitle.owner !== widget) { return; }
+      if (pageTitle.owner !== widget) {
+        return;
+      }
       pageTitle.owner = null;
       pageTitle.unseenFinal = false;
       restoreTitle();
@@ -365,7 +455,9 @@
       $el.removeClass(MODIFIER_CLASSES);
       var cls = $el.attr('class') || '';
       var kept = $.trim(cls.replace(REASON_CLASS, ' ').replace(/\s+/g, ' '));
-      if (kept !== cls) { $el.attr('class', kept); }
+      if (kept !== cls) {
+        $el.attr('class', kept);
+      }
     }
 
     // Result requests retried after a transient failure (network, 5xx, 429), in all.
@@ -392,8 +484,10 @@
       opts.interval = positiveInt(opts.interval) || $.fn[NAME].defaults.interval;
       opts.maxInterval = Math.max(positiveInt(opts.maxInterval) || 30000, opts.interval);
       opts.maxRetryAfter = Math.max(positiveInt(opts.maxRetryAfter) || 60000, 1000);
-      opts.cancelRetries = opts.cancelRetries === 0 ? 0 :
-        (positiveInt(opts.cancelRetries) || $.fn[NAME].defaults.cancelRetries);
+      opts.cancelRetries =
+        opts.cancelRetries === 0
+          ? 0
+          : positiveInt(opts.cancelRetries) || $.fn[NAME].defaults.cancelRetries;
       opts.mode = String(opts.mode || 'poll').toLowerCase();
       opts.notify = opts.notify === true;
       opts.pageTitle = opts.pageTitle !== false;
@@ -402,26 +496,32 @@
       // the texts option < the labels option. ``texts`` and ``labels`` are the same object.
       var given = options || {};
       var defaults = $.fn[NAME].defaults;
-      var overrides = $.extend({}, stringsOf(defaults.texts), stringsOf(defaults.labels),
-                               readDataLabels(element), stringsOf(given.texts),
-                               stringsOf(given.labels));
+      var overrides = $.extend(
+        {},
+        stringsOf(defaults.texts),
+        stringsOf(defaults.labels),
+        readDataLabels(element),
+        stringsOf(given.texts),
+        stringsOf(given.labels)
+      );
       opts.texts = opts.labels = $.extend({}, stringsOf(SERVER_LABELS), overrides);
 
       this.$el = $(element);
       this.token = opts.token ? String(opts.token) : '';
-      this.transport = null;       // "sse" or "poll" once started
-      this.doc = null;             // last progress document
-      this.status = null;          // last status ("queued", ..., or "notfound"/"forbidden"/"error")
-      this.finished = false;       // a final status (or a final error) was reached
+      this.transport = null; // "sse" or "poll" once started
+      this.doc = null; // last progress document
+      this.status = null; // last status ("queued", ..., or "notfound"/"forbidden"/"error")
+      this.finished = false; // a final status (or a final error) was reached
       this.destroyed = false;
-      this.failures = 0;           // consecutive transient failures
-      this.nextDelay = null;       // delay (ms) of the poll currently scheduled
-      this.cancelPending = false;  // a cancel request is in flight
+      this.failures = 0; // consecutive transient failures
+      this.nextDelay = null; // delay (ms) of the poll currently scheduled
+      this.cancelPending = false; // a cancel request is in flight
       this.cancelRequested = false;
-      this.source = null;          // the EventSource, while one is open
-      this.sseRefused = false;     // a stream failed before it opened: this widget polls from now on
-      this.reconnecting = false;   // the server answered 503/429 (or sent "unavailable"): showing "Reconnecting"
-      this.xhr = null;             // the progress request in flight
+      this.source = null; // the EventSource, while one is open
+      this.sseRefused = false; // a stream failed before it opened: this widget polls from now on
+      // True when the server answered 503/429 (or sent "unavailable"): showing "Reconnecting".
+      this.reconnecting = false;
+      this.xhr = null; // the progress request in flight
 
       this._timer = null;
       this._cancelXhr = null;
@@ -431,13 +531,13 @@
       this._doneFired = false;
       this._cancelError = '';
       this._statusOverride = '';
-      this._labelOverrides = overrides;   // labels given for this widget (not the defaults)
-      this._docAt = null;                 // monotonicMs() when this.doc arrived
+      this._labelOverrides = overrides; // labels given for this widget (not the defaults)
+      this._docAt = null; // monotonicMs() when this.doc arrived
       this._etaTimer = null;
-      this._shown = null;                 // the percentage the bar shows (null: unknown)
-      this._sawUnfinished = false;        // a document before the final one was shown
+      this._shown = null; // the percentage the bar shows (null: unknown)
+      this._sawUnfinished = false; // a document before the final one was shown
       this._haltLabel = '';
-      this._elapsedStart = null;          // started_at of the elapsed time shown
+      this._elapsedStart = null; // started_at of the elapsed time shown
       this._elapsedShown = 0;
       this._resultXhr = null;
       this._resultTimer = null;
@@ -476,14 +576,20 @@
         if (!$el.children().length) {
           // An empty element: create the default markup (same as the Jinja macro).
           $('<div>', {
-            'class': NAME + '-bar', role: 'progressbar',
+            'class': NAME + '-bar',
+            role: 'progressbar',
             'aria-label': this.options.label || this._label('progress'),
-            'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': 0
-          }).append($('<div>', { 'class': NAME + '-fill' })).appendTo($el);
+            'aria-valuemin': 0,
+            'aria-valuemax': 100,
+            'aria-valuenow': 0
+          })
+            .append($('<div>', { 'class': NAME + '-fill' }))
+            .appendTo($el);
           $('<p>', { 'class': NAME + '-message', 'aria-live': 'polite' }).appendTo($el);
           $('<p>', { 'class': NAME + '-status', role: 'status' }).appendTo($el);
           $('<button>', { type: 'button', 'class': NAME + '-cancel' })
-            .text(this._label('cancel')).appendTo($el);
+            .text(this._label('cancel'))
+            .appendTo($el);
         }
         this.$bar = $el.find('.' + NAME + '-bar').first();
         this.$fill = this.$bar.find('.' + NAME + '-fill').first();
@@ -491,27 +597,32 @@
         this.$statusLine = $el.find('.' + NAME + '-status').first();
         this.$cancel = $el.find('.' + NAME + '-cancel').first();
         this.$eta = $el.find('.' + NAME + '-eta').first();
-      this.$result = $el.find('.' + NAME + '-result').first();
-      if (!this.$result.length && this.options.result) {
-        // The result view's slot, hidden until there is something in it.
-        this.$result = $('<div>', { 'class': NAME + '-result', hidden: 'hidden' });
-        if (this.$message.length) {
-          this.$result.insertAfter(this.$message);
-        } else {
-          this.$result.appendTo($el);
+        this.$result = $el.find('.' + NAME + '-result').first();
+        if (!this.$result.length && this.options.result) {
+          // The result view's slot, hidden until there is something in it.
+          this.$result = $('<div>', { 'class': NAME + '-result', hidden: 'hidden' });
+          if (this.$message.length) {
+            this.$result.insertAfter(this.$message);
+          } else {
+            this.$result.appendTo($el);
+          }
         }
-      }
         if (!this.$eta.length) {
           // Markup from before the elapsed/ETA line: add it under the bar.
           this.$eta = $('<p>', { 'class': NAME + '-eta' });
-          if (this.$bar.length) { this.$eta.insertAfter(this.$bar); } else { this.$eta.appendTo($el); }
+          if (this.$bar.length) {
+            this.$eta.insertAfter(this.$bar);
+          } else {
+            this.$eta.appendTo($el);
+          }
         }
         // The markup's own texts stay unless a label was given for this widget.
         if (this.$bar.length && (has.call(given, 'progress') || !this.$bar.attr('aria-label'))) {
           this.$bar.attr('aria-label', this._label('progress'));
         }
-        this._cancelLabel = has.call(given, 'cancel') ? this._label('cancel') :
-          ($.trim(this.$cancel.text()) || this._label('cancel'));
+        this._cancelLabel = has.call(given, 'cancel')
+          ? this._label('cancel')
+          : $.trim(this.$cancel.text()) || this._label('cancel');
         setText(this.$cancel, this._cancelLabel);
         this.$cancel.on('click' + EVENT_NS, function (event) {
           event.preventDefault();
@@ -522,22 +633,34 @@
       // -------------------------------------------------------------- lifecycle
 
       start: function () {
-        if (this.refused) { return; }
+        if (this.refused) {
+          return;
+        }
         if (!this.token) {
-          this._halt('error', this._label('noToken'),
-                     { kind: 'config', status: 0, message: 'no job token given', transient: false });
+          this._halt('error', this._label('noToken'), {
+            kind: 'config',
+            status: 0,
+            message: 'no job token given',
+            transient: false
+          });
           return;
         }
         var mode = this.options.mode;
-        if ((mode === 'auto' || mode === 'sse') && !this.sseRefused &&
-            typeof window.EventSource === 'function' && this._openStream()) {
+        if (
+          (mode === 'auto' || mode === 'sse') &&
+          !this.sseRefused &&
+          typeof window.EventSource === 'function' &&
+          this._openStream()
+        ) {
           return;
         }
         this._usePolling(0);
       },
 
       destroy: function () {
-        if (this.destroyed) { return; }
+        if (this.destroyed) {
+          return;
+        }
         this.destroyed = true;
         this._stopTransport();
         this._clearCancelTimer();
@@ -550,13 +673,19 @@
           cx.abort();
         }
         this.$cancel.off(EVENT_NS);
-        if ($.data(this.element, NAME) === this) { $.removeData(this.element, NAME); }
-        if (this.element[EXPANDO] === this) { this.element[EXPANDO] = null; }
+        if ($.data(this.element, NAME) === this) {
+          $.removeData(this.element, NAME);
+        }
+        if (this.element[EXPANDO] === this) {
+          this.element[EXPANDO] = null;
+        }
       },
 
       // Poll right now (when polling), instead of waiting for the timer.
       refresh: function () {
-        if (this.destroyed || this.finished || this.transport !== 'poll') { return; }
+        if (this.destroyed || this.finished || this.transport !== 'poll') {
+          return;
+        }
         this._clearTimer();
         this.poll();
       },
@@ -592,7 +721,9 @@
       _openStream: function () {
         var self = this;
         var source;
-        if (this.sseRefused) { return false; }
+        if (this.sseRefused) {
+          return false;
+        }
         try {
           source = new window.EventSource(this._endpoint('events'));
         } catch (e) {
@@ -602,11 +733,15 @@
         this.source = source;
         this._setTransport('sse');
         source.addEventListener('open', function () {
-          if (self.source !== source) { return; }
+          if (self.source !== source) {
+            return;
+          }
           opened = true;
         });
         source.addEventListener('message', function (event) {
-          if (self.source !== source) { return; }
+          if (self.source !== source) {
+            return;
+          }
           opened = true;
           var doc;
           try {
@@ -626,40 +761,64 @@
         source.addEventListener('unavailable', function (event) {
           // The stream is open but the server cannot read the job store right now; it
           // keeps trying and sends the document again when it can.
-          if (self.source !== source || self.finished || self.destroyed) { return; }
+          if (self.source !== source || self.finished || self.destroyed) {
+            return;
+          }
           opened = true;
           var message = '';
           try {
             var body = JSON.parse(event.data);
-            if (body && typeof body.error === 'string') { message = body.error; }
-          } catch (e) { /* keep the default message */ }
+            if (body && typeof body.error === 'string') {
+              message = body.error;
+            }
+          } catch (e) {
+            /* keep the default message */
+          }
           self._showUnavailable();
           self._emit('error', 'onError', {
-            kind: 'progress', status: 503, textStatus: 'unavailable',
-            message: message || 'the job store is unavailable', transient: true,
-            attempt: 1, retryIn: null
+            kind: 'progress',
+            status: 503,
+            textStatus: 'unavailable',
+            message: message || 'the job store is unavailable',
+            transient: true,
+            attempt: 1,
+            retryIn: null
           });
         });
         source.addEventListener('reconnect', function () {
           // The server ends long streams on purpose (to free its thread): open a new one.
-          if (self.source !== source) { return; }
+          if (self.source !== source) {
+            return;
+          }
           self._closeStream();
-          if (!self.finished && !self.destroyed && !self._openStream()) { self._fallBack(); }
+          if (!self.finished && !self.destroyed && !self._openStream()) {
+            self._fallBack();
+          }
         });
         source.addEventListener('end', function () {
-          if (self.source !== source) { return; }
+          if (self.source !== source) {
+            return;
+          }
           self._closeStream();
-          if (!self.finished && !self.destroyed) { self._fallBack(); }
+          if (!self.finished && !self.destroyed) {
+            self._fallBack();
+          }
         });
         source.addEventListener('error', function () {
           // Fired on network errors, non-200 answers (a 429 when the server has too many
           // streams open, a 503...), and when the server closes the stream. EventSource
           // cannot tell which: continue by polling unless we are done, and if this stream
           // never opened, stay on polling.
-          if (self.source !== source) { return; }
-          if (!opened) { self.sseRefused = true; }
+          if (self.source !== source) {
+            return;
+          }
+          if (!opened) {
+            self.sseRefused = true;
+          }
           self._closeStream();
-          if (!self.finished && !self.destroyed) { self._fallBack(); }
+          if (!self.finished && !self.destroyed) {
+            self._fallBack();
+          }
         });
         return true;
       },
@@ -675,7 +834,9 @@
 
       _fallBack: function () {
         this._closeStream();
-        if (this.finished || this.destroyed) { return; }
+        if (this.finished || this.destroyed) {
+          return;
+        }
         this._usePolling(0);
       },
 
@@ -687,12 +848,17 @@
         this._setReconnecting(true);
         this._renderStatusLine();
         this._clearUnavailableTimer();
-        this._unavailableTimer = window.setTimeout(function () {
-          self._unavailableTimer = null;
-          if (self.finished || self.destroyed || self.transport !== 'sse') { return; }
-          self._setReconnecting(false);
-          self._renderStatusLine();
-        }, Math.max(5000, 3 * this.options.interval));
+        this._unavailableTimer = window.setTimeout(
+          function () {
+            self._unavailableTimer = null;
+            if (self.finished || self.destroyed || self.transport !== 'sse') {
+              return;
+            }
+            self._setReconnecting(false);
+            self._renderStatusLine();
+          },
+          Math.max(5000, 3 * this.options.interval)
+        );
       },
 
       _clearUnavailableTimer: function () {
@@ -720,7 +886,9 @@
         if (this.transport !== name) {
           this.transport = name;
           var self = this;
-          guarded(function () { self.$el.trigger(NAME + ':transport', [name]); });
+          guarded(function () {
+            self.$el.trigger(NAME + ':transport', [name]);
+          });
         }
       },
 
@@ -731,7 +899,9 @@
 
       _schedule: function (delay) {
         this._clearTimer();
-        if (this.destroyed || this.finished || this.transport !== 'poll') { return; }
+        if (this.destroyed || this.finished || this.transport !== 'poll') {
+          return;
+        }
         var self = this;
         this.nextDelay = delay;
         this._timer = window.setTimeout(function () {
@@ -742,35 +912,45 @@
       },
 
       poll: function () {
-        if (this.destroyed || this.finished || this.xhr) { return; }
+        if (this.destroyed || this.finished || this.xhr) {
+          return;
+        }
         var self = this;
         var xhr = $.ajax({
           url: this._endpoint('progress'),
           type: 'GET',
           dataType: 'json',
-          jsonp: false,        // JSON only: never a JSONP script, whatever the URL says
+          jsonp: false, // JSON only: never a JSONP script, whatever the URL says
           crossDomain: false,
           cache: false,
           timeout: this.options.timeout,
           headers: { 'X-Requested-With': 'XMLHttpRequest' }
         });
         this.xhr = xhr;
-        xhr.done(function (doc) {
-          if (self.xhr !== xhr) { return; }
-          self.xhr = null;
-          if (!doc || typeof doc !== 'object' || typeof doc.status !== 'string') {
-            self._transientError({ kind: 'progress', status: xhr.status, message: 'malformed answer' },
-                                 xhr);
-            return;
-          }
-          self.failures = 0;
-          self._handleDoc(doc);
-          self._schedule(self.options.interval);
-        }).fail(function (jqXHR, textStatus, errorThrown) {
-          if (self.xhr !== xhr) { return; }   // aborted by destroy()/refresh
-          self.xhr = null;
-          self._requestFailed('progress', jqXHR, textStatus, errorThrown);
-        });
+        xhr
+          .done(function (doc) {
+            if (self.xhr !== xhr) {
+              return;
+            }
+            self.xhr = null;
+            if (!doc || typeof doc !== 'object' || typeof doc.status !== 'string') {
+              self._transientError(
+                { kind: 'progress', status: xhr.status, message: 'malformed answer' },
+                xhr
+              );
+              return;
+            }
+            self.failures = 0;
+            self._handleDoc(doc);
+            self._schedule(self.options.interval);
+          })
+          .fail(function (jqXHR, textStatus, errorThrown) {
+            if (self.xhr !== xhr) {
+              return; // aborted by destroy()/refresh
+            }
+            self.xhr = null;
+            self._requestFailed('progress', jqXHR, textStatus, errorThrown);
+          });
       },
 
       _requestFailed: function (kind, jqXHR, textStatus, errorThrown) {
@@ -787,8 +967,12 @@
           this._halt('notfound', this._label('notFound'), info);
           return 'final';
         }
-        var transient = status === 0 || status === 408 || status === 429 || status >= 500 ||
-                        (status >= 200 && status < 300);   // 2xx that did not parse as JSON
+        var transient =
+          status === 0 ||
+          status === 408 ||
+          status === 429 ||
+          status >= 500 ||
+          (status >= 200 && status < 300); // 2xx that did not parse as JSON
         if (kind === 'cancel') {
           return transient ? 'transient' : 'other';
         }
@@ -797,8 +981,12 @@
           return 'final';
         }
         if (!transient) {
-          this._halt('error', this._label('error') +
-                     (serverMessage ? ': ' + serverMessage : ' (HTTP ' + status + ')'), info);
+          this._halt(
+            'error',
+            this._label('error') +
+              (serverMessage ? ': ' + serverMessage : ' (HTTP ' + status + ')'),
+            info
+          );
           return 'final';
         }
         this._transientError(info, jqXHR);
@@ -831,7 +1019,9 @@
         } else {
           this._setReconnecting(false);
           this.$el.addClass(NAME + '--retrying');
-          this._statusOverride = format(this._label('retrying'), { seconds: Math.ceil(delay / 1000) });
+          this._statusOverride = format(this._label('retrying'), {
+            seconds: Math.ceil(delay / 1000)
+          });
         }
         this._renderStatusLine();
         this._schedule(delay);
@@ -864,24 +1054,39 @@
       // -------------------------------------------------------------- documents
 
       _handleDoc: function (doc) {
-        if (this.destroyed || this.finished) { return; }
+        if (this.destroyed || this.finished) {
+          return;
+        }
         // Ignore an answer older than the one shown (a cancel answer and a poll can cross).
-        if (this.doc && isFiniteNumber(this.doc.updated_at) && isFiniteNumber(doc.updated_at) &&
-            doc.updated_at < this.doc.updated_at) {
+        if (
+          this.doc &&
+          isFiniteNumber(this.doc.updated_at) &&
+          isFiniteNumber(doc.updated_at) &&
+          doc.updated_at < this.doc.updated_at
+        ) {
           return;
         }
         var isFinal = FINAL[doc.status] === true;
         var sawUnfinished = this._sawUnfinished;
-        if (!isFinal) { this._sawUnfinished = true; }
+        if (!isFinal) {
+          this._sawUnfinished = true;
+        }
         // The same moment again (a poll while the job wrote nothing): elapsed keeps counting
         // from when that moment first arrived.
-        var sameMoment = this.doc !== null && this._docAt !== null &&
-          isFiniteNumber(doc.updated_at) && doc.updated_at === this.doc.updated_at &&
+        var sameMoment =
+          this.doc !== null &&
+          this._docAt !== null &&
+          isFiniteNumber(doc.updated_at) &&
+          doc.updated_at === this.doc.updated_at &&
           doc.started_at === this.doc.started_at;
         this.doc = doc;
-        if (!sameMoment) { this._docAt = monotonicMs(); }
+        if (!sameMoment) {
+          this._docAt = monotonicMs();
+        }
         this.status = doc.status;
-        if (doc.cancel_requested) { this.cancelRequested = true; }
+        if (doc.cancel_requested) {
+          this.cancelRequested = true;
+        }
         this._setReconnecting(false);
         this._clearUnavailableTimer();
         if (isFinal || this.cancelRequested) {
@@ -896,9 +1101,13 @@
         this._emit('progress', 'onProgress', doc);
         if (isFinal && !this._doneFired) {
           this._doneFired = true;
-          if (sawUnfinished) { this._notify(doc); }   // not for a job that had ended already
+          if (sawUnfinished) {
+            this._notify(doc); // not for a job that had ended already
+          }
           this._emit('done', 'onDone', doc);
-          if (doc.status === 'succeeded' && this._resultWanted()) { this._loadResult(1); }
+          if (doc.status === 'succeeded' && this._resultWanted()) {
+            this._loadResult(1);
+          }
         }
       },
 
@@ -906,13 +1115,17 @@
       // user already allowed notifications: asking needs a user gesture, the app's job.
       _notify: function (doc) {
         var Notify = window.Notification;
-        if (!this.options.notify || typeof Notify !== 'function' || Notify.permission !== 'granted') {
+        if (
+          !this.options.notify ||
+          typeof Notify !== 'function' ||
+          Notify.permission !== 'granted'
+        ) {
           return;
         }
         var message = doc.message == null ? '' : String(doc.message);
         var body = message || labelOf(doc);
         try {
-          new Notify(this._finalLabel(doc), { body: body });   // eslint-disable-line no-new
+          new Notify(this._finalLabel(doc), { body: body }); // shows itself: nothing to keep
         } catch (e) {
           // e.g. Chrome on Android: only a service worker may show one.
           if (window.console && window.console.warn) {
@@ -935,13 +1148,15 @@
         var status = doc.status;
         var reason = reasonOf(doc);
         if (isFinal && reason && Object.prototype.hasOwnProperty.call(REASON_LABELS, reason)) {
-          return this._label(REASON_LABELS[reason]);   // whatever the status says
+          return this._label(REASON_LABELS[reason]); // whatever the status says
         }
         if (status === 'failed') {
           var detail = errorDetail(doc.error);
           return detail ? this._label('failed') + ': ' + detail : this._label('failed');
         }
-        if (!isFinal && this.cancelRequested) { return this._label('cancelling'); }
+        if (!isFinal && this.cancelRequested) {
+          return this._label('cancelling');
+        }
         return this._label(String(status));
       },
 
@@ -953,16 +1168,26 @@
           shown = 100;
         } else if (pct !== null) {
           shown = Math.floor(clamp(pct, 0, 100));
-          if (!isFinal && shown > 99) { shown = 99; }   // never 100 before it is done
+          if (!isFinal && shown > 99) {
+            shown = 99; // never 100 before it is done
+          }
         }
         var message = doc.message == null ? '' : String(doc.message);
         var statusText = this._statusText(doc, isFinal);
 
         var classes = [];
-        if ($.inArray(status, STATUSES) >= 0) { classes.push(NAME + '--' + status); }
-        if (shown === null && !isFinal) { classes.push(NAME + '--indeterminate'); }
-        if (!isFinal && this.cancelRequested) { classes.push(NAME + '--cancelling'); }
-        if (reasonOf(doc)) { classes.push(NAME + '--reason-' + reasonOf(doc)); }
+        if ($.inArray(status, STATUSES) >= 0) {
+          classes.push(NAME + '--' + status);
+        }
+        if (shown === null && !isFinal) {
+          classes.push(NAME + '--indeterminate');
+        }
+        if (!isFinal && this.cancelRequested) {
+          classes.push(NAME + '--cancelling');
+        }
+        if (reasonOf(doc)) {
+          classes.push(NAME + '--reason-' + reasonOf(doc));
+        }
         clearModifiers(this.$el);
         this.$el.addClass(classes.join(' '));
 
@@ -985,13 +1210,19 @@
           this.$fill.css('width', shown + '%');
         }
         this.$bar.attr('aria-valuetext', valueText);
-        if (isFinal) { this.$bar.removeAttr('aria-busy'); } else { this.$bar.attr('aria-busy', 'true'); }
+        if (isFinal) {
+          this.$bar.removeAttr('aria-busy');
+        } else {
+          this.$bar.attr('aria-busy', 'true');
+        }
 
         setText(this.$message, message);
         this._finalText = null;
         this._baseText = statusText;
         this._shown = shown;
-        if (isFinal) { this._cancelError = ''; }
+        if (isFinal) {
+          this._cancelError = '';
+        }
         this._renderStatusLine();
         this._renderCancel();
         this._renderEta();
@@ -1006,16 +1237,23 @@
       _renderEta: function () {
         this._stopEtaTimer();
         var $eta = this.$eta;
-        if (!$eta || !$eta.length) { return; }
+        if (!$eta || !$eta.length) {
+          return;
+        }
         var doc = this.doc;
         var text = '';
         var ticking = false;
         var elapsed = 0;
-        if (doc && !this.destroyed && this.status === doc.status && doc.status !== 'queued' &&
-            isFiniteNumber(doc.started_at)) {
+        if (
+          doc &&
+          !this.destroyed &&
+          this.status === doc.status &&
+          doc.status !== 'queued' &&
+          isFiniteNumber(doc.started_at)
+        ) {
           var isFinal = FINAL[doc.status] === true;
-          var since = isFinal || this._docAt === null ? 0 :
-            Math.max(0, (monotonicMs() - this._docAt) / 1000);
+          var since =
+            isFinal || this._docAt === null ? 0 : Math.max(0, (monotonicMs() - this._docAt) / 1000);
           var upTo = isFiniteNumber(doc.updated_at) ? doc.updated_at : doc.started_at;
           elapsed = Math.max(0, upTo - doc.started_at) + since;
           if (!isFinal) {
@@ -1048,7 +1286,9 @@
         if (seconds < 60) {
           return format(this._label('etaSeconds'), { seconds: Math.max(1, Math.ceil(seconds)) });
         }
-        return format(this._label('etaMinutes'), { minutes: Math.max(1, Math.round(seconds / 60)) });
+        return format(this._label('etaMinutes'), {
+          minutes: Math.max(1, Math.round(seconds / 60))
+        });
       },
 
       _stopEtaTimer: function () {
@@ -1061,11 +1301,17 @@
       // What this widget puts in front of the page title while the tab is hidden.
       _titleText: function () {
         if (this.finished) {
-          if (!this.doc || this.status !== this.doc.status) { return this._haltLabel; }
+          if (!this.doc || this.status !== this.doc.status) {
+            return this._haltLabel;
+          }
           return this._finalLabel(this.doc);
         }
-        if (!this.doc) { return ''; }
-        if (this._shown !== null) { return this._shown + '%'; }
+        if (!this.doc) {
+          return '';
+        }
+        if (this._shown !== null) {
+          return this._shown + '%';
+        }
         return this._statusText(this.doc, false);
       },
 
@@ -1079,7 +1325,9 @@
 
       _renderCancel: function () {
         var $b = this.$cancel;
-        if (!$b.length) { return; }
+        if (!$b.length) {
+          return;
+        }
         if (this.finished) {
           $b.prop('disabled', true).attr('hidden', 'hidden');
           return;
@@ -1112,50 +1360,72 @@
       _loadResult: function (attempt) {
         var self = this;
         this._resultTimer = null;
-        if (this.destroyed || this._resultXhr || !this._resultWanted()) { return; }
+        if (this.destroyed || this._resultXhr || !this._resultWanted()) {
+          return;
+        }
         var xhr = $.ajax({
           url: this._endpoint('result'),
           type: 'GET',
           dataType: 'json',
-          jsonp: false,        // JSON only: never a JSONP script, whatever the URL says
+          jsonp: false, // JSON only: never a JSONP script, whatever the URL says
           crossDomain: false,
           cache: false,
           timeout: this.options.timeout,
           headers: { 'X-Requested-With': 'XMLHttpRequest' }
         });
         this._resultXhr = xhr;
-        xhr.done(function (body) {
-          if (self._resultXhr !== xhr) { return; }
-          self._resultXhr = null;
-          if (body && typeof body === 'object' && typeof body.html === 'string' &&
-              $.trim(body.html) && self._resultWanted()) {
-            self._showResult(body.html);
-          }
-        }).fail(function (jqXHR, textStatus, errorThrown) {
-          if (self._resultXhr !== xhr) { return; }   // aborted by destroy()
-          self._resultXhr = null;
-          var status = jqXHR.status || 0;
-          if (status === 404) { return; }   // nothing to show
-          var body = jqXHR.responseJSON;
-          var info = {
-            kind: 'result',
-            status: status,
-            textStatus: textStatus,
-            message: (body && typeof body.error === 'string' ? body.error : '') ||
-              errorThrown || textStatus || 'request failed',
-            transient: status === 0 || status === 408 || status === 429 || status >= 500 ||
-              (status >= 200 && status < 300),
-            attempt: attempt,
-            retryIn: null
-          };
-          if (info.transient && attempt < RESULT_ATTEMPTS && !self.destroyed) {
-            info.retryIn = self._retryDelay(attempt, jqXHR);
-            self._resultTimer = window.setTimeout(function () {
-              self._loadResult(attempt + 1);
-            }, info.retryIn);
-          }
-          self._emit('error', 'onError', info);
-        });
+        xhr
+          .done(function (body) {
+            if (self._resultXhr !== xhr) {
+              return;
+            }
+            self._resultXhr = null;
+            if (
+              body &&
+              typeof body === 'object' &&
+              typeof body.html === 'string' &&
+              $.trim(body.html) &&
+              self._resultWanted()
+            ) {
+              self._showResult(body.html);
+            }
+          })
+          .fail(function (jqXHR, textStatus, errorThrown) {
+            if (self._resultXhr !== xhr) {
+              return; // aborted by destroy()
+            }
+            self._resultXhr = null;
+            var status = jqXHR.status || 0;
+            if (status === 404) {
+              return; // nothing to show
+            }
+            var body = jqXHR.responseJSON;
+            var info = {
+              kind: 'result',
+              status: status,
+              textStatus: textStatus,
+              message:
+                (body && typeof body.error === 'string' ? body.error : '') ||
+                errorThrown ||
+                textStatus ||
+                'request failed',
+              transient:
+                status === 0 ||
+                status === 408 ||
+                status === 429 ||
+                status >= 500 ||
+                (status >= 200 && status < 300),
+              attempt: attempt,
+              retryIn: null
+            };
+            if (info.transient && attempt < RESULT_ATTEMPTS && !self.destroyed) {
+              info.retryIn = self._retryDelay(attempt, jqXHR);
+              self._resultTimer = window.setTimeout(function () {
+                self._loadResult(attempt + 1);
+              }, info.retryIn);
+            }
+            self._emit('error', 'onError', info);
+          });
       },
 
       _showResult: function (html) {
@@ -1183,18 +1453,29 @@
 
       _csrfToken: function () {
         var t = this.options.csrfToken;
-        if (typeof t === 'function') { t = t.call(this.element); }
-        if (t) { return String(t); }
+        if (typeof t === 'function') {
+          t = t.call(this.element);
+        }
+        if (t) {
+          return String(t);
+        }
         // the server-rendered widget carries the page's token when Flask-WTF is on the app
         var own = this.element.getAttribute('data-' + NAME + '-csrf-token');
-        if (own) { return own; }
+        if (own) {
+          return own;
+        }
         var meta = document.querySelector('meta[name="csrf-token"]');
         return meta ? meta.getAttribute('content') : null;
       },
 
       cancel: function () {
-        if (this.destroyed || this.finished || this.cancelPending || this.cancelRequested ||
-            !this.token) {
+        if (
+          this.destroyed ||
+          this.finished ||
+          this.cancelPending ||
+          this.cancelRequested ||
+          !this.token
+        ) {
           return;
         }
         this.cancelPending = true;
@@ -1219,67 +1500,83 @@
         }
         var headers = { 'X-Requested-With': 'XMLHttpRequest' };
         var csrf = this._csrfToken();
-        if (csrf) { headers[this.options.csrfHeader] = csrf; }
+        if (csrf) {
+          headers[this.options.csrfHeader] = csrf;
+        }
         this._cancelAttempt += 1;
 
         var xhr = $.ajax({
           url: this._endpoint('cancel'),
           type: 'POST',
           dataType: 'json',
-          jsonp: false,        // JSON only: never a JSONP script, whatever the URL says
+          jsonp: false, // JSON only: never a JSONP script, whatever the URL says
           crossDomain: false,
           timeout: this.options.timeout,
           headers: headers
         });
         this._cancelXhr = xhr;
-        xhr.done(function (doc) {
-          if (self._cancelXhr !== xhr) { return; }
-          self._cancelXhr = null;
-          self.cancelPending = false;
-          self._cancelError = '';
-          if (doc && typeof doc === 'object' && typeof doc.status === 'string') {
-            self._handleDoc(doc);
-          }
-          if (!self.finished) {
+        xhr
+          .done(function (doc) {
+            if (self._cancelXhr !== xhr) {
+              return;
+            }
+            self._cancelXhr = null;
+            self.cancelPending = false;
+            self._cancelError = '';
+            if (doc && typeof doc === 'object' && typeof doc.status === 'string') {
+              self._handleDoc(doc);
+            }
+            if (!self.finished) {
+              self._renderStatusLine();
+              self._renderCancel();
+            }
+          })
+          .fail(function (jqXHR, textStatus, errorThrown) {
+            if (self._cancelXhr !== xhr) {
+              return;
+            }
+            self._cancelXhr = null;
+            var outcome = self._requestFailed('cancel', jqXHR, textStatus, errorThrown);
+            if (outcome === 'final') {
+              self.cancelPending = false;
+              return;
+            }
+            var body = jqXHR.responseJSON;
+            var serverMessage = body && typeof body.error === 'string' ? body.error : '';
+            var info = {
+              kind: 'cancel',
+              status: jqXHR.status || 0,
+              textStatus: textStatus,
+              message: serverMessage || errorThrown || textStatus || 'request failed',
+              transient: outcome === 'transient'
+            };
+            if (info.transient) {
+              info.attempt = self._cancelAttempt;
+              info.retryIn = null;
+            }
+            if (
+              info.transient &&
+              self._cancelAttempt <= self.options.cancelRetries &&
+              !self.destroyed &&
+              !self.finished &&
+              !self.cancelRequested
+            ) {
+              var delay = self._retryDelay(self._cancelAttempt, jqXHR);
+              info.retryIn = delay;
+              self._cancelError = self._label('cancelRetrying');
+              self._cancelTimer = window.setTimeout(function () {
+                self._sendCancel();
+              }, delay);
+            } else {
+              // Not retried (403, 400...), or out of retries: say so; the button works again.
+              self.cancelPending = false;
+              self._cancelError =
+                self._label('cancelFailed') + (serverMessage ? ': ' + serverMessage : '');
+            }
             self._renderStatusLine();
             self._renderCancel();
-          }
-        }).fail(function (jqXHR, textStatus, errorThrown) {
-          if (self._cancelXhr !== xhr) { return; }
-          self._cancelXhr = null;
-          var outcome = self._requestFailed('cancel', jqXHR, textStatus, errorThrown);
-          if (outcome === 'final') {
-            self.cancelPending = false;
-            return;
-          }
-          var body = jqXHR.responseJSON;
-          var serverMessage = body && typeof body.error === 'string' ? body.error : '';
-          var info = {
-            kind: 'cancel',
-            status: jqXHR.status || 0,
-            textStatus: textStatus,
-            message: serverMessage || errorThrown || textStatus || 'request failed',
-            transient: outcome === 'transient'
-          };
-          if (info.transient) {
-            info.attempt = self._cancelAttempt;
-            info.retryIn = null;
-          }
-          if (info.transient && self._cancelAttempt <= self.options.cancelRetries &&
-              !self.destroyed && !self.finished && !self.cancelRequested) {
-            var delay = self._retryDelay(self._cancelAttempt, jqXHR);
-            info.retryIn = delay;
-            self._cancelError = self._label('cancelRetrying');
-            self._cancelTimer = window.setTimeout(function () { self._sendCancel(); }, delay);
-          } else {
-            // Not retried (403, 400...), or out of retries: say so; the button works again.
-            self.cancelPending = false;
-            self._cancelError = self._label('cancelFailed') + (serverMessage ? ': ' + serverMessage : '');
-          }
-          self._renderStatusLine();
-          self._renderCancel();
-          self._emit('error', 'onError', info);
-        });
+            self._emit('error', 'onError', info);
+          });
       },
 
       _clearCancelTimer: function () {
@@ -1304,9 +1601,13 @@
         var self = this;
         var cb = this.options[callbackName];
         if (typeof cb === 'function') {
-          guarded(function () { cb.call(self.element, payload, self); });
+          guarded(function () {
+            cb.call(self.element, payload, self);
+          });
         }
-        guarded(function () { self.$el.trigger(NAME + ':' + name, [payload]); });
+        guarded(function () {
+          self.$el.trigger(NAME + ':' + name, [payload]);
+        });
       }
     };
 
@@ -1314,10 +1615,12 @@
 
     function instanceOf(el) {
       var inst = $.data(el, NAME);
-      if (inst) { return inst; }
+      if (inst) {
+        return inst;
+      }
       inst = el[EXPANDO];
       if (inst && !inst.destroyed) {
-        $.data(el, NAME, inst);   // created through another copy of jQuery
+        $.data(el, NAME, inst); // created through another copy of jQuery
         return inst;
       }
       return null;
@@ -1335,18 +1638,24 @@
         }
         return this.each(function () {
           var inst = instanceOf(this);
-          if (inst) { inst[option].apply(inst, args); }
+          if (inst) {
+            inst[option].apply(inst, args);
+          }
         });
       }
 
       return this.each(function () {
         var existing = instanceOf(this);
         if (existing) {
-          if (option === undefined) { return; }    // already running, nothing new asked for
+          if (option === undefined) {
+            return; // already running, nothing new asked for
+          }
           existing.destroy();
         }
         var inst = new AsyncState(this, option);
-        if (inst.refused) { return; }   // its prefix is not a path on this site
+        if (inst.refused) {
+          return; // its prefix is not a path on this site
+        }
         $.data(this, NAME, inst);
         this[EXPANDO] = inst;
         inst.start();
@@ -1354,28 +1663,28 @@
     };
 
     $.fn[NAME].Constructor = AsyncState;
-    $.fn[NAME].labels = SERVER_LABELS;   // the server's default labels (read only)
+    $.fn[NAME].labels = SERVER_LABELS; // the server's default labels (read only)
     $.fn[NAME].version = VERSION;
 
     $.fn[NAME].defaults = {
       token: null,
       prefix: '/asyncstate',
-      interval: 1000,          // ms between polls
-      maxInterval: 30000,      // cap of the exponential back-off
-      maxRetryAfter: 60000,    // cap of a server's Retry-After (ms); at least 1000 is waited
-      cancelRetries: 5,        // retries of a cancel that failed transiently (503, 429, network)
-      timeout: 20000,          // ms before a request counts as failed
-      mode: 'poll',            // "poll" or "auto" (EventSource, falling back to polling)
-      label: null,             // aria-label of a bar the plugin creates (default: labels.progress)
-      notify: false,           // a desktop notification at the end (if the user allowed them)
-      pageTitle: true,         // show the progress in the page title while the tab is hidden
-      csrfToken: null,         // string or function; default: <meta name="csrf-token">
+      interval: 1000, // ms between polls
+      maxInterval: 30000, // cap of the exponential back-off
+      maxRetryAfter: 60000, // cap of a server's Retry-After (ms); at least 1000 is waited
+      cancelRetries: 5, // retries of a cancel that failed transiently (503, 429, network)
+      timeout: 20000, // ms before a request counts as failed
+      mode: 'poll', // "poll" or "auto" (EventSource, falling back to polling)
+      label: null, // aria-label of a bar the plugin creates (default: labels.progress)
+      notify: false, // a desktop notification at the end (if the user allowed them)
+      pageTitle: true, // show the progress in the page title while the tab is hidden
+      csrfToken: null, // string or function; default: <meta name="csrf-token">
       csrfHeader: 'X-CSRFToken',
-      onProgress: null,        // function (doc, instance), this = element
-      onDone: null,            // function (doc, instance), once, on a final status
-      onError: null,           // function (errorInfo, instance)
-      onResult: null,          // function (html, instance), once the result view is shown
-      result: false,           // the job has a result view (data-asyncstate-result)
+      onProgress: null, // function (doc, instance), this = element
+      onDone: null, // function (doc, instance), once, on a final status
+      onError: null, // function (errorInfo, instance)
+      onResult: null, // function (html, instance), once the result view is shown
+      result: false, // the job has a result view (data-asyncstate-result)
       // Label overrides for every widget (``texts`` is the older name); the defaults come
       // from the server: $.fn.asyncstate.labels.
       texts: {},
@@ -1384,11 +1693,17 @@
 
     // Initialise every [data-asyncstate-token] inside ``context`` (default: the document).
     $.fn[NAME].autoInit = function (context) {
-      $(context || document).find('[data-' + NAME + '-token]').addBack('[data-' + NAME + '-token]')
+      $(context || document)
+        .find('[data-' + NAME + '-token]')
+        .addBack('[data-' + NAME + '-token]')
         .each(function () {
           var manual = this.getAttribute('data-' + NAME + '-manual');
-          if (manual !== null && manual !== 'false') { return; }
-          if (instanceOf(this)) { return; }
+          if (manual !== null && manual !== 'false') {
+            return;
+          }
+          if (instanceOf(this)) {
+            return;
+          }
           $(this)[NAME]();
         });
     };
@@ -1396,7 +1711,7 @@
     $(function () {
       $.fn[NAME].autoInit(document);
     });
-  }  // install
+  } // install
 
   function jQueryNow() {
     var jq = window.jQuery;
@@ -1417,11 +1732,15 @@
       done = true;
       document.removeEventListener('DOMContentLoaded', check, false);
       window.removeEventListener('load', onLoad, false);
-      if (timer !== null) { window.clearInterval(timer); }
+      if (timer !== null) {
+        window.clearInterval(timer);
+      }
     }
 
     function check() {
-      if (done) { return; }
+      if (done) {
+        return;
+      }
       var jq = jQueryNow();
       if (jq) {
         stop();
@@ -1432,11 +1751,13 @@
         stop();
         if (window.console && window.console.error) {
           var slim = window.jQuery && window.jQuery.fn && typeof window.jQuery.ajax !== 'function';
-          window.console.error(slim ?
-            'flask-asyncstate: the page\'s jQuery has no $.ajax (the slim build?): the ' +
-            'progress widgets did not start' :
-            'flask-asyncstate: jQuery never loaded, the progress widgets did not start ' +
-            '(asyncstate.js needs jQuery 3.x on the page)');
+          window.console.error(
+            slim
+              ? "flask-asyncstate: the page's jQuery has no $.ajax (the slim build?): the " +
+                  'progress widgets did not start'
+              : 'flask-asyncstate: jQuery never loaded, the progress widgets did not start ' +
+                  '(asyncstate.js needs jQuery 3.x on the page)'
+          );
         }
       }
     }
@@ -1457,4 +1778,4 @@
   } else {
     whenJQuery(install);
   }
-}(window, document));
+})(window, document);

@@ -11,9 +11,13 @@
  */
 (function (w, d) {
   'use strict';
-  if (w.jQuery) { return; }
-  var me = null;
-  var getter = w.Document && Object.getOwnPropertyDescriptor &&
+  if (w.jQuery) {
+    return;
+  }
+  var me;
+  var getter =
+    w.Document &&
+    Object.getOwnPropertyDescriptor &&
     Object.getOwnPropertyDescriptor(w.Document.prototype, 'currentScript');
   try {
     me = getter && getter.get ? getter.get.call(d) : d.currentScript;
@@ -22,24 +26,37 @@
   }
   if (!me || !(typeof w.HTMLScriptElement === 'function' && me instanceof w.HTMLScriptElement)) {
     if (w.console && w.console.warn) {
-      w.console.warn('flask-asyncstate: jquery-auto.js could not find its own <script> tag: ' +
-                     'jQuery not loaded');
+      w.console.warn(
+        'flask-asyncstate: jquery-auto.js could not find its own <script> tag: ' +
+          'jQuery not loaded'
+      );
     }
     return;
   }
   var src = me.getAttribute('data-src');
-  if (!src) { return; }
+  if (!src) {
+    return;
+  }
   var nonce = me.nonce || me.getAttribute('nonce') || '';
-  if (d.readyState === 'loading') {  // parsing: a parser-inserted script runs before the next
+  if (d.readyState === 'loading') {
+    // parsing: a parser-inserted script runs before the next
     var esc = function (v) {
       return String(v).replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
     };
-    d.write('<script src="' + esc(src) + '"' + (nonce ? ' nonce="' + esc(nonce) + '"' : '') +
-            '><\/script>');
+    d.write(
+      '<script src="' +
+        esc(src) +
+        '"' +
+        (nonce ? ' nonce="' + esc(nonce) + '"' : '') +
+        // eslint-disable-next-line no-useless-escape -- <\/ so no HTML parser ends a script here
+        '><\/script>'
+    );
   } else {
     var s = d.createElement('script');
     s.src = src;
-    if (nonce) { s.nonce = nonce; }
+    if (nonce) {
+      s.nonce = nonce;
+    }
     (d.head || d.documentElement).appendChild(s);
   }
-}(window, document));
+})(window, document);
