@@ -20,14 +20,13 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import remote, tokens
+from . import tokens
 from .config import Settings
 from .context import JobContext
 from .executors import Executor, InlineExecutor, ThreadExecutor
 from .jobs import JobHandle
-from .lifecycle import Lifecycle
+from .lifecycle import Lifecycle, LocalJobs
 from .records import JobRecords
-from .registry import LocalJobs
 from .state import StateAPI
 from .status import JobStatus
 from .stores.base import Store
@@ -178,7 +177,7 @@ class AppState:
         """
         found = self.store.cancel(self.records.job_key(job_id))
         if found and queued and self.executor.remote:
-            remote.cancel_queued(self, job_id)
+            self.lifecycle.cancel_queued(job_id)
         elif found and queued:  # waiting here for a pool thread: it ends now
             self.lifecycle.end_cancelled_waiting()
         return found
@@ -253,7 +252,7 @@ def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any
             raise ValueError(
                 "RQ does not run on Redis Cluster: use Celery, or plain/Sentinel Redis"
             )
-        from .executors.on_rq import RQExecutor
+        from .executors import RQExecutor
 
         fast = getattr(store, "request_client", client)
         return RQExecutor(client, fast, settings.rq_queue, settings.expires, settings.timeout_grace)
@@ -261,7 +260,7 @@ def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any
         raise ValueError(
             "ASYNCSTATE_EXECUTOR = 'celery' needs the Celery app: AsyncState(app, celery=celery_app)"
         )
-    from .executors.on_celery import CeleryExecutor
+    from .executors import CeleryExecutor
 
     return CeleryExecutor(celery, app_state, settings.timeout_grace)
 

@@ -172,7 +172,7 @@ def worker(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None)
             " with 'rq' (Celery users run 'celery -A MODULE worker')"
         )
     try:
-        from .executors.on_rq import run_worker
+        from .workers import run_worker
     except ImportError as exc:  # pragma: no cover - the rq extra is missing
         raise click.ClickException(f"the RQ worker needs the rq extra: {exc}") from None
     found.role = "rq worker"

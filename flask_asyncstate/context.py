@@ -127,11 +127,18 @@ class JobContext:
 
     @classmethod
     def new(
-        cls, job_id: str, name: str, instance: str | None, owner: str | None, label: str
+        cls,
+        job_id: str,
+        name: str,
+        instance: str | None,
+        owner: str | None,
+        label: str,
+        unique: str | None = None,
     ) -> JobContext:
         """A queued job's context, its document as :func:`records.new_document` makes it."""
-        ctx = cls(job_id, name, new_document(job_id, name, instance, owner, label))
+        ctx = cls(job_id, name, new_document(job_id, name, instance, owner, label, unique))
         ctx.owner = owner
+        ctx.unique_key = unique
         return ctx
 
     @classmethod

@@ -277,8 +277,8 @@ class AsyncState:
         out = []
         finished = found.settings.max_jobs_per_session
         for job_id, doc in found.records.owner_documents(owner, finished):
-            doc.pop("owner")
-            doc.pop("instance")
+            for internal in ("owner", "instance", "unique"):
+                doc.pop(internal)
             out.append(dict(doc, token=found.signer.sign(job_id)))
         return out
 

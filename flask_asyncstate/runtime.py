@@ -15,9 +15,10 @@ if TYPE_CHECKING:
 
     from .config import Settings
     from .context import JobContext
-    from .executors.base import Executor
+    from .executors import Executor
+    from .jobs import TrackedJob as JobSpec
+    from .lifecycle import LocalJobs
     from .records import JobRecords
-    from .registry import JobSpec, LocalJobs
     from .state import StateAPI
     from .stores.base import Store
     from .streams import StreamSlots

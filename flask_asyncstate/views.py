@@ -91,8 +91,8 @@ def visible_job(token: str) -> tuple[str, dict[str, Any]]:
     doc = found.records.status(job_id, internal=True, owner=owner) if owner is not None else None
     if doc is None:
         raise InvalidToken(_NOT_FOUND)
-    doc.pop("owner")
-    doc.pop("instance")
+    for internal in ("owner", "instance", "unique"):
+        doc.pop(internal)
     return job_id, doc
 
 

@@ -16,7 +16,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import remote, timeouts
 from .errors import StoreError
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ class Writer:
                 app_state.shutdown(0)
                 return
             try:
-                timeouts.check(app_state)
+                app_state.lifecycle.check_deadlines()  # type: ignore[attr-defined]
                 app_state.lifecycle.flush()
             except Exception:
                 log.exception("flask-asyncstate writer: flush failed")
@@ -120,8 +119,7 @@ class Writer:
             owner = doc.get("owner")
             if owner is not None:
                 keys.append(records.owner_key(owner))
-            job = self.app_state.extension.registered_job(doc["name"])  # type: ignore[attr-defined]
-            unique = records.unique_key(doc["name"], job.unique, owner) if job else None
+            unique = doc.get("unique")
             if unique is not None:
                 keys.append(unique)
         return ids, keys
@@ -142,7 +140,7 @@ class Writer:
         except StoreError:
             return
         for job_id in sorted(gone):
-            remote.end_vanished(self.app_state, job_id)
+            self.app_state.lifecycle.end_vanished(job_id)  # type: ignore[attr-defined]
 
     def beat(self) -> None:
         """Refresh the liveness entry; if the store had lost it, write every job again."""

@@ -137,7 +137,7 @@ def test_worker_command_refuses_an_app_that_does_not_queue_on_rq(make_app) -> No
 
 
 def test_take_and_cancel_of_a_queued_job_never_both_win(store) -> None:
-    from flask_asyncstate import remote
+    from flask_asyncstate import lifecycle as remote
     from flask_asyncstate.records import JobRecords
 
     records = JobRecords(store, "web-1")
@@ -169,7 +169,7 @@ def test_take_and_cancel_of_a_queued_job_never_both_win(store) -> None:
 
 
 def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, redis_url) -> None:
-    from flask_asyncstate import remote
+    from flask_asyncstate import lifecycle as remote
 
     app, ext = make_app(redis_url)
     found = ext.app_state(app)
@@ -183,8 +183,8 @@ def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, re
         for job_id, status in [("gone1", JobStatus.RUNNING), ("gone2", JobStatus.SUCCEEDED)]:
             doc = dict(new_document(job_id, "import", "worker-9"), status=status.value)
             found.records.create(doc, None, False)
-            remote.end_abandoned(found, job_id, "Work-horse terminated unexpectedly")
-            remote.end_abandoned(found, job_id, "again")
+            found.lifecycle.end_abandoned(job_id, "Work-horse terminated unexpectedly")
+            found.lifecycle.end_abandoned(job_id, "again")
     assert found.records.status("gone1")["status"] == "lost"
     assert found.records.status("gone1")["error"] == {
         "type": "WorkerLost",
@@ -208,7 +208,7 @@ def test_rq_entries_are_json_naming_the_job_and_cancel_takes_them_off_the_queue(
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = _rq_app(redis_url)
     jobs = define_jobs(ext)
@@ -321,7 +321,7 @@ def test_update_never_overwrites_a_replacement_made_meanwhile(store) -> None:
 
 def test_a_transition_whose_reply_was_lost_still_wins(store, monkeypatch) -> None:
     """A client that resends a swap after a lost reply finds its own change: still the winner."""
-    from flask_asyncstate import remote
+    from flask_asyncstate import lifecycle as remote
     from flask_asyncstate.records import JobRecords
 
     records = JobRecords(store, "web-1")
@@ -368,7 +368,7 @@ def test_unique_job_on_rq_is_one_while_it_waits_and_after_the_worker_took_it(red
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = _rq_app(redis_url)
 
@@ -398,7 +398,7 @@ def test_unique_job_on_rq_is_one_while_it_waits_and_after_the_worker_took_it(red
 def test_a_job_on_an_rq_worker_builds_urls_of_the_request_that_started_it(redis_url) -> None:
     from flask import url_for
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = _rq_app(redis_url)
 
@@ -504,7 +504,7 @@ def test_rq_workers_run_nothing_but_our_own_entry_point(redis_url, tmp_path, cap
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="refuse")
     jobs = define_jobs(ext)
@@ -540,7 +540,7 @@ def test_an_rq_worker_stops_without_waiting_for_its_pubsub_thread(redis_url) -> 
     worker must not wait that out (a deploy's warm shutdown, each ``--burst`` run)."""
     from apps import make_app as build
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="teardown")
     try:

@@ -1,120 +1,65 @@
-"""Run jobs on RQ workers: the queue lives in the store's Redis, entries are JSON, never pickle.
+"""The worker side of RQ and Celery: what a worker process runs for each queue entry.
 
-The web side enqueues :func:`perform` with one JSON payload (job id, name,
-arguments) under the job's own id; ``flask asyncstate worker`` runs an
-:class:`AsyncStateWorker` (RQ's forking worker) or, with ``--simple``, an
-:class:`AsyncStateSimpleWorker` inside the app, so :func:`perform` finds the
-extension and its registered jobs. RQ's own failure paths (a killed work
-horse, a cold shutdown) end our document too.
+``flask asyncstate worker`` runs an :class:`AsyncStateWorker` (RQ's forking
+worker) or, with ``--simple``, an :class:`AsyncStateSimpleWorker` inside the
+app, so :func:`perform` finds the extension and its registered jobs. Those
+workers run nothing but :data:`PERFORM`: an entry naming any other function
+(someone who can write to Redis queued ``os.system``, say) is refused, logged
+and left in RQ's failed registry. A job cancelled while it waits leaves the
+queue only if no worker has taken its entry yet (``LREM``); a worker that has
+finds the job cancelled and ends the RQ job as usual, never as a failure.
 
-Those workers run nothing but :data:`PERFORM`: an entry naming any other
-function (someone who can write to Redis queued ``os.system``, say) is refused,
-logged and left in RQ's failed registry. A job cancelled while it waits leaves
-the queue only if no worker has taken its entry yet (``LREM``); a worker that
-has finds the job cancelled and ends the RQ job as usual, never as a failure.
+``AsyncState(app, celery=celery_app)`` registers the task :data:`TASK_NAME` on
+the user's Celery app; ``celery -A MODULE worker`` runs it as any other task.
+Each pool process gets its own heartbeat and cancel listener when it starts
+(``worker_process_init``).
+
+Both engines' failure paths that never reach the job's own code (a killed work
+horse or pool process, a cold shutdown, a hard time limit, a revoke) end the
+job's document too (:meth:`~flask_asyncstate.lifecycle.Lifecycle.end_abandoned`).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import redis
-from flask import current_app, has_request_context
+from flask import current_app
 from rq import Queue, SimpleWorker, Worker
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from ..stores.redis_client import translate
-from .remote import RemoteExecutor
+from .executors import PERFORM
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from celery import Celery
+
+    from .appstate import AppState
 
 log = logging.getLogger("flask_asyncstate")
 
-#: The function every queue entry names (what the worker imports and calls).
-PERFORM = f"{__name__}.perform"
+#: The name of the Celery task that runs tracked jobs.
+TASK_NAME = "flask_asyncstate.run"
 
 #: The app a ``flask asyncstate worker`` process serves; forked work horses inherit it.
-_worker_app: Runtime | None = None
+_worker_app: AppState | None = None
+
+#: Celery apps that run a Flask app's jobs, and that app's state (the latest registered).
+_registered: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = weakref.WeakKeyDictionary()
+#: The task registered on each Celery app (its receivers are connected once, with it).
+_tasks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+# -- RQ ---------------------------------------------------------------------------------
 
 
 def perform(payload: dict[str, Any]) -> None:
     """What an RQ worker calls for each entry: run the tracked job the payload names."""
-    from .. import remote
-
     # The worker command sets _worker_app; otherwise (a custom worker) the current app's.
     app_state = _worker_app if _worker_app is not None else current_app.extensions["asyncstate"]
-    remote.run(app_state, payload)
-
-
-class RQExecutor(RemoteExecutor):
-    """Enqueues jobs on ``ASYNCSTATE_RQ_QUEUE`` in the store's Redis."""
-
-    engine = "rq"
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        fast_client: redis.Redis,
-        queue: str,
-        expires: float,
-        grace: float,
-    ) -> None:
-        self._grace = grace
-        self.queue_name = queue
-        self._queue = Queue(queue, connection=client, serializer=JSONSerializer)
-        # ``start()`` in a request waits at most ASYNCSTATE_REDIS_TIMEOUT, like the store.
-        self._fast_queue = Queue(queue, connection=fast_client, serializer=JSONSerializer)
-        self._expires = int(expires)
-
-    def enqueue(self, job_id: str, payload: dict[str, Any], timeout: float | None) -> None:
-        with translate():
-            self._queue_now().enqueue_call(
-                PERFORM,
-                args=[payload],
-                job_id=job_id,
-                # RQ's limit (-1: none): it raises JobTimeoutException in the job (SIGALRM),
-                # and kills the work horse 60 s later if that does not end it. Our deadline
-                # sets the Event first, at ``timeout``.
-                timeout=-1 if timeout is None else int(timeout + 2 * self._grace) + 1,
-                result_ttl=0,  # the result is in our document
-                failure_ttl=self._expires,
-                description=f"flask-asyncstate job {payload['name']}",
-            )
-
-    def _queue_now(self) -> Queue:
-        """The short-timeout queue while serving a request (ASYNCSTATE_REDIS_TIMEOUT)."""
-        return self._fast_queue if has_request_context() else self._queue
-
-    def missing(self, job_ids: list[str]) -> set[str]:
-        with translate():
-            pipe = self._queue.connection.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.exists(Job.key_for(job_id))
-            found = pipe.execute()
-        return {job_id for job_id, there in zip(job_ids, found) if not there}
-
-    def dequeue(self, job_id: str) -> None:
-        # Only an entry still in the queue list is ours to delete: once a worker popped it
-        # (RQ moves it to its intermediate list, then prepares the run), deleting the RQ job
-        # under that worker fails its bookkeeping (InvalidJobOperation, a failed-registry
-        # entry). That worker finds the job cancelled, does not run it, and ends the RQ job.
-        try:
-            with translate():
-                queue = self._queue_now()
-                if not queue.remove(job_id):  # LREM: 0 when a worker has it, or it is gone
-                    return
-                # Out of the list, no worker can take it any more: its RQ job goes too.
-                Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer).delete(
-                    remove_from_queue=False
-                )
-        except NoSuchJobError:
-            pass  # gone already
-        except Exception as exc:  # noqa: BLE001 - the stored flag still stops it
-            log.warning("job %s: could not remove it from the RQ queue: %s", job_id, exc)
+    app_state.lifecycle.run_taken(payload)
 
 
 def _function_of(job: Job) -> str | None:
@@ -129,7 +74,7 @@ def _function_of(job: Job) -> str | None:
 class _Hooks:
     """RQ's failure paths that never reach the job's own code end its document too."""
 
-    asyncstate: Runtime
+    asyncstate: AppState
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         # Before anything runs (and before a forking worker forks): only our entry point.
@@ -168,12 +113,10 @@ class _Hooks:
         # raised before the job could start (its take failed). Either way, unless the job
         # already has a final document, it gets one.
         if _function_of(job) == PERFORM:
-            from .. import remote
-
             why = str(kwargs.get("exc_string") or "the worker gave up on the job").strip()
             why = why.splitlines()[0] if why else "the worker gave up on the job"
             status = "lost" if why.startswith("Work-horse terminated") else "failed"
-            remote.end_abandoned(self.asyncstate, job.id, why, status)
+            self.asyncstate.lifecycle.end_abandoned(job.id, why, status)
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
         # Only a forking worker's parent, and only once RQ really killed the work horse (it
@@ -184,9 +127,7 @@ class _Hooks:
             super().request_force_stop(signum, frame)  # type: ignore[misc]
         except SystemExit:
             if job_id:
-                from .. import remote
-
-                remote.end_abandoned(self.asyncstate, job_id, "the worker was shut down cold")
+                self.asyncstate.lifecycle.end_abandoned(job_id, "the worker was shut down cold")
             raise
 
     def unsubscribe(self) -> None:
@@ -220,7 +161,7 @@ class AsyncStateSimpleWorker(_Hooks, SimpleWorker):
 
 
 def run_worker(
-    app_state: Runtime, queues: list[str], *, burst: bool, simple: bool, name: str | None = None
+    app_state: AppState, queues: list[str], *, burst: bool, simple: bool, name: str | None = None
 ) -> bool:
     """Run an RQ worker for ``app_state``'s app until it is stopped (or, with ``burst``, idle)."""
     global _worker_app
@@ -239,3 +180,82 @@ def run_worker(
     worker.asyncstate = app_state
     app_state.ensure_running()  # this process beats too: "instances" lists the worker
     return bool(worker.work(burst=burst, with_scheduler=False))
+
+
+# -- Celery -------------------------------------------------------------------------------
+
+
+def register_celery_task(celery: Celery, app_state: AppState) -> Any:
+    """Make ``celery`` run ``app_state``'s jobs: the task :data:`TASK_NAME` (registered once
+    per Celery app) and the receivers of its failure paths."""
+    known = _registered.get(celery)  # (celery.tasks would finalize the user's app too early)
+    if known is not None and known() is not None:
+        raise RuntimeError(
+            f"the Celery app {celery.main!r} already runs flask-asyncstate jobs for another"
+            " Flask app; give each Flask app its own Celery app"
+        )
+    _registered[celery] = weakref.ref(app_state)  # what the task and receivers serve
+    if celery not in _tasks:  # once per Celery app: a later Flask app reuses them
+        _tasks[celery] = _register(celery)
+    return _tasks[celery]
+
+
+def _register(celery: Celery) -> Any:
+    from celery import signals
+
+    def ref() -> AppState | None:  # receivers live for ever; the app state they serve need not
+        found = _registered.get(celery)
+        return None if found is None else found()
+
+    def ours(sender: Any) -> AppState | None:
+        """The app state, if ``sender`` is our task on this Celery app."""
+        if getattr(sender, "name", None) != TASK_NAME or getattr(sender, "app", None) is not celery:
+            return None
+        return ref()
+
+    # shared=False: a shared task would be added to every Celery app made later, too.
+    @celery.task(name=TASK_NAME, serializer="json", ignore_result=True, shared=False)  # type: ignore[misc]
+    def run_tracked_job(payload: dict[str, Any]) -> None:
+        found = ref()
+        if found is None:
+            raise RuntimeError("the Flask app of this flask-asyncstate task is gone")
+        if found.role == "web":  # a pool without worker_process_init (threads, solo)
+            found.role = "celery worker"
+        found.lifecycle.run_taken(payload)
+
+    def on_failure(sender: Any = None, task_id: str = "", exception: Any = None, **kw: Any) -> None:
+        from billiard.exceptions import TimeLimitExceeded, WorkerLostError
+
+        app_state = ours(sender)
+        if app_state is None:
+            return
+        if isinstance(exception, WorkerLostError):
+            app_state.lifecycle.end_abandoned(task_id, str(exception))
+        elif isinstance(exception, TimeLimitExceeded):
+            app_state.lifecycle.end_abandoned(
+                task_id, "the job ran past its hard time limit", "failed"
+            )
+        else:
+            why = f"{type(exception).__name__}: {exception}"
+            app_state.lifecycle.end_abandoned(task_id, why, "failed")
+
+    def on_revoked(sender: Any = None, request: Any = None, **kw: Any) -> None:
+        app_state = ours(sender)
+        task_id = getattr(request, "id", None)
+        if app_state is not None and task_id:
+            app_state.lifecycle.end_abandoned(task_id, "the Celery task was revoked", "cancelled")
+
+    def on_process_init(**kw: Any) -> None:
+        app_state = ref()
+        if app_state is None:
+            return
+        app_state.role = "celery worker"
+        try:
+            app_state.ensure_running()  # beat now: the pool process is listed among instances
+        except Exception:
+            log.exception("flask-asyncstate: could not start in a Celery pool process")
+
+    signals.task_failure.connect(on_failure, weak=False)
+    signals.task_revoked.connect(on_revoked, weak=False)
+    signals.worker_process_init.connect(on_process_init, weak=False)
+    return run_tracked_job
