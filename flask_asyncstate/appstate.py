@@ -255,7 +255,9 @@ def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any
         from .executors import RQExecutor
 
         fast = getattr(store, "request_client", client)
-        return RQExecutor(client, fast, settings.rq_queue, settings.expires, settings.timeout_grace)
+        return RQExecutor(
+            app_state, client, fast, settings.rq_queue, settings.expires, settings.timeout_grace
+        )
     if celery is None:
         raise ValueError(
             "ASYNCSTATE_EXECUTOR = 'celery' needs the Celery app: AsyncState(app, celery=celery_app)"

@@ -28,13 +28,14 @@ import logging
 import os
 import queue
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import has_request_context
 
-from .errors import StoreUnavailable
+from .errors import StoreError, StoreUnavailable
 from .stores.redis_client import translate
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ log = logging.getLogger("flask_asyncstate")
 
 #: Version of the queue payload; a worker refuses payloads it does not know.
 PAYLOAD_VERSION = 1
+#: Seconds after its admission before a waiting job is checked for in the engine's queue
+#: (it is enqueued right after it is admitted).
+SETTLED = 60.0
 #: The function every RQ queue entry names: what our workers import and call, and all
 #: they run (see :mod:`flask_asyncstate.workers`).
 PERFORM = "flask_asyncstate.workers.perform"
@@ -199,6 +203,10 @@ class RemoteExecutor(Executor):
     #: The engine's name (``"rq"``, ``"celery"``), shown in ``flask asyncstate instances``.
     engine = "remote"
 
+    def __init__(self, app_state: AppState) -> None:
+        self.app_state = app_state
+        self._waiting_due = 0.0
+
     def start(self) -> None:
         pass
 
@@ -224,6 +232,42 @@ class RemoteExecutor(Executor):
         never run. An engine that cannot tell (Celery's broker) answers none."""
         return set()
 
+    def waiting(self) -> tuple[list[str], list[str]]:
+        """Ids of the jobs waiting for a worker, and the keys of their owners' indexes and
+        unique places, for a web instance's heartbeat to keep alive (nobody else does), a
+        few times per ``ASYNCSTATE_EXPIRES``: a long queue must not cost every beat.
+
+        A waiting job (admitted a while ago: enqueueing follows admission) whose entry
+        the engine no longer has ends ``lost`` here instead of holding its places for ever.
+        """
+        now = time.monotonic()
+        if now < self._waiting_due:
+            return [], []
+        app_state = self.app_state
+        self._waiting_due = now + app_state.settings.expires / 4
+        records = app_state.records
+        ids = sorted(records.queued_ids())
+        docs = [d for d in (records.statuses(ids, internal=True) if ids else []) if d]
+        settled = time.time() - SETTLED
+        stale = [
+            d["id"]
+            for d in docs
+            if d["status"] == "queued" and d.get("instance") is None and d["created_at"] < settled
+        ]
+        try:
+            gone = self.missing(stale) if stale else set()
+        except StoreError:
+            gone = set()
+        for job_id in sorted(gone):
+            app_state.lifecycle.end_vanished(job_id)
+        keys: list[str] = []
+        for doc in docs:
+            if doc.get("owner") is not None:
+                keys.append(records.owner_key(doc["owner"]))
+            if doc.get("unique") is not None:
+                keys.append(doc["unique"])
+        return ids, keys
+
     @abstractmethod
     def dequeue(self, job_id: str) -> None:
         """Best effort: take a job that was cancelled while queued off the engine's queue."""
@@ -236,6 +280,7 @@ class RQExecutor(RemoteExecutor):
 
     def __init__(
         self,
+        app_state: AppState,
         client: redis.Redis,
         fast_client: redis.Redis,
         queue: str,
@@ -245,6 +290,7 @@ class RQExecutor(RemoteExecutor):
         from rq import Queue
         from rq.serializers import JSONSerializer
 
+        super().__init__(app_state)
         self._grace = grace
         self.queue_name = queue
         self._queue = Queue(queue, connection=client, serializer=JSONSerializer)
@@ -313,6 +359,7 @@ class CeleryExecutor(RemoteExecutor):
     def __init__(self, celery: Celery, app_state: AppState, grace: float) -> None:
         from .workers import register_celery_task
 
+        super().__init__(app_state)
         self.celery = celery
         self._grace = grace
         self.task = register_celery_task(celery, app_state)

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import StoreError
 
@@ -22,11 +22,6 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = logging.getLogger("flask_asyncstate")
-
-
-#: Seconds after its admission before a waiting job is checked for in the engine's queue
-#: (it is enqueued right after it is admitted).
-SETTLED = 60.0
 
 
 class Writer:
@@ -37,7 +32,6 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started_at = time.time()
-        self._waiting_due = 0.0
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -102,46 +96,6 @@ class Writer:
                     continue
                 next_beat = time.monotonic() + beat_every
 
-    def _waiting_jobs(self) -> tuple[list[str], list[str]]:
-        """Ids of jobs waiting for a worker, and their owners' indexes and unique places, a few
-        times per ``ASYNCSTATE_EXPIRES``: nobody else keeps them alive, and a long queue
-        must not cost every beat."""
-        now = time.monotonic()
-        if now < self._waiting_due:
-            return [], []
-        self._waiting_due = now + self.app_state.settings.expires / 4
-        records = self.app_state.records
-        ids = sorted(records.queued_ids())
-        keys: list[str] = []
-        docs = [d for d in (records.statuses(ids, internal=True) if ids else []) if d]
-        self._end_vanished(docs)
-        for doc in docs:
-            owner = doc.get("owner")
-            if owner is not None:
-                keys.append(records.owner_key(owner))
-            unique = doc.get("unique")
-            if unique is not None:
-                keys.append(unique)
-        return ids, keys
-
-    def _end_vanished(self, docs: list[dict[str, Any]]) -> None:
-        """Waiting jobs (admitted a while ago: enqueueing follows admission) whose engine
-        entry is gone end ``lost`` instead of holding their places for ever."""
-        settled = time.time() - SETTLED
-        waiting = [
-            d["id"]
-            for d in docs
-            if d["status"] == "queued" and d.get("instance") is None and d["created_at"] < settled
-        ]
-        if not waiting:
-            return
-        try:
-            gone = self.app_state.executor.missing(waiting)  # type: ignore[attr-defined]
-        except StoreError:
-            return
-        for job_id in sorted(gone):
-            self.app_state.lifecycle.end_vanished(job_id)  # type: ignore[attr-defined]
-
     def beat(self) -> None:
         """Refresh the liveness entry; if the store had lost it, write every job again."""
         app_state = self.app_state
@@ -163,7 +117,7 @@ class Writer:
         }
         running = [c.id for c in contexts]
         if app_state.executor.remote and app_state.role == "web":
-            waiting, claims = self._waiting_jobs()
+            waiting, claims = app_state.executor.waiting()  # type: ignore[attr-defined]
             running, uniques = running + waiting, uniques + claims
         lost = records.beat(
             info, app_state.settings.heartbeat_interval, running, states, owners, uniques

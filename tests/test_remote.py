@@ -169,7 +169,6 @@ def test_take_and_cancel_of_a_queued_job_never_both_win(store) -> None:
 
 
 def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, redis_url) -> None:
-    from flask_asyncstate import lifecycle as remote
 
     app, ext = make_app(redis_url)
     found = ext.app_state(app)
@@ -469,9 +468,9 @@ def test_a_waiting_job_whose_queue_entry_vanished_ends_lost_and_frees_its_places
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from flask_asyncstate import writer
+    from flask_asyncstate import executors
 
-    monkeypatch.setattr(writer, "SETTLED", 0.0)
+    monkeypatch.setattr(executors, "SETTLED", 0.0)
     app, ext = _rq_app(redis_url, ASYNCSTATE_EXPIRES=2)
 
     @ext.job(name="nightly_rq", unique="app")
