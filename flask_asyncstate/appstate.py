@@ -22,9 +22,8 @@ from flask import Flask, current_app
 
 from . import tokens
 from .config import Settings
-from .context import JobContext
 from .executors import Executor, InlineExecutor, ThreadExecutor
-from .jobs import JobHandle
+from .jobs import JobBuffer, JobHandle
 from .lifecycle import Lifecycle, LocalJobs
 from .records import JobRecords
 from .state import StateAPI
@@ -182,7 +181,7 @@ class AppState:
             self.lifecycle.end_cancelled_waiting()
         return found
 
-    def local_context(self, job_id: str) -> JobContext | None:
+    def local_context(self, job_id: str) -> JobBuffer | None:
         local = self.registry.get(job_id)
         return None if local is None else local.ctx
 

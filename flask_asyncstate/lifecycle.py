@@ -47,10 +47,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, has_request_context, request
 
 from . import serialization, signals
-from .context import BoundState, JobContext
 from .errors import Duplicate, JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
 from .executors import PAYLOAD_VERSION
-from .jobs import JobHandle
+from .jobs import BoundState, JobBuffer, JobHandle
 from .labels import translated
 from .records import reason_of
 from .signals import send
@@ -127,7 +126,7 @@ def _unfinished(doc: dict[str, Any]) -> bool:
 class Local:
     """One job of this process."""
 
-    ctx: JobContext
+    ctx: JobBuffer
     job: TrackedJob
     #: The sealed final document, while the store has not taken it yet.
     final: dict[str, Any] | None = field(default=None)
@@ -170,7 +169,7 @@ class LocalJobs:
                 if j in self._jobs and self._jobs[j].ctx.cancelled.is_set()
             ]
 
-    def add(self, ctx: JobContext, job: TrackedJob) -> None:
+    def add(self, ctx: JobBuffer, job: TrackedJob) -> None:
         ctx.checkpoints = self.checkpoints
         with self._lock:
             self._jobs[ctx.id] = Local(ctx, job)
@@ -263,7 +262,7 @@ class Lifecycle:
 
     def admit(
         self, job: TrackedJob, job_id: str, owner: str | None, remote: bool = False
-    ) -> JobContext:
+    ) -> JobBuffer:
         """Write the queued document, claim the owner's quota slot (and, for a worker, a
         place in the engine's queue), create the job's state.
 
@@ -276,7 +275,7 @@ class Lifecycle:
         # The unique place is named once, here, and kept in the document: every end reads it.
         unique = self.records.unique_key(job.name, job.unique, owner)
         instance = None if remote else self.records.instance_id
-        ctx = JobContext.new(job_id, job.name, instance, owner, label, unique)
+        ctx = JobBuffer.new(job_id, job.name, instance, owner, label, unique)
         ctx.origin = capture()
         event = None if remote else ctx.cancelled
         first = ctx.snapshot()
@@ -318,7 +317,7 @@ class Lifecycle:
             raise
         return ctx
 
-    def abandon(self, ctx: JobContext, job: TrackedJob, remote: bool = False) -> None:
+    def abandon(self, ctx: JobBuffer, job: TrackedJob, remote: bool = False) -> None:
         """Undo a start that did not go through.
 
         Each step on its own; if the store refused one (it is away), the job is
@@ -362,7 +361,7 @@ class Lifecycle:
     # -- running -------------------------------------------------------------
 
     def run(
-        self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, ctx: JobBuffer, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """Run the job to its end; whatever happens, the job ends with a final status."""
         if not self.jobs.unqueue(ctx.id) and ctx.finished:
@@ -383,7 +382,7 @@ class Lifecycle:
                 )
 
     def _run(
-        self, ctx: JobContext, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, ctx: JobBuffer, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         if ctx.cancelled.is_set():  # cancelled while queued: never starts
             self.finish(ctx, job, JobStatus.CANCELLED)
@@ -402,7 +401,7 @@ class Lifecycle:
         send(signals.job_started, self.app_state.app_ref(), job_id=ctx.id, document=ctx.snapshot())
         try:
             with job_context(self.app_state.flask_app, ctx.origin):
-                result = job.fn(ctx, *args, **kwargs)
+                result = job.fn(ctx.job(), *args, **kwargs)
         except JobCancelled:
             self._end_stopped(ctx, job)
             return
@@ -430,7 +429,7 @@ class Lifecycle:
         else:
             self.finish(ctx, job, JobStatus.SUCCEEDED, result=result)
 
-    def _end_stopped(self, ctx: JobContext, job: TrackedJob) -> None:
+    def _end_stopped(self, ctx: JobBuffer, job: TrackedJob) -> None:
         """The job stopped on its Event: cancelled, or failed if its deadline set it."""
         if ctx.timed_out:
             self.finish(ctx, job, JobStatus.FAILED, error=timeout_error(job.timeout))
@@ -449,7 +448,7 @@ class Lifecycle:
 
     def finish(
         self,
-        ctx: JobContext,
+        ctx: JobBuffer,
         job: TrackedJob,
         status: str,
         *,
@@ -482,12 +481,12 @@ class Lifecycle:
         self._retire(ctx, final)
         return True
 
-    def save(self, ctx: JobContext, job: TrackedJob, doc: dict[str, Any]) -> None:
+    def save(self, ctx: JobBuffer, job: TrackedJob, doc: dict[str, Any]) -> None:
         """Write the document; if the store had lost the job's entry, prove we are alive."""
         if not self.records.save(doc, ctx.cancelled, job.never_expires):
             self.app_state.writer.beat()  # before anyone reads "lost" of a job that runs here
 
-    def _save_final(self, ctx: JobContext, job: TrackedJob, final: dict[str, Any]) -> None:
+    def _save_final(self, ctx: JobBuffer, job: TrackedJob, final: dict[str, Any]) -> None:
         try:
             self.save(ctx, job, final)
         except StoreError:
@@ -514,7 +513,7 @@ class Lifecycle:
             return
         self._retire(local.ctx, final)
 
-    def _retire(self, ctx: JobContext, final: dict[str, Any]) -> None:
+    def _retire(self, ctx: JobBuffer, final: dict[str, Any]) -> None:
         """The final document of a job of this process is stored: forget it here, once,
         then end it as every job ends (:meth:`ended`)."""
         if self.jobs.retire(ctx.id) is None:
@@ -546,7 +545,7 @@ class Lifecycle:
 
     # -- progress ----------------------------------------------------------------
 
-    def flush_one(self, ctx: JobContext, job: TrackedJob, signal: bool = True) -> None:
+    def flush_one(self, ctx: JobBuffer, job: TrackedJob, signal: bool = True) -> None:
         """Write the job's buffered progress, if any; a failed write is retried next time."""
         with ctx.write_turn():
             doc = ctx.take_dirty()
@@ -699,7 +698,7 @@ class Lifecycle:
             store.release(key)
             log.info("job %s (%s): not run: it was cancelled, taken or is gone", job_id, name)
             return
-        ctx = JobContext.adopt(doc)
+        ctx = JobBuffer.adopt(doc)
         ctx.cancelled = event
         ctx.unique_key = doc.get("unique")  # given back at the end
         ctx.origin = payload.get("origin")
@@ -716,7 +715,7 @@ class Lifecycle:
         self.run(ctx, job, tuple(payload["args"]), dict(payload["kwargs"]))
         self._await_final(ctx)
 
-    def _await_final(self, ctx: JobContext) -> None:
+    def _await_final(self, ctx: JobBuffer) -> None:
         """A final document that met an outage is retried here: a work horse exits right after."""
         settings = self.app_state.settings
         deadline = time.monotonic() + settings.shutdown_timeout

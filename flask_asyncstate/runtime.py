@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from .config import Settings
-    from .context import JobContext
     from .executors import Executor
+    from .jobs import JobBuffer
     from .jobs import TrackedJob as JobSpec
     from .lifecycle import LocalJobs
     from .records import JobRecords
@@ -29,10 +29,10 @@ class Starter(Protocol):
     def start(self, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
     def run(
-        self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, ctx: JobBuffer, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None: ...
 
-    def finish(self, ctx: JobContext, job: JobSpec, status: str, **kw: Any) -> bool: ...
+    def finish(self, ctx: JobBuffer, job: JobSpec, status: str, **kw: Any) -> bool: ...
 
     def flush(self) -> None: ...
 
@@ -96,7 +96,7 @@ class Runtime(Protocol):
 
     def cancel_job(self, job_id: str, queued: bool = True) -> bool: ...
 
-    def local_context(self, job_id: str) -> JobContext | None: ...
+    def local_context(self, job_id: str) -> JobBuffer | None: ...
 
 
 class RuntimeSource(Protocol):

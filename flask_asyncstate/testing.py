@@ -32,8 +32,7 @@ from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
 
 from . import appstate
-from .context import JobContext
-from .jobs import JobHandle
+from .jobs import Job, JobHandle
 from .status import FINAL
 
 __all__ = ["AsyncStateClient", "JobGate", "client", "isolated_config", "job_gate", "wait_for"]
@@ -48,9 +47,9 @@ class JobGate:
         self._open = threading.Event()
         self._arrived = threading.Condition()
         #: The jobs that reached the gate, in the order they did.
-        self.arrivals: list[JobContext] = []
+        self.arrivals: list[Job] = []
 
-    def arrive(self, job: JobContext) -> None:
+    def arrive(self, job: Job) -> None:
         """Called by ``job.checkpoint(name)``: wait for the release (or a cancel)."""
         if self._eager:
             raise RuntimeError(
@@ -64,7 +63,7 @@ class JobGate:
             if job.cancelled.is_set():
                 return  # the checkpoint raises JobCancelled right after
 
-    def wait(self, count: int = 1, timeout: float = 10.0) -> JobContext:
+    def wait(self, count: int = 1, timeout: float = 10.0) -> Job:
         """Block until ``count`` jobs reached the gate; the latest of them."""
         with self._arrived:
             if not self._arrived.wait_for(lambda: len(self.arrivals) >= count, timeout):

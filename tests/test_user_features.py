@@ -29,8 +29,10 @@ def test_iter_yields_items_and_records_progress_after_each(make_app, backend_url
     @ext.job
     def rows(job: JobContext, items: list[str]) -> list[str]:
         out = []
+        buffer = ext.app_state(app).local_context(job.id)  # what the writer would copy
+        assert buffer is not None
         for item in job.iter(items, message="{current} of {total} rows"):
-            doc = job.snapshot()
+            doc = buffer.snapshot()
             seen.append((doc["current"], doc["total"], doc["message"]))
             out.append(item.upper())
         return out
