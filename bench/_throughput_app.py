@@ -31,7 +31,7 @@ from flask_wtf.csrf import generate_csrf
 
 from example_app import asyncstate, csrf
 from example_app import create_app as create_example_app
-from flask_asyncstate import JobContext, tokens
+from flask_asyncstate import JobContext, owners
 
 #: Longest a bench job may run (it is cancelled when the benchmark ends).
 MAX_SECONDS = 600.0
@@ -62,13 +62,13 @@ def create_app() -> Flask:
     def bench_start() -> dict[str, str]:
         seconds = min(float(request.args.get("seconds", 60)), MAX_SECONDS)
         handle = bench_watch.start(seconds)
-        doc = dict(handle.status() or {}, owner=tokens.request_owner(create=False))
+        doc = dict(handle.status() or {}, owner=owners.request_owner(create=False))
         bare_redis.set(BARE_PREFIX + handle.id, json.dumps(doc), ex=int(MAX_SECONDS) + 60)
         return {"token": handle.token, "job_id": handle.id, "csrf_token": generate_csrf()}
 
     @app.get("/bench/bare/<job_id>")
     def bench_bare(job_id: str) -> Response:
-        owner = tokens.request_owner(create=False)  # the same session check as /progress
+        owner = owners.request_owner(create=False)  # the same session check as /progress
         raw = bare_redis.get(BARE_PREFIX + job_id)
         if raw is None or owner is None or json.loads(raw).get("owner") != owner:
             abort(404)

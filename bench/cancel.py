@@ -88,7 +88,7 @@ from _common import (
 from flask import Flask
 
 from flask_asyncstate import AsyncState, JobContext
-from flask_asyncstate.tokens import OWNER_KEY
+from flask_asyncstate.owners import OWNER_KEY
 
 #: The owner both instances agree on, as a browser's session would carry it.
 BENCH_OWNER = "bench-owner"

@@ -1006,7 +1006,7 @@ def cluster_instance(url: str, index: int, inbox: Any, outbox: Any) -> None:
     import flask
 
     from flask_asyncstate import JobContext
-    from flask_asyncstate.tokens import OWNER_KEY
+    from flask_asyncstate.owners import OWNER_KEY
 
     logging.getLogger("flask_asyncstate").addFilter(QuietCookieWarning())
     app, ext = make_app("bench-growth-instance", redis_url=url)

@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import tokens
+from . import owners, tokens
 from .config import Settings
 from .executors import Executor, InlineExecutor, ThreadExecutor
 from .jobs import JobBuffer, JobHandle
@@ -162,7 +162,7 @@ class AppState:
 
     def request_owner(self, *, create: bool) -> str | None:
         """The owner id of the current request (``ASYNCSTATE_OWNER``, user or session)."""
-        return tokens.request_owner(self.settings.owner, create=create)
+        return owners.request_owner(self.settings.owner, create=create)
 
     def job_handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)

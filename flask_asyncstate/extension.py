@@ -13,7 +13,7 @@ from flask import (
     session,
 )
 
-from . import appstate, csrf, jinja, sessions, signals, tokens, views
+from . import appstate, csrf, jinja, owners, sessions, signals, views
 from .appstate import AppState
 from .cli import asyncstate_cli
 from .config import Settings
@@ -294,4 +294,4 @@ def _origin(fn: Callable[..., Any]) -> str:
 
 def _forget_owner_on_logout(sender: Flask, **extra: Any) -> None:
     """Flask-Login's ``user_logged_out``: this session's next jobs belong to someone new."""
-    tokens.forget_owner(session)
+    owners.forget_owner(session)

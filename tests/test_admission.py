@@ -25,7 +25,7 @@ from redis_server import RedisServer
 from waiting import wait_until
 from werkzeug.serving import make_server
 
-from flask_asyncstate import QueueFull, QuotaExceeded, tokens
+from flask_asyncstate import QueueFull, QuotaExceeded, owners
 from flask_asyncstate.errors import StoreUnavailable
 from flask_asyncstate.records import FINAL, JOB_KIND, OWNER_KIND, JobRecords, new_document
 
@@ -150,7 +150,7 @@ def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -
     jobs = define_jobs(ext)
     runner = ext.app_state(app)
     with app.test_request_context("/"):
-        owner = tokens.request_owner(create=True)
+        owner = owners.request_owner(create=True)
         # a job of a vanished instance: unfinished document, slot claimed, nobody to free it
         ghost = new_document("ghost", "x", "gone-1", owner)
         ghost["status"] = "running"
@@ -656,7 +656,7 @@ def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(
             with_state.start()  # the queued document and the slot were written; undoing failed
         monkeypatch.undo()
         state = ext.app_state(app)
-        index = state.records.owner_key(tokens.request_owner(create=False))
+        index = state.records.owner_key(owners.request_owner(create=False))
         # the writer records it failed, which frees the slot
         doc = wait_until(
             lambda: (

@@ -17,7 +17,7 @@ from apps import Gate, define_jobs
 from flask import Flask
 from waiting import wait_until
 
-from flask_asyncstate import QuotaExceeded, job_finished, job_progress, job_started, tokens
+from flask_asyncstate import QuotaExceeded, job_finished, job_progress, job_started, owners
 from flask_asyncstate.errors import InvalidToken
 from flask_asyncstate.records import PUBLIC_FIELDS
 
@@ -157,7 +157,7 @@ def test_quota_per_session(make_app, backend_url) -> None:
         gate.set()
         a.wait(10)
         state = ext.app_state(app)
-        slots = state.records.owner_key(tokens.request_owner(create=False))
+        slots = state.records.owner_key(owners.request_owner(create=False))
         # wait() may return on the stored final document, a moment before the slot is freed
         wait_until(
             lambda: a.id not in state.store.claims(slots).active,
