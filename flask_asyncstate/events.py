@@ -23,7 +23,7 @@ from .errors import StoreError
 from .status import FINAL
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .appstate import AppState
 
 #: How long the stream waits for a notification before it reads anyway.
 _FALLBACK_READ = 1.0
@@ -44,7 +44,7 @@ class SharedReads:
         self._docs: dict[str, tuple[int, float, dict[str, Any] | None]] = {}
         self._limit = limit
 
-    def status(self, app_state: Runtime, job_id: str) -> dict[str, Any] | None:
+    def status(self, app_state: AppState, job_id: str) -> dict[str, Any] | None:
         key = app_state.records.job_key(job_id)
         seq = app_state.store.watchers.seq(key)  # before the read: a later write bumps it
         now = time.monotonic()
@@ -64,7 +64,7 @@ _shared: weakref.WeakKeyDictionary[Any, SharedReads] = weakref.WeakKeyDictionary
 _shared_lock = threading.Lock()
 
 
-def _reads(app_state: Runtime) -> SharedReads:
+def _reads(app_state: AppState) -> SharedReads:
     with _shared_lock:
         found = _shared.get(app_state)
         if found is None:
@@ -77,7 +77,7 @@ def _event(data: Any, name: str | None = None) -> str:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def progress_stream(app_state: Runtime, job_id: str) -> Iterator[str]:
+def progress_stream(app_state: AppState, job_id: str) -> Iterator[str]:
     """Yield SSE frames for one job until it ends, vanishes, or the stream grows too old."""
     settings = app_state.settings
     now = time.monotonic()

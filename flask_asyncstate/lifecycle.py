@@ -48,7 +48,7 @@ from flask import Flask, has_request_context, request
 
 from . import serialization, signals
 from .errors import Duplicate, JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
-from .executors import PAYLOAD_VERSION
+from .executors import PAYLOAD_VERSION, RemoteExecutor
 from .jobs import BoundState, JobBuffer, JobHandle
 from .labels import translated
 from .records import reason_of
@@ -235,8 +235,8 @@ class Lifecycle:
             app.signer.require_key()  # a job nobody could be given a token for is never made
             owner = app.request_owner(create=True)
         job_id = secrets.token_hex(16)
-        if app.executor.remote:
-            return self._enqueue(job, job_id, owner, args, kwargs)
+        if isinstance(app.executor, RemoteExecutor):
+            return self._enqueue(app.executor, job, job_id, owner, args, kwargs)
         waiting = self.jobs.reserve(job_id, app.settings.max_queued)
         if waiting is None:
             raise QueueFull(
@@ -645,7 +645,13 @@ class Lifecycle:
     # -- jobs that run in a worker process (RQ, Celery) ----------------------------------
 
     def _enqueue(
-        self, job: TrackedJob, job_id: str, owner: str | None, args: Any, kwargs: Any
+        self,
+        executor: RemoteExecutor,
+        job: TrackedJob,
+        job_id: str,
+        owner: str | None,
+        args: Any,
+        kwargs: Any,
     ) -> JobHandle:
         """In the web process: admit the job and put it on the engine's queue."""
         app_state = self.app_state
@@ -656,7 +662,7 @@ class Lifecycle:
         payload = {"v": PAYLOAD_VERSION, "id": job_id, "name": job.name, "args": list(args)}
         payload["kwargs"], payload["origin"] = kwargs, ctx.origin
         try:
-            app_state.executor.enqueue(job_id, payload, job.timeout)
+            executor.enqueue(job_id, payload, job.timeout)
         except BaseException:
             self.abandon(ctx, job, remote=True)
             raise
@@ -737,7 +743,9 @@ class Lifecycle:
         if doc is None:
             return  # a worker has it (its Event is set) or it ended
         self.ended(doc)
-        self.app_state.executor.dequeue(job_id)
+        executor = self.app_state.executor
+        if isinstance(executor, RemoteExecutor):
+            executor.dequeue(job_id)
 
     def end_abandoned(self, job_id: str, why: str, status: str = JobStatus.LOST.value) -> None:
         """The engine gave up on a job without its code ending it (a killed worker, a hard

@@ -154,6 +154,8 @@ class AsyncStateClient(FlaskClient):
                 sess[field] = hashlib.sha1(os.urandom(64)).hexdigest()
             raw = sess[field]
         secret = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+        if not secret:
+            raise RuntimeError("the CSRF token needs SECRET_KEY (or WTF_CSRF_SECRET_KEY)")
         return URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
 
 

@@ -17,9 +17,10 @@ import time
 from typing import TYPE_CHECKING
 
 from .errors import StoreError
+from .executors import RemoteExecutor
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .appstate import AppState
 
 log = logging.getLogger("flask_asyncstate")
 
@@ -27,7 +28,7 @@ log = logging.getLogger("flask_asyncstate")
 class Writer:
     """Owns the writer thread; :meth:`start` (re)starts it, :meth:`stop` ends it."""
 
-    def __init__(self, app_state: Runtime) -> None:
+    def __init__(self, app_state: AppState) -> None:
         self.app_state = app_state
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -77,7 +78,7 @@ class Writer:
                 app_state.shutdown(0)
                 return
             try:
-                app_state.lifecycle.check_deadlines()  # type: ignore[attr-defined]
+                app_state.lifecycle.check_deadlines()
                 app_state.lifecycle.flush()
             except Exception:
                 log.exception("flask-asyncstate writer: flush failed")
@@ -116,8 +117,9 @@ class Writer:
             "engine": app_state.executor.engine,
         }
         running = [c.id for c in contexts]
-        if app_state.executor.remote and app_state.role == "web":
-            waiting, claims = app_state.executor.waiting()  # type: ignore[attr-defined]
+        executor = app_state.executor
+        if isinstance(executor, RemoteExecutor) and app_state.role == "web":
+            waiting, claims = executor.waiting()
             running, uniques = running + waiting, uniques + claims
         lost = records.beat(
             info, app_state.settings.heartbeat_interval, running, states, owners, uniques
