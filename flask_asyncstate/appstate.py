@@ -191,7 +191,7 @@ class AppState:
         self._closed = True
         self.writer.stop(join=0.5)
         try:
-            self.records.retire()
+            self.records.retire_instance()
         except Exception:  # the entry expires by itself
             log.debug("heartbeat entry not removed", exc_info=True)
 
@@ -224,7 +224,7 @@ class AppState:
         self.lifecycle.flush()  # last chance for final documents that met an outage
         self.writer.stop()
         try:
-            self.records.retire()
+            self.records.retire_instance()
         except Exception:  # noqa: BLE001, S110 - the store is away; our heartbeat expires by itself
             pass
         self.store.close()  # stops its listener; a client passed to init_app stays open

@@ -185,7 +185,7 @@ class LocalJobs:
             if local is not None:
                 local.final = final
 
-    def retire(self, job_id: str) -> Local | None:
+    def remove(self, job_id: str) -> Local | None:
         """Forget the job, once: the first caller gets it, later ones None."""
         with self._lock:
             self._queued.discard(job_id)
@@ -478,7 +478,7 @@ class Lifecycle:
                 except Exception:  # noqa: BLE001 - the store is away: the writer retries it
                     self.jobs.defer(ctx.id, final)
                     return True
-        self._retire(ctx, final)
+        self._final_stored(ctx, final)
         return True
 
     def save(self, ctx: JobBuffer, job: TrackedJob, doc: dict[str, Any]) -> None:
@@ -511,12 +511,12 @@ class Lifecycle:
             log.exception("job %s: final document could not be stored", local.ctx.id)
             self.jobs.defer(local.ctx.id, local.ctx.last_resort(final.get("status", "failed")))
             return
-        self._retire(local.ctx, final)
+        self._final_stored(local.ctx, final)
 
-    def _retire(self, ctx: JobBuffer, final: dict[str, Any]) -> None:
+    def _final_stored(self, ctx: JobBuffer, final: dict[str, Any]) -> None:
         """The final document of a job of this process is stored: forget it here, once,
         then end it as every job ends (:meth:`ended`)."""
-        if self.jobs.retire(ctx.id) is None:
+        if self.jobs.remove(ctx.id) is None:
             return  # retired already (a deferred final retried by two threads)
         store = self.app_state.store
         store.release(self.records.job_key(ctx.id))  # no cancel can matter any more

@@ -317,7 +317,8 @@ class JobRecords:
             self.store.unrank(self.jobs_list_key(), [job_id])
         return removed
 
-    def retire(self) -> None:
+    def retire_instance(self) -> None:
+        """This process stops: its heartbeat entry goes, and it leaves the instances list."""
         self.store.remove(self.instance_key(self.instance_id))
         if self.store.ranks:
             self.store.unrank(self.instances_list_key(), [self.instance_id])
