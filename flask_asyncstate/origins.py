@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Flask, has_request_context, request
 
-from .stores.callers import request_path
+from .stores.base import request_path
 
 #: Longest URL root kept (a hostile Host header is not worth more).
 MAX_ORIGIN = 2048

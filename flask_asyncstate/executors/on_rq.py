@@ -26,7 +26,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from ..stores.redis_client import translate
+from ..stores.redis import translate
 from .remote import RemoteExecutor
 
 if TYPE_CHECKING:
