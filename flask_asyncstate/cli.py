@@ -147,7 +147,7 @@ def instances() -> None:
 @click.option("--user", default="asyncstate", show_default=True, help="The ACL user's name.")
 def acl(user: str) -> None:
     """Print the least-privilege Redis ACL rule for this app's key prefix."""
-    from .stores.redis_acl import acl_setuser
+    from .stores.redis import acl_setuser
 
     click.echo(acl_setuser(user, _app_state().settings.key_prefix))
 

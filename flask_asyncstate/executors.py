@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from flask import has_request_context
 
 from .errors import StoreError, StoreUnavailable
-from .stores.redis_client import translate
+from .stores.redis import translate
 
 if TYPE_CHECKING:
     import redis

@@ -54,7 +54,7 @@ from .labels import translated
 from .records import reason_of
 from .signals import send
 from .status import UNFINISHED, JobStatus
-from .stores.callers import request_path
+from .stores.base import request_path
 
 if TYPE_CHECKING:
     from .appstate import AppState

@@ -155,7 +155,7 @@ def test_ranked_lists_are_hash_tagged_sorted_sets_that_never_expire_and_fit_the_
     """One key per list, tagged like every other (``{flask_asyncstate.index:jobs}``): one slot
     on a cluster, under the app's prefix, so ``flask asyncstate acl``'s rule covers it; and
     every command of the list operations is in that rule."""
-    from flask_asyncstate.stores.redis_acl import acl_rules
+    from flask_asyncstate.stores.redis import acl_rules
 
     admin = redis.Redis.from_url(redis_url)
     admin.execute_command("ACL", "SETUSER", "ranker", "on", ">pw", *acl_rules("acl:"))

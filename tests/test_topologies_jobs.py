@@ -15,7 +15,7 @@ from topology_procs import make_topology_app, run_job
 from waiting import wait_until
 
 from flask_asyncstate import StoreError
-from flask_asyncstate.stores.redis_acl import acl_rules
+from flask_asyncstate.stores.redis import acl_rules
 
 pytestmark = [pytest.mark.reliability, pytest.mark.topology]
 
