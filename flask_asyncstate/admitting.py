@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from . import origins
 from .context import BoundState, JobContext
 from .errors import Duplicate, QueueFull, QuotaExceeded, StoreError
-from .labels import translated
 from .status import JobStatus
+from .templating import translated
 
 if TYPE_CHECKING:
     from .records import JobRecords

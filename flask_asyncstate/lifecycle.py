@@ -23,9 +23,9 @@ from .admitting import Admitting
 from .context import JobContext
 from .errors import Duplicate, JobCancelled, QueueFull, StoreError, error_of
 from .jobs import JobHandle
-from .labels import translated
 from .signals import send
 from .status import JobStatus
+from .templating import translated
 from .timeouts import timeout_error
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from .executors.base import Executor
     from .records import JobRecords
     from .registry import JobSpec, LocalJobs
+    from .sse import StreamSlots
     from .state import StateAPI
     from .stores.base import Store
-    from .streams import StreamSlots
     from .tokens import TokenSigner
 
 
