@@ -85,7 +85,7 @@ class AsyncState:
         app.jinja_env.globals.update(
             asyncstate_widget=functools.partial(templating.widget, found),
             asyncstate_jobs=functools.partial(templating.jobs_panel, found),
-            asyncstate_assets=functools.partial(templating.assets, found),
+            asyncstate_assets=templating.assets,
         )
         app.cli.add_command(asyncstate_cli)
         sessions.guard(app, settings.url_prefix)

@@ -118,7 +118,7 @@ def _babel_gettext() -> Any:
     return gettext
 
 
-# -- the Jinja globals (init_app binds each to its app's AppState) ------------------------
+# -- the Jinja globals (init_app binds widget and jobs_panel to its app's AppState) -----
 
 
 def widget(
@@ -171,7 +171,7 @@ def jobs_panel(app_state: AppState, labels: dict[str, str] | None = None, **opti
     )
 
 
-def assets(app_state: AppState, **options: Any) -> Markup:
+def assets(**options: Any) -> Markup:
     """``asyncstate_assets()``, for the layout's ``<head>``: the stylesheet, jQuery only when
     the page has none (``jquery="auto"``; ``True``: always, ``False``: never) and the plugin.
     Widgets rendered later in the request include no assets of their own."""
