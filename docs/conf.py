@@ -89,7 +89,7 @@ def _check_config_keys(app):
 
 def _labels_directive():
     """``.. asyncstate-labels::``: the table of the widget's labels, one row per key of
-    ``flask_asyncstate.labels.DEFAULT_LABELS`` with its English default, read from the code.
+    ``flask_asyncstate.templating.DEFAULT_LABELS`` with its English default, read from the code.
 
     The content says where each label shows, one ``key: text`` entry per label (indented
     lines continue the entry). A key of ``DEFAULT_LABELS`` left out, or an entry for a key
@@ -107,7 +107,7 @@ def _labels_directive():
         has_content = True
 
         def run(self):
-            from flask_asyncstate.labels import DEFAULT_LABELS
+            from flask_asyncstate.templating import DEFAULT_LABELS
 
             described: dict[str, str] = {}
             key = None

@@ -269,7 +269,7 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
         )
 
     Session(app)
-    csrf.init_app(app)  # before asyncstate: it exempts its blueprint, which checks CSRF itself
+    csrf.init_app(app)  # it checks asyncstate's cancel too (refused there with a JSON 403)
     asyncstate.init_app(
         app, celery=_celery(app) if app.config["ASYNCSTATE_EXECUTOR"] == "celery" else None
     )

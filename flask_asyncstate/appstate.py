@@ -16,6 +16,7 @@ import secrets
 import socket
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app
@@ -26,10 +27,10 @@ from .executors import Executor, InlineExecutor, ThreadExecutor
 from .jobs import JobBuffer, JobHandle
 from .lifecycle import Lifecycle, LocalJobs
 from .records import JobRecords
+from .sse import StreamSlots
 from .state import StateAPI
 from .status import JobStatus
 from .stores.base import Store
-from .streams import StreamSlots
 from .writer import Writer
 
 log = logging.getLogger("flask_asyncstate")
@@ -110,6 +111,16 @@ class AppState:
         if app is None:
             raise RuntimeError("the Flask app of this flask-asyncstate state was garbage-collected")
         return app
+
+    @property
+    def blueprint_guard(self) -> Callable[..., Any] | None:
+        """The guard before every route of the blueprint but its static files, if any."""
+        return self.settings.blueprint_guard or self.extension.blueprint_guard
+
+    @property
+    def admin_guard(self) -> Callable[..., Any] | None:
+        """The guard of the operator's page; None: the page is off (its routes answer 404)."""
+        return self.settings.admin_guard
 
     @property
     def instance_id(self) -> str:

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
-from flask import (
-    Flask,
-    has_app_context,
-    request,
-    session,
-)
+from flask import Flask, has_app_context, session
 
-from . import appstate, csrf, jinja, owners, sessions, signals, views
+from . import appstate, owners, security, sessions, signals, templating, views
 from .appstate import AppState
 from .cli import asyncstate_cli
 from .config import Settings
-from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
+from .errors import InvalidToken
 from .jobs import JobHandle, TrackedJob
 from .signals import send
 from .state import StateAPI
@@ -82,39 +78,17 @@ class AsyncState:
             user_logged_out.connect(_forget_owner_on_logout, sender=app)
 
     def _register_web(self, app: Flask, settings: Settings) -> None:
-        """Blueprint, error answers, the ``asyncstate_widget`` Jinja global and the CLI."""
-        blueprint = views.create_blueprint(settings.url_prefix)
-        app.url_map.converters["asyncstate_any"] = views.AnyPathConverter
-        app.register_blueprint(blueprint)
-        app.register_error_handler(InvalidToken, views.invalid_token)
-        app.register_error_handler(QuotaExceeded, views.quota_exceeded)
-        app.register_error_handler(QueueFull, views.queue_full)
-        app.register_error_handler(StoreError, views.store_error)
+        """The blueprint (its error answers are app-wide), the Jinja globals, the CLI, and
+        the session interface's wrapper."""
+        app.register_blueprint(views.bp, url_prefix=settings.url_prefix)
+        found = appstate.get(app)
         app.jinja_env.globals.update(
-            asyncstate_widget=jinja.widget,
-            asyncstate_jobs=jinja.jobs_panel,
-            asyncstate_assets=jinja.assets,
+            asyncstate_widget=functools.partial(templating.widget, found),
+            asyncstate_jobs=functools.partial(templating.jobs_panel, found),
+            asyncstate_assets=templating.assets,
         )
         app.cli.add_command(asyncstate_cli)
-        # Flask-WTF may be set up before or after us: exempt now, and again on our first request.
-        csrf.exempt_from_csrf_protect(app, blueprint)
-
         sessions.guard(app, settings.url_prefix)
-        prefix = settings.url_prefix
-
-        @app.before_request
-        def _ours_first() -> Any:
-            if not views.under_prefix(request.path, prefix):
-                return None
-            if isinstance(session._get_current_object(), sessions.UnavailableSession):  # type: ignore[attr-defined]
-                return views.store_error(StoreError("the session store is unavailable"))
-            if request.blueprint == "asyncstate":
-                csrf.exempt_from_csrf_protect(app, blueprint)
-            return views.unrouted(prefix)
-
-        app.before_request_funcs.setdefault(None, []).insert(
-            0, app.before_request_funcs[None].pop()
-        )  # before the app's own hooks, which may touch the session or routing
 
     # -- the per-app state ------------------------------------------------------
 
@@ -195,7 +169,7 @@ class AsyncState:
             then returns the unfinished job's handle, with ``handle.is_new`` False.
         :param render_result: what the widget shows under the bar once the job succeeded
             (and on a reload): a template name, rendered with ``result`` and ``job``, or a
-            callable taking the result (see :mod:`flask_asyncstate.results`).
+            callable taking the result (see :mod:`flask_asyncstate.templating`).
         """
 
         def decorate(f: Callable[..., Any]) -> TrackedJob:
@@ -251,7 +225,7 @@ class AsyncState:
         if not isinstance(token, str):
             return None
         try:
-            job_id, _doc = views.visible_job(token)
+            job_id, _doc = security.visible_job(self.app_state(), token)
         except InvalidToken:
             return None
         return self.app_state().job_handle(job_id)

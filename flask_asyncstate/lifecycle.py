@@ -50,11 +50,11 @@ from . import serialization, signals
 from .errors import Duplicate, JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
 from .executors import PAYLOAD_VERSION, RemoteExecutor
 from .jobs import BoundState, JobBuffer, JobHandle
-from .labels import translated
 from .records import reason_of
 from .signals import send
 from .status import UNFINISHED, JobStatus
 from .stores.base import request_path
+from .templating import translated
 
 if TYPE_CHECKING:
     from .appstate import AppState

@@ -3,8 +3,8 @@
 Flask opens the session before any view or error handler of ours can run, so an
 outage of the session's Redis would surface as an HTML 500 on our JSON routes.
 The app's session interface is wrapped: under our URL prefix, a failure to open
-the session gives an :class:`UnavailableSession`, which our ``before_request``
-turns into a 503 JSON answer, and a failure to save one is logged. Everywhere
+the session gives an :class:`UnavailableSession`, which the views answer with a
+503 JSON when Flask starts the request, and a failure to save one is logged. Everywhere
 else the app behaves exactly as before, except that every session it saves
 carries the base of its job owner id (see :func:`owners.stamp`).
 """

@@ -21,7 +21,7 @@ from pages import VISIBILITY, ThreadedServer
 from waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobContext
-from flask_asyncstate.labels import DEFAULT_LABELS
+from flask_asyncstate.templating import DEFAULT_LABELS
 
 pytestmark = pytest.mark.browser
 

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from pages import VISIBILITY, ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
-from flask_asyncstate.labels import DEFAULT_LABELS, translated
+from flask_asyncstate.templating import DEFAULT_LABELS, translated
 
 pytestmark = pytest.mark.browser
 

@@ -22,8 +22,7 @@ from markupsafe import Markup
 from pages import ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
-from flask_asyncstate.labels import DEFAULT_LABELS, translated
-from flask_asyncstate.views import statuses
+from flask_asyncstate.templating import DEFAULT_LABELS, statuses, translated
 
 pytestmark = pytest.mark.browser
 

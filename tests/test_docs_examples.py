@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask.testing import FlaskClient
 
-from flask_asyncstate.labels import DEFAULT_LABELS
+from flask_asyncstate.templating import DEFAULT_LABELS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 HEADERS = {"X-Requested-With": "XMLHttpRequest"}  # the cancel route's same-origin proof

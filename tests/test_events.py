@@ -225,13 +225,13 @@ def test_streams_are_off_by_default_on_threads_and_with_zero(make_app, setting) 
 
 
 def test_streams_on_where_a_stream_costs_no_thread(make_app, monkeypatch) -> None:
-    from flask_asyncstate import streams
+    from flask_asyncstate import sse
 
-    monkeypatch.setattr(streams, "green_server", lambda: True)
+    monkeypatch.setattr(sse, "green_server", lambda: True)
     app, ext = make_app(ASYNCSTATE_MAX_STREAMS=None)
     slots = ext.app_state(app).streams
     slot = slots.acquire("owner")
-    assert slot is not None and slots.total == streams.StreamSlots.GREEN_TOTAL
+    assert slot is not None and slots.total == sse.StreamSlots.GREEN_TOTAL
     slot.release()
 
 

@@ -642,7 +642,7 @@ def test_the_widget_and_the_jobs_panel_speak_french(app: Flask) -> None:
 
 def test_the_french_labels_cover_every_widget_label_and_keep_its_fields() -> None:
     from example_app.i18n import FRENCH, TEXTS
-    from flask_asyncstate.labels import DEFAULT_LABELS
+    from flask_asyncstate.templating import DEFAULT_LABELS
 
     assert set(FRENCH) == set(DEFAULT_LABELS)
     for key, english in DEFAULT_LABELS.items():

@@ -121,7 +121,7 @@ def test_a_write_wakes_only_the_instances_watching_that_entry(redis_url) -> None
 
 def test_streams_of_one_job_share_one_read_per_change(make_app, backend_url, monkeypatch) -> None:
     """However many streams show a job here, one change costs one store read."""
-    from flask_asyncstate.events import SharedReads
+    from flask_asyncstate.sse import SharedReads
 
     app, ext = make_app(backend_url)
 

@@ -14,7 +14,7 @@ from procs import start_unique
 from waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobCancelled, JobContext
-from flask_asyncstate.labels import DEFAULT_LABELS, translated
+from flask_asyncstate.templating import DEFAULT_LABELS, translated
 
 HEADERS = {"X-Requested-With": "fetch"}
 

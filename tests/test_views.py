@@ -97,7 +97,7 @@ def test_bad_tokens_all_answer_the_same_404(web) -> None:  # type: ignore[no-unt
     response = stranger.get(f"/asyncstate/progress/{token}")
     _assert_json_error(response, 404)
     bodies.add(response.data)
-    assert len(bodies) <= 2  # "no such job in this session", or the catch-all "not found"
+    assert len(bodies) <= 2  # "no such job in this session", or "not found" (no route)
     assert client.get(f"/asyncstate/progress/{token}").status_code == 200
 
 

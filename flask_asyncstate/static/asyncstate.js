@@ -62,7 +62,7 @@
       }
       SERVER_STATUSES = { all: [], final: [] };
     }
-    // The labels' defaults come the same way (flask_asyncstate/labels.py, DEFAULT_LABELS).
+    // The labels' defaults come the same way (flask_asyncstate/templating.py, DEFAULT_LABELS).
     var SERVER_LABELS = window.asyncstateLabels;
     if (!SERVER_LABELS || typeof SERVER_LABELS !== 'object') {
       if (window.console) {
