@@ -1,5 +1,5 @@
 """The operator's page, ``<prefix>/admin``: every job of every instance and the instances'
-heartbeats, with cancel; on only when ``ASYNCSTATE_ADMIN_GUARD`` is set.
+heartbeats, with cancel; on only once ``AsyncState.admin_guard`` was called.
 
 The page polls ``<prefix>/admin/jobs``: the newest jobs of the store (at most
 :data:`~flask_asyncstate.records.RECENT_JOBS`, read through a ranked list, never a scan of
@@ -68,10 +68,12 @@ def register(
 
     def _off() -> Response | None:
         """No admin guard, no admin page: every method answers 404, OPTIONS included."""
-        return error(404, "not found") if appstate.get().settings.admin_guard is None else None
+        return (
+            error(404, "not found") if appstate.get().extension.admin_page_guard is None else None
+        )
 
     def closed(as_page: bool) -> Response | None:
-        guard = appstate.get().settings.admin_guard
+        guard = appstate.get().extension.admin_page_guard
         if guard is None:
             return error(404, "not found")
         refused = guards.verdict(guard, background=not as_page)

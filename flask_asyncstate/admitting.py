@@ -56,10 +56,10 @@ class Admitting:
                 if holder is not None:
                     ctx.unique_key = None  # not ours to give back
                     raise Duplicate(holder)
-            limit = self.app_state.settings.max_jobs_per_session
+            limit = self.app_state.settings.max_jobs_per_owner
             if owner is not None and not self.records.admit(owner, job_id, limit):
                 raise QuotaExceeded(
-                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_SESSION)",
+                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
                     translated()["quotaExceeded"].format(limit=limit),
                 )
             limit = self.app_state.settings.max_queued

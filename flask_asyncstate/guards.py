@@ -1,6 +1,5 @@
-"""Guards an app puts in front of our routes: ``ASYNCSTATE_BLUEPRINT_GUARD`` (or
-``AsyncState.guard``) before every route of the blueprint, ``ASYNCSTATE_ADMIN_GUARD``
-before the operator's page.
+"""Guards an app puts in front of our routes: ``AsyncState.guard`` before every route
+of the blueprint, ``AsyncState.admin_guard`` before the operator's page.
 
 A guard is either a view decorator such as Flask-Login's ``login_required`` (it
 takes one argument) or a check of no arguments. A check returns ``True`` or

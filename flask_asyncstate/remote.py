@@ -114,7 +114,7 @@ def run(app_state: Runtime, payload: dict[str, Any]) -> None:
 def _await_final(app_state: Runtime, ctx: JobContext) -> None:
     """A final document that met an outage is retried here: a work horse exits right after."""
     settings = app_state.settings
-    deadline = time.monotonic() + settings.shutdown_timeout
+    deadline = time.monotonic() + settings.tuning.shutdown_timeout
     while not ctx.done.is_set() and time.monotonic() < deadline:
         app_state.lifecycle.flush()
         ctx.done.wait(settings.flush_interval)

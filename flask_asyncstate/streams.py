@@ -1,7 +1,7 @@
 """Per-process limits on open Server-Sent Events streams, in all and per owner.
 
-Each stream holds a server thread (or greenlet) for up to ``ASYNCSTATE_SSE_MAX_AGE``
-seconds, so one browser, or a flood of them, could otherwise take every thread
+Each stream holds a server thread (or greenlet) for up to ``sse_max_age`` seconds (a
+tuning keyword), so one browser, or a flood of them, could otherwise take every thread
 of a worker. A refused stream is answered 429 and the widget polls instead.
 
 By default (``ASYNCSTATE_MAX_STREAMS = None``) streams are on only where one costs

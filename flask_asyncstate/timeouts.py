@@ -2,7 +2,7 @@
 
 At the deadline the job's cancel Event is set (a job that checks it stops
 there, and ends ``failed`` with a ``JobTimeout`` error, not ``cancelled``);
-``ASYNCSTATE_TIMEOUT_GRACE`` seconds later a job that still runs is recorded
+``timeout_grace`` seconds (a tuning keyword) later a job that still runs is recorded
 ``failed`` anyway. The writer thread of the process running the job checks
 once per flush interval. A thread cannot be killed, so a pool thread that
 ignores its Event keeps running until it returns (its writes no longer count);
@@ -32,7 +32,7 @@ def timeout_error(timeout: float | None) -> dict[str, str]:
 def check(app_state: Runtime) -> None:
     """Set the Event of jobs past their deadline; end those still running after the grace."""
     now = time.monotonic()
-    grace = app_state.settings.timeout_grace
+    grace = app_state.settings.tuning.timeout_grace
     for local in app_state.registry.running():
         ctx = local.ctx
         if ctx.deadline is None or now < ctx.deadline:

@@ -255,7 +255,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
         if request.endpoint in _ASSETS:
             return None
         found = appstate.get()
-        guard = found.settings.blueprint_guard or getattr(found.extension, "blueprint_guard", None)
+        guard = found.extension.blueprint_guard
         if guard is None or request.endpoint in _ADMIN:  # the admin page has its own guard
             return None
         refused = guards.verdict(guard, background=True)

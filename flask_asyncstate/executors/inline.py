@@ -1,4 +1,4 @@
-"""Run each job inside ``start()`` itself (``ASYNCSTATE_EAGER``): for tests, like Celery's eager mode."""
+"""Run each job inside ``start()`` itself (``ASYNCSTATE_EXECUTOR = "inline"``): for tests, like Celery's eager mode."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Daemon threads, unlike ``concurrent.futures``' pool, do not hold up the
 interpreter's exit: the app's ``atexit`` shutdown runs first, cancels running
-jobs, waits ``ASYNCSTATE_SHUTDOWN_TIMEOUT`` and writes ``lost`` for what is
+jobs, waits ``shutdown_timeout`` and writes ``lost`` for what is
 left. The queue is bounded by admission (``ASYNCSTATE_MAX_QUEUED``) before
 anything reaches it. Every change of state (submit, take, finish, shutdown)
 happens under one lock, so a job is always either waiting, running or done.

@@ -33,7 +33,7 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
     options: dict[str, Any] = {
         "key_prefix": settings.key_prefix,
         "expires": settings.expires,
-        "max_entry_size": settings.max_entry_size,
+        "max_entry_size": settings.tuning.max_entry_size,
     }
     spec = settings.store
     if spec is not None:
@@ -59,8 +59,8 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
         ) from exc
     options.update(
         request_timeout=settings.redis_timeout,
-        circuit_failures=settings.circuit_failures,
-        circuit_reset=settings.circuit_reset,
+        circuit_failures=settings.tuning.circuit_failures,
+        circuit_reset=settings.tuning.circuit_reset,
     )
     if redis_client is None and sentinels is not None:
         from .redis_client import sentinel_client
