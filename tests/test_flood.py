@@ -8,10 +8,10 @@ Jobs and Flask-Session sessions live in the session's redis-server
   ``Retry-After``), the instance keeps answering and heartbeating, no job is
   ``lost``, and once the backlog is cancelled a new user's job succeeds;
 - 16 simultaneous starts in one session: exactly
-  ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` (5) accepted, the rest 429, and the
+  ``ASYNCSTATE_MAX_JOBS_PER_OWNER`` (5) accepted, the rest 429, and the
   session lists exactly the accepted jobs;
-- 50 event streams of one session: exactly ``ASYNCSTATE_MAX_STREAMS_PER_SESSION``
-  (4) open, the rest 429 at once, and the app still answers ``GET /``.
+- 50 event streams of one session: exactly ``max_streams_per_owner`` (4, a tuning
+  keyword) open, the rest 429 at once, and the app still answers ``GET /``.
 
 Marked ``reliability``; each test prints what it held.
 """
@@ -436,7 +436,7 @@ def test_event_streams_beyond_the_session_limit_are_refused_at_once(serve, redis
         threads=16,
         env={
             "REDIS_URL": redis_url,
-            "FLASK_ASYNCSTATE_SSE_MAX_AGE": "60",
+            "EXAMPLE_TUNING_SSE_MAX_AGE": "60",
             "EXAMPLE_PRODUCTS": "600",
             "EXAMPLE_BATCH": "10",
             "EXAMPLE_PAUSE": "0.5",  # 30 s job
