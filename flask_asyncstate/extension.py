@@ -31,6 +31,10 @@ class AsyncState:
     The object is app-agnostic (like Flask-Login's ``LoginManager``): one can
     serve several apps (app factories). Everything per app lives in an
     :class:`~flask_asyncstate.appstate.AppState` in ``app.extensions["asyncstate"]``.
+
+    ``redis`` and ``celery`` are passed to :meth:`init_app`; other keywords are
+    tuning (:class:`~flask_asyncstate.config.Tuning`), for every app it is
+    registered on: ``AsyncState(app, sse_max_age=1.0)``.
     """
 
     def __init__(

@@ -143,7 +143,7 @@ def test_final_document_is_not_overwritten_by_buffered_progress(make_app, backen
             assert doc["current"] == 19999
 
 
-def test_quota_per_session(make_app, backend_url) -> None:
+def test_quota_per_owner(make_app, backend_url) -> None:
     app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=2)
     jobs = define_jobs(ext)
     gate = Gate()
