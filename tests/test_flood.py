@@ -437,6 +437,8 @@ def test_event_streams_beyond_the_session_limit_are_refused_at_once(serve, redis
         env={
             "REDIS_URL": redis_url,
             "EXAMPLE_TUNING_SSE_MAX_AGE": "60",
+            # streams are off by default on threaded workers: on, below the 16 threads
+            "FLASK_ASYNCSTATE_MAX_STREAMS": "8",
             "EXAMPLE_PRODUCTS": "600",
             "EXAMPLE_BATCH": "10",
             "EXAMPLE_PAUSE": "0.5",  # 30 s job
