@@ -124,8 +124,19 @@ def _config_directives():
         return out + [""]
 
     class Rendered(SphinxDirective):
+        """Renders its table and its entries, or only ``table`` or ``entries`` if so asked."""
+
+        optional_arguments = 1
+
         def render(self):
             raise NotImplementedError
+
+        @property
+        def part(self):
+            part = self.arguments[0] if self.arguments else "all"
+            if part not in ("all", "table", "entries"):
+                raise self.error(f"{self.name} takes 'table' or 'entries', not {part!r}")
+            return part
 
         def run(self):
             holder = nodes.container()
@@ -138,14 +149,16 @@ def _config_directives():
             from flask_asyncstate.config import DEFAULTS, KEYS, key_name
 
             names = [key_name(f.name) for f in KEYS]
-            out = table(
-                ("key", "default", "meaning"),
-                [
-                    (f":data:`{name}`", f"``{DEFAULTS[name]!r}``", summary(f.metadata["doc"]))
-                    for name, f in zip(names, KEYS)
-                ],
-            )
-            for name, f in zip(names, KEYS):
+            out = []
+            if self.part != "entries":
+                out += table(
+                    ("key", "default", "meaning"),
+                    [
+                        (f":data:`{name}`", f"``{DEFAULTS[name]!r}``", summary(f.metadata["doc"]))
+                        for name, f in zip(names, KEYS)
+                    ],
+                )
+            for name, f in zip(names, KEYS if self.part != "table" else ()):
                 out += [
                     f".. data:: {name}",
                     f"    :type: {f.type}",
