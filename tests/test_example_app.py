@@ -81,6 +81,23 @@ def app(make_example: Any, tmp_path: Path) -> Flask:
 # -- CSRF ------------------------------------------------------------------------------------
 
 
+def test_tuning_keywords_come_from_example_tuning_variables(
+    make_example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``EXAMPLE_TUNING_<KEYWORD>``: the extension's tuning keywords (values read as JSON);
+    ``FLASK_ASYNCSTATE_*`` keeps setting the configuration keys."""
+    monkeypatch.setenv("EXAMPLE_TUNING_SSE_MAX_AGE", "1.5")
+    monkeypatch.setenv("EXAMPLE_TUNING_MAX_STREAMS_PER_OWNER", "1")
+    monkeypatch.setenv("FLASK_ASYNCSTATE_MAX_STREAMS", "7")
+    app = make_example(tmp_path / "instance")
+    settings = example_app.asyncstate.app_state(app).settings
+    assert settings.tuning.sse_max_age == 1.5 and settings.tuning.max_streams_per_owner == 1
+    assert settings.max_streams == 7
+    monkeypatch.setenv("EXAMPLE_TUNING_SSE_MAX_AGEE", "1")
+    with pytest.raises(TypeError, match="'sse_max_agee'"):
+        make_example(tmp_path / "other")
+
+
 def test_import_without_the_csrf_token_is_refused_and_starts_no_job(app: Flask) -> None:
     client = app.test_client()
     client.get("/")  # the session exists and holds a CSRF secret: only the token is missing
