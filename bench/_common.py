@@ -127,6 +127,7 @@ def make_app(
     key_prefix: str | None = KEY_PREFIX,
     sessions: bool = False,
     secret_key: str = SECRET,
+    tuning: dict[str, Any] | None = None,
     **config: Any,
 ) -> tuple[Flask, AsyncState]:
     """The benchmarks' app: ``Flask(name)`` with flask-asyncstate, and its extension.
@@ -141,6 +142,7 @@ def make_app(
       instances need (see the deployment docs);
     - ``secret_key``: ``SECRET_KEY`` (tokens signed by one app are valid in
       another with the same key);
+    - ``tuning``: the extension's tuning keywords (``{"sse_max_age": 300.0}``);
     - ``config``: further config keys (``ASYNCSTATE_MAX_WORKERS=4``, ...);
       everything else, flush and heartbeat intervals included, at its default.
 
@@ -170,7 +172,7 @@ def make_app(
             SESSION_KEY_PREFIX=f"{key_prefix or ''}session:",
         )
         Session(app)
-    return app, AsyncState(app, redis=redis_client)
+    return app, AsyncState(app, redis=redis_client, **(tuning or {}))
 
 
 # -- timing ---------------------------------------------------------------------

@@ -7,11 +7,11 @@ gevent workers, and Flask's signed-cookie sessions (no Redis for sessions, so
 every Redis command the server counts is the extension's). It reads:
 
 - ``BENCH_GROWTH_REDIS_URL``: the job store;
-- ``BENCH_GROWTH_MAX_STREAMS``: ``ASYNCSTATE_MAX_STREAMS`` and
-  ``ASYNCSTATE_MAX_STREAMS_PER_SESSION`` (every stream comes from one session);
+- ``BENCH_GROWTH_MAX_STREAMS``: ``ASYNCSTATE_MAX_STREAMS`` and the tuning keyword
+  ``max_streams_per_owner`` (every stream comes from one session);
 - ``BENCH_GROWTH_POOL``: the pool's ``max_connections`` (100);
 - ``SECRET_KEY``: shared with the benchmark;
-- ``ASYNCSTATE_SSE_MAX_AGE`` is raised to 300 s so that no stream is told to
+- ``sse_max_age`` (a tuning keyword) is raised to 300 s so that no stream is told to
   reconnect during a measurement; every other setting is the library's default
   (flush interval 0.25 s, ping every 15 s).
 
@@ -71,9 +71,8 @@ def create_app() -> Flask:
         "bench-growth-streams",
         redis_client=redis.Redis(connection_pool=pool),
         secret_key=os.environ.get("SECRET_KEY") or _common.SECRET,
+        tuning={"max_streams_per_owner": streams, "sse_max_age": 300.0},
         ASYNCSTATE_MAX_STREAMS=streams,
-        ASYNCSTATE_MAX_STREAMS_PER_SESSION=streams,
-        ASYNCSTATE_SSE_MAX_AGE=300.0,
     )
     stop = threading.Event()  # a gevent Event under the gevent worker (patched threading)
 

@@ -37,7 +37,7 @@ loopback, with the library's default intervals (flush every
    100, 1,000; --quick 10, 100). ``bench/_growth_app.py`` under ``gunicorn -k
    gevent --workers 1 --worker-connections S+100``, its Redis client on a
    ``BlockingConnectionPool`` of ``--pool`` (100) connections as the
-   deployment docs advise, ``ASYNCSTATE_MAX_STREAMS`` and ``_PER_SESSION`` =
+   deployment docs advise, ``ASYNCSTATE_MAX_STREAMS`` and ``max_streams_per_owner`` =
    S (every stream from one cookie session), one job (``--stream-jobs``)
    calling ``job.progress(i, message=str(time.time()))`` every ``--period``
    (0.3 s: one write per update). S raw-socket HTTP/1.0 clients in one
@@ -122,11 +122,12 @@ from _common import (
 )
 from gunicorn_server import GunicornServer
 
-from flask_asyncstate.config import ASYNCSTATE_FLUSH_INTERVAL, ASYNCSTATE_HEARTBEAT_INTERVAL
+from flask_asyncstate.config import DEFAULTS as CONFIG_DEFAULTS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPAWN = multiprocessing.get_context("spawn")
-FLUSH = float(ASYNCSTATE_FLUSH_INTERVAL)
+FLUSH = float(CONFIG_DEFAULTS["ASYNCSTATE_FLUSH_INTERVAL"])
+HEARTBEAT = float(CONFIG_DEFAULTS["ASYNCSTATE_HEARTBEAT_INTERVAL"])
 PARTS = ("jobs", "streams", "instances")
 
 #: Targets stated in the captions (not asserted).
@@ -628,7 +629,7 @@ def jobs_captions(rows: list[JobsRow], window: float, load: float) -> tuple[str,
         f"counting `redis.Connection`: one per command, one per pipeline), by the sending "
         f"thread; server commands from `INFO commandstats` (Lua-inner commands included); "
         f"writer CPU from the writer thread's own CPU clock (flush, heartbeat every "
-        f"{ASYNCSTATE_HEARTBEAT_INTERVAL:g} s, timeouts), divided by its ticks. Target: <= "
+        f"{HEARTBEAT:g} s, timeouts), divided by its ticks. Target: <= "
         f"{TARGET_ROUND_TRIPS_PER_TICK:g} round trips per tick whatever the number of jobs; "
         f"this run: the writer's flush at most {flush_max:.0f} per tick "
         f"({'met' if flush_max <= TARGET_ROUND_TRIPS_PER_TICK else 'NOT met'}), the whole "
@@ -1223,7 +1224,7 @@ def instances_caption(rows: list[InstancesRow], load: float) -> str:
         f"for sessions); then instance 0 writes the job's document {counts['write']:,} times "
         f"(`store.write`, what a flush does per job). Commands: `INFO commandstats` deltas "
         f"divided by the requests (Lua-inner commands and the instances' background work "
-        f"included: heartbeats every {ASYNCSTATE_HEARTBEAT_INTERVAL:g} s, the listener's sweep "
+        f"included: heartbeats every {HEARTBEAT:g} s, the listener's sweep "
         f"every second); wake-ups: messages the listeners handed to their watchers, all "
         f"instances together (each instance's `watchers.notify` counted). No target; flat "
         f"commands are expected."

@@ -6,7 +6,7 @@ What it measures:
   gthread --workers 1 --threads 8`` on a free loopback port
   (``tests/gunicorn_server.py``), jobs in Redis (``FLASK_ASYNCSTATE_REDIS_URL``),
   sessions in files (``SESSION_DIR``), so ``GET /`` never touches Redis;
-  ``ASYNCSTATE_REDIS_TIMEOUT`` and ``ASYNCSTATE_CIRCUIT_RESET`` at their defaults;
+  ``ASYNCSTATE_REDIS_TIMEOUT`` and the ``circuit_reset`` tuning keyword at their defaults;
 - one import of about 13 s (13 batches of 10 products, 1 s each), started with a
   cookie jar; 12 pollers sharing that session read ``GET /asyncstate/progress/<token>``
   once a second each (staggered), and a prober reads ``GET /`` every 200 ms;

@@ -71,7 +71,7 @@ class AppState:
         self.app_ref = weakref.ref(app)
         #: The :class:`~flask_asyncstate.AsyncState` this app was registered with.
         self.extension = extension
-        #: The validated ``ASYNCSTATE_*`` configuration.
+        #: The validated ``ASYNCSTATE_*`` configuration, and the tuning keywords.
         self.settings = settings
         #: The shared store (memory or Redis) everything below sits on.
         self.store = store
@@ -86,14 +86,14 @@ class AppState:
         #: Open event streams of this process, bounded in all and per owner.
         self.streams = StreamSlots(
             settings.max_streams,
-            settings.max_streams_per_session,
-            lifetime=settings.sse_max_age + 2 * settings.sse_ping_interval + 5,
+            settings.tuning.max_streams_per_owner,
+            lifetime=settings.tuning.sse_max_age + 2 * settings.tuning.sse_ping_interval + 5,
         )
         #: The jobs of this process (queued, running, or with a final document to store).
         self.registry = LocalJobs()
         #: What this process is, in heartbeats: ``"web"``, ``"rq worker"``, ``"celery worker"``.
         self.role = "web"
-        #: Where jobs run: a thread pool, RQ or Celery workers, or inline with ``ASYNCSTATE_EAGER``.
+        #: Where jobs run (``ASYNCSTATE_EXECUTOR``): a thread pool, RQ or Celery workers, or inline.
         self.executor: Executor = _executor(self, settings, store, celery)
         #: The thread that flushes progress and beats the heartbeat.
         self.writer = Writer(self)
@@ -115,12 +115,12 @@ class AppState:
     @property
     def blueprint_guard(self) -> Callable[..., Any] | None:
         """The guard before every route of the blueprint but its static files, if any."""
-        return self.settings.blueprint_guard or self.extension.blueprint_guard
+        return self.extension.blueprint_guard
 
     @property
     def admin_guard(self) -> Callable[..., Any] | None:
         """The guard of the operator's page; None: the page is off (its routes answer 404)."""
-        return self.settings.admin_guard
+        return self.extension.admin_page_guard
 
     @property
     def instance_id(self) -> str:
@@ -130,7 +130,7 @@ class AppState:
     @property
     def retry_after(self) -> int:
         """Seconds a client should wait after a 503 of the store: when the circuit probes again."""
-        return max(1, math.ceil(self.settings.circuit_reset))
+        return max(1, math.ceil(self.settings.tuning.circuit_reset))
 
     # -- threads -------------------------------------------------------------
 
@@ -172,8 +172,8 @@ class AppState:
     # -- jobs ------------------------------------------------------------------
 
     def request_owner(self, *, create: bool) -> str | None:
-        """The owner id of the current request (``ASYNCSTATE_OWNER``, user or session)."""
-        return owners.request_owner(self.settings.owner, create=create)
+        """The owner id of the current request (``@owner_loader``, user or session)."""
+        return owners.request_owner(self.extension.owner_callback, create=create)
 
     def job_handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
@@ -212,7 +212,7 @@ class AppState:
             if self._closed or self._pid != os.getpid():
                 return
             self._closed = True
-        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        timeout = self.settings.tuning.shutdown_timeout if timeout is None else timeout
         for local in self.registry.running():
             local.ctx.stop_reason = "shutdown"  # the document tells a restart from a user's cancel
             local.ctx.cancelled.set()
@@ -242,8 +242,8 @@ class AppState:
 
 
 def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any) -> Executor:
-    """The executor ``ASYNCSTATE_EXECUTOR`` (and ``ASYNCSTATE_EAGER``) asks for."""
-    if settings.eager:
+    """The executor ``ASYNCSTATE_EXECUTOR`` asks for."""
+    if settings.executor == "inline":
         return InlineExecutor()
     if settings.executor == "threads":
         return ThreadExecutor(settings.max_workers)
@@ -266,7 +266,12 @@ def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any
 
         fast = getattr(store, "request_client", client)
         return RQExecutor(
-            app_state, client, fast, settings.rq_queue, settings.expires, settings.timeout_grace
+            app_state,
+            client,
+            fast,
+            settings.rq_queue,
+            settings.expires,
+            settings.tuning.timeout_grace,
         )
     if celery is None:
         raise ValueError(
@@ -274,7 +279,7 @@ def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any
         )
     from .executors import CeleryExecutor
 
-    return CeleryExecutor(celery, app_state, settings.timeout_grace)
+    return CeleryExecutor(celery, app_state, settings.tuning.timeout_grace)
 
 
 def _renew_after_fork(app_state: AppState) -> None:

@@ -224,7 +224,7 @@ class RemoteExecutor(Executor):
         """Put the job on the engine's queue; ``StoreUnavailable`` if the engine is away.
 
         ``timeout`` is the job's own (seconds, or None); the engine's hard limit, if it
-        has one, leaves room for ``ASYNCSTATE_TIMEOUT_GRACE`` after it.
+        has one, leaves room for the ``timeout_grace`` tuning keyword after it.
         """
 
     def missing(self, job_ids: list[str]) -> set[str]:

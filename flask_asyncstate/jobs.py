@@ -624,8 +624,8 @@ class TrackedJob:
     def start(self, *args: Any, **kwargs: Any) -> JobHandle:
         """Queue the job and return at once; inside a request, bind it to the session.
 
-        Raises :class:`~flask_asyncstate.errors.QuotaExceeded` when the session
-        already has ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` unfinished jobs. For a job
+        Raises :class:`~flask_asyncstate.errors.QuotaExceeded` when the owner
+        already has ``ASYNCSTATE_MAX_JOBS_PER_OWNER`` unfinished jobs. For a job
         declared ``unique=``, returns the unfinished one (``handle.is_new`` False)
         if there is one, and starts nothing.
         """

@@ -288,10 +288,10 @@ class Lifecycle:
                 if holder is not None:
                     ctx.unique_key = None  # not ours to give back
                     raise Duplicate(holder)
-            limit = self.app_state.settings.max_jobs_per_session
+            limit = self.app_state.settings.max_jobs_per_owner
             if owner is not None and not self.records.admit(owner, job_id, limit):
                 raise QuotaExceeded(
-                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_SESSION)",
+                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
                     translated()["quotaExceeded"].format(limit=limit),
                 )
             limit = self.app_state.settings.max_queued
@@ -629,7 +629,7 @@ class Lifecycle:
         """Set the Event of jobs past their deadline; end those still running after the
         grace (the writer calls this once per flush interval)."""
         now = time.monotonic()
-        grace = self.app_state.settings.timeout_grace
+        grace = self.app_state.settings.tuning.timeout_grace
         for local in self.jobs.running():
             ctx = local.ctx
             if ctx.deadline is None or now < ctx.deadline:
@@ -724,7 +724,7 @@ class Lifecycle:
     def _await_final(self, ctx: JobBuffer) -> None:
         """A final document that met an outage is retried here: a work horse exits right after."""
         settings = self.app_state.settings
-        deadline = time.monotonic() + settings.shutdown_timeout
+        deadline = time.monotonic() + settings.tuning.shutdown_timeout
         while not ctx.done.is_set() and time.monotonic() < deadline:
             self.flush()
             ctx.done.wait(settings.flush_interval)

@@ -24,7 +24,7 @@ OWNER_KEY = "_asyncstate_owner"
 
 
 def session_owner(session: MutableMapping[str, Any], *, create: bool) -> str | None:
-    """The owner id of the jobs this browser session owns (no user, or an ``ASYNCSTATE_OWNER``
+    """The owner id of the jobs this browser session owns (no user, or an ``owner_loader``
     that answered None).
 
     Its base is a random value kept in the session under :data:`OWNER_KEY`. Every
@@ -48,7 +48,7 @@ def stamp(session: MutableMapping[str, Any]) -> None:
 
 
 def request_owner(owner_of: Callable[[], Any] | None = None, *, create: bool) -> str | None:
-    """The owner id of the current request: what ``owner_of`` (``ASYNCSTATE_OWNER``, or by
+    """The owner id of the current request: what ``owner_of`` (the ``owner_loader``, or by
     default the Flask-Login user) names, else the session's (see :func:`session_owner`).
 
     Named owners and sessions are digested apart (``owner|<id>`` vs a random base), so
@@ -59,11 +59,11 @@ def request_owner(owner_of: Callable[[], Any] | None = None, *, create: bool) ->
         return session_owner(session, create=create)
     if isinstance(named, bool) or not isinstance(named, (str, int)):
         raise TypeError(
-            f"ASYNCSTATE_OWNER must return a str, an int or None, got {type(named).__name__}"
+            f"the owner_loader must return a str, an int or None, got {type(named).__name__}"
         )
     if named == "":  # one id shared by everyone it is returned for: no owner at all
         raise ValueError(
-            "ASYNCSTATE_OWNER returned an empty owner id; return None for no named owner"
+            "the owner_loader returned an empty owner id; return None for no named owner"
             " (the session then owns the job)"
         )
     return _digest(f"owner|{named}")

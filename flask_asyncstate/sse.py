@@ -5,14 +5,14 @@ bounded number of open streams.
 waits on the store's change notifications (Redis pub/sub, or local for the memory
 store) and re-reads the document at least once a second in case a notification was
 missed. It sends the document whenever it differs, a ``: ping`` comment every
-``ASYNCSTATE_SSE_PING_INTERVAL`` seconds (which also finds a closed page, freeing the
+``sse_ping_interval`` seconds (which also finds a closed page, freeing the
 server thread), an ``end`` event after a final status, and after
-``ASYNCSTATE_SSE_MAX_AGE`` seconds a ``reconnect`` event (the widget opens a new stream)
+``sse_max_age`` seconds a ``reconnect`` event (the widget opens a new stream)
 before it closes, so no stream holds a server thread for long, nor delays a graceful
 shutdown. The streams of one job share their reads (:class:`SharedReads`).
 
 :class:`StreamSlots` bounds the open streams of this process, in all and per owner:
-each holds a server thread (or greenlet) for up to ``ASYNCSTATE_SSE_MAX_AGE`` seconds,
+each holds a server thread (or greenlet) for up to ``sse_max_age`` seconds,
 so one browser, or a flood of them, could otherwise take every thread of a worker. A
 refused stream is answered 429 and the widget polls instead. By default
 (``ASYNCSTATE_MAX_STREAMS = None``) streams are on only where one costs no thread: a
@@ -81,8 +81,8 @@ def progress_stream(app_state: AppState, job_id: str) -> Iterator[str]:
     """Yield SSE frames for one job until it ends, vanishes, or the stream grows too old."""
     settings = app_state.settings
     now = time.monotonic()
-    deadline = now + settings.sse_max_age
-    next_ping = now + settings.sse_ping_interval
+    deadline = now + settings.tuning.sse_max_age
+    next_ping = now + settings.tuning.sse_ping_interval
     last: dict[str, Any] | None = None
     reads = app_state.streams.reads
     with app_state.store.watch(app_state.records.job_key(job_id)) as changed:
@@ -109,7 +109,7 @@ def progress_stream(app_state: AppState, job_id: str) -> Iterator[str]:
                 return
             if now >= next_ping:
                 yield ": ping\n\n"
-                next_ping = now + settings.sse_ping_interval
+                next_ping = now + settings.tuning.sse_ping_interval
             changed.wait(min(_FALLBACK_READ, deadline - now, next_ping - now))
 
 

@@ -11,9 +11,9 @@
   that other tests (or other test runs) share: its job keys and channels, Flask-Session's
   session keys and the RQ queue, each under a prefix made for it.
 
-Gates work where the job runs in the test's process (the thread pool); under
-``ASYNCSTATE_EAGER`` the job runs inside ``start()``, so a gate there could never be
-released, and :meth:`JobGate.arrive` says so instead of hanging.
+Gates work where the job runs in the test's process (the thread pool); with
+``ASYNCSTATE_EXECUTOR = "inline"`` the job runs inside ``start()``, so a gate there
+could never be released, and :meth:`JobGate.arrive` says so instead of hanging.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ __all__ = ["AsyncStateClient", "JobGate", "client", "isolated_config", "job_gate
 class JobGate:
     """A closed gate at one checkpoint: jobs that reach it wait until :meth:`release`."""
 
-    def __init__(self, name: str, eager: bool) -> None:
+    def __init__(self, name: str, inline: bool) -> None:
         self.name = name
-        self._eager = eager
+        self._inline = inline
         self._open = threading.Event()
         self._arrived = threading.Condition()
         #: The jobs that reached the gate, in the order they did.
@@ -51,10 +51,10 @@ class JobGate:
 
     def arrive(self, job: Job) -> None:
         """Called by ``job.checkpoint(name)``: wait for the release (or a cancel)."""
-        if self._eager:
+        if self._inline:
             raise RuntimeError(
-                f"job_gate({self.name!r}) cannot hold a job run by ASYNCSTATE_EAGER: it runs"
-                " inside start(), so the test could never release it; use the thread pool"
+                f"job_gate({self.name!r}) cannot hold a job run inline (ASYNCSTATE_EXECUTOR):"
+                " it runs inside start(), so the test could never release it; use 'threads'"
             )
         with self._arrived:
             self.arrivals.append(job)
@@ -95,7 +95,7 @@ def job_gate(name: str, app: Flask | None = None) -> Iterator[JobGate]:
     registry = found.registry.checkpoints
     if name in registry:
         raise RuntimeError(f"a job_gate({name!r}) is already closed on this app")
-    gate = JobGate(name, eager=found.settings.eager)
+    gate = JobGate(name, inline=found.settings.executor == "inline")
     registry[name] = gate
     try:
         yield gate

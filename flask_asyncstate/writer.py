@@ -129,6 +129,6 @@ class Writer:
         for ctx in contexts:  # the store lost our entries: write them again on the next flush
             ctx.mark_dirty()
             if ctx.owner is not None:  # and list them in their owners' indexes again
-                records.restore(ctx.owner, ctx.id, keep=app_state.settings.max_jobs_per_session)
+                records.restore(ctx.owner, ctx.id, keep=app_state.settings.max_jobs_per_owner)
             if ctx.unique_key is not None:  # and hold their unique places again
                 records.restore_unique(ctx.unique_key, ctx.id)

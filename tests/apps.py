@@ -32,7 +32,14 @@ class Gate:
         return self.event.is_set()
 
 
+#: Keywords of :func:`make_app` that call the extension's decorator of that name.
+DECORATORS = ("guard", "admin_guard", "owner_loader")
+
+
 def make_app(redis_url: str | None = None, **config: Any) -> tuple[Flask, AsyncState]:
+    """An app with the tests' defaults: ``ASYNCSTATE_*`` (upper case) keywords go to
+    ``app.config``; ``guard``, ``admin_guard`` and ``owner_loader`` to those decorators;
+    other lower-case keywords (``sse_max_age=1.0``, ``celery=``) to ``AsyncState``."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=SECRET,
@@ -46,9 +53,13 @@ def make_app(redis_url: str | None = None, **config: Any) -> tuple[Flask, AsyncS
     )
     if redis_url:
         app.config["ASYNCSTATE_REDIS_URL"] = redis_url
-    celery = config.pop("celery", None)
+    decorated = {name: config.pop(name) for name in DECORATORS if name in config}
+    keywords = {name: config.pop(name) for name in list(config) if name.islower()}
     app.config.update(config)
-    ext = AsyncState(app, celery=celery)
+    ext = AsyncState()
+    for name, fn in decorated.items():
+        getattr(ext, name)(fn)
+    ext.init_app(app, **keywords)
     return app, ext
 
 

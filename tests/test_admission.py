@@ -146,7 +146,7 @@ def test_simultaneous_starts_of_one_session_accept_exactly_the_quota(threaded_ap
 
 
 def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
     jobs = define_jobs(ext)
     runner = ext.app_state(app)
     with app.test_request_context("/"):
@@ -197,7 +197,7 @@ def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url
         redis_url,
         ASYNCSTATE_MAX_WORKERS=1,
         ASYNCSTATE_MAX_QUEUED=5000,
-        ASYNCSTATE_MAX_ENTRY_SIZE=4096,
+        max_entry_size=4096,
     )
     jobs = define_jobs(ext)
     gate = Gate()
@@ -316,7 +316,7 @@ def test_headers_do_not_tell_a_forged_token_from_a_valid_one(make_app) -> None: 
 
 
 def test_streams_beyond_the_session_limit_answer_429(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(ASYNCSTATE_MAX_STREAMS_PER_SESSION=2, ASYNCSTATE_MAX_STREAMS=3)
+    app, ext = make_app(max_streams_per_owner=2, ASYNCSTATE_MAX_STREAMS=3)
     jobs = define_jobs(ext)
 
     @app.post("/start")
@@ -549,7 +549,7 @@ _calls = st.lists(
 def property_apps(redis_server):  # type: ignore[no-untyped-def]
     """One app per store for the property test (hypothesis calls the test many times)."""
     made = {
-        name: build_app(url, ASYNCSTATE_MAX_ENTRY_SIZE=2048)
+        name: build_app(url, max_entry_size=2048)
         for name, url in (("memory", None), ("redis", redis_server.url))
     }
     yield made
@@ -589,7 +589,7 @@ def test_any_job_behaviour_ends_final_and_readable(
 
 
 def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
+    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
     jobs = define_jobs(ext)
     gate = Gate()
     with app.test_request_context("/"):
@@ -597,7 +597,7 @@ def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-
         with pytest.raises(QuotaExceeded) as caught:
             jobs["blocked"].start(gate.name)
     assert "ASYNCSTATE" not in caught.value.user_message  # for the user: no config names
-    assert "ASYNCSTATE_MAX_JOBS_PER_SESSION" in str(caught.value)  # for the developer: which
+    assert "ASYNCSTATE_MAX_JOBS_PER_OWNER" in str(caught.value)  # for the developer: which
     gate.set()
 
 
@@ -633,7 +633,7 @@ def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_app, tmp
 def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(
     make_app, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
+    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
 
     @dataclass
     class Rows:

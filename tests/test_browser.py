@@ -19,7 +19,7 @@ def example(tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
     with AppProcess(
         tmp_path,
         SESSION_DIR=str(tmp_path / "sessions"),
-        FLASK_ASYNCSTATE_SSE_MAX_AGE="1.0",
+        EXAMPLE_TUNING_SSE_MAX_AGE="1.0",
         FLASK_ASYNCSTATE_MAX_STREAMS="20",
     ) as app:
         yield app

@@ -33,7 +33,7 @@ class InstanceA(ThreadedServer):
     """The app serving the page, on a free loopback port, in a thread of this process."""
 
     def __init__(self, redis_url: str) -> None:
-        app, ext = make_app(redis_url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+        app, ext = make_app(redis_url, admin_guard=lambda: None)
         self.jobs = define_jobs(ext)
 
         @ext.job(name="marked")

@@ -230,7 +230,7 @@ def build_app() -> tuple[Flask, AsyncState, list[dict[str, Any]]]:
     app, ext = make_app(
         ASYNCSTATE_URL_PREFIX=PREFIX,
         ASYNCSTATE_MAX_WORKERS=4,
-        ASYNCSTATE_ADMIN_GUARD=lambda: None,
+        admin_guard=lambda: None,
     )
     seen: list[dict[str, Any]] = []
 
@@ -316,7 +316,7 @@ def build_app() -> tuple[Flask, AsyncState, list[dict[str, Any]]]:
 
 def build_queue_app() -> tuple[Flask, AsyncState]:
     """One worker, held by a first job at checkpoint "hold": a second job stays queued."""
-    app, ext = make_app(ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_JOBS_PER_SESSION=10)
+    app, ext = make_app(ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_JOBS_PER_OWNER=10)
 
     @ext.job(name="holder")
     def holder(job: JobContext) -> str:

@@ -364,7 +364,10 @@ def test_open_stream_unavailable_event_then_drop(page, example) -> None:  # type
 
 
 @pytest.mark.parametrize(
-    "example", [{"FLASK_ASYNCSTATE_MAX_STREAMS_PER_SESSION": "1"}], indirect=True
+    "example",
+    # streams on (off by default on the threaded dev server), one per owner
+    [{"FLASK_ASYNCSTATE_MAX_STREAMS": "20", "EXAMPLE_TUNING_MAX_STREAMS_PER_OWNER": "1"}],
+    indirect=True,
 )
 def test_second_tab_over_the_real_stream_limit_polls(page, example) -> None:  # type: ignore[no-untyped-def]
     """No interception: the server itself refuses a second stream of the session with 429."""

@@ -74,7 +74,7 @@ ETA_RECORDER = """
 
 
 def build_app() -> tuple[Flask, AsyncState]:
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=20, ASYNCSTATE_MAX_WORKERS=8)
+    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=20, ASYNCSTATE_MAX_WORKERS=8)
 
     @ext.job(name="steady")
     def steady(job: JobContext, steps: int = 40, pause: float = 0.1) -> int:

@@ -63,7 +63,7 @@ LISTEN = """<script>jQuery(document).on('asyncstate:result', function (event, ht
 
 
 def build_app() -> tuple[Flask, AsyncState]:
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=40, ASYNCSTATE_MAX_WORKERS=8)
+    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=40, ASYNCSTATE_MAX_WORKERS=8)
 
     @ext.job(name="steady")
     def steady(job: JobContext, steps: int = 10, pause: float = 0.1) -> int:

@@ -21,8 +21,8 @@ def stalled_app(make_app):  # type: ignore[no-untyped-def]
     app, ext = make_app(
         server.url,
         ASYNCSTATE_REDIS_TIMEOUT=0.4,
-        ASYNCSTATE_CIRCUIT_FAILURES=2,
-        ASYNCSTATE_CIRCUIT_RESET=1.0,
+        circuit_failures=2,
+        circuit_reset=1.0,
     )
     try:
         yield app, ext, server

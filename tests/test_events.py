@@ -99,9 +99,9 @@ def test_stream_from_another_instance_is_fed_by_pubsub(make_app, redis_url) -> N
 def live_server(make_app):  # type: ignore[no-untyped-def]
     """The app on a real threaded WSGI server in this process, so we can look inside it."""
     app, ext = make_app(
-        ASYNCSTATE_SSE_PING_INTERVAL=0.2,
+        sse_ping_interval=0.2,
         ASYNCSTATE_FLUSH_INTERVAL=0.02,
-        ASYNCSTATE_MAX_STREAMS_PER_SESSION=20,
+        max_streams_per_owner=20,
     )  # one browser, many streams
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -188,7 +188,7 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
 
 
 def test_long_stream_asks_the_browser_to_reconnect(make_app) -> None:
-    app, ext = make_app(ASYNCSTATE_SSE_MAX_AGE=0.3)
+    app, ext = make_app(sse_max_age=0.3)
     jobs = define_jobs(ext)
 
     @app.post("/start")

@@ -34,7 +34,7 @@ def _labelled_jobs(ext: Any) -> dict[str, Any]:
 
 
 def test_the_label_is_in_the_document_and_the_jobs_panel(make_app) -> None:
-    app, ext = make_app(ASYNCSTATE_EAGER=True)
+    app, ext = make_app(ASYNCSTATE_EXECUTOR="inline")
     jobs = _labelled_jobs(ext)
 
     @app.post("/start/<which>")

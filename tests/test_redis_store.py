@@ -186,7 +186,7 @@ def test_the_admin_page_is_right_again_after_redis_lost_everything() -> None:
     from waiting import wait_until
 
     server = RedisServer().start()
-    app, ext = make_app(server.url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    app, ext = make_app(server.url, admin_guard=lambda: None)
     gate = Gate()
     try:
         jobs = define_jobs(ext)

@@ -66,7 +66,7 @@ def _timed_jobs(ext: AsyncState) -> dict[str, object]:
 
 
 def test_a_job_past_its_timeout_ends_failed_with_job_timeout(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_TIMEOUT_GRACE=0.3, ASYNCSTATE_FLUSH_INTERVAL=0.05)
+    app, ext = make_app(backend_url, timeout_grace=0.3, ASYNCSTATE_FLUSH_INTERVAL=0.05)
     jobs = _timed_jobs(ext)
     with app.app_context():
         began = time.monotonic()
@@ -120,9 +120,9 @@ def test_executor_configuration_is_checked_in_init_app(redis_url) -> None:
     assert app.config["ASYNCSTATE_EXECUTOR"] == "celery"  # celery= makes it the default
     assert ext.app_state(app).executor.engine == "celery"
     ext.shutdown(0)
-    app = _app(ASYNCSTATE_REDIS_URL=redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_EAGER=True)
+    app = _app(ASYNCSTATE_REDIS_URL=redis_url, ASYNCSTATE_EXECUTOR="inline")
     ext = AsyncState(app)
-    assert ext.app_state(app).executor.engine == "threads"  # eager wins: tests run inline
+    assert ext.app_state(app).executor.engine == "threads"  # inline: in the caller's thread
     ext.shutdown(0)
 
 

@@ -125,7 +125,7 @@ def test_update_refuses_unserialisable_and_keeps_old_value(state: StateAPI) -> N
 def test_oversized_entry_is_refused(store: Store, state: StateAPI) -> None:
     store.max_entry_size = 1000
     state.create(ImportState(message="x" * 900), name="ok")
-    with pytest.raises(StateTooLarge, match="ASYNCSTATE_MAX_ENTRY_SIZE"):
+    with pytest.raises(StateTooLarge, match="max_entry_size"):
         state.create(ImportState(message="x" * 2000), name="big")
     assert state.get(ImportState, name="big") is None
     with pytest.raises(ValueError):

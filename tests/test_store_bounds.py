@@ -101,8 +101,8 @@ def _admin_app(make_app: Any, backend_url: str | None, jobs: int) -> tuple[Any, 
     app, ext = make_app(
         backend_url,
         ASYNCSTATE_KEY_PREFIX=f"bounds{jobs}:",  # both sizes side by side on one Redis
-        ASYNCSTATE_ADMIN_GUARD=lambda: None,
-        ASYNCSTATE_EAGER=True,  # each start runs its job inline: 2,000 jobs in a few seconds
+        admin_guard=lambda: None,
+        ASYNCSTATE_EXECUTOR="inline",  # each start runs its job inline: 2,000 jobs in a few seconds
     )
     found = ext.app_state(app)
     # The newest jobs the admin page reads: fewer than either size here, so that a poll that
@@ -145,7 +145,7 @@ def test_the_admin_page_lists_the_newest_jobs_and_counts_lost_ones_as_lost(
 ) -> None:  # type: ignore[no-untyped-def]
     """Counts are taken over the jobs the poll read, after the read-time ``lost`` of jobs
     whose instance is dead: a job never counts as running when the page shows it lost."""
-    app, ext = make_app(backend_url, ASYNCSTATE_ADMIN_GUARD=lambda: None, ASYNCSTATE_EAGER=True)
+    app, ext = make_app(backend_url, admin_guard=lambda: None, ASYNCSTATE_EXECUTOR="inline")
     found = ext.app_state(app)
     count = define_jobs(ext)["count"]
     with app.app_context():
@@ -172,8 +172,8 @@ def test_an_expired_job_is_neither_listed_nor_counted(make_app, backend_url) -> 
     reads it as gone and skips it: nothing is counted that is not there."""
     app, ext = make_app(
         backend_url,
-        ASYNCSTATE_ADMIN_GUARD=lambda: None,
-        ASYNCSTATE_EAGER=True,
+        admin_guard=lambda: None,
+        ASYNCSTATE_EXECUTOR="inline",
         ASYNCSTATE_EXPIRES=1,
     )
     count = define_jobs(ext)["count"]

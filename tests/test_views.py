@@ -19,7 +19,7 @@ XHR = {"X-Requested-With": "XMLHttpRequest"}
 @pytest.fixture
 def web(make_app, backend_url):  # type: ignore[no-untyped-def]
     """An app with a view that starts jobs, on both backends."""
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
+    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=2)
     jobs = define_jobs(ext)
     gate = Gate()
 
@@ -112,7 +112,7 @@ def test_sessions_are_isolated(web) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_jobs_lists_exactly_the_quota_of_finished_jobs(web) -> None:  # type: ignore[no-untyped-def]
-    """ASYNCSTATE_MAX_JOBS_PER_SESSION (2 here) newest finished jobs, not one more: the
+    """ASYNCSTATE_MAX_JOBS_PER_OWNER (2 here) newest finished jobs, not one more: the
     owner's index holds one extra ended id from a job's end to the owner's next start."""
     app, ext, gate = web
     client = app.test_client()

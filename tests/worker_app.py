@@ -45,10 +45,9 @@ def create_app() -> Flask:
         ASYNCSTATE_RQ_QUEUE=os.environ["WT_QUEUE"],
         ASYNCSTATE_HEARTBEAT_INTERVAL=float(os.environ.get("WT_HEARTBEAT", "0.5")),
         ASYNCSTATE_FLUSH_INTERVAL=0.05,
-        ASYNCSTATE_TIMEOUT_GRACE=0.5,
     )
     celery = _celery(url, os.environ["WT_QUEUE"]) if executor == "celery" else None
-    ext = AsyncState(app, celery=celery)
+    ext = AsyncState(app, celery=celery, timeout_grace=0.5)
     marks = redis.Redis.from_url(url)
 
     def mark(what: str, job: JobContext, value: Any = 1) -> None:

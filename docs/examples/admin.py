@@ -43,8 +43,8 @@ def operators_only():
     return None
 
 
-app.config["ASYNCSTATE_ADMIN_GUARD"] = operators_only  # set before init_app: the page is on
 asyncstate = AsyncState(app)
+asyncstate.admin_guard(operators_only)  # the page is on, for operators only
 
 
 @asyncstate.job

@@ -16,7 +16,7 @@ from flask_asyncstate import AsyncState, QuotaExceeded
 app = Flask(__name__)
 app.config.from_prefixed_env()  # FLASK_SECRET_KEY signs the job tokens and the session
 login_manager = LoginManager(app)
-asyncstate = AsyncState(app)  # no ASYNCSTATE_OWNER: the Flask-Login user owns their jobs
+asyncstate = AsyncState(app)  # no owner_loader: the Flask-Login user owns their jobs
 
 USERS = {"alice", "bob"}
 STEPS = 100

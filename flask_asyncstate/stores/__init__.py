@@ -26,7 +26,7 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
     options: dict[str, Any] = {
         "key_prefix": settings.key_prefix,
         "expires": settings.expires,
-        "max_entry_size": settings.max_entry_size,
+        "max_entry_size": settings.tuning.max_entry_size,
     }
     spec = settings.store
     if spec is not None:
@@ -45,8 +45,8 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
         return MemoryStore(**options)
     options.update(
         request_timeout=settings.redis_timeout,
-        circuit_failures=settings.circuit_failures,
-        circuit_reset=settings.circuit_reset,
+        circuit_failures=settings.tuning.circuit_failures,
+        circuit_reset=settings.tuning.circuit_reset,
     )
     if redis_client is None and sentinels is not None:
         redis_client = sentinel_client(sentinels, settings.redis_sentinel_master)

@@ -49,7 +49,7 @@ __all__ = ["Claims", "Entry", "Found", "Store", "on_request_path", "request_path
 
 #: Default sliding expiry in seconds (``ASYNCSTATE_EXPIRES``).
 DEFAULT_EXPIRES = 900
-#: Default cap on one encoded entry in bytes (``ASYNCSTATE_MAX_ENTRY_SIZE``).
+#: Default cap on one encoded entry in bytes (the ``max_entry_size`` tuning keyword).
 DEFAULT_MAX_ENTRY_SIZE = 64 * 1024
 #: Seconds a thread waits for its turn on a key before it updates optimistically anyway.
 _UPDATE_LOCK_TIMEOUT = 1.0
