@@ -218,10 +218,7 @@ def streams_app() -> Flask:
     )
     serve_tickers(app, ext)
 
-    @app.get("/bench/streams")
-    def bench_streams() -> dict[str, int]:
-        found = harness.runtime(ext)
-        return {"open": found.streams.count(), "watched": found.store.watched_keys()}
+    app.add_url_rule("/bench/streams", "bench_streams", lambda: harness.streams_open(ext))
 
     return app
 

@@ -898,11 +898,10 @@ def cluster_instance(inbox: Any, outbox: Any, url: str, index: int) -> None:
 
     try:
         with app.app_context():
-            store = harness.runtime(ext).store
             heard = harness.count_notifications(ext)
 
             def watch() -> None:
-                with store.watch(store.key("bench.growth.watch", str(index))):
+                with harness.watching(ext, str(index)):
                     release.wait(600)
 
             threading.Thread(target=watch, daemon=True, name="bench-watcher").start()
@@ -930,7 +929,7 @@ def cluster_instance(inbox: Any, outbox: Any, url: str, index: int) -> None:
                     outbox.put(("heard", heard[0] if heard is not None else -1))
                     continue
                 what, count = command
-                entry = store.read(key, refresh=False) if what == "write" else None
+                write = harness.rewrite_document(ext, key) if what == "write" else None
                 for _ in range(count):
                     if what == "poll":
                         ok = client.get(f"/asyncstate/progress/{token}").status_code == 200
@@ -938,7 +937,7 @@ def cluster_instance(inbox: Any, outbox: Any, url: str, index: int) -> None:
                         answer = client.post(f"/asyncstate/cancel/{token}", headers=headers)
                         ok = answer.status_code == 202
                     else:
-                        ok = store.write(key, entry.data)
+                        ok = write()  # type: ignore[misc]
                     if not ok:
                         raise RuntimeError(f"{what} failed")
                 outbox.put(("did", what, count))

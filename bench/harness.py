@@ -63,6 +63,7 @@ from gunicorn_server import (  # noqa: F401
     Prober,
     beat_age,
     clone,
+    instances_in_redis,
     is_json,
     job_token,
     percentile,
@@ -168,13 +169,43 @@ def count_notifications(ext: AsyncState) -> list[int] | None:
     return heard
 
 
+def watching(ext: AsyncState, name: str) -> Any:
+    """A context holding a watcher on a key of ours, as an open ``/events`` stream does."""
+    store = runtime(ext).store
+    return store.watch(store.key("bench.watch", name))
+
+
+def rewrite_document(ext: AsyncState, key: str) -> Callable[[], bool]:
+    """A call that writes the entry at ``key`` again as it is, as a flush writes a job's."""
+    store = runtime(ext).store
+    entry = store.read(key, refresh=False)
+    assert entry is not None, key
+    return lambda: bool(store.write(key, entry.data))
+
+
+def streams_open(ext: AsyncState) -> dict[str, int]:
+    """``/events`` streams open in this process, and the keys with watchers."""
+    found = runtime(ext)
+    return {"open": found.streams.count(), "watched": found.store.watched_keys()}
+
+
+def extension(app: Any) -> AsyncState:
+    """The extension an app was set up with."""
+    return app.extensions["asyncstate"].extension  # type: ignore[no-any-return]
+
+
 def registered_job(app: Any, name: str) -> Any:
-    return app.extensions["asyncstate"].extension.registered_job(name)
+    return extension(app).registered_job(name)
 
 
 def celery_of(app: Any) -> Any:
     """The Celery app an ``ASYNCSTATE_EXECUTOR = "celery"`` app queues on (None: another)."""
     return getattr(app.extensions["asyncstate"].executor, "celery", None)
+
+
+def worker_instances(url: str, prefix: str) -> list[dict[str, Any]]:
+    """The heartbeat documents of live worker instances under ``prefix``."""
+    return [d for d in instances_in_redis(url, prefix) if d.get("role", "web") != "web"]
 
 
 # -- options ------------------------------------------------------------------------------

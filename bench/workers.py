@@ -245,7 +245,8 @@ class Bench:
         try:
             wait_for(up, 60, what, alive)
             if side.name == "ours":
-                wait_for(lambda: len(worker_instances(connection, prefix)) >= 2, 60, what, alive)
+                beating = lambda: len(harness.worker_instances(self.url, prefix)) >= 2
+                wait_for(beating, 60, what, alive)
         except (RuntimeError, AssertionError) as exc:
             raise RuntimeError(f"{exc}\n{self.processes.logs(side.procs)}") from None
 
@@ -276,16 +277,6 @@ def celery_argv(target: str, queue: str, tag: str) -> list[str]:
     ]
 
 
-def worker_instances(client: redis.Redis, prefix: str) -> set[str]:
-    """Ids of live instances under ``prefix`` whose role is a worker."""
-    found = set()
-    for key in client.scan_iter(match=f"{prefix}{{flask_asyncstate.instance:*", count=1000):
-        doc = client.hget(key, "d")
-        if doc and json.loads(doc).get("role", "web") != "web":
-            found.add(key.decode())
-    return found
-
-
 # -- the bench-side apps --------------------------------------------------------------------
 
 
@@ -304,7 +295,7 @@ class OursClient:
 
     def close(self) -> None:
         try:
-            self.app.extensions["asyncstate"].extension.shutdown(2)
+            harness.extension(self.app).shutdown(2)
         finally:
             if self.celery is not None:
                 self.celery.close()
