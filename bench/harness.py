@@ -3,7 +3,7 @@
 A script declares its targets (:class:`Target`), parses its options with
 :func:`parse` (``--quick``, ``--redis-url``, ``--strict``, ``--out`` come from
 here), measures, and hands what it found to a :class:`Report`: captions and
-tables are printed as they come, each target is checked (``met`` / ``NOT met``),
+tables are printed as they come, each target is checked (``met`` / ``NOT MET``),
 one or more rows are kept for the summary table of ``bench/README.md``, and
 :meth:`Report.finish` prints the targets table and writes everything (the
 printed markdown included) to ``bench/out/<script>.json``. With ``--strict`` a
@@ -256,7 +256,8 @@ def parse(
     ranges: Mapping[str, tuple[float, float]] = {},
     lists: Mapping[str, Sequence[str]] = {},
 ) -> argparse.Namespace:
-    """Parse; sized options left unset take their quick or full value.
+    """Parse; sized options left unset take their quick or full value; ``args.mode`` says
+    which (``quick``, ``full``, or ``custom`` when a size was given).
 
     ``ranges`` bounds numeric options (inclusive); ``lists`` turns comma-separated
     options into lists of their allowed values.
@@ -265,6 +266,9 @@ def parse(
     for name, value in (args._quick if args.quick else args._full).items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
+    # only a run at every full size may stand in the README's summary
+    full = all(getattr(args, name) == value for name, value in args._full.items())
+    args.mode = "quick" if args.quick else "full" if full else "custom"
     for name, choices in lists.items():
         chosen = [item.strip() for item in getattr(args, name).split(",") if item.strip()]
         if not chosen or set(chosen) - set(choices):
@@ -414,7 +418,7 @@ class Report:
             )
         payload = {
             "script": self.name,
-            "mode": "quick" if self.args.quick else "full",
+            "mode": self.args.mode,
             "argv": sys.argv[1:],
             "commit": checkout(),
             "date": datetime.date.today().isoformat(),

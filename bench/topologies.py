@@ -26,8 +26,8 @@ script measures the same things on both topologies in one run:
    carries to the node A's listener is subscribed on. Target: p99 <= 10 ms on
    both.
 2. ``GET /asyncstate/progress/<token>`` throughput under gunicorn, as
-   ``throughput.py`` measures it (its server class, load runs and settings):
-   ``bench/_topology_app.py`` under ``gunicorn -w 2 -k gthread --threads 8
+   ``throughput.py`` measures it (the harness's gunicorn and load runs):
+   ``_apps.topology_app()`` under ``gunicorn -w 2 -k gthread --threads 8
    --reuse-port``, once with the jobs on the single server and once on the
    cluster, both servers up at once; sessions on the single server in both
    (Flask-Session takes no cluster client). One job per app reports progress
