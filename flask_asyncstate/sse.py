@@ -139,10 +139,15 @@ class StreamSlots:
         #: One store read per job and wake-up, whatever the number of its streams.
         self.reads = SharedReads()
 
-    def acquire(self, owner: str) -> Slot | None:
-        if self.total is None:  # decided late: gunicorn patches before it loads the app
+    def on(self) -> bool:
+        """Whether this process serves streams at all (the default is decided at the first
+        ask, late: gunicorn's gevent worker patches before it loads the app)."""
+        if self.total is None:
             self.total = self.GREEN_TOTAL if green_server() else 0
-        if self.total == 0:
+        return self.total > 0
+
+    def acquire(self, owner: str) -> Slot | None:
+        if not self.on():
             return None
         now = time.monotonic()
         with self._lock:

@@ -132,6 +132,7 @@ def widget(
     ``notify``...).
     """
     result_html, has_result = _result_of(app_state, token)
+    _poll_without_streams(app_state, options)
     macro = get_template_attribute("asyncstate/widget.html", "asyncstate_widget")
     return Markup(
         macro(
@@ -157,6 +158,7 @@ def jobs_panel(app_state: AppState, labels: dict[str, str] | None = None, **opti
         for job in jobs
         if result_renderer(app_state, job.get("name")) is not None
     }
+    _poll_without_streams(app_state, options)
     macro = get_template_attribute("asyncstate/jobs.html", "asyncstate_jobs")
     return Markup(
         macro(
@@ -169,6 +171,13 @@ def jobs_panel(app_state: AppState, labels: dict[str, str] | None = None, **opti
             **_assets_once(options),
         )
     )
+
+
+def _poll_without_streams(app_state: AppState, options: dict[str, Any]) -> None:
+    """Where this process serves no streams (the default on a threaded server), a widget
+    asked for ``mode="auto"`` or ``"sse"`` polls from the start: no refused stream first."""
+    if str(options.get("mode", "")).lower() in ("auto", "sse") and not app_state.streams.on():
+        options["mode"] = "poll"
 
 
 def assets(**options: Any) -> Markup:

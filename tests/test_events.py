@@ -239,3 +239,19 @@ def test_max_streams_setting_is_checked(make_app) -> None:
     for bad in (-1, 1.5, True, "100"):
         with pytest.raises(ValueError, match="ASYNCSTATE_MAX_STREAMS"):
             make_app(ASYNCSTATE_MAX_STREAMS=bad)
+
+
+def test_widgets_poll_from_the_start_where_streams_are_off(make_app) -> None:
+    """mode="auto" on a threaded server (streams off by default): the page renders a polling
+    widget, so the browser never opens a stream only to have it refused."""
+    from flask import render_template_string
+
+    page = '{{ asyncstate_widget("t", mode="auto") }}{{ asyncstate_jobs(mode="sse") }}'
+    off_app, _ext = make_app(ASYNCSTATE_MAX_STREAMS=None)
+    on_app, _ext2 = make_app(ASYNCSTATE_MAX_STREAMS=10)
+    with off_app.test_request_context():
+        off = render_template_string(page)
+    with on_app.test_request_context():
+        on = render_template_string(page)
+    assert 'data-asyncstate-mode="poll"' in off and 'data-asyncstate-mode="auto"' not in off
+    assert 'data-asyncstate-mode="auto"' in on
