@@ -79,8 +79,9 @@ def example(request, tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyp
     """The example app (in-memory store); its import of 2,000 products takes about 8 s.
 
     Indirect parametrisation adds environment variables (app config) to its process.
+    Streams are on (the dev server is threaded: off by default), so mode "auto" opens one.
     """
-    env = dict(getattr(request, "param", {}))
+    env = {"FLASK_ASYNCSTATE_MAX_STREAMS": "20", **dict(getattr(request, "param", {}))}
     with AppProcess(
         tmp_path, SESSION_DIR=str(tmp_path / "sessions"), EXAMPLE_PAUSE="0.08", **env
     ) as app:
