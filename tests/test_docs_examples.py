@@ -13,6 +13,7 @@ import importlib.util
 import itertools
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,25 +142,28 @@ def test_readme_first_example(load, tmp_path: Path) -> None:
     assert len(client.get("/asyncstate/jobs").get_json()) == 1
 
 
-def readme_section(title: str) -> str:
-    readme = (EXAMPLES.parent.parent / "README.md").read_text(encoding="utf-8")
-    return readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+def rst_blocks(section: str) -> list[tuple[str, str]]:
+    """The ``.. code-block:: LANG`` blocks of an rST text, as (lang, dedented code)."""
+    found = re.findall(r"^\.\. code-block:: (\w+)\n\n((?:    .*\n|\n)+)", section, re.MULTILINE)
+    return [(lang, textwrap.dedent(code).strip("\n") + "\n") for lang, code in found]
 
 
-def test_readme_workers_section_configures_your_own_app(
+def test_deployment_workers_in_short_configures_your_own_app(
     load, redis_url: str, tmp_path: Path
 ) -> None:
-    """The RQ/Celery part of the README: the config keys to set in your own app (its Python
-    block runs here, and a worker started as its commands say runs the queued job); the
-    example app's environment names only in lines marked as the example's."""
+    """docs/deployment.rst, "In short" of the workers' section: the config keys to set in your
+    own app (its Python block runs here, and a worker started as its commands say runs the
+    queued job); the example app's environment names only in lines marked as the example's."""
     import flask_asyncstate.config as config_module
 
-    section = readme_section("When jobs outgrow the web processes")
+    page = (EXAMPLES.parent / "deployment.rst").read_text(encoding="utf-8")
+    section = page.split(".. _deployment-workers-short:\n", 1)[1]
+    section = section.split("\nChoosing RQ or Celery\n", 1)[0]
     keys = set(re.findall(r"\bASYNCSTATE_[A-Z_]+\b", section))
     assert {"ASYNCSTATE_EXECUTOR", "ASYNCSTATE_REDIS_URL"} <= keys
     assert keys <= set(config_module.DEFAULTS), keys - set(config_module.DEFAULTS)
 
-    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
+    blocks = rst_blocks(section)
     shell = [code for lang, code in blocks if lang == "sh"]
     assert "flask --app yourapp asyncstate worker" in shell[0]
     assert any("celery -A yourapp." in code for code in shell)
