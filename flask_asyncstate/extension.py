@@ -228,7 +228,7 @@ class AsyncState:
         ``fn`` is a view decorator such as Flask-Login's ``login_required``, or a check of
         no arguments: ``True`` or ``None`` allow, ``False`` refuses with a JSON 403, a
         response refuses with that (a redirect to a login page becomes ``401`` with
-        ``login_url``). See :doc:`guards`.
+        ``login_url``). See :ref:`operating-guards`.
         """
         self.blueprint_guard = _callable("guard", fn)
         return fn
@@ -238,7 +238,7 @@ class AsyncState:
         decorator. Until it is called the page answers 404.
 
         ``fn`` is a view decorator or a check, as for :meth:`guard`; a refusal of the page
-        itself is passed on as is, so a redirect to a login page works. See :doc:`admin`.
+        itself is passed on as is, so a redirect to a login page works. See :ref:`operating-admin`.
         """
         self.admin_page_guard = _callable("admin_guard", fn)
         return fn
@@ -252,7 +252,7 @@ class AsyncState:
         listed from every session that gets the same id, and count against one quota
         (``ASYNCSTATE_MAX_JOBS_PER_OWNER``). Without one, the Flask-Login user owns the
         jobs when Flask-Login is set up and a user is logged in, else the session (see
-        :doc:`owners`)::
+        :ref:`jobs-owners`)::
 
             @asyncstate.owner_loader
             def team_owner():

@@ -13,6 +13,7 @@ import importlib.util
 import itertools
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,25 +142,28 @@ def test_readme_first_example(load, tmp_path: Path) -> None:
     assert len(client.get("/asyncstate/jobs").get_json()) == 1
 
 
-def readme_section(title: str) -> str:
-    readme = (EXAMPLES.parent.parent / "README.md").read_text(encoding="utf-8")
-    return readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+def rst_blocks(section: str) -> list[tuple[str, str]]:
+    """The ``.. code-block:: LANG`` blocks of an rST text, as (lang, dedented code)."""
+    found = re.findall(r"^\.\. code-block:: (\w+)\n\n((?:    .*\n|\n)+)", section, re.MULTILINE)
+    return [(lang, textwrap.dedent(code).strip("\n") + "\n") for lang, code in found]
 
 
-def test_readme_workers_section_configures_your_own_app(
+def test_deployment_workers_in_short_configures_your_own_app(
     load, redis_url: str, tmp_path: Path
 ) -> None:
-    """The RQ/Celery part of the README: the config keys to set in your own app (its Python
-    block runs here, and a worker started as its commands say runs the queued job); the
-    example app's environment names only in lines marked as the example's."""
+    """docs/deployment.rst, "In short" of the workers' section: the config keys to set in your
+    own app (its Python block runs here, and a worker started as its commands say runs the
+    queued job); the example app's environment names only in lines marked as the example's."""
     import flask_asyncstate.config as config_module
 
-    section = readme_section("When jobs outgrow the web processes")
+    page = (EXAMPLES.parent / "deployment.rst").read_text(encoding="utf-8")
+    section = page.split(".. _deployment-workers-short:\n", 1)[1]
+    section = section.split("\nChoosing RQ or Celery\n", 1)[0]
     keys = set(re.findall(r"\bASYNCSTATE_[A-Z_]+\b", section))
     assert {"ASYNCSTATE_EXECUTOR", "ASYNCSTATE_REDIS_URL"} <= keys
     assert keys <= set(config_module.DEFAULTS), keys - set(config_module.DEFAULTS)
 
-    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
+    blocks = rst_blocks(section)
     shell = [code for lang, code in blocks if lang == "sh"]
     assert "flask --app yourapp asyncstate worker" in shell[0]
     assert any("celery -A yourapp." in code for code in shell)
@@ -210,7 +214,7 @@ def test_quickstart_post_redirects_and_a_reload_starts_nothing(load) -> None:
     assert poll(client, token, finished)["status"] == "cancelled"
 
 
-# -- docs/iter.rst ---------------------------------------------------------------------
+# -- docs/jobs.rst, Progress from a loop -----------------------------------------------
 
 
 def test_iter_import_reports_each_row_and_its_total(load) -> None:
@@ -265,7 +269,7 @@ def test_iter_inline_executor_runs_the_whole_import_in_the_post(load) -> None:
     assert doc["status"] == "succeeded" and doc["message"] == "40 of 40 products"
 
 
-# -- docs/eta.rst ----------------------------------------------------------------------
+# -- docs/jobs.rst, Rate, ETA and elapsed time -----------------------------------------
 
 
 def test_eta_fields_while_running_and_after(load) -> None:
@@ -303,7 +307,7 @@ def test_eta_is_null_while_queued(load) -> None:
     assert poll(client, first, finished)["status"] == "cancelled"
 
 
-# -- docs/unique.rst -------------------------------------------------------------------
+# -- docs/jobs.rst, One job at a time --------------------------------------------------
 
 
 def test_unique_second_start_shows_the_running_export(load) -> None:
@@ -375,7 +379,7 @@ def test_unique_holder_that_vanished_is_freed_by_the_next_start(load) -> None:
     poll(client, token, finished)
 
 
-# -- docs/owners.rst -------------------------------------------------------------------
+# -- docs/jobs.rst, Who owns a job -----------------------------------------------------
 
 
 def sign_in(client: FlaskClient, name: str) -> None:
@@ -479,7 +483,7 @@ def test_team_owner_callable_shares_jobs_within_a_team(load) -> None:
     poll(visitor, mine["token"], finished)
 
 
-# -- docs/panel.rst --------------------------------------------------------------------
+# -- docs/browser.rst, A "my jobs" page ------------------------------------------------
 
 
 def test_panel_lists_the_owners_jobs_newest_first(load) -> None:
@@ -508,7 +512,7 @@ def test_panel_lists_the_owners_jobs_newest_first(load) -> None:
     poll(client, tokens[1], finished)
 
 
-# -- docs/i18n.rst ---------------------------------------------------------------------
+# -- docs/browser.rst, Labels, languages and notifications -----------------------------
 
 
 def labels_of(html: str) -> dict[str, str]:
@@ -584,7 +588,7 @@ def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-# -- docs/request.rst ------------------------------------------------------------------
+# -- docs/jobs.rst, Links and the request in a job -------------------------------------
 
 
 @pytest.mark.parametrize("executor", ["threads", "inline"])
@@ -614,7 +618,7 @@ def test_links_outside_a_request_server_name_applies(load) -> None:
     assert result.output.strip() == "https://reports.example.com/reports/7.csv"
 
 
-# -- docs/reason.rst -------------------------------------------------------------------
+# -- docs/jobs.rst, Why a job ended ----------------------------------------------------
 
 
 def test_reason_user_error_and_timeout(load) -> None:
@@ -660,7 +664,7 @@ def test_reason_a_restart_is_not_a_problem(load) -> None:
     assert example.PROBLEMS == []
 
 
-# -- docs/retention.rst ----------------------------------------------------------------
+# -- docs/jobs.rst, Keeping and dismissing finished jobs -------------------------------
 
 
 def test_retention_finished_exports_stay_until_dismissed(load) -> None:
@@ -708,7 +712,7 @@ def test_retention_an_unfinished_export_cannot_be_dismissed(load) -> None:
     assert poll(browser, job["token"], finished)["status"] == "cancelled"
 
 
-# -- docs/guards.rst -------------------------------------------------------------------
+# -- docs/operating.rst, Guarding the routes -------------------------------------------
 
 
 def test_guards_answer_refusals_as_json(load) -> None:
@@ -734,7 +738,7 @@ def test_guards_answer_refusals_as_json(load) -> None:
     assert poll(alice, token, finished)["status"] == "cancelled"
 
 
-# -- docs/admin.rst --------------------------------------------------------------------
+# -- docs/operating.rst, The operator's page -------------------------------------------
 
 
 def test_admin_page_is_off_without_its_guard(load) -> None:
@@ -786,7 +790,7 @@ def test_admin_operators_see_and_cancel_every_job(load) -> None:
     poll(bob, bobs["token"], finished)
 
 
-# -- docs/results.rst ------------------------------------------------------------------
+# -- docs/browser.rst, Showing the result ----------------------------------------------
 
 
 def test_results_the_slot_shows_the_download_link(load) -> None:

@@ -223,7 +223,7 @@ def test_sigkill_of_a_worker_mid_job_reads_lost_within_three_heartbeats(
 def test_the_example_app_runs_its_imports_on_a_worker(
     executor: str, redis_url: str, tmp_path: Any
 ) -> None:
-    """The README's web and worker commands for the example app, as given there."""
+    """docs/deployment.rst's web and worker commands for the example app, as given there."""
     import os
     import signal
     import subprocess

@@ -1,4 +1,4 @@
-"""The operator's page, ``/asyncstate/admin``, for operators only (docs/admin.rst).
+"""The operator's page, ``/asyncstate/admin``, for operators only (docs/operating.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/admin.py run``, sign in
 as alice at http://127.0.0.1:5000/login and start an export, then sign in as olga

@@ -1,4 +1,4 @@
-"""Who owns a job: the Flask-Login user, else the browser session (docs/owners.rst).
+"""Who owns a job: the Flask-Login user, else the browser session (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/owners.py run`` and open
 http://127.0.0.1:5000 in two browsers. Sign in as alice in both: an export started

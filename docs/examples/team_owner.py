@@ -1,4 +1,4 @@
-"""Jobs owned by a team: ``@asyncstate.owner_loader`` (docs/owners.rst).
+"""Jobs owned by a team: ``@asyncstate.owner_loader`` (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/team_owner.py run``.
 Everyone signed in to one team sees, and may cancel, the team's jobs; a visitor who
