@@ -497,7 +497,7 @@ def test_panel_lists_the_owners_jobs_newest_first(load) -> None:
     names = re.findall(r'class="asyncstate-job-name"[^>]*>([^<]*)<', page)
     assert names == ["export_orders", "import_products"] and len(ids) == 2
     assert page.count("/asyncstate/asyncstate.js") == 1  # the scripts load once
-    assert 'data-asyncstate-mode="auto"' in page
+    assert 'data-asyncstate-mode="poll"' in page  # mode="auto" where no streams are served
     tokens = widget_tokens(page)
     for token in tokens:  # each bar's token opens its job for this browser...
         assert client.get(f"/asyncstate/progress/{token}").status_code == 200
