@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from apps import make_app as build_app
-from gunicorn_server import GunicornServer
-from redis_server import RedisServer
+from support.apps import make_app as build_app
+from support.gunicorn_server import GunicornServer
+from support.redis_server import RedisServer
 
 from flask_asyncstate.stores import MemoryStore, Store
 from flask_asyncstate.stores.redis import RedisStore, client_from_url
@@ -95,13 +90,13 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
             terminalreporter.line(f"{nodeid}\n    " + out.replace("\n", "\n    "))
 
 
-# -- production topologies (tests/redis_topologies.py), started once when a test asks ----------
+# -- production topologies (tests/support/redis_topologies.py), started once when a test asks ----------
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Any]:
     """A 3-primary Redis Cluster with a replica each."""
-    from redis_topologies import RedisClusterServers
+    from support.redis_topologies import RedisClusterServers
 
     with RedisClusterServers() as found:
         yield found
@@ -110,7 +105,7 @@ def cluster() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def sentinels() -> Iterator[Any]:
     """A master, a replica and a sentinel watching them (``mymaster``)."""
-    from redis_topologies import SentinelSet
+    from support.redis_topologies import SentinelSet
 
     with SentinelSet() as found:
         yield found
@@ -119,7 +114,7 @@ def sentinels() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def tls() -> Iterator[Any]:
     """A TLS-only redis-server with a CA made for the run."""
-    from redis_topologies import TlsRedis
+    from support.redis_topologies import TlsRedis
 
     with TlsRedis() as found:
         yield found
@@ -127,8 +122,8 @@ def tls() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's Chromium through Playwright, one per test module (tests/chromium.py)."""
-    from chromium import launch  # playwright: only the browser tests need it loaded
+    """Debian's Chromium through Playwright, one per test module (tests/support/chromium.py)."""
+    from support.chromium import launch  # playwright: only the browser tests need it loaded
 
     with launch() as launched:
         yield launched

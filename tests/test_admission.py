@@ -13,16 +13,16 @@ from dataclasses import dataclass
 import pytest
 import redis
 import requests
-from apps import Gate, define_jobs
-from apps import make_app as build_app
 from cachelib import FileSystemCache
 from flask import flash, session
 from flask_login import LoginManager, UserMixin, login_user, logout_user
 from flask_session import Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_server import RedisServer
-from waiting import wait_until
+from support.apps import Gate, define_jobs
+from support.apps import make_app as build_app
+from support.redis_server import RedisServer
+from support.waiting import wait_until
 from werkzeug.serving import make_server
 
 from flask_asyncstate import QueueFull, QuotaExceeded, owners

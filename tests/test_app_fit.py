@@ -78,8 +78,8 @@ XHR = {"X-Requested-With": "fetch"}
 
 
 def _csrf_app(make_app: Any, exempt: bool = False, **config: Any) -> tuple[Any, str, str]:
-    from apps import define_jobs
     from flask_wtf.csrf import CSRFProtect, generate_csrf
+    from support.apps import define_jobs
 
     app, ext = make_app(**config)
     csrf = CSRFProtect(app)
@@ -183,8 +183,8 @@ def test_job_gate_refuses_the_inline_executor_instead_of_hanging(make_app) -> No
 
 
 def test_client_helper_passes_same_origin_and_csrf_checks(make_app) -> None:
-    from apps import define_jobs
     from flask_wtf.csrf import CSRFProtect
+    from support.apps import define_jobs
 
     from flask_asyncstate.testing import client, wait_for
 
@@ -263,8 +263,8 @@ def test_a_server_shutdown_is_not_a_users_cancel(make_app, redis_url) -> None:
 
 
 def test_client_helper_on_another_host_over_https(make_app) -> None:
-    from apps import define_jobs
     from flask_wtf.csrf import CSRFProtect
+    from support.apps import define_jobs
 
     from flask_asyncstate.testing import client, wait_for
 

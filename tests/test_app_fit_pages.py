@@ -341,8 +341,8 @@ def test_admin_cancel_of_a_finished_job_cancels_nothing(make_app) -> None:
 
 
 def test_testing_client_follows_server_name(make_app) -> None:
-    from apps import define_jobs
     from flask_wtf.csrf import CSRFProtect
+    from support.apps import define_jobs
 
     app, ext = make_app(SERVER_NAME="shop.example")
     CSRFProtect(app)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from servers import AppProcess
-from waiting import wait_until
+from support.servers import AppProcess
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 

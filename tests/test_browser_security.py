@@ -21,10 +21,10 @@ from typing import Any, Self
 from urllib.parse import urlencode
 
 import pytest
-from apps import make_app
 from flask import Flask, render_template_string, request
 from markupsafe import Markup
-from pages import ThreadedServer, page_factory
+from support.apps import make_app
+from support.pages import ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
 from flask_asyncstate.testing import job_gate

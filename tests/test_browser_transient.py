@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers import AppProcess
+from support.servers import AppProcess
 
 # Failure injection (503s, 429s, dropped streams): with the reliability suite, not the quick one.
 pytestmark = [pytest.mark.browser, pytest.mark.reliability]

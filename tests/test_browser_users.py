@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from servers import AppProcess
-from waiting import wait_until
+from support.servers import AppProcess
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
-from apps import make_app
 from flask import Flask, render_template_string, request
 from markupsafe import Markup
-from pages import VISIBILITY, ThreadedServer, page_factory
+from support.apps import make_app
+from support.pages import VISIBILITY, ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
 from flask_asyncstate.templating import DEFAULT_LABELS, translated

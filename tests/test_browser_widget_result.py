@@ -16,10 +16,10 @@ from urllib.parse import quote, unquote
 
 import pytest
 import xstatic.pkg.jquery
-from apps import make_app
 from flask import Flask, render_template_string, request, send_from_directory
 from markupsafe import Markup
-from pages import ThreadedServer, page_factory
+from support.apps import make_app
+from support.pages import ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
 from flask_asyncstate.templating import DEFAULT_LABELS, statuses, translated

@@ -8,9 +8,9 @@ import signal
 import time
 
 import pytest
-from apps import define_jobs
-from redis_server import RedisServer
-from waiting import wait_until
+from support.apps import define_jobs
+from support.redis_server import RedisServer
+from support.waiting import wait_until
 
 from flask_asyncstate import StoreUnavailable, store_circuit_changed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from apps import Gate, define_jobs
+from support.apps import Gate, define_jobs
 
 
 def test_cli_lists_shows_cancels_and_purges(make_app, redis_url) -> None:

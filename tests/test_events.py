@@ -9,8 +9,8 @@ import tracemalloc
 
 import pytest
 import requests
-from apps import define_jobs
-from waiting import wait_until
+from support.apps import define_jobs
+from support.waiting import wait_until
 from werkzeug.serving import make_server
 
 

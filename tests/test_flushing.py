@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from waiting import wait_until
+from support.waiting import wait_until
 
 from flask_asyncstate.errors import StoreUnavailable
 

@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from apps import define_jobs, make_app
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.apps import define_jobs, make_app
 
 pytestmark = pytest.mark.reliability
 

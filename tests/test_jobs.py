@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from apps import Gate, define_jobs
 from flask import Flask
-from waiting import wait_until
+from support.apps import Gate, define_jobs
+from support.waiting import wait_until
 
 from flask_asyncstate import QuotaExceeded, job_finished, job_progress, job_started, owners
 from flask_asyncstate.errors import InvalidToken
@@ -471,7 +471,7 @@ def test_a_quiet_jobs_state_entry_does_not_expire_while_it_runs(make_app, backen
 FORK_SCRIPT = """
 import os, sys
 sys.path.insert(0, {tests!r})
-from apps import make_app, define_jobs
+from support.apps import make_app, define_jobs
 app, ext = make_app({url!r})
 jobs = define_jobs(ext)
 runner = ext.app_state(app)

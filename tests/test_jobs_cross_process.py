@@ -8,10 +8,10 @@ import signal
 import time
 
 import redis
-from apps import SECRET
 from flask import Flask
-from procs import run_job
-from waiting import wait_until
+from support.apps import SECRET
+from support.procs import run_job
+from support.waiting import wait_until
 
 from flask_asyncstate import AsyncState
 

@@ -3,8 +3,8 @@ again within one heartbeat, while the instance's own entry survived."""
 
 from __future__ import annotations
 
-from apps import define_jobs
-from waiting import wait_until
+from support.apps import define_jobs
+from support.waiting import wait_until
 
 
 def test_a_lost_job_entry_is_written_again_at_the_next_beat(make_app, backend_url) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 import requests
-from apps import define_jobs
-from gunicorn_server import GunicornServer
-from procs import Counter, increment, state_api
-from redis_server import RedisServer
-from servers import AppProcess, csrf_token
-from waiting import wait_until
+from support.apps import define_jobs
+from support.gunicorn_server import GunicornServer
+from support.procs import Counter, increment, state_api
+from support.redis_server import RedisServer
+from support.servers import AppProcess, csrf_token
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.reliability
 spawn = multiprocessing.get_context("spawn")

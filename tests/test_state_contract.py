@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from waiting import wait_until
+from support.waiting import wait_until
 
 from flask_asyncstate.errors import StateTooLarge, UnserializableState
 from flask_asyncstate.state import StateAPI

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import redis
-from apps import define_jobs
 from redis.connection import AbstractConnection
+from support.apps import define_jobs
 
 from flask_asyncstate.records import JOB_KIND
 from flask_asyncstate.stores import Store

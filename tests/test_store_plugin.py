@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from apps import define_jobs
+from support.apps import define_jobs
 
 from flask_asyncstate.stores import MemoryStore
 

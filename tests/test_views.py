@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from apps import Gate, define_jobs
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect, generate_csrf
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from redis_server import RedisServer
+from support.apps import Gate, define_jobs
+from support.redis_server import RedisServer
 
 from flask_asyncstate.tokens import SALT
 
