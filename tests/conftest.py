@@ -8,12 +8,18 @@ from typing import Any
 
 import pytest
 import redis
+from flask import Flask
+from support.apps import define_jobs
 from support.apps import make_app as build_app
 from support.gunicorn_server import GunicornServer
 from support.redis_server import RedisServer
 
+from flask_asyncstate import AsyncState
 from flask_asyncstate.stores import MemoryStore, Store
 from flask_asyncstate.stores.redis import RedisStore, client_from_url
+
+#: What ``make_jobs`` builds: the app, its extension and the tests' jobs by name.
+Built = tuple[Flask, AsyncState, dict[str, Any]]
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +71,41 @@ def make_app() -> Iterator[object]:
     yield build
     for _app, ext in made:
         ext.shutdown(timeout=2)
+
+
+@pytest.fixture
+def make_jobs(make_app: Callable[..., tuple[Flask, AsyncState]]) -> Callable[..., Built]:
+    """Factory of (app, extension, jobs): ``make_app``'s pair with the tests' jobs
+    (``support.apps.define_jobs``) registered, ``jobs`` their dict by name."""
+
+    def build(redis_url: str | None = None, **config: object) -> Built:
+        app, ext = make_app(redis_url, **config)
+        return app, ext, define_jobs(ext)
+
+    return build
+
+
+@pytest.fixture
+def app_and_ext(make_app: Callable[..., tuple[Flask, AsyncState]]) -> tuple[Flask, AsyncState]:
+    """The common case: a default app on the in-memory store (tests with their own config
+    or store call ``make_app`` or ``make_jobs``)."""
+    return make_app()
+
+
+@pytest.fixture
+def app(app_and_ext: tuple[Flask, AsyncState]) -> Flask:
+    return app_and_ext[0]
+
+
+@pytest.fixture
+def ext(app_and_ext: tuple[Flask, AsyncState]) -> AsyncState:
+    return app_and_ext[1]
+
+
+@pytest.fixture
+def jobs(ext: AsyncState) -> dict[str, Any]:
+    """The tests' jobs (``support.apps.define_jobs``) registered on ``ext``, by name."""
+    return define_jobs(ext)
 
 
 @pytest.fixture(params=["memory", "redis"])

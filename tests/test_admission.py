@@ -145,9 +145,8 @@ def test_simultaneous_starts_of_one_session_accept_exactly_the_quota(threaded_ap
     )
 
 
-def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
-    jobs = define_jobs(ext)
+def test_a_job_whose_instance_died_frees_its_quota_slot(make_jobs, backend_url) -> None:  # type: ignore[no-untyped-def]
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
     runner = ext.app_state(app)
     with app.test_request_context("/"):
         owner = owners.request_owner(create=True)
@@ -164,10 +163,9 @@ def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -
 
 
 def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(
-    make_app, backend_url
+    make_jobs, backend_url
 ) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=2)
-    jobs = define_jobs(ext)
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=2)
     gate = Gate()
 
     @app.post("/start")
@@ -192,14 +190,13 @@ def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(
         assert jobs["count"].start(1).wait(10)["status"] == "succeeded"  # room again
 
 
-def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(
+def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_jobs, redis_url) -> None:  # type: ignore[no-untyped-def]
+    app, ext, jobs = make_jobs(
         redis_url,
         ASYNCSTATE_MAX_WORKERS=1,
         ASYNCSTATE_MAX_QUEUED=5000,
         max_entry_size=4096,
     )
-    jobs = define_jobs(ext)
     gate = Gate()
     runner = ext.app_state(app)
     interval = app.config["ASYNCSTATE_HEARTBEAT_INTERVAL"]
@@ -235,9 +232,8 @@ def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url
 # -- SECRET_KEY: nothing created that cannot be bound -----------------------------------------
 
 
-def test_start_without_secret_key_creates_nothing(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(SECRET_KEY=None)
-    jobs = define_jobs(ext)
+def test_start_without_secret_key_creates_nothing(make_jobs) -> None:  # type: ignore[no-untyped-def]
+    app, ext, jobs = make_jobs(SECRET_KEY=None)
     with app.test_request_context("/"), pytest.raises(RuntimeError, match="SECRET_KEY"):
         jobs["count"].start(1)
     assert _job_keys(ext, app) == []
@@ -268,9 +264,7 @@ def test_every_method_gets_json(make_app, method: str, path: str) -> None:  # ty
     assert set(answer.headers["Allow"].split(", ")) == expected
 
 
-def test_head_and_options_work_where_get_does(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_head_and_options_work_where_get_does(app, jobs) -> None:  # type: ignore[no-untyped-def]
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]
@@ -286,9 +280,7 @@ def test_head_and_options_work_where_get_does(make_app) -> None:  # type: ignore
     assert set(options.headers["Allow"].split(", ")) == {"GET", "POST", "HEAD"}
 
 
-def test_headers_do_not_tell_a_forged_token_from_a_valid_one(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_headers_do_not_tell_a_forged_token_from_a_valid_one(app, jobs) -> None:  # type: ignore[no-untyped-def]
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]
@@ -315,9 +307,8 @@ def test_headers_do_not_tell_a_forged_token_from_a_valid_one(make_app) -> None: 
 # -- stream limits ---------------------------------------------------------------------------
 
 
-def test_streams_beyond_the_session_limit_answer_429(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(max_streams_per_owner=2, ASYNCSTATE_MAX_STREAMS=3)
-    jobs = define_jobs(ext)
+def test_streams_beyond_the_session_limit_answer_429(make_jobs) -> None:  # type: ignore[no-untyped-def]
+    app, ext, jobs = make_jobs(max_streams_per_owner=2, ASYNCSTATE_MAX_STREAMS=3)
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]
@@ -394,9 +385,7 @@ def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # t
 # -- users sharing a browser (Flask-Login) ----------------------------------------------------
 
 
-def test_next_user_on_the_same_browser_never_sees_the_previous_users_jobs(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_next_user_on_the_same_browser_never_sees_the_previous_users_jobs(app, ext, jobs) -> None:  # type: ignore[no-untyped-def]
     login = LoginManager(app)
 
     class User(UserMixin):
@@ -456,11 +445,10 @@ def test_store_errors_inside_a_job_do_not_reach_the_user(make_app) -> None:  # t
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_writer_and_listener_survive_failures_and_are_restarted(
-    make_app, redis_url, monkeypatch, caplog
+    make_jobs, redis_url, monkeypatch, caplog
 ) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.ERROR, "flask_asyncstate")
-    app, ext = make_app(redis_url)
-    jobs = define_jobs(ext)
+    app, ext, jobs = make_jobs(redis_url)
     runner = ext.app_state(app)
     store = runner.store
     with app.app_context():
@@ -588,9 +576,8 @@ def test_any_job_behaviour_ends_final_and_readable(
         json.dumps(doc, allow_nan=False)  # what the browser gets is valid JSON
 
 
-def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
-    jobs = define_jobs(ext)
+def test_quota_message_speaks_to_the_user(make_jobs) -> None:  # type: ignore[no-untyped-def]
+    app, _ext, jobs = make_jobs(ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
     gate = Gate()
     with app.test_request_context("/"):
         jobs["blocked"].start(gate.name)
@@ -601,11 +588,12 @@ def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-
     gate.set()
 
 
-def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_app, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_jobs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A logout by ``session.clear()`` (no Flask-Login): the browser's next user is someone new."""
-    app, ext = make_app(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(str(tmp_path)))
+    app, ext, jobs = make_jobs(
+        SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(str(tmp_path))
+    )
     Session(app)
-    jobs = define_jobs(ext)
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]

@@ -30,9 +30,8 @@ def _frames(chunks) -> list[tuple[str, object]]:  # type: ignore[no-untyped-def]
     return out
 
 
-def test_stream_pushes_changes_and_ends_on_final_status(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_stream_pushes_changes_and_ends_on_final_status(make_jobs, backend_url) -> None:
+    app, _ext, jobs = make_jobs(backend_url)
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]
@@ -53,9 +52,7 @@ def test_stream_pushes_changes_and_ends_on_final_status(make_app, backend_url) -
     assert docs[-1]["result"] == {"rows": 20}
 
 
-def test_stream_has_the_same_session_checks(make_app) -> None:
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_stream_has_the_same_session_checks(app, jobs) -> None:
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]
@@ -187,9 +184,8 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     )
 
 
-def test_long_stream_asks_the_browser_to_reconnect(make_app) -> None:
-    app, ext = make_app(sse_max_age=0.3)
-    jobs = define_jobs(ext)
+def test_long_stream_asks_the_browser_to_reconnect(make_jobs) -> None:
+    app, _ext, jobs = make_jobs(sse_max_age=0.3)
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]
@@ -207,11 +203,10 @@ def test_long_stream_asks_the_browser_to_reconnect(make_app) -> None:
 
 
 @pytest.mark.parametrize("setting", [None, 0])
-def test_streams_are_off_by_default_on_threads_and_with_zero(make_app, setting) -> None:
+def test_streams_are_off_by_default_on_threads_and_with_zero(make_jobs, setting) -> None:
     """Default None: off unless gevent/eventlet patched the process (pytest's has not); 0: off.
     The refusal is the same 429 the widget's auto mode falls back to polling on."""
-    app, ext = make_app(ASYNCSTATE_MAX_STREAMS=setting)
-    jobs = define_jobs(ext)
+    app, ext, jobs = make_jobs(ASYNCSTATE_MAX_STREAMS=setting)
 
     @app.post("/start")
     def start():  # type: ignore[no-untyped-def]

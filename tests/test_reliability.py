@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import requests
-from support.apps import define_jobs
 from support.gunicorn_server import GunicornServer
 from support.procs import Counter, increment, state_api
 from support.redis_server import RedisServer
@@ -27,11 +26,10 @@ spawn = multiprocessing.get_context("spawn")
 XHR = {"X-Requested-With": "XMLHttpRequest"}
 
 
-def test_redis_restart_mid_job_loses_nothing(make_app) -> None:
+def test_redis_restart_mid_job_loses_nothing(make_app, make_jobs) -> None:
     server = RedisServer().start()
     try:
-        app, ext = make_app(server.url)
-        jobs = define_jobs(ext)
+        app, ext, jobs = make_jobs(server.url)
 
         @app.post("/start/<kind>")
         def start(kind: str):  # type: ignore[no-untyped-def]

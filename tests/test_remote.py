@@ -22,9 +22,8 @@ from flask_asyncstate.status import JobStatus
 # -- every executor ------------------------------------------------------------------
 
 
-def test_start_refuses_arguments_that_are_not_json_naming_them(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_start_refuses_arguments_that_are_not_json_naming_them(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url)
     with app.app_context():
         store = ext.app_state().store
         for args, kwargs, named in [

@@ -8,7 +8,7 @@ import pytest
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect, generate_csrf
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from support.apps import Gate, define_jobs
+from support.apps import Gate
 from support.redis_server import RedisServer
 
 from flask_asyncstate.tokens import SALT
@@ -17,10 +17,9 @@ XHR = {"X-Requested-With": "XMLHttpRequest"}
 
 
 @pytest.fixture
-def web(make_app, backend_url):  # type: ignore[no-untyped-def]
+def web(make_jobs, backend_url):  # type: ignore[no-untyped-def]
     """An app with a view that starts jobs, on both backends."""
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=2)
-    jobs = define_jobs(ext)
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=2)
     gate = Gate()
 
     @app.post("/start/<kind>")
@@ -165,10 +164,8 @@ def test_cancel_with_header_stops_the_job(web) -> None:  # type: ignore[no-untyp
     assert client.get(f"/asyncstate/progress/{token}").json["status"] == "cancelled"
 
 
-def test_flask_wtf_csrf_is_honoured(make_app) -> None:
-    app, ext = make_app()
+def test_flask_wtf_csrf_is_honoured(app, jobs) -> None:
     CSRFProtect(app)  # set up after us: our blueprint must still answer JSON
-    jobs = define_jobs(ext)
 
     @app.get("/start")
     def start():  # type: ignore[no-untyped-def]
@@ -195,11 +192,10 @@ def test_quota_answers_429(web) -> None:  # type: ignore[no-untyped-def]
     assert app.test_client().post("/start/blocked").status_code == 200  # others are not affected
 
 
-def test_store_unreachable_answers_503(make_app) -> None:
+def test_store_unreachable_answers_503(make_jobs) -> None:
     server = RedisServer().start()
     try:
-        app, ext = make_app(server.url)
-        jobs = define_jobs(ext)
+        app, _ext, jobs = make_jobs(server.url)
 
         @app.post("/start")
         def start():  # type: ignore[no-untyped-def]
