@@ -13,6 +13,7 @@ from support.apps import define_jobs
 from support.apps import make_app as build_app
 from support.gunicorn_server import GunicornServer
 from support.redis_server import RedisServer
+from support.stores import STORES
 
 from flask_asyncstate import AsyncState
 from flask_asyncstate.stores import MemoryStore, Store
@@ -45,17 +46,25 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=STORES[:2])
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    """Each contract test runs once per backend."""
+    """A fresh store of each kind: the in-memory one, a RedisStore on the session's
+    redis-server, or (when asked for) one on the session's Redis Cluster."""
     made: Store
+    client = None
     if request.param == "memory":
         made = MemoryStore(key_prefix="test:")
-    else:
+    elif request.param == "redis":
         client = client_from_url(request.getfixturevalue("redis_url"))
         made = RedisStore(client, key_prefix="test:", sweep_interval=0.2)
+    else:
+        client = request.getfixturevalue("cluster").client()
+        client.flushall()
+        made = RedisStore(client, key_prefix="contract:", sweep_interval=0.2)
     yield made
     made.close()
+    if request.param == "cluster":
+        client.close()
 
 
 @pytest.fixture
