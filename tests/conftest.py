@@ -72,7 +72,7 @@ def make_app() -> Iterator[object]:
     """Factory of (app, extension) pairs, shut down after the test."""
     made: list = []
 
-    def build(redis_url: str | None = None, **config: object):  # type: ignore[no-untyped-def]
+    def build(redis_url: str | None = None, **config: object):
         app, ext = build_app(redis_url, **config)
         made.append((app, ext))  # keep the app alive: the extension holds it weakly
         return app, ext
@@ -133,7 +133,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _HELD.append((report.nodeid, report.capstdout.strip()))
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter) -> None:
     if _HELD:
         terminalreporter.section("what the tests held")
         for nodeid, out in _HELD:

@@ -77,7 +77,7 @@ def instances(redis_url: str) -> Iterator[tuple[InstanceA, InstanceB]]:
 
 
 @pytest.fixture
-def page(browser, instances) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def page(browser, instances) -> Iterator[Any]:
     a, _b = instances
     context = browser.new_context()
     context.set_default_timeout(20000)

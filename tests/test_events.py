@@ -14,7 +14,7 @@ from support.waiting import wait_until
 from werkzeug.serving import make_server
 
 
-def _frames(chunks) -> list[tuple[str, object]]:  # type: ignore[no-untyped-def]
+def _frames(chunks) -> list[tuple[str, object]]:
     """Parse an SSE byte stream into (event name, data) pairs."""
     text = b"".join(chunks).decode()
     out = []
@@ -34,7 +34,7 @@ def test_stream_pushes_changes_and_ends_on_final_status(make_jobs, backend_url) 
     app, _ext, jobs = make_jobs(backend_url)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(20, sleep=0.02).token}
 
     client = app.test_client()
@@ -55,7 +55,7 @@ def test_stream_pushes_changes_and_ends_on_final_status(make_jobs, backend_url) 
 def test_stream_has_the_same_session_checks(app, jobs) -> None:
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start().token}
 
     owner, stranger = app.test_client(), app.test_client()
@@ -76,7 +76,7 @@ def test_stream_from_another_instance_is_fed_by_pubsub(make_app, redis_url) -> N
     jobs = define_jobs(ext_a)
 
     @app_a.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(15, sleep=0.03).token}
 
     client_a = app_a.test_client()
@@ -93,7 +93,7 @@ def test_stream_from_another_instance_is_fed_by_pubsub(make_app, redis_url) -> N
 
 
 @pytest.fixture
-def live_server(make_app):  # type: ignore[no-untyped-def]
+def live_server(make_app):
     """The app on a real threaded WSGI server in this process, so we can look inside it."""
     app, ext = make_app(
         sse_ping_interval=0.2,
@@ -112,7 +112,7 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     gate, step = threading.Event(), threading.Event()
 
     @ext.job
-    def ticker(job) -> int:  # type: ignore[no-untyped-def]
+    def ticker(job) -> int:
         i = 0
         while not gate.is_set():
             i += 1
@@ -121,7 +121,7 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
         return i
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": ticker.start().token}
 
     browser = requests.Session()
@@ -188,7 +188,7 @@ def test_long_stream_asks_the_browser_to_reconnect(make_jobs) -> None:
     app, _ext, jobs = make_jobs(sse_max_age=0.3)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start().token}
 
     client = app.test_client()
@@ -209,7 +209,7 @@ def test_streams_are_off_by_default_on_threads_and_with_zero(make_jobs, setting)
     app, ext, jobs = make_jobs(ASYNCSTATE_MAX_STREAMS=setting)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(1).token}
 
     client = app.test_client()

@@ -22,7 +22,7 @@ from flask_asyncstate.errors import InvalidToken
 from flask_asyncstate.records import PUBLIC_FIELDS
 
 
-def _running(handle) -> bool:  # type: ignore[no-untyped-def]
+def _running(handle) -> bool:
     doc = handle.status()
     return doc is not None and doc["status"] == "running"
 
@@ -182,8 +182,8 @@ def test_signals_fire_with_app_as_sender(make_jobs, backend_url) -> None:
     app, _ext, jobs = make_jobs(backend_url)
     seen: list[tuple[str, str]] = []
 
-    def receiver(name: str):  # type: ignore[no-untyped-def]
-        def receive(sender, job_id, document):  # type: ignore[no-untyped-def]
+    def receiver(name: str):
+        def receive(sender, job_id, document):
             assert sender is app
             seen.append((name, document["status"]))
 
@@ -316,7 +316,7 @@ def test_secret_key_is_read_at_use_and_fallbacks_verify(make_jobs) -> None:
 
 def test_a_failing_signal_receiver_breaks_nothing(app, jobs, caplog) -> None:
 
-    def broken(sender, **kwargs):  # type: ignore[no-untyped-def]
+    def broken(sender, **kwargs):
         raise RuntimeError("receiver bug")
 
     with (
@@ -375,18 +375,18 @@ def test_odd_results_and_exceptions_still_end_the_job(make_app, backend_url) -> 
             raise RuntimeError("no")
 
     @ext.job
-    def deep(job) -> list:  # type: ignore[no-untyped-def]
+    def deep(job) -> list:
         value: list = []
         for _ in range(5000):
             value = [value]
         return value
 
     @ext.job
-    def unprintable(job) -> None:  # type: ignore[no-untyped-def]
+    def unprintable(job) -> None:
         raise Unprintable()
 
     @ext.job
-    def huge_total(job) -> str:  # type: ignore[no-untyped-def]
+    def huge_total(job) -> str:
         job.progress(1, total=10**400)
         time.sleep(0.2)  # a job that takes its time (not reached: progress() refuses the total)
         return "ok"
@@ -442,7 +442,7 @@ def test_a_quiet_jobs_state_entry_does_not_expire_while_it_runs(make_app, backen
     app, ext = make_app(backend_url, ASYNCSTATE_EXPIRES=1, ASYNCSTATE_HEARTBEAT_INTERVAL=0.3)
 
     @ext.job(state=Quiet)
-    def quiet(job) -> int:  # type: ignore[no-untyped-def]
+    def quiet(job) -> int:
         time.sleep(2.0)  # longer than the expiry, with no writes at all
         assert job.state.update(lambda s: setattr(s, "n", 7))
         return job.state.get().n
@@ -510,7 +510,7 @@ def test_wait_and_status_agree_on_cancel_requested(make_app, backend_url) -> Non
     app, ext = make_app(backend_url)
 
     @ext.job(state=Steps)
-    def stepping(job) -> None:  # type: ignore[no-untyped-def]
+    def stepping(job) -> None:
         while not job.cancelled.wait(0.01):
             pass
 

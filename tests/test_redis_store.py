@@ -118,7 +118,7 @@ def test_a_pipeline_of_scripts_is_one_round_trip_and_survives_a_script_flush(red
     sent: list[int] = []
 
     class Counting(redis_py.Connection):
-        def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        def send_packed_command(self, command, check_health=True):
             sent.append(1)
             return super().send_packed_command(command, check_health)
 

@@ -32,7 +32,7 @@ def test_redis_restart_mid_job_loses_nothing(make_app, make_jobs) -> None:
         app, ext, jobs = make_jobs(server.url)
 
         @app.post("/start/<kind>")
-        def start(kind: str):  # type: ignore[no-untyped-def]
+        def start(kind: str):
             args = {"count": (60, 0.05), "until_cancelled": ()}[kind]
             handle = jobs[kind].start(*args)
             return {"token": handle.token, "id": handle.id}

@@ -195,7 +195,7 @@ def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, re
 # -- RQ: what goes on the queue (a worker in this process runs it) -------------------------
 
 
-def _rq_app(redis_url: str, **config: object):  # type: ignore[no-untyped-def]
+def _rq_app(redis_url: str, **config: object):
     from support.apps import make_app as build
 
     return build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="unit", **config)
@@ -326,7 +326,7 @@ def test_a_transition_whose_reply_was_lost_still_wins(store, monkeypatch) -> Non
     records.create(new_document("resent", "import", None), None, False)
     real = store._update
 
-    def resent(key, apply):  # type: ignore[no-untyped-def]
+    def resent(key, apply):
         real(key, apply)  # done, but the reply "was lost": the client sends it again
         return real(key, apply)
 
