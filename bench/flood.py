@@ -4,7 +4,7 @@ Against one redis-server on loopback:
 
 - the app: the example app with ``REDIS_URL`` set (jobs and Flask-Session
   sessions in Redis) under ``gunicorn -k gthread --workers 1 --threads 16``
-  (``tests/gunicorn_server.py``), ``ASYNCSTATE_MAX_QUEUED`` = ``--max-queued``
+  (``tests/support/gunicorn_server.py``), ``ASYNCSTATE_MAX_QUEUED`` = ``--max-queued``
   (500), heartbeat every 1 s, imports of 2 s (4 batches of 0.5 s) run 4 at a
   time: the queue fills within a second and stays full;
 - the flood: ``--requests`` ``POST /import`` from ``--clients`` (32) threads,

@@ -12,7 +12,7 @@ without, a missed target is reported and the exit code stays 0.
 
 Importing this module puts the checkout and ``tests/`` on ``sys.path``, so the
 scripts run from a checkout without installing the package. The block "what
-the bench borrows" below is the one place that names ``tests/`` helpers and the
+the bench borrows" below is the one place that names ``tests/support/`` helpers and the
 library's internal modules and attributes: when a restructure moves one, that
 block changes and no script does.
 """
@@ -57,8 +57,8 @@ import redis
 
 # -- what the bench borrows ---------------------------------------------------------------
 # tests/ helpers: the throwaway servers, gunicorn and its client steps, a /proc walker, waits.
-from gunicorn_server import SECRET_KEY as EXAMPLE_SECRET  # noqa: F401
-from gunicorn_server import (  # noqa: F401
+from support.gunicorn_server import SECRET_KEY as EXAMPLE_SECRET  # noqa: F401
+from support.gunicorn_server import (  # noqa: F401
     GunicornServer,
     Prober,
     beat_age,
@@ -74,10 +74,10 @@ from gunicorn_server import (  # noqa: F401
     stall_redis,
     timed_request,
 )
-from redis_server import RedisServer
-from redis_topologies import RedisClusterServers  # noqa: F401
-from waiting import wait_until  # noqa: F401
-from worker_procs import descendants
+from support.redis_server import RedisServer
+from support.redis_topologies import RedisClusterServers  # noqa: F401
+from support.waiting import wait_until  # noqa: F401
+from support.worker_procs import descendants
 
 # The library: its public names, and the internals the benchmarks measure or count through.
 from flask_asyncstate import AsyncState, JobContext, serialization  # noqa: F401
@@ -605,7 +605,7 @@ def make_app(
 class Gunicorn(GunicornServer):
     """gunicorn serving a bench app (``app``: ``"_apps:throughput_app()"``, say).
 
-    ``tests/gunicorn_server.py``'s server (a free loopback port, a readiness wait, a
+    ``tests/support/gunicorn_server.py``'s server (a free loopback port, a readiness wait, a
     stop that SIGKILLs its own process group), with ``bench/`` on the workers' path
     and the bench's secret. ``reuse_port``: one listening socket per worker, so the
     kernel spreads keep-alive connections over the workers (with one shared socket 16

@@ -1,7 +1,7 @@
 """Stall: latencies while Redis stops answering for 8 s (SIGSTOP, then ``CLIENT PAUSE ALL``).
 
 - the app: the example app under ``gunicorn -k gthread --workers 1 --threads 8``
-  (``tests/gunicorn_server.py``), jobs in Redis (``FLASK_ASYNCSTATE_REDIS_URL``),
+  (``tests/support/gunicorn_server.py``), jobs in Redis (``FLASK_ASYNCSTATE_REDIS_URL``),
   sessions in files (``SESSION_DIR``), so ``GET /`` never touches Redis;
   ``ASYNCSTATE_REDIS_TIMEOUT`` and the ``circuit_reset`` tuning keyword at their defaults;
 - one import of about 13 s (13 batches of 10 products, 1 s each), started with a

@@ -6,7 +6,7 @@ script measures the same things on both topologies in one run:
 
 - the single server: ``--redis-url`` (``run.py`` passes the one it started), or
   a throwaway one of its own;
-- the cluster: 3 primaries with a replica each (``tests/redis_topologies.py``'s
+- the cluster: 3 primaries with a replica each (``tests/support/redis_topologies.py``'s
   ``RedisClusterServers``: six ``redis-server`` processes on free loopback
   ports, never 6379, built with ``redis-cli --cluster create``), always
   started here and stopped at the end.

@@ -78,8 +78,8 @@ XHR = {"X-Requested-With": "fetch"}
 
 
 def _csrf_app(make_app: Any, exempt: bool = False, **config: Any) -> tuple[Any, str, str]:
-    from apps import define_jobs
     from flask_wtf.csrf import CSRFProtect, generate_csrf
+    from support.apps import define_jobs
 
     app, ext = make_app(**config)
     csrf = CSRFProtect(app)
@@ -182,15 +182,12 @@ def test_job_gate_refuses_the_inline_executor_instead_of_hanging(make_app) -> No
         wait_for(export.start(), "cancelled")  # it succeeds: no gate now
 
 
-def test_client_helper_passes_same_origin_and_csrf_checks(make_app) -> None:
-    from apps import define_jobs
+def test_client_helper_passes_same_origin_and_csrf_checks(app, ext, jobs) -> None:
     from flask_wtf.csrf import CSRFProtect
 
     from flask_asyncstate.testing import client, wait_for
 
-    app, ext = make_app()
     CSRFProtect(app)
-    jobs = define_jobs(ext)
 
     @app.post("/start")
     def start() -> Any:
@@ -262,15 +259,12 @@ def test_a_server_shutdown_is_not_a_users_cancel(make_app, redis_url) -> None:
             )
 
 
-def test_client_helper_on_another_host_over_https(make_app) -> None:
-    from apps import define_jobs
+def test_client_helper_on_another_host_over_https(app, ext, jobs) -> None:
     from flask_wtf.csrf import CSRFProtect
 
     from flask_asyncstate.testing import client, wait_for
 
-    app, ext = make_app()
     CSRFProtect(app)
-    jobs = define_jobs(ext)
 
     @app.post("/start")
     def start() -> Any:

@@ -340,13 +340,11 @@ def test_admin_cancel_of_a_finished_job_cancels_nothing(make_app) -> None:
         assert done.status()["cancel_requested"] is False
 
 
-def test_testing_client_follows_server_name(make_app) -> None:
-    from apps import define_jobs
+def test_testing_client_follows_server_name(make_jobs) -> None:
     from flask_wtf.csrf import CSRFProtect
 
-    app, ext = make_app(SERVER_NAME="shop.example")
+    app, _ext, jobs = make_jobs(SERVER_NAME="shop.example")
     CSRFProtect(app)
-    jobs = define_jobs(ext)
 
     @app.post("/start")
     def start() -> Any:

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import redis
-from gunicorn_server import GunicornServer
-from waiting import wait_until
+from support.gunicorn_server import GunicornServer
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.reliability]
 
@@ -284,7 +284,7 @@ def _page_csrf(html: str) -> str:
 
 def test_inline_job_builds_links_at_the_test_clients_base_url(redis_server: Any) -> None:
     """No browser: the same job run inline (``ASYNCSTATE_EXECUTOR``) by Flask's test client."""
-    from real_app import asyncstate, create_app  # tests/ is on sys.path (conftest.py)
+    from real_app import asyncstate, create_app  # tests/ is on sys.path (pyproject: pythonpath)
 
     app = create_app(
         {

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers import AppProcess
+from support.servers import AppProcess
 
 # Failure injection (503s, 429s, dropped streams): with the reliability suite, not the quick one.
 pytestmark = [pytest.mark.browser, pytest.mark.reliability]
@@ -75,7 +75,7 @@ UNAVAILABLE_BODY = json.dumps({"error": "the job store is unavailable, try again
 
 
 @pytest.fixture
-def example(request, tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
+def example(request, tmp_path) -> Iterator[AppProcess]:
     """The example app (in-memory store); its import of 2,000 products takes about 8 s.
 
     Indirect parametrisation adds environment variables (app config) to its process.
@@ -89,7 +89,7 @@ def example(request, tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyp
 
 
 @pytest.fixture
-def page(browser, example) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def page(browser, example) -> Iterator[Any]:
     context = browser.new_context()
     context.set_default_timeout(30000)
     page = context.new_page()
@@ -148,7 +148,7 @@ def assert_no_end_before_the_last(log: list[dict[str, Any]], final: str) -> None
         assert not shown.intersection(set(NEVER_BEFORE_THE_END) - {final}), entry
 
 
-def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> None:
     job_url = start_import(page, example)
     polls: list[tuple[float, int]] = []  # (time, status answered)
     failing = {"from": 3, "count": 3}  # polls 3, 4 and 5 get a 503
@@ -203,7 +203,7 @@ def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> 
     assert all(0.9 <= gap < 1.9 for gap in gaps), gaps
 
 
-def test_auto_mode_falls_back_to_polling_when_events_answers_429(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_auto_mode_falls_back_to_polling_when_events_answers_429(page, example) -> None:
     events: list[str] = []
     polls: list[int] = []
 
@@ -239,7 +239,7 @@ def test_auto_mode_falls_back_to_polling_when_events_answers_429(page, example) 
     assert len(events) == 1
 
 
-def test_cancel_answered_503_is_retried_and_the_job_ends_cancelled(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_answered_503_is_retried_and_the_job_ends_cancelled(page, example) -> None:
     job_url = start_import(page, example)
     cancels: list[tuple[float, int]] = []
 
@@ -279,7 +279,7 @@ def test_cancel_answered_503_is_retried_and_the_job_ends_cancelled(page, example
     assert own.status == 200 and own.json()["status"] == "cancelled"
 
 
-def test_cancel_gives_up_after_its_retries_and_can_be_pressed_again(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_gives_up_after_its_retries_and_can_be_pressed_again(page, example) -> None:
     job_url = start_import(page, example)
     cancels: list[int] = []
     down = {"on": True}
@@ -314,7 +314,7 @@ def test_cancel_gives_up_after_its_retries_and_can_be_pressed_again(page, exampl
     assert_no_end_before_the_last(widget_log(page), "asyncstate--cancelled")
 
 
-def test_open_stream_unavailable_event_then_drop(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_open_stream_unavailable_event_then_drop(page, example) -> None:
     """A stream that opened, said the store is away, then dropped: polling takes over."""
     streams: list[str] = []
 
@@ -370,7 +370,7 @@ def test_open_stream_unavailable_event_then_drop(page, example) -> None:  # type
     [{"FLASK_ASYNCSTATE_MAX_STREAMS": "20", "EXAMPLE_TUNING_MAX_STREAMS_PER_OWNER": "1"}],
     indirect=True,
 )
-def test_second_tab_over_the_real_stream_limit_polls(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_second_tab_over_the_real_stream_limit_polls(page, example) -> None:
     """No interception: the server itself refuses a second stream of the session with 429."""
     job_url = start_import(page, example)  # tab 1 (mode "auto") holds the session's one stream
     page.wait_for_function(

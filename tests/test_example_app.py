@@ -19,9 +19,9 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from gunicorn_server import GunicornServer
-from servers import csrf_token
-from waiting import wait_until
+from support.gunicorn_server import GunicornServer
+from support.servers import csrf_token
+from support.waiting import wait_until
 
 import example_app
 from example_app import InsecureStorage, create_app, shared_secret_key

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from gunicorn_server import (
+from support.gunicorn_server import (
     SECRET_KEY,
     GunicornServer,
     Prober,
@@ -44,7 +44,7 @@ from gunicorn_server import (
     spread,
     timed_request,
 )
-from waiting import WaitTimeout, wait_until
+from support.waiting import WaitTimeout, wait_until
 
 from flask_asyncstate import AsyncState
 

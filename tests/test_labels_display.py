@@ -79,7 +79,7 @@ def test_the_label_is_in_the_document_and_the_jobs_panel(make_app) -> None:
 
 
 def test_a_worker_finds_a_labelled_job_by_its_name(redis_url) -> None:
-    from apps import make_app as build
+    from support.apps import make_app as build
 
     from flask_asyncstate import workers as on_rq
 

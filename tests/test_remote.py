@@ -10,9 +10,9 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from apps import SECRET, Gate, define_jobs
 from flask import Flask
-from waiting import wait_until
+from support.apps import SECRET, Gate, define_jobs
+from support.waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobContext, QueueFull
 from flask_asyncstate.errors import UnserializableState
@@ -22,9 +22,8 @@ from flask_asyncstate.status import JobStatus
 # -- every executor ------------------------------------------------------------------
 
 
-def test_start_refuses_arguments_that_are_not_json_naming_them(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_start_refuses_arguments_that_are_not_json_naming_them(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url)
     with app.app_context():
         store = ext.app_state().store
         for args, kwargs, named in [
@@ -196,8 +195,8 @@ def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, re
 # -- RQ: what goes on the queue (a worker in this process runs it) -------------------------
 
 
-def _rq_app(redis_url: str, **config: object):  # type: ignore[no-untyped-def]
-    from apps import make_app as build
+def _rq_app(redis_url: str, **config: object):
+    from support.apps import make_app as build
 
     return build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="unit", **config)
 
@@ -266,8 +265,8 @@ def test_rq_queue_is_bounded_app_wide(redis_url) -> None:
 
 
 def test_celery_task_runs_the_job_with_the_same_lifecycle(redis_url) -> None:
-    from apps import make_app as build
     from celery import Celery
+    from support.apps import make_app as build
 
     celery = Celery("unit", broker=redis_url, set_as_current=False)
     celery.conf.update(task_always_eager=True, task_serializer="json")
@@ -327,7 +326,7 @@ def test_a_transition_whose_reply_was_lost_still_wins(store, monkeypatch) -> Non
     records.create(new_document("resent", "import", None), None, False)
     real = store._update
 
-    def resent(key, apply):  # type: ignore[no-untyped-def]
+    def resent(key, apply):
         real(key, apply)  # done, but the reply "was lost": the client sends it again
         return real(key, apply)
 
@@ -498,10 +497,10 @@ def test_rq_workers_run_nothing_but_our_own_entry_point(redis_url, tmp_path, cap
     import logging
 
     import redis
-    from apps import make_app as build
     from rq import Queue
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
+    from support.apps import make_app as build
 
     from flask_asyncstate import workers as on_rq
 
@@ -537,7 +536,7 @@ def test_rq_workers_run_nothing_but_our_own_entry_point(redis_url, tmp_path, cap
 def test_an_rq_worker_stops_without_waiting_for_its_pubsub_thread(redis_url) -> None:
     """RQ's teardown stops its command listener, which waits up to 60 s for a message: the
     worker must not wait that out (a deploy's warm shutdown, each ``--burst`` run)."""
-    from apps import make_app as build
+    from support.apps import make_app as build
 
     from flask_asyncstate import workers as on_rq
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from flask import Flask, jsonify, request
 from flask_login import LoginManager, UserMixin, login_user, logout_user
-from procs import start_unique
-from waiting import wait_until
+from support.procs import start_unique
+from support.waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobCancelled, JobContext
 from flask_asyncstate.templating import DEFAULT_LABELS, translated

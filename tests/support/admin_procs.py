@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps import define_jobs, make_app
-
 from flask_asyncstate.status import FINAL
+from support.apps import define_jobs, make_app
 
 
 def run_instance(url: str, out: Any, stop: Any) -> None:

@@ -11,9 +11,9 @@ with Flask-WTF's CSRF token: :func:`prepare` loads ``/`` and returns the token
 if the page carries one (hidden ``csrf_token`` input or ``csrf-token`` meta
 tag), and :func:`post_import` / :func:`post_cancel` send it when given.
 
-This is the one way the tests run gunicorn (``tests/servers.py`` runs ``flask run``).
+This is the one way the tests run gunicorn (``tests/support/servers.py`` runs ``flask run``).
 Used by ``tests/test_flood.py``, ``tests/test_stall.py``, ``tests/test_reliability.py``,
-``tests/test_example_app.py`` and, through ``bench/_common.py``'s ``sys.path``, by
+``tests/test_example_app.py`` and, through ``bench/harness.py``'s borrowed helpers, by
 ``bench/flood.py`` and ``bench/stall.py``.
 """
 
@@ -35,10 +35,11 @@ from typing import Any, Self
 import gunicorn
 import redis
 import requests
-from redis_server import RedisServer, free_port
-from waiting import WaitTimeout, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.redis_server import RedisServer, free_port
+from support.waiting import WaitTimeout, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Secret shared by every worker (and by the CLI run against the same store).
 SECRET_KEY = "shared-test-secret"

@@ -103,8 +103,8 @@ _built: dict[str, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
-    """``app`` and ``celery_app`` for ``flask --app worker_app`` and ``celery -A
-    worker_app:celery_app``, built on first use (so the test process can import the module)."""
+    """``app`` and ``celery_app`` for ``flask --app support.worker_app`` and ``celery -A
+    support.worker_app:celery_app``, built on first use (so the test process can import the module)."""
     if name not in ("app", "celery_app"):
         raise AttributeError(name)
     if not _built:

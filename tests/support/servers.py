@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Self
 
 import requests
-from gunicorn_server import ROOT, app_environment
-from gunicorn_server import csrf_token as page_csrf_token
-from redis_server import free_port
-from waiting import WaitTimeout, wait_until
+
+from support.gunicorn_server import ROOT, app_environment
+from support.gunicorn_server import csrf_token as page_csrf_token
+from support.redis_server import free_port
+from support.waiting import WaitTimeout, wait_until
 
 
 class AppProcess:

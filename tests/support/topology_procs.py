@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from apps import SECRET, define_jobs
 from flask import Flask
 
 from flask_asyncstate import AsyncState
+from support.apps import SECRET, define_jobs
 
 
 def client_for(spec: dict[str, Any]) -> Any:

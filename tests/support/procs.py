@@ -6,10 +6,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from apps import define_jobs, make_app
-
 from flask_asyncstate.state import StateAPI
 from flask_asyncstate.stores.redis import RedisStore, client_from_url
+from support.apps import define_jobs, make_app
 
 
 @dataclass

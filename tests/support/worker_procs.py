@@ -1,5 +1,5 @@
 """Real worker processes for the executor tests: RQ (forking or simple) and Celery workers,
-and web instances under ``flask run``, all serving ``tests/worker_app.py`` on one redis-server."""
+and web instances under ``flask run``, all serving ``tests/support/worker_app.py`` on one redis-server."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from typing import Any
 
 import redis
 import requests
-from redis_server import free_port
-from waiting import wait_until
 
-HERE = Path(__file__).resolve().parent
+from support.redis_server import free_port
+from support.waiting import wait_until
+
+TESTS = Path(__file__).resolve().parents[1]  # on the path, so ``support.worker_app`` imports
 XHR = {"X-Requested-With": "XMLHttpRequest"}
 
 
@@ -56,7 +57,7 @@ class Engine:
             "WT_PREFIX": self.prefix,
             "WT_EXECUTOR": "celery" if kind == "celery" else "rq",
             "WT_QUEUE": self.queue,
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
+            "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)]),
         }
         self.webs: list[tuple[subprocess.Popen[bytes], str]] = []
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -67,7 +68,7 @@ class Engine:
         self._logs.append(log)
         return subprocess.Popen(
             argv,
-            cwd=HERE,
+            cwd=TESTS,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -85,7 +86,7 @@ class Engine:
                 "-m",
                 "flask",
                 "--app",
-                "worker_app",
+                "support.worker_app",
                 "run",
                 "--port",
                 str(port),
@@ -116,7 +117,7 @@ class Engine:
                 "-m",
                 "celery",
                 "-A",
-                "worker_app:celery_app",
+                "support.worker_app:celery_app",
                 "worker",
                 "--pool",
                 "prefork",
@@ -137,7 +138,7 @@ class Engine:
             "-m",
             "flask",
             "--app",
-            "worker_app",
+            "support.worker_app",
             "asyncstate",
             "worker",
             "--queue",

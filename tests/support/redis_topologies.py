@@ -35,8 +35,9 @@ import redis
 import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_server import free_port
-from waiting import WaitTimeout, wait_until
+
+from support.redis_server import free_port
+from support.waiting import WaitTimeout, wait_until
 
 HOST = "127.0.0.1"
 Address = tuple[str, int]

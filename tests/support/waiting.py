@@ -5,8 +5,8 @@ returns that value; if ``timeout`` seconds pass first it raises
 :class:`WaitTimeout` (an ``AssertionError``, so pytest reports it as a failed
 check) naming what was awaited and the last value seen.
 
-Imported by the tests and the helpers they share (``tests/conftest.py`` puts
-``tests/`` on ``sys.path``; ``bench/_common.py`` does too, for the servers).
+Imported by the tests and the helpers they share (pyproject's pytest
+``pythonpath`` puts ``tests/`` on ``sys.path``; ``bench/harness.py`` does too, for the servers).
 A sleep that *is* the behaviour under test (silence that lets an entry
 expire, a job that takes its time, a measurement window) stays a
 ``time.sleep`` with a comment saying so.

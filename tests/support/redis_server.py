@@ -9,7 +9,8 @@ import tempfile
 import time
 
 import redis
-from waiting import WaitTimeout, wait_until
+
+from support.waiting import WaitTimeout, wait_until
 
 
 def free_port() -> int:
