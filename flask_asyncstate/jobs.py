@@ -59,7 +59,7 @@ MIN_GAP = 0.2
 
 
 def _check_number(value: object, what: str) -> None:
-    if value.__class__ is int and -MAX_PROGRESS_VALUE <= value <= MAX_PROGRESS_VALUE:  # type: ignore[operator]
+    if value.__class__ is int and -MAX_PROGRESS_VALUE <= value <= MAX_PROGRESS_VALUE:
         return  # the common case, first
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"progress {what} must be a number, got {type(value).__name__}")
@@ -214,11 +214,9 @@ class Job:
         cancel reaches even a CPU-bound job within about a millisecond.
         """
         # The common case (ints in range, a short ASCII message) is checked inline: no calls.
-        if current.__class__ is not int or not -_MAX <= current <= _MAX:  # type: ignore[operator]
+        if current.__class__ is not int or not -_MAX <= current <= _MAX:
             _check_number(current, "current")
-        if total is not None and (
-            total.__class__ is not int or not -_MAX <= total <= _MAX  # type: ignore[operator]
-        ):
+        if total is not None and (total.__class__ is not int or not -_MAX <= total <= _MAX):
             _check_number(total, "total")
         if message is not None and (
             message.__class__ is not str

@@ -71,7 +71,7 @@ class GuardedSessionInterface:
 def _request() -> Request:
     from flask import request
 
-    return request._get_current_object()  # type: ignore[attr-defined, no-any-return]
+    return request._get_current_object()  # type: ignore[attr-defined]
 
 
 def guard(app: Flask, prefix: str) -> None:

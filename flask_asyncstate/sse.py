@@ -149,13 +149,14 @@ class StreamSlots:
     def acquire(self, owner: str) -> Slot | None:
         if not self.on():
             return None
+        total = self.total or 0
         now = time.monotonic()
         with self._lock:
             for sid, (_o, opened) in list(self._open.items()):
                 if now - opened > self.lifetime:
                     del self._open[sid]
             mine = sum(1 for o, _t in self._open.values() if o == owner)
-            if len(self._open) >= self.total or mine >= self.per_owner:
+            if len(self._open) >= total or mine >= self.per_owner:
                 return None
             self._next += 1
             self._open[self._next] = (owner, now)

@@ -144,7 +144,7 @@ class _Hooks:
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
         try:
-            return super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc, no-any-return]
+            return super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
         finally:
             if self._is_horse:  # type: ignore[attr-defined]
                 # A work horse ends with os._exit right after (no atexit, threads just stop):
@@ -214,7 +214,7 @@ def _register(celery: Celery) -> Any:
         return ref()
 
     # shared=False: a shared task would be added to every Celery app made later, too.
-    @celery.task(name=TASK_NAME, serializer="json", ignore_result=True, shared=False)  # type: ignore[misc]
+    @celery.task(name=TASK_NAME, serializer="json", ignore_result=True, shared=False)
     def run_tracked_job(payload: dict[str, Any]) -> None:
         found = ref()
         if found is None:
