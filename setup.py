@@ -13,7 +13,9 @@ setup(
     license="BSD-3-Clause",
     python_requires=">=3.11",
     packages=find_packages(include=["flask_asyncstate", "flask_asyncstate.*"]),
-    package_data={"flask_asyncstate": ["py.typed", "static/*", "templates/asyncstate/*"]},
+    package_data={
+        "flask_asyncstate": ["py.typed", "static/*", "templates/asyncstate/*", "stores/redis.lua"]
+    },
     include_package_data=True,
     # The product is a token in a server-side session and a Redis store in production:
     # those are core, not extras (the in-process memory store stays the default).

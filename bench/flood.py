@@ -1,45 +1,41 @@
 """Flood: thousands of cookie-less ``POST /import`` against one gunicorn worker with a small queue.
 
-What it measures, against one ``redis-server`` on loopback:
+Against one redis-server on loopback:
 
-- the app: the example app (``example_app:create_app()``) with ``REDIS_URL`` set
-  (jobs and Flask-Session sessions in Redis) under ``gunicorn -k gthread
-  --workers 1 --threads 16`` on a free loopback port
-  (``tests/gunicorn_server.py``), with ``ASYNCSTATE_MAX_QUEUED`` =
-  ``--max-queued`` (500), ``ASYNCSTATE_HEARTBEAT_INTERVAL`` 1 s, and imports of
-  2 s (4 batches of 0.5 s), 4 at a time (``ASYNCSTATE_MAX_WORKERS`` 4): the
-  queue fills within a second and does not drain during the flood;
-- the flood: ``--requests`` (4,000; quick 1,000) ``POST /import`` from
-  ``--clients`` (32) threads, each request with a fresh cookie jar and
-  ``Accept: application/json`` (and, when the example has CSRF protection, a
-  ``GET /`` first for the token: the figures then count both requests as one
-  start), bounded to 60 s;
-- meanwhile ``GET /`` every 250 ms (a page without Redis), and the worker's
-  heartbeat entry read from Redis every 500 ms;
-- after the flood every accepted job is cancelled with ``asyncstate.cancel(token)``
-  from this process, and the time until all of them are final is the drain time.
+- the app: the example app with ``REDIS_URL`` set (jobs and Flask-Session
+  sessions in Redis) under ``gunicorn -k gthread --workers 1 --threads 16``
+  (``tests/support/gunicorn_server.py``), ``ASYNCSTATE_MAX_QUEUED`` = ``--max-queued``
+  (500), heartbeat every 1 s, imports of 2 s (4 batches of 0.5 s) run 4 at a
+  time: the queue fills within a second and stays full;
+- the flood: ``--requests`` ``POST /import`` from ``--clients`` (32) threads,
+  each with a fresh cookie jar and ``Accept: application/json`` (with the
+  example's CSRF protection on, each first ``GET /``\\ s its page for the token;
+  the POST alone is timed), bounded to 60 s;
+- meanwhile ``GET /`` every 250 ms, and the worker's heartbeat entry read from
+  Redis every 500 ms;
+- then every accepted job is cancelled with ``asyncstate.cancel(token)`` from
+  this process; the drain time runs until all of them are final.
 
-Figures: starts answered per second, answers by status (with their latency
-and ``Retry-After``), ``GET /`` latency, the oldest heartbeat seen, and the
-worker's resident memory (``VmRSS`` of ``/proc/<pid>/status``) before the
-flood, after it and after the drain. Nothing is asserted:
-``tests/test_flood.py`` does that.
+Two tables: answers by status (count, share that is JSON, p50/p99/max,
+``Retry-After``), and the instance: starts answered per second, ``GET /``
+latency, the oldest heartbeat seen, the worker's resident memory before the
+flood, after it and after the drain, the drain time, how the accepted jobs
+ended, and whether the gunicorn worker is the same process. No alternative:
+this is admission control under load; ``tests/test_flood.py`` asserts the same
+targets as pass/fail.
 
-It starts its own redis-server on a free loopback port (never 6379) unless
-given ``--redis-url``, and stops gunicorn (SIGTERM, then SIGKILL of its process
-group) and the server in any case.
+Targets: every answer JSON 202, 429 or 503 (never 500 or HTML), a refusal with
+``Retry-After``; the heartbeat never older than 3 intervals; ``GET /`` under 2 s
+throughout; the worker survives.
 
-Run from the repository root::
-
-    python bench/flood.py                  # 4,000 starts (about 15 s)
-    python bench/flood.py --quick          # 1,000 starts (about 6 s)
+    python bench/flood.py                # 4,000 starts (about 15 s)
+    python bench/flood.py --quick        # 1,000 starts (about 6 s)
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -47,61 +43,51 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import harness
 import requests
-from _common import (
-    add_common_options,
-    environment,
-    fill_defaults,
-    make_app,
-    markdown_table,
-    panel,
-    percentile,
-    percentile_ms,
-    redis_server,
-    write_json,
-)
-from gunicorn_server import (
-    SECRET_KEY,
-    GunicornServer,
-    Prober,
-    Sample,
-    beat_age,
-    post_import,
-    prepare,
-    rss_kib,
-    timed_request,
-)
 
 THREADS = 16
 WORKERS = 4  # ASYNCSTATE_MAX_WORKERS, the library's default
 HEARTBEAT = 1.0
+TARGETS = (
+    harness.Target("answers other than JSON 202/429/503 (with Retry-After)", "<=", 0),
+    harness.Target("oldest heartbeat seen", "<=", 3 * HEARTBEAT, " s"),
+    harness.Target("GET / during the flood, max", "<=", 2.0, " s"),
+    harness.Target("gunicorn workers replaced", "<=", 0),
+)
 BUDGET = 60.0  # seconds for the whole flood; later requests are not sent
 DRAIN_LIMIT = 60.0
-DEFAULT_REQUESTS, QUICK_REQUESTS = 4000, 1000
+FULL = {"requests": 4000, "clients": 32, "max_queued": 500}
+QUICK = {**FULL, "requests": 1000}
+HELP = {
+    "requests": "starts sent",
+    "clients": "client threads",
+    "max_queued": "ASYNCSTATE_MAX_QUEUED of the instance",
+}
 
 
-def flood(url: str, requests_: int, clients: int, needs_csrf: bool) -> tuple[list[Sample], float]:
+def flood(url: str, count: int, clients: int, needs_csrf: bool) -> tuple[list[Any], float]:
     """Send the starts; (samples of the answered ones, seconds)."""
     deadline = time.monotonic() + BUDGET
 
-    def one(_: int) -> Sample | None:
+    def one(_: int) -> Any:
         if time.monotonic() > deadline:
             return None
         with requests.Session() as client:
-            csrf = prepare(client, url) if needs_csrf else None
-            return timed_request(lambda: post_import(client, url, csrf, timeout=15))
+            csrf = harness.prepare(client, url) if needs_csrf else None
+            return harness.timed_request(lambda: harness.post_import(client, url, csrf, timeout=15))
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        answers = list(pool.map(one, range(requests_)))
+        answers = list(pool.map(one, range(count)))
     return [a for a in answers if a is not None], time.perf_counter() - start
 
 
 def drain(redis_url: str, tokens: list[str]) -> tuple[float, Counter[str]]:
     """Cancel every accepted job (public API, from here); seconds until all are final."""
     # the example app's secret and keys (the library's default prefix): its tokens are valid here
-    app, ext = make_app(
-        "bench-flood-drain", redis_url=redis_url, key_prefix=None, secret_key=SECRET_KEY
+    app, ext = harness.make_app(
+        "bench-flood-drain", redis_url=redis_url, key_prefix=None, secret_key=harness.EXAMPLE_SECRET
     )
     start = time.perf_counter()
     statuses: Counter[str] = Counter()
@@ -130,28 +116,27 @@ def run(redis_url: str, args: argparse.Namespace, log_dir: str) -> dict[str, Any
         "EXAMPLE_BATCH": "10",
         "EXAMPLE_PAUSE": "0.5",
     }
-    server = GunicornServer(log_dir, workers=1, threads=THREADS, env=env)
-    try:
-        server.start()
+    server = harness.GunicornServer(log_dir, workers=1, threads=THREADS, env=env)
+    with harness.serving(server):
         url = server.url
         worker = server.worker_pid()
-        needs_csrf = prepare(requests.Session(), url) is not None
+        needs_csrf = harness.prepare(requests.Session(), url) is not None
         with requests.Session() as warm:  # one start first: job threads, scripts, connections
-            post_import(warm, url, prepare(warm, url))
+            harness.post_import(warm, url, harness.prepare(warm, url))
         time.sleep(0.5)
-        rss_before = rss_kib(worker)
+        rss_before = harness.rss_kib(worker)
         beat_ages: list[float] = []
         stop = threading.Event()
 
         def watch() -> None:
             while not stop.wait(0.5):
-                beat_ages.append(beat_age(redis_url, worker))
+                beat_ages.append(harness.beat_age(redis_url, worker))
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        with Prober(lambda: requests.get(url + "/", timeout=10), every=0.25) as page:
+        with harness.Prober(lambda: requests.get(url + "/", timeout=10), every=0.25) as page:
             samples, took = flood(url, args.requests, args.clients, needs_csrf)
-            rss_after = rss_kib(worker)
+            rss_after = harness.rss_kib(worker)
             tokens = [
                 s.body["token"]
                 for s in samples
@@ -164,13 +149,8 @@ def run(redis_url: str, args: argparse.Namespace, log_dir: str) -> dict[str, Any
             drained, finals = drain(redis_url, tokens)
         stop.set()
         watcher.join(5)
-        rss_drained = rss_kib(worker)
+        rss_drained = harness.rss_kib(worker)
         alive = server.current_workers() == [worker]
-    except BaseException:
-        sys.stderr.write(f"gunicorn log:\n{server.log_text()}\n")
-        raise
-    finally:
-        server.stop()
     return {
         "samples": samples,
         "seconds": took,
@@ -185,41 +165,36 @@ def run(redis_url: str, args: argparse.Namespace, log_dir: str) -> dict[str, Any
     }
 
 
-def status_table(samples: list[Sample]) -> str:
+def status_rows(samples: list[Any]) -> list[list[str]]:
     rows = []
     for status, n in sorted(Counter(s.status for s in samples).items(), key=lambda i: str(i[0])):
         these = [s for s in samples if s.status == status]
         took = [s.took for s in these]
-        json_share = sum(s.json for s in these) / len(these)
         retry = Counter(s.retry_after for s in these if s.retry_after)
         rows.append(
             [
                 str(status) if status is not None else "no answer",
                 f"{n:,}",
-                f"{json_share:.0%}",
-                percentile_ms(took, 50),
-                percentile_ms(took, 99),
-                percentile_ms(took, 100),
+                f"{sum(s.json for s in these) / len(these):.0%}",
+                *(harness.ms(took, pct) for pct in (50, 99, 100)),
                 ", ".join(f"{v} s" for v in sorted(retry)) or "-",
             ]
         )
-    header = ["answer", "count", "JSON", "p50 ms", "p99 ms", "max ms", "Retry-After"]
-    return markdown_table(header, rows)
+    return rows
 
 
-def instance_table(r: dict[str, Any], args: argparse.Namespace) -> str:
+def instance_rows(r: dict[str, Any], args: argparse.Namespace) -> list[list[str]]:
     before, after, drained = (f"{v / 1024:,.1f}" if v else "?" for v in r["rss"])
     page = [s.took for s in r["page"] if s.status == 200]
     failed_pages = sum(s.status != 200 for s in r["page"])
     oldest = max(r["beat_ages"], default=float("nan"))
-    finals = ", ".join(f"{k} {v:,}" for k, v in sorted(r["finals"].items()))
-    rows = [
+    return [
         ["starts answered per second", f"{len(r['samples']) / r['seconds']:,.0f}"],
         ["flood duration s", f"{r['seconds']:.1f}"],
         ["accepted (202)", f"{r['accepted']:,} (ASYNCSTATE_MAX_QUEUED={args.max_queued:,})"],
         [
             f"GET / during the flood ms, p50 / p99 / max ({len(page)} probes)",
-            " / ".join(percentile_ms(page, pct) for pct in (50, 99, 100))
+            " / ".join(harness.ms(page, pct) for pct in (50, 99, 100))
             + (f" ({failed_pages} failed)" if failed_pages else ""),
         ],
         [f"oldest heartbeat seen s (interval {HEARTBEAT:g} s, lost after 3)", f"{oldest:.1f}"],
@@ -228,97 +203,101 @@ def instance_table(r: dict[str, Any], args: argparse.Namespace) -> str:
             f"{before} / {after} / {drained}",
         ],
         ["drain s (cancel every accepted job, until all final)", f"{r['drain_seconds']:.1f}"],
-        ["accepted jobs after the drain", finals],
+        [
+            "accepted jobs after the drain",
+            ", ".join(f"{k} {v:,}" for k, v in sorted(r["finals"].items())),
+        ],
         ["gunicorn worker", "alive, same pid" if r["alive"] else "REPLACED or gone"],
     ]
-    return markdown_table(["figure", "value"], rows)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--requests",
-        type=int,
-        help=f"starts sent (default {DEFAULT_REQUESTS:,}, quick {QUICK_REQUESTS:,})",
-    )
-    parser.add_argument("--clients", type=int, default=32, help="client threads (32)")
-    parser.add_argument(
-        "--max-queued", type=int, default=500, help="ASYNCSTATE_MAX_QUEUED of the instance (500)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help=f"smoke run: {QUICK_REQUESTS:,} starts"
-    )
-    add_common_options(parser)
-    args = fill_defaults(
-        parser.parse_args(argv), {"requests": DEFAULT_REQUESTS}, {"requests": QUICK_REQUESTS}
-    )
-    if not (1 <= args.requests <= 20_000) or not (1 <= args.clients <= 64) or args.max_queued < 1:
-        parser.error("--requests must be 1..20,000, --clients 1..64, --max-queued positive")
-    return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    found = harness.parser(__doc__, FULL, QUICK, HELP)
+    ranges = {"requests": (1, 20_000), "clients": (1, 64), "max_queued": (1, 1e6)}
+    args = harness.parse(found, argv, ranges)
+    report = harness.Report(__file__, args)
     log_dir = tempfile.mkdtemp(prefix="asyncstate-bench-flood-")
     try:
-        with redis_server(args.redis_url) as server:
+        with harness.redis_server(args.redis_url) as server:
             r = run(server.url, args, log_dir)
-            env = environment(server.url)
+            env = harness.environment(server.url)
     finally:
         shutil.rmtree(log_dir, ignore_errors=True)
     samples = r["samples"]
     rate = len(samples) / r["seconds"]
+    page = [s.took for s in r["page"] if s.status == 200]
+    bad = [
+        s
+        for s in samples
+        if s.status not in (202, 429, 503) or not s.json or (s.status != 202 and not s.retry_after)
+    ]
+    odd, beat, slow, replaced = TARGETS
+    oldest = max(r["beat_ages"], default=float("nan"))
+    slowest = max(
+        (s.took if s.status == 200 else float("inf") for s in r["page"]), default=float("nan")
+    )
+    met = [
+        report.check(odd, len(bad), "POST /import", f"{len(bad):,} of {len(samples):,}"),
+        report.check(beat, oldest, "the gunicorn worker"),
+        report.check(slow, slowest, f"{len(r['page'])} probes"),
+        report.check(
+            replaced, 0 if r["alive"] else 1, "the gunicorn worker", "none" if r["alive"] else "1"
+        ),
+    ]
     csrf = " (each after a `GET /` for its CSRF token)" if r["needs_csrf"] else ""
-    print(env)
-    print()
-    print(
+    report.out(
+        env,
         f"A flood of {len(samples):,} cookie-less `POST /import`{csrf} from {args.clients} "
         f"threads against gunicorn -k gthread, 1 worker x {THREADS} threads, jobs and sessions "
         f"in Redis, ASYNCSTATE_MAX_QUEUED={args.max_queued}, 2 s imports, {WORKERS} at a time. "
-        f"Expected: JSON 202 up to the queue limit, then JSON 503 with Retry-After; never 500 "
-        f"or HTML. Answers by status (latency of the POST alone):"
+        f"Expected: JSON 202 up to the queue limit, then JSON 503 with Retry-After. Answers by "
+        f"status (latency of the POST alone):",
     )
-    print()
-    print(status_table(samples))
-    print()
-    print("The instance during and after the flood:")
-    print()
-    print(instance_table(r, args))
-    page = [s.took for s in r["page"] if s.status == 200]
+    report.table(
+        ["answer", "count", "JSON", "p50 ms", "p99 ms", "max ms", "Retry-After"],
+        status_rows(samples),
+    )
+    report.out("The instance during and after the flood:")
+    report.table(["figure", "value"], instance_rows(r, args))
+    by_status = Counter(s.status for s in samples)
+    report.summary(
+        f"flood: {len(samples):,} cookie-less starts, {args.clients} threads, "
+        f"MAX_QUEUED={args.max_queued}",
+        ", ".join(f"{n:,} x {status}" for status, n in sorted(by_status.items(), key=str))
+        + f"; `GET /` p99 {harness.ms(page, 99)} ms; oldest heartbeat {oldest:.1f} s",
+        "",
+        "JSON 202/429/503 only; heartbeat <= 3 s; `GET /` < 2 s",
+        all(met),
+    )
+    report.figures.update(
+        requests_per_second=rate,
+        by_status={str(k): v for k, v in by_status.items()},
+        rss_kib=list(r["rss"]),
+        drain_seconds=r["drain_seconds"],
+    )
+    rss = [(v or 0) / 1024 for v in r["rss"]]
+    report.notes.append(
+        f"{len(samples):,} starts at {rate:,.0f}/s; worker RSS {rss[0]:.0f} -> {rss[1]:.0f} MiB; "
+        f"drained in {r['drain_seconds']:.1f} s"
+    )
     post = [s.took for s in samples]
-    rss = r["rss"]
-    write_json(
-        args.json,
-        {
-            "requests_per_second": rate,
-            "by_status": {str(k): v for k, v in Counter(s.status for s in samples).items()},
-            "rss_kib": list(rss),
-            "drain_seconds": r["drain_seconds"],
-            "panels": [
-                panel(
-                    f"flood.py: latency during a flood of {len(samples):,} starts ({rate:,.0f}/s)",
-                    "ms",
-                    [
-                        (label, percentile(values, pct) * 1000)
-                        for label, values, pct in (
-                            ("POST /import p50", post, 50),
-                            ("POST /import p99", post, 99),
-                            ("GET / p50", page, 50),
-                            ("GET / p99", page, 99),
-                        )
-                        if values and percentile(values, pct) > 0
-                    ],
+    report.panel(
+        harness.panel(
+            f"flood.py: latency during a flood of {len(samples):,} starts ({rate:,.0f}/s)",
+            "ms",
+            [
+                (label, harness.percentile(values, pct) * 1000)
+                for label, values, pct in (
+                    ("POST /import p50", post, 50),
+                    ("POST /import p99", post, 99),
+                    ("GET / p50", page, 50),
+                    ("GET / p99", page, 99),
                 )
+                if values and harness.percentile(values, pct) > 0
             ],
-            "notes": [
-                (
-                    f"{len(samples):,} starts at {rate:,.0f}/s; worker RSS "
-                    f"{(rss[0] or 0) / 1024:.0f} -> {(rss[1] or 0) / 1024:.0f} MiB; drained in "
-                    f"{r['drain_seconds']:.1f} s"
-                )
-            ],
-        },
+        )
     )
+    report.finish()
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ loopback, with the library's default intervals (flush every
    intervals.
 
 2. Open ``/events`` streams on ONE gunicorn gevent worker (``--streams``: 10,
-   100, 1,000; --quick 10, 100). ``bench/_growth_app.py`` under ``gunicorn -k
+   100, 1,000; --quick 10, 100). ``_apps.streams_app()`` under ``gunicorn -k
    gevent --workers 1 --worker-connections S+100``, its Redis client on a
    ``BlockingConnectionPool`` of ``--pool`` (100) connections as the
    deployment docs advise, ``ASYNCSTATE_MAX_STREAMS`` and ``_PER_SESSION`` =
@@ -63,78 +63,57 @@ loopback, with the library's default intervals (flush every
    commandstats`` deltas; the instances' heartbeats and sweeps, a few
    commands a second, included) and the listener wake-ups it causes, summed
    over the instances (each instance's ``store.watchers.notify`` wrapped and
-   counted: one per message its listener heard). No target: flat commands
-   are expected.
+   counted: one per message its listener heard).
 
-Nothing is asserted. Every process started here (the spawned instances,
-gunicorn, a throwaway redis-server) is stopped at the end, also on failure or
-SIGTERM, and every loop and wait is bounded.
+   Target: commands per request flat (at the most instances within 1.5x of one).
 
-Run from the repository root::
+No alternative: each size is measured against the smallest. Every process
+started here (the spawned instances, gunicorn, a throwaway redis-server) is
+stopped at the end, also on failure or SIGTERM, and every loop and wait is
+bounded. In part 1 the flush's round trips are the writer's per tick on
+progress; the rest of the process's are the listener's sweep of held cancel
+flags (one a second) and the heartbeat. Writer CPU per tick and server
+commands per tick grow with the jobs (each document is encoded and run through
+a Lua script), and a slow tick pushes the next one back, which the longest gap
+shows and staleness follows; at 1,000 jobs on two cores the jobs run well below
+their nominal pace (they share the GIL), so read the calls/s column first.
 
-    python bench/growth.py                  # 1-1,000 jobs, 10-1,000 streams, 1-4 instances (about 70 s)
-    python bench/growth.py --quick          # shorter windows, 10 and 100 streams (about 40 s)
+    python bench/growth.py               # 1-1,000 jobs, 10-1,000 streams, 1-4 instances (about 70 s)
+    python bench/growth.py --quick       # shorter windows, 10 and 100 streams (about 40 s)
     python bench/growth.py --parts streams --streams 10,100,300,1000
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import itertools
 import json
 import logging
 import math
-import multiprocessing
-import os
-import queue
 import random
-import re
 import selectors
 import shutil
-import signal
 import socket
-import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import harness
 import redis
-from _common import (
-    KEY_PREFIX,
-    ROOT,
-    SECRET,
-    add_common_options,
-    environment,
-    fill_defaults,
-    make_app,
-    markdown_table,
-    median,
-    percentile,
-    port_of,
-    redis_server,
-    write_json,
-)
-from gunicorn_server import GunicornServer
 
-from flask_asyncstate.config import ASYNCSTATE_FLUSH_INTERVAL, ASYNCSTATE_HEARTBEAT_INTERVAL
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-SPAWN = multiprocessing.get_context("spawn")
-FLUSH = float(ASYNCSTATE_FLUSH_INTERVAL)
+FLUSH = harness.FLUSH
 PARTS = ("jobs", "streams", "instances")
-
-#: Targets stated in the captions (not asserted).
-TARGET_ROUND_TRIPS_PER_TICK = 2.0
-TARGET_STALENESS = 2 * FLUSH
-TARGET_FRAME_LATENCY = 2 * FLUSH
-#: "Independent of the number of streams": the most streams' figure within this of the fewest's.
-FLAT_RATIO = 1.5
+TARGET_ROUND_TRIPS = harness.Target("Redis round trips per writer tick", "<=", 2.0)
+TARGET_STALENESS = harness.Target("document staleness p99", "<=", 2 * FLUSH * 1000, " ms")
+TARGET_FRAME = harness.Target("update-to-frame latency p99", "<=", 2 * FLUSH * 1000, " ms")
+#: "Independent of the size": the largest size's figure within this of the smallest's.
+TARGET_FLAT = harness.Target(
+    "Redis commands per update or request, largest / smallest size", "<=", 1.5, "x"
+)
 
 #: Part 1: each job's wait between two progress calls, uniform in seconds.
 PAUSE = (0.010, 0.050)
@@ -145,7 +124,8 @@ OPEN_BATCH = 100
 #: Part 3: the owner both the job and every instance's test client carry.
 OWNER = "bench-growth-owner"
 
-DEFAULTS = {
+FULL = {
+    "parts": "jobs,streams,instances",
     "jobs": "1,10,100,1000",
     "window": 5.0,
     "streams": "10,100,1000",
@@ -154,81 +134,33 @@ DEFAULTS = {
     "polls": 400,
     "cancels": 200,
     "writes": 200,
+    "stream_jobs": 1,
+    "period": 0.3,
+    "pool": 100,
 }
 QUICK = {
-    "jobs": "1,10,100,1000",
+    **FULL,
     "window": 2.0,
     "streams": "10,100",
     "stream_window": 3.0,
-    "instances": "1,2,4",
     "polls": 100,
     "cancels": 50,
     "writes": 50,
 }
-
-
-# -- shared helpers ---------------------------------------------------------------------
-
-
-def next_message(inbox: Any, what: str, proc: Any, timeout: float = 60.0) -> tuple[Any, ...]:
-    """The next message from a child process; a clear error if it failed, died or went silent."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            message: tuple[Any, ...] = inbox.get(timeout=0.5)
-        except queue.Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"{what} exited (code {proc.exitcode})") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} sent nothing for {timeout:g} s") from None
-            continue
-        if message and message[0] == "error":
-            raise RuntimeError(f"{what} failed: {message[1]}\n{message[2]}")
-        return message
-
-
-def stop_process(proc: Any, grace: float = 10.0) -> None:
-    """Join a child; SIGTERM then SIGKILL it if it does not end by itself."""
-    proc.join(grace)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(5)
-
-
-def command_stats(client: redis.Redis) -> Counter[str]:
-    """Calls per command name so far (``INFO commandstats``; Lua-inner commands included)."""
-    stats = client.info("commandstats")
-    return Counter(
-        {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
-    )
-
-
-def commands_between(
-    before: Counter[str], after: Counter[str], ignore: Sequence[str] = ()
-) -> Counter[str]:
-    """Commands run between two snapshots, the bench's own (``info``, ``ignore``) left out."""
-    delta = Counter({k: after[k] - before.get(k, 0) for k in after})
-    for name in ("info", *ignore):
-        delta.pop(name, None)
-    return +delta
-
-
-def run_child(target: Callable[..., None], outbox: Any, *args: Any) -> None:
-    """Run ``target(*args)`` in a child; any failure goes to the parent with its traceback."""
-    try:
-        target(*args)
-    except BaseException as exc:
-        outbox.put(("error", repr(exc), traceback.format_exc()))
-        raise
-
-
-def max_of(values: Any) -> float:
-    """The largest value that is a number (NaN: none)."""
-    found = [v for v in values if not math.isnan(v)]
-    return max(found) if found else float("nan")
+HELP = {
+    "parts": "a subset of jobs,streams,instances",
+    "jobs": "part 1: running jobs per row",
+    "window": "part 1: seconds per row",
+    "streams": "part 2: open streams per row",
+    "stream_window": "part 2: seconds per row",
+    "stream_jobs": "part 2: running jobs in the worker",
+    "period": "part 2: seconds between progress calls",
+    "pool": "part 2: the worker's Redis pool size",
+    "instances": "part 3: instances per row",
+    "polls": "part 3: polls per row",
+    "cancels": "part 3: cancels per row",
+    "writes": "part 3: document writes per row",
+}
 
 
 def nan_low(value: float) -> float:
@@ -236,49 +168,30 @@ def nan_low(value: float) -> float:
     return float("-inf") if math.isnan(value) else value
 
 
-def fmt(value: float, digits: int = 2) -> str:
-    """A figure with a sensible number of digits."""
-    if math.isnan(value):
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.{digits}f}"
-
-
-def loglog_panel(
-    title: str,
-    x_label: str,
-    unit: str,
-    series: dict[str, Sequence[tuple[float, float]]],
-    *,
-    target: float | None = None,
-    target_label: str = "",
+def p50_p99_panel(
+    title: str, x_label: str, sizes: list[tuple[int, Callable[[float], float]]], target: Any
 ) -> dict[str, Any]:
-    """A line panel of run.py's chart, both axes on a log scale (``kind: loglog``)."""
-    return {
-        "kind": "loglog",
-        "title": title,
-        "x_label": x_label,
-        "unit": unit,
-        "series": [
-            {"label": label, "points": [[float(x), float(y)] for x, y in points]}
-            for label, points in series.items()
-        ],
-        "target": target,
-        "target_label": target_label,
-    }
+    """Lines of p50 and p99 (ms) over the sizes, ``(size, pct -> ms)`` each, and the p99 target."""
+    return harness.loglog_panel(
+        title,
+        x_label,
+        "ms",
+        {f"p{pct}": [(size, ms(pct)) for size, ms in sizes] for pct in (50, 99)},
+        target=target.limit,
+        target_label=f"target p99 <= {target.limit:.0f} ms",
+    )
+
+
+def top_commands(commands: Counter[str], per: float, count: int = 4) -> str:
+    return ", ".join(f"{name} {calls / per:.1f}" for name, calls in commands.most_common(count))
 
 
 # -- 1. running jobs on one instance ----------------------------------------------------
 
-#: Round trips this process sent, by the kind of thread that sent them (in each child).
-TALLY: Counter[str] = Counter()
-TALLY_LOCK = threading.Lock()
 
-
-def thread_kind(name: str) -> str:
+def thread_kind(_connection: Any) -> str:
+    """Who sent a round trip: the writer, the listener, or another thread."""
+    name = threading.current_thread().name
     if name.startswith("asyncstate-writer"):
         return "writer"
     if name.startswith("asyncstate-listener"):
@@ -286,26 +199,13 @@ def thread_kind(name: str) -> str:
     return "other"
 
 
-class ThreadCountingConnection(redis.Connection):
-    """Counts round trips (one per command sent, one per pipeline) by the sending thread's kind."""
-
-    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
-        kind = thread_kind(threading.current_thread().name)
-        with TALLY_LOCK:
-            TALLY[kind] += 1
-        return super().send_packed_command(command, check_health)
-
-
-def jobs_instance(url: str, n: int, seed: int, inbox: Any, outbox: Any) -> None:
+def jobs_instance(inbox: Any, outbox: Any, url: str, n: int, seed: int) -> None:
     """Child: N running jobs on one app; counts and times its writer between "begin" and "end"."""
-    from flask_asyncstate import JobContext
-
-    pool = redis.ConnectionPool(
-        connection_class=ThreadCountingConnection, host="127.0.0.1", port=port_of(url)
-    )
-    app, ext = make_app(
+    client, counter = harness.counting_client(url, thread_kind)
+    tally, lock = counter.sent, counter.lock
+    app, ext = harness.make_app(
         "bench-growth-jobs",
-        redis_client=redis.Redis(connection_pool=pool),
+        redis_client=client,
         ASYNCSTATE_MAX_WORKERS=n,
         ASYNCSTATE_MAX_QUEUED=n + 10,
     )
@@ -315,7 +215,7 @@ def jobs_instance(url: str, n: int, seed: int, inbox: Any, outbox: Any) -> None:
     arrived: list[int] = []
 
     @ext.job(name="bench_growth_io")
-    def io_job(job: JobContext, index: int, job_seed: int) -> int:
+    def io_job(job: harness.JobContext, index: int, job_seed: int) -> int:
         """``progress(i)`` then a 10-50 ms wait, until told to stop (bounded)."""
         rng = random.Random(job_seed)
         mine = times[index]
@@ -331,7 +231,6 @@ def jobs_instance(url: str, n: int, seed: int, inbox: Any, outbox: Any) -> None:
 
     try:
         with app.app_context():
-            state = ext.app_state()
             handles = [io_job.start(i, seed * 100_003 + i) for i in range(n)]
             deadline = time.monotonic() + 60
             while len(arrived) < n or sum(1 for t in times if t) < n:
@@ -341,41 +240,28 @@ def jobs_instance(url: str, n: int, seed: int, inbox: Any, outbox: Any) -> None:
                     go.set()
                 time.sleep(0.02)
             time.sleep(3 * FLUSH)  # every running document written at least once
-            writer = state.writer.thread  # type: ignore[attr-defined]
-            assert writer is not None and writer.ident is not None
-            writer_clock = time.pthread_getcpuclockid(writer.ident)
+            writer_clock = time.pthread_getcpuclockid(harness.writer_thread(ext).ident)
             ticks: list[tuple[float, float, int, float]] = []  # cpu s, wall s, round trips, start
-            lifecycle = state.lifecycle
-            original = lifecycle.flush
 
-            def timed_flush() -> None:
-                sent = TALLY["writer"]
+            def timed_flush(flush: Callable[[], None]) -> None:
+                sent = tally["writer"]
                 cpu, wall, began = time.thread_time(), time.perf_counter(), time.monotonic()
                 try:
-                    original()
+                    flush()
                 finally:
-                    ticks.append(
-                        (
-                            time.thread_time() - cpu,
-                            time.perf_counter() - wall,
-                            TALLY["writer"] - sent,
-                            began,
-                        )
-                    )
+                    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+                    ticks.append((cpu, wall, tally["writer"] - sent, began))
 
-            lifecycle.flush = timed_flush  # type: ignore[method-assign]
-            keys = [state.records.job_key(h.id) for h in handles]
-            outbox.put(("ready", keys))
-            kind = inbox.get(timeout=120)
-            assert kind == "begin", kind
-            with TALLY_LOCK:
-                sent0 = Counter(TALLY)
+            harness.wrap_flush(ext, timed_flush)
+            outbox.put(("ready", [harness.job_key(ext, h.id) for h in handles]))
+            inbox.get(timeout=120)  # begin
+            with lock:
+                sent0 = Counter(tally)
             cpu0, at0, tick0 = time.clock_gettime(writer_clock), time.monotonic(), len(ticks)
             outbox.put(("begun",))
-            kind = inbox.get(timeout=120)
-            assert kind == "end", kind
-            with TALLY_LOCK:
-                sent1 = Counter(TALLY)
+            inbox.get(timeout=120)  # end
+            with lock:
+                sent1 = Counter(tally)
             cpu1, at1, tick1 = time.clock_gettime(writer_clock), time.monotonic(), len(ticks)
             stop.set()
             # N jobs ending at once overflow redis-py's default pool of 100 connections with
@@ -390,7 +276,6 @@ def jobs_instance(url: str, n: int, seed: int, inbox: Any, outbox: Any) -> None:
                         "writer_cpu": cpu1 - cpu0,
                         "ticks": ticks[tick0:tick1],
                         "times": times,
-                        "threads": threading.active_count(),
                     },
                 )
             )
@@ -415,13 +300,8 @@ class JobsRow:
     #: progress() calls per second of all jobs together, during the reads.
     calls_per_second: float
 
-    @property
-    def tick_count(self) -> int:
-        """Flushes completed in the window."""
-        return len(self.ticks)
-
     def _per_tick(self, value: float) -> float:
-        return value / self.tick_count if self.ticks else float("nan")
+        return value / len(self.ticks) if self.ticks else float("nan")
 
     @property
     def per_second(self) -> float:
@@ -434,31 +314,17 @@ class JobsRow:
     def kind_per_tick(self, kind: str) -> float:
         return self._per_tick(self.sent.get(kind, 0))
 
-    @property
-    def flush_trips_max(self) -> float:
-        return max((t[2] for t in self.ticks), default=float("nan"))
-
-    @property
-    def flush_trips_median(self) -> float:
-        return median([t[2] for t in self.ticks]) if self.ticks else float("nan")
+    def flush_trips(self, of: Callable[[list[int]], float]) -> float:
+        return of([t[2] for t in self.ticks]) if self.ticks else float("nan")
 
     @property
     def writer_cpu_ms_per_tick(self) -> float:
         return self._per_tick(self.writer_cpu * 1000)
 
-    @property
-    def commands_per_tick(self) -> float:
-        return self._per_tick(sum(self.commands.values()))
-
-    def flush_cpu_ms(self, pct: float) -> float:
-        return percentile([t[0] for t in self.ticks], pct) * 1000 if self.ticks else float("nan")
-
-    def flush_wall_ms(self, pct: float) -> float:
-        return percentile([t[1] for t in self.ticks], pct) * 1000 if self.ticks else float("nan")
-
-    @property
-    def tick_period(self) -> float:
-        return self._per_tick(self.seconds)
+    def flush_ms(self, which: int, pct: float) -> float:
+        """Percentile of the flushes' CPU (``which`` 0) or wall (1) time, ms."""
+        values = [t[which] for t in self.ticks]
+        return harness.percentile(values, pct) * 1000 if values else float("nan")
 
     @property
     def longest_gap_ms(self) -> float:
@@ -467,7 +333,7 @@ class JobsRow:
         return max((b - a for a, b in itertools.pairwise(starts)), default=float("nan")) * 1000
 
     def stale_ms(self, pct: float) -> float:
-        return percentile(self.staleness, pct) * 1000 if self.staleness else float("nan")
+        return harness.percentile(self.staleness, pct) * 1000 if self.staleness else float("nan")
 
 
 def staleness_of(
@@ -492,19 +358,14 @@ def staleness_of(
 
 
 def measure_jobs(url: str, n: int, window: float, seed: int) -> JobsRow:
-    inbox, outbox = SPAWN.Queue(), SPAWN.Queue()
-    proc = SPAWN.Process(
-        target=run_child, args=(jobs_instance, outbox, url, n, seed, inbox, outbox), daemon=True
-    )
-    proc.start()
+    child = harness.Child(f"the {n}-job instance", jobs_instance, url, n, seed)
     reader = redis.Redis.from_url(url)
     rng = random.Random(seed)
-    what = f"the {n}-job instance"
     try:
-        _kind, keys = next_message(outbox, what, proc, 120)
-        inbox.put("begin")
-        next_message(outbox, what, proc)
-        before = command_stats(reader)
+        _kind, keys = child.get(120, expect="ready")
+        child.put("begin")
+        child.get(expect="begun")
+        before = harness.command_stats(reader)
         reads: list[tuple[float, list[int | None]]] = []
         end = time.monotonic() + window
         while time.monotonic() < end:  # bounded by the window
@@ -513,114 +374,47 @@ def measure_jobs(url: str, n: int, window: float, seed: int) -> JobsRow:
             for key in keys:
                 pipe.hgetall(key)
             (seconds, micros), *rows = pipe.execute()
-            reads.append(
-                (
-                    seconds + micros / 1e6,
-                    [json.loads(row[b"d"])["current"] if row.get(b"d") else None for row in rows],
-                )
-            )
+            currents = [json.loads(row[b"d"])["current"] if row.get(b"d") else None for row in rows]
+            reads.append((seconds + micros / 1e6, currents))
             time.sleep(rng.uniform(*READ_EVERY))
-        after = command_stats(reader)
-        inbox.put("end")
-        _kind, result = next_message(outbox, what, proc, 120)
+        after = harness.command_stats(reader)
+        child.put("end")
+        _kind, result = child.get(120, expect="done")
     finally:
         reader.close()
-        stop_process(proc, 30)
+        child.stop(30)
+    times = result["times"]
+    start, stop = reads[0][0], reads[-1][0]
+    calls = sum(start <= t <= stop for mine in times for t in mine)
     return JobsRow(
         jobs=n,
         seconds=result["seconds"],
         sent=result["sent"],
         writer_cpu=result["writer_cpu"],
         ticks=[tuple(t) for t in result["ticks"]],  # type: ignore[misc]
-        commands=commands_between(before, after, ignore=("hgetall", "time")),
-        staleness=staleness_of(reads, result["times"]),
+        commands=harness.commands_between(before, after, ignore=("hgetall", "time")),
+        staleness=staleness_of(reads, times),
         reads=len(reads),
-        calls_per_second=calls_between(result["times"], reads[0][0], reads[-1][0]),
+        calls_per_second=calls / (stop - start) if stop > start else float("nan"),
     )
 
 
-def calls_between(times: list[list[float]], start: float, end: float) -> float:
-    """progress() calls per second of all jobs together between two wall-clock times."""
-    if end <= start:
-        return float("nan")
-    return sum(start <= t <= end for calls in times for t in calls) / (end - start)
-
-
-def jobs_table(rows: list[JobsRow]) -> str:
-    base = rows[0]
-    out = []
-    for r in rows:
-        out.append(
-            [
-                f"{r.jobs:,}",
-                f"{r.tick_count} ({r.tick_period:.3f} s)" if r.ticks else "0 (none completed)",
-                fmt(r.per_second, 1),
-                fmt(r.per_tick),
-                " / ".join(fmt(r.kind_per_tick(k)) for k in ("writer", "listener", "other")),
-                f"{fmt(r.flush_trips_median, 0)} / {fmt(r.flush_trips_max, 0)}",
-                fmt(r.commands_per_tick, 1),
-                fmt(r.writer_cpu_ms_per_tick),
-                f"{fmt(r.flush_cpu_ms(50))} / {fmt(r.flush_cpu_ms(99))}",
-                f"{fmt(r.flush_wall_ms(50))} / {fmt(r.flush_wall_ms(99))}",
-                fmt(r.writer_cpu_ms_per_tick / base.writer_cpu_ms_per_tick, 1) + "x",
-            ]
-        )
-    header = [
-        "running jobs",
-        "writer ticks (s apart)",
-        "round trips/s, process",
-        "round trips per tick, process",
-        "per tick: writer / listener / other",
-        "flush round trips, median / max",
-        "server commands per tick",
-        "writer CPU ms per tick",
-        "flush CPU ms p50 / p99",
-        "flush wall ms p50 / p99",
-        f"writer CPU per tick / {base.jobs:,} job(s)",
+def report_jobs(report: harness.Report, rows: list[JobsRow], window: float, load: float) -> None:
+    fmt = harness.fmt
+    flush_max = max((r.flush_trips(max) for r in rows), key=nan_low)
+    process_max = max((r.per_tick for r in rows), key=nan_low)
+    met = [
+        report.check(TARGET_ROUND_TRIPS, flush_max, "the writer's flush, most jobs"),
+        report.check(TARGET_ROUND_TRIPS, process_max, "the whole process, most jobs"),
     ]
-    return markdown_table(header, out)
-
-
-def staleness_table(rows: list[JobsRow]) -> str:
-    out = [
-        [
-            f"{r.jobs:,}",
-            f"{r.calls_per_second:,.0f} ({r.calls_per_second / r.jobs:.0f} per job)",
-            fmt(r.longest_gap_ms, 0),
-            f"{r.reads:,} x {r.jobs:,}",
-            fmt(r.stale_ms(50), 1),
-            fmt(r.stale_ms(99), 1),
-            fmt(r.stale_ms(100), 1),
-            f"{r.stale_ms(99) / 1000 / FLUSH:.2f}",
-        ]
-        for r in rows
-    ]
-    header = [
-        "running jobs",
-        "progress calls/s, all jobs",
-        "longest gap between two flushes ms",
-        "documents read",
-        "staleness p50 ms",
-        "p99 ms",
-        "max ms",
-        "p99 / flush interval",
-    ]
-    return markdown_table(header, out)
-
-
-def jobs_captions(rows: list[JobsRow], window: float, load: float) -> tuple[str, str]:
-    flush_max = max_of(r.flush_trips_max for r in rows)
-    process_max = max_of(r.per_tick for r in rows)
-    worst = max(rows, key=lambda r: nan_low(r.stale_ms(99)))
     stalled = [f"{r.jobs:,}" for r in rows if not r.ticks]
-    if stalled:
-        stall_note = (
-            f" At {', '.join(stalled)} job(s) no flush completed in the window: per-tick "
-            f"figures there are '-', and the staleness below shows the wait."
-        )
-    else:
-        stall_note = ""
-    first = (
+    stall_note = (
+        f" At {', '.join(stalled)} job(s) no flush completed in the window: per-tick figures "
+        "there are '-', and the staleness below shows the wait."
+        if stalled
+        else ""
+    )
+    report.out(
         f"Running I/O-bound jobs on one instance (a fresh process per row, "
         f"ASYNCSTATE_MAX_WORKERS = jobs; each job: `progress(i)`, then a random "
         f"{PAUSE[0] * 1000:.0f}-{PAUSE[1] * 1000:.0f} ms wait), {window:g} s window per row, "
@@ -628,71 +422,126 @@ def jobs_captions(rows: list[JobsRow], window: float, load: float) -> tuple[str,
         f"counting `redis.Connection`: one per command, one per pipeline), by the sending "
         f"thread; server commands from `INFO commandstats` (Lua-inner commands included); "
         f"writer CPU from the writer thread's own CPU clock (flush, heartbeat every "
-        f"{ASYNCSTATE_HEARTBEAT_INTERVAL:g} s, timeouts), divided by its ticks. Target: <= "
-        f"{TARGET_ROUND_TRIPS_PER_TICK:g} round trips per tick whatever the number of jobs; "
-        f"this run: the writer's flush at most {flush_max:.0f} per tick "
-        f"({'met' if flush_max <= TARGET_ROUND_TRIPS_PER_TICK else 'NOT met'}), the whole "
-        f"process at most {process_max:.2f} per tick "
-        f"({'met' if process_max <= TARGET_ROUND_TRIPS_PER_TICK else 'NOT met'}).{stall_note}"
+        f"{harness.HEARTBEAT:g} s, timeouts), divided by its ticks.{stall_note}"
     )
-    second = (
+    base = rows[0]
+    report.table(
+        [
+            "running jobs",
+            "writer ticks (s apart)",
+            "round trips/s, process",
+            "round trips per tick, process",
+            "per tick: writer / listener / other",
+            "flush round trips, median / max",
+            "server commands per tick",
+            "writer CPU ms per tick",
+            "flush CPU ms p50 / p99",
+            "flush wall ms p50 / p99",
+            f"writer CPU per tick / {base.jobs:,} job(s)",
+        ],
+        [
+            [
+                f"{r.jobs:,}",
+                f"{len(r.ticks)} ({r._per_tick(r.seconds):.3f} s)" if r.ticks else "0 (none)",
+                fmt(r.per_second, 1),
+                fmt(r.per_tick),
+                " / ".join(fmt(r.kind_per_tick(k)) for k in ("writer", "listener", "other")),
+                f"{fmt(r.flush_trips(harness.median), 0)} / {fmt(r.flush_trips(max), 0)}",
+                fmt(r._per_tick(sum(r.commands.values())), 1),
+                fmt(r.writer_cpu_ms_per_tick),
+                f"{fmt(r.flush_ms(0, 50))} / {fmt(r.flush_ms(0, 99))}",
+                f"{fmt(r.flush_ms(1, 50))} / {fmt(r.flush_ms(1, 99))}",
+                fmt(r.writer_cpu_ms_per_tick / base.writer_cpu_ms_per_tick, 1) + "x",
+            ]
+            for r in rows
+        ],
+    )
+    worst = max(rows, key=lambda r: nan_low(r.stale_ms(99)))
+    met.append(report.check(TARGET_STALENESS, worst.stale_ms(99), f"{worst.jobs:,} jobs"))
+    report.out(
         f"Staleness of the documents when read from another process (every document every "
         f"{READ_EVERY[0] * 1000:.0f}-{READ_EVERY[1] * 1000:.0f} ms, one pipeline, timed by the "
         f"server's `TIME` in it): how long the job's counter had already been past the "
         f"`current` the document showed (each job logs when each `progress(i)` returned; a "
-        f"job at ~{2 / (PAUSE[0] + PAUSE[1]):.0f} calls/s is the nominal pace). Target: p99 <= 2 "
-        f"flush intervals ({TARGET_STALENESS * 1000:.0f} ms); this run: worst p99 "
-        f"{worst.stale_ms(99):.0f} ms at {worst.jobs:,} jobs "
-        f"({'met' if worst.stale_ms(99) / 1000 <= TARGET_STALENESS else 'NOT met'})."
+        f"job at ~{2 / (PAUSE[0] + PAUSE[1]):.0f} calls/s is the nominal pace)."
     )
-    return first, second
+    report.table(
+        [
+            "running jobs",
+            "progress calls/s, all jobs",
+            "longest gap between two flushes ms",
+            "documents read",
+            "staleness p50 ms",
+            "p99 ms",
+            "max ms",
+            "p99 / flush interval",
+        ],
+        [
+            [
+                f"{r.jobs:,}",
+                f"{r.calls_per_second:,.0f} ({r.calls_per_second / r.jobs:.0f} per job)",
+                fmt(r.longest_gap_ms, 0),
+                f"{r.reads:,} x {r.jobs:,}",
+                fmt(r.stale_ms(50), 1),
+                fmt(r.stale_ms(99), 1),
+                fmt(r.stale_ms(100), 1),
+                f"{r.stale_ms(99) / 1000 / FLUSH:.2f}",
+            ]
+            for r in rows
+        ],
+    )
+    sizes = " / ".join(f"{r.jobs:,}" for r in rows)
+    report.summary(
+        f"running jobs on one instance ({sizes}): flush round trips per tick; p99 staleness",
+        " / ".join(fmt(r.flush_trips(max), 0) for r in rows)
+        + "; "
+        + " / ".join(fmt(r.stale_ms(99), 0) for r in rows)
+        + " ms",
+        "",
+        "<= 2; <= 500 ms",
+        all(met),
+    )
+    report.figures["jobs"] = [
+        {
+            "jobs": r.jobs,
+            "round_trips_per_tick": r.per_tick,
+            "flush_round_trips_max": r.flush_trips(max),
+            "writer_cpu_ms_per_tick": r.writer_cpu_ms_per_tick,
+            "staleness_p99_ms": r.stale_ms(99),
+        }
+        for r in rows
+    ]
+    report.panel(
+        harness.loglog_panel(
+            "growth.py: Redis round trips per writer tick vs running jobs",
+            "running jobs",
+            "round trips per tick",
+            {
+                "whole process": [(r.jobs, r.per_tick) for r in rows],
+                "writer's flush (max)": [(r.jobs, r.flush_trips(max)) for r in rows],
+            },
+            target=TARGET_ROUND_TRIPS.limit,
+            target_label=f"target <= {TARGET_ROUND_TRIPS.limit:g}",
+        ),
+        harness.loglog_panel(
+            "growth.py: writer CPU per tick vs running jobs",
+            "running jobs",
+            "ms",
+            {
+                "writer thread, per tick": [(r.jobs, r.writer_cpu_ms_per_tick) for r in rows],
+                "flush CPU p99": [(r.jobs, r.flush_ms(0, 99)) for r in rows],
+            },
+        ),
+        p50_p99_panel(
+            "growth.py: document staleness when read vs running jobs",
+            "running jobs",
+            [(r.jobs, r.stale_ms) for r in rows],
+            TARGET_STALENESS,
+        ),
+    )
 
 
 # -- 2. open event streams on one gevent worker -------------------------------------------
-
-
-class GrowthGunicorn(GunicornServer):
-    """``gunicorn -k gevent --workers 1`` running bench/_growth_app.py on a free loopback port."""
-
-    def __init__(self, redis_url: str, streams: int, pool: int, log_dir: str) -> None:
-        super().__init__(
-            log_dir,
-            workers=1,
-            worker_class="gevent",
-            worker_connections=streams + 100,
-            graceful_timeout=5.0,
-            extra_args=("--log-level", "warning"),
-            env={
-                "BENCH_GROWTH_REDIS_URL": redis_url,
-                "BENCH_GROWTH_MAX_STREAMS": str(streams),
-                "BENCH_GROWTH_POOL": str(pool),
-                "SECRET_KEY": SECRET,
-                "PYTHONPATH": os.pathsep.join([HERE, ROOT, os.environ.get("PYTHONPATH", "")]),
-            },
-        )
-
-    def command(self) -> list[str]:
-        return [*super().command()[:-1], "_growth_app:create_app()"]
-
-
-def send(
-    port: int, method: str, path: str, headers: dict[str, str] | None = None
-) -> tuple[int, bytes, Any]:
-    """One request on a fresh connection: (status, body, headers)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read(), response.headers
-    finally:
-        conn.close()
-
-
-def http_json(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
-    status, body, _ = send(port, method, path, headers)
-    if status != 200:
-        raise RuntimeError(f"{method} {path} answered {status}: {body[:300]!r}")
-    return json.loads(body)
 
 
 @dataclass
@@ -819,17 +668,19 @@ class StreamsRow:
         return len(self.latencies) / expected if expected else float("nan")
 
     def ms(self, pct: float) -> float:
-        return percentile(self.latencies, pct) * 1000 if self.latencies else float("nan")
+        return harness.percentile(self.latencies, pct) * 1000 if self.latencies else float("nan")
 
 
-def wait_streams(port: int, count: int, timeout: float) -> int:
-    """Poll ``/bench/streams`` until ``count`` streams are open there; the last count seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = int(http_json(port, "GET", "/bench/streams")["open"])
-        if seen == count or time.monotonic() > deadline:
-            return seen
-        time.sleep(0.1)
+def wait_streams(host: str, count: int, timeout: float) -> None:
+    """Poll ``/bench/streams`` until ``count`` streams are open there (at most ``timeout`` s)."""
+
+    def open_now() -> bool:
+        status, body, _ = harness.http_request(host, "GET", "/bench/streams")
+        if status != 200:
+            raise RuntimeError(f"GET /bench/streams answered {status}: {body[:300]!r}")
+        return int(json.loads(body)["open"]) == count
+
+    harness.poll(open_now, timeout, 0.1)
 
 
 def measure_streams(
@@ -849,7 +700,7 @@ def measure_streams(
 
             clients.pump(30, settled)
         refused = sum(1 for s in clients.streams if s.status != 200 or s.closed)
-        before = command_stats(admin)
+        before = harness.command_stats(admin)
         start = time.time()
         latencies: list[float] = []
         updates: set[tuple[str, int]] = set()
@@ -865,7 +716,7 @@ def measure_streams(
 
         clients.on_frame = frame
         clients.pump(window)
-        after = command_stats(admin)
+        after = harness.command_stats(admin)
         seconds = time.time() - start
         connected = int(admin.info("clients")["connected_clients"])
         events: Counter[str] = Counter()
@@ -873,13 +724,13 @@ def measure_streams(
             events.update(s.events)
     finally:
         clients.close()
-    wait_streams(port, 0, 15)  # the server notices closed sockets at its next write
+    wait_streams(f"127.0.0.1:{port}", 0, 15)  # the server notices closed sockets at its next write
     return StreamsRow(
         streams=n,
         seconds=seconds,
         updates=len(updates),
         latencies=latencies,
-        commands=commands_between(before, after),
+        commands=harness.commands_between(before, after),
         events=events,
         clients=connected,
         refused=refused,
@@ -889,48 +740,84 @@ def measure_streams(
 def run_streams(url: str, sizes: list[int], args: argparse.Namespace) -> list[StreamsRow]:
     admin = redis.Redis.from_url(url)
     log_dir = tempfile.mkdtemp(prefix="asyncstate-bench-growth-")
-    server = GrowthGunicorn(url, max(sizes), args.pool, log_dir)
+    most = max(sizes)
+    env = {
+        "BENCH_GROWTH_REDIS_URL": url,
+        "BENCH_GROWTH_MAX_STREAMS": str(most),
+        "BENCH_GROWTH_POOL": str(args.pool),
+    }
+    server = harness.Gunicorn(
+        log_dir,
+        "_apps:streams_app()",
+        env=env,
+        workers=1,
+        worker_class="gevent",
+        worker_connections=most + 100,
+        graceful_timeout=5.0,
+    )
     rows: list[StreamsRow] = []
     try:
-        server.start()
-        budget = 60 + len(sizes) * (args.stream_window + 40)
-        status, body, headers = send(
-            server.port,
-            "POST",
-            f"/bench/start?jobs={args.stream_jobs}&period={args.period}&seconds={budget:.0f}",
-        )
-        if status != 200:
-            raise RuntimeError(f"/bench/start answered {status}: {body[:300]!r}")
-        tokens = json.loads(body)["tokens"]
-        match = re.search(r"(session=[^;,\s]+)", headers.get("Set-Cookie") or "")
-        if not match:
-            raise RuntimeError(f"no session cookie in {headers.get('Set-Cookie')!r}")
-        cookie = match.group(1)
-        time.sleep(3 * FLUSH)
-        for n in sizes:
-            # one job: every stream on it; several: the streams spread over them in turn
-            path = f"/asyncstate/events/{tokens[0]}"
-            rows.append(measure_streams(server.port, path, cookie, n, args.stream_window, admin))
-        send(server.port, "POST", "/bench/stop")
-    except BaseException:
-        sys.stderr.write(f"gunicorn log:\n{server.log_text(4000)}\n")
-        raise
+        with harness.serving(server):
+            budget = 60 + len(sizes) * (args.stream_window + 40)
+            query = f"jobs={args.stream_jobs}&period={args.period}&seconds={budget:.0f}"
+            status, body, headers = harness.http_request(
+                server.host, "POST", f"/bench/start?{query}"
+            )
+            if status != 200:
+                raise RuntimeError(f"/bench/start answered {status}: {body[:300]!r}")
+            tokens = json.loads(body)["tokens"]
+            cookie = harness.session_cookie(headers.get("Set-Cookie"))
+            time.sleep(3 * FLUSH)
+            for n in sizes:  # every stream on the first job
+                path = f"/asyncstate/events/{tokens[0]}"
+                rows.append(
+                    measure_streams(server.port, path, cookie, n, args.stream_window, admin)
+                )
+            harness.http_request(server.host, "POST", "/bench/stop")
     finally:
-        server.stop()
         admin.close()
         shutil.rmtree(log_dir, ignore_errors=True)
     return rows
 
 
-def top_commands(commands: Counter[str], per: float, count: int = 4) -> str:
-    return ", ".join(f"{name} {calls / per:.1f}" for name, calls in commands.most_common(count))
-
-
-def streams_table(rows: list[StreamsRow]) -> str:
+def report_streams(
+    report: harness.Report, rows: list[StreamsRow], args: argparse.Namespace, load: float
+) -> None:
+    fmt = harness.fmt
+    worst = max(rows, key=lambda r: nan_low(r.ms(99)))
+    ratio = rows[-1].per_update / rows[0].per_update
+    where = f"{rows[0].streams:,} -> {rows[-1].streams:,} streams"
+    met = [
+        report.check(TARGET_FRAME, worst.ms(99), f"{worst.streams:,} streams"),
+        report.check(TARGET_FLAT, ratio, f"commands per update, {where}"),
+    ]
+    report.out(
+        f"Open `/events` streams on one gunicorn gevent worker (`-k gevent --workers 1 "
+        f"--worker-connections {max(r.streams for r in rows) + 100}`), Redis client on a "
+        f"BlockingConnectionPool of {args.pool}, {args.stream_jobs} job(s) calling "
+        f"`progress()` every {args.period:g} s, every stream on the first job; raw-socket "
+        f"clients in one selector loop in the bench process; {args.stream_window:g} s window per "
+        f"row; load average {load:.2f} at the start. Latency: arrival (`time.time()` when "
+        f"`select` returned) minus the time the job put in the message; Redis commands: "
+        f"`INFO commandstats` deltas over the window divided by the updates (Lua-inner "
+        f"commands included)."
+    )
     base = rows[0]
-    out = []
-    for r in rows:
-        out.append(
+    report.table(
+        [
+            "open streams",
+            "updates in window",
+            "frames delivered",
+            "update-to-frame p50 ms",
+            "p99 ms",
+            "max ms",
+            "Redis commands per update",
+            "most run, per update",
+            f"commands per update / {base.streams:,} streams",
+            "`unavailable` frames",
+            "Redis clients",
+        ],
+        [
             [
                 f"{r.streams:,}" + (f" ({r.refused} refused)" if r.refused else ""),
                 f"{r.updates}",
@@ -944,48 +831,49 @@ def streams_table(rows: list[StreamsRow]) -> str:
                 str(r.events.get("unavailable", 0)),
                 str(r.clients),
             ]
-        )
-    header = [
-        "open streams",
-        "updates in window",
-        "frames delivered",
-        "update-to-frame p50 ms",
-        "p99 ms",
-        "max ms",
+            for r in rows
+        ],
+    )
+    sizes = " / ".join(f"{r.streams:,}" for r in rows)
+    report.summary(
+        f"`/events` streams of one job on one gevent worker ({sizes}): p99 update-to-frame; "
         "Redis commands per update",
-        "most run, per update",
-        f"commands per update / {base.streams:,} streams",
-        "`unavailable` frames",
-        "Redis clients",
+        " / ".join(fmt(r.ms(99), 0) for r in rows)
+        + " ms; "
+        + " / ".join(fmt(r.per_update, 1) for r in rows),
+        "",
+        "<= 500 ms; flat (<= 1.5x)",
+        all(met),
+    )
+    report.figures["streams"] = [
+        {
+            "streams": r.streams,
+            "p50_ms": r.ms(50),
+            "p99_ms": r.ms(99),
+            "commands_per_update": r.per_update,
+        }
+        for r in rows
     ]
-    return markdown_table(header, out)
-
-
-def streams_caption(rows: list[StreamsRow], args: argparse.Namespace, load: float) -> str:
-    worst = max(rows, key=lambda r: nan_low(r.ms(99)))
-    ratio = rows[-1].per_update / rows[0].per_update
-    return (
-        f"Open `/events` streams on one gunicorn gevent worker (`-k gevent --workers 1 "
-        f"--worker-connections {max(r.streams for r in rows) + 100}`), Redis client on a "
-        f"BlockingConnectionPool of {args.pool}, {args.stream_jobs} job(s) calling "
-        f"`progress()` every {args.period:g} s, every stream on the first job; raw-socket "
-        f"clients in one selector loop in the bench process; {args.stream_window:g} s window per "
-        f"row; load average {load:.2f} at the start. Latency: arrival (`time.time()` when "
-        f"`select` returned) minus the time the job put in the message; Redis commands: "
-        f"`INFO commandstats` deltas over the window divided by the updates (Lua-inner "
-        f"commands included). Targets: p99 update-to-frame <= 2 flush intervals "
-        f"({TARGET_FRAME_LATENCY * 1000:.0f} ms), this run worst p99 {worst.ms(99):.0f} ms at "
-        f"{worst.streams:,} streams ({'met' if worst.ms(99) / 1000 <= TARGET_FRAME_LATENCY else 'NOT met'}); "
-        f"Redis commands per update independent of the streams (within {FLAT_RATIO:g}x from "
-        f"{rows[0].streams:,} to {rows[-1].streams:,}), this run {ratio:.1f}x "
-        f"({'met' if ratio <= FLAT_RATIO else 'NOT met'})."
+    report.panel(
+        p50_p99_panel(
+            "growth.py: update-to-frame latency vs open streams (one gevent worker)",
+            "open streams",
+            [(r.streams, r.ms) for r in rows],
+            TARGET_FRAME,
+        ),
+        harness.loglog_panel(
+            "growth.py: Redis commands per update vs open streams",
+            "open streams",
+            "commands",
+            {"per update": [(r.streams, r.per_update) for r in rows]},
+            target=rows[0].per_update,
+            target_label=f"target: flat (= at {rows[0].streams:,} streams)",
+        ),
     )
 
 
 # -- 3. instances on one Redis --------------------------------------------------------------
 
-PROGRESS_PATH = "/asyncstate/progress/"
-CANCEL_PATH = "/asyncstate/cancel/"
 #: What each instance does in turn, and the table's name for one of it.
 OPERATIONS = {
     "poll": "poll: `GET /progress/<token>`",
@@ -994,63 +882,43 @@ OPERATIONS = {
 }
 
 
-class QuietCookieWarning(logging.Filter):
-    """Drops the library's one-off note that an app uses Flask's cookie session (on purpose here)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "cookie session" not in record.getMessage()
-
-
-def cluster_instance(url: str, index: int, inbox: Any, outbox: Any) -> None:
+def cluster_instance(inbox: Any, outbox: Any, url: str, index: int) -> None:
     """Child: one instance holding a watcher (its listener subscribes for it); serves commands."""
     import flask
-
-    from flask_asyncstate import JobContext
-    from flask_asyncstate.tokens import OWNER_KEY
+    from _apps import QuietCookieWarning
 
     logging.getLogger("flask_asyncstate").addFilter(QuietCookieWarning())
-    app, ext = make_app("bench-growth-instance", redis_url=url)
+    app, ext = harness.make_app("bench-growth-instance", redis_url=url)
     release = threading.Event()
-    heard = [0]
 
     @ext.job(name="bench_growth_silent")
-    def silent(job: JobContext) -> None:
+    def silent(job: harness.JobContext) -> None:
         """Runs without writing anything, and ignores cancels, until released (bounded)."""
         release.wait(600)
 
     try:
         with app.app_context():
-            state = ext.app_state()
-            store = state.store
-            notify = getattr(getattr(store, "watchers", None), "notify", None)
-            if notify is not None:  # count every message the listener hands to the watchers
-
-                def counting_notify(*args: Any, **kwargs: Any) -> Any:
-                    heard[0] += 1
-                    return notify(*args, **kwargs)
-
-                store.watchers.notify = counting_notify  # type: ignore[attr-defined]
+            heard = harness.count_notifications(ext)
 
             def watch() -> None:
-                with store.watch(store.key("bench.growth.watch", str(index))):
+                with harness.watching(ext, str(index)):
                     release.wait(600)
 
             threading.Thread(target=watch, daemon=True, name="bench-watcher").start()
             if index == 0:
                 with app.test_request_context("/"):
-                    flask.session[OWNER_KEY] = OWNER
+                    flask.session[harness.OWNER_KEY] = OWNER
                     token = silent.start().token
                 outbox.put(("token", token))
             else:
-                kind, token = inbox.get(timeout=120)
-                assert kind == "token", kind
-            key = state.records.job_key(state.signer.unsign(token))
-            store.subscribed.wait(10)  # type: ignore[attr-defined]
+                _kind, token = inbox.get(timeout=120)
+            key = harness.job_key(ext, harness.signer(ext).unsign(token))
+            harness.wait_listening(ext, 10)
             client = app.test_client()
             with client.session_transaction() as sess:
-                sess[OWNER_KEY] = OWNER
+                sess[harness.OWNER_KEY] = OWNER
             headers = {"X-Requested-With": "XMLHttpRequest"}
-            warm = client.get(PROGRESS_PATH + token)  # connections, scripts, token memo
+            warm = client.get(f"/asyncstate/progress/{token}")  # connections, scripts, memo
             assert warm.status_code == 200, (warm.status_code, warm.get_data(as_text=True))
             outbox.put(("ready", index))
             for _ in range(1000):  # bounded: a handful of commands per size
@@ -1058,21 +926,18 @@ def cluster_instance(url: str, index: int, inbox: Any, outbox: Any) -> None:
                 if command[0] == "stop":
                     break
                 if command[0] == "heard":
-                    outbox.put(("heard", heard[0] if notify is not None else -1))
+                    outbox.put(("heard", heard[0] if heard is not None else -1))
                     continue
                 what, count = command
-                if what == "write":
-                    entry = store.read(key, refresh=False)
-                    assert entry is not None
+                write = harness.rewrite_document(ext, key) if what == "write" else None
                 for _ in range(count):
                     if what == "poll":
-                        answer = client.get(PROGRESS_PATH + token)
-                        ok = answer.status_code == 200
+                        ok = client.get(f"/asyncstate/progress/{token}").status_code == 200
                     elif what == "cancel":
-                        answer = client.post(CANCEL_PATH + token, headers=headers)
+                        answer = client.post(f"/asyncstate/cancel/{token}", headers=headers)
                         ok = answer.status_code == 202
                     else:
-                        ok = store.write(key, entry.data)
+                        ok = write()  # type: ignore[misc]
                     if not ok:
                         raise RuntimeError(f"{what} failed")
                 outbox.put(("did", what, count))
@@ -1121,99 +986,63 @@ class InstancesRow:
     ops: dict[str, Operation]
 
 
-def measure_instances(url: str, k: int, counts: dict[str, int], prefix: str) -> InstancesRow:
+def measure_instances(url: str, k: int, counts: dict[str, int]) -> InstancesRow:
     admin = redis.Redis.from_url(url)
-    boxes = [(SPAWN.Queue(), SPAWN.Queue()) for _ in range(k)]
-    procs = [
-        SPAWN.Process(
-            target=run_child, args=(cluster_instance, outbox, url, i, inbox, outbox), daemon=True
-        )
-        for i, (inbox, outbox) in enumerate(boxes)
-    ]
-    for proc in procs:
-        proc.start()
-
-    def ask(i: int, message: tuple[Any, ...]) -> tuple[Any, ...]:
-        boxes[i][0].put(message)
-        return next_message(boxes[i][1], f"instance {i}", procs[i], 120)
-
+    children = [harness.Child(f"instance {i}", cluster_instance, url, i) for i in range(k)]
     try:
-        _kind, token = next_message(boxes[0][1], "instance 0", procs[0], 120)
-        for inbox, _outbox in boxes[1:]:
-            inbox.put(("token", token))
-        for i, (_inbox, outbox) in enumerate(boxes):
-            next_message(outbox, f"instance {i}", procs[i], 120)
+        _kind, token = children[0].get(120, expect="token")
+        for child in children[1:]:
+            child.put("token", token)
+        for child in children:
+            child.get(120, expect="ready")
         deadline = time.monotonic() + 10
         while True:  # every listener on the cancel channel and on its watcher's (bounded)
-            subs = subscriptions(admin, prefix)
+            subs = subscriptions(admin, harness.KEY_PREFIX)
             if (subs[0] >= k and subs[2] >= k) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
 
         def heard() -> int:
-            found = [int(ask(i, ("heard",))[1]) for i in range(k)]
+            found = [int(child.ask("heard")[1]) for child in children]
             return -1 if min(found) < 0 else sum(found)
 
         ops: dict[str, Operation] = {}
         time.sleep(2 * FLUSH)
         for what, total in counts.items():
-            senders = [0] if what == "write" else list(range(k))
-            shares = [total // len(senders) + (i < total % len(senders)) for i in senders]
-            heard0, before, start = heard(), command_stats(admin), time.monotonic()
-            for i, share in zip(senders, shares):
-                ask(i, (what, share))
+            senders = children[:1] if what == "write" else children
+            shares = [
+                total // len(senders) + (i < total % len(senders)) for i in range(len(senders))
+            ]
+            heard0, before, start = heard(), harness.command_stats(admin), time.monotonic()
+            for child, share in zip(senders, shares):
+                child.ask(what, share)
             seconds = time.monotonic() - start
-            after = command_stats(admin)
+            after = harness.command_stats(admin)
             heard1 = heard()
-            ops[what] = Operation(
-                total,
-                commands_between(before, after),
-                -1 if min(heard0, heard1) < 0 else heard1 - heard0,
-                seconds,
-            )
+            wakeups = -1 if min(heard0, heard1) < 0 else heard1 - heard0
+            ops[what] = Operation(total, harness.commands_between(before, after), wakeups, seconds)
     finally:
-        for inbox, _outbox in boxes:
-            inbox.put(("stop",))
-        for proc in procs:
-            stop_process(proc)
+        for child in children:
+            child.put("stop")
+        for child in children:
+            child.stop()
         admin.close()
     return InstancesRow(k, subs, ops)
 
 
-def instances_table(rows: list[InstancesRow]) -> str:
-    base = rows[0]
-    out = []
-    for what, label in OPERATIONS.items():
-        for r in rows:
-            op = r.ops[what]
-            out.append(
-                [
-                    label,
-                    f"{r.instances}",
-                    f"{r.subscriptions[0]} / {r.subscriptions[1]} / {r.subscriptions[2]}",
-                    f"{op.count:,}",
-                    fmt(op.per_op),
-                    top_commands(op.commands, op.count, 5),
-                    f"{op.per_op / base.ops[what].per_op:.2f}x",
-                    fmt(op.heard_per_op),
-                ]
-            )
-    header = [
-        "request",
-        "instances",
-        "subscribers of cancel / change channels / their subscribers",
-        "requests",
-        "Redis commands per request",
-        "most run, per request",
-        f"commands / {base.instances} instance(s)",
-        "listener wake-ups per request, all instances",
+def report_instances(report: harness.Report, rows: list[InstancesRow], load: float) -> None:
+    fmt = harness.fmt
+    base, last = rows[0], rows[-1]
+    met = [
+        report.check(
+            TARGET_FLAT,
+            last.ops[what].per_op / base.ops[what].per_op,
+            f"commands per {what}, {base.instances} -> {last.instances} instances",
+        )
+        for what in OPERATIONS
     ]
-    return markdown_table(header, out)
-
-
-def instances_caption(rows: list[InstancesRow], load: float) -> str:
-    counts = {what: rows[0].ops[what].count for what in OPERATIONS}
-    return (
+    counts = {what: base.ops[what].count for what in OPERATIONS}
+    report.out(
         f"Instances on one Redis (separate processes, each holding a watcher on a key of its "
         f"own, as an open stream would, so its listener subscribes for it; instance 0 runs a "
         f"job that writes nothing and ignores cancels), load average {load:.2f} at the start. "
@@ -1223,236 +1052,110 @@ def instances_caption(rows: list[InstancesRow], load: float) -> str:
         f"for sessions); then instance 0 writes the job's document {counts['write']:,} times "
         f"(`store.write`, what a flush does per job). Commands: `INFO commandstats` deltas "
         f"divided by the requests (Lua-inner commands and the instances' background work "
-        f"included: heartbeats every {ASYNCSTATE_HEARTBEAT_INTERVAL:g} s, the listener's sweep "
-        f"every second); wake-ups: messages the listeners handed to their watchers, all "
-        f"instances together (each instance's `watchers.notify` counted). No target; flat "
-        f"commands are expected."
+        f"included: heartbeats every {harness.HEARTBEAT:g} s, the listener's sweep every "
+        f"second); wake-ups: messages the listeners handed to their watchers, all instances "
+        f"together (each instance's `watchers.notify` counted)."
     )
-
-
-def run_instances(url: str, sizes: list[int], args: argparse.Namespace) -> list[InstancesRow]:
-    counts = {"poll": args.polls, "cancel": args.cancels, "write": args.writes}
-    return [measure_instances(url, k, counts, KEY_PREFIX) for k in sizes]
+    report.table(
+        [
+            "request",
+            "instances",
+            "subscribers of cancel / change channels / their subscribers",
+            "requests",
+            "Redis commands per request",
+            "most run, per request",
+            f"commands / {base.instances} instance(s)",
+            "listener wake-ups per request, all instances",
+        ],
+        [
+            [
+                label,
+                f"{r.instances}",
+                " / ".join(str(n) for n in r.subscriptions),
+                f"{r.ops[what].count:,}",
+                fmt(r.ops[what].per_op),
+                top_commands(r.ops[what].commands, r.ops[what].count, 5),
+                f"{r.ops[what].per_op / base.ops[what].per_op:.2f}x",
+                fmt(r.ops[what].heard_per_op),
+            ]
+            for what, label in OPERATIONS.items()
+            for r in rows
+        ],
+    )
+    sizes = " / ".join(str(r.instances) for r in rows)
+    report.summary(
+        f"instances on one Redis ({sizes}): Redis commands per poll; cancel; document write",
+        "; ".join(" / ".join(fmt(r.ops[what].per_op) for r in rows) for what in OPERATIONS),
+        "",
+        "flat (<= 1.5x)",
+        all(met),
+    )
+    report.figures["instances"] = [
+        {
+            "instances": r.instances,
+            **{f"commands_per_{w}": op.per_op for w, op in r.ops.items()},
+            **{f"wakeups_per_{w}": op.heard_per_op for w, op in r.ops.items()},
+        }
+        for r in rows
+    ]
+    series = {
+        f"commands per {what}": [(r.instances, r.ops[what].per_op) for r in rows]
+        for what in OPERATIONS
+    }
+    series["listener wake-ups per cancel"] = [
+        (r.instances, r.ops["cancel"].heard_per_op) for r in rows
+    ]
+    writes = [(r.instances, r.ops["write"].heard_per_op) for r in rows]
+    if any(y > 0 for _x, y in writes):  # zeros cannot be drawn on a log axis
+        series["listener wake-ups per write"] = writes
+    report.panel(
+        harness.loglog_panel(
+            "growth.py: per request vs instances (one Redis)", "instances", "per request", series
+        )
+    )
 
 
 # -- driver --------------------------------------------------------------------------------
 
 
-def sizes(text: str, low: int, high: int, what: str) -> list[int]:
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise SystemExit(f"--{what} takes comma-separated integers, got {text!r}") from None
-    if not values or values[0] < low or values[-1] > high:
-        raise SystemExit(f"--{what} values must be {low}..{high}, got {text!r}")
-    return values
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}"
-    )
-    parser.add_argument("--jobs", help="part 1: running jobs per row (default 1,10,100,1000)")
-    parser.add_argument("--window", type=float, help="part 1: seconds per row (default 5, quick 2)")
-    parser.add_argument(
-        "--streams", help="part 2: open streams per row (default 10,100,1000, quick 10,100)"
-    )
-    parser.add_argument(
-        "--stream-window", type=float, help="part 2: seconds per row (default 8, quick 3)"
-    )
-    parser.add_argument(
-        "--stream-jobs", type=int, default=1, help="part 2: running jobs in the worker (1)"
-    )
-    parser.add_argument(
-        "--period", type=float, default=0.3, help="part 2: seconds between progress calls (0.3)"
-    )
-    parser.add_argument(
-        "--pool", type=int, default=100, help="part 2: the worker's Redis pool size (100)"
-    )
-    parser.add_argument("--instances", help="part 3: instances per row (default 1,2,4)")
-    parser.add_argument("--polls", type=int, help="part 3: polls per row (default 400, quick 100)")
-    parser.add_argument(
-        "--cancels", type=int, help="part 3: cancels per row (default 200, quick 50)"
-    )
-    parser.add_argument(
-        "--writes", type=int, help="part 3: document writes per row (default 200, quick 50)"
-    )
-    parser.add_argument("--seed", type=int, default=1, help="seed of the random waits")
-    parser.add_argument("--quick", action="store_true", help="smoke run: shorter windows")
-    add_common_options(parser)
-    args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
-    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    if not args.parts or set(args.parts) - set(PARTS):
-        parser.error(f"--parts takes a subset of {', '.join(PARTS)}")
-    args.jobs = sizes(args.jobs, 1, 2000, "jobs")
-    args.streams = sizes(args.streams, 1, 2000, "streams")
-    args.instances = sizes(args.instances, 1, 8, "instances")
-    if not (0.5 <= args.window <= 60 and 0.5 <= args.stream_window <= 60):
-        parser.error("--window and --stream-window must be 0.5..60 s")
-    if not (1 <= args.stream_jobs <= 4 and 0.05 <= args.period <= 5 and 1 <= args.pool <= 5000):
-        parser.error("--stream-jobs must be 1..4, --period 0.05..5 s, --pool 1..5000")
-    if not all(1 <= n <= 100_000 for n in (args.polls, args.cancels, args.writes)):
-        parser.error("--polls, --cancels and --writes must be 1..100,000")
-    return args
-
-
-def load_average() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-
-    def terminated(signum: int, frame: Any) -> None:
-        raise SystemExit(f"bench/growth.py: signal {signum}, stopping what it started")
-
-    signal.signal(signal.SIGTERM, terminated)
-    jobs: list[JobsRow] = []
-    streams: list[StreamsRow] = []
-    instances: list[InstancesRow] = []
-    loads: dict[str, float] = {}
-    with redis_server(args.redis_url) as server:
-        env = environment(
-            server.url,
-            f"clock {time.get_clock_info('time').implementation} (jobs, Redis TIME and stream clients share it)",
-        )
-        if "jobs" in args.parts:
-            loads["jobs"] = load_average()
-            jobs = [measure_jobs(server.url, n, args.window, args.seed) for n in args.jobs]
-        if "streams" in args.parts:
-            loads["streams"] = load_average()
-            streams = run_streams(server.url, args.streams, args)
-        if "instances" in args.parts:
-            loads["instances"] = load_average()
-            instances = run_instances(server.url, args.instances, args)
-    print(env)
-    panels: list[dict[str, Any]] = []
-    if jobs:
-        first, second = jobs_captions(jobs, args.window, loads["jobs"])
-        print()
-        print(first)
-        print()
-        print(jobs_table(jobs))
-        print()
-        print(second)
-        print()
-        print(staleness_table(jobs))
-        panels += [
-            loglog_panel(
-                "growth.py: Redis round trips per writer tick vs running jobs",
-                "running jobs",
-                "round trips per tick",
-                {
-                    "whole process": [(r.jobs, r.per_tick) for r in jobs],
-                    "writer's flush (max)": [(r.jobs, r.flush_trips_max) for r in jobs],
-                },
-                target=TARGET_ROUND_TRIPS_PER_TICK,
-                target_label=f"target <= {TARGET_ROUND_TRIPS_PER_TICK:g}",
-            ),
-            loglog_panel(
-                "growth.py: writer CPU per tick vs running jobs",
-                "running jobs",
-                "ms",
-                {
-                    "writer thread, per tick": [(r.jobs, r.writer_cpu_ms_per_tick) for r in jobs],
-                    "flush CPU p99": [(r.jobs, r.flush_cpu_ms(99)) for r in jobs],
-                },
-            ),
-            loglog_panel(
-                "growth.py: document staleness when read vs running jobs",
-                "running jobs",
-                "ms",
-                {
-                    "p50": [(r.jobs, r.stale_ms(50)) for r in jobs],
-                    "p99": [(r.jobs, r.stale_ms(99)) for r in jobs],
-                },
-                target=TARGET_STALENESS * 1000,
-                target_label=f"target p99 <= {TARGET_STALENESS * 1000:.0f} ms",
-            ),
-        ]
-    if streams:
-        print()
-        print(streams_caption(streams, args, loads["streams"]))
-        print()
-        print(streams_table(streams))
-        panels += [
-            loglog_panel(
-                "growth.py: update-to-frame latency vs open streams (one gevent worker)",
-                "open streams",
-                "ms",
-                {
-                    "p50": [(r.streams, r.ms(50)) for r in streams],
-                    "p99": [(r.streams, r.ms(99)) for r in streams],
-                },
-                target=TARGET_FRAME_LATENCY * 1000,
-                target_label=f"target p99 <= {TARGET_FRAME_LATENCY * 1000:.0f} ms",
-            ),
-            loglog_panel(
-                "growth.py: Redis commands per update vs open streams",
-                "open streams",
-                "commands",
-                {"per update": [(r.streams, r.per_update) for r in streams]},
-                target=streams[0].per_update,
-                target_label=f"target: flat (= at {streams[0].streams:,} streams)",
-            ),
-        ]
-    if instances:
-        print()
-        print(instances_caption(instances, loads["instances"]))
-        print()
-        print(instances_table(instances))
-        series = {
-            f"commands per {what}": [(r.instances, r.ops[what].per_op) for r in instances]
-            for what in OPERATIONS
-        }
-        series["listener wake-ups per cancel"] = [
-            (r.instances, r.ops["cancel"].heard_per_op) for r in instances
-        ]
-        writes = [(r.instances, r.ops["write"].heard_per_op) for r in instances]
-        if any(y > 0 for _x, y in writes):  # zeros cannot be drawn on a log axis
-            series["listener wake-ups per write"] = writes
-        panels.append(
-            loglog_panel(
-                "growth.py: per request vs instances (one Redis)",
-                "instances",
-                "per request",
-                series,
+    found = harness.parser(__doc__, FULL, QUICK, HELP)
+    found.add_argument("--seed", type=int, default=1, help="seed of the random waits")
+    ranges = {
+        "window": (0.5, 60),
+        "stream_window": (0.5, 60),
+        "stream_jobs": (1, 4),
+        "period": (0.05, 5),
+        "pool": (1, 5000),
+        "polls": (1, 100_000),
+        "cancels": (1, 100_000),
+        "writes": (1, 100_000),
+    }
+    args = harness.parse(found, argv, ranges, {"parts": PARTS})
+    args.jobs = harness.sizes(args.jobs, 1, 2000, "jobs")
+    args.streams = harness.sizes(args.streams, 1, 2000, "streams")
+    args.instances = harness.sizes(args.instances, 1, 8, "instances")
+    report = harness.Report(__file__, args)
+    with harness.redis_server(args.redis_url) as server:
+        clock = time.get_clock_info("time").implementation
+        report.out(
+            harness.environment(
+                server.url, f"clock {clock} (jobs, Redis TIME and stream clients share it)"
             )
         )
-    write_json(
-        args.json,
-        {
-            "jobs": [
-                {
-                    "jobs": r.jobs,
-                    "round_trips_per_tick": r.per_tick,
-                    "flush_round_trips_max": r.flush_trips_max,
-                    "writer_cpu_ms_per_tick": r.writer_cpu_ms_per_tick,
-                    "staleness_p99_ms": r.stale_ms(99),
-                }
-                for r in jobs
-            ],
-            "streams": [
-                {
-                    "streams": r.streams,
-                    "p50_ms": r.ms(50),
-                    "p99_ms": r.ms(99),
-                    "commands_per_update": r.per_update,
-                }
-                for r in streams
-            ],
-            "instances": [
-                {
-                    "instances": r.instances,
-                    **{f"commands_per_{w}": op.per_op for w, op in r.ops.items()},
-                    **{f"wakeups_per_{w}": op.heard_per_op for w, op in r.ops.items()},
-                }
-                for r in instances
-            ],
-            "panels": panels,
-        },
-    )
+        if "jobs" in args.parts:
+            load = harness.load_average()
+            rows = [measure_jobs(server.url, n, args.window, args.seed) for n in args.jobs]
+            report_jobs(report, rows, args.window, load)
+        if "streams" in args.parts:
+            load = harness.load_average()
+            report_streams(report, run_streams(server.url, args.streams, args), args, load)
+        if "instances" in args.parts:
+            load = harness.load_average()
+            counts = {"poll": args.polls, "cancel": args.cancels, "write": args.writes}
+            rows3 = [measure_instances(server.url, k, counts) for k in args.instances]
+            report_instances(report, rows3, load)
+    report.finish()
 
 
 if __name__ == "__main__":

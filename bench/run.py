@@ -1,30 +1,27 @@
-"""Run every benchmark in one go against one redis-server: print the tables, write a report and a chart.
+"""Run every benchmark against one redis-server, then rebuild the summary table and the chart.
 
 ``run.py`` starts one throwaway ``redis-server`` on a free loopback port (never
-6379), then runs each benchmark in its own Python process, one after another,
-against that server (``--redis-url``), with ``FLUSHALL`` between two of them,
-so that no thread or app left over by one (job runners, cancel listeners,
-workers) skews the next. (``stall.py`` takes the option too, but freezes a
-redis-server of its own rather than the shared one; ``workers.py`` starts RQ
-and Celery worker processes on the shared server and stops them before it
-exits; ``topologies.py`` measures the shared server beside a Redis Cluster
-of its own, which it starts and stops; ``growth.py`` starts instances and a
-gevent gunicorn on the shared server and stops them before it exits.) It
-prints each one's tables under a heading with its wall time, and writes:
+6379) and runs each script in a fresh interpreter against it (``--redis-url``),
+one after another, with ``FLUSHALL`` in between, so nothing one leaves running
+skews the next (``stall.py`` freezes a server of its own; ``topologies.py``
+adds a Redis Cluster of its own). Each script prints its tables and writes
+``bench/out/<script>.json``. Then ``run.py`` writes, from every
+``bench/out/*.json``:
 
-- ``bench/out/results.md``: the same markdown (``--output`` to change it);
-- ``bench/out/chart.png``: one panel per figure (ratios against the
-  alternatives, latencies, round trips, bytes), horizontal bars on a log scale
-  with the targets drawn in, and for ``growth.py``'s figures over sizes, lines
-  on log-log axes (matplotlib, Agg backend; ``--chart`` to change it).
+- ``bench/out/results.md``: what the scripts printed, under a heading each;
+- ``bench/out/summary.md``: the summary table; when every script's latest
+  result is a full run, the same table goes between the markers in
+  ``bench/README.md``;
+- ``bench/out/chart.png``: one panel per figure (bars on a log scale, targets
+  in red; lines on log-log axes over sizes), if matplotlib is installed.
 
-``bench/out/`` is git-ignored.
+``--strict`` is passed on: a script that misses a target exits with 3, the run
+goes on, and ``run.py`` exits with 3 at the end. A script that fails stops the run.
 
-Run from the repository root::
-
-    python bench/run.py                   # full run, about 8 minutes
-    python bench/run.py --quick           # smoke run, about 3 minutes
+    python bench/run.py                      # every script, full (about 8 minutes)
+    python bench/run.py --quick              # every script, smallest sizes (about 3 minutes)
     python bench/run.py --only progress,cancel
+    python bench/run.py --summary            # no run: rebuild from bench/out/*.json
 """
 
 from __future__ import annotations
@@ -33,17 +30,16 @@ import argparse
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
-import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
+import harness
 import redis
-from _common import redis_server
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "out")
 BENCHMARKS = (
     "store",
     "progress",
@@ -57,66 +53,98 @@ BENCHMARKS = (
     "topologies",
     "growth",
 )
+README = harness.BENCH / "README.md"
+MARKERS = ("<!-- summary: start (bench/run.py writes this part) -->", "<!-- summary: end -->")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
-    parser.add_argument(
-        "--only",
-        default=",".join(BENCHMARKS),
-        help=f"comma-separated subset of {', '.join(BENCHMARKS)}",
-    )
-    parser.add_argument(
-        "--output",
-        default=os.path.join(OUT, "results.md"),
-        help="markdown report (default bench/out/results.md)",
-    )
-    parser.add_argument(
-        "--chart",
-        default=os.path.join(OUT, "chart.png"),
-        help="PNG chart (default bench/out/chart.png; '' for none)",
-    )
-    args = parser.parse_args(argv)
+    found = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    found.add_argument("--quick", action="store_true", help="pass --quick to every script")
+    found.add_argument("--strict", action="store_true", help="exit 3 if a target was missed")
+    found.add_argument("--only", default=",".join(BENCHMARKS), help="a subset of the scripts")
+    found.add_argument("--summary", action="store_true", help="run nothing: rebuild from out/")
+    found.add_argument("--out", default=str(harness.OUT), help="results folder (bench/out)")
+    args = found.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(args.only) - set(BENCHMARKS))
-    if unknown or not args.only:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    if not args.only or set(args.only) - set(BENCHMARKS):
+        found.error(f"--only: a subset of {', '.join(BENCHMARKS)}")
     return args
 
 
-def checkout() -> str:
-    """The commit measured, and whether the work tree had uncommitted changes."""
+def run_all(args: argparse.Namespace) -> bool:
+    """Run the scripts against one server; False if one missed a target (``--strict``)."""
+    missed = False
+    with harness.redis_server() as server:
+        client = redis.Redis.from_url(server.url)
+        print(f"One redis-server for the whole run: {server.url}, FLUSHALL between scripts.\n")
+        for name in args.only:
+            client.flushall()
+            command = [sys.executable, str(harness.BENCH / f"{name}.py"), "--redis-url"]
+            command += [server.url, "--out", args.out]
+            command += ["--quick"] * args.quick + ["--strict"] * args.strict
+            print(f"## {name}.py\n", flush=True)
+            start = time.monotonic()
+            done = subprocess.run(command, check=False, timeout=1200)
+            print(f"\n({name}.py took {time.monotonic() - start:.0f} s)\n", flush=True)
+            if done.returncode == harness.MISSED:
+                missed = True
+            elif done.returncode != 0:
+                raise SystemExit(f"bench/{name}.py failed with exit code {done.returncode}")
+        client.close()
+    return not missed
 
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
 
-    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    dirty = git("status", "--porcelain", "--untracked-files=all", "--", "..")
-    return f"{commit}{' + uncommitted changes' if dirty else ''}"
+# -- the summary ----------------------------------------------------------------------------
 
 
-def run_one(name: str, quick: bool, redis_url: str, json_path: str) -> tuple[str, float]:
-    """Run ``bench/<name>.py`` in a fresh interpreter; its stdout and wall time in s.
+def load_results(out: str) -> list[dict[str, Any]]:
+    """The latest result of each script, in the suite's order."""
+    found = []
+    for name in BENCHMARKS:
+        path = Path(out) / f"{name}.json"
+        if path.exists():
+            found.append(json.loads(path.read_text(encoding="utf-8")))
+    return found
 
-    Its stderr goes straight to ours; a failing benchmark stops the run.
-    """
-    command = [
-        sys.executable,
-        os.path.join(HERE, f"{name}.py"),
-        "--redis-url",
-        redis_url,
-        "--json",
-        json_path,
-    ] + (["--quick"] if quick else [])
-    start = time.perf_counter()
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, timeout=1200)
-    took = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.stdout.write(done.stdout)
-        raise SystemExit(f"bench/{name}.py failed with exit code {done.returncode}")
-    return done.stdout.rstrip() + "\n", took
+
+def summary_table(results: list[dict[str, Any]]) -> str:
+    """The heading line and the one summary table, from the scripts' ``summary`` rows."""
+    dates = sorted({r["date"] for r in results})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+    machine = re.search(r"redis-server [^;]*?, (Linux[^,]*, \d+ CPUs)", results[0]["text"])
+    heading = (
+        f"Latest results: {summary_title(results)}, {when}"
+        f"{f' ({machine.group(1)})' if machine else ''}; `bench/out/<script>.json` has every "
+        "figure, `bench/out/results.md` every table."
+    )
+    rows = []
+    for result in results:
+        for row in result["summary"]:
+            met = {True: "yes", False: "**no**", None: ""}[row["met"]]
+            cells = [row["what"], row["ours"], row["alternatives"], row["target"], met]
+            rows.append([f"`{result['script']}.py`", *cells])
+    header = ["script", "what", "ours", "alternatives, same run", "target", "met"]
+    return f"{heading}\n\n{harness.markdown_table(header, rows, right=99)}"
+
+
+def write_summary(results: list[dict[str, Any]], out: str) -> None:
+    table = summary_table(results)
+    Path(out, "summary.md").write_text(table + "\n", encoding="utf-8")
+    text = "\n\n".join(
+        f"## {r['script']}.py ({r['seconds']:.0f} s)\n\n{r['text']}" for r in results
+    )
+    Path(out, "results.md").write_text(text + "\n", encoding="utf-8")
+    if len(results) == len(BENCHMARKS) and all(r["mode"] == "full" for r in results):
+        readme = README.read_text(encoding="utf-8")
+        start, end = readme.index(MARKERS[0]), readme.index(MARKERS[1])
+        readme = f"{readme[:start]}{MARKERS[0]}\n{table}\n{readme[end:]}"
+        README.write_text(readme, encoding="utf-8")
+        print(f"Summary table: {os.path.relpath(README)}")
+    else:
+        print(
+            f"Summary table: {os.path.relpath(Path(out, 'summary.md'))} (bench/README.md keeps "
+            "its table: it takes only a full result of every script)"
+        )
 
 
 # -- the chart ------------------------------------------------------------------------
@@ -136,9 +164,24 @@ def _panel_height(p: dict[str, Any]) -> float:
     return 0.32 * len(p["bars"]) + 1.25
 
 
+def _target_line(p: dict[str, Any]) -> dict[str, Any]:
+    """How a panel's target is drawn: a red dashed line, labelled."""
+    label = p.get("target_label") or "target"
+    return {"color": "#c44e52", "linestyle": "--", "linewidth": 1.2, "label": label}
+
+
+def _plain_ticks(*axes: Any) -> None:
+    """Major ticks as plain numbers (1,000 rather than 10^3), no minor tick labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for axis in axes:
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.10g}"))
+        axis.set_minor_formatter(NullFormatter())
+
+
 def _draw_loglog(ax: Any, p: dict[str, Any]) -> None:
     """A ``kind: loglog`` panel: one line per series over sizes, both axes on a log scale."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import LogLocator
 
     ys: list[float] = []
     for series in p["series"]:
@@ -156,13 +199,7 @@ def _draw_loglog(ax: Any, p: dict[str, Any]) -> None:
             fontsize=7,
         )
     if p.get("target"):
-        ax.axhline(
-            p["target"],
-            color="#c44e52",
-            linestyle="--",
-            linewidth=1.2,
-            label=p.get("target_label") or "target",
-        )
+        ax.axhline(p["target"], **_target_line(p))
         ys.append(p["target"])
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -174,9 +211,7 @@ def _draw_loglog(ax: Any, p: dict[str, Any]) -> None:
         ax.set_xlim(ticks[0] / 1.5, ticks[-1] * 1.5)
     if ys and max(ys) / (min(ys) / 4) <= 3000:  # a narrow range: label 1, 2 and 5 too
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.10g}"))
-        axis.set_minor_formatter(NullFormatter())
+    _plain_ticks(ax.xaxis, ax.yaxis)
     ax.tick_params(labelsize=7.5)
     ax.grid(True, which="major", linewidth=0.4, alpha=0.5)
     ax.set_title(p["title"], fontsize=9, loc="left")
@@ -186,7 +221,7 @@ def _draw_loglog(ax: Any, p: dict[str, Any]) -> None:
 
 
 def _draw_panel(ax: Any, p: dict[str, Any]) -> None:
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import LogLocator
 
     if p.get("kind") == "loglog":
         _draw_loglog(ax, p)
@@ -206,20 +241,13 @@ def _draw_panel(ax: Any, p: dict[str, Any]) -> None:
     ax.set_xlim(low, high)
     subs = (1.0,) if high / low > 3000 else (1.0, 2.0, 5.0)
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.10g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _plain_ticks(ax.xaxis)
     ax.tick_params(axis="x", labelsize=7.5)
     if p.get("reference"):
         ax.axvline(p["reference"], color="grey", linewidth=0.8)
     handles = False
     if p.get("target"):
-        ax.axvline(
-            p["target"],
-            color="#c44e52",
-            linestyle="--",
-            linewidth=1.2,
-            label=p.get("target_label") or "target",
-        )
+        ax.axvline(p["target"], **_target_line(p))
         handles = True
     for y, value, target in zip(ys, values, targets):
         ax.text(value * 1.08, y, _fmt(value, p["unit"]), va="center", fontsize=7.5)
@@ -273,49 +301,41 @@ def draw_chart(path: str, panels: list[dict[str, Any]], notes: list[str], title:
     plt.close(fig)
 
 
-# -- driver ---------------------------------------------------------------------------
+def chart(results: list[dict[str, Any]], out: str) -> None:
+    panels = [p for r in results for p in r["panels"]]
+    notes = [f"{r['script']}.py: {note}" for r in results for note in r["notes"]]
+    if not panels:
+        return
+    try:
+        draw_chart(
+            str(Path(out, "chart.png")), panels, notes, "Benchmarks: " + summary_title(results)
+        )
+    except ImportError:
+        print("No chart: pip install matplotlib")
+        return
+    print(f"Chart: {os.path.relpath(Path(out, 'chart.png'))}")
+
+
+def summary_title(results: list[dict[str, Any]]) -> str:
+    """``full run at 0a76b3d``, ``full/quick runs at 0a76b3d, 1b2c3d4``."""
+    modes, commits = sorted({r["mode"] for r in results}), sorted({r["commit"] for r in results})
+    runs = "run" if len(modes) == 1 and len(commits) == 1 else "runs"
+    return f"{'/'.join(modes)} {runs} at {', '.join(commits)}"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    mode = "--quick" if args.quick else "full"
-    title = f"Benchmarks, {datetime.date.today().isoformat()} ({mode} run of {checkout()})"
-    report = [f"# {title}\n"]
-    print(report[0])
-    panels: list[dict[str, Any]] = []
-    notes: list[str] = []
-    total = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="asyncstate-bench-") as tmp, redis_server() as server:
-        client = redis.Redis.from_url(server.url)
-        line = (
-            f"One redis-server for the whole run: {server.url} (started by run.py, "
-            f"FLUSHALL between benchmarks).\n"
-        )
-        print(line)
-        report.append(line)
-        for name in args.only:
-            client.flushall()
-            json_path = os.path.join(tmp, f"{name}.json")
-            output, took = run_one(name, args.quick, server.url, json_path)
-            section = f"## {name}.py ({took:.0f} s)\n\n{output}"
-            print(section, flush=True)
-            report.append(section)
-            if os.path.exists(json_path):
-                with open(json_path, encoding="utf-8") as fh:
-                    figures = json.load(fh)
-                panels += figures.get("panels", [])
-                notes += [f"{name}.py: {note}" for note in figures.get("notes", [])]
-        client.close()
-    footer = f"All done in {time.perf_counter() - total:.0f} s."
-    print(footer)
-    report.append(footer + "\n")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(report))
-    print(f"Report: {os.path.relpath(args.output)}")
-    if args.chart and panels:
-        draw_chart(args.chart, panels, notes, title)
-        print(f"Chart: {os.path.relpath(args.chart)}")
+    met = True
+    if not args.summary:
+        print(f"# Benchmarks, {datetime.date.today().isoformat()}, {harness.checkout()}\n")
+        met = run_all(args)
+    results = load_results(args.out)
+    if not results:
+        raise SystemExit(f"no results in {args.out}: run the scripts first")
+    write_summary(results, args.out)
+    chart(results, args.out)
+    if not met:
+        raise SystemExit(harness.MISSED)
 
 
 if __name__ == "__main__":

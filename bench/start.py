@@ -1,59 +1,41 @@
-"""Start overhead: ``TrackedJob.start()`` against flask-executor's ``Executor.submit`` and a bare ``ThreadPoolExecutor.submit``.
+"""Cost of the submitting call: ``TrackedJob.start()`` against flask-executor and ``ThreadPoolExecutor``.
 
-What it measures, in one process, against one ``redis-server`` on loopback:
+In one process, against one redis-server on loopback, every pool with 4
+threads, every function returning at once, an app context pushed and no
+request (``start()`` outside a request binds no session):
 
-- ours, memory store: ``job.start()`` of a tracked job that returns at once, in
-  an app without Redis (the embedded default), an app context pushed;
+- ours, memory store: ``job.start()`` in an app without Redis;
 - ours, Redis store: the same with ``ASYNCSTATE_REDIS_URL`` (the ``queued``
-  document is written to Redis before ``start()`` returns: one round trip);
+  document is written before ``start()`` returns: one round trip);
 - flask-executor: ``executor.submit(fn)`` (``EXECUTOR_TYPE = "thread"``), which
-  wraps ``fn`` in copies of the app and request contexts; it refuses to run
-  without a request context, so its batches run inside
-  ``app.test_request_context()``;
+  copies the app and request contexts; it refuses to run without a request
+  context, so its calls run inside ``test_request_context()``;
 - bare: ``ThreadPoolExecutor.submit(fn)``.
 
-Every pool has 4 threads (``ASYNCSTATE_MAX_WORKERS`` / ``EXECUTOR_MAX_WORKERS``),
-every function returns at once. Only the submitting call is timed: a batch of
-``--calls`` calls (``time.perf_counter``, GC paused), then, untimed, the batch
-is waited for. The pool threads run the batch's jobs while it is being
-submitted, as they would in an app; for ours they also write the ``running``
-and final documents. Figures are the median over ``--repeats`` batches, in µs
-per call; the columns take turns within every repeat, after a warm-up batch
-each. No request context: ``start()`` outside a request binds no session.
+Two figures per column, medians in µs: one at a time (each call timed alone,
+then waited for untimed, so the pool is idle: the call's own cost), and in
+bursts of ``--calls`` (the loop timed as a whole while the pool threads run
+the burst, for ours writing each job's ``running`` and final documents: what a
+view starting many jobs at once sees). The columns take turns after a warm-up
+each. Also printed: the cost of signing a job's token (paid on first use of
+``handle.token``), and the cancel Events still held after the run (0 expected).
 
-It starts its own redis-server on a free loopback port (never 6379) unless
-given ``--redis-url``. Needs ``pip install -e '.[bench]'`` (flask-executor).
+Target: ours (memory store), one at a time, <= 1.5x flask-executor's ``submit``.
 
-Run from the repository root::
-
-    python bench/start.py                  # 5 repeats x 2,000 calls (about 15 s)
-    python bench/start.py --quick          # 3 x 300 (about 3 s)
+    python bench/start.py                # 5 x 400 single calls, 5 bursts of 2,000 (about 15 s)
+    python bench/start.py --quick        # 3 x 300, 3 bursts of 300 (about 3 s)
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from importlib.metadata import version
 from typing import Any
 
-from _common import (
-    add_common_options,
-    environment,
-    fill_defaults,
-    gc_paused,
-    make_app,
-    markdown_table,
-    median,
-    panel,
-    redis_server,
-    timed,
-    write_json,
-)
+import harness
 from flask import Flask
 
 try:
@@ -61,16 +43,13 @@ try:
 except ImportError as exc:  # pragma: no cover - a setup problem, said plainly
     raise SystemExit(f"bench/start.py needs flask-executor: pip install -e '.[bench]' ({exc})")
 
-from flask_asyncstate import AsyncState, JobContext
-
+TARGET = harness.Target("ours (memory store) / flask-executor, one call at a time", "<=", 1.5, "x")
 WORKERS = 4
 #: Calls per repeat timed one at a time (each waited for before the next).
 SINGLE_CALLS = 400
-QUICK_CALLS, QUICK_REPEATS = 300, 3
-DEFAULT_CALLS, DEFAULT_REPEATS = 2_000, 5
-QUICK = {"calls": QUICK_CALLS, "repeats": QUICK_REPEATS}
-DEFAULTS = {"calls": DEFAULT_CALLS, "repeats": DEFAULT_REPEATS}
-COLUMNS = ("ours-memory", "ours-redis", "flask-executor", "bare")
+FULL = {"calls": 2_000, "repeats": 5}
+QUICK = {"calls": 300, "repeats": 3}
+HELP = {"calls": "calls per burst", "repeats": "bursts per figure"}
 LABELS = {
     "ours-memory": "ours, memory store: `job.start()`",
     "ours-redis": "ours, Redis store: `job.start()`",
@@ -84,7 +63,7 @@ def nothing() -> None:
 
 
 class Column:
-    """Submits ``n`` calls and waits for them; ``submit`` is what gets timed."""
+    """Submits calls and waits for them; ``submit`` is what gets timed."""
 
     def __init__(
         self,
@@ -112,21 +91,14 @@ class Column:
                 append(submit())
 
         with self.context():
-            seconds = timed(body)
+            seconds = harness.timed(body)
             self.wait(results)
         return seconds / n * 1e6
 
     def one_at_a_time(self, n: int) -> list[float]:
         """µs of each of ``n`` submitting calls, each timed alone and waited for (untimed)."""
-        submit, clock = self.submit, time.perf_counter
-        out: list[float] = []
-        with self.context(), gc_paused():
-            for _ in range(n):
-                start = clock()
-                result = submit()
-                out.append((clock() - start) * 1e6)
-                self.wait([result])
-        return out
+        with self.context():
+            return harness.each_timed(self.submit, n, after=lambda result: self.wait([result]))
 
 
 def wait_handles(handles: list[Any]) -> None:
@@ -144,11 +116,10 @@ def wait_all(futures: list[Future[Any]]) -> None:
         future.result()
 
 
-def ours(redis_url: str | None) -> tuple[Column, AsyncState]:
+def ours(redis_url: str | None) -> tuple[Column, harness.AsyncState]:
     """Our column: the memory store (``redis_url`` None) or Redis, ``WORKERS`` job threads."""
-    # A burst is a few thousand starts: room for all of them in the queue (this measures the
-    # call, not admission; ASYNCSTATE_MAX_QUEUED's refusal is flood.py's subject).
-    app, ext = make_app(
+    # room in the queue for a whole burst: this measures the call, not admission (flood.py's)
+    app, ext = harness.make_app(
         "bench-start",
         redis_url=redis_url,
         ASYNCSTATE_MAX_WORKERS=WORKERS,
@@ -156,7 +127,7 @@ def ours(redis_url: str | None) -> tuple[Column, AsyncState]:
     )
 
     @ext.job(name="bench_start_nothing")
-    def job(ctx: JobContext) -> None:
+    def job(ctx: harness.JobContext) -> None:
         return None
 
     return Column(job.start, wait_handles, lambda: ext.shutdown(2), app), ext
@@ -194,126 +165,83 @@ def measure(columns: dict[str, Column], calls: int, repeats: int) -> dict[str, d
             bursts[name].append(column.burst(calls))
             singles[name] += column.one_at_a_time(single_calls)
     return {
-        name: {"burst": median(bursts[name]), "single": median(singles[name])} for name in columns
+        name: {"burst": harness.median(bursts[name]), "single": harness.median(singles[name])}
+        for name in columns
     }
 
 
-def signing_cost(ext: AsyncState, app: Flask, n: int = 2000) -> float:
-    """µs per ``signer.sign(job_id)``: the token ``start()`` signs before returning."""
-    with app.app_context():
-        signer = ext.app_state().signer
-        return (
-            timed(lambda: [signer.sign("0123456789abcdef0123456789abcdef") for _ in range(n)])
-            / n
-            * 1e6
-        )
-
-
-def table(results: dict[str, dict[str, float]], calls: int) -> str:
-    rows = []
-    base, executor = results["bare"], results["flask-executor"]
-    for name in COLUMNS:
-        single, burst = results[name]["single"], results[name]["burst"]
-        rows.append(
-            [
-                LABELS[name],
-                f"{single:.1f}",
-                f"{single / base['single']:.1f}x",
-                f"{single / executor['single']:.1f}x",
-                f"{burst:.1f}",
-                f"{burst / base['burst']:.1f}x",
-                f"{burst / executor['burst']:.1f}x",
-            ]
-        )
-    header = [
-        "submit call",
-        "one at a time µs",
-        "/ ThreadPoolExecutor",
-        "/ flask-executor",
-        f"burst of {calls:,} µs",
-        "/ ThreadPoolExecutor",
-        "/ flask-executor",
-    ]
-    return markdown_table(header, rows)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, help=f"calls per batch (default {DEFAULT_CALLS:,})")
-    parser.add_argument(
-        "--repeats", type=int, help=f"batches per figure (default {DEFAULT_REPEATS})"
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke run: {QUICK_REPEATS} x {QUICK_CALLS} unless told otherwise",
-    )
-    add_common_options(parser)
-    args = fill_defaults(parser.parse_args(argv), DEFAULTS, QUICK)
-    if not (1 <= args.calls <= 100_000) or not (1 <= args.repeats <= 50):
-        parser.error("--calls must be 1..100,000 and --repeats 1..50")
-    return args
-
-
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    with redis_server(args.redis_url) as server:
-        memory_column, memory_ext = ours(None)
-        redis_column, redis_ext = ours(server.url)
+    found = harness.parser(__doc__, FULL, QUICK, HELP)
+    args = harness.parse(found, argv, {"calls": (1, 100_000), "repeats": (1, 50)})
+    report = harness.Report(__file__, args)
+    with harness.redis_server(args.redis_url) as server:
+        memory, memory_ext = ours(None)
+        red, redis_ext = ours(server.url)
         columns = {
-            "ours-memory": memory_column,
-            "ours-redis": redis_column,
+            "ours-memory": memory,
+            "ours-redis": red,
             "flask-executor": flask_executor(),
             "bare": bare(),
         }
         try:
-            results = measure(columns, args.calls, args.repeats)
-            assert memory_column.app is not None
-            sign_us = signing_cost(memory_ext, memory_column.app)
-            with redis_column.app.app_context():  # type: ignore[union-attr]
-                held = len(redis_ext.app_state().store.held_keys())
+            us = measure(columns, args.calls, args.repeats)
+            with memory.context():  # what handle.token costs on first use
+                sign, job_id = harness.signer(memory_ext).sign, "0123456789abcdef" * 2
+                sign_us = harness.timed(lambda: [sign(job_id) for _ in range(2000)]) / 2000 * 1e6
+            with red.context():
+                held = harness.held_events(redis_ext)
         finally:
             for column in columns.values():
                 column.close()
-        env = environment(server.url, f"flask-executor {version('flask-executor')}")
-    single_calls = max(1, min(args.calls, SINGLE_CALLS))
-    print(env)
-    print()
-    print(
-        f"Cost of the submitting call, median µs: one at a time ({args.repeats} x "
-        f"{single_calls:,} calls, each timed alone, the pool idle) and in bursts "
-        f"({args.repeats} bursts of {args.calls:,}, the pool threads running the burst's "
-        f"functions meanwhile); {WORKERS} pool threads each, functions that return at once, "
-        f"app context pushed, no request (flask-executor: in a test request context, which it "
-        f"requires). Signing a job's token (itsdangerous) costs about {sign_us:.0f} µs more, paid "
-        f"on first use of `handle.token`, not in `start()`. After the run the Redis app "
-        f"held {held:,} cancel Events (0 expected once every job has finished)."
+        env = harness.environment(server.url, f"flask-executor {version('flask-executor')}")
+    singles = max(1, min(args.calls, SINGLE_CALLS))
+    ratio = us["ours-memory"]["single"] / us["flask-executor"]["single"]
+    met = report.check(TARGET, ratio, "one at a time")
+    report.out(
+        env,
+        f"Cost of the submitting call, median µs: one at a time ({args.repeats} x {singles:,} "
+        f"calls, each timed alone, the pool idle) and in bursts ({args.repeats} bursts of "
+        f"{args.calls:,}, the pool threads running the burst's functions meanwhile); {WORKERS} "
+        f"pool threads each, functions that return at once, app context pushed, no request "
+        f"(flask-executor: in a test request context, which it requires). Signing a job's token "
+        f"costs about {sign_us:.0f} µs more, paid on first use of `handle.token`, "
+        f"not in `start()`. After the run the Redis app held {held:,} cancel Events (0 expected "
+        f"once every job has finished).",
     )
-    print()
-    print(table(results, args.calls))
-    write_json(
-        args.json,
-        {
-            "us_per_call": results,
-            "sign_us": sign_us,
-            "panels": [
-                panel(
-                    "start.py: µs per submit call / ThreadPoolExecutor.submit (one at a time; burst)",
-                    "x",
-                    [
-                        (
-                            f"{LABELS[name].split(':')[0]}, {kind}",
-                            results[name][kind] / results["bare"][kind],
-                        )
-                        for name in COLUMNS
-                        if name != "bare"
-                        for kind in ("single", "burst")
-                    ],
-                    reference=1.0,
-                )
+    header = ["submit call"]
+    rows: list[list[str]] = [[LABELS[name]] for name in LABELS]
+    for kind, title in (("single", "one at a time µs"), ("burst", f"burst of {args.calls:,} µs")):
+        header += [title, "/ ThreadPoolExecutor", "/ flask-executor"]
+        for row, name in zip(rows, LABELS):
+            value = us[name][kind]
+            row += [f"{value:.1f}", f"{value / us['bare'][kind]:.1f}x"]
+            row.append(f"{value / us['flask-executor'][kind]:.1f}x")
+    report.table(header, rows)
+    report.summary(
+        f"`start()`, one at a time; in a burst of {args.calls:,}",
+        f"memory {us['ours-memory']['single']:.0f} / {us['ours-memory']['burst']:.0f} µs, "
+        f"Redis {us['ours-redis']['single']:.0f} / {us['ours-redis']['burst']:.0f} µs",
+        f"flask-executor {us['flask-executor']['single']:.0f} / "
+        f"{us['flask-executor']['burst']:.0f} µs, `ThreadPoolExecutor.submit` "
+        f"{us['bare']['single']:.0f} / {us['bare']['burst']:.0f} µs",
+        "memory, one at a time: <= 1.5x flask-executor",
+        met,
+    )
+    report.figures.update(us_per_call=us, sign_us=sign_us, held_events=held)
+    report.panel(
+        harness.panel(
+            "start.py: µs per submit call / ThreadPoolExecutor.submit (one at a time; burst)",
+            "x",
+            [
+                (f"{LABELS[name].split(':')[0]}, {kind}", us[name][kind] / us["bare"][kind])
+                for name in LABELS
+                if name != "bare"
+                for kind in ("single", "burst")
             ],
-        },
+            reference=1.0,
+        )
     )
+    report.finish()
 
 
 if __name__ == "__main__":

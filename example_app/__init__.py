@@ -30,6 +30,7 @@ whoever can write the session store can run code as the app), and
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import stat
@@ -216,8 +217,27 @@ def _celery(app: Flask) -> object:
     return celery
 
 
+def tuning_from_env(prefix: str = "EXAMPLE_TUNING_") -> dict[str, object]:
+    """flask-asyncstate's tuning keywords from ``EXAMPLE_TUNING_<KEYWORD>`` variables, such as
+    ``EXAMPLE_TUNING_SSE_MAX_AGE=1.0`` for ``sse_max_age=1.0`` (values parsed as JSON, the way
+    ``from_prefixed_env`` does; an unknown keyword fails in ``init_app``)."""
+    tuning: dict[str, object] = {}
+    for name, value in os.environ.items():
+        if name.startswith(prefix):
+            try:
+                tuning[name[len(prefix) :].lower()] = json.loads(value)
+            except ValueError:
+                tuning[name[len(prefix) :].lower()] = value
+    return tuning
+
+
 def create_app(config: dict[str, object] | None = None, instance_path: str | None = None) -> Flask:
-    """The example app; ``config`` overrides everything, ``instance_path`` moves the instance folder."""
+    """The example app; ``config`` overrides everything, ``instance_path`` moves the instance folder.
+
+    ``ASYNCSTATE_*`` keys come from the environment as ``FLASK_ASYNCSTATE_*`` (say
+    ``FLASK_ASYNCSTATE_MAX_WORKERS=8``), the extension's tuning keywords as
+    ``EXAMPLE_TUNING_*`` (see :func:`tuning_from_env`).
+    """
     app = Flask(__name__, instance_path=instance_path)
     app.config.update(
         SECRET_KEY=os.environ.get("SECRET_KEY"),
@@ -269,9 +289,11 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
         )
 
     Session(app)
-    csrf.init_app(app)  # before asyncstate: it exempts its blueprint, which checks CSRF itself
+    csrf.init_app(app)  # it checks asyncstate's cancel too (refused there with a JSON 403)
     asyncstate.init_app(
-        app, celery=_celery(app) if app.config["ASYNCSTATE_EXECUTOR"] == "celery" else None
+        app,
+        celery=_celery(app) if app.config["ASYNCSTATE_EXECUTOR"] == "celery" else None,
+        **tuning_from_env(),
     )
     users.init_app(app)  # Flask-Login: a signed-in user's jobs are the user's, in any browser
     i18n.init_app(app)  # English and French, switched with POST /language

@@ -1,7 +1,7 @@
 """English and French for the example: the app's own strings and the widget's labels.
 
 Plain dicts, no Flask-Babel (which the extension also supports, see
-``flask_asyncstate/labels.py``): the language is the one the visitor picked
+``flask_asyncstate/templating.py``): the language is the one the visitor picked
 with the switch in the page header (``POST /language``, kept in the session),
 else the best match of the browser's ``Accept-Language``, else English.
 """
@@ -19,7 +19,7 @@ DEFAULT_LANGUAGE = "en"
 #: Session key of the visitor's choice.
 SESSION_KEY = "lang"
 
-#: The widget in French: every key of ``flask_asyncstate.labels.DEFAULT_LABELS``, passed as
+#: The widget in French: every key of ``flask_asyncstate.templating.DEFAULT_LABELS``, passed as
 #: ``asyncstate_widget(token, labels=FRENCH)`` and ``asyncstate_jobs(labels=FRENCH)``.
 #: ``{seconds}``, ``{minutes}`` and ``{time}`` are filled in by the widget.
 FRENCH: dict[str, str] = {

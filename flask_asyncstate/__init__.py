@@ -1,6 +1,5 @@
 """flask-asyncstate: tracked, cancellable long-running jobs for Flask, shared across instances."""
 
-from .context import JobContext
 from .errors import (
     AsyncStateError,
     InvalidToken,
@@ -13,7 +12,7 @@ from .errors import (
     UnserializableState,
 )
 from .extension import AsyncState
-from .jobs import JobHandle, TrackedJob
+from .jobs import Job, JobContext, JobHandle, TrackedJob
 from .signals import job_finished, job_progress, job_started, store_circuit_changed
 from .state import StateAPI
 from .status import JobStatus
@@ -22,6 +21,7 @@ __all__ = [
     "AsyncState",
     "AsyncStateError",
     "InvalidToken",
+    "Job",
     "JobCancelled",
     "JobContext",
     "JobHandle",

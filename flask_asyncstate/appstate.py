@@ -16,22 +16,21 @@ import secrets
 import socket
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app
 
-from . import remote, tokens
+from . import owners, tokens
 from .config import Settings
-from .context import JobContext
 from .executors import Executor, InlineExecutor, ThreadExecutor
-from .jobs import JobHandle
-from .lifecycle import Lifecycle
+from .jobs import JobBuffer, JobHandle
+from .lifecycle import Lifecycle, LocalJobs
 from .records import JobRecords
-from .registry import LocalJobs
+from .sse import StreamSlots
 from .state import StateAPI
 from .status import JobStatus
 from .stores.base import Store
-from .streams import StreamSlots
 from .writer import Writer
 
 log = logging.getLogger("flask_asyncstate")
@@ -72,7 +71,7 @@ class AppState:
         self.app_ref = weakref.ref(app)
         #: The :class:`~flask_asyncstate.AsyncState` this app was registered with.
         self.extension = extension
-        #: The validated ``ASYNCSTATE_*`` configuration.
+        #: The validated ``ASYNCSTATE_*`` configuration, and the tuning keywords.
         self.settings = settings
         #: The shared store (memory or Redis) everything below sits on.
         self.store = store
@@ -87,14 +86,14 @@ class AppState:
         #: Open event streams of this process, bounded in all and per owner.
         self.streams = StreamSlots(
             settings.max_streams,
-            settings.max_streams_per_session,
-            lifetime=settings.sse_max_age + 2 * settings.sse_ping_interval + 5,
+            settings.tuning.max_streams_per_owner,
+            lifetime=settings.tuning.sse_max_age + 2 * settings.tuning.sse_ping_interval + 5,
         )
         #: The jobs of this process (queued, running, or with a final document to store).
         self.registry = LocalJobs()
         #: What this process is, in heartbeats: ``"web"``, ``"rq worker"``, ``"celery worker"``.
         self.role = "web"
-        #: Where jobs run: a thread pool, RQ or Celery workers, or inline with ``ASYNCSTATE_EAGER``.
+        #: Where jobs run (``ASYNCSTATE_EXECUTOR``): a thread pool, RQ or Celery workers, or inline.
         self.executor: Executor = _executor(self, settings, store, celery)
         #: The thread that flushes progress and beats the heartbeat.
         self.writer = Writer(self)
@@ -114,6 +113,16 @@ class AppState:
         return app
 
     @property
+    def blueprint_guard(self) -> Callable[..., Any] | None:
+        """The guard before every route of the blueprint but its static files, if any."""
+        return self.extension.blueprint_guard
+
+    @property
+    def admin_guard(self) -> Callable[..., Any] | None:
+        """The guard of the operator's page; None: the page is off (its routes answer 404)."""
+        return self.extension.admin_page_guard
+
+    @property
     def instance_id(self) -> str:
         """This process's id in heartbeats and job documents (renewed in a forked child)."""
         return self.records.instance_id
@@ -121,7 +130,7 @@ class AppState:
     @property
     def retry_after(self) -> int:
         """Seconds a client should wait after a 503 of the store: when the circuit probes again."""
-        return max(1, math.ceil(self.settings.circuit_reset))
+        return max(1, math.ceil(self.settings.tuning.circuit_reset))
 
     # -- threads -------------------------------------------------------------
 
@@ -163,8 +172,8 @@ class AppState:
     # -- jobs ------------------------------------------------------------------
 
     def request_owner(self, *, create: bool) -> str | None:
-        """The owner id of the current request (``ASYNCSTATE_OWNER``, user or session)."""
-        return tokens.request_owner(self.settings.owner, create=create)
+        """The owner id of the current request (``@owner_loader``, user or session)."""
+        return owners.request_owner(self.extension.owner_callback, create=create)
 
     def job_handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
@@ -178,12 +187,12 @@ class AppState:
         """
         found = self.store.cancel(self.records.job_key(job_id))
         if found and queued and self.executor.remote:
-            remote.cancel_queued(self, job_id)
+            self.lifecycle.cancel_queued(job_id)
         elif found and queued:  # waiting here for a pool thread: it ends now
             self.lifecycle.end_cancelled_waiting()
         return found
 
-    def local_context(self, job_id: str) -> JobContext | None:
+    def local_context(self, job_id: str) -> JobBuffer | None:
         local = self.registry.get(job_id)
         return None if local is None else local.ctx
 
@@ -193,7 +202,7 @@ class AppState:
         self._closed = True
         self.writer.stop(join=0.5)
         try:
-            self.records.retire()
+            self.records.retire_instance()
         except Exception:  # the entry expires by itself
             log.debug("heartbeat entry not removed", exc_info=True)
 
@@ -203,7 +212,7 @@ class AppState:
             if self._closed or self._pid != os.getpid():
                 return
             self._closed = True
-        timeout = self.settings.shutdown_timeout if timeout is None else timeout
+        timeout = self.settings.tuning.shutdown_timeout if timeout is None else timeout
         for local in self.registry.running():
             local.ctx.stop_reason = "shutdown"  # the document tells a restart from a user's cancel
             local.ctx.cancelled.set()
@@ -226,15 +235,15 @@ class AppState:
         self.lifecycle.flush()  # last chance for final documents that met an outage
         self.writer.stop()
         try:
-            self.records.retire()
+            self.records.retire_instance()
         except Exception:  # noqa: BLE001, S110 - the store is away; our heartbeat expires by itself
             pass
         self.store.close()  # stops its listener; a client passed to init_app stays open
 
 
 def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any) -> Executor:
-    """The executor ``ASYNCSTATE_EXECUTOR`` (and ``ASYNCSTATE_EAGER``) asks for."""
-    if settings.eager:
+    """The executor ``ASYNCSTATE_EXECUTOR`` asks for."""
+    if settings.executor == "inline":
         return InlineExecutor()
     if settings.executor == "threads":
         return ThreadExecutor(settings.max_workers)
@@ -253,17 +262,24 @@ def _executor(app_state: AppState, settings: Settings, store: Store, celery: Any
             raise ValueError(
                 "RQ does not run on Redis Cluster: use Celery, or plain/Sentinel Redis"
             )
-        from .executors.on_rq import RQExecutor
+        from .executors import RQExecutor
 
         fast = getattr(store, "request_client", client)
-        return RQExecutor(client, fast, settings.rq_queue, settings.expires, settings.timeout_grace)
+        return RQExecutor(
+            app_state,
+            client,
+            fast,
+            settings.rq_queue,
+            settings.expires,
+            settings.tuning.timeout_grace,
+        )
     if celery is None:
         raise ValueError(
             "ASYNCSTATE_EXECUTOR = 'celery' needs the Celery app: AsyncState(app, celery=celery_app)"
         )
-    from .executors.on_celery import CeleryExecutor
+    from .executors import CeleryExecutor
 
-    return CeleryExecutor(celery, app_state, settings.timeout_grace)
+    return CeleryExecutor(celery, app_state, settings.tuning.timeout_grace)
 
 
 def _renew_after_fork(app_state: AppState) -> None:

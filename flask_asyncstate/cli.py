@@ -147,7 +147,7 @@ def instances() -> None:
 @click.option("--user", default="asyncstate", show_default=True, help="The ACL user's name.")
 def acl(user: str) -> None:
     """Print the least-privilege Redis ACL rule for this app's key prefix."""
-    from .stores.redis_acl import acl_setuser
+    from .stores.redis import acl_setuser
 
     click.echo(acl_setuser(user, _app_state().settings.key_prefix))
 
@@ -172,7 +172,7 @@ def worker(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None)
             " with 'rq' (Celery users run 'celery -A MODULE worker')"
         )
     try:
-        from .executors.on_rq import run_worker
+        from .workers import run_worker
     except ImportError as exc:  # pragma: no cover - the rq extra is missing
         raise click.ClickException(f"the RQ worker needs the rq extra: {exc}") from None
     found.role = "rq worker"

@@ -33,12 +33,12 @@ class UnserializableState(AsyncStateError, TypeError):
 
 
 class StateTooLarge(AsyncStateError, ValueError):
-    """An encoded entry is larger than ``ASYNCSTATE_MAX_ENTRY_SIZE``."""
+    """An encoded entry is larger than the ``max_entry_size`` tuning keyword."""
 
     def __init__(self, size: int, limit: int, key: str) -> None:
         super().__init__(
             f"state entry {key!r} is {size} bytes encoded, more than the limit of {limit} bytes"
-            " (ASYNCSTATE_MAX_ENTRY_SIZE); store less, or raise the limit"
+            " (max_entry_size); store less, or raise the limit"
         )
         self.size = size
         self.limit = limit
@@ -63,7 +63,7 @@ class Refused(AsyncStateError):
 
 
 class QuotaExceeded(Refused):
-    """The owner already has ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` unfinished jobs.
+    """The owner already has ``ASYNCSTATE_MAX_JOBS_PER_OWNER`` unfinished jobs.
 
     Nothing was created; the web layer answers 429.
     """

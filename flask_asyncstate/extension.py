@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
-from flask import (
-    Flask,
-    has_app_context,
-    request,
-    session,
-)
+from flask import Flask, has_app_context, session
 
-from . import appstate, csrf, jinja, sessions, signals, tokens, views
+from . import appstate, owners, security, sessions, signals, templating, views
 from .appstate import AppState
 from .cli import asyncstate_cli
-from .config import Settings
-from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
+from .config import Settings, Tuning
+from .errors import InvalidToken
 from .jobs import JobHandle, TrackedJob
 from .signals import send
 from .state import StateAPI
@@ -31,26 +27,48 @@ class AsyncState:
     The object is app-agnostic (like Flask-Login's ``LoginManager``): one can
     serve several apps (app factories). Everything per app lives in an
     :class:`~flask_asyncstate.appstate.AppState` in ``app.extensions["asyncstate"]``.
+
+    ``redis`` and ``celery`` are passed to :meth:`init_app`; other keywords are
+    tuning (:class:`~flask_asyncstate.config.Tuning`), for every app it is
+    registered on: ``AsyncState(app, sse_max_age=1.0)``.
     """
 
-    def __init__(self, app: Flask | None = None, *, redis: Any = None, celery: Any = None) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        redis: Any = None,
+        celery: Any = None,
+        **tuning: Any,
+    ) -> None:
         # Only to pick the app outside an app context when there is exactly one.
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         # Jobs by name: what a worker process runs when a queue entry names one.
         self._registered: dict[str, TrackedJob] = {}
+        # The tuning keywords given here: every app's, unless its init_app says otherwise.
+        self._tuning = Tuning().replace(**tuning)
         #: Set by :meth:`guard`: run before every route of the blueprint.
         self.blueprint_guard: Callable[..., Any] | None = None
+        #: Set by :meth:`admin_guard`: turns the operator's page on, and guards it.
+        self.admin_page_guard: Callable[..., Any] | None = None
+        #: Set by :meth:`owner_loader`: names the owner of a job started in a request.
+        self.owner_callback: Callable[[], Any] | None = None
         if app is not None:
             self.init_app(app, redis=redis, celery=celery)
 
-    def init_app(self, app: Flask, *, redis: Any = None, celery: Any = None) -> None:
+    def init_app(self, app: Flask, *, redis: Any = None, celery: Any = None, **tuning: Any) -> None:
         """Register the extension on ``app``; reads the ``ASYNCSTATE_*`` keys once
-        (see :mod:`flask_asyncstate.config`).
+        (see :doc:`config`).
 
         :param redis: a client to use instead of ``ASYNCSTATE_REDIS_URL``: a ``redis.Redis``,
             a ``redis.cluster.RedisCluster``, or a Sentinel ``master_for(...)`` client.
         :param celery: a Celery app whose workers run the jobs: registers the task that
             runs them, and makes ``"celery"`` the default of ``ASYNCSTATE_EXECUTOR``.
+        :param tuning: internal tuning for this app, over the keywords given to
+            :class:`AsyncState` (see :class:`~flask_asyncstate.config.Tuning`), such as
+            ``sse_max_age=1.0``. An unknown keyword raises ``TypeError``.
+        :raises ValueError: for a bad value, or a key removed in 0.2 (naming what
+            replaces it); ``TypeError`` for a value of the wrong kind.
         """
         if appstate.EXTENSION_KEY in app.extensions:
             raise RuntimeError(
@@ -59,7 +77,7 @@ class AsyncState:
             )
         if celery is not None:
             app.config.setdefault("ASYNCSTATE_EXECUTOR", "celery")
-        settings = Settings.from_config(app.config)
+        settings = Settings.from_config(app.config, self._tuning.replace(**tuning))
         store = make_store(settings, redis)
         try:
             found = AppState(app, self, settings, store, celery=celery)
@@ -82,39 +100,17 @@ class AsyncState:
             user_logged_out.connect(_forget_owner_on_logout, sender=app)
 
     def _register_web(self, app: Flask, settings: Settings) -> None:
-        """Blueprint, error answers, the ``asyncstate_widget`` Jinja global and the CLI."""
-        blueprint = views.create_blueprint(settings.url_prefix)
-        app.url_map.converters["asyncstate_any"] = views.AnyPathConverter
-        app.register_blueprint(blueprint)
-        app.register_error_handler(InvalidToken, views.invalid_token)
-        app.register_error_handler(QuotaExceeded, views.quota_exceeded)
-        app.register_error_handler(QueueFull, views.queue_full)
-        app.register_error_handler(StoreError, views.store_error)
+        """The blueprint (its error answers are app-wide), the Jinja globals, the CLI, and
+        the session interface's wrapper."""
+        app.register_blueprint(views.bp, url_prefix=settings.url_prefix)
+        found = appstate.get(app)
         app.jinja_env.globals.update(
-            asyncstate_widget=jinja.widget,
-            asyncstate_jobs=jinja.jobs_panel,
-            asyncstate_assets=jinja.assets,
+            asyncstate_widget=functools.partial(templating.widget, found),
+            asyncstate_jobs=functools.partial(templating.jobs_panel, found),
+            asyncstate_assets=templating.assets,
         )
         app.cli.add_command(asyncstate_cli)
-        # Flask-WTF may be set up before or after us: exempt now, and again on our first request.
-        csrf.exempt_from_csrf_protect(app, blueprint)
-
         sessions.guard(app, settings.url_prefix)
-        prefix = settings.url_prefix
-
-        @app.before_request
-        def _ours_first() -> Any:
-            if not views.under_prefix(request.path, prefix):
-                return None
-            if isinstance(session._get_current_object(), sessions.UnavailableSession):  # type: ignore[attr-defined]
-                return views.store_error(StoreError("the session store is unavailable"))
-            if request.blueprint == "asyncstate":
-                csrf.exempt_from_csrf_protect(app, blueprint)
-            return views.unrouted(prefix)
-
-        app.before_request_funcs.setdefault(None, []).insert(
-            0, app.before_request_funcs[None].pop()
-        )  # before the app's own hooks, which may touch the session or routing
 
     # -- the per-app state ------------------------------------------------------
 
@@ -195,7 +191,7 @@ class AsyncState:
             then returns the unfinished job's handle, with ``handle.is_new`` False.
         :param render_result: what the widget shows under the bar once the job succeeded
             (and on a reload): a template name, rendered with ``result`` and ``job``, or a
-            callable taking the result (see :mod:`flask_asyncstate.results`).
+            callable taking the result (see :mod:`flask_asyncstate.templating`).
         """
 
         def decorate(f: Callable[..., Any]) -> TrackedJob:
@@ -226,9 +222,43 @@ class AsyncState:
         return any(job.render_result is not None for job in self._registered.values())
 
     def guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Run ``fn`` before every route of our blueprint (``ASYNCSTATE_BLUEPRINT_GUARD``
-        wins when set); usable as a decorator. ``asyncstate.guard(login_required)``."""
-        self.blueprint_guard = fn
+        """Run ``fn`` before every route of the blueprint (its static files aside); usable
+        as a decorator. ``asyncstate.guard(login_required)``.
+
+        ``fn`` is a view decorator such as Flask-Login's ``login_required``, or a check of
+        no arguments: ``True`` or ``None`` allow, ``False`` refuses with a JSON 403, a
+        response refuses with that (a redirect to a login page becomes ``401`` with
+        ``login_url``). See :ref:`operating-guards`.
+        """
+        self.blueprint_guard = _callable("guard", fn)
+        return fn
+
+    def admin_guard(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Turn on the operator's page, ``<prefix>/admin``, guarded by ``fn``; usable as a
+        decorator. Until it is called the page answers 404.
+
+        ``fn`` is a view decorator or a check, as for :meth:`guard`; a refusal of the page
+        itself is passed on as is, so a redirect to a login page works. See :ref:`operating-admin`.
+        """
+        self.admin_page_guard = _callable("admin_guard", fn)
+        return fn
+
+    def owner_loader(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """Decorate the function that names the owner of a job started in a request, as
+        Flask-Login's ``user_loader``.
+
+        It is called in that request and returns an owner id (a ``str`` or ``int``), or
+        ``None`` for the browser session. Jobs of one owner id are visible, cancellable and
+        listed from every session that gets the same id, and count against one quota
+        (``ASYNCSTATE_MAX_JOBS_PER_OWNER``). Without one, the Flask-Login user owns the
+        jobs when Flask-Login is set up and a user is logged in, else the session (see
+        :ref:`jobs-owners`)::
+
+            @asyncstate.owner_loader
+            def team_owner():
+                return current_user.team_id if current_user.is_authenticated else None
+        """
+        self.owner_callback = _callable("owner_loader", fn)
         return fn
 
     def registered_job(self, name: str) -> TrackedJob | None:
@@ -251,7 +281,7 @@ class AsyncState:
         if not isinstance(token, str):
             return None
         try:
-            job_id, _doc = views.visible_job(token)
+            job_id, _doc = security.visible_job(self.app_state(), token)
         except InvalidToken:
             return None
         return self.app_state().job_handle(job_id)
@@ -268,17 +298,17 @@ class AsyncState:
         """The current owner's jobs (the user's, or the session's), newest first, each with
         its ``token``.
 
-        Unfinished ones and the ``ASYNCSTATE_MAX_JOBS_PER_SESSION`` newest finished ones.
+        Unfinished ones and the ``ASYNCSTATE_MAX_JOBS_PER_OWNER`` newest finished ones.
         """
         found = self.app_state()
         owner = found.request_owner(create=False)
         if owner is None:
             return []
         out = []
-        finished = found.settings.max_jobs_per_session
+        finished = found.settings.max_jobs_per_owner
         for job_id, doc in found.records.owner_documents(owner, finished):
-            doc.pop("owner")
-            doc.pop("instance")
+            for internal in ("owner", "instance", "unique"):
+                doc.pop(internal)
             out.append(dict(doc, token=found.signer.sign(job_id)))
         return out
 
@@ -288,10 +318,18 @@ class AsyncState:
             appstate.get(app).shutdown(timeout)
 
 
+def _callable(method: str, fn: Any) -> Any:
+    if not callable(fn):
+        raise TypeError(
+            f"asyncstate.{method}() takes a callable (use it as a decorator), got {fn!r}"
+        )
+    return fn
+
+
 def _origin(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
 
 
 def _forget_owner_on_logout(sender: Flask, **extra: Any) -> None:
     """Flask-Login's ``user_logged_out``: this session's next jobs belong to someone new."""
-    tokens.forget_owner(session)
+    owners.forget_owner(session)

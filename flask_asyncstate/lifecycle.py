@@ -1,64 +1,242 @@
-"""The life of one job, whatever executor runs it: admit and record it, run it, end it final.
+"""The life of one job, whatever executor runs it: admit it, run it, end it final.
 
-Path of a job: :meth:`Lifecycle.start` admits it (queue place, owner's quota slot),
-writes the ``queued`` document and hands :meth:`Lifecycle.run` to the executor;
-``run`` writes ``running``, calls the function in an app context, and
-:meth:`Lifecycle.finish` stores the final document in the context's write turn,
-so no buffered progress can land after it. A final document that meets an
-outage is kept in the registry and retried by the writer; one that cannot be
-stored at all is replaced by a minimal ``failed`` one. Every job ends final.
+Path of a job: :meth:`Lifecycle.start` admits it (its queued document, the
+owner's quota slot, a unique job's place, a place in the engine's queue, its
+typed state; all undone when a start is refused half-way) and hands
+:meth:`Lifecycle.run` to the executor, or, for RQ and Celery, puts a JSON
+payload on the engine's queue, whose worker takes the job
+(:meth:`Lifecycle.run_taken`). ``run`` writes ``running``, calls the function
+in the request context of the request that started it (its URL root only: no
+body, cookies or session, so ``url_for(_external=True)`` builds the view's
+links), and :meth:`Lifecycle.finish` stores the final document in the job's
+write turn, so no buffered progress can land after it. A final document that
+meets an outage is kept here and retried by the writer; one that cannot be
+stored at all is replaced by a minimal ``failed`` one. Every job ends final,
+and every end, whoever stores it (this process, a web instance cancelling a
+waiting job, a worker engine giving up on one), goes through
+:meth:`Lifecycle.ended`: the owner's slot, the unique place and the queue place
+are given back there, and ``job_finished`` is sent there.
+
+A queued job for a worker names no ``instance``. The worker that takes it, and
+a web instance cancelling it while it waits, both change its document with one
+conditional update (:meth:`~flask_asyncstate.records.JobRecords.transition`),
+so exactly one of them wins: a cancelled job never runs, a taken one is
+cancelled through its Event like any running job.
+
+Deadlines (``@asyncstate.job(timeout=SECONDS)``): at the deadline the job's
+cancel Event is set (a job that checks it stops there, and ends ``failed`` with
+a ``JobTimeout`` error, not ``cancelled``); the grace later a job that still
+runs is recorded ``failed`` anyway. A thread cannot be killed, so a pool thread
+that ignores its Event runs on until it returns (its writes no longer count);
+RQ raises ``JobTimeoutException`` in the job at its limit, Celery's prefork
+pool kills the process at its hard limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flask import has_request_context
+from flask import Flask, has_request_context, request
 
-from . import flushing, origins, remote, serialization, signals
-from .admitting import Admitting
-from .context import JobContext
-from .errors import Duplicate, JobCancelled, QueueFull, StoreError, error_of
-from .jobs import JobHandle
-from .labels import translated
+from . import serialization, signals
+from .errors import Duplicate, JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
+from .executors import PAYLOAD_VERSION, RemoteExecutor
+from .jobs import BoundState, JobBuffer, JobHandle
+from .records import reason_of
 from .signals import send
-from .status import JobStatus
-from .timeouts import timeout_error
+from .status import UNFINISHED, JobStatus
+from .stores.base import request_path
+from .templating import translated
 
 if TYPE_CHECKING:
-    from .registry import JobSpec, Local
-    from .runtime import Runtime
+    from .appstate import AppState
+    from .jobs import TrackedJob
 
 log = logging.getLogger("flask_asyncstate")
 
 _STOPPED = {"type": "WorkerStopped", "message": "the worker process was stopped while the job ran"}
 
+#: Longest URL root kept (a hostile Host header is not worth more).
+MAX_ORIGIN = 2048
 
-class Lifecycle(Admitting):
+_in_job: ContextVar[bool] = ContextVar("asyncstate_in_job", default=False)
+
+
+# -- the request context a job runs in ------------------------------------------------
+
+
+def capture() -> str | None:
+    """The current request's URL root (``https://example.com/app/``), or None outside one."""
+    if not has_request_context():
+        return None
+    root = request.url_root
+    return root if len(root) <= MAX_ORIGIN else None
+
+
+def in_job() -> bool:
+    """Whether this code runs inside a job (whose request context serves no user)."""
+    return _in_job.get()
+
+
+@contextlib.contextmanager
+def job_context(app: Flask, origin: Any) -> Iterator[None]:
+    """The context a job runs in: a fresh app context (its own ``g``, no user), and a bare
+    request context at ``origin`` when it has one. Its store calls stay patient (it is
+    background work, not a request), and a job it starts gets no owner."""
+    token = _in_job.set(True)
+    try:
+        with app.app_context(), request_path(False):
+            if isinstance(origin, str) and origin:
+                with app.test_request_context("/", base_url=origin):
+                    yield
+            else:
+                yield
+    finally:
+        _in_job.reset(token)
+
+
+def timeout_error(timeout: float | None) -> dict[str, str]:
+    """The ``error`` field of a job that ran past its deadline."""
+    return {
+        "type": "JobTimeout",
+        "message": f"the job ran longer than its timeout of {timeout:g} s",
+    }
+
+
+def _waiting(doc: dict[str, Any]) -> bool:
+    return doc.get("status") == JobStatus.QUEUED and doc.get("instance") is None
+
+
+def _unfinished(doc: dict[str, Any]) -> bool:
+    return doc.get("status") in UNFINISHED
+
+
+# -- this process's jobs ----------------------------------------------------------------
+
+
+@dataclass
+class Local:
+    """One job of this process."""
+
+    ctx: JobBuffer
+    job: TrackedJob
+    #: The sealed final document, while the store has not taken it yet.
+    final: dict[str, Any] | None = field(default=None)
+
+
+class LocalJobs:
+    """Thread-safe registry of this process's jobs (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Local] = {}
+        self._queued: set[str] = set()
+        #: Checkpoint name -> the test's gate there (:func:`flask_asyncstate.testing.job_gate`).
+        self.checkpoints: dict[str, Any] = {}
+
+    def reserve(self, job_id: str, limit: int) -> int | None:
+        """Take a queue place for ``job_id``; None when ``limit`` jobs already wait (else their count)."""
+        with self._lock:
+            waiting = len(self._queued)
+            if waiting >= limit:
+                return None
+            self._queued.add(job_id)
+            return waiting
+
+    def unqueue(self, job_id: str) -> bool:
+        """The job left the queue (it runs now, or it never will); True for the one caller
+        that took it out, so a pool thread and a cancel never both have it."""
+        with self._lock:
+            if job_id not in self._queued:
+                return False
+            self._queued.discard(job_id)
+            return True
+
+    def waiting_cancelled(self) -> list[Local]:
+        """Jobs still waiting for a pool thread whose cancel Event is set."""
+        with self._lock:
+            return [
+                self._jobs[j]
+                for j in self._queued
+                if j in self._jobs and self._jobs[j].ctx.cancelled.is_set()
+            ]
+
+    def add(self, ctx: JobBuffer, job: TrackedJob) -> None:
+        ctx.checkpoints = self.checkpoints
+        with self._lock:
+            self._jobs[ctx.id] = Local(ctx, job)
+
+    def get(self, job_id: str) -> Local | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def defer(self, job_id: str, final: dict[str, Any]) -> None:
+        """The final document met an outage: keep it for the writer to retry."""
+        with self._lock:
+            local = self._jobs.get(job_id)
+            if local is not None:
+                local.final = final
+
+    def remove(self, job_id: str) -> Local | None:
+        """Forget the job, once: the first caller gets it, later ones None."""
+        with self._lock:
+            self._queued.discard(job_id)
+            return self._jobs.pop(job_id, None)
+
+    def running(self) -> list[Local]:
+        """Jobs whose final document is not sealed (queued or running)."""
+        with self._lock:
+            return [j for j in self._jobs.values() if j.final is None]
+
+    def deferred(self) -> list[Local]:
+        """Jobs whose sealed final document still waits for the store."""
+        with self._lock:
+            return [j for j in self._jobs.values() if j.final is not None]
+
+    def all(self) -> list[Local]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def after_fork(self) -> None:
+        """A forked child inherits none of its parent's jobs, nor the state of its lock."""
+        self._lock = threading.Lock()
+        self._jobs = {}
+        self._queued = set()
+
+
+# -- the life of a job -------------------------------------------------------------------
+
+
+class Lifecycle:
     """Starts, runs and ends the jobs of one app (see the module docstring)."""
 
-    def __init__(self, app_state: Runtime) -> None:
+    def __init__(self, app_state: AppState) -> None:
         self.app_state = app_state
         self.records = app_state.records
         self.jobs = app_state.registry
 
     # -- starting ------------------------------------------------------------
 
-    def start(self, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
+    def start(self, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
         """Admit, record and submit a job; nothing is left behind when it is refused."""
         app = self.app_state
         serialization.check_arguments(args, kwargs, f"job {job.name!r}")  # JSON, for every executor
         app.ensure_running()
         owner = None
-        if has_request_context() and not origins.in_job():  # a job's context serves no user
+        if has_request_context() and not in_job():  # a job's context serves no user
             app.signer.require_key()  # a job nobody could be given a token for is never made
             owner = app.request_owner(create=True)
         job_id = secrets.token_hex(16)
-        if app.executor.remote:
-            return remote.start(app, job, job_id, owner, args, kwargs)
+        if isinstance(app.executor, RemoteExecutor):
+            return self._enqueue(app.executor, job, job_id, owner, args, kwargs)
         waiting = self.jobs.reserve(job_id, app.settings.max_queued)
         if waiting is None:
             raise QueueFull(
@@ -82,10 +260,108 @@ class Lifecycle(Admitting):
             raise RuntimeError("flask-asyncstate was shut down; no new jobs can start") from None
         return JobHandle(app, job_id)  # the token is signed when first asked for
 
+    def admit(
+        self, job: TrackedJob, job_id: str, owner: str | None, remote: bool = False
+    ) -> JobBuffer:
+        """Write the queued document, claim the owner's quota slot (and, for a worker, a
+        place in the engine's queue), create the job's state.
+
+        A job queued for a worker names no instance until one takes it, and no cancel
+        Event is held here: the worker holds it.
+        """
+        # A lazy label becomes text here, in the starting request's locale: workers and
+        # other instances have no such request.
+        label = job.name if job.label is None else str(job.label) or job.name
+        # The unique place is named once, here, and kept in the document: every end reads it.
+        unique = self.records.unique_key(job.name, job.unique, owner)
+        instance = None if remote else self.records.instance_id
+        ctx = JobBuffer.new(job_id, job.name, instance, owner, label, unique)
+        ctx.origin = capture()
+        event = None if remote else ctx.cancelled
+        first = ctx.snapshot()
+        if ctx.unique_key is not None:
+            first["_pending"] = True  # a unique place holder not admitted yet (claim_unique)
+        self.records.create(first, event, job.never_expires)
+        try:
+            if ctx.unique_key is not None:  # claimed after the document exists (see claim_unique)
+                holder = self.records.claim_unique(ctx.unique_key, job_id)
+                if holder is not None:
+                    ctx.unique_key = None  # not ours to give back
+                    raise Duplicate(holder)
+            limit = self.app_state.settings.max_jobs_per_owner
+            if owner is not None and not self.records.admit(owner, job_id, limit):
+                raise QuotaExceeded(
+                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
+                    translated()["quotaExceeded"].format(limit=limit),
+                )
+            limit = self.app_state.settings.max_queued
+            if remote and not self.records.enter_queue(job_id, limit):
+                raise QueueFull(
+                    f"{limit} jobs already wait for a worker (ASYNCSTATE_MAX_QUEUED)",
+                    translated()["busy"],
+                )
+            if job.state_type is not None and not remote:  # a worker creates it when it takes
+                self.app_state.state.create(
+                    job.state_type(),
+                    name=job_id,
+                    cancel_event=event,
+                    never_expires=job.never_expires,
+                )
+                ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
+            if ctx.unique_key is not None:  # admitted: a duplicate start may now return it
+                self.records.store.write(self.records.job_key(job_id), ctx.snapshot())
+            # Last: a refused start never reaches the newest jobs the admin page reads.
+            self.records.list_job(job_id, first["created_at"])
+        except BaseException:
+            self.abandon(ctx, job, remote)
+            raise
+        return ctx
+
+    def abandon(self, ctx: JobBuffer, job: TrackedJob, remote: bool = False) -> None:
+        """Undo a start that did not go through.
+
+        Each step on its own; if the store refused one (it is away), the job is
+        given a final ``failed`` document that the writer stores when it can, which
+        also frees the owner's quota slot. Nothing stays ``queued`` for ever.
+        """
+        owner, state_type, unique = ctx.owner, job.state_type, ctx.unique_key
+        # Not listed among the newest jobs (admit lists last): the flood path of refused
+        # starts costs no round trip for it. (An id listed before an enqueue failed stays
+        # there, skipped by readers, until newer jobs push it out.)
+        steps: list[Callable[[], object]] = [lambda: self.records.remove(ctx.id, unlist=False)]
+        if unique is not None:
+            steps.append(lambda: self.records.release_unique(unique, ctx.id))
+        if owner is not None:
+            steps.append(lambda: self.records.discharge(owner, ctx.id))
+        if state_type is not None:
+            steps.append(lambda: self.app_state.state.remove(state_type, name=ctx.id))
+        if remote:
+            steps.append(lambda: self.records.leave_queue(ctx.id))
+        refused = 0
+        for step in steps:
+            try:
+                step()
+            except StoreError:
+                refused += 1
+        if not refused:
+            return
+        log.warning("job %s: a refused start could not be undone yet; recording it failed", ctx.id)
+        with ctx.write_turn():
+            final = ctx.seal(
+                JobStatus.FAILED,
+                error={
+                    "type": "StartRefused",
+                    "message": "the job could not be started",
+                },
+            )
+        self.jobs.add(ctx, job)
+        if final is not None:
+            self.jobs.defer(ctx.id, final)
+
     # -- running -------------------------------------------------------------
 
     def run(
-        self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, ctx: JobBuffer, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         """Run the job to its end; whatever happens, the job ends with a final status."""
         if not self.jobs.unqueue(ctx.id) and ctx.finished:
@@ -106,7 +382,7 @@ class Lifecycle(Admitting):
                 )
 
     def _run(
-        self, ctx: JobContext, job: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, ctx: JobBuffer, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         if ctx.cancelled.is_set():  # cancelled while queued: never starts
             self.finish(ctx, job, JobStatus.CANCELLED)
@@ -124,8 +400,8 @@ class Lifecycle(Admitting):
                 return
         send(signals.job_started, self.app_state.app_ref(), job_id=ctx.id, document=ctx.snapshot())
         try:
-            with origins.job_context(self.app_state.flask_app, ctx.origin):
-                result = job.fn(ctx, *args, **kwargs)
+            with job_context(self.app_state.flask_app, ctx.origin):
+                result = job.fn(ctx.job(), *args, **kwargs)
         except JobCancelled:
             self._end_stopped(ctx, job)
             return
@@ -153,7 +429,7 @@ class Lifecycle(Admitting):
         else:
             self.finish(ctx, job, JobStatus.SUCCEEDED, result=result)
 
-    def _end_stopped(self, ctx: JobContext, job: JobSpec) -> None:
+    def _end_stopped(self, ctx: JobBuffer, job: TrackedJob) -> None:
         """The job stopped on its Event: cancelled, or failed if its deadline set it."""
         if ctx.timed_out:
             self.finish(ctx, job, JobStatus.FAILED, error=timeout_error(job.timeout))
@@ -172,8 +448,8 @@ class Lifecycle(Admitting):
 
     def finish(
         self,
-        ctx: JobContext,
-        job: JobSpec,
+        ctx: JobBuffer,
+        job: TrackedJob,
         status: str,
         *,
         result: Any = None,
@@ -202,15 +478,15 @@ class Lifecycle(Admitting):
                 except Exception:  # noqa: BLE001 - the store is away: the writer retries it
                     self.jobs.defer(ctx.id, final)
                     return True
-        self._retire(ctx, final)
+        self._final_stored(ctx, final)
         return True
 
-    def save(self, ctx: JobContext, job: JobSpec, doc: dict[str, Any]) -> None:
+    def save(self, ctx: JobBuffer, job: TrackedJob, doc: dict[str, Any]) -> None:
         """Write the document; if the store had lost the job's entry, prove we are alive."""
         if not self.records.save(doc, ctx.cancelled, job.never_expires):
             self.app_state.writer.beat()  # before anyone reads "lost" of a job that runs here
 
-    def _save_final(self, ctx: JobContext, job: JobSpec, final: dict[str, Any]) -> None:
+    def _save_final(self, ctx: JobBuffer, job: TrackedJob, final: dict[str, Any]) -> None:
         try:
             self.save(ctx, job, final)
         except StoreError:
@@ -235,30 +511,41 @@ class Lifecycle(Admitting):
             log.exception("job %s: final document could not be stored", local.ctx.id)
             self.jobs.defer(local.ctx.id, local.ctx.last_resort(final.get("status", "failed")))
             return
-        self._retire(local.ctx, final)
+        self._final_stored(local.ctx, final)
 
-    def _retire(self, ctx: JobContext, final: dict[str, Any]) -> None:
-        """The final document is stored: forget the job here, once."""
-        if self.jobs.retire(ctx.id) is None:
+    def _final_stored(self, ctx: JobBuffer, final: dict[str, Any]) -> None:
+        """The final document of a job of this process is stored: forget it here, once,
+        then end it as every job ends (:meth:`ended`)."""
+        if self.jobs.remove(ctx.id) is None:
             return  # retired already (a deferred final retried by two threads)
-        try:
-            if ctx.owner is not None:
-                self.records.discharge(ctx.owner, ctx.id)
-            if ctx.unique_key is not None:
-                self.records.release_unique(ctx.unique_key, ctx.id)
-        except StoreError:  # the next start that needs the place finds it stale and frees it
-            log.debug("job %s: quota slot or unique place not freed yet", ctx.id)
         store = self.app_state.store
         store.release(self.records.job_key(ctx.id))  # no cancel can matter any more
         if ctx.state is not None:
             store.release(self.app_state.state.key(ctx.state.type, ctx.id))
         ctx.done.set()
-        send(signals.job_finished, self.app_state.app_ref(), job_id=ctx.id, document=final)
+        self.ended(final, queued=False)
         self.app_state.supervise()
+
+    def ended(self, doc: dict[str, Any], *, queued: bool = True) -> None:
+        """A job's final document is stored: give back what it held in the store (its
+        owner's quota slot, its unique place, with ``queued`` its place in the engine's
+        queue) and send ``job_finished``. The one path of every job's end."""
+        job_id, owner, unique = doc["id"], doc.get("owner"), doc.get("unique")
+        records = self.records
+        try:
+            if owner is not None:
+                records.discharge(owner, job_id)
+            if unique is not None:
+                records.release_unique(unique, job_id)
+            if queued:
+                records.leave_queue(job_id)
+        except StoreError:  # the next start that needs the place finds it stale and frees it
+            log.debug("job %s: quota slot, unique or queue place not freed yet", job_id)
+        send(signals.job_finished, self.app_state.app_ref(), job_id=job_id, document=doc)
 
     # -- progress ----------------------------------------------------------------
 
-    def flush_one(self, ctx: JobContext, job: JobSpec, signal: bool = True) -> None:
+    def flush_one(self, ctx: JobBuffer, job: TrackedJob, signal: bool = True) -> None:
         """Write the job's buffered progress, if any; a failed write is retried next time."""
         with ctx.write_turn():
             doc = ctx.take_dirty()
@@ -274,5 +561,224 @@ class Lifecycle(Admitting):
             send(signals.job_progress, self.app_state.app_ref(), job_id=ctx.id, document=doc)
 
     def flush(self) -> None:
-        """Write buffered progress (one round trip for all jobs) and retry deferred finals."""
-        flushing.flush(self)
+        """End waiting jobs that were cancelled, write every running job's buffered
+        progress, then retry deferred final documents.
+
+        The writer's tick takes the write turn of every running job, takes each dirty
+        document, and sends them together (:meth:`~flask_asyncstate.records.JobRecords.save_many`:
+        one pipeline on Redis, chunked at 1,000). Holding the turns while the batch is in
+        flight keeps a job's final document from being overtaken by an older progress
+        document. A failed batch is marked dirty again and retried at the next tick;
+        anything but a store error falls back to one job at a time, so one bad document
+        cannot hold back the others.
+        """
+        self.end_cancelled_waiting()
+        written = self._flush_running(self.jobs.running())
+        app = self.app_state.app_ref()
+        for local, doc in written:
+            send(signals.job_progress, app, job_id=local.ctx.id, document=doc)
+        for local in self.jobs.deferred():
+            self.retry_final(local)
+
+    def _flush_running(self, running: list[Local]) -> list[tuple[Local, dict[str, Any]]]:
+        if not running:
+            return []
+        with contextlib.ExitStack() as turns:
+            batch: list[tuple[Local, dict[str, Any]]] = []
+            for local in running:
+                turns.enter_context(local.ctx.write_turn())
+                doc = local.ctx.take_dirty()
+                if doc is not None:
+                    batch.append((local, doc))
+            if not batch:
+                return []
+            try:
+                saved = self.records.save_many(
+                    [(doc, local.ctx.cancelled, local.job.never_expires) for local, doc in batch]
+                )
+            except StoreError as exc:
+                log.debug("progress of %d jobs not written (%s); will retry", len(batch), exc)
+                for local, _doc in batch:
+                    local.ctx.mark_dirty()
+                return []
+            except Exception:  # noqa: BLE001 - a document that cannot be written: find it, one at a time
+                return self._one_by_one(batch)
+        if not all(saved):  # the store had lost entries: prove we are alive before anyone reads
+            self.app_state.writer.beat()
+        return batch
+
+    def _one_by_one(
+        self, batch: list[tuple[Local, dict[str, Any]]]
+    ) -> list[tuple[Local, dict[str, Any]]]:
+        """Inside the turns still held: save each document on its own; log and skip bad ones."""
+        written = []
+        for local, doc in batch:
+            try:
+                self.save(local.ctx, local.job, doc)
+            except StoreError:
+                local.ctx.mark_dirty()
+            except Exception:
+                log.exception("job %s: progress could not be written", local.ctx.id)
+            else:
+                written.append((local, doc))
+        return written
+
+    # -- deadlines -------------------------------------------------------------------
+
+    def check_deadlines(self) -> None:
+        """Set the Event of jobs past their deadline; end those still running after the
+        grace (the writer calls this once per flush interval)."""
+        now = time.monotonic()
+        grace = self.app_state.settings.tuning.timeout_grace
+        for local in self.jobs.running():
+            ctx = local.ctx
+            if ctx.deadline is None or now < ctx.deadline:
+                continue
+            if not ctx.timed_out:
+                ctx.timed_out = True
+                ctx.cancelled.set()
+            elif now >= ctx.deadline + grace and not ctx.finished:
+                self.finish(
+                    ctx, local.job, JobStatus.FAILED, error=timeout_error(local.job.timeout)
+                )
+
+    # -- jobs that run in a worker process (RQ, Celery) ----------------------------------
+
+    def _enqueue(
+        self,
+        executor: RemoteExecutor,
+        job: TrackedJob,
+        job_id: str,
+        owner: str | None,
+        args: Any,
+        kwargs: Any,
+    ) -> JobHandle:
+        """In the web process: admit the job and put it on the engine's queue."""
+        app_state = self.app_state
+        try:
+            ctx = self.admit(job, job_id, owner, remote=True)
+        except Duplicate as found:  # unique=: that job is still unfinished
+            return JobHandle(app_state, found.job_id, is_new=False)
+        payload = {"v": PAYLOAD_VERSION, "id": job_id, "name": job.name, "args": list(args)}
+        payload["kwargs"], payload["origin"] = kwargs, ctx.origin
+        try:
+            executor.enqueue(job_id, payload, job.timeout)
+        except BaseException:
+            self.abandon(ctx, job, remote=True)
+            raise
+        return JobHandle(app_state, job_id)
+
+    def run_taken(self, payload: dict[str, Any]) -> None:
+        """In a worker: take the job the payload names and run it to a stored final document."""
+        if not isinstance(payload, dict) or payload.get("v") != PAYLOAD_VERSION:
+            raise ValueError(
+                f"not a flask-asyncstate job payload this version can run: {payload!r}"
+            )
+        app_state = self.app_state
+        job_id, name = str(payload["id"]), str(payload["name"])
+        job = app_state.extension.registered_job(name)
+        if job is None:
+            self.end_abandoned(
+                job_id, f"no job named {name!r} is registered in this worker", "failed"
+            )
+            return
+        app_state.ensure_running()  # this process's writer and heartbeat, before it names itself
+        records, store = self.records, app_state.store
+        key = records.job_key(job_id)
+        event = threading.Event()
+        store.hold(key, event)  # the take below sets it if a cancel is already stored
+        try:
+            doc = records.transition(
+                job_id,
+                _waiting,
+                {
+                    "instance": app_state.instance_id,
+                    "status": JobStatus.RUNNING.value,
+                    "started_at": time.time(),
+                },
+            )
+        except BaseException:
+            store.release(key)
+            raise
+        if doc is None:
+            store.release(key)
+            log.info("job %s (%s): not run: it was cancelled, taken or is gone", job_id, name)
+            return
+        ctx = JobBuffer.adopt(doc)
+        ctx.cancelled = event
+        ctx.unique_key = doc.get("unique")  # given back at the end
+        ctx.origin = payload.get("origin")
+        try:
+            records.leave_queue(job_id)
+        except StoreError:
+            pass  # the next full queue finds it taken and frees its place
+        if job.state_type is not None:  # created here, not at start: a long wait cannot expire it
+            app_state.state.create(
+                job.state_type(), name=job_id, cancel_event=event, never_expires=job.never_expires
+            )
+            ctx.state = BoundState(app_state.state, job.state_type, job_id)
+        self.jobs.add(ctx, job)
+        self.run(ctx, job, tuple(payload["args"]), dict(payload["kwargs"]))
+        self._await_final(ctx)
+
+    def _await_final(self, ctx: JobBuffer) -> None:
+        """A final document that met an outage is retried here: a work horse exits right after."""
+        settings = self.app_state.settings
+        deadline = time.monotonic() + settings.tuning.shutdown_timeout
+        while not ctx.done.is_set() and time.monotonic() < deadline:
+            self.flush()
+            ctx.done.wait(settings.flush_interval)
+        if not ctx.done.is_set():
+            log.error("job %s: final document not stored; readers will see it lost", ctx.id)
+
+    def cancel_queued(self, job_id: str) -> None:
+        """After a cancel request: if the job still waits for a worker, end it ``cancelled``
+        now and take it off the engine's queue; a worker that receives it anyway does not
+        run it."""
+        doc = self.records.transition(
+            job_id,
+            _waiting,
+            {"status": JobStatus.CANCELLED.value, "instance": None, "reason": "user"},
+        )
+        if doc is None:
+            return  # a worker has it (its Event is set) or it ended
+        self.ended(doc)
+        executor = self.app_state.executor
+        if isinstance(executor, RemoteExecutor):
+            executor.dequeue(job_id)
+
+    def end_abandoned(self, job_id: str, why: str, status: str = JobStatus.LOST.value) -> None:
+        """The engine gave up on a job without its code ending it (a killed worker, a hard
+        time limit, a revoke): store a final document, unless one is stored already."""
+        kinds = {"lost": "WorkerLost", "failed": "JobFailed", "cancelled": None}
+        error = None if kinds[status] is None else {"type": kinds[status], "message": why[:2000]}
+        if "time limit" in why:
+            error = {"type": "JobTimeout", "message": why[:2000]}
+        change = {
+            "status": status,
+            "error": error,
+            "result": None,
+            "reason": reason_of(status, error, None),
+        }
+        try:
+            doc = self.records.transition(job_id, _unfinished, change)
+        except StoreError as exc:
+            log.warning("job %s: could not record that it ended (%s): %s", job_id, why, exc)
+            return
+        if doc is not None:
+            log.warning("job %s ended %s: %s", job_id, status, why)
+            self.ended(doc)
+
+    def end_vanished(self, job_id: str) -> None:
+        """A job still waiting whose entry the engine no longer has (``rq empty``, a purged
+        broker, a Redis restart without persistence) can never run: it ends ``lost``, and
+        its quota slot, unique place and queue place are free again."""
+        error = {"type": "WorkerLost", "message": "its entry vanished from the engine's queue"}
+        change = {"status": JobStatus.LOST.value, "error": error, "result": None, "reason": "lost"}
+        try:
+            doc = self.records.transition(job_id, _waiting, change)
+        except StoreError:
+            return  # the next check tries again
+        if doc is not None:
+            log.warning("job %s: %s; recorded lost", job_id, error["message"])
+            self.ended(doc)

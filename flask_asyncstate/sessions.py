@@ -3,10 +3,10 @@
 Flask opens the session before any view or error handler of ours can run, so an
 outage of the session's Redis would surface as an HTML 500 on our JSON routes.
 The app's session interface is wrapped: under our URL prefix, a failure to open
-the session gives an :class:`UnavailableSession`, which our ``before_request``
-turns into a 503 JSON answer, and a failure to save one is logged. Everywhere
+the session gives an :class:`UnavailableSession`, which the views answer with a
+503 JSON when Flask starts the request, and a failure to save one is logged. Everywhere
 else the app behaves exactly as before, except that every session it saves
-carries the base of its job owner id (see :func:`tokens.stamp`).
+carries the base of its job owner id (see :func:`owners.stamp`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, Request, Response
 from flask.sessions import NullSession, SecureCookieSessionInterface
 
-from . import tokens
+from . import owners
 
 log = logging.getLogger("flask_asyncstate")
 
@@ -50,7 +50,7 @@ class GuardedSessionInterface:
         if isinstance(session, UnavailableSession):
             return
         if not self.inner.is_null_session(session):
-            tokens.stamp(session)  # the owner base, before the first start can race for it
+            owners.stamp(session)  # the owner base, before the first start can race for it
         try:
             self.inner.save_session(app, session, response)
         except Exception as exc:
@@ -71,7 +71,7 @@ class GuardedSessionInterface:
 def _request() -> Request:
     from flask import request
 
-    return request._get_current_object()  # type: ignore[attr-defined, no-any-return]
+    return request._get_current_object()  # type: ignore[attr-defined]
 
 
 def guard(app: Flask, prefix: str) -> None:

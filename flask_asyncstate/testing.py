@@ -11,9 +11,9 @@
   that other tests (or other test runs) share: its job keys and channels, Flask-Session's
   session keys and the RQ queue, each under a prefix made for it.
 
-Gates work where the job runs in the test's process (the thread pool); under
-``ASYNCSTATE_EAGER`` the job runs inside ``start()``, so a gate there could never be
-released, and :meth:`JobGate.arrive` says so instead of hanging.
+Gates work where the job runs in the test's process (the thread pool); with
+``ASYNCSTATE_EXECUTOR = "inline"`` the job runs inside ``start()``, so a gate there
+could never be released, and :meth:`JobGate.arrive` says so instead of hanging.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
 
 from . import appstate
-from .context import JobContext
-from .jobs import JobHandle
+from .jobs import Job, JobHandle
 from .status import FINAL
 
 __all__ = ["AsyncStateClient", "JobGate", "client", "isolated_config", "job_gate", "wait_for"]
@@ -42,20 +41,20 @@ __all__ = ["AsyncStateClient", "JobGate", "client", "isolated_config", "job_gate
 class JobGate:
     """A closed gate at one checkpoint: jobs that reach it wait until :meth:`release`."""
 
-    def __init__(self, name: str, eager: bool) -> None:
+    def __init__(self, name: str, inline: bool) -> None:
         self.name = name
-        self._eager = eager
+        self._inline = inline
         self._open = threading.Event()
         self._arrived = threading.Condition()
         #: The jobs that reached the gate, in the order they did.
-        self.arrivals: list[JobContext] = []
+        self.arrivals: list[Job] = []
 
-    def arrive(self, job: JobContext) -> None:
+    def arrive(self, job: Job) -> None:
         """Called by ``job.checkpoint(name)``: wait for the release (or a cancel)."""
-        if self._eager:
+        if self._inline:
             raise RuntimeError(
-                f"job_gate({self.name!r}) cannot hold a job run by ASYNCSTATE_EAGER: it runs"
-                " inside start(), so the test could never release it; use the thread pool"
+                f"job_gate({self.name!r}) cannot hold a job run inline (ASYNCSTATE_EXECUTOR):"
+                " it runs inside start(), so the test could never release it; use 'threads'"
             )
         with self._arrived:
             self.arrivals.append(job)
@@ -64,7 +63,7 @@ class JobGate:
             if job.cancelled.is_set():
                 return  # the checkpoint raises JobCancelled right after
 
-    def wait(self, count: int = 1, timeout: float = 10.0) -> JobContext:
+    def wait(self, count: int = 1, timeout: float = 10.0) -> Job:
         """Block until ``count`` jobs reached the gate; the latest of them."""
         with self._arrived:
             if not self._arrived.wait_for(lambda: len(self.arrivals) >= count, timeout):
@@ -96,7 +95,7 @@ def job_gate(name: str, app: Flask | None = None) -> Iterator[JobGate]:
     registry = found.registry.checkpoints
     if name in registry:
         raise RuntimeError(f"a job_gate({name!r}) is already closed on this app")
-    gate = JobGate(name, eager=found.settings.eager)
+    gate = JobGate(name, inline=found.settings.executor == "inline")
     registry[name] = gate
     try:
         yield gate
@@ -155,6 +154,8 @@ class AsyncStateClient(FlaskClient):
                 sess[field] = hashlib.sha1(os.urandom(64)).hexdigest()
             raw = sess[field]
         secret = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+        if not secret:
+            raise RuntimeError("the CSRF token needs SECRET_KEY (or WTF_CSRF_SECRET_KEY)")
         return URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
 
 

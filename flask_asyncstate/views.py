@@ -1,10 +1,31 @@
-"""The ``asyncstate`` blueprint: progress, cancel and job-list routes, and the widget's assets.
+"""The HTTP layer: the ``asyncstate`` blueprint, :data:`bp`, and every answer under its prefix.
 
-Every answer under the prefix is JSON with ``Cache-Control: no-store`` and
-``Vary: Cookie``, errors included, for every method; bad input never reaches a
-500 or an HTML page. A job is visible only when its token verifies *and* the
-job's owner is the requesting session (and user); both failures answer the
-same 404 with the same headers, so tokens cannot be used to probe for jobs.
+``init_app`` registers :data:`bp` under ``ASYNCSTATE_URL_PREFIX``. Its routes: the
+progress document (``progress``), cancel, the Server-Sent Events stream (``events``),
+the owner's jobs (``jobs``) and dismissing one (``dismiss``), the result slot
+(``result``), the widget's scripts and stylesheet, and the operator's page (``admin``,
+``admin_jobs``, ``admin_cancel``), on only while an admin guard is set. Each route
+declares its methods; Flask answers HEAD where GET is taken, and OPTIONS.
+
+Every answer under the prefix carries ``Vary: Cookie`` and ``nosniff``; every JSON answer
+``Cache-Control: no-store``, errors included, for every method: bad input never reaches
+a 500 or an HTML page. The answers are made where Flask expects them:
+
+- in our views and hooks, by the blueprint's error handlers: any ``HTTPException`` as
+  ``{"error": ...}``, Flask-WTF's ``CSRFError`` as a 403;
+- a request under the prefix that no route of ours takes (werkzeug's ``NotFound``, its
+  ``MethodNotAllowed``, whose ``valid_methods`` give the ``Allow`` header, or a redirect),
+  that asks for the operator's page while it is off, or whose session store failed:
+  Flask sends ``request_started`` before any ``before_request`` hook of the app, and
+  :func:`answer_first`, connected to it, raises :exc:`NotRouted` or
+  :exc:`SessionStoreDown` there, which our handlers answer. The app's own 404 and 405
+  handlers are neither replaced nor asked: Flask looks them up only for werkzeug's
+  exceptions, which never reach it for these requests;
+- app-wide, where the app's own views raise them too: :exc:`InvalidToken` 404,
+  :exc:`QuotaExceeded` 429, :exc:`QueueFull` 503, :exc:`StoreError` 503.
+
+A job is visible only when its token verifies *and* the job's owner is the requesting
+session (and user): see :func:`~flask_asyncstate.security.visible_job`.
 """
 
 from __future__ import annotations
@@ -14,21 +35,40 @@ import hashlib
 import json
 import logging
 import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import xstatic.pkg.jquery
-from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import PathConverter
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    request_started,
+    send_from_directory,
+    session,
+)
+from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from . import admin, appstate, csrf, guards, results, serialization
+from . import appstate, serialization, templating
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
-from .events import progress_stream
-from .labels import DEFAULT_LABELS
-from .status import FINAL, JobStatus
+from .security import NOT_FOUND, csrf_token, json_refusal, same_origin, verdict, visible_job
+from .sessions import UnavailableSession
+from .sse import progress_stream
+from .status import FINAL
 from .stores.base import request_path
 
 log = logging.getLogger("flask_asyncstate")
+
+#: The blueprint; ``init_app`` registers it under ``ASYNCSTATE_URL_PREFIX``.
+bp = Blueprint("asyncstate", __name__, template_folder="templates")
 
 #: Our static files: no guard stands before them (a login page may show a widget).
 _ASSETS = {
@@ -38,18 +78,37 @@ _ASSETS = {
     "asyncstate.admin_script",
     "asyncstate.jquery_auto",
 }
+#: The operator's page: its own guard, and no route at all while none is set.
 _ADMIN = {"asyncstate.admin", "asyncstate.admin_jobs", "asyncstate.admin_cancel"}
-#: Methods routed to the JSON views, so that a wrong one gets a JSON 405, not Flask's HTML.
-#: Any other method is answered by :func:`unrouted` before routing errors become HTML.
-_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-_NOT_FOUND = "no such job in this session"
-#: What each route accepts, for the ``Allow`` header of a method no route knows.
-_ALLOWED = {
-    "asyncstate.progress": ("GET", "POST"),
-    "asyncstate.cancel": ("POST",),
-    "asyncstate.dismiss": ("DELETE",),
-    **admin.ALLOWED,
-}
+#: The widget's assets, served by our own routes (no blueprint static route beside them).
+STATIC_FOLDER = os.path.join(os.path.dirname(__file__), "static")
+#: Most jobs the operator's page lists (the newest); the CLI lists them all.
+MAX_LISTED = 500
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+#: What the operator's page shows of a job.
+_ADMIN_FIELDS = (
+    "id",
+    "name",
+    "label",
+    "status",
+    "current",
+    "total",
+    "percent",
+    "message",
+    "error",
+    "reason",
+    "cancel_requested",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "rate",
+    "eta",
+)
+#: The order in which answers name methods (``Allow``, ``{"allow": [...]}``).
+_METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+
+
+# -- answers ----------------------------------------------------------------------------
 
 
 def error(status: int, message: str, **headers: str) -> Response:
@@ -69,251 +128,6 @@ def _json(payload: Any, status: int = 200) -> Response:
         mimetype="application/json",
         headers={"Cache-Control": "no-store"},
     )
-
-
-class AnyPathConverter(PathConverter):
-    """Like ``path``, but also matches newlines, so the catch-all really catches all."""
-
-    regex = "[\\s\\S]*?"
-    part_isolating = False  # werkzeug infers True from a regex without "/"
-
-
-def visible_job(token: str) -> tuple[str, dict[str, Any]]:
-    """The job id and public document of ``token`` if it verifies and this session owns the job.
-
-    Anything else raises :class:`InvalidToken` (the same 404 for every reason). The owner
-    is compared before anything else is done with the job: another owner's job costs one
-    read, as a job that does not exist does, and its expiry is not restarted.
-    """
-    found = appstate.get()
-    job_id = found.signer.unsign(token)
-    owner = found.request_owner(create=False)
-    doc = found.records.status(job_id, internal=True, owner=owner) if owner is not None else None
-    if doc is None:
-        raise InvalidToken(_NOT_FOUND)
-    doc.pop("owner")
-    doc.pop("instance")
-    return job_id, doc
-
-
-def found_owner() -> str | None:
-    return appstate.get().request_owner(create=False)
-
-
-def _allowed(*methods: str) -> Response | None:
-    """A JSON 405 unless the request uses one of ``methods`` (HEAD goes with GET)."""
-    allowed = [*methods, "HEAD"] if "GET" in methods else list(methods)
-    if request.method in allowed:
-        return None
-    if request.method == "OPTIONS":
-        response = _json({"allow": allowed})
-        response.headers["Allow"] = ", ".join(allowed)
-        return response
-    return error(405, f"use {' or '.join(methods)}", Allow=", ".join(allowed))
-
-
-#: The widget's assets, served by our own routes (no blueprint static route beside them).
-STATIC_FOLDER = os.path.join(os.path.dirname(__file__), "static")
-
-
-def statuses() -> dict[str, list[str]]:
-    """The job statuses as the widget needs them (from :class:`JobStatus`, never a copy)."""
-    return {
-        "all": [s.value for s in JobStatus],
-        "final": [s.value for s in JobStatus if s.is_final],
-    }
-
-
-@functools.lru_cache(maxsize=4)
-def _script_text(folder: str) -> str:
-    """The widget's script, told the job statuses and default labels first (it keeps no
-    copy of them)."""
-    with open(os.path.join(folder, "asyncstate.js"), encoding="utf-8") as script:
-        return (
-            f"window.asyncstateStatuses = {json.dumps(statuses())};\n"
-            f"window.asyncstateLabels = {json.dumps(DEFAULT_LABELS)};\n{script.read()}"
-        )
-
-
-def create_blueprint(url_prefix: str) -> Blueprint:
-    bp = Blueprint(
-        "asyncstate",
-        __name__,
-        url_prefix=url_prefix or None,
-        template_folder="templates",
-    )
-
-    @bp.route("/progress/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
-    def progress(token: str) -> Response:
-        refused = _allowed("GET", "POST")
-        if refused:
-            return refused
-        return _json(visible_job(token)[1])
-
-    @bp.route("/cancel/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
-    def cancel(token: str) -> Response:
-        refused = _allowed("POST")
-        if refused:
-            return refused
-        refused = csrf.refusal(error)
-        if refused:
-            return refused
-        job_id, doc = visible_job(token)
-        if doc["status"] in FINAL:
-            return _json(doc, 202)  # nothing left to cancel: the document says how it ended
-        found = appstate.get()
-        if not found.cancel_job(job_id, queued=doc["status"] == "queued"):
-            return error(404, _NOT_FOUND)
-        if doc["status"] == "queued" and found.executor.remote:  # it may have ended just now
-            doc = found.records.status(job_id) or doc
-        doc["cancel_requested"] = True
-        return _json(doc, 202)
-
-    @bp.route("/events/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
-    def events(token: str) -> Response:
-        refused = _allowed("GET")
-        if refused:
-            return refused
-        job_id, _doc = visible_job(token)
-        found = appstate.get()
-        slot = found.streams.acquire(found.request_owner(create=False) or "")
-        if slot is None:
-            return error(
-                429,
-                "too many open progress streams; poll /progress instead",
-                **{"Retry-After": "10"},
-            )
-        # The stream runs after the request ended: its reads still get request-path waits.
-        stream = progress_stream(found, job_id)
-        return Response(
-            slot.wrap(stream, request_path),
-            mimetype="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
-    @bp.route("/jobs/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
-    def dismiss(token: str) -> Response:
-        refused = _allowed("DELETE") or csrf.refusal(error)
-        if refused:
-            return refused
-        job_id, doc = visible_job(token)
-        if doc["status"] not in FINAL:
-            return error(409, "the job has not ended; cancel it first")
-        appstate.get().records.forget(job_id, found_owner())
-        return _json({"dismissed": True})
-
-    @bp.route("/jobs", methods=_ANY_METHOD, provide_automatic_options=False)
-    def jobs() -> Response:
-        refused = _allowed("GET")
-        if refused:
-            return refused
-        return _json(appstate.get().extension.jobs())
-
-    def asset(directory: str, filename: str, max_age: int) -> Response:
-        return _allowed("GET") or send_from_directory(directory, filename, max_age=max_age)
-
-    @bp.route("/asyncstate.js", methods=_ANY_METHOD, provide_automatic_options=False)
-    def script() -> Response:
-        refused = _allowed("GET")
-        if refused:
-            return refused
-        text = _script_text(STATIC_FOLDER)
-        response = Response(text, mimetype="text/javascript")
-        response.cache_control.public = True
-        response.cache_control.max_age = 300
-        response.set_etag(hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
-        response.make_conditional(request)  # 304 for a page that has it already
-        return response
-
-    @bp.route("/asyncstate.css", methods=_ANY_METHOD, provide_automatic_options=False)
-    def stylesheet() -> Response:
-        return asset(STATIC_FOLDER, "asyncstate.css", 300)
-
-    @bp.route("/jquery-auto.js", methods=_ANY_METHOD, provide_automatic_options=False)
-    def jquery_auto() -> Response:
-        return asset(STATIC_FOLDER, "jquery-auto.js", 300)
-
-    @bp.route("/asyncstate-admin.js", methods=_ANY_METHOD, provide_automatic_options=False)
-    def admin_script() -> Response:
-        return asset(STATIC_FOLDER, "asyncstate-admin.js", 300)
-
-    @bp.route("/result/<token>", methods=_ANY_METHOD, provide_automatic_options=False)
-    def result(token: str) -> Response:
-        refused = _allowed("GET")
-        if refused:
-            return refused
-        _job_id, doc = visible_job(token)
-        html = results.render(doc)
-        if html is None:
-            return error(404, "no result to show")
-        return _json({"html": str(html)})
-
-    admin.register(bp, _allowed, _json, error, statuses)
-
-    @bp.before_request
-    def guarded() -> Response | None:
-        if request.endpoint in _ASSETS:
-            return None
-        found = appstate.get()
-        guard = found.settings.blueprint_guard or getattr(found.extension, "blueprint_guard", None)
-        if guard is None or request.endpoint in _ADMIN:  # the admin page has its own guard
-            return None
-        refused = guards.verdict(guard, background=True)
-        return None if refused is None else guards.as_json(refused, error)
-
-    @bp.route("/jquery.js", methods=_ANY_METHOD, provide_automatic_options=False)
-    def jquery() -> Response:
-        return asset(xstatic.pkg.jquery.BASE_DIR, "jquery.min.js", 3600)
-
-    @bp.route(
-        "/",
-        defaults={"rest": ""},
-        methods=_ANY_METHOD,
-        strict_slashes=False,
-        provide_automatic_options=False,
-    )
-    @bp.route("/<asyncstate_any:rest>", methods=_ANY_METHOD, provide_automatic_options=False)
-    def not_found(rest: str) -> Response:
-        return error(404, "not found")
-
-    @bp.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        return error(exc.code or 500, exc.description or exc.name)
-
-    @bp.after_request
-    def same_headers(response: Response) -> Response:
-        return harden(response)
-
-    return bp
-
-
-def under_prefix(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + "/")
-
-
-def unrouted(prefix: str) -> Response | None:
-    """App-wide, before routing errors turn into HTML: a method no route knows -> JSON 405.
-
-    Werkzeug raises ``MethodNotAllowed`` for e.g. ``PROPFIND`` before any view
-    of ours runs; this answers it (and any other routing error) under our prefix.
-    """
-    exc = request.routing_exception
-    if exc is None or not under_prefix(request.path, prefix):
-        return None
-    if isinstance(exc, HTTPException) and exc.code == 405:
-        try:
-            adapter = current_app.create_url_adapter(request)
-            endpoint = adapter.match(method="POST")[0] if adapter is not None else None
-        except HTTPException:
-            endpoint = None
-        allowed = _ALLOWED.get(str(endpoint), ("GET",))
-        allow = [*allowed, "HEAD"] if "GET" in allowed else list(allowed)
-        response = error(405, f"use {' or '.join(allowed)}", Allow=", ".join(allow))
-    elif isinstance(exc, HTTPException):
-        response = error(exc.code or 404, exc.description or exc.name)
-    else:  # a redirect for a missing slash, say: ours are never needed
-        response = error(404, "not found")
-    return harden(response)
 
 
 def harden(response: Response) -> Response:
@@ -336,31 +150,375 @@ def harden(response: Response) -> Response:
     return response
 
 
+def _allow(methods: Iterable[str]) -> list[str]:
+    """The methods a route takes, as our answers name them: HEAD last, OPTIONS left out
+    (every route answers it)."""
+    rank = {m: i for i, m in enumerate(_METHOD_ORDER)}
+    return sorted(set(methods) - {"OPTIONS"}, key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def _refused(refused: Response) -> Response:
+    """A guard's refusal answered as our JSON error."""
+    status, body = json_refusal(refused)
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _same_origin_only(view: Callable[..., Response]) -> Callable[..., Response]:
+    """A state-changing view: a 403 unless the request proves it comes from our own pages
+    (Flask-WTF's CSRF check, when it is set up, has run before any view)."""
+
+    @functools.wraps(view)
+    def checked(**kwargs: Any) -> Response:
+        if not same_origin():
+            return error(403, "this needs the X-Requested-With header or a same-origin Origin")
+        return view(**kwargs)
+
+    return checked
+
+
+# -- the user's routes ------------------------------------------------------------------
+
+
+@bp.route("/progress/<token>", methods=["GET", "POST"])
+def progress(token: str) -> Response:
+    return _json(visible_job(appstate.get(), token)[1])
+
+
+@bp.post("/cancel/<token>")
+@_same_origin_only
+def cancel(token: str) -> Response:
+    found = appstate.get()
+    job_id, doc = visible_job(found, token)
+    if doc["status"] in FINAL:
+        return _json(doc, 202)  # nothing left to cancel: the document says how it ended
+    if not found.cancel_job(job_id, queued=doc["status"] == "queued"):
+        return error(404, NOT_FOUND)
+    if doc["status"] == "queued" and found.executor.remote:  # it may have ended just now
+        doc = found.records.status(job_id) or doc
+    doc["cancel_requested"] = True
+    return _json(doc, 202)
+
+
+@bp.get("/events/<token>")
+def events(token: str) -> Response:
+    found = appstate.get()
+    job_id, _doc = visible_job(found, token)
+    slot = found.streams.acquire(found.request_owner(create=False) or "")
+    if slot is None:
+        return error(
+            429,
+            "too many open progress streams; poll /progress instead",
+            **{"Retry-After": "10"},
+        )
+    # The stream runs after the request ended: its reads still get request-path waits.
+    stream = progress_stream(found, job_id)
+    return Response(
+        slot.wrap(stream, request_path),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+@bp.delete("/jobs/<token>")
+@_same_origin_only
+def dismiss(token: str) -> Response:
+    found = appstate.get()
+    job_id, doc = visible_job(found, token)
+    if doc["status"] not in FINAL:
+        return error(409, "the job has not ended; cancel it first")
+    found.records.forget(job_id, found.request_owner(create=False))
+    return _json({"dismissed": True})
+
+
+@bp.get("/jobs")
+def jobs() -> Response:
+    return _json(appstate.get().extension.jobs())
+
+
+@bp.get("/result/<token>")
+def result(token: str) -> Response:
+    found = appstate.get()
+    _job_id, doc = visible_job(found, token)
+    html = templating.render_result(found, doc)
+    if html is None:
+        return error(404, "no result to show")
+    return _json({"html": str(html)})
+
+
+# -- the widget's assets ----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _script_text(folder: str) -> str:
+    """The widget's script, told the job statuses and default labels first (it keeps no
+    copy of them)."""
+    with open(os.path.join(folder, "asyncstate.js"), encoding="utf-8") as script:
+        return (
+            f"window.asyncstateStatuses = {json.dumps(templating.statuses())};\n"
+            f"window.asyncstateLabels = {json.dumps(templating.DEFAULT_LABELS)};\n"
+            f"{script.read()}"
+        )
+
+
+@bp.get("/asyncstate.js")
+def script() -> Response:
+    text = _script_text(STATIC_FOLDER)
+    response = Response(text, mimetype="text/javascript")
+    response.cache_control.public = True
+    response.cache_control.max_age = 300
+    response.set_etag(hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+    response.make_conditional(request)  # 304 for a page that has it already
+    return response
+
+
+@bp.get("/asyncstate.css")
+def stylesheet() -> Response:
+    return send_from_directory(STATIC_FOLDER, "asyncstate.css", max_age=300)
+
+
+@bp.get("/jquery-auto.js")
+def jquery_auto() -> Response:
+    return send_from_directory(STATIC_FOLDER, "jquery-auto.js", max_age=300)
+
+
+@bp.get("/asyncstate-admin.js")
+def admin_script() -> Response:
+    return send_from_directory(STATIC_FOLDER, "asyncstate-admin.js", max_age=300)
+
+
+@bp.get("/jquery.js")
+def jquery() -> Response:
+    return send_from_directory(xstatic.pkg.jquery.BASE_DIR, "jquery.min.js", max_age=3600)
+
+
+# -- the operator's page ----------------------------------------------------------------
+#
+# ``<prefix>/admin`` shows every job of every instance and the instances' heartbeats,
+# with cancel. It polls ``<prefix>/admin/jobs``: the newest jobs of the store (at most
+# :data:`~flask_asyncstate.records.RECENT_JOBS`, read through a ranked list, never a scan
+# of the store, so a poll costs the same however many jobs it holds), MAX_LISTED of them
+# listed, newest first, with the count of each status over the jobs read (``counted`` of
+# them; ``window`` is the most a poll reads), and the instances that beat lately.
+# ``flask asyncstate list`` and ``instances`` still scan the whole store.
+
+
+@bp.get("/admin")
+def admin() -> Response:
+    page = render_template(
+        "asyncstate/admin.html",
+        prefix=templating.prefix_url(),
+        csrf_token=csrf_token(),
+        statuses=templating.statuses(),
+        labels=templating.translated(),
+    )
+    return Response(page, headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/admin/jobs")
+def admin_jobs() -> Response:
+    records = appstate.get().records
+    wanted = request.args.get("status")
+    instances = records.listed_instances()  # first: the live ones spare the jobs' EXISTS
+    docs = records.recent_jobs()
+    # Over the jobs read (the newest ones), before the filter and cap; a job of a dead
+    # instance counts as lost, as it reads, never as running.
+    counts = Counter(d["status"] for d in docs)
+    if wanted:
+        docs = [d for d in docs if d["status"] == wanted]
+    listed = []
+    for doc in docs[:MAX_LISTED]:
+        row = {f: doc.get(f) for f in _ADMIN_FIELDS}
+        owner = doc.get("owner")
+        row["owner"] = owner[:8] if isinstance(owner, str) else None
+        row["instance"] = doc.get("instance")
+        listed.append(row)
+    return _json(
+        {
+            "now": time.time(),
+            "counts": dict(counts),
+            "counted": len(docs),
+            "window": records.recent_kept if records.store.ranks else None,
+            "jobs": listed,
+            "instances": instances,
+        }
+    )
+
+
+@bp.post("/admin/cancel/<job_id>")
+@_same_origin_only
+def admin_cancel(job_id: str) -> Response:
+    found = appstate.get()
+    doc = found.records.status(job_id) if _JOB_ID.fullmatch(job_id) else None
+    if doc is None:
+        return error(404, "no such job")
+    if doc["status"] in FINAL:
+        return _json(doc, 202)  # nothing left to cancel: the document says how it ended
+    if not found.cancel_job(job_id, queued=doc["status"] == "queued"):
+        return error(404, "no such job")
+    doc = found.records.status(job_id) or doc
+    doc["cancel_requested"] = True
+    return _json(doc, 202)
+
+
+# -- the blueprint's hooks and error handlers -------------------------------------------
+
+
+@bp.before_request
+def guarded() -> Response | None:
+    """The app's guard before our routes (the admin guard before the operator's page),
+    none before our static files."""
+    if request.endpoint in _ASSETS:
+        return None
+    found = appstate.get()
+    if request.endpoint in _ADMIN:
+        guard = found.admin_guard
+        as_page = request.endpoint == "asyncstate.admin"
+    else:
+        guard, as_page = found.blueprint_guard, False
+    if guard is None:
+        return None
+    refused = verdict(guard, background=not as_page)
+    if refused is None or as_page:  # the page passes a refusal on: a redirect to a login page
+        return refused
+    return _refused(refused)
+
+
+@bp.after_request
+def same_headers(response: Response) -> Response:
+    """Flask's automatic OPTIONS answer as JSON (``{"allow": [...]}``), and :func:`harden`."""
+    if request.method == "OPTIONS" and response.status_code == 200:
+        allow = _allow(response.allow)
+        response = _json({"allow": allow})
+        response.headers["Allow"] = ", ".join(allow)
+    return harden(response)
+
+
+@bp.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    """An ``abort()`` in our views or hooks (a guard's, say), as JSON."""
+    return error(exc.code or 500, exc.description or exc.name)
+
+
+try:
+    from flask_wtf.csrf import CSRFError
+except ImportError:  # no Flask-WTF, no CSRFProtect: the same-origin proof stands alone
+    pass
+else:
+
+    @bp.errorhandler(CSRFError)
+    def csrf_refused(exc: CSRFError) -> Response:
+        """Flask-WTF's ``CSRFProtect`` refused one of our requests: a JSON 403 (its own
+        answer is an HTML 400), whatever the app answers for its own views."""
+        return error(403, f"CSRF check failed: {exc.description}")
+
+
+# -- what is answered before the app's own hooks ----------------------------------------
+
+
+class NotRouted(Exception):
+    """A request under our prefix that no route of ours takes, raised by :func:`answer_first`."""
+
+    def __init__(self, routing_error: HTTPException) -> None:
+        super().__init__(routing_error)
+        #: Werkzeug's routing error, or ``NotFound`` for the operator's page while it is off.
+        self.routing_error = routing_error
+
+
+class SessionStoreDown(Exception):
+    """A request under our prefix whose session could not be opened (see
+    :mod:`~flask_asyncstate.sessions`), raised by :func:`answer_first`."""
+
+
+def answer_first(app: Flask, **_extra: Any) -> None:
+    """Flask's ``request_started``, sent before the app's ``before_request`` hooks and inside
+    its error handling: under our prefix, a failed session store or a request no route of
+    ours takes raises here, so it is answered before the app's hooks touch the session or
+    see a request that goes nowhere."""
+    found = appstate.get(app)
+    prefix = found.settings.url_prefix
+    if request.path != prefix and not request.path.startswith(prefix + "/"):
+        return
+    if isinstance(session, UnavailableSession):
+        raise SessionStoreDown
+    routing_error = request.routing_exception
+    if found.admin_guard is None and _endpoint(routing_error) in _ADMIN:
+        raise NotRouted(NotFound())  # no admin guard, no admin page, for every method
+    if routing_error is not None:
+        raise NotRouted(routing_error)
+
+
+def _connect_answer_first(state: BlueprintSetupState) -> None:
+    request_started.connect(answer_first, state.app)
+
+
+bp.record_once(_connect_answer_first)
+
+
+def _endpoint(routing_error: HTTPException | None) -> str | None:
+    """The endpoint of this request's path: routed, or refused only for its method
+    (werkzeug's ``MethodNotAllowed`` names the methods, so match again with one)."""
+    if routing_error is None:
+        return request.endpoint
+    if not isinstance(routing_error, MethodNotAllowed) or not routing_error.valid_methods:
+        return None
+    adapter = current_app.create_url_adapter(request)
+    if adapter is None:
+        return None
+    try:
+        return str(adapter.match(method=next(iter(routing_error.valid_methods)))[0])
+    except HTTPException:
+        return None
+
+
+@bp.app_errorhandler(NotRouted)
+def not_routed(exc: NotRouted) -> Response:
+    """A wrong method: a 405 whose ``Allow`` is what werkzeug found the path takes; anything
+    else (an unknown path, a redirect ours never need): a 404."""
+    routing_error = exc.routing_error
+    if isinstance(routing_error, MethodNotAllowed) and routing_error.valid_methods:
+        allow = _allow(routing_error.valid_methods)
+        taken = [m for m in allow if m != "HEAD"]
+        return harden(error(405, f"use {' or '.join(taken)}", Allow=", ".join(allow)))
+    return harden(error(404, "not found"))
+
+
+@bp.app_errorhandler(SessionStoreDown)
+def session_store_down(exc: SessionStoreDown) -> Response:
+    return harden(store_error(StoreError("the session store is unavailable")))
+
+
+# -- app-wide error answers -------------------------------------------------------------
+
+
+@bp.app_errorhandler(InvalidToken)
 def invalid_token(exc: InvalidToken) -> Response:
     """App-wide: ``asyncstate.status/cancel/handle`` with a bad token in a user's view -> 404."""
-    return error(404, _NOT_FOUND)
+    return error(404, NOT_FOUND)
 
 
+@bp.app_errorhandler(QuotaExceeded)
 def quota_exceeded(exc: QuotaExceeded) -> Response:
     """App-wide: a view whose ``start()`` hit the owner's quota answers 429 (in words for
     the user: ``exc.user_message``)."""
     return error(429, exc.user_message, **{"Retry-After": "5"})
 
 
+@bp.app_errorhandler(QueueFull)
 def queue_full(exc: QueueFull) -> Response:
     """App-wide: this instance has too many jobs waiting; the client should come back later."""
     log.warning("asyncstate admission refused: %s", exc)
     return error(503, exc.user_message, **{"Retry-After": "5"})
 
 
+@bp.app_errorhandler(StoreError)
 def store_error(exc: StoreError) -> Response:
     """App-wide: the shared store is unreachable or failing; try again later."""
     log.warning("asyncstate store error: %s", exc)
-    retry_after = str(appstate.get().retry_after) if _has_extension() else "2"
+    has_state = appstate.EXTENSION_KEY in current_app.extensions
+    retry_after = str(appstate.get().retry_after) if has_state else "2"
     return error(
         503, "the job store is unavailable, try again shortly", **{"Retry-After": retry_after}
     )
-
-
-def _has_extension() -> bool:
-    return appstate.EXTENSION_KEY in current_app.extensions

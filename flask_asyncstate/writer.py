@@ -14,31 +14,25 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import remote, timeouts
 from .errors import StoreError
+from .executors import RemoteExecutor
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from .appstate import AppState
 
 log = logging.getLogger("flask_asyncstate")
-
-
-#: Seconds after its admission before a waiting job is checked for in the engine's queue
-#: (it is enqueued right after it is admitted).
-SETTLED = 60.0
 
 
 class Writer:
     """Owns the writer thread; :meth:`start` (re)starts it, :meth:`stop` ends it."""
 
-    def __init__(self, app_state: Runtime) -> None:
+    def __init__(self, app_state: AppState) -> None:
         self.app_state = app_state
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started_at = time.time()
-        self._waiting_due = 0.0
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -84,7 +78,7 @@ class Writer:
                 app_state.shutdown(0)
                 return
             try:
-                timeouts.check(app_state)
+                app_state.lifecycle.check_deadlines()
                 app_state.lifecycle.flush()
             except Exception:
                 log.exception("flask-asyncstate writer: flush failed")
@@ -102,47 +96,6 @@ class Writer:
                     log.exception("asyncstate heartbeat failed")
                     continue
                 next_beat = time.monotonic() + beat_every
-
-    def _waiting_jobs(self) -> tuple[list[str], list[str]]:
-        """Ids of jobs waiting for a worker, and their owners' indexes and unique places, a few
-        times per ``ASYNCSTATE_EXPIRES``: nobody else keeps them alive, and a long queue
-        must not cost every beat."""
-        now = time.monotonic()
-        if now < self._waiting_due:
-            return [], []
-        self._waiting_due = now + self.app_state.settings.expires / 4
-        records = self.app_state.records
-        ids = sorted(records.queued_ids())
-        keys: list[str] = []
-        docs = [d for d in (records.statuses(ids, internal=True) if ids else []) if d]
-        self._end_vanished(docs)
-        for doc in docs:
-            owner = doc.get("owner")
-            if owner is not None:
-                keys.append(records.owner_key(owner))
-            job = self.app_state.extension.registered_job(doc["name"])  # type: ignore[attr-defined]
-            unique = records.unique_key(doc["name"], job.unique, owner) if job else None
-            if unique is not None:
-                keys.append(unique)
-        return ids, keys
-
-    def _end_vanished(self, docs: list[dict[str, Any]]) -> None:
-        """Waiting jobs (admitted a while ago: enqueueing follows admission) whose engine
-        entry is gone end ``lost`` instead of holding their places for ever."""
-        settled = time.time() - SETTLED
-        waiting = [
-            d["id"]
-            for d in docs
-            if d["status"] == "queued" and d.get("instance") is None and d["created_at"] < settled
-        ]
-        if not waiting:
-            return
-        try:
-            gone = self.app_state.executor.missing(waiting)  # type: ignore[attr-defined]
-        except StoreError:
-            return
-        for job_id in sorted(gone):
-            remote.end_vanished(self.app_state, job_id)
 
     def beat(self) -> None:
         """Refresh the liveness entry; if the store had lost it, write every job again."""
@@ -164,8 +117,9 @@ class Writer:
             "engine": app_state.executor.engine,
         }
         running = [c.id for c in contexts]
-        if app_state.executor.remote and app_state.role == "web":
-            waiting, claims = self._waiting_jobs()
+        executor = app_state.executor
+        if isinstance(executor, RemoteExecutor) and app_state.role == "web":
+            waiting, claims = executor.waiting()
             running, uniques = running + waiting, uniques + claims
         lost = records.beat(
             info, app_state.settings.heartbeat_interval, running, states, owners, uniques
@@ -175,6 +129,6 @@ class Writer:
         for ctx in contexts:  # the store lost our entries: write them again on the next flush
             ctx.mark_dirty()
             if ctx.owner is not None:  # and list them in their owners' indexes again
-                records.restore(ctx.owner, ctx.id, keep=app_state.settings.max_jobs_per_session)
+                records.restore(ctx.owner, ctx.id, keep=app_state.settings.max_jobs_per_owner)
             if ctx.unique_key is not None:  # and hold their unique places again
                 records.restore_unique(ctx.unique_key, ctx.id)

@@ -13,24 +13,24 @@ from dataclasses import dataclass
 import pytest
 import redis
 import requests
-from apps import Gate, define_jobs
-from apps import make_app as build_app
 from cachelib import FileSystemCache
 from flask import flash, session
 from flask_login import LoginManager, UserMixin, login_user, logout_user
 from flask_session import Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from redis_server import RedisServer
-from waiting import wait_until
+from support.apps import Gate, define_jobs
+from support.apps import make_app as build_app
+from support.redis_server import RedisServer
+from support.waiting import wait_until
 from werkzeug.serving import make_server
 
-from flask_asyncstate import QueueFull, QuotaExceeded, tokens
+from flask_asyncstate import QueueFull, QuotaExceeded, owners
 from flask_asyncstate.errors import StoreUnavailable
 from flask_asyncstate.records import FINAL, JOB_KIND, OWNER_KIND, JobRecords, new_document
 
 
-def _job_keys(ext, app) -> list[str]:  # type: ignore[no-untyped-def]
+def _job_keys(ext, app) -> list[str]:
     with app.app_context():
         return ext.store.keys(JOB_KIND)
 
@@ -38,7 +38,7 @@ def _job_keys(ext, app) -> list[str]:  # type: ignore[no-untyped-def]
 # -- the owner index: one contract, both stores ------------------------------------------------
 
 
-def test_claims_accept_exactly_the_limit_under_concurrent_claims(store) -> None:  # type: ignore[no-untyped-def]
+def test_claims_accept_exactly_the_limit_under_concurrent_claims(store) -> None:
     key = store.key(OWNER_KIND, "alice")
     barrier = threading.Barrier(16)
 
@@ -54,7 +54,7 @@ def test_claims_accept_exactly_the_limit_under_concurrent_claims(store) -> None:
     assert set(claims.recent) == claims.active
 
 
-def test_claims_keep_active_members_and_the_newest_finished_ones(store) -> None:  # type: ignore[no-untyped-def]
+def test_claims_keep_active_members_and_the_newest_finished_ones(store) -> None:
     key = store.key(OWNER_KIND, "bob")
     assert store.claims(key).recent == []
     for i in range(4):
@@ -76,7 +76,7 @@ def test_claims_keep_active_members_and_the_newest_finished_ones(store) -> None:
 
 
 @pytest.fixture
-def threaded_app(make_app, redis_url):  # type: ignore[no-untyped-def]
+def threaded_app(make_app, redis_url):
     """A Redis-backed app with Flask-Session in the same Redis, on a real threaded server."""
     sessions = redis.Redis.from_url(redis_url)
     app, ext = make_app(
@@ -86,7 +86,7 @@ def threaded_app(make_app, redis_url):  # type: ignore[no-untyped-def]
     jobs = define_jobs(ext)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start(30).token}, 202
 
     @app.get("/hello")
@@ -102,7 +102,7 @@ def threaded_app(make_app, redis_url):  # type: ignore[no-untyped-def]
     sessions.close()
 
 
-def test_simultaneous_starts_of_one_session_accept_exactly_the_quota(threaded_app) -> None:  # type: ignore[no-untyped-def]
+def test_simultaneous_starts_of_one_session_accept_exactly_the_quota(threaded_app) -> None:
     app, ext, url = threaded_app
     browser = requests.Session()
     browser.get(f"{url}/hello").raise_for_status()  # the session exists; its starts race below
@@ -145,12 +145,11 @@ def test_simultaneous_starts_of_one_session_accept_exactly_the_quota(threaded_ap
     )
 
 
-def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
-    jobs = define_jobs(ext)
+def test_a_job_whose_instance_died_frees_its_quota_slot(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
     runner = ext.app_state(app)
     with app.test_request_context("/"):
-        owner = tokens.request_owner(create=True)
+        owner = owners.request_owner(create=True)
         # a job of a vanished instance: unfinished document, slot claimed, nobody to free it
         ghost = new_document("ghost", "x", "gone-1", owner)
         ghost["status"] = "running"
@@ -164,14 +163,13 @@ def test_a_job_whose_instance_died_frees_its_quota_slot(make_app, backend_url) -
 
 
 def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(
-    make_app, backend_url
-) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=2)
-    jobs = define_jobs(ext)
+    make_jobs, backend_url
+) -> None:
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_QUEUED=2)
     gate = Gate()
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["blocked"].start(gate.name).token}, 202
 
     with app.app_context():
@@ -192,14 +190,13 @@ def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(
         assert jobs["count"].start(1).wait(10)["status"] == "succeeded"  # room again
 
 
-def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(
+def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_jobs, redis_url) -> None:
+    app, ext, jobs = make_jobs(
         redis_url,
         ASYNCSTATE_MAX_WORKERS=1,
         ASYNCSTATE_MAX_QUEUED=5000,
-        ASYNCSTATE_MAX_ENTRY_SIZE=4096,
+        max_entry_size=4096,
     )
-    jobs = define_jobs(ext)
     gate = Gate()
     runner = ext.app_state(app)
     interval = app.config["ASYNCSTATE_HEARTBEAT_INTERVAL"]
@@ -235,9 +232,8 @@ def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_app, redis_url
 # -- SECRET_KEY: nothing created that cannot be bound -----------------------------------------
 
 
-def test_start_without_secret_key_creates_nothing(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(SECRET_KEY=None)
-    jobs = define_jobs(ext)
+def test_start_without_secret_key_creates_nothing(make_jobs) -> None:
+    app, ext, jobs = make_jobs(SECRET_KEY=None)
     with app.test_request_context("/"), pytest.raises(RuntimeError, match="SECRET_KEY"):
         jobs["count"].start(1)
     assert _job_keys(ext, app) == []
@@ -256,7 +252,7 @@ def test_start_without_secret_key_creates_nothing(make_app) -> None:  # type: ig
         "/asyncstate/asyncstate.js",
     ],
 )
-def test_every_method_gets_json(make_app, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_method_gets_json(make_app, method: str, path: str) -> None:
     app, _ext = make_app()
     answer = app.test_client().open(path, method=method)
     assert answer.status_code == 405, answer.data
@@ -268,12 +264,10 @@ def test_every_method_gets_json(make_app, method: str, path: str) -> None:  # ty
     assert set(answer.headers["Allow"].split(", ")) == expected
 
 
-def test_head_and_options_work_where_get_does(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_head_and_options_work_where_get_does(app, jobs) -> None:
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(1).token}
 
     client = app.test_client()
@@ -286,12 +280,10 @@ def test_head_and_options_work_where_get_does(make_app) -> None:  # type: ignore
     assert set(options.headers["Allow"].split(", ")) == {"GET", "POST", "HEAD"}
 
 
-def test_headers_do_not_tell_a_forged_token_from_a_valid_one(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_headers_do_not_tell_a_forged_token_from_a_valid_one(app, jobs) -> None:
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(1).token}
 
     owner = app.test_client()
@@ -315,12 +307,11 @@ def test_headers_do_not_tell_a_forged_token_from_a_valid_one(make_app) -> None: 
 # -- stream limits ---------------------------------------------------------------------------
 
 
-def test_streams_beyond_the_session_limit_answer_429(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(ASYNCSTATE_MAX_STREAMS_PER_SESSION=2, ASYNCSTATE_MAX_STREAMS=3)
-    jobs = define_jobs(ext)
+def test_streams_beyond_the_session_limit_answer_429(make_jobs) -> None:
+    app, ext, jobs = make_jobs(max_streams_per_owner=2, ASYNCSTATE_MAX_STREAMS=3)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start(30).token}
 
     alice, bob = app.test_client(), app.test_client()
@@ -348,7 +339,7 @@ def test_streams_beyond_the_session_limit_answer_429(make_app) -> None:  # type:
 # -- session store outage: our routes still answer JSON ---------------------------------------
 
 
-def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:
     server = RedisServer().start()
     sessions = redis.Redis.from_url(server.url, socket_timeout=1)
     try:
@@ -359,7 +350,7 @@ def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # t
         jobs = define_jobs(ext)
 
         @app.post("/start")
-        def start():  # type: ignore[no-untyped-def]
+        def start():
             return {"token": jobs["count"].start(40, 0.05).token}
 
         client = app.test_client()
@@ -394,9 +385,7 @@ def test_session_store_down_gives_503_json_on_our_routes(make_app) -> None:  # t
 # -- users sharing a browser (Flask-Login) ----------------------------------------------------
 
 
-def test_next_user_on_the_same_browser_never_sees_the_previous_users_jobs(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_next_user_on_the_same_browser_never_sees_the_previous_users_jobs(app, ext, jobs) -> None:
     login = LoginManager(app)
 
     class User(UserMixin):
@@ -416,7 +405,7 @@ def test_next_user_on_the_same_browser_never_sees_the_previous_users_jobs(make_a
         return "ok"
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start(30).token}
 
     browser = app.test_client()
@@ -440,12 +429,12 @@ def test_next_user_on_the_same_browser_never_sees_the_previous_users_jobs(make_a
 # -- jobs that misbehave still end final, and readable ----------------------------------------
 
 
-def test_store_errors_inside_a_job_do_not_reach_the_user(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_store_errors_inside_a_job_do_not_reach_the_user(make_app) -> None:
     app, ext = make_app()
     secret_detail = "Error 111 connecting to 127.0.0.1:6399"
 
     @ext.job
-    def touches_store(job) -> None:  # type: ignore[no-untyped-def]
+    def touches_store(job) -> None:
         raise StoreUnavailable(secret_detail)
 
     with app.app_context():
@@ -456,11 +445,10 @@ def test_store_errors_inside_a_job_do_not_reach_the_user(make_app) -> None:  # t
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_writer_and_listener_survive_failures_and_are_restarted(
-    make_app, redis_url, monkeypatch, caplog
-) -> None:  # type: ignore[no-untyped-def]
+    make_jobs, redis_url, monkeypatch, caplog
+) -> None:
     caplog.set_level(logging.ERROR, "flask_asyncstate")
-    app, ext = make_app(redis_url)
-    jobs = define_jobs(ext)
+    app, ext, jobs = make_jobs(redis_url)
     runner = ext.app_state(app)
     store = runner.store
     with app.app_context():
@@ -546,10 +534,10 @@ _calls = st.lists(
 
 
 @pytest.fixture(scope="module")
-def property_apps(redis_server):  # type: ignore[no-untyped-def]
+def property_apps(redis_server):
     """One app per store for the property test (hypothesis calls the test many times)."""
     made = {
-        name: build_app(url, ASYNCSTATE_MAX_ENTRY_SIZE=2048)
+        name: build_app(url, max_entry_size=2048)
         for name, url in (("memory", None), ("redis", redis_server.url))
     }
     yield made
@@ -564,11 +552,11 @@ def property_apps(redis_server):  # type: ignore[no-untyped-def]
 @given(calls=_calls, result=_values, raises=st.booleans())
 def test_any_job_behaviour_ends_final_and_readable(
     property_apps, backend, calls, result, raises
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     app, ext = property_apps[backend]
 
     @ext.job(name="arbitrary")
-    def arbitrary(job):  # type: ignore[no-untyped-def]
+    def arbitrary(job):
         for name, a, b, c in calls:
             try:
                 if name == "progress":
@@ -588,27 +576,27 @@ def test_any_job_behaviour_ends_final_and_readable(
         json.dumps(doc, allow_nan=False)  # what the browser gets is valid JSON
 
 
-def test_quota_message_speaks_to_the_user(make_app) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
-    jobs = define_jobs(ext)
+def test_quota_message_speaks_to_the_user(make_jobs) -> None:
+    app, _ext, jobs = make_jobs(ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
     gate = Gate()
     with app.test_request_context("/"):
         jobs["blocked"].start(gate.name)
         with pytest.raises(QuotaExceeded) as caught:
             jobs["blocked"].start(gate.name)
     assert "ASYNCSTATE" not in caught.value.user_message  # for the user: no config names
-    assert "ASYNCSTATE_MAX_JOBS_PER_SESSION" in str(caught.value)  # for the developer: which
+    assert "ASYNCSTATE_MAX_JOBS_PER_OWNER" in str(caught.value)  # for the developer: which
     gate.set()
 
 
-def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_app, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_jobs, tmp_path) -> None:
     """A logout by ``session.clear()`` (no Flask-Login): the browser's next user is someone new."""
-    app, ext = make_app(SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(str(tmp_path)))
+    app, ext, jobs = make_jobs(
+        SESSION_TYPE="cachelib", SESSION_CACHELIB=FileSystemCache(str(tmp_path))
+    )
     Session(app)
-    jobs = define_jobs(ext)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start(30).token}
 
     @app.post("/logout")
@@ -632,21 +620,21 @@ def test_session_clear_at_logout_hides_the_jobs_from_the_next_user(make_app, tmp
 
 def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(
     make_app, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=1)
+) -> None:
+    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
 
     @dataclass
     class Rows:
         n: int = 0
 
     @ext.job(state=Rows)
-    def with_state(job) -> str:  # type: ignore[no-untyped-def]
+    def with_state(job) -> str:
         return "ok"
 
     store = ext.app_state(app).store
     down = StoreUnavailable("Redis is unreachable")
 
-    def refuse(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+    def refuse(*_args, **_kwargs):
         raise down
 
     with app.test_request_context("/"):
@@ -656,7 +644,7 @@ def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(
             with_state.start()  # the queued document and the slot were written; undoing failed
         monkeypatch.undo()
         state = ext.app_state(app)
-        index = state.records.owner_key(tokens.request_owner(create=False))
+        index = state.records.owner_key(owners.request_owner(create=False))
         # the writer records it failed, which frees the slot
         doc = wait_until(
             lambda: (
@@ -673,16 +661,16 @@ def test_a_start_refused_during_an_outage_ends_failed_and_frees_its_slot(
         assert with_state.start().wait(10)["status"] == "succeeded"  # the slot is free again
 
 
-def _only_for(real, marker: str, instead):  # type: ignore[no-untyped-def]
+def _only_for(real, marker: str, instead):
     """``real`` except for keys naming ``marker``, which get ``instead``."""
 
-    def call(key, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def call(key, *args, **kwargs):
         return (instead if marker in key else real)(key, *args, **kwargs)
 
     return call
 
 
-def test_restoring_a_running_job_keeps_the_owners_history(store) -> None:  # type: ignore[no-untyped-def]
+def test_restoring_a_running_job_keeps_the_owners_history(store) -> None:
     records = JobRecords(store, "me")
     key = records.owner_key("carol")
     for i in range(3):

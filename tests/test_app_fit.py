@@ -34,11 +34,11 @@ def _links_app(make_app: Any, backend_url: str | None, **config: Any) -> tuple[F
     return app, ext
 
 
-@pytest.mark.parametrize("eager", [False, True])
+@pytest.mark.parametrize("executor", ["threads", "inline"])
 def test_url_for_in_a_job_builds_the_starting_requests_external_url(
-    make_app, backend_url, eager
+    make_app, backend_url, executor
 ) -> None:
-    app, ext = _links_app(make_app, backend_url, ASYNCSTATE_EAGER=eager)
+    app, ext = _links_app(make_app, backend_url, ASYNCSTATE_EXECUTOR=executor)
     client = app.test_client()
     client.set_cookie("other", "1")
     token = client.post(
@@ -78,8 +78,8 @@ XHR = {"X-Requested-With": "fetch"}
 
 
 def _csrf_app(make_app: Any, exempt: bool = False, **config: Any) -> tuple[Any, str, str]:
-    from apps import define_jobs
     from flask_wtf.csrf import CSRFProtect, generate_csrf
+    from support.apps import define_jobs
 
     app, ext = make_app(**config)
     csrf = CSRFProtect(app)
@@ -164,10 +164,10 @@ def test_a_cancel_reaches_a_job_held_at_a_gate(make_app) -> None:
         assert wait_for(handle)["status"] == "cancelled"
 
 
-def test_job_gate_refuses_eager_mode_instead_of_hanging(make_app) -> None:
+def test_job_gate_refuses_the_inline_executor_instead_of_hanging(make_app) -> None:
     from flask_asyncstate.testing import job_gate, wait_for
 
-    app, ext = make_app(ASYNCSTATE_EAGER=True)
+    app, ext = make_app(ASYNCSTATE_EXECUTOR="inline")
 
     @ext.job
     def export(job: JobContext) -> None:
@@ -175,20 +175,19 @@ def test_job_gate_refuses_eager_mode_instead_of_hanging(make_app) -> None:
 
     with app.app_context(), job_gate("start"):
         doc = wait_for(export.start())
-    assert doc["status"] == "failed" and "ASYNCSTATE_EAGER" in doc["error"]["message"]
+    assert (
+        doc["status"] == "failed" and "run inline (ASYNCSTATE_EXECUTOR)" in doc["error"]["message"]
+    )
     with pytest.raises(AssertionError, match="ended without reaching"), app.app_context():
         wait_for(export.start(), "cancelled")  # it succeeds: no gate now
 
 
-def test_client_helper_passes_same_origin_and_csrf_checks(make_app) -> None:
-    from apps import define_jobs
+def test_client_helper_passes_same_origin_and_csrf_checks(app, ext, jobs) -> None:
     from flask_wtf.csrf import CSRFProtect
 
     from flask_asyncstate.testing import client, wait_for
 
-    app, ext = make_app()
     CSRFProtect(app)
-    jobs = define_jobs(ext)
 
     @app.post("/start")
     def start() -> Any:
@@ -260,15 +259,12 @@ def test_a_server_shutdown_is_not_a_users_cancel(make_app, redis_url) -> None:
             )
 
 
-def test_client_helper_on_another_host_over_https(make_app) -> None:
-    from apps import define_jobs
+def test_client_helper_on_another_host_over_https(app, ext, jobs) -> None:
     from flask_wtf.csrf import CSRFProtect
 
     from flask_asyncstate.testing import client, wait_for
 
-    app, ext = make_app()
     CSRFProtect(app)
-    jobs = define_jobs(ext)
 
     @app.post("/start")
     def start() -> Any:

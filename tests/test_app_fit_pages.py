@@ -130,7 +130,7 @@ def _login(app: Flask) -> None:
 
 
 def test_blueprint_guard_login_required_answers_json_401(make_app) -> None:
-    app, _ext, gate = _app(make_app, ASYNCSTATE_BLUEPRINT_GUARD=login_required)
+    app, _ext, gate = _app(make_app, guard=login_required)
     _login(app)
     gate.set()
     anonymous = client(app)
@@ -176,7 +176,7 @@ def test_admin_is_off_unless_a_guard_is_set(make_app) -> None:
 
 
 def test_admin_lists_every_owners_jobs_and_cancels_one(make_app, backend_url) -> None:
-    app, ext, gate = _app(make_app, backend_url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    app, ext, gate = _app(make_app, backend_url, admin_guard=lambda: None)
     one, two = client(app), client(app)
     first = one.post("/export/wait").json["token"]
     done = one.post("/export/done").json["token"]
@@ -201,7 +201,7 @@ def test_admin_lists_every_owners_jobs_and_cancels_one(make_app, backend_url) ->
 
 
 def test_admin_guard_refusal_of_the_page_is_passed_on(make_app) -> None:
-    app, _ext, _gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=login_required)
+    app, _ext, _gate = _app(make_app, admin_guard=login_required)
     _login(app)
     page = app.test_client().get("/asyncstate/admin")
     assert page.status_code == 302 and "/login" in page.headers["Location"]
@@ -292,7 +292,7 @@ def test_markup_from_a_callable_is_kept(make_app) -> None:
 
 
 def test_admin_routes_answer_json_for_every_method(make_app) -> None:
-    app, _ext, _gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    app, _ext, _gate = _app(make_app, admin_guard=lambda: None)
     web = app.test_client()
     wrong = web.put("/asyncstate/admin/jobs")
     assert wrong.status_code == 405 and wrong.is_json and wrong.headers["Allow"] == "GET, HEAD"
@@ -304,14 +304,14 @@ def test_admin_routes_answer_json_for_every_method(make_app) -> None:
 def test_a_job_runs_with_its_own_g_and_starts_jobs_of_no_owner(make_app) -> None:
     from flask import g
 
-    for eager in (False, True):
-        app, ext = make_app(ASYNCSTATE_EAGER=eager)
+    for executor in ("threads", "inline"):
+        app, ext = make_app(ASYNCSTATE_EXECUTOR=executor)
 
-        @ext.job(name=f"child_{eager}")
+        @ext.job(name=f"child_{executor}")
         def child(job: JobContext) -> None:
             return None
 
-        @ext.job(name=f"parent_{eager}")
+        @ext.job(name=f"parent_{executor}")
         def parent(job: JobContext) -> dict[str, Any]:
             handle = child.start()
             doc = handle._app.records.status(handle.id, internal=True)
@@ -326,11 +326,11 @@ def test_a_job_runs_with_its_own_g_and_starts_jobs_of_no_owner(make_app) -> None
         token = browser.post("/go").json["token"]
         with app.app_context():
             doc = wait_for(ext.handle(token), "succeeded")
-        assert doc["result"] == {"g": None, "child_owner": None}, eager
+        assert doc["result"] == {"g": None, "child_owner": None}, executor
 
 
 def test_admin_cancel_of_a_finished_job_cancels_nothing(make_app) -> None:
-    app, ext, _gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    app, ext, _gate = _app(make_app, admin_guard=lambda: None)
     with app.app_context():
         done = ext.registered_job("export").start("x")
         wait_for(done, "succeeded")
@@ -340,13 +340,11 @@ def test_admin_cancel_of_a_finished_job_cancels_nothing(make_app) -> None:
         assert done.status()["cancel_requested"] is False
 
 
-def test_testing_client_follows_server_name(make_app) -> None:
-    from apps import define_jobs
+def test_testing_client_follows_server_name(make_jobs) -> None:
     from flask_wtf.csrf import CSRFProtect
 
-    app, ext = make_app(SERVER_NAME="shop.example")
+    app, _ext, jobs = make_jobs(SERVER_NAME="shop.example")
     CSRFProtect(app)
-    jobs = define_jobs(ext)
 
     @app.post("/start")
     def start() -> Any:
@@ -363,7 +361,7 @@ def test_testing_client_follows_server_name(make_app) -> None:
 def test_background_login_refusals_flash_nothing_and_lead_back_to_the_page(make_app) -> None:
     """login_required as the blueprint guard: a refused poll leaves no "Please log in" in the
     session, and login_url's next= is the page that polled, not the JSON route."""
-    app, _ext, gate = _app(make_app, ASYNCSTATE_BLUEPRINT_GUARD=login_required)
+    app, _ext, gate = _app(make_app, guard=login_required)
     _login(app)
     gate.set()
     browser = client(app)
@@ -390,7 +388,7 @@ def test_what_a_guard_returns_never_gives_a_500(make_app, returned, status) -> N
     """``lambda: current_user.is_admin`` is how people write guards: True allows, False
     refuses with a JSON 403, and so do a value Flask cannot answer with and a bare body
     ("no", which Flask would answer 200)."""
-    app, _ext, _gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: returned)
+    app, _ext, _gate = _app(make_app, admin_guard=lambda: returned)
     answer = app.test_client().get("/asyncstate/admin/jobs")
     assert answer.status_code == status and answer.is_json
     if status == 403:
@@ -412,7 +410,7 @@ def test_admin_routes_are_404_for_every_method_without_an_admin_page(make_app) -
 
 @pytest.mark.parametrize("origin", ["http://[", "http://[::1", "https://a]b", "\x00://"])
 def test_a_malformed_origin_or_referer_is_a_403_not_a_500(make_app, origin) -> None:
-    app, _ext, gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    app, _ext, gate = _app(make_app, admin_guard=lambda: None)
     gate.set()
     browser = client(app)
     token = browser.post("/export/a").json["token"]
@@ -433,7 +431,7 @@ def test_a_malformed_origin_or_referer_is_a_403_not_a_500(make_app, origin) -> N
 
 
 def test_our_html_cannot_be_framed_and_json_is_never_sniffed(make_app) -> None:
-    app, _ext, gate = _app(make_app, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    app, _ext, gate = _app(make_app, admin_guard=lambda: None)
     gate.set()
     web = app.test_client()
     page = web.get("/asyncstate/admin")
@@ -473,7 +471,7 @@ def test_owned_is_the_owner_check_for_an_apps_own_routes(make_app, backend_url) 
 
 
 def test_an_empty_owner_id_is_refused(make_app) -> None:
-    app, ext, _gate = _app(make_app, ASYNCSTATE_OWNER=lambda: "")
+    app, ext, _gate = _app(make_app, owner_loader=lambda: "")
     with app.test_request_context(), pytest.raises(ValueError, match="empty owner id"):
         ext.app_state(app).request_owner(create=True)
 

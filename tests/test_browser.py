@@ -5,28 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from servers import AppProcess
-from waiting import wait_until
+from support.servers import AppProcess
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def example(tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
+def example(tmp_path) -> Iterator[AppProcess]:
     """The example app as the README runs it: embedded in-memory store, no Redis."""
     # short event streams, so the SSE run also crosses a server-asked reconnect; streams on
     # (the dev server is threaded: off by default) with a cap, as deployment.rst says
     with AppProcess(
         tmp_path,
         SESSION_DIR=str(tmp_path / "sessions"),
-        FLASK_ASYNCSTATE_SSE_MAX_AGE="1.0",
+        EXAMPLE_TUNING_SSE_MAX_AGE="1.0",
         FLASK_ASYNCSTATE_MAX_STREAMS="20",
     ) as app:
         yield app
 
 
 @pytest.mark.parametrize("mode", ["poll", "auto"])
-def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, mode) -> None:  # type: ignore[no-untyped-def]
+def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, mode) -> None:
     context = browser.new_context()
     page = context.new_page()
     errors: list[str] = []

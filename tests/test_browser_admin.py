@@ -1,7 +1,7 @@
 """The operator's page, ``<prefix>/admin``, in Chromium: two instances sharing one redis-server.
 
 Instance A is an app in this process served on a free loopback port (the page comes
-from it); instance B is a separate OS process (tests/admin_procs.py) on the same
+from it); instance B is a separate OS process (tests/support/admin_procs.py) on the same
 redis-server. Both start jobs; the page lists both instances and every job, filters
 by status, and cancels one job of B's while A's keeps running.
 """
@@ -14,14 +14,14 @@ from collections.abc import Iterator
 from typing import Any, Self
 
 import pytest
-from admin_procs import run_instance
-from apps import define_jobs, make_app
 from flask import Flask
-from pages import VISIBILITY, ThreadedServer
-from waiting import wait_until
+from support.admin_procs import run_instance
+from support.apps import define_jobs, make_app
+from support.pages import VISIBILITY, ThreadedServer
+from support.waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobContext
-from flask_asyncstate.labels import DEFAULT_LABELS
+from flask_asyncstate.templating import DEFAULT_LABELS
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +33,7 @@ class InstanceA(ThreadedServer):
     """The app serving the page, on a free loopback port, in a thread of this process."""
 
     def __init__(self, redis_url: str) -> None:
-        app, ext = make_app(redis_url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+        app, ext = make_app(redis_url, admin_guard=lambda: None)
         self.jobs = define_jobs(ext)
 
         @ext.job(name="marked")
@@ -77,7 +77,7 @@ def instances(redis_url: str) -> Iterator[tuple[InstanceA, InstanceB]]:
 
 
 @pytest.fixture
-def page(browser, instances) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def page(browser, instances) -> Iterator[Any]:
     a, _b = instances
     context = browser.new_context()
     context.set_default_timeout(20000)

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import redis
-from gunicorn_server import GunicornServer
-from waiting import wait_until
+from support.gunicorn_server import GunicornServer
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.reliability]
 
@@ -282,14 +282,14 @@ def _page_csrf(html: str) -> str:
     return parser.token
 
 
-def test_eager_job_builds_links_at_the_test_clients_base_url(redis_server: Any) -> None:
-    """No browser: the same job under ``ASYNCSTATE_EAGER`` through Flask's test client."""
-    from real_app import asyncstate, create_app  # tests/ is on sys.path (conftest.py)
+def test_inline_job_builds_links_at_the_test_clients_base_url(redis_server: Any) -> None:
+    """No browser: the same job run inline (``ASYNCSTATE_EXECUTOR``) by Flask's test client."""
+    from real_app import asyncstate, create_app  # tests/ is on sys.path (pyproject: pythonpath)
 
     app = create_app(
         {
-            "ASYNCSTATE_EAGER": True,
-            "SECRET_KEY": "eager-test-secret",
+            "ASYNCSTATE_EXECUTOR": "inline",
+            "SECRET_KEY": "inline-test-secret",
             # db 1: none of this shows on the gunicorn servers' operator page (db 0)
             "REDIS_URL": redis_server.url.rsplit("/", 1)[0] + "/1",
             "REPORTS_STEPS": 3,
@@ -328,7 +328,7 @@ def test_eager_job_builds_links_at_the_test_clients_base_url(redis_server: Any) 
         assert client.get(href).status_code == 200  # base_url is in the link
     finally:
         asyncstate.app_state(app).shutdown(2)
-    print(f"eager under the test client: {href}")
+    print(f"inline under the test client: {href}")
 
 
 def _pid_of(instance: str) -> int:

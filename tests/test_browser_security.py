@@ -21,10 +21,10 @@ from typing import Any, Self
 from urllib.parse import urlencode
 
 import pytest
-from apps import make_app
 from flask import Flask, render_template_string, request
 from markupsafe import Markup
-from pages import ThreadedServer, page_factory
+from support.apps import make_app
+from support.pages import ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
 from flask_asyncstate.testing import job_gate
@@ -230,7 +230,7 @@ def build_app() -> tuple[Flask, AsyncState, list[dict[str, Any]]]:
     app, ext = make_app(
         ASYNCSTATE_URL_PREFIX=PREFIX,
         ASYNCSTATE_MAX_WORKERS=4,
-        ASYNCSTATE_ADMIN_GUARD=lambda: None,
+        admin_guard=lambda: None,
     )
     seen: list[dict[str, Any]] = []
 
@@ -316,7 +316,7 @@ def build_app() -> tuple[Flask, AsyncState, list[dict[str, Any]]]:
 
 def build_queue_app() -> tuple[Flask, AsyncState]:
     """One worker, held by a first job at checkpoint "hold": a second job stays queued."""
-    app, ext = make_app(ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_JOBS_PER_SESSION=10)
+    app, ext = make_app(ASYNCSTATE_MAX_WORKERS=1, ASYNCSTATE_MAX_JOBS_PER_OWNER=10)
 
     @ext.job(name="holder")
     def holder(job: JobContext) -> str:
@@ -360,7 +360,7 @@ def server() -> Iterator[AppServer]:
 
 
 @pytest.fixture
-def new_page(browser, server, other) -> Iterator[Callable[..., Any]]:  # type: ignore[no-untyped-def]
+def new_page(browser, server, other) -> Iterator[Callable[..., Any]]:
     """``new_page(*init_scripts)`` (pages.page_factory: no page error, no request off the
     app); ``page.warnings`` lists its console warnings. The other origin starts empty."""
     other.clear()
@@ -436,7 +436,7 @@ def hostile(other: str) -> dict[str, str]:
 @pytest.mark.parametrize(
     "kind", ["jsonp", "absolute", "protocol-relative", "backslash", "tab", "event-stream"]
 )
-def test_a_prefix_off_the_site_from_markup_is_refused(new_page, server, other, kind) -> None:  # type: ignore[no-untyped-def]
+def test_a_prefix_off_the_site_from_markup_is_refused(new_page, server, other, kind) -> None:
     page = new_page()
     page.goto(comment_url(server, hostile(other.url)[kind]))
     page.wait_for_load_state("load")
@@ -450,7 +450,7 @@ def test_a_prefix_off_the_site_from_markup_is_refused(new_page, server, other, k
     )
 
 
-def test_a_result_view_from_another_origin_is_never_shown(new_page, server, other) -> None:  # type: ignore[no-untyped-def]
+def test_a_result_view_from_another_origin_is_never_shown(new_page, server, other) -> None:
     comment = (
         f'<div class="c" data-asyncstate-token="done-1" data-asyncstate-result="true"'
         f' data-asyncstate-prefix="{other.url}/api"></div>'
@@ -464,7 +464,7 @@ def test_a_result_view_from_another_origin_is_never_shown(new_page, server, othe
     assert_refused(page)
 
 
-def test_a_cancel_click_never_sends_the_csrf_token_elsewhere(new_page, server, other) -> None:  # type: ignore[no-untyped-def]
+def test_a_cancel_click_never_sends_the_csrf_token_elsewhere(new_page, server, other) -> None:
     comment = (
         f'<div class="c" data-asyncstate-token="run-1" data-asyncstate-prefix="{other.url}/api">'
         '<p class="asyncstate-status"></p><button type="button" class="asyncstate-cancel">'
@@ -480,7 +480,7 @@ def test_a_cancel_click_never_sends_the_csrf_token_elsewhere(new_page, server, o
     assert_refused(page)
 
 
-def test_a_prefix_off_the_site_from_an_option_is_refused(new_page, server, other) -> None:  # type: ignore[no-untyped-def]
+def test_a_prefix_off_the_site_from_an_option_is_refused(new_page, server, other) -> None:
     script = (
         '<div id="mine"></div><script>jQuery(function () {'
         f" jQuery('#mine').asyncstate({{token: 'done-2', result: true, mode: 'auto',"
@@ -496,7 +496,7 @@ def test_a_prefix_off_the_site_from_an_option_is_refused(new_page, server, other
     assert page.evaluate("window.__mine === null")
 
 
-def test_a_clobbered_current_script_loads_no_script_from_elsewhere(new_page, server, other) -> None:  # type: ignore[no-untyped-def]
+def test_a_clobbered_current_script_loads_no_script_from_elsewhere(new_page, server, other) -> None:
     """``<img name="currentScript">`` in a comment before the assets: jquery-auto.js must
     not take its jQuery URL from that image (DOM clobbering of document.currentScript)."""
     comment = f'<img name="currentScript" data-src="{other.url}/evil.js" alt="">'
@@ -511,7 +511,7 @@ def test_a_clobbered_current_script_loads_no_script_from_elsewhere(new_page, ser
     page.wait_for_selector(".comment p.asyncstate--notfound")
 
 
-def test_the_admin_page_refuses_a_prefix_off_the_site(new_page, server, other) -> None:  # type: ignore[no-untyped-def]
+def test_the_admin_page_refuses_a_prefix_off_the_site(new_page, server, other) -> None:
     page = new_page()
     page.goto(server.url + "/admin-page?" + urlencode({"prefix": other.url + "/j??"}))
     page.wait_for_load_state("load")
@@ -524,7 +524,7 @@ def test_the_admin_page_refuses_a_prefix_off_the_site(new_page, server, other) -
     assert_untouched(page, other)
 
 
-def test_the_admin_page_works_on_its_own_prefix(new_page, server, other) -> None:  # type: ignore[no-untyped-def]
+def test_the_admin_page_works_on_its_own_prefix(new_page, server, other) -> None:
     """The same page on the site's own prefix polls the app, never elsewhere, even with a
     <base> that points at another origin."""
     page = new_page()
@@ -539,7 +539,7 @@ def test_the_admin_page_works_on_its_own_prefix(new_page, server, other) -> None
 # ------------------------------------------------------------------ the site's own prefix
 
 
-def test_a_same_origin_custom_prefix_still_works(new_page, server, other) -> None:  # type: ignore[no-untyped-def]
+def test_a_same_origin_custom_prefix_still_works(new_page, server, other) -> None:
     """A path on the site is the prefix; every request (poll, event stream, result view,
     cancel with the CSRF token) goes to the page's own origin, even with a <base> that
     points elsewhere (the app's CDN, say)."""
@@ -570,7 +570,7 @@ def queue_server() -> Iterator[ThreadedServer]:
 
 
 @pytest.fixture
-def queue_page(browser, queue_server) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def queue_page(browser, queue_server) -> Iterator[Any]:
     pages = page_factory(browser, queue_server.url)
     page = next(pages)()
     yield page
@@ -580,7 +580,7 @@ def queue_page(browser, queue_server) -> Iterator[Any]:  # type: ignore[no-untyp
         close_all([page])
 
 
-def test_a_job_cancelled_while_queued_shows_an_empty_bar(queue_page, queue_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_job_cancelled_while_queued_shows_an_empty_bar(queue_page, queue_server) -> None:
     """A job cancelled before it ever ran did nothing: its bar is empty (it was full and
     grey, which reads as "finished")."""
     page = queue_page
@@ -602,7 +602,7 @@ def test_a_job_cancelled_while_queued_shows_an_empty_bar(queue_page, queue_serve
 # ------------------------------------------------------------------ the job's display label
 
 
-def test_the_admin_page_shows_the_jobs_label(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_admin_page_shows_the_jobs_label(new_page, server) -> None:
     jobs = [
         document("running", id="a" * 32, label="Import of products.csv", percent=40.0),
         document("queued", id="b" * 32, name="export_orders"),  # no label: its name
@@ -630,7 +630,7 @@ def test_the_admin_page_shows_the_jobs_label(new_page, server) -> None:  # type:
     assert rows[1]["cancel"].endswith("export_orders")
 
 
-def test_the_end_notification_shows_the_jobs_label(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_end_notification_shows_the_jobs_label(new_page, server) -> None:
     answers = {
         "t1": [document("running"), document("succeeded", label="Import of products.csv")],
         "t2": [document("running"), document("succeeded")],  # no label: its name

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from servers import AppProcess
+from support.servers import AppProcess
 
 # Failure injection (503s, 429s, dropped streams): with the reliability suite, not the quick one.
 pytestmark = [pytest.mark.browser, pytest.mark.reliability]
@@ -75,12 +75,13 @@ UNAVAILABLE_BODY = json.dumps({"error": "the job store is unavailable, try again
 
 
 @pytest.fixture
-def example(request, tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyped-def]
+def example(request, tmp_path) -> Iterator[AppProcess]:
     """The example app (in-memory store); its import of 2,000 products takes about 8 s.
 
     Indirect parametrisation adds environment variables (app config) to its process.
+    Streams are on (the dev server is threaded: off by default), so mode "auto" opens one.
     """
-    env = dict(getattr(request, "param", {}))
+    env = {"FLASK_ASYNCSTATE_MAX_STREAMS": "20", **dict(getattr(request, "param", {}))}
     with AppProcess(
         tmp_path, SESSION_DIR=str(tmp_path / "sessions"), EXAMPLE_PAUSE="0.08", **env
     ) as app:
@@ -88,7 +89,7 @@ def example(request, tmp_path) -> Iterator[AppProcess]:  # type: ignore[no-untyp
 
 
 @pytest.fixture
-def page(browser, example) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def page(browser, example) -> Iterator[Any]:
     context = browser.new_context()
     context.set_default_timeout(30000)
     page = context.new_page()
@@ -147,7 +148,7 @@ def assert_no_end_before_the_last(log: list[dict[str, Any]], final: str) -> None
         assert not shown.intersection(set(NEVER_BEFORE_THE_END) - {final}), entry
 
 
-def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> None:
     job_url = start_import(page, example)
     polls: list[tuple[float, int]] = []  # (time, status answered)
     failing = {"from": 3, "count": 3}  # polls 3, 4 and 5 get a 503
@@ -202,7 +203,7 @@ def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> 
     assert all(0.9 <= gap < 1.9 for gap in gaps), gaps
 
 
-def test_auto_mode_falls_back_to_polling_when_events_answers_429(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_auto_mode_falls_back_to_polling_when_events_answers_429(page, example) -> None:
     events: list[str] = []
     polls: list[int] = []
 
@@ -238,7 +239,7 @@ def test_auto_mode_falls_back_to_polling_when_events_answers_429(page, example) 
     assert len(events) == 1
 
 
-def test_cancel_answered_503_is_retried_and_the_job_ends_cancelled(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_answered_503_is_retried_and_the_job_ends_cancelled(page, example) -> None:
     job_url = start_import(page, example)
     cancels: list[tuple[float, int]] = []
 
@@ -278,7 +279,7 @@ def test_cancel_answered_503_is_retried_and_the_job_ends_cancelled(page, example
     assert own.status == 200 and own.json()["status"] == "cancelled"
 
 
-def test_cancel_gives_up_after_its_retries_and_can_be_pressed_again(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_gives_up_after_its_retries_and_can_be_pressed_again(page, example) -> None:
     job_url = start_import(page, example)
     cancels: list[int] = []
     down = {"on": True}
@@ -313,7 +314,7 @@ def test_cancel_gives_up_after_its_retries_and_can_be_pressed_again(page, exampl
     assert_no_end_before_the_last(widget_log(page), "asyncstate--cancelled")
 
 
-def test_open_stream_unavailable_event_then_drop(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_open_stream_unavailable_event_then_drop(page, example) -> None:
     """A stream that opened, said the store is away, then dropped: polling takes over."""
     streams: list[str] = []
 
@@ -365,12 +366,11 @@ def test_open_stream_unavailable_event_then_drop(page, example) -> None:  # type
 
 @pytest.mark.parametrize(
     "example",
-    # streams on explicitly (the default turns them off on a threaded server like this one),
-    # with room for one per session
-    [{"FLASK_ASYNCSTATE_MAX_STREAMS": "10", "FLASK_ASYNCSTATE_MAX_STREAMS_PER_SESSION": "1"}],
+    # streams on (off by default on the threaded dev server), one per owner
+    [{"FLASK_ASYNCSTATE_MAX_STREAMS": "20", "EXAMPLE_TUNING_MAX_STREAMS_PER_OWNER": "1"}],
     indirect=True,
 )
-def test_second_tab_over_the_real_stream_limit_polls(page, example) -> None:  # type: ignore[no-untyped-def]
+def test_second_tab_over_the_real_stream_limit_polls(page, example) -> None:
     """No injected answer: the server itself refuses a second stream of the session with 429."""
     opened: list[tuple[str, int]] = []  # tab 1's streams, as the server answered them
     page.on(

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from servers import AppProcess
-from waiting import wait_until
+from support.servers import AppProcess
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -27,7 +27,7 @@ ETA_FR = re.compile(r"^(\d+):(\d{2}) écoulées \u00b7 encore environ (\d+) s$")
 
 
 @pytest.fixture
-def serve_example(tmp_path) -> Iterator[Callable[..., AppProcess]]:  # type: ignore[no-untyped-def]
+def serve_example(tmp_path) -> Iterator[Callable[..., AppProcess]]:
     """Start the example as the README runs it (``flask run``, in-memory store); all stopped after."""
     started: list[AppProcess] = []
 
@@ -136,7 +136,7 @@ def _status_text(page: Any) -> str:
     return page.locator(".asyncstate-status").first.inner_text()
 
 
-def test_the_next_user_of_a_browser_sees_none_of_the_previous_users_jobs(browser, example) -> None:  # type: ignore[no-untyped-def]
+def test_the_next_user_of_a_browser_sees_none_of_the_previous_users_jobs(browser, example) -> None:
     shared = Device(browser, example.url)  # one browser context: one cookie jar for both users
     shared.login("alice")
     alice_url, alice_token = shared.start_import()
@@ -177,7 +177,7 @@ def test_the_next_user_of_a_browser_sees_none_of_the_previous_users_jobs(browser
     print(f"alice's job {alice_job[:8]}: 404 to bob on the same browser, hers again after sign-in")
 
 
-def test_one_user_on_two_devices_sees_one_job_and_cancels_it_from_either(browser, example) -> None:  # type: ignore[no-untyped-def]
+def test_one_user_on_two_devices_sees_one_job_and_cancels_it_from_either(browser, example) -> None:
     laptop, phone = Device(browser, example.url), Device(browser, example.url)
     laptop.login("carol")
     laptop_url, _token = laptop.start_import()  # the laptop keeps the job page open
@@ -211,7 +211,7 @@ def test_one_user_on_two_devices_sees_one_job_and_cancels_it_from_either(browser
     )
 
 
-def test_another_user_opening_a_users_job_page_gets_not_found(browser, example) -> None:  # type: ignore[no-untyped-def]
+def test_another_user_opening_a_users_job_page_gets_not_found(browser, example) -> None:
     dave, erin, anonymous = (Device(browser, example.url) for _ in range(3))
     dave.login("dave")
     url, token = dave.start_import()
@@ -234,7 +234,7 @@ def test_another_user_opening_a_users_job_page_gets_not_found(browser, example) 
         device.close()
 
 
-def test_the_eta_appears_and_shrinks_while_the_import_runs(browser, example, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_eta_appears_and_shrinks_while_the_import_runs(browser, example, tmp_path) -> None:
     device = Device(browser, example.url)
     _url, token = device.start_import()
     eta = device.page.locator(".asyncstate-eta")
@@ -269,7 +269,7 @@ def test_the_eta_appears_and_shrinks_while_the_import_runs(browser, example, tmp
     print(f"ETA {first} -> {later} (elapsed s, s left); after the cancel: {final!r}; {seen}")
 
 
-def test_the_widget_speaks_french(browser, example, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_widget_speaks_french(browser, example, tmp_path) -> None:
     device = Device(browser, example.url)
     page = device.page
     device.goto("/")
@@ -325,7 +325,7 @@ def test_the_widget_speaks_french(browser, example, tmp_path) -> None:  # type: 
     print(f"French widget: Annuler, En cours, {eta[0]!r}, Annulé, Introuvable")
 
 
-def test_a_cancelled_import_stops_within_one_product(browser, serve_example) -> None:  # type: ignore[no-untyped-def]
+def test_a_cancelled_import_stops_within_one_product(browser, serve_example) -> None:
     # one product per batch, 0.4 s each, progress written every 0.05 s: each step is visible
     example = serve_example(
         EXAMPLE_PRODUCTS="200",

@@ -16,13 +16,13 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
-from apps import make_app
 from flask import Flask, render_template_string, request
 from markupsafe import Markup
-from pages import VISIBILITY, ThreadedServer, page_factory
+from support.apps import make_app
+from support.pages import VISIBILITY, ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
-from flask_asyncstate.labels import DEFAULT_LABELS, translated
+from flask_asyncstate.templating import DEFAULT_LABELS, translated
 
 pytestmark = pytest.mark.browser
 
@@ -74,7 +74,7 @@ ETA_RECORDER = """
 
 
 def build_app() -> tuple[Flask, AsyncState]:
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=20, ASYNCSTATE_MAX_WORKERS=8)
+    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=20, ASYNCSTATE_MAX_WORKERS=8)
 
     @ext.job(name="steady")
     def steady(job: JobContext, steps: int = 40, pause: float = 0.1) -> int:
@@ -181,7 +181,7 @@ def server() -> Iterator[ThreadedServer]:
 
 
 @pytest.fixture
-def new_page(browser, server) -> Iterator[Callable[..., Any]]:  # type: ignore[no-untyped-def]
+def new_page(browser, server) -> Iterator[Callable[..., Any]]:
     """``new_page(*init_scripts)``: see :func:`pages.page_factory`."""
     yield from page_factory(browser, server.url)
 
@@ -258,7 +258,7 @@ def wait_title(page: Any, pattern: str, timeout: float = 20000) -> str:
 # ------------------------------------------------------------------ labels
 
 
-def test_the_script_route_gives_the_default_labels(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_script_route_gives_the_default_labels(new_page, server) -> None:
     page = new_page()
     page.goto(server.url + "/macro?steps=5")
     page.wait_for_selector(".asyncstate--succeeded")
@@ -267,7 +267,7 @@ def test_the_script_route_gives_the_default_labels(new_page, server) -> None:  #
     assert not [e for e in page.console_errors if "flask-asyncstate" in e], page.console_errors
 
 
-def test_labels_given_to_a_widget_replace_its_texts(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_labels_given_to_a_widget_replace_its_texts(new_page, server) -> None:
     labels = {
         "cancel": "Stop the import",
         "running": "Working on it",
@@ -289,7 +289,7 @@ def test_labels_given_to_a_widget_replace_its_texts(new_page, server) -> None:  
     assert page.locator(".asyncstate-bar").get_attribute("aria-valuetext") == labels["succeeded"]
 
 
-def test_the_macro_without_labels_is_english(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_macro_without_labels_is_english(new_page, server) -> None:
     page = new_page()
     page.goto(server.url + "/macro?steps=15")
     widget = page.locator(".asyncstate")
@@ -302,7 +302,7 @@ def test_the_macro_without_labels_is_english(new_page, server) -> None:  # type:
     assert text_of(page, ".asyncstate-status") == "Done"
 
 
-def test_plugin_options_attribute_and_defaults_in_order(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_plugin_options_attribute_and_defaults_in_order(new_page, server) -> None:
     page = new_page()
     page.goto(server.url + "/manual")
     # #a: the option beats the attribute for the button; the attribute's "running" stays
@@ -322,7 +322,7 @@ def test_plugin_options_attribute_and_defaults_in_order(new_page, server) -> Non
         assert text_of(page, f"#{name} .asyncstate-status") == "Global done"
 
 
-def test_placeholders_are_filled_in(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_placeholders_are_filled_in(new_page, server) -> None:
     labels = dict(DEFAULT_LABELS, retrying="Trouble; again in {seconds}s ({unknown})")
     page = new_page()
     failures = {"left": 1}
@@ -346,7 +346,7 @@ def test_placeholders_are_filled_in(new_page, server) -> None:  # type: ignore[n
 # ------------------------------------------------------------------ elapsed and ETA
 
 
-def test_elapsed_and_eta_of_a_running_job(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_elapsed_and_eta_of_a_running_job(new_page, server) -> None:
     page = new_page(ETA_RECORDER)
     page.goto(server.url + "/widget?steps=40")
     page.wait_for_selector(".asyncstate--succeeded", timeout=30000)
@@ -372,7 +372,7 @@ def test_elapsed_and_eta_of_a_running_job(new_page, server) -> None:  # type: ig
     assert text_of(page, ".asyncstate-eta") == final
 
 
-def test_elapsed_and_eta_formats(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_elapsed_and_eta_formats(new_page, server) -> None:
     page = new_page()
     fake = FakeJobs(page)
     custom = dict(
@@ -445,7 +445,7 @@ def test_elapsed_and_eta_formats(new_page, server) -> None:  # type: ignore[no-u
 # ------------------------------------------------------------------ page title
 
 
-def test_the_title_shows_progress_while_hidden(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_title_shows_progress_while_hidden(new_page, server) -> None:
     page = new_page(VISIBILITY)
     page.goto(server.url + "/widget?steps=40")
     page.wait_for_function(
@@ -467,7 +467,7 @@ def test_the_title_shows_progress_while_hidden(new_page, server) -> None:  # typ
     assert page.title() == TITLE  # the end was seen: nothing more to say
 
 
-def test_one_widget_owns_the_title_and_destroy_restores_it(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_one_widget_owns_the_title_and_destroy_restores_it(new_page, server) -> None:
     page = new_page(VISIBILITY)
     fake = FakeJobs(page)
     fake.docs["a"] = document("running", percent=30.0, current=3, total=10, started_at=1000.0)
@@ -516,7 +516,7 @@ def test_one_widget_owns_the_title_and_destroy_restores_it(new_page, server) -> 
 # ------------------------------------------------------------------ notifications
 
 
-def test_notify_shows_one_notification_at_the_end(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_notify_shows_one_notification_at_the_end(new_page, server) -> None:
     page = new_page(NOTIFICATIONS % "'granted'", permissions=["notifications"])
     page.goto(server.url + "/widget?steps=10&notify=1")
     assert page.locator(".asyncstate").get_attribute("data-asyncstate-notify") == "true"
@@ -529,7 +529,7 @@ def test_notify_shows_one_notification_at_the_end(new_page, server) -> None:  # 
     assert page.evaluate("() => window.__permissionRequests") == 0
 
 
-def test_notify_needs_the_option_the_permission_and_an_end_seen(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_notify_needs_the_option_the_permission_and_an_end_seen(new_page, server) -> None:
     page = new_page(NOTIFICATIONS % "'granted'", permissions=["notifications"])
     fake = FakeJobs(page)
     for token in ("yes", "no", "over"):
@@ -563,7 +563,7 @@ def test_notify_needs_the_option_the_permission_and_an_end_seen(new_page, server
 # ------------------------------------------------------------------ the jobs panel
 
 
-def test_the_jobs_panel_shows_one_widget_per_job(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_jobs_panel_shows_one_widget_per_job(new_page, server) -> None:
     page = new_page()
     page.goto(server.url + "/panel")
     assert text_of(page, ".asyncstate-jobs .asyncstate-jobs-empty") == DEFAULT_LABELS["noJobs"]

@@ -16,14 +16,13 @@ from urllib.parse import quote, unquote
 
 import pytest
 import xstatic.pkg.jquery
-from apps import make_app
 from flask import Flask, render_template_string, request, send_from_directory
 from markupsafe import Markup
-from pages import ThreadedServer, page_factory
+from support.apps import make_app
+from support.pages import ThreadedServer, page_factory
 
 from flask_asyncstate import AsyncState, JobContext
-from flask_asyncstate.labels import DEFAULT_LABELS, translated
-from flask_asyncstate.views import statuses
+from flask_asyncstate.templating import DEFAULT_LABELS, statuses, translated
 
 pytestmark = pytest.mark.browser
 
@@ -64,7 +63,7 @@ LISTEN = """<script>jQuery(document).on('asyncstate:result', function (event, ht
 
 
 def build_app() -> tuple[Flask, AsyncState]:
-    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=40, ASYNCSTATE_MAX_WORKERS=8)
+    app, ext = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=40, ASYNCSTATE_MAX_WORKERS=8)
 
     @ext.job(name="steady")
     def steady(job: JobContext, steps: int = 10, pause: float = 0.1) -> int:
@@ -231,7 +230,7 @@ def server() -> Iterator[ThreadedServer]:
 
 
 @pytest.fixture
-def new_page(browser, server) -> Iterator[Callable[..., Any]]:  # type: ignore[no-untyped-def]
+def new_page(browser, server) -> Iterator[Callable[..., Any]]:
     """``new_page(*init_scripts)``: see :func:`pages.page_factory`."""
     yield from page_factory(browser, server.url)
 
@@ -314,7 +313,7 @@ def text_of(page: Any, selector: str) -> str:
 # ------------------------------------------------------------------ the result view
 
 
-def test_the_result_view_appears_when_the_job_succeeds(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_result_view_appears_when_the_job_succeeds(new_page, server) -> None:
     page = new_page()
     answers = ResultAnswers(page, (200, {"html": RESULT_HTML}))
     page.goto(server.url + "/result?steps=8")
@@ -348,7 +347,7 @@ def test_the_result_view_appears_when_the_job_succeeds(new_page, server) -> None
     assert order.index("asyncstate-result") < order.index("asyncstate-status")
 
 
-def test_a_result_rendered_by_the_server_is_shown_at_once_and_not_fetched(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_a_result_rendered_by_the_server_is_shown_at_once_and_not_fetched(new_page, server) -> None:
     page = new_page()
     answers = ResultAnswers(page, (200, {"html": "<p class='other'>not this</p>"}))
     page.goto(server.url + "/ended")
@@ -361,7 +360,7 @@ def test_a_result_rendered_by_the_server_is_shown_at_once_and_not_fetched(new_pa
     assert page.evaluate("() => window.__resultEvents") is None
 
 
-def test_a_404_leaves_the_slot_hidden_and_other_ends_ask_nothing(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_a_404_leaves_the_slot_hidden_and_other_ends_ask_nothing(new_page, server) -> None:
     page = new_page()
     answers = ResultAnswers(page, (404, {"error": "no result view for this job"}))
     page.goto(server.url + "/result?steps=4")
@@ -393,7 +392,7 @@ def test_a_404_leaves_the_slot_hidden_and_other_ends_ask_nothing(new_page, serve
     assert slot(plain)["hidden"] is True
 
 
-def test_a_transient_failure_is_tried_again(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_a_transient_failure_is_tried_again(new_page, server) -> None:
     page = new_page()
     answers = ResultAnswers(
         page, (503, {"error": "the job store is unavailable"}), (200, {"html": "<em>late</em>"})
@@ -404,7 +403,7 @@ def test_a_transient_failure_is_tried_again(new_page, server) -> None:  # type: 
     assert slot(page)["html"] == "<em>late</em>"
 
 
-def test_on_result_and_a_slot_made_by_the_plugin(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_on_result_and_a_slot_made_by_the_plugin(new_page, server) -> None:
     page = new_page()
     ResultAnswers(page, (200, {"html": "<span class='made'>42</span>"}))
     page.goto(server.url + "/manual")
@@ -455,7 +454,7 @@ REASONS = {
 }
 
 
-def test_the_reason_a_job_ended(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_reason_a_job_ended(new_page, server) -> None:
     page = new_page()
     fake = FakeJobs(page)
     ResultAnswers(page, (404, {"error": "no"}))
@@ -491,7 +490,7 @@ def test_the_reason_a_job_ended(new_page, server) -> None:  # type: ignore[no-un
     assert text_of(odd, "#w-odd .asyncstate-status") == DEFAULT_LABELS["cancelled"]
 
 
-def test_reason_labels_can_be_replaced(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_reason_labels_can_be_replaced(new_page, server) -> None:
     page = new_page()
     fake = FakeJobs(page)
     fake.docs["a"] = document("cancelled", reason="shutdown")
@@ -511,7 +510,7 @@ def jquery_files(page: Any) -> list[str]:
     return [u.split("?", 1)[0] for u in page.requests if u.split("?", 1)[0].endswith("jquery.js")]
 
 
-def test_assets_in_head_keep_the_pages_own_jquery_and_plugin(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_assets_in_head_keep_the_pages_own_jquery_and_plugin(new_page, server) -> None:
     for widget_assets in ("0", "1"):  # asyncstate_assets in <head>, or the widget's own
         page = new_page(JQUERY_COUNTER)
         page.goto(f"{server.url}/assets?theirs=1&widget_assets={widget_assets}")
@@ -541,7 +540,7 @@ def test_assets_in_head_keep_the_pages_own_jquery_and_plugin(new_page, server) -
             assert page.locator("head script[src$='/asyncstate.js']").count() == 1
 
 
-def test_assets_in_head_load_our_jquery_when_the_page_has_none(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_assets_in_head_load_our_jquery_when_the_page_has_none(new_page, server) -> None:
     for jquery in ("auto", "true"):
         page = new_page(JQUERY_COUNTER)
         page.goto(f"{server.url}/assets?jquery={jquery}")
@@ -556,7 +555,7 @@ def test_assets_in_head_load_our_jquery_when_the_page_has_none(new_page, server)
         assert loaded == ["jquery.js", "asyncstate.js"], order  # (after the "auto" loader)
 
 
-def test_jquery_loaded_after_the_plugin(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_jquery_loaded_after_the_plugin(new_page, server) -> None:
     # jquery=False in <head>, the page's own jQuery at the end of <body>
     page = new_page(JQUERY_COUNTER)
     page.goto(server.url + "/assets?jquery=false&late=body")
@@ -586,7 +585,7 @@ def result_requests(page: Any) -> list[str]:
     return [u for u in page.requests if "/asyncstate/result/" in u]
 
 
-def test_the_jinja_global_and_the_result_route(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_the_jinja_global_and_the_result_route(new_page, server) -> None:
     page = new_page()
     token = page.request.post(server.url + "/start/reported").json()["tokens"][0]
     page.goto(server.url + "/global?token=" + token)
@@ -627,7 +626,7 @@ def test_the_jinja_global_and_the_result_route(new_page, server) -> None:  # typ
     assert result_requests(page) == []
 
 
-def test_asyncstate_assets_once_per_page(new_page, server) -> None:  # type: ignore[no-untyped-def]
+def test_asyncstate_assets_once_per_page(new_page, server) -> None:
     for head in ("1", ""):
         page = new_page(JQUERY_COUNTER)
         tokens = page.request.post(server.url + "/start/reported?n=2").json()["tokens"]

@@ -8,21 +8,21 @@ import signal
 import time
 
 import pytest
-from apps import define_jobs
-from redis_server import RedisServer
-from waiting import wait_until
+from support.apps import define_jobs
+from support.redis_server import RedisServer
+from support.waiting import wait_until
 
 from flask_asyncstate import StoreUnavailable, store_circuit_changed
 
 
 @pytest.fixture
-def stalled_app(make_app):  # type: ignore[no-untyped-def]
+def stalled_app(make_app):
     server = RedisServer().start()
     app, ext = make_app(
         server.url,
         ASYNCSTATE_REDIS_TIMEOUT=0.4,
-        ASYNCSTATE_CIRCUIT_FAILURES=2,
-        ASYNCSTATE_CIRCUIT_RESET=1.0,
+        circuit_failures=2,
+        circuit_reset=1.0,
     )
     try:
         yield app, ext, server
@@ -33,24 +33,24 @@ def stalled_app(make_app):  # type: ignore[no-untyped-def]
         server.stop()
 
 
-def _timed(fn):  # type: ignore[no-untyped-def]
+def _timed(fn):
     started = time.monotonic()
     result = fn()
     return result, time.monotonic() - started
 
 
-def test_stalled_redis_fails_fast_on_the_request_path_and_recovers(stalled_app) -> None:  # type: ignore[no-untyped-def]
+def test_stalled_redis_fails_fast_on_the_request_path_and_recovers(stalled_app) -> None:
     app, ext, server = stalled_app
     jobs = define_jobs(ext)
     changes: list[tuple[str, str]] = []
 
-    def on_change(sender, old, new) -> None:  # type: ignore[no-untyped-def]
+    def on_change(sender, old, new) -> None:
         changes.append((old, new))
 
     store_circuit_changed.connect(on_change, app)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(40, 0.05).token}
 
     client = app.test_client()

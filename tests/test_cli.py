@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-from apps import Gate, define_jobs
+from support.apps import Gate, define_jobs
 
 
-def test_cli_lists_shows_cancels_and_purges(make_app, redis_url) -> None:
-    app, ext = make_app(redis_url)
+def test_cli_lists_shows_cancels_and_purges(make_app, make_jobs, redis_url) -> None:
+    app, ext, jobs = make_jobs(redis_url)
     other_app, other_ext = make_app(redis_url)  # a second instance on the same Redis
-    jobs = define_jobs(ext)
     other_jobs = define_jobs(other_ext)
     gate = Gate()
     with app.app_context():

@@ -13,6 +13,7 @@ import importlib.util
 import itertools
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from flask.testing import FlaskClient
 
-from flask_asyncstate.labels import DEFAULT_LABELS
+from flask_asyncstate.templating import DEFAULT_LABELS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 HEADERS = {"X-Requested-With": "XMLHttpRequest"}  # the cancel route's same-origin proof
@@ -35,7 +36,7 @@ _serial = itertools.count()
 
 @pytest.fixture
 def load(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., ModuleType]]:
-    """``load("iter", ASYNCSTATE_EAGER="true", PAUSE=0)``: import docs/examples/iter.py afresh
+    """``load("iter", ASYNCSTATE_EXECUTOR="inline", PAUSE=0)``: import docs/examples/iter.py afresh
     (``load("recipe")``: the package docs/examples/recipe/).
 
     Keyword arguments are ``FLASK_<KEY>`` environment variables (the app reads them
@@ -141,25 +142,28 @@ def test_readme_first_example(load, tmp_path: Path) -> None:
     assert len(client.get("/asyncstate/jobs").get_json()) == 1
 
 
-def readme_section(title: str) -> str:
-    readme = (EXAMPLES.parent.parent / "README.md").read_text(encoding="utf-8")
-    return readme.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+def rst_blocks(section: str) -> list[tuple[str, str]]:
+    """The ``.. code-block:: LANG`` blocks of an rST text, as (lang, dedented code)."""
+    found = re.findall(r"^\.\. code-block:: (\w+)\n\n((?:    .*\n|\n)+)", section, re.MULTILINE)
+    return [(lang, textwrap.dedent(code).strip("\n") + "\n") for lang, code in found]
 
 
-def test_readme_workers_section_configures_your_own_app(
+def test_deployment_workers_in_short_configures_your_own_app(
     load, redis_url: str, tmp_path: Path
 ) -> None:
-    """The RQ/Celery part of the README: the config keys to set in your own app (its Python
-    block runs here, and a worker started as its commands say runs the queued job); the
-    example app's environment names only in lines marked as the example's."""
+    """docs/deployment.rst, "In short" of the workers' section: the config keys to set in your
+    own app (its Python block runs here, and a worker started as its commands say runs the
+    queued job); the example app's environment names only in lines marked as the example's."""
     import flask_asyncstate.config as config_module
 
-    section = readme_section("When jobs outgrow the web processes")
+    page = (EXAMPLES.parent / "deployment.rst").read_text(encoding="utf-8")
+    section = page.split(".. _deployment-workers-short:\n", 1)[1]
+    section = section.split("\nChoosing RQ or Celery\n", 1)[0]
     keys = set(re.findall(r"\bASYNCSTATE_[A-Z_]+\b", section))
     assert {"ASYNCSTATE_EXECUTOR", "ASYNCSTATE_REDIS_URL"} <= keys
-    assert all(hasattr(config_module, key) for key in keys), keys - set(dir(config_module))
+    assert keys <= set(config_module.DEFAULTS), keys - set(config_module.DEFAULTS)
 
-    blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.DOTALL)
+    blocks = rst_blocks(section)
     shell = [code for lang, code in blocks if lang == "sh"]
     assert "flask --app yourapp asyncstate worker" in shell[0]
     assert any("celery -A yourapp." in code for code in shell)
@@ -210,7 +214,7 @@ def test_quickstart_post_redirects_and_a_reload_starts_nothing(load) -> None:
     assert poll(client, token, finished)["status"] == "cancelled"
 
 
-# -- docs/iter.rst ---------------------------------------------------------------------
+# -- docs/jobs.rst, Progress from a loop -----------------------------------------------
 
 
 def test_iter_import_reports_each_row_and_its_total(load) -> None:
@@ -257,15 +261,15 @@ def test_iter_cancel_stops_before_the_next_row(load) -> None:
     assert 10 <= doc["current"] < 2000
 
 
-def test_iter_eager_mode_runs_the_whole_import_in_the_post(load) -> None:
-    example = load("iter", ASYNCSTATE_EAGER="true", PRODUCTS=40, PAUSE=0)
+def test_iter_inline_executor_runs_the_whole_import_in_the_post(load) -> None:
+    example = load("iter", ASYNCSTATE_EXECUTOR="inline", PRODUCTS=40, PAUSE=0)
     client = example.app.test_client()
     token = token_of(client.post("/import"))
     doc = client.get(f"/asyncstate/progress/{token}").get_json()
     assert doc["status"] == "succeeded" and doc["message"] == "40 of 40 products"
 
 
-# -- docs/eta.rst ----------------------------------------------------------------------
+# -- docs/jobs.rst, Rate, ETA and elapsed time -----------------------------------------
 
 
 def test_eta_fields_while_running_and_after(load) -> None:
@@ -303,7 +307,7 @@ def test_eta_is_null_while_queued(load) -> None:
     assert poll(client, first, finished)["status"] == "cancelled"
 
 
-# -- docs/unique.rst -------------------------------------------------------------------
+# -- docs/jobs.rst, One job at a time --------------------------------------------------
 
 
 def test_unique_second_start_shows_the_running_export(load) -> None:
@@ -375,7 +379,7 @@ def test_unique_holder_that_vanished_is_freed_by_the_next_start(load) -> None:
     poll(client, token, finished)
 
 
-# -- docs/owners.rst -------------------------------------------------------------------
+# -- docs/jobs.rst, Who owns a job -----------------------------------------------------
 
 
 def sign_in(client: FlaskClient, name: str) -> None:
@@ -440,7 +444,7 @@ def test_owners_anonymous_jobs_stay_with_the_browser_session(load) -> None:
 
 
 def test_owners_one_quota_for_all_of_a_users_devices(load) -> None:
-    example = load("owners", ASYNCSTATE_MAX_JOBS_PER_SESSION=2, STEPS=1000, PAUSE=0.01)
+    example = load("owners", ASYNCSTATE_MAX_JOBS_PER_OWNER=2, STEPS=1000, PAUSE=0.01)
     laptop, phone = example.app.test_client(), example.app.test_client()
     sign_in(laptop, "alice")
     sign_in(phone, "alice")
@@ -479,7 +483,7 @@ def test_team_owner_callable_shares_jobs_within_a_team(load) -> None:
     poll(visitor, mine["token"], finished)
 
 
-# -- docs/panel.rst --------------------------------------------------------------------
+# -- docs/browser.rst, A "my jobs" page ------------------------------------------------
 
 
 def test_panel_lists_the_owners_jobs_newest_first(load) -> None:
@@ -493,7 +497,7 @@ def test_panel_lists_the_owners_jobs_newest_first(load) -> None:
     names = re.findall(r'class="asyncstate-job-name"[^>]*>([^<]*)<', page)
     assert names == ["export_orders", "import_products"] and len(ids) == 2
     assert page.count("/asyncstate/asyncstate.js") == 1  # the scripts load once
-    assert 'data-asyncstate-mode="auto"' in page
+    assert 'data-asyncstate-mode="poll"' in page  # mode="auto" where no streams are served
     tokens = widget_tokens(page)
     for token in tokens:  # each bar's token opens its job for this browser...
         assert client.get(f"/asyncstate/progress/{token}").status_code == 200
@@ -508,7 +512,7 @@ def test_panel_lists_the_owners_jobs_newest_first(load) -> None:
     poll(client, tokens[1], finished)
 
 
-# -- docs/i18n.rst ---------------------------------------------------------------------
+# -- docs/browser.rst, Labels, languages and notifications -----------------------------
 
 
 def labels_of(html: str) -> dict[str, str]:
@@ -520,7 +524,7 @@ def labels_of(html: str) -> dict[str, str]:
 
 
 def test_labels_override_some_words_and_turn_notifications_on(load) -> None:
-    example = load("labels", ASYNCSTATE_EAGER="true", STEPS=5, PAUSE=0)
+    example = load("labels", ASYNCSTATE_EXECUTOR="inline", STEPS=5, PAUSE=0)
     client = example.app.test_client()
     token = token_of(client.post("/import"))
     page = client.get(f"/?token={token}").get_data(as_text=True)
@@ -556,7 +560,7 @@ def test_flask_babel_translates_the_default_labels(load, tmp_path: Path) -> None
         write_mo(mo, catalog)
     example = load(
         "i18n_babel",
-        ASYNCSTATE_EAGER="true",
+        ASYNCSTATE_EXECUTOR="inline",
         BABEL_TRANSLATION_DIRECTORIES=tmp_path,
         STEPS=3,
         PAUSE=0,
@@ -584,12 +588,12 @@ def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-# -- docs/request.rst ------------------------------------------------------------------
+# -- docs/jobs.rst, Links and the request in a job -------------------------------------
 
 
-@pytest.mark.parametrize("eager", ["false", "true"])
-def test_links_a_job_links_to_where_the_page_was_served_from(load, eager: str) -> None:
-    example = load("links", ASYNCSTATE_EAGER=eager, PAUSE=0)
+@pytest.mark.parametrize("executor", ["threads", "inline"])
+def test_links_a_job_links_to_where_the_page_was_served_from(load, executor: str) -> None:
+    example = load("links", ASYNCSTATE_EXECUTOR=executor, PAUSE=0)
     client = example.app.test_client()
     base = "https://shop.example.com/app/"  # behind a proxy, under /app (what ProxyFix gives)
     response = client.post("/reports/7", base_url=base)
@@ -614,7 +618,7 @@ def test_links_outside_a_request_server_name_applies(load) -> None:
     assert result.output.strip() == "https://reports.example.com/reports/7.csv"
 
 
-# -- docs/reason.rst -------------------------------------------------------------------
+# -- docs/jobs.rst, Why a job ended ----------------------------------------------------
 
 
 def test_reason_user_error_and_timeout(load) -> None:
@@ -660,7 +664,7 @@ def test_reason_a_restart_is_not_a_problem(load) -> None:
     assert example.PROBLEMS == []
 
 
-# -- docs/retention.rst ----------------------------------------------------------------
+# -- docs/jobs.rst, Keeping and dismissing finished jobs -------------------------------
 
 
 def test_retention_finished_exports_stay_until_dismissed(load) -> None:
@@ -708,7 +712,7 @@ def test_retention_an_unfinished_export_cannot_be_dismissed(load) -> None:
     assert poll(browser, job["token"], finished)["status"] == "cancelled"
 
 
-# -- docs/guards.rst -------------------------------------------------------------------
+# -- docs/operating.rst, Guarding the routes -------------------------------------------
 
 
 def test_guards_answer_refusals_as_json(load) -> None:
@@ -734,7 +738,7 @@ def test_guards_answer_refusals_as_json(load) -> None:
     assert poll(alice, token, finished)["status"] == "cancelled"
 
 
-# -- docs/admin.rst --------------------------------------------------------------------
+# -- docs/operating.rst, The operator's page -------------------------------------------
 
 
 def test_admin_page_is_off_without_its_guard(load) -> None:
@@ -786,7 +790,7 @@ def test_admin_operators_see_and_cancel_every_job(load) -> None:
     poll(bob, bobs["token"], finished)
 
 
-# -- docs/results.rst ------------------------------------------------------------------
+# -- docs/browser.rst, Showing the result ----------------------------------------------
 
 
 def test_results_the_slot_shows_the_download_link(load) -> None:
@@ -934,7 +938,7 @@ def recipe_export(client: FlaskClient) -> dict[str, Any]:
 
 def test_recipe_an_old_export_still_downloads(load, tmp_path: Path) -> None:
     """Its owner's older exports download after newer ones push them out of the list
-    (``/asyncstate/jobs`` shows the newest ``ASYNCSTATE_MAX_JOBS_PER_SESSION``); nobody
+    (``/asyncstate/jobs`` shows the newest ``ASYNCSTATE_MAX_JOBS_PER_OWNER``); nobody
     else's token, or a forged one, ever does."""
     recipe = load("recipe")
     limit = 2
@@ -943,7 +947,7 @@ def test_recipe_an_old_export_still_downloads(load, tmp_path: Path) -> None:
             "EXPORT_DIR": str(tmp_path),
             "EXPORT_ROWS": 5,
             "EXPORT_PAUSE": 0,
-            "ASYNCSTATE_MAX_JOBS_PER_SESSION": limit,
+            "ASYNCSTATE_MAX_JOBS_PER_OWNER": limit,
         }
     )
     assert app.config["ASYNCSTATE_KEEP_FINISHED"] == 86400
@@ -979,7 +983,7 @@ def test_recipe_a_refused_export_is_a_flashed_message(load, tmp_path: Path) -> N
             "EXPORT_DIR": str(tmp_path),
             "EXPORT_ROWS": 1000,
             "EXPORT_PAUSE": 0.01,
-            "ASYNCSTATE_MAX_JOBS_PER_SESSION": 2,
+            "ASYNCSTATE_MAX_JOBS_PER_OWNER": 2,
         }
     )
     browser = app.test_client()

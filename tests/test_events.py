@@ -9,12 +9,12 @@ import tracemalloc
 
 import pytest
 import requests
-from apps import define_jobs
-from waiting import wait_until
+from support.apps import define_jobs
+from support.waiting import wait_until
 from werkzeug.serving import make_server
 
 
-def _frames(chunks) -> list[tuple[str, object]]:  # type: ignore[no-untyped-def]
+def _frames(chunks) -> list[tuple[str, object]]:
     """Parse an SSE byte stream into (event name, data) pairs."""
     text = b"".join(chunks).decode()
     out = []
@@ -30,12 +30,11 @@ def _frames(chunks) -> list[tuple[str, object]]:  # type: ignore[no-untyped-def]
     return out
 
 
-def test_stream_pushes_changes_and_ends_on_final_status(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_stream_pushes_changes_and_ends_on_final_status(make_jobs, backend_url) -> None:
+    app, _ext, jobs = make_jobs(backend_url)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(20, sleep=0.02).token}
 
     client = app.test_client()
@@ -53,12 +52,10 @@ def test_stream_pushes_changes_and_ends_on_final_status(make_app, backend_url) -
     assert docs[-1]["result"] == {"rows": 20}
 
 
-def test_stream_has_the_same_session_checks(make_app) -> None:
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_stream_has_the_same_session_checks(app, jobs) -> None:
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start().token}
 
     owner, stranger = app.test_client(), app.test_client()
@@ -79,7 +76,7 @@ def test_stream_from_another_instance_is_fed_by_pubsub(make_app, redis_url) -> N
     jobs = define_jobs(ext_a)
 
     @app_a.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(15, sleep=0.03).token}
 
     client_a = app_a.test_client()
@@ -96,12 +93,12 @@ def test_stream_from_another_instance_is_fed_by_pubsub(make_app, redis_url) -> N
 
 
 @pytest.fixture
-def live_server(make_app):  # type: ignore[no-untyped-def]
+def live_server(make_app):
     """The app on a real threaded WSGI server in this process, so we can look inside it."""
     app, ext = make_app(
-        ASYNCSTATE_SSE_PING_INTERVAL=0.2,
+        sse_ping_interval=0.2,
         ASYNCSTATE_FLUSH_INTERVAL=0.02,
-        ASYNCSTATE_MAX_STREAMS_PER_SESSION=20,
+        max_streams_per_owner=20,
     )  # one browser, many streams
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -115,7 +112,7 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     gate, step = threading.Event(), threading.Event()
 
     @ext.job
-    def ticker(job) -> int:  # type: ignore[no-untyped-def]
+    def ticker(job) -> int:
         i = 0
         while not gate.is_set():
             i += 1
@@ -124,7 +121,7 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
         return i
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": ticker.start().token}
 
     browser = requests.Session()
@@ -187,12 +184,11 @@ def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_s
     )
 
 
-def test_long_stream_asks_the_browser_to_reconnect(make_app) -> None:
-    app, ext = make_app(ASYNCSTATE_SSE_MAX_AGE=0.3)
-    jobs = define_jobs(ext)
+def test_long_stream_asks_the_browser_to_reconnect(make_jobs) -> None:
+    app, _ext, jobs = make_jobs(sse_max_age=0.3)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start().token}
 
     client = app.test_client()
@@ -207,14 +203,13 @@ def test_long_stream_asks_the_browser_to_reconnect(make_app) -> None:
 
 
 @pytest.mark.parametrize("setting", [None, 0])
-def test_streams_are_off_by_default_on_threads_and_with_zero(make_app, setting) -> None:
+def test_streams_are_off_by_default_on_threads_and_with_zero(make_jobs, setting) -> None:
     """Default None: off unless gevent/eventlet patched the process (pytest's has not); 0: off.
     The refusal is the same 429 the widget's auto mode falls back to polling on."""
-    app, ext = make_app(ASYNCSTATE_MAX_STREAMS=setting)
-    jobs = define_jobs(ext)
+    app, ext, jobs = make_jobs(ASYNCSTATE_MAX_STREAMS=setting)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["count"].start(1).token}
 
     client = app.test_client()
@@ -225,13 +220,13 @@ def test_streams_are_off_by_default_on_threads_and_with_zero(make_app, setting) 
 
 
 def test_streams_on_where_a_stream_costs_no_thread(make_app, monkeypatch) -> None:
-    from flask_asyncstate import streams
+    from flask_asyncstate import sse
 
-    monkeypatch.setattr(streams, "green_server", lambda: True)
+    monkeypatch.setattr(sse, "green_server", lambda: True)
     app, ext = make_app(ASYNCSTATE_MAX_STREAMS=None)
     slots = ext.app_state(app).streams
     slot = slots.acquire("owner")
-    assert slot is not None and slots.total == streams.StreamSlots.GREEN_TOTAL
+    assert slot is not None and slots.total == sse.StreamSlots.GREEN_TOTAL
     slot.release()
 
 
@@ -239,3 +234,19 @@ def test_max_streams_setting_is_checked(make_app) -> None:
     for bad in (-1, 1.5, True, "100"):
         with pytest.raises(ValueError, match="ASYNCSTATE_MAX_STREAMS"):
             make_app(ASYNCSTATE_MAX_STREAMS=bad)
+
+
+def test_widgets_poll_from_the_start_where_streams_are_off(make_app) -> None:
+    """mode="auto" on a threaded server (streams off by default): the page renders a polling
+    widget, so the browser never opens a stream only to have it refused."""
+    from flask import render_template_string
+
+    page = '{{ asyncstate_widget("t", mode="auto") }}{{ asyncstate_jobs(mode="sse") }}'
+    off_app, _ext = make_app(ASYNCSTATE_MAX_STREAMS=None)
+    on_app, _ext2 = make_app(ASYNCSTATE_MAX_STREAMS=10)
+    with off_app.test_request_context():
+        off = render_template_string(page)
+    with on_app.test_request_context():
+        on = render_template_string(page)
+    assert 'data-asyncstate-mode="poll"' in off and 'data-asyncstate-mode="auto"' not in off
+    assert 'data-asyncstate-mode="auto"' in on

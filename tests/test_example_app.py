@@ -19,18 +19,18 @@ import pytest
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
-from gunicorn_server import GunicornServer
-from servers import csrf_token
-from waiting import wait_until
+from support.gunicorn_server import GunicornServer
+from support.servers import csrf_token
+from support.waiting import wait_until
 
 import example_app
 from example_app import InsecureStorage, create_app, shared_secret_key
 
 JSON = {"Accept": "application/json"}
 XHR = {"X-Requested-With": "XMLHttpRequest"}
-#: A tiny import that runs inline (eager): the in-process tests need no threads.
+#: A tiny import that runs inline: the in-process tests need no threads.
 SMALL = {
-    "ASYNCSTATE_EAGER": True,
+    "ASYNCSTATE_EXECUTOR": "inline",
     "EXAMPLE_PRODUCTS": 20,
     "EXAMPLE_BATCH": 10,
     "EXAMPLE_PAUSE": 0.0,
@@ -81,6 +81,23 @@ def app(make_example: Any, tmp_path: Path) -> Flask:
 # -- CSRF ------------------------------------------------------------------------------------
 
 
+def test_tuning_keywords_come_from_example_tuning_variables(
+    make_example: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``EXAMPLE_TUNING_<KEYWORD>``: the extension's tuning keywords (values read as JSON);
+    ``FLASK_ASYNCSTATE_*`` keeps setting the configuration keys."""
+    monkeypatch.setenv("EXAMPLE_TUNING_SSE_MAX_AGE", "1.5")
+    monkeypatch.setenv("EXAMPLE_TUNING_MAX_STREAMS_PER_OWNER", "1")
+    monkeypatch.setenv("FLASK_ASYNCSTATE_MAX_STREAMS", "7")
+    app = make_example(tmp_path / "instance")
+    settings = example_app.asyncstate.app_state(app).settings
+    assert settings.tuning.sse_max_age == 1.5 and settings.tuning.max_streams_per_owner == 1
+    assert settings.max_streams == 7
+    monkeypatch.setenv("EXAMPLE_TUNING_SSE_MAX_AGEE", "1")
+    with pytest.raises(TypeError, match="'sse_max_agee'"):
+        make_example(tmp_path / "other")
+
+
 def test_import_without_the_csrf_token_is_refused_and_starts_no_job(app: Flask) -> None:
     client = app.test_client()
     client.get("/")  # the session exists and holds a CSRF secret: only the token is missing
@@ -112,7 +129,7 @@ def test_cancel_route_checks_the_csrf_token_from_the_meta_tag(app: Flask) -> Non
     refused = client.post(f"/asyncstate/cancel/{job}", headers=XHR)
     assert refused.status_code == 403 and "CSRF" in refused.json["error"]
     accepted = client.post(f"/asyncstate/cancel/{job}", headers={**XHR, "X-CSRFToken": token})
-    assert accepted.status_code == 202  # the eager job already ended: the document says how
+    assert accepted.status_code == 202  # the inline job already ended: the document says how
 
 
 # -- cookie and caching -----------------------------------------------------------------------
@@ -487,7 +504,7 @@ def slow_app(make_example: Any, tmp_path: Path) -> Flask:
     """Imports that run in threads for a minute (the test cancels them; teardown stops them)."""
     return make_example(
         tmp_path / "instance",
-        ASYNCSTATE_EAGER=False,
+        ASYNCSTATE_EXECUTOR="threads",
         EXAMPLE_PRODUCTS=1000,
         EXAMPLE_BATCH=1,
         EXAMPLE_PAUSE=0.05,
@@ -555,12 +572,12 @@ def test_example_unique_0_lets_a_session_start_imports_up_to_its_quota(
     """``EXAMPLE_UNIQUE=0``: what the load tests use to exercise the session quota instead."""
     app = make_example(
         tmp_path / "instance",
-        ASYNCSTATE_EAGER=False,
+        ASYNCSTATE_EXECUTOR="threads",
         EXAMPLE_PRODUCTS=1000,
         EXAMPLE_BATCH=1,
         EXAMPLE_PAUSE=0.05,
         EXAMPLE_UNIQUE=False,
-        ASYNCSTATE_MAX_JOBS_PER_SESSION=2,
+        ASYNCSTATE_MAX_JOBS_PER_OWNER=2,
     )
     client = app.test_client()
     codes = [_start(client).status_code for _ in range(3)]
@@ -642,7 +659,7 @@ def test_the_widget_and_the_jobs_panel_speak_french(app: Flask) -> None:
 
 def test_the_french_labels_cover_every_widget_label_and_keep_its_fields() -> None:
     from example_app.i18n import FRENCH, TEXTS
-    from flask_asyncstate.labels import DEFAULT_LABELS
+    from flask_asyncstate.templating import DEFAULT_LABELS
 
     assert set(FRENCH) == set(DEFAULT_LABELS)
     for key, english in DEFAULT_LABELS.items():

@@ -7,7 +7,7 @@ import threading
 import weakref
 
 import pytest
-from waiting import wait_until
+from support.waiting import wait_until
 
 from flask_asyncstate.executors import InlineExecutor, ThreadExecutor
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 import time
 
-from waiting import wait_until
+from support.waiting import wait_until
 
 from flask_asyncstate.errors import StoreUnavailable
 
 
-def _running(make_app, backend_url, n: int):  # type: ignore[no-untyped-def]
+def _running(make_app, backend_url, n: int):
     # A long flush interval: the test drives flush() itself.
     app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=n, ASYNCSTATE_FLUSH_INTERVAL=60)
 
     @ext.job
-    def ticking(job) -> None:  # type: ignore[no-untyped-def]
+    def ticking(job) -> None:
         i = 0
         while not job.cancelled.wait(0.002):  # dirty again within milliseconds of a flush
             i += 1
@@ -34,7 +34,7 @@ def test_one_round_trip_for_all_dirty_documents(make_app, backend_url, monkeypat
     batches: list[int] = []
     real = found.store._write_many
 
-    def counted(keys, texts):  # type: ignore[no-untyped-def]
+    def counted(keys, texts):
         batches.append(len(keys))
         return real(keys, texts)
 
@@ -57,7 +57,7 @@ def test_a_failed_batch_is_written_at_the_next_tick(make_app, backend_url, monke
         found.lifecycle.flush()
         before = [h.status()["current"] for h in handles]
 
-        def away(keys, texts):  # type: ignore[no-untyped-def]
+        def away(keys, texts):
             raise StoreUnavailable("Redis is unreachable")
 
         monkeypatch.setattr(found.store, "_write_many", away)
@@ -121,12 +121,12 @@ def test_a_write_wakes_only_the_instances_watching_that_entry(redis_url) -> None
 
 def test_streams_of_one_job_share_one_read_per_change(make_app, backend_url, monkeypatch) -> None:
     """However many streams show a job here, one change costs one store read."""
-    from flask_asyncstate.events import SharedReads
+    from flask_asyncstate.sse import SharedReads
 
     app, ext = make_app(backend_url)
 
     @ext.job
-    def quiet(job) -> None:  # type: ignore[no-untyped-def]
+    def quiet(job) -> None:
         job.cancelled.wait(10)
 
     with app.app_context():

@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from apps import define_jobs, make_app
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.apps import define_jobs, make_app
 
 pytestmark = pytest.mark.reliability
 
@@ -33,12 +33,12 @@ MUST_SEE = {200, 202, 403, 404, 405}
 
 
 @pytest.fixture(scope="module")
-def world():  # type: ignore[no-untyped-def]
+def world():
     app, ext = make_app()
     jobs = define_jobs(ext)
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         handle = jobs["count"].start(1)
         handle.wait(10)
         return {"token": handle.token, "id": handle.id}
@@ -109,14 +109,14 @@ def _request(data: Any, own: str, foreign: str) -> tuple[str, str, str, dict[str
     return route, data.draw(st.sampled_from(METHODS)), path, headers
 
 
-def test_routes_never_answer_500_html_or_foreign_data(world) -> None:  # type: ignore[no-untyped-def]
+def test_routes_never_answer_500_html_or_foreign_data(world) -> None:
     _app, client, own, foreign = world
     codes: Counter[int] = Counter()
     tried: Counter[tuple[str, str]] = Counter()
 
     @settings(max_examples=EXAMPLES, deadline=None)
     @given(data=st.data())
-    def one_request(data) -> None:  # type: ignore[no-untyped-def]
+    def one_request(data) -> None:
         route, method, path, headers = _request(data, own["token"], foreign["token"])
         body = data.draw(st.binary(max_size=200))
         with client.open(path, method=method, headers=headers, data=body) as response:

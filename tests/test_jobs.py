@@ -1,4 +1,4 @@
-"""Job lifecycle on both backends: results, failures, cancellation, quotas, eager mode, signals."""
+"""Job lifecycle on both backends: results, failures, cancellation, quotas, the inline executor, signals."""
 
 from __future__ import annotations
 
@@ -13,23 +13,22 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from apps import Gate, define_jobs
 from flask import Flask
-from waiting import wait_until
+from support.apps import Gate, define_jobs
+from support.waiting import wait_until
 
-from flask_asyncstate import QuotaExceeded, job_finished, job_progress, job_started, tokens
+from flask_asyncstate import QuotaExceeded, job_finished, job_progress, job_started, owners
 from flask_asyncstate.errors import InvalidToken
 from flask_asyncstate.records import PUBLIC_FIELDS
 
 
-def _running(handle) -> bool:  # type: ignore[no-untyped-def]
+def _running(handle) -> bool:
     doc = handle.status()
     return doc is not None and doc["status"] == "running"
 
 
-def test_success_stores_result_and_exact_document(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_success_stores_result_and_exact_document(make_jobs, backend_url) -> None:
+    app, _ext, jobs = make_jobs(backend_url)
     with app.app_context():
         handle = jobs["count"].start(40)
         doc = handle.wait(10)
@@ -43,9 +42,8 @@ def test_success_stores_result_and_exact_document(make_app, backend_url) -> None
     assert doc["created_at"] <= doc["updated_at"]
 
 
-def test_failure_stores_error_and_logs_traceback(make_app, backend_url, caplog) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_failure_stores_error_and_logs_traceback(make_jobs, backend_url, caplog) -> None:
+    app, _ext, jobs = make_jobs(backend_url)
     with caplog.at_level(logging.ERROR, logger="flask_asyncstate"), app.app_context():
         doc = jobs["fails"].start().wait(10)
     assert doc["status"] == "failed"
@@ -54,9 +52,8 @@ def test_failure_stores_error_and_logs_traceback(make_app, backend_url, caplog) 
     assert any(r.exc_info and "bad row 7" in str(r.exc_info[1]) for r in caplog.records)
 
 
-def test_unserialisable_result_fails_cleanly_and_pool_lives_on(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1)
-    jobs = define_jobs(ext)
+def test_unserialisable_result_fails_cleanly_and_pool_lives_on(make_jobs, backend_url) -> None:
+    app, _ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_WORKERS=1)
     with app.app_context():
         doc = jobs["returns_set"].start().wait(10)
         assert doc["status"] == "failed"
@@ -65,9 +62,8 @@ def test_unserialisable_result_fails_cleanly_and_pool_lives_on(make_app, backend
         assert jobs["count"].start(3).wait(10)["status"] == "succeeded"
 
 
-def test_cancel_while_running_is_cooperative(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_cancel_while_running_is_cooperative(make_jobs, backend_url) -> None:
+    app, _ext, jobs = make_jobs(backend_url)
     with app.app_context():
         handle = jobs["until_cancelled"].start()
         wait_until(lambda: _running(handle), 5, message="the job runs")
@@ -78,9 +74,8 @@ def test_cancel_while_running_is_cooperative(make_app, backend_url) -> None:
     assert doc["result"] is None  # returned normally after the request: still cancelled
 
 
-def test_job_cancelled_exception_ends_cancelled(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_job_cancelled_exception_ends_cancelled(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url)
     with app.app_context():
         handle = jobs["count"].start(100000, sleep=0.001)
         wait_until(lambda: handle.status()["current"] > 0, 5, message="progress is written")
@@ -91,9 +86,8 @@ def test_job_cancelled_exception_ends_cancelled(make_app, backend_url) -> None:
     assert 0 < doc["current"] < 100000
 
 
-def test_cancelled_while_queued_never_starts(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=1)
-    jobs = define_jobs(ext)
+def test_cancelled_while_queued_never_starts(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_WORKERS=1)
     started = []
     gate = Gate()
 
@@ -143,21 +137,21 @@ def test_final_document_is_not_overwritten_by_buffered_progress(make_app, backen
             assert doc["current"] == 19999
 
 
-def test_quota_per_session(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
-    jobs = define_jobs(ext)
+def test_quota_per_owner(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=2)
     gate = Gate()
     with app.test_request_context("/"):
         a = jobs["blocked"].start(gate.name)
         b = jobs["blocked"].start(gate.name)
-        with pytest.raises(QuotaExceeded, match="ASYNCSTATE_MAX_JOBS_PER_SESSION") as refused:
+        with pytest.raises(QuotaExceeded, match="ASYNCSTATE_MAX_JOBS_PER_OWNER") as refused:
             jobs["blocked"].start(gate.name)
         assert refused.value.user_message.startswith("You already have 2 jobs in progress.")
         assert "ASYNCSTATE" not in refused.value.user_message  # words for users, not config
         gate.set()
         a.wait(10)
+        b.wait(10)
         state = ext.app_state(app)
-        slots = state.records.owner_key(tokens.request_owner(create=False))
+        slots = state.records.owner_key(owners.request_owner(create=False))
         # wait() may return on the stored final document, a moment before the slot is freed
         wait_until(
             lambda: a.id not in state.store.claims(slots).active,
@@ -166,16 +160,18 @@ def test_quota_per_session(make_app, backend_url) -> None:
         )
         jobs["count"].start(1).wait(10)  # room again once one finished
         b.wait(10)
-        assert next(j["status"] for j in ext.jobs()) == "succeeded"
-        assert len(ext.jobs()) == 2  # all finished: the quota's number of newest ones
+        listed = ext.jobs()  # all three finished: the newest MAX_JOBS_PER_OWNER of them
+        assert [j["status"] for j in listed] == ["succeeded", "succeeded"]
+        assert [j["name"] for j in listed] == ["count", "blocked"]
     with app.app_context():  # outside a request there is no session and no quota
         for _ in range(3):
             jobs["count"].start(1).wait(10)
 
 
-def test_eager_mode_runs_inline_with_same_documents(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_EAGER=True)
-    jobs = define_jobs(ext)
+def test_inline_executor_runs_jobs_in_the_caller_with_same_documents(
+    make_jobs, backend_url
+) -> None:
+    app, _ext, jobs = make_jobs(backend_url, ASYNCSTATE_EXECUTOR="inline")
     with app.app_context():
         handle = jobs["count"].start(5)
         doc = handle.status()  # no wait needed: start() returned after the job ended
@@ -183,13 +179,12 @@ def test_eager_mode_runs_inline_with_same_documents(make_app, backend_url) -> No
         assert jobs["fails"].start().status()["error"]["type"] == "ValueError"
 
 
-def test_signals_fire_with_app_as_sender(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_signals_fire_with_app_as_sender(make_jobs, backend_url) -> None:
+    app, _ext, jobs = make_jobs(backend_url)
     seen: list[tuple[str, str]] = []
 
-    def receiver(name: str):  # type: ignore[no-untyped-def]
-        def receive(sender, job_id, document):  # type: ignore[no-untyped-def]
+    def receiver(name: str):
+        def receive(sender, job_id, document):
             assert sender is app
             seen.append((name, document["status"]))
 
@@ -250,9 +245,8 @@ def test_declared_state_is_bound_to_the_job(make_app, backend_url) -> None:
         assert ext.state.cancel(ImportState, name=handle_cancel.id) is True
 
 
-def test_shutdown_cancels_waits_and_marks_the_rest_lost(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_WORKERS=2)
-    jobs = define_jobs(ext)
+def test_shutdown_cancels_waits_and_marks_the_rest_lost(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_WORKERS=2)
     with app.app_context():
         polite = jobs["until_cancelled"].start()
         stubborn = jobs["stubborn"].start(3)
@@ -300,9 +294,8 @@ def test_progress_validates_its_arguments(make_app) -> None:
     ]
 
 
-def test_start_without_secret_key_explains(make_app) -> None:
-    app, ext = make_app(SECRET_KEY=None)
-    jobs = define_jobs(ext)
+def test_start_without_secret_key_explains(make_jobs) -> None:
+    app, _ext, jobs = make_jobs(SECRET_KEY=None)
     with app.app_context():
         handle = jobs["count"].start(1)
         with pytest.raises(RuntimeError, match="SECRET_KEY"):
@@ -310,9 +303,8 @@ def test_start_without_secret_key_explains(make_app) -> None:
         assert handle.wait(10)["status"] == "succeeded"
 
 
-def test_secret_key_is_read_at_use_and_fallbacks_verify(make_app) -> None:
-    app, ext = make_app(SECRET_KEY=None)
-    jobs = define_jobs(ext)
+def test_secret_key_is_read_at_use_and_fallbacks_verify(make_jobs) -> None:
+    app, ext, jobs = make_jobs(SECRET_KEY=None)
     app.config["SECRET_KEY"] = "old-key"  # set after init_app, as some factories do
     with app.app_context():
         token = jobs["count"].start(1).token
@@ -323,11 +315,9 @@ def test_secret_key_is_read_at_use_and_fallbacks_verify(make_app) -> None:
             ext.status(token)
 
 
-def test_a_failing_signal_receiver_breaks_nothing(make_app, caplog) -> None:
-    app, ext = make_app()
-    jobs = define_jobs(ext)
+def test_a_failing_signal_receiver_breaks_nothing(app, jobs, caplog) -> None:
 
-    def broken(sender, **kwargs):  # type: ignore[no-untyped-def]
+    def broken(sender, **kwargs):
         raise RuntimeError("receiver bug")
 
     with (
@@ -343,11 +333,9 @@ def test_a_failing_signal_receiver_breaks_nothing(make_app, caplog) -> None:
 
 
 @pytest.mark.parametrize("busy", [False, True])
-def test_forked_child_gets_its_own_instance_id(make_app, busy: bool) -> None:
+def test_forked_child_gets_its_own_instance_id(app, ext, jobs, busy: bool) -> None:
     """What a gunicorn --preload worker does: fork after the parent ran jobs, and (busy) while
     the parent's job threads, writer and store are in the middle of their work."""
-    app, ext = make_app()
-    jobs = define_jobs(ext)
     state = ext.app_state(app)
     with app.app_context():
         jobs["count"].start(1).wait(10)
@@ -381,7 +369,7 @@ def test_forked_child_gets_its_own_instance_id(make_app, busy: bool) -> None:
 
 
 def test_odd_results_and_exceptions_still_end_the_job(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)  # ASYNCSTATE_MAX_ENTRY_SIZE: the default 64 KiB
+    app, ext = make_app(backend_url)  # max_entry_size: the default 64 KiB
 
     class Unprintable(Exception):
         def __str__(self) -> str:
@@ -390,19 +378,19 @@ def test_odd_results_and_exceptions_still_end_the_job(make_app, backend_url) -> 
     # Results that cannot be stored on any Python version (not a deeply nested list: how
     # deep an interpreter encodes changes between versions, and 3.13 stores 5,000 levels).
     @ext.job
-    def not_json(job) -> dict:  # type: ignore[no-untyped-def]
+    def not_json(job) -> dict:
         return {"rows": [{"id": 1, "when": object()}]}  # JSON has no type for it
 
     @ext.job
-    def too_big(job) -> list:  # type: ignore[no-untyped-def]
+    def too_big(job) -> list:
         return ["x" * 1000] * 100  # JSON, but 100 KB: its document would pass the limit
 
     @ext.job
-    def unprintable(job) -> None:  # type: ignore[no-untyped-def]
+    def unprintable(job) -> None:
         raise Unprintable()
 
     @ext.job
-    def huge_total(job) -> str:  # type: ignore[no-untyped-def]
+    def huge_total(job) -> str:
         job.progress(1, total=10**400)
         time.sleep(0.2)  # a job that takes its time (not reached: progress() refuses the total)
         return "ok"
@@ -420,7 +408,7 @@ def test_odd_results_and_exceptions_still_end_the_job(make_app, backend_url) -> 
     assert docs[0]["error"]["type"] == "UnserializableState"
     assert "result.rows[0].when" in docs[0]["error"]["message"]
     assert docs[1]["error"]["type"] == "StateTooLarge"
-    assert "ASYNCSTATE_MAX_ENTRY_SIZE" in docs[1]["error"]["message"]
+    assert "max_entry_size" in docs[1]["error"]["message"]
     assert docs[2]["error"]["type"] == "Unprintable"
     # refused where it entered, in the job, naming the value: not a document that cannot be stored
     assert docs[3]["error"]["type"] == "ValueError"
@@ -428,9 +416,8 @@ def test_odd_results_and_exceptions_still_end_the_job(make_app, backend_url) -> 
     assert pool_lives_on["status"] == "succeeded"
 
 
-def test_simultaneous_first_starts_share_one_writer(make_app, redis_url) -> None:
-    app, ext = make_app(redis_url)
-    jobs = define_jobs(ext)
+def test_simultaneous_first_starts_share_one_writer(make_jobs, redis_url) -> None:
+    app, ext, jobs = make_jobs(redis_url)
     barrier = threading.Barrier(8)
     handles, errors = [], []
 
@@ -455,9 +442,8 @@ def test_simultaneous_first_starts_share_one_writer(make_app, redis_url) -> None
         assert all(h.wait(10)["status"] == "succeeded" for h in handles)
 
 
-def test_finished_jobs_release_their_cancel_events(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_finished_jobs_release_their_cancel_events(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url)
     with app.app_context():
         for _ in range(20):
             jobs["count"].start(1).wait(10)
@@ -472,7 +458,7 @@ def test_a_quiet_jobs_state_entry_does_not_expire_while_it_runs(make_app, backen
     app, ext = make_app(backend_url, ASYNCSTATE_EXPIRES=1, ASYNCSTATE_HEARTBEAT_INTERVAL=0.3)
 
     @ext.job(state=Quiet)
-    def quiet(job) -> int:  # type: ignore[no-untyped-def]
+    def quiet(job) -> int:
         time.sleep(2.0)  # longer than the expiry, with no writes at all
         assert job.state.update(lambda s: setattr(s, "n", 7))
         return job.state.get().n
@@ -485,7 +471,7 @@ def test_a_quiet_jobs_state_entry_does_not_expire_while_it_runs(make_app, backen
 FORK_SCRIPT = """
 import os, sys
 sys.path.insert(0, {tests!r})
-from apps import make_app, define_jobs
+from support.apps import make_app, define_jobs
 app, ext = make_app({url!r})
 jobs = define_jobs(ext)
 runner = ext.app_state(app)
@@ -519,10 +505,9 @@ def test_forked_workers_each_get_their_own_instance_id(redis_url) -> None:
 
 
 def test_reading_a_finished_job_keeps_it_alive_and_silence_lets_it_expire(
-    make_app, backend_url
+    make_jobs, backend_url
 ) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_EXPIRES=1)
-    jobs = define_jobs(ext)
+    app, _ext, jobs = make_jobs(backend_url, ASYNCSTATE_EXPIRES=1)
     with app.app_context():
         watched, ignored = jobs["count"].start(1), jobs["count"].start(1)
         watched.wait(10)
@@ -541,7 +526,7 @@ def test_wait_and_status_agree_on_cancel_requested(make_app, backend_url) -> Non
     app, ext = make_app(backend_url)
 
     @ext.job(state=Steps)
-    def stepping(job) -> None:  # type: ignore[no-untyped-def]
+    def stepping(job) -> None:
         while not job.cancelled.wait(0.01):
             pass
 
@@ -554,9 +539,10 @@ def test_wait_and_status_agree_on_cancel_requested(make_app, backend_url) -> Non
         assert waited["status"] == "cancelled"
 
 
-def test_running_job_outlives_an_expiry_shorter_than_the_heartbeat(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_EXPIRES=1.5, ASYNCSTATE_HEARTBEAT_INTERVAL=5)
-    jobs = define_jobs(ext)
+def test_running_job_outlives_an_expiry_shorter_than_the_heartbeat(make_jobs, backend_url) -> None:
+    app, _ext, jobs = make_jobs(
+        backend_url, ASYNCSTATE_EXPIRES=1.5, ASYNCSTATE_HEARTBEAT_INTERVAL=5
+    )
     with app.app_context():
         handle = jobs["stubborn"].start(3.5)  # silent: no progress writes at all
         for _ in range(6):  # 3 s, twice the expiry: the time that passes is what is tested

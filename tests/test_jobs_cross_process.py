@@ -8,17 +8,17 @@ import signal
 import time
 
 import redis
-from apps import SECRET
 from flask import Flask
-from procs import run_job
-from waiting import wait_until
+from support.apps import SECRET
+from support.procs import run_job
+from support.waiting import wait_until
 
 from flask_asyncstate import AsyncState
 
 spawn = multiprocessing.get_context("spawn")
 
 
-def _start_instance(redis_url: str, job: str, *args: object):  # type: ignore[no-untyped-def]
+def _start_instance(redis_url: str, job: str, *args: object):
     out = spawn.Queue()
     proc = spawn.Process(target=run_job, args=(redis_url, job, args, out), daemon=True)
     proc.start()
@@ -74,7 +74,7 @@ class CountingConnection(redis.Connection):
 
     sent = 0
 
-    def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+    def send_packed_command(self, command, check_health=True):
         CountingConnection.sent += 1
         return super().send_packed_command(command, check_health)
 

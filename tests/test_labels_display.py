@@ -34,7 +34,7 @@ def _labelled_jobs(ext: Any) -> dict[str, Any]:
 
 
 def test_the_label_is_in_the_document_and_the_jobs_panel(make_app) -> None:
-    app, ext = make_app(ASYNCSTATE_EAGER=True)
+    app, ext = make_app(ASYNCSTATE_EXECUTOR="inline")
     jobs = _labelled_jobs(ext)
 
     @app.post("/start/<which>")
@@ -79,9 +79,9 @@ def test_the_label_is_in_the_document_and_the_jobs_panel(make_app) -> None:
 
 
 def test_a_worker_finds_a_labelled_job_by_its_name(redis_url) -> None:
-    from apps import make_app as build
+    from support.apps import make_app as build
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="labels")
     jobs = _labelled_jobs(ext)

@@ -3,13 +3,11 @@ again within one heartbeat, while the instance's own entry survived."""
 
 from __future__ import annotations
 
-from apps import define_jobs
-from waiting import wait_until
+from support.waiting import wait_until
 
 
-def test_a_lost_job_entry_is_written_again_at_the_next_beat(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_HEARTBEAT_INTERVAL=0.2)
-    jobs = define_jobs(ext)
+def test_a_lost_job_entry_is_written_again_at_the_next_beat(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_HEARTBEAT_INTERVAL=0.2)
     with app.test_request_context():
         silent = jobs["stubborn"].start(30)  # sleeps: no progress writes of its own
         found = ext.app_state()

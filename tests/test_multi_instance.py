@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import requests
-from servers import AppProcess, csrf_token
-from waiting import wait_until
+from support.servers import AppProcess, csrf_token
+from support.waiting import wait_until
 
 XHR = {"X-Requested-With": "XMLHttpRequest"}
 JSON = {"Accept": "application/json"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from apps import define_jobs
+from support.apps import define_jobs
 
 from flask_asyncstate.records import INSTANCE_KIND, JOB_KIND
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 import redis
-from procs import Counter, hold_event, increment, state_api
-from redis_server import RedisServer, free_port
+from support.procs import Counter, hold_event, increment, state_api
+from support.redis_server import RedisServer, free_port
 
 from flask_asyncstate.errors import StoreError, StoreUnavailable
 from flask_asyncstate.state import StateAPI
@@ -60,7 +60,7 @@ def test_keys_are_cluster_friendly(redis_url: str) -> None:
     state = state_api(redis_url)
     state.create(Counter(), name="x")
     keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys("test:*")]
-    assert keys == ["test:{procs.Counter:x}"]  # one key per entry, hash-tagged
+    assert keys == ["test:{support.procs.Counter:x}"]  # one key per entry, hash-tagged
 
 
 def test_redis_down_raises_our_error() -> None:
@@ -102,7 +102,7 @@ def test_redis_restart_listener_recovers() -> None:
 
 
 def test_server_error_is_store_error(redis_url: str) -> None:
-    redis.Redis.from_url(redis_url).set("test:{procs.Counter:}", "a string, not a hash")
+    redis.Redis.from_url(redis_url).set("test:{support.procs.Counter:}", "a string, not a hash")
     with pytest.raises(StoreError) as info:
         state_api(redis_url).get(Counter)
     assert isinstance(info.value.__cause__, redis.RedisError)
@@ -118,7 +118,7 @@ def test_a_pipeline_of_scripts_is_one_round_trip_and_survives_a_script_flush(red
     sent: list[int] = []
 
     class Counting(redis_py.Connection):
-        def send_packed_command(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        def send_packed_command(self, command, check_health=True):
             sent.append(1)
             return super().send_packed_command(command, check_health)
 
@@ -155,7 +155,7 @@ def test_ranked_lists_are_hash_tagged_sorted_sets_that_never_expire_and_fit_the_
     """One key per list, tagged like every other (``{flask_asyncstate.index:jobs}``): one slot
     on a cluster, under the app's prefix, so ``flask asyncstate acl``'s rule covers it; and
     every command of the list operations is in that rule."""
-    from flask_asyncstate.stores.redis_acl import acl_rules
+    from flask_asyncstate.stores.redis import acl_rules
 
     admin = redis.Redis.from_url(redis_url)
     admin.execute_command("ACL", "SETUSER", "ranker", "on", ">pw", *acl_rules("acl:"))
@@ -182,11 +182,11 @@ def test_the_admin_page_is_right_again_after_redis_lost_everything() -> None:
     """No counter to drift: after a restart without persistence the running job's entry and
     this instance's heartbeat are written again, each listed again as it is, and the page's
     counts, taken over the documents it reads, are right at once."""
-    from apps import Gate, define_jobs, make_app
-    from waiting import wait_until
+    from support.apps import Gate, define_jobs, make_app
+    from support.waiting import wait_until
 
     server = RedisServer().start()
-    app, ext = make_app(server.url, ASYNCSTATE_ADMIN_GUARD=lambda: None)
+    app, ext = make_app(server.url, admin_guard=lambda: None)
     gate = Gate()
     try:
         jobs = define_jobs(ext)

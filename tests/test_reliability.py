@@ -15,26 +15,24 @@ from typing import Any
 
 import pytest
 import requests
-from apps import define_jobs
-from gunicorn_server import GunicornServer
-from procs import Counter, increment, state_api
-from redis_server import RedisServer
-from servers import AppProcess, csrf_token
-from waiting import wait_until
+from support.gunicorn_server import GunicornServer
+from support.procs import Counter, increment, state_api
+from support.redis_server import RedisServer
+from support.servers import AppProcess, csrf_token
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.reliability
 spawn = multiprocessing.get_context("spawn")
 XHR = {"X-Requested-With": "XMLHttpRequest"}
 
 
-def test_redis_restart_mid_job_loses_nothing(make_app) -> None:
+def test_redis_restart_mid_job_loses_nothing(make_app, make_jobs) -> None:
     server = RedisServer().start()
     try:
-        app, ext = make_app(server.url)
-        jobs = define_jobs(ext)
+        app, ext, jobs = make_jobs(server.url)
 
         @app.post("/start/<kind>")
-        def start(kind: str):  # type: ignore[no-untyped-def]
+        def start(kind: str):
             args = {"count": (60, 0.05), "until_cancelled": ()}[kind]
             handle = jobs[kind].start(*args)
             return {"token": handle.token, "id": handle.id}

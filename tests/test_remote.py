@@ -10,9 +10,9 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from apps import SECRET, Gate, define_jobs
 from flask import Flask
-from waiting import wait_until
+from support.apps import SECRET, Gate, define_jobs
+from support.waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobContext, QueueFull
 from flask_asyncstate.errors import UnserializableState
@@ -22,9 +22,8 @@ from flask_asyncstate.status import JobStatus
 # -- every executor ------------------------------------------------------------------
 
 
-def test_start_refuses_arguments_that_are_not_json_naming_them(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url)
-    jobs = define_jobs(ext)
+def test_start_refuses_arguments_that_are_not_json_naming_them(make_jobs, backend_url) -> None:
+    app, ext, jobs = make_jobs(backend_url)
     with app.app_context():
         store = ext.app_state().store
         for args, kwargs, named in [
@@ -66,7 +65,7 @@ def _timed_jobs(ext: AsyncState) -> dict[str, object]:
 
 
 def test_a_job_past_its_timeout_ends_failed_with_job_timeout(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_TIMEOUT_GRACE=0.3, ASYNCSTATE_FLUSH_INTERVAL=0.05)
+    app, ext = make_app(backend_url, timeout_grace=0.3, ASYNCSTATE_FLUSH_INTERVAL=0.05)
     jobs = _timed_jobs(ext)
     with app.app_context():
         began = time.monotonic()
@@ -120,9 +119,9 @@ def test_executor_configuration_is_checked_in_init_app(redis_url) -> None:
     assert app.config["ASYNCSTATE_EXECUTOR"] == "celery"  # celery= makes it the default
     assert ext.app_state(app).executor.engine == "celery"
     ext.shutdown(0)
-    app = _app(ASYNCSTATE_REDIS_URL=redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_EAGER=True)
+    app = _app(ASYNCSTATE_REDIS_URL=redis_url, ASYNCSTATE_EXECUTOR="inline")
     ext = AsyncState(app)
-    assert ext.app_state(app).executor.engine == "threads"  # eager wins: tests run inline
+    assert ext.app_state(app).executor.engine == "threads"  # inline: in the caller's thread
     ext.shutdown(0)
 
 
@@ -137,7 +136,7 @@ def test_worker_command_refuses_an_app_that_does_not_queue_on_rq(make_app) -> No
 
 
 def test_take_and_cancel_of_a_queued_job_never_both_win(store) -> None:
-    from flask_asyncstate import remote
+    from flask_asyncstate import lifecycle as remote
     from flask_asyncstate.records import JobRecords
 
     records = JobRecords(store, "web-1")
@@ -169,7 +168,6 @@ def test_take_and_cancel_of_a_queued_job_never_both_win(store) -> None:
 
 
 def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, redis_url) -> None:
-    from flask_asyncstate import remote
 
     app, ext = make_app(redis_url)
     found = ext.app_state(app)
@@ -183,8 +181,8 @@ def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, re
         for job_id, status in [("gone1", JobStatus.RUNNING), ("gone2", JobStatus.SUCCEEDED)]:
             doc = dict(new_document(job_id, "import", "worker-9"), status=status.value)
             found.records.create(doc, None, False)
-            remote.end_abandoned(found, job_id, "Work-horse terminated unexpectedly")
-            remote.end_abandoned(found, job_id, "again")
+            found.lifecycle.end_abandoned(job_id, "Work-horse terminated unexpectedly")
+            found.lifecycle.end_abandoned(job_id, "again")
     assert found.records.status("gone1")["status"] == "lost"
     assert found.records.status("gone1")["error"] == {
         "type": "WorkerLost",
@@ -197,8 +195,8 @@ def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, re
 # -- RQ: what goes on the queue (a worker in this process runs it) -------------------------
 
 
-def _rq_app(redis_url: str, **config: object):  # type: ignore[no-untyped-def]
-    from apps import make_app as build
+def _rq_app(redis_url: str, **config: object):
+    from support.apps import make_app as build
 
     return build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="unit", **config)
 
@@ -208,7 +206,7 @@ def test_rq_entries_are_json_naming_the_job_and_cancel_takes_them_off_the_queue(
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = _rq_app(redis_url)
     jobs = define_jobs(ext)
@@ -267,8 +265,8 @@ def test_rq_queue_is_bounded_app_wide(redis_url) -> None:
 
 
 def test_celery_task_runs_the_job_with_the_same_lifecycle(redis_url) -> None:
-    from apps import make_app as build
     from celery import Celery
+    from support.apps import make_app as build
 
     celery = Celery("unit", broker=redis_url, set_as_current=False)
     celery.conf.update(task_always_eager=True, task_serializer="json")
@@ -321,14 +319,14 @@ def test_update_never_overwrites_a_replacement_made_meanwhile(store) -> None:
 
 def test_a_transition_whose_reply_was_lost_still_wins(store, monkeypatch) -> None:
     """A client that resends a swap after a lost reply finds its own change: still the winner."""
-    from flask_asyncstate import remote
+    from flask_asyncstate import lifecycle as remote
     from flask_asyncstate.records import JobRecords
 
     records = JobRecords(store, "web-1")
     records.create(new_document("resent", "import", None), None, False)
     real = store._update
 
-    def resent(key, apply):  # type: ignore[no-untyped-def]
+    def resent(key, apply):
         real(key, apply)  # done, but the reply "was lost": the client sends it again
         return real(key, apply)
 
@@ -368,7 +366,7 @@ def test_unique_job_on_rq_is_one_while_it_waits_and_after_the_worker_took_it(red
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = _rq_app(redis_url)
 
@@ -398,7 +396,7 @@ def test_unique_job_on_rq_is_one_while_it_waits_and_after_the_worker_took_it(red
 def test_a_job_on_an_rq_worker_builds_urls_of_the_request_that_started_it(redis_url) -> None:
     from flask import url_for
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = _rq_app(redis_url)
 
@@ -469,9 +467,9 @@ def test_a_waiting_job_whose_queue_entry_vanished_ends_lost_and_frees_its_places
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from flask_asyncstate import writer
+    from flask_asyncstate import executors
 
-    monkeypatch.setattr(writer, "SETTLED", 0.0)
+    monkeypatch.setattr(executors, "SETTLED", 0.0)
     app, ext = _rq_app(redis_url, ASYNCSTATE_EXPIRES=2)
 
     @ext.job(name="nightly_rq", unique="app")
@@ -499,12 +497,12 @@ def test_rq_workers_run_nothing_but_our_own_entry_point(redis_url, tmp_path, cap
     import logging
 
     import redis
-    from apps import make_app as build
     from rq import Queue
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
+    from support.apps import make_app as build
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="refuse")
     jobs = define_jobs(ext)
@@ -538,9 +536,9 @@ def test_rq_workers_run_nothing_but_our_own_entry_point(redis_url, tmp_path, cap
 def test_an_rq_worker_stops_without_waiting_for_its_pubsub_thread(redis_url) -> None:
     """RQ's teardown stops its command listener, which waits up to 60 s for a message: the
     worker must not wait that out (a deploy's warm shutdown, each ``--burst`` run)."""
-    from apps import make_app as build
+    from support.apps import make_app as build
 
-    from flask_asyncstate.executors import on_rq
+    from flask_asyncstate import workers as on_rq
 
     app, ext = build(redis_url, ASYNCSTATE_EXECUTOR="rq", ASYNCSTATE_RQ_QUEUE="teardown")
     try:

@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 import requests
-from gunicorn_server import (
+from support.gunicorn_server import (
     Prober,
     Sample,
     clone,
@@ -49,8 +49,8 @@ from gunicorn_server import (
     spread,
     stall_redis,
 )
-from redis_server import RedisServer
-from waiting import WaitTimeout, wait_until
+from support.redis_server import RedisServer
+from support.waiting import WaitTimeout, wait_until
 
 pytestmark = pytest.mark.reliability
 

@@ -1,4 +1,5 @@
-"""The state API contract: every test runs against MemoryStore and a real RedisStore."""
+"""The state API contract: every test runs against MemoryStore, a real RedisStore and a
+RedisStore on a Redis Cluster (that one marked reliability and topology: conftest's STORES)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from waiting import wait_until
+from support.stores import STORES
+from support.waiting import wait_until
 
 from flask_asyncstate.errors import StateTooLarge, UnserializableState
 from flask_asyncstate.state import StateAPI
 from flask_asyncstate.stores import Store
+
+pytestmark = pytest.mark.parametrize("store", STORES, indirect=True)
 
 
 @dataclass
@@ -125,7 +129,7 @@ def test_update_refuses_unserialisable_and_keeps_old_value(state: StateAPI) -> N
 def test_oversized_entry_is_refused(store: Store, state: StateAPI) -> None:
     store.max_entry_size = 1000
     state.create(ImportState(message="x" * 900), name="ok")
-    with pytest.raises(StateTooLarge, match="ASYNCSTATE_MAX_ENTRY_SIZE"):
+    with pytest.raises(StateTooLarge, match="max_entry_size"):
         state.create(ImportState(message="x" * 2000), name="big")
     assert state.get(ImportState, name="big") is None
     with pytest.raises(ValueError):

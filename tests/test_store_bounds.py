@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import redis
-from apps import define_jobs
 from redis.connection import AbstractConnection
+from support.apps import define_jobs
 
 from flask_asyncstate.records import JOB_KIND
 from flask_asyncstate.stores import Store
@@ -101,8 +101,8 @@ def _admin_app(make_app: Any, backend_url: str | None, jobs: int) -> tuple[Any, 
     app, ext = make_app(
         backend_url,
         ASYNCSTATE_KEY_PREFIX=f"bounds{jobs}:",  # both sizes side by side on one Redis
-        ASYNCSTATE_ADMIN_GUARD=lambda: None,
-        ASYNCSTATE_EAGER=True,  # each start runs its job inline: 2,000 jobs in a few seconds
+        admin_guard=lambda: None,
+        ASYNCSTATE_EXECUTOR="inline",  # each start runs its job inline: 2,000 jobs in a few seconds
     )
     found = ext.app_state(app)
     # The newest jobs the admin page reads: fewer than either size here, so that a poll that
@@ -119,7 +119,7 @@ def _admin_app(make_app: Any, backend_url: str | None, jobs: int) -> tuple[Any, 
 
 def test_an_admin_poll_costs_the_same_with_50_and_with_2000_stored_jobs(
     make_app, backend_url, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     costs, answers = {}, {}
     for size in (50, 2000):
         app, ext = _admin_app(make_app, backend_url, size)
@@ -141,13 +141,13 @@ def test_an_admin_poll_costs_the_same_with_50_and_with_2000_stored_jobs(
 
 
 def test_the_admin_page_lists_the_newest_jobs_and_counts_lost_ones_as_lost(
-    make_app, backend_url
-) -> None:  # type: ignore[no-untyped-def]
+    make_jobs, backend_url
+) -> None:
     """Counts are taken over the jobs the poll read, after the read-time ``lost`` of jobs
     whose instance is dead: a job never counts as running when the page shows it lost."""
-    app, ext = make_app(backend_url, ASYNCSTATE_ADMIN_GUARD=lambda: None, ASYNCSTATE_EAGER=True)
+    app, ext, jobs = make_jobs(backend_url, admin_guard=lambda: None, ASYNCSTATE_EXECUTOR="inline")
     found = ext.app_state(app)
-    count = define_jobs(ext)["count"]
+    count = jobs["count"]
     with app.app_context():
         found.ensure_running()
         done = [count.start(1).id for _ in range(3)]
@@ -167,16 +167,16 @@ def test_the_admin_page_lists_the_newest_jobs_and_counts_lost_ones_as_lost(
     assert lost["counts"] == answer["counts"]  # counted before the filter, as before
 
 
-def test_an_expired_job_is_neither_listed_nor_counted(make_app, backend_url) -> None:  # type: ignore[no-untyped-def]
+def test_an_expired_job_is_neither_listed_nor_counted(make_jobs, backend_url) -> None:
     """Its id stays in the list of the newest jobs until newer ones push it out; a poll
     reads it as gone and skips it: nothing is counted that is not there."""
-    app, ext = make_app(
+    app, _ext, jobs = make_jobs(
         backend_url,
-        ASYNCSTATE_ADMIN_GUARD=lambda: None,
-        ASYNCSTATE_EAGER=True,
+        admin_guard=lambda: None,
+        ASYNCSTATE_EXECUTOR="inline",
         ASYNCSTATE_EXPIRES=1,
     )
-    count = define_jobs(ext)["count"]
+    count = jobs["count"]
     with app.app_context():
         gone = count.start(1).id
     web = app.test_client()
@@ -205,13 +205,13 @@ def _expires_in(store: Store, backend_url: str | None, key: str) -> float:
 
 
 def test_a_strangers_poll_of_a_finished_job_neither_refreshes_it_nor_costs_a_call_more(
-    make_app, backend_url, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
-    app, ext = make_app(backend_url)
-    count = define_jobs(ext)["count"]
+    make_jobs, backend_url, monkeypatch
+) -> None:
+    app, ext, jobs = make_jobs(backend_url)
+    count = jobs["count"]
 
     @app.post("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": count.start(1).token}
 
     alice, stranger = app.test_client(), app.test_client()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from apps import define_jobs
+from support.apps import define_jobs
 
 from flask_asyncstate.stores import MemoryStore
 
@@ -13,13 +13,13 @@ class CountingStore(MemoryStore):
 
     writes = 0
 
-    def _write(self, key, text):  # type: ignore[no-untyped-def]
+    def _write(self, key, text):
         CountingStore.writes += 1
         return super()._write(key, text)
 
 
 @pytest.mark.parametrize("spec", ["test_store_plugin.CountingStore", CountingStore])
-def test_store_by_import_string_or_class_gets_the_configured_options(make_app, spec) -> None:  # type: ignore[no-untyped-def]
+def test_store_by_import_string_or_class_gets_the_configured_options(make_app, spec) -> None:
     app, ext = make_app(ASYNCSTATE_STORE=spec, ASYNCSTATE_EXPIRES=123)
     store = ext.app_state(app).store
     assert type(store) is CountingStore
@@ -30,13 +30,13 @@ def test_store_by_import_string_or_class_gets_the_configured_options(make_app, s
     assert CountingStore.writes > before
 
 
-def test_store_instance_is_used_as_given(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_store_instance_is_used_as_given(make_app) -> None:
     mine = MemoryStore(key_prefix="mine:")
     app, ext = make_app(ASYNCSTATE_STORE=mine)
     assert ext.app_state(app).store is mine
 
 
 @pytest.mark.parametrize("spec", ["builtins.dict", 42])
-def test_anything_else_is_refused_saying_what_is_expected(make_app, spec) -> None:  # type: ignore[no-untyped-def]
+def test_anything_else_is_refused_saying_what_is_expected(make_app, spec) -> None:
     with pytest.raises(TypeError, match="ASYNCSTATE_STORE must be a Store instance"):
         make_app(ASYNCSTATE_STORE=spec)

@@ -1,4 +1,4 @@
-"""The Redis topology helpers (tests/redis_topologies.py) work, checked with plain redis-py.
+"""The Redis topology helpers (tests/support/redis_topologies.py) work, checked with plain redis-py.
 
 Each test prints one line with its timings; the suite lists them in its report.
 """
@@ -14,7 +14,7 @@ import redis
 import redis.crc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis_topologies import AclRedis, RedisClusterServers, SentinelSet, TlsRedis
+from support.redis_topologies import AclRedis, RedisClusterServers, SentinelSet, TlsRedis
 
 pytestmark = [pytest.mark.reliability, pytest.mark.topology]
 

@@ -9,13 +9,13 @@ import time
 from typing import Any
 
 import pytest
-from apps import define_jobs
-from redis_topologies import AclRedis, RedisClusterServers, SentinelSet, TlsRedis
-from topology_procs import make_topology_app, run_job
-from waiting import wait_until
+from support.apps import define_jobs
+from support.redis_topologies import AclRedis, RedisClusterServers, SentinelSet, TlsRedis
+from support.topology_procs import make_topology_app, run_job
+from support.waiting import wait_until
 
 from flask_asyncstate import StoreError
-from flask_asyncstate.stores.redis_acl import acl_rules
+from flask_asyncstate.stores.redis import acl_rules
 
 pytestmark = [pytest.mark.reliability, pytest.mark.topology]
 
@@ -208,8 +208,8 @@ def test_acl_user_on_the_cluster(cluster: RedisClusterServers) -> None:
         )
     nodes = [ClusterNode(h, p) for h, p in cluster.startup_nodes]
     client = RedisCluster(startup_nodes=nodes, username="clusterjobs", password="pw3")
-    from apps import SECRET
     from flask import Flask
+    from support.apps import SECRET
 
     from flask_asyncstate import AsyncState
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from flask import Flask, jsonify, request
 from flask_login import LoginManager, UserMixin, login_user, logout_user
-from procs import start_unique
-from waiting import wait_until
+from support.procs import start_unique
+from support.waiting import wait_until
 
 from flask_asyncstate import AsyncState, JobCancelled, JobContext
-from flask_asyncstate.labels import DEFAULT_LABELS, translated
+from flask_asyncstate.templating import DEFAULT_LABELS, translated
 
 HEADERS = {"X-Requested-With": "fetch"}
 
@@ -29,8 +29,10 @@ def test_iter_yields_items_and_records_progress_after_each(make_app, backend_url
     @ext.job
     def rows(job: JobContext, items: list[str]) -> list[str]:
         out = []
+        buffer = ext.app_state(app).local_context(job.id)  # what the writer would copy
+        assert buffer is not None
         for item in job.iter(items, message="{current} of {total} rows"):
-            doc = job.snapshot()
+            doc = buffer.snapshot()
             seen.append((doc["current"], doc["total"], doc["message"]))
             out.append(item.upper())
         return out
@@ -352,7 +354,7 @@ def test_next_user_in_the_same_browser_never_sees_the_previous_users_jobs(
 def test_a_users_jobs_follow_them_to_another_session_and_count_one_quota(
     make_app, backend_url
 ) -> None:
-    app, ext = _login_app(make_app, backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
+    app, ext = _login_app(make_app, backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=2)
     laptop, phone = app.test_client(), app.test_client()
     laptop.post("/login/alice")
     phone.post("/login/alice")
@@ -378,7 +380,7 @@ def test_anonymous_jobs_stay_with_their_session(make_app, backend_url) -> None:
 
 
 def test_owner_callable_overrides_the_default(make_app, backend_url) -> None:
-    app, ext = make_app(backend_url, ASYNCSTATE_OWNER=lambda: request.headers.get("X-Team") or None)
+    app, ext = make_app(backend_url, owner_loader=lambda: request.headers.get("X-Team") or None)
     gate = threading.Event()
 
     @ext.job
@@ -398,16 +400,16 @@ def test_owner_callable_overrides_the_default(make_app, backend_url) -> None:
     gate.set()
 
 
-def test_owner_callable_from_an_import_string_and_bad_values(make_app) -> None:
-    with pytest.raises(TypeError, match="ASYNCSTATE_OWNER"):
-        make_app(ASYNCSTATE_OWNER=42)
-    app, ext = make_app(ASYNCSTATE_OWNER="test_user_features:_bad_owner")
+def test_owner_loader_refuses_bad_values(make_app) -> None:
+    with pytest.raises(TypeError, match=r"asyncstate.owner_loader\(\) takes a callable"):
+        make_app(owner_loader=42)
+    app, ext = make_app(owner_loader=_bad_owner)
 
     @ext.job
     def nothing(job: JobContext) -> None:
         return None
 
-    with app.test_request_context(), pytest.raises(TypeError, match="ASYNCSTATE_OWNER"):
+    with app.test_request_context(), pytest.raises(TypeError, match="the owner_loader must"):
         nothing.start()
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from apps import Gate, define_jobs
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect, generate_csrf
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
-from redis_server import RedisServer
+from support.apps import Gate
+from support.redis_server import RedisServer
 
 from flask_asyncstate.tokens import SALT
 
@@ -17,14 +17,13 @@ XHR = {"X-Requested-With": "XMLHttpRequest"}
 
 
 @pytest.fixture
-def web(make_app, backend_url):  # type: ignore[no-untyped-def]
+def web(make_jobs, backend_url):
     """An app with a view that starts jobs, on both backends."""
-    app, ext = make_app(backend_url, ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
-    jobs = define_jobs(ext)
+    app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=2)
     gate = Gate()
 
     @app.post("/start/<kind>")
-    def start(kind: str):  # type: ignore[no-untyped-def]
+    def start(kind: str):
         args = {"count": (3,), "until_cancelled": (), "blocked": (gate.name,)}[kind]
         return {"token": jobs[kind].start(*args).token}
 
@@ -32,20 +31,20 @@ def web(make_app, backend_url):  # type: ignore[no-untyped-def]
     gate.set()
 
 
-def _start(client, kind: str = "until_cancelled") -> str:  # type: ignore[no-untyped-def]
+def _start(client, kind: str = "until_cancelled") -> str:
     response = client.post(f"/start/{kind}")
     assert response.status_code == 200, response.data
     return response.json["token"]
 
 
-def _assert_json_error(response, status: int) -> None:  # type: ignore[no-untyped-def]
+def _assert_json_error(response, status: int) -> None:
     assert response.status_code == status, response.data
     assert response.mimetype == "application/json"
     assert "error" in response.json
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_progress_answers_own_job_by_get_and_post(web) -> None:  # type: ignore[no-untyped-def]
+def test_progress_answers_own_job_by_get_and_post(web) -> None:
     app, _ext, _ = web
     client = app.test_client()
     token = _start(client, "count")
@@ -62,7 +61,7 @@ def _flip(token: str, index: int) -> str:
     return token[:index] + ("A" if ch != "A" else "B") + token[index + 1 :]
 
 
-def test_bad_tokens_all_answer_the_same_404(web) -> None:  # type: ignore[no-untyped-def]
+def test_bad_tokens_all_answer_the_same_404(web) -> None:
     app, _ext, _ = web
     client = app.test_client()
     token = _start(client)
@@ -97,11 +96,11 @@ def test_bad_tokens_all_answer_the_same_404(web) -> None:  # type: ignore[no-unt
     response = stranger.get(f"/asyncstate/progress/{token}")
     _assert_json_error(response, 404)
     bodies.add(response.data)
-    assert len(bodies) <= 2  # "no such job in this session", or the catch-all "not found"
+    assert len(bodies) <= 2  # "no such job in this session", or "not found" (no route)
     assert client.get(f"/asyncstate/progress/{token}").status_code == 200
 
 
-def test_sessions_are_isolated(web) -> None:  # type: ignore[no-untyped-def]
+def test_sessions_are_isolated(web) -> None:
     app, _ext, _ = web
     alice, bob = app.test_client(), app.test_client()
     token = _start(alice)
@@ -111,8 +110,8 @@ def test_sessions_are_isolated(web) -> None:  # type: ignore[no-untyped-def]
     assert alice.get(f"/asyncstate/progress/{token}").json["cancel_requested"] is False
 
 
-def test_jobs_lists_exactly_the_quota_of_finished_jobs(web) -> None:  # type: ignore[no-untyped-def]
-    """ASYNCSTATE_MAX_JOBS_PER_SESSION (2 here) newest finished jobs, not one more: the
+def test_jobs_lists_exactly_the_quota_of_finished_jobs(web) -> None:
+    """ASYNCSTATE_MAX_JOBS_PER_OWNER (2 here) newest finished jobs, not one more: the
     owner's index holds one extra ended id from a job's end to the owner's next start."""
     app, ext, gate = web
     client = app.test_client()
@@ -134,7 +133,7 @@ def test_jobs_lists_exactly_the_quota_of_finished_jobs(web) -> None:  # type: ig
     assert client.get(f"/asyncstate/progress/{tokens[0]}").status_code == 200  # still opens
 
 
-def test_cancel_needs_post_and_same_origin_proof(web) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_needs_post_and_same_origin_proof(web) -> None:
     app, _ext, _ = web
     client = app.test_client()
     token = _start(client)
@@ -154,7 +153,7 @@ def test_cancel_needs_post_and_same_origin_proof(web) -> None:  # type: ignore[n
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_cancel_with_header_stops_the_job(web) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_with_header_stops_the_job(web) -> None:
     app, ext, _ = web
     client = app.test_client()
     token = _start(client)
@@ -165,13 +164,11 @@ def test_cancel_with_header_stops_the_job(web) -> None:  # type: ignore[no-untyp
     assert client.get(f"/asyncstate/progress/{token}").json["status"] == "cancelled"
 
 
-def test_flask_wtf_csrf_is_honoured(make_app) -> None:
-    app, ext = make_app()
+def test_flask_wtf_csrf_is_honoured(app, jobs) -> None:
     CSRFProtect(app)  # set up after us: our blueprint must still answer JSON
-    jobs = define_jobs(ext)
 
     @app.get("/start")
-    def start():  # type: ignore[no-untyped-def]
+    def start():
         return {"token": jobs["until_cancelled"].start().token, "csrf": generate_csrf()}
 
     client = app.test_client()
@@ -183,7 +180,7 @@ def test_flask_wtf_csrf_is_honoured(make_app) -> None:
     assert response.status_code == 202
 
 
-def test_quota_answers_429(web) -> None:  # type: ignore[no-untyped-def]
+def test_quota_answers_429(web) -> None:
     app, _ext, _gate = web
     client = app.test_client()
     _start(client, "blocked")
@@ -195,14 +192,13 @@ def test_quota_answers_429(web) -> None:  # type: ignore[no-untyped-def]
     assert app.test_client().post("/start/blocked").status_code == 200  # others are not affected
 
 
-def test_store_unreachable_answers_503(make_app) -> None:
+def test_store_unreachable_answers_503(make_jobs) -> None:
     server = RedisServer().start()
     try:
-        app, ext = make_app(server.url)
-        jobs = define_jobs(ext)
+        app, _ext, jobs = make_jobs(server.url)
 
         @app.post("/start")
-        def start():  # type: ignore[no-untyped-def]
+        def start():
             return {"token": jobs["count"].start(2).token}
 
         client = app.test_client()
@@ -217,7 +213,7 @@ def test_store_unreachable_answers_503(make_app) -> None:
         server.stop()
 
 
-def test_unknown_paths_under_the_prefix_answer_json(web) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_paths_under_the_prefix_answer_json(web) -> None:
     app, _ext, _ = web
     client = app.test_client()
     for path in [
@@ -231,7 +227,7 @@ def test_unknown_paths_under_the_prefix_answer_json(web) -> None:  # type: ignor
         _assert_json_error(client.get(path), 404)
 
 
-def test_assets_are_served_locally(web) -> None:  # type: ignore[no-untyped-def]
+def test_assets_are_served_locally(web) -> None:
     app, _ext, _ = web
     client = app.test_client()
     for path, needle in [
@@ -244,7 +240,7 @@ def test_assets_are_served_locally(web) -> None:  # type: ignore[no-untyped-def]
             assert needle in response.data
 
 
-def test_widget_renders_accessible_markup(web) -> None:  # type: ignore[no-untyped-def]
+def test_widget_renders_accessible_markup(web) -> None:
     app, _ext, _ = web
     with app.test_request_context("/"):
         html = app.jinja_env.from_string("{{ asyncstate_widget('t<o>k') }}").render()
@@ -266,7 +262,7 @@ def test_url_prefix_is_configurable(make_app) -> None:
     assert isinstance(app, Flask)
 
 
-def test_cancel_of_a_finished_job_changes_nothing(web) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_of_a_finished_job_changes_nothing(web) -> None:
     app, ext, _ = web
     client = app.test_client()
     token = _start(client, "count")
@@ -278,11 +274,11 @@ def test_cancel_of_a_finished_job_changes_nothing(web) -> None:  # type: ignore[
     assert client.get(f"/asyncstate/progress/{token}").json["cancel_requested"] is False
 
 
-def test_bad_token_in_a_user_view_is_a_json_404(web) -> None:  # type: ignore[no-untyped-def]
+def test_bad_token_in_a_user_view_is_a_json_404(web) -> None:
     app, ext, _ = web
 
     @app.get("/mine/<token>")
-    def mine(token: str):  # type: ignore[no-untyped-def]
+    def mine(token: str):
         return ext.status(token) or {}
 
     _assert_json_error(app.test_client().get("/mine/forged"), 404)
@@ -294,7 +290,7 @@ def test_url_prefix_must_be_an_absolute_path(make_app, prefix: str) -> None:
         make_app(ASYNCSTATE_URL_PREFIX=prefix)
 
 
-def test_widget_script_is_told_the_statuses_wherever_it_is_served_from(make_app) -> None:  # type: ignore[no-untyped-def]
+def test_widget_script_is_told_the_statuses_wherever_it_is_served_from(make_app) -> None:
     app, _ext = make_app()
     client = app.test_client()
     script = client.get("/asyncstate/asyncstate.js")

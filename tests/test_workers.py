@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import requests
-from waiting import wait_until
-from worker_procs import XHR, Engine
+from support.waiting import wait_until
+from support.worker_procs import XHR, Engine
 
 from flask_asyncstate.status import FINAL
 
@@ -150,7 +150,7 @@ def test_two_hundred_jobs_over_two_workers_end_with_exact_results(
 ) -> None:
     for key in ("WT_REDIS_URL", "WT_PREFIX", "WT_EXECUTOR", "WT_QUEUE"):
         monkeypatch.setenv(key, engine.env[key])
-    import worker_app
+    from support import worker_app
 
     app = worker_app.create_app()  # a third instance, in this process: jobs without owner
     ext = app.extensions["asyncstate"].extension
@@ -205,7 +205,7 @@ def test_sigkill_of_a_worker_mid_job_reads_lost_within_three_heartbeats(
     job = start(s, a, "until_cancelled")
     running(s, b, job["token"])
     pid = _runner_pid(engine, job["id"])
-    from worker_procs import descendants
+    from support.worker_procs import descendants
 
     victim = next(p for p in engine.workers if p.pid == pid or pid in descendants(p.pid))
     engine.kill_worker(victim)
@@ -223,14 +223,14 @@ def test_sigkill_of_a_worker_mid_job_reads_lost_within_three_heartbeats(
 def test_the_example_app_runs_its_imports_on_a_worker(
     executor: str, redis_url: str, tmp_path: Any
 ) -> None:
-    """The README's web and worker commands for the example app, as given there."""
+    """docs/deployment.rst's web and worker commands for the example app, as given there."""
     import os
     import signal
     import subprocess
     import sys
 
-    from gunicorn_server import ROOT, app_environment, post_cancel, post_import, prepare
-    from servers import AppProcess
+    from support.gunicorn_server import ROOT, app_environment, post_cancel, post_import, prepare
+    from support.servers import AppProcess
 
     env = {"REDIS_URL": redis_url, "ASYNCSTATE_EXECUTOR": executor, "EXAMPLE_PAUSE": "0.05"}
     worker_argv = {
@@ -294,7 +294,7 @@ def test_engine_side_stops_end_the_document(
     running(s, b, job["token"])
     pid = _runner_pid(engine, job["id"])
     if engine.kind == "rq":
-        from worker_procs import descendants
+        from support.worker_procs import descendants
 
         victim = next(p for p in engine.workers if pid in descendants(p.pid))
         os.kill(victim.pid, signal.SIGTERM)  # warm: RQ waits for the job...
@@ -310,7 +310,7 @@ def test_engine_side_stops_end_the_document(
     else:
         for key in ("WT_REDIS_URL", "WT_PREFIX", "WT_EXECUTOR", "WT_QUEUE"):
             monkeypatch.setenv(key, engine.env[key])
-        import worker_app
+        from support import worker_app
 
         app = worker_app.create_app()
         app.extensions["asyncstate"].executor.celery.control.revoke(job["id"], terminate=True)
@@ -374,7 +374,7 @@ def test_cancels_racing_a_workers_take_end_cancelled_and_leave_rq_no_failure(
     _rq_only(engine)
     for key in ("WT_REDIS_URL", "WT_PREFIX", "WT_EXECUTOR", "WT_QUEUE"):
         monkeypatch.setenv(key, engine.env[key])
-    import worker_app
+    from support import worker_app
 
     app = worker_app.create_app()  # a third instance, in this process
     ext = app.extensions["asyncstate"].extension

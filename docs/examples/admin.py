@@ -1,4 +1,4 @@
-"""The operator's page, ``/asyncstate/admin``, for operators only (docs/admin.rst).
+"""The operator's page, ``/asyncstate/admin``, for operators only (docs/operating.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/admin.py run``, sign in
 as alice at http://127.0.0.1:5000/login and start an export, then sign in as olga
@@ -43,8 +43,8 @@ def operators_only():
     return None
 
 
-app.config["ASYNCSTATE_ADMIN_GUARD"] = operators_only  # set before init_app: the page is on
 asyncstate = AsyncState(app)
+asyncstate.admin_guard(operators_only)  # the page is on, for operators only
 
 
 @asyncstate.job

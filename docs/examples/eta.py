@@ -1,4 +1,4 @@
-"""Rate, ETA and elapsed time of a running job (docs/eta.rst).
+"""Rate, ETA and elapsed time of a running job (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/eta.py run`` and open
 http://127.0.0.1:5000: under the bar the widget shows "0:04 elapsed · about 11 s

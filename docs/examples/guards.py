@@ -1,4 +1,4 @@
-"""A guard in front of the extension's routes: ``asyncstate.guard`` (docs/guards.rst).
+"""A guard in front of the extension's routes: ``asyncstate.guard`` (docs/operating.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/guards.py run`` and open
 http://127.0.0.1:5000. Signed out, ``/asyncstate/jobs`` answers 401 with the sign-in

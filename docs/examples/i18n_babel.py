@@ -1,8 +1,8 @@
-"""The widget in the visitor's language through Flask-Babel (docs/i18n.rst).
+"""The widget in the visitor's language through Flask-Babel (docs/browser.rst).
 
 With Flask-Babel set up on the app, ``asyncstate_widget`` and ``asyncstate_jobs``
 pass every default label through its ``gettext``: put the labels' messages in the
-app's catalogue (docs/i18n.rst says how) and compile it as usual. Run it with
+app's catalogue (docs/browser.rst says how) and compile it as usual. Run it with
 
     FLASK_SECRET_KEY=dev FLASK_BABEL_TRANSLATION_DIRECTORIES=$PWD/translations \\
         flask --app docs/examples/i18n_babel.py run

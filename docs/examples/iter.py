@@ -1,4 +1,4 @@
-"""Progress from a loop with ``job.iter`` (docs/iter.rst).
+"""Progress from a loop with ``job.iter`` (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/iter.py run`` and open
 http://127.0.0.1:5000.

@@ -1,4 +1,4 @@
-"""The widget's own words, and a notification when the job ends (docs/i18n.rst).
+"""The widget's own words, and a notification when the job ends (docs/browser.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/labels.py run`` and open
 http://127.0.0.1:5000. The start button asks for permission to show notifications

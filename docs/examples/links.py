@@ -1,4 +1,4 @@
-"""Links built in a job: ``url_for(..., _external=True)`` (docs/request.rst).
+"""Links built in a job: ``url_for(..., _external=True)`` (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/links.py run`` and open
 http://127.0.0.1:5000/reports/7. The finished job's link points where the page was

@@ -1,4 +1,4 @@
-"""Who owns a job: the Flask-Login user, else the browser session (docs/owners.rst).
+"""Who owns a job: the Flask-Login user, else the browser session (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/owners.py run`` and open
 http://127.0.0.1:5000 in two browsers. Sign in as alice in both: an export started
@@ -16,7 +16,7 @@ from flask_asyncstate import AsyncState, QuotaExceeded
 app = Flask(__name__)
 app.config.from_prefixed_env()  # FLASK_SECRET_KEY signs the job tokens and the session
 login_manager = LoginManager(app)
-asyncstate = AsyncState(app)  # no ASYNCSTATE_OWNER: the Flask-Login user owns their jobs
+asyncstate = AsyncState(app)  # no owner_loader: the Flask-Login user owns their jobs
 
 USERS = {"alice", "bob"}
 STEPS = 100

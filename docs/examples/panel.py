@@ -1,4 +1,4 @@
-"""A "my jobs" page: the ``asyncstate_jobs()`` Jinja global (docs/panel.rst).
+"""A "my jobs" page: the ``asyncstate_jobs()`` Jinja global (docs/browser.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/panel.py run`` and open
 http://127.0.0.1:5000. Start a few jobs: the page lists them, newest first, each

@@ -1,4 +1,4 @@
-"""Why a job ended: the document's ``reason`` (docs/reason.rst).
+"""Why a job ended: the document's ``reason`` (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/reason.py run`` and open
 http://127.0.0.1:5000. Start a sync and cancel it, start the broken one, or stop the

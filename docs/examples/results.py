@@ -1,4 +1,4 @@
-"""What a finished job shows under its bar: ``render_result`` (docs/results.rst).
+"""What a finished job shows under its bar: ``render_result`` (docs/browser.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/results.py run`` and open
 http://127.0.0.1:5000. When the export is done its widget shows a download link, and

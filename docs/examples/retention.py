@@ -1,4 +1,4 @@
-"""Finished jobs kept for a day, and dismissed by their owner (docs/retention.rst).
+"""Finished jobs kept for a day, and dismissed by their owner (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/retention.py run`` and
 open http://127.0.0.1:5000. Finished exports stay on the page for a day, even when

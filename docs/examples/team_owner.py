@@ -1,4 +1,4 @@
-"""Jobs owned by a team: ``ASYNCSTATE_OWNER`` (docs/owners.rst).
+"""Jobs owned by a team: ``@asyncstate.owner_loader`` (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/team_owner.py run``.
 Everyone signed in to one team sees, and may cancel, the team's jobs; a visitor who
@@ -15,16 +15,17 @@ from flask_asyncstate import AsyncState
 TEAMS = {"alice": "red", "bob": "red", "carol": "blue"}
 
 
+app = Flask(__name__)
+app.config.from_prefixed_env()  # FLASK_SECRET_KEY signs the job tokens and the session
+asyncstate = AsyncState(app)
+
+
+@asyncstate.owner_loader
 def team_owner():
     """The owner of jobs started in this request: the signed-in user's team, or None
     (then the browser session owns them)."""
     return TEAMS.get(session.get("user"))
 
-
-app = Flask(__name__)
-app.config.from_prefixed_env()  # FLASK_SECRET_KEY signs the job tokens and the session
-app.config["ASYNCSTATE_OWNER"] = team_owner  # or an import string, "myapp.auth:team_owner"
-asyncstate = AsyncState(app)  # reads ASYNCSTATE_OWNER here: set it before
 
 STEPS = 100
 PAUSE = 0.1  # seconds per step: a 10-second job

@@ -35,11 +35,11 @@ def token_of(response):
     return parse_qs(urlsplit(response.location).query)["token"][0]
 
 
-# -- eager mode ------------------------------------------------------------------------
+# -- the inline executor -------------------------------------------------------------
 
 
 def test_export_succeeds(make_app):
-    app = make_app(ASYNCSTATE_EAGER=True)  # start() returns once the job has ended
+    app = make_app(ASYNCSTATE_EXECUTOR="inline")  # start() returns once the job has ended
     browser = client(app)
     response = browser.post("/export", data={"count": 3})
     token = token_of(response)
@@ -52,7 +52,7 @@ def test_export_succeeds(make_app):
 
 
 def test_a_bad_count_fails_the_job(make_app, caplog):
-    app = make_app(ASYNCSTATE_EAGER=True)
+    app = make_app(ASYNCSTATE_EXECUTOR="inline")
     with app.app_context():
         handle = export_orders.start(0)  # outside a request: no owner, read it by handle
     doc = handle.status()
@@ -62,7 +62,7 @@ def test_a_bad_count_fails_the_job(make_app, caplog):
 
 
 def test_finished_signal(make_app):
-    app = make_app(ASYNCSTATE_EAGER=True)
+    app = make_app(ASYNCSTATE_EXECUTOR="inline")
     seen = []
 
     def receiver(sender, job_id, document):
@@ -91,7 +91,7 @@ def test_cancel_stops_the_export(make_app):
 
 
 def test_a_third_export_is_refused_with_a_message(make_app):
-    app = make_app(ASYNCSTATE_MAX_JOBS_PER_SESSION=2)
+    app = make_app(ASYNCSTATE_MAX_JOBS_PER_OWNER=2)
     browser = client(app)
     with job_gate("collected", app):  # held: both stay unfinished while the test looks
         first = token_of(browser.post("/export", data={"count": 10}))
@@ -113,18 +113,18 @@ def test_wait_for_fails_at_once_when_the_job_ends_otherwise(make_app):
             wait_for(handle, "succeeded", timeout=10)  # no 10 s wait: it failed
 
 
-def test_a_gate_cannot_hold_an_eager_job(make_app):
-    app = make_app(ASYNCSTATE_EAGER=True)
+def test_a_gate_cannot_hold_an_inline_job(make_app):
+    app = make_app(ASYNCSTATE_EXECUTOR="inline")
     with app.app_context(), job_gate("collected", app):
-        doc = export_orders.start(5).status()  # eager: the job has ended already
+        doc = export_orders.start(5).status()  # inline: the job has ended already
     assert doc["status"] == "failed"
-    assert "ASYNCSTATE_EAGER" in doc["error"]["message"]
+    assert "run inline" in doc["error"]["message"]
 
 
 def test_apps_on_one_redis_keep_their_jobs_apart(make_app):
     if REDIS_URL is None:
         pytest.skip("no shared Redis: each app keeps its jobs in its own memory anyway")
-    mine, theirs = make_app(ASYNCSTATE_EAGER=True), make_app(ASYNCSTATE_EAGER=True)
+    mine, theirs = make_app(ASYNCSTATE_EXECUTOR="inline"), make_app(ASYNCSTATE_EXECUTOR="inline")
     token = token_of(client(mine).post("/export", data={"count": 2}))
     with mine.app_context():
         assert asyncstate.handle(token).status()["status"] == "succeeded"

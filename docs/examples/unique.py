@@ -1,4 +1,4 @@
-"""One unfinished job at a time: ``@asyncstate.job(unique=...)`` (docs/unique.rst).
+"""One unfinished job at a time: ``@asyncstate.job(unique=...)`` (docs/jobs.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/unique.py run`` and open
 http://127.0.0.1:5000. Press "Export my orders" twice: the second press shows the

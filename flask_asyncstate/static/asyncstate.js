@@ -62,7 +62,7 @@
       }
       SERVER_STATUSES = { all: [], final: [] };
     }
-    // The labels' defaults come the same way (flask_asyncstate/labels.py, DEFAULT_LABELS).
+    // The labels' defaults come the same way (flask_asyncstate/templating.py, DEFAULT_LABELS).
     var SERVER_LABELS = window.asyncstateLabels;
     if (!SERVER_LABELS || typeof SERVER_LABELS !== 'object') {
       if (window.console) {
@@ -715,7 +715,7 @@
       //  - it fails before it ever opened (429 "too many streams", 503, 404, network error...):
       //    poll at once, and never try a stream again for this widget (EventSource cannot
       //    see the status code, so it must not retry blindly: no tight reconnect loop);
-      //  - the server's "reconnect" event (the stream reached ASYNCSTATE_SSE_MAX_AGE): open a
+      //  - the server's "reconnect" event (the stream reached sse_max_age): open a
       //    new stream; if that one fails before it opens, the rule above applies;
       //  - an open stream that drops or closes before a final status: poll.
       _openStream: function () {

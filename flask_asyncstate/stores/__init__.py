@@ -1,5 +1,6 @@
 """Storage backends: :class:`MemoryStore` (embedded default) and :class:`RedisStore` (shared),
-and :func:`make_store`, which picks the one an app's configuration asks for."""
+both built on the contract of :class:`Store`, and :func:`make_store`, which picks the one an
+app's configuration asks for."""
 
 from __future__ import annotations
 
@@ -9,17 +10,9 @@ from werkzeug.utils import import_string
 
 from .base import Entry, Store
 from .memory import MemoryStore
+from .redis import RedisStore, client_from_url, request_client_from_url, sentinel_client
 
 __all__ = ["Entry", "MemoryStore", "RedisStore", "Store", "make_store"]
-
-
-def __getattr__(name: str) -> object:
-    # redis is an optional extra: import the Redis backend only when asked for.
-    if name == "RedisStore":
-        from .redis import RedisStore
-
-        return RedisStore
-    raise AttributeError(name)
 
 
 def make_store(settings: Any, redis_client: Any = None) -> Store:
@@ -33,7 +26,7 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
     options: dict[str, Any] = {
         "key_prefix": settings.key_prefix,
         "expires": settings.expires,
-        "max_entry_size": settings.max_entry_size,
+        "max_entry_size": settings.tuning.max_entry_size,
     }
     spec = settings.store
     if spec is not None:
@@ -50,21 +43,12 @@ def make_store(settings: Any, redis_client: Any = None) -> Store:
     sentinels = getattr(settings, "redis_sentinels", None)
     if redis_client is None and settings.redis_url is None and sentinels is None:
         return MemoryStore(**options)
-    try:
-        from .redis import RedisStore, client_from_url, request_client_from_url
-    except ImportError as exc:
-        raise RuntimeError(
-            "ASYNCSTATE_REDIS_URL is set but redis-py is not installed:"
-            " pip install 'flask-asyncstate[redis]'"
-        ) from exc
     options.update(
         request_timeout=settings.redis_timeout,
-        circuit_failures=settings.circuit_failures,
-        circuit_reset=settings.circuit_reset,
+        circuit_failures=settings.tuning.circuit_failures,
+        circuit_reset=settings.tuning.circuit_reset,
     )
     if redis_client is None and sentinels is not None:
-        from .redis_client import sentinel_client
-
         redis_client = sentinel_client(sentinels, settings.redis_sentinel_master)
     if redis_client is not None:
         return RedisStore(redis_client, **options)

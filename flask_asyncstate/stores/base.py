@@ -1,12 +1,12 @@
-"""The store interface: JSON documents by key, sliding expiry, a separate cancel flag, local Events.
+"""The store contract: JSON documents by key, sliding expiry, a separate cancel flag, local Events.
 
-A backend implements the storage hooks at the end of :class:`Store` (each says
-its contract; ``_write`` and ``_update`` answer a :class:`Found`); this base
-holds everything they share: key layout, encoding and the size cap, and, in
-:mod:`.local`, the cancel Events, change watchers and per-key turns of this
-process. A backend whose writes already notify watchers in every process (Redis
-publishes them) sets ``notifies_changes = True``. A third-party backend is
-plugged in with ``ASYNCSTATE_STORE`` (an instance or an import string).
+:class:`Store` holds everything the backends share: the public operations, the key
+layout, encoding and the size cap, and what one process keeps for itself (below). A
+backend implements the storage hooks at the end of :class:`Store` (each says its
+contract; ``_write`` and ``_update`` answer a :class:`Found`). A backend whose writes
+already notify watchers in every process (Redis publishes them) sets
+``notifies_changes = True``. A third-party backend is plugged in with
+``ASYNCSTATE_STORE`` (an instance or an import string).
 
 Key layout: ``<prefix>{<kind>:<name>}``. The braces are a Redis Cluster hash
 tag, so everything about one entry lives in one slot. The cancel flag is kept
@@ -17,30 +17,77 @@ Besides entries, a backend keeps bounded indexes: an owner's jobs (:meth:`Store.
 and *ranked lists* (:meth:`Store.rank`), members ordered by a score and capped in size,
 what the operator's page reads instead of scanning every entry. A backend without ranked
 lists leaves :attr:`Store.ranks` False, and readers scan as they did before them.
+
+What a store keeps in this process only, each behind its own lock: a cancel must set
+the Event of the process that holds the entry (:class:`CancelEvents`); a push stream
+waits for an entry to change (:class:`Watchers`); threads of one process take turns per
+key in ``update`` (:class:`KeyTurns`), so optimistic retries only happen between
+processes.
+
+Who is calling the store, a web request (short waits, fail fast) or background work
+(patient), is :func:`on_request_path`; the Redis store picks its client by it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, ClassVar
+
+from flask import has_request_context
 
 from .. import serialization
 from ..errors import StateTooLarge
-from .callers import on_request_path, request_path
-from .entries import Claims, Entry, Found
-from .local import CancelEvents, KeyTurns, Watchers
 
 __all__ = ["Claims", "Entry", "Found", "Store", "on_request_path", "request_path"]
 
 #: Default sliding expiry in seconds (``ASYNCSTATE_EXPIRES``).
 DEFAULT_EXPIRES = 900
-#: Default cap on one encoded entry in bytes (``ASYNCSTATE_MAX_ENTRY_SIZE``).
+#: Default cap on one encoded entry in bytes (the ``max_entry_size`` tuning keyword).
 DEFAULT_MAX_ENTRY_SIZE = 64 * 1024
 #: Seconds a thread waits for its turn on a key before it updates optimistically anyway.
 _UPDATE_LOCK_TIMEOUT = 1.0
+
+
+# -- what a conditional write found, an entry as read back, an owner's job index --
+
+
+class Found(Enum):
+    """What a conditional write found: no entry, or one with or without a cancel request."""
+
+    MISSING = "missing"
+    PRESENT = "present"
+    CANCEL_REQUESTED = "cancel-requested"
+
+    @classmethod
+    def of(cls, flag: bool | None) -> Found:
+        """From a backend's ``None`` (missing) / cancel flag."""
+        if flag is None:
+            return cls.MISSING
+        return cls.CANCEL_REQUESTED if flag else cls.PRESENT
+
+
+@dataclass(frozen=True)
+class Claims:
+    """An owner's job index: the unfinished ids (what a quota counts) and the recent ones."""
+
+    active: set[str]
+    #: Newest first: every active id plus the newest finished ones.
+    recent: list[str]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored entry as read back: the document and whether a cancel was requested."""
+
+    data: dict[str, Any]
+    cancel_requested: bool
 
 
 class Store(ABC):
@@ -387,3 +434,188 @@ class Store(ABC):
 
     @abstractmethod
     def _touch_claims(self, keys: list[str], ttl_ms: int) -> None: ...
+
+
+# -- what one process keeps: cancel Events, change watchers, per-key turns ------
+
+
+class CancelEvents:
+    """The ``threading.Event`` this process holds per key, with a generation per hold.
+
+    A release decided on an older read must not drop a hold made since (an entry
+    re-created after a Redis restart holds its Event again): pass the
+    generation seen before the read.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[threading.Event, int]] = {}
+        self._generations = itertools.count(1)
+
+    def hold(self, key: str, event: threading.Event) -> None:
+        with self._lock:
+            self._held[key] = (event, next(self._generations))
+
+    def release(self, key: str, generation: int | None = None) -> None:
+        """Drop the hold of ``key``; with ``generation``, only if nobody re-held it since."""
+        with self._lock:
+            held = self._held.get(key)
+            if held is not None and (generation is None or held[1] == generation):
+                del self._held[key]
+
+    def deliver(self, key: str) -> None:
+        """Set the Event held for ``key``, if any."""
+        with self._lock:
+            held = self._held.get(key)
+        if held is not None:
+            held[0].set()
+
+    def generation(self, key: str) -> int | None:
+        with self._lock:
+            held = self._held.get(key)
+        return None if held is None else held[1]
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._held)
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+    def after_fork(self) -> None:
+        """A forked child holds none of its parent's Events (its jobs did not come along)."""
+        self._lock = threading.Lock()
+        self._held = {}
+
+
+class Watchers:
+    """Events to set when an entry is written or cancelled (push updates)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, set[threading.Event]] = {}
+        self._seq: dict[str, int] = {}  # notifications per watched key
+
+    @contextlib.contextmanager
+    def watch(self, key: str) -> Iterator[threading.Event]:
+        event = threading.Event()
+        with self._lock:
+            self._by_key.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._lock:
+                watchers = self._by_key.get(key)
+                if watchers is not None:
+                    watchers.discard(event)
+                    if not watchers:
+                        del self._by_key[key]
+                        self._seq.pop(key, None)
+
+    def notify(self, key: str) -> None:
+        with self._lock:
+            watchers = list(self._by_key.get(key, ()))
+            if watchers:
+                self._seq[key] = self._seq.get(key, 0) + 1
+        for event in watchers:
+            event.set()
+
+    def seq(self, key: str) -> int:
+        """How many notifications ``key`` had while watched: a read taken after the n-th
+        one is as fresh as any other read until the next (what streams of one job share)."""
+        with self._lock:
+            return self._seq.get(key, 0)
+
+    def watched(self, key: str) -> int:
+        """How many watchers ``key`` has."""
+        with self._lock:
+            return len(self._by_key.get(key, ()))
+
+    def key_set(self) -> set[str]:
+        """The keys that have watchers."""
+        with self._lock:
+            return set(self._by_key)
+
+    def keys(self) -> int:
+        """How many keys have watchers."""
+        with self._lock:
+            return len(self._by_key)
+
+    def __bool__(self) -> bool:
+        return bool(self._by_key)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key = {}
+        self._seq = {}
+
+
+@dataclass
+class _Turn:
+    """One key's lock and how many threads use it (the lock is dropped at zero)."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    users: int = 0
+
+
+class KeyTurns:
+    """A lock per key, dropped when no thread uses it any more."""
+
+    def __init__(self) -> None:
+        self.after_fork()
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, _Turn] = {}
+
+    @contextlib.contextmanager
+    def turn(self, key: str, timeout: float) -> Iterator[bool]:
+        """Wait up to ``timeout`` s for this thread's turn on ``key``; yields whether it got it.
+
+        The timeout keeps a nested update on another key from deadlocking: after
+        it, the caller goes on optimistically.
+        """
+        with self._lock:
+            turn = self._by_key.get(key)
+            if turn is None:
+                turn = self._by_key[key] = _Turn()
+            turn.users += 1
+        locked = turn.lock.acquire(timeout=timeout)
+        try:
+            yield locked
+        finally:
+            if locked:
+                turn.lock.release()
+            with self._lock:
+                turn.users -= 1
+                if not turn.users:
+                    del self._by_key[key]
+
+
+# -- who is calling: a web request or background work ----------------------------
+
+_request_path: ContextVar[bool | None] = ContextVar("asyncstate_request_path", default=None)
+
+
+def on_request_path() -> bool:
+    """Whether store calls now serve a web request (short waits) or background work (patient).
+
+    Inside a request by default; :func:`request_path` says so for code that
+    answers a request outside its context (a streamed response).
+    """
+    forced = _request_path.get()
+    return has_request_context() if forced is None else forced
+
+
+@contextlib.contextmanager
+def request_path(on: bool = True) -> Iterator[None]:
+    """Treat the store calls in this block as request-path calls (or, with False, background)."""
+    token = _request_path.set(on)
+    try:
+        yield
+    finally:
+        _request_path.reset(token)

@@ -44,6 +44,7 @@ class MemoryStore(Store):
         self._slots: dict[str, _Slot] = {}
         self._indexes: dict[str, _Index] = {}
         self._ranked_lists: dict[str, dict[str, float]] = {}  # key -> member -> score
+        self._ranked_keep: dict[str, int] = {}  # key -> how many members it keeps
         self._lock = threading.Lock()
         self._last_purge = time.monotonic()
         # expired keys (with the hold generation seen then) whose local Events need releasing
@@ -267,11 +268,15 @@ class MemoryStore(Store):
         def op(now: float) -> None:
             members = self._ranked_lists.setdefault(key, {})
             members[member] = score
+            self._ranked_keep[key] = keep
             if floor is not None:
                 for old in [m for m, s in members.items() if s < floor]:
                     del members[old]
             excess = len(members) - keep
-            if excess > 0:  # usually one over: drop the lowest (ties: the lesser member)
+            # Trimmed in batches (a pass over the list per keep/8 additions, not per one:
+            # a start must not cost a scan of the thousand newest jobs); readers never see
+            # more than ``keep`` (see _ranked).
+            if excess > max(keep // 8, 0):  # drop the lowest (ties: the lesser member)
                 for old in heapq.nsmallest(excess, members, key=lambda m: (members[m], m)):
                     del members[old]
             if not members:
@@ -282,7 +287,10 @@ class MemoryStore(Store):
     def _ranked(self, key: str, count: int) -> list[str]:
         def op(now: float) -> list[str]:
             members = self._ranked_lists.get(key, {})
-            return sorted(members, key=lambda m: (members[m], m), reverse=True)[:count]
+            shown = min(count, self._ranked_keep.get(key, count))  # the batch not trimmed yet
+            if len(members) > 2 * shown:  # the newest few of many: no full sort
+                return heapq.nlargest(shown, members, key=lambda m: (members[m], m))
+            return sorted(members, key=lambda m: (members[m], m), reverse=True)[:shown]
 
         result: list[str] = self._locked(op)
         return result

@@ -20,7 +20,6 @@ from typing import Any
 import redis
 import xstatic.pkg.jquery
 from flask import Flask, Response, redirect, send_from_directory, url_for
-from flask_login import login_required
 
 from . import auth, reports
 from .extensions import asyncstate, csrf, login_manager, server_session
@@ -39,8 +38,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SESSION_PERMANENT=False,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_HTTPONLY=True,
-        ASYNCSTATE_BLUEPRINT_GUARD=login_required,
-        ASYNCSTATE_ADMIN_GUARD=auth.admin_only,
     )
     app.config.update(config or {})
     if not app.config["SECRET_KEY"]:

@@ -19,7 +19,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, StringField
 from wtforms.validators import DataRequired, Length
 
-from .extensions import login_manager
+from .extensions import asyncstate, login_manager
 
 bp = Blueprint("auth", __name__)
 
@@ -43,8 +43,9 @@ def load_user(user_id: str) -> User | None:
     return User(user_id) if user_id and len(user_id) <= 40 else None
 
 
+@asyncstate.admin_guard
 def admin_only() -> object:
-    """``ASYNCSTATE_ADMIN_GUARD``: the operator's page is for the user named "admin" only."""
+    """The operator's page is for the user named "admin" only."""
     if not current_user.is_authenticated:
         return login_manager.unauthorized()  # a redirect to the sign-in page
     if current_user.get_id() != "admin":

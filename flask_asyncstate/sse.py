@@ -1,0 +1,226 @@
+"""Server-Sent Events: push a job's progress document to the browser as it changes, in a
+bounded number of open streams.
+
+:func:`progress_stream` writes the frames of one ``<prefix>/events/<token>`` stream. It
+waits on the store's change notifications (Redis pub/sub, or local for the memory
+store) and re-reads the document at least once a second in case a notification was
+missed. It sends the document whenever it differs, a ``: ping`` comment every
+``sse_ping_interval`` seconds (which also finds a closed page, freeing the
+server thread), an ``end`` event after a final status, and after
+``sse_max_age`` seconds a ``reconnect`` event (the widget opens a new stream)
+before it closes, so no stream holds a server thread for long, nor delays a graceful
+shutdown. The streams of one job share their reads (:class:`SharedReads`).
+
+:class:`StreamSlots` bounds the open streams of this process, in all and per owner:
+each holds a server thread (or greenlet) for up to ``sse_max_age`` seconds,
+so one browser, or a flood of them, could otherwise take every thread of a worker. A
+refused stream is answered 429 and the widget polls instead. By default
+(``ASYNCSTATE_MAX_STREAMS = None``) streams are on only where one costs no thread: a
+process whose sockets gevent or eventlet patched. On a threaded server (gunicorn
+``gthread``, ``sync``, waitress, the dev server) they are off and every widget polls,
+so streams can never take the threads other pages need.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from .errors import StoreError
+from .status import FINAL
+
+if TYPE_CHECKING:
+    from .appstate import AppState
+
+#: How long the stream waits for a notification before it reads anyway.
+_FALLBACK_READ = 1.0
+#: Longest a read is shared by the streams of one job when no notification came between.
+_SHARED_FOR = 0.5
+
+
+class SharedReads:
+    """One store read per job and wake-up in this process, whatever its number of streams.
+
+    A document read after a job's n-th change notification is handed to every local
+    stream of that job until the next notification (or for ``_SHARED_FOR`` seconds), so
+    a write costs one read here, not one per open stream.
+    """
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._lock = threading.Lock()
+        self._docs: dict[str, tuple[int, float, dict[str, Any] | None]] = {}
+        self._limit = limit
+
+    def status(self, app_state: AppState, job_id: str) -> dict[str, Any] | None:
+        key = app_state.records.job_key(job_id)
+        seq = app_state.store.watchers.seq(key)  # before the read: a later write bumps it
+        now = time.monotonic()
+        with self._lock:
+            hit = self._docs.get(job_id)
+        if hit is not None and hit[0] == seq and now - hit[1] < _SHARED_FOR:
+            return hit[2]
+        doc = app_state.records.status(job_id)
+        with self._lock:
+            if len(self._docs) >= self._limit and job_id not in self._docs:
+                self._docs.clear()  # bounded: jobs come and go
+            self._docs[job_id] = (seq, now, doc)
+        return doc
+
+
+def _event(data: Any, name: str | None = None) -> str:
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def progress_stream(app_state: AppState, job_id: str) -> Iterator[str]:
+    """Yield SSE frames for one job until it ends, vanishes, or the stream grows too old."""
+    settings = app_state.settings
+    now = time.monotonic()
+    deadline = now + settings.tuning.sse_max_age
+    next_ping = now + settings.tuning.sse_ping_interval
+    last: dict[str, Any] | None = None
+    reads = app_state.streams.reads
+    with app_state.store.watch(app_state.records.job_key(job_id)) as changed:
+        yield "retry: 2000\n\n"
+        while True:
+            changed.clear()
+            try:
+                doc = reads.status(app_state, job_id)
+            except StoreError:  # the store is away: keep the stream open, read again shortly
+                yield _event({"error": "the job store is unavailable, retrying"}, "unavailable")
+            else:
+                if doc is None:
+                    yield _event({"error": "no such job in this session"}, "end")
+                    return
+                if doc != last:
+                    yield _event(doc)
+                    last = doc
+                if doc["status"] in FINAL:
+                    yield _event(doc, "end")
+                    return
+            now = time.monotonic()
+            if now >= deadline:  # free this server thread; the browser opens a new stream
+                yield _event({"reason": "stream lifetime reached"}, "reconnect")
+                return
+            if now >= next_ping:
+                yield ": ping\n\n"
+                next_ping = now + settings.tuning.sse_ping_interval
+            changed.wait(min(_FALLBACK_READ, deadline - now, next_ping - now))
+
+
+# -- the limits on open streams --------------------------------------------------------
+
+
+class StreamSlots:
+    """The open streams of one app in this process: :meth:`acquire` refuses one beyond
+    ``total`` or ``per_owner``, and :attr:`reads` is the document reads they share.
+
+    A slot is released when its response is closed. One that is never closed (a
+    server that skips ``close()``) is reclaimed after ``lifetime`` seconds, longer
+    than any stream lives.
+    """
+
+    #: Streams per process by default where a stream costs no thread (gevent, eventlet).
+    GREEN_TOTAL = 1000
+
+    def __init__(self, total: int | None, per_owner: int, lifetime: float) -> None:
+        #: None: decided at the first stream, by :func:`green_server` (see the module).
+        self.total = total
+        self.per_owner = per_owner
+        self.lifetime = lifetime
+        self._lock = threading.Lock()
+        self._open: dict[int, tuple[str, float]] = {}  # slot id -> (owner, opened at)
+        self._next = 0
+        #: One store read per job and wake-up, whatever the number of its streams.
+        self.reads = SharedReads()
+
+    def on(self) -> bool:
+        """Whether this process serves streams at all (the default is decided at the first
+        ask, late: gunicorn's gevent worker patches before it loads the app)."""
+        if self.total is None:
+            self.total = self.GREEN_TOTAL if green_server() else 0
+        return self.total > 0
+
+    def acquire(self, owner: str) -> Slot | None:
+        if not self.on():
+            return None
+        total = self.total or 0
+        now = time.monotonic()
+        with self._lock:
+            for sid, (_o, opened) in list(self._open.items()):
+                if now - opened > self.lifetime:
+                    del self._open[sid]
+            mine = sum(1 for o, _t in self._open.values() if o == owner)
+            if len(self._open) >= total or mine >= self.per_owner:
+                return None
+            self._next += 1
+            self._open[self._next] = (owner, now)
+            return Slot(self, self._next)
+
+    def release(self, sid: int) -> None:
+        with self._lock:
+            self._open.pop(sid, None)
+
+    def count(self) -> int:
+        """Streams open in this process now."""
+        with self._lock:
+            return len(self._open)
+
+
+def green_server() -> bool:
+    """Whether this process serves requests on greenlets: gevent or eventlet patched its
+    sockets, so an open stream waits without holding an OS thread."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
+        return True
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    return eventlet_patcher is not None and bool(eventlet_patcher.is_monkey_patched("socket"))
+
+
+class Slot:
+    """One admitted stream; wrap its frames so that closing the response frees the slot."""
+
+    def __init__(self, slots: StreamSlots, sid: int) -> None:
+        self._slots, self._sid = slots, sid
+
+    def wrap(
+        self, frames: Iterator[str], context: Callable[[], AbstractContextManager[Any]]
+    ) -> _Stream:
+        return _Stream(frames, self, context)
+
+    def release(self) -> None:
+        self._slots.release(self._sid)
+
+
+class _Stream:
+    """The response body: each frame is produced inside ``context``; ``close`` frees the slot."""
+
+    def __init__(
+        self, frames: Iterator[str], slot: Slot, context: Callable[[], AbstractContextManager[Any]]
+    ) -> None:
+        self._frames, self._slot, self._context = frames, slot, context
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            with self._context():
+                return next(self._frames)
+        except BaseException:
+            self._slot.release()  # ended (or failed): the slot is free at once
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                with self._context():
+                    close()
+        finally:
+            self._slot.release()

@@ -1,0 +1,115 @@
+"""The app of the worker tests: web instances (``flask run``) and workers (RQ, Celery) import it.
+
+Configured from the environment (``WT_REDIS_URL``, ``WT_PREFIX``, ``WT_EXECUTOR``,
+``WT_QUEUE``), so every process of one test shares one store and one queue.
+Jobs leave markers in Redis (``<prefix>mark:called:<id>``, ``...:seen-cancel:<id>``)
+that show the test what ran where.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import redis
+from flask import Flask, request
+
+from flask_asyncstate import AsyncState, JobContext
+
+
+def _celery(url: str, queue: str) -> Any:
+    from celery import Celery
+
+    celery = Celery("worker_app", broker=url, set_as_current=False)
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=queue,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return celery
+
+
+def create_app() -> Flask:
+    url = os.environ["WT_REDIS_URL"]
+    prefix = os.environ["WT_PREFIX"]
+    executor = os.environ["WT_EXECUTOR"]
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="worker-test-secret",
+        ASYNCSTATE_REDIS_URL=url,
+        ASYNCSTATE_KEY_PREFIX=prefix,
+        ASYNCSTATE_EXECUTOR=executor,
+        ASYNCSTATE_RQ_QUEUE=os.environ["WT_QUEUE"],
+        ASYNCSTATE_HEARTBEAT_INTERVAL=float(os.environ.get("WT_HEARTBEAT", "0.5")),
+        ASYNCSTATE_FLUSH_INTERVAL=0.05,
+    )
+    celery = _celery(url, os.environ["WT_QUEUE"]) if executor == "celery" else None
+    ext = AsyncState(app, celery=celery, timeout_grace=0.5)
+    marks = redis.Redis.from_url(url)
+
+    def mark(what: str, job: JobContext, value: Any = 1) -> None:
+        marks.set(f"{prefix}mark:{what}:{job.id}", value, ex=600)
+
+    @ext.job
+    def until_cancelled(job: JobContext) -> str:
+        mark("called", job)
+        mark("pid", job, os.getpid())
+        i = 0
+        while not job.cancelled.wait(0.02):
+            i += 1
+            job.progress(i, message=f"step {i}")
+        mark("seen-cancel", job, repr(time.time()))
+        return "stopped"
+
+    @ext.job
+    def double(job: JobContext, x: int) -> int:
+        mark("called", job)
+        job.progress(1, total=1)
+        return 2 * x
+
+    @ext.job
+    def fails(job: JobContext) -> None:
+        mark("called", job)
+        raise ValueError("bad row 7")
+
+    @ext.job(timeout=1)
+    def stubborn(job: JobContext) -> None:
+        mark("called", job)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:  # never looks at its Event: the limits stop it
+            time.sleep(0.01)
+
+    @ext.job(timeout=1)
+    def polite(job: JobContext) -> str:
+        mark("called", job)
+        job.cancelled.wait(30)
+        return "stopped at the deadline"
+
+    @app.post("/start/<name>")
+    def start(name: str) -> Any:
+        job = ext.registered_job(name)
+        if job is None:
+            return {"error": "no such job"}, 404
+        handle = job.start(*(request.get_json(silent=True) or []))
+        return {"token": handle.token, "id": handle.id}, 202
+
+    return app
+
+
+_built: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` and ``celery_app`` for ``flask --app support.worker_app`` and ``celery -A
+    support.worker_app:celery_app``, built on first use (so the test process can import the module)."""
+    if name not in ("app", "celery_app"):
+        raise AttributeError(name)
+    if not _built:
+        _built["app"] = create_app()
+        _built["celery_app"] = getattr(
+            _built["app"].extensions["asyncstate"].executor, "celery", None
+        )
+    return _built[name]
