@@ -59,6 +59,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import appstate, serialization, templating
 from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
+from .records import PUBLIC_FIELDS
 from .security import NOT_FOUND, csrf_token, json_refusal, same_origin, verdict, visible_job
 from .sessions import UnavailableSession
 from .sse import progress_stream
@@ -85,25 +86,9 @@ STATIC_FOLDER = os.path.join(os.path.dirname(__file__), "static")
 #: Most jobs the operator's page lists (the newest); the CLI lists them all.
 MAX_LISTED = 500
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
-#: What the operator's page shows of a job.
-_ADMIN_FIELDS = (
-    "id",
-    "name",
-    "label",
-    "status",
-    "current",
-    "total",
-    "percent",
-    "message",
-    "error",
-    "reason",
-    "cancel_requested",
-    "created_at",
-    "updated_at",
-    "started_at",
-    "rate",
-    "eta",
-)
+#: What the operator's page shows of a job: the progress document but its result (derived,
+#: so a field added to the document is never forgotten here).
+_ADMIN_FIELDS = tuple(f for f in PUBLIC_FIELDS if f != "result")
 #: The order in which answers name methods (``Allow``, ``{"allow": [...]}``).
 _METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
