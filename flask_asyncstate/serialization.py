@@ -50,7 +50,24 @@ def _field_types(cls: Any) -> dict[str, Any]:
         return {f.name: f.type for f in dataclasses.fields(cls)}
 
 
-def _refuse(path: str, value: Any, owner: str, why: str = "") -> UnserializableState:
+#: Where a value sits, built while encoding: the root's name, or (parent, suffix). A path
+#: is spelled out only when a value is refused, so a deep value costs memory in its depth,
+#: not in its depth squared (each level once copying its parent's path would).
+_Path = Any
+
+
+def _spelled(path: _Path) -> str:
+    """The text of a path: ``result.rows[0].when``."""
+    parts: list[str] = []
+    while isinstance(path, tuple):
+        path, suffix = path
+        parts.append(suffix)
+    parts.append(path)
+    return "".join(reversed(parts))
+
+
+def _refuse(at: _Path, value: Any, owner: str, why: str = "") -> UnserializableState:
+    path = _spelled(at)
     where = f"field {path!r} of {owner}" if path else owner
     hint = why or (
         "store JSON-native values (str, int, float, bool, None, list, dict with str keys),"
@@ -73,7 +90,7 @@ def encodable_text(text: str) -> bool:
     return True
 
 
-def _encode(value: Any, path: str, owner: str, annotation: Any = None) -> Any:
+def _encode(value: Any, path: _Path, owner: str, annotation: Any = None) -> Any:
     if isinstance(value, str) and not encodable_text(value):
         raise _refuse(path, value, owner, "the text has a lone surrogate, which UTF-8 cannot hold")
     if isinstance(value, _NATIVE):
@@ -83,18 +100,18 @@ def _encode(value: Any, path: str, owner: str, annotation: Any = None) -> Any:
             raise _refuse(path, value, owner, "NaN and infinity are not valid JSON")
         return value
     if isinstance(value, list):
-        return [_encode(v, f"{path}[{i}]", owner) for i, v in enumerate(value)]
+        return [_encode(v, (path, f"[{i}]"), owner) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str) or not encodable_text(k):
                 raise _refuse(
-                    f"{path}[{k!r}]" if path else repr(k),
+                    (path, f"[{k!r}]") if path else repr(k),
                     k,
                     owner,
                     "dict keys must be str to survive JSON",
                 )
-            out[k] = _encode(v, f"{path}.{k}" if path else k, owner)
+            out[k] = _encode(v, (path, f".{k}") if path else k, owner)
         return out
     if isinstance(value, tuple):
         raise _refuse(path, value, owner, "a tuple would come back as a list; use a list")
@@ -110,11 +127,11 @@ def _encode(value: Any, path: str, owner: str, annotation: Any = None) -> Any:
     raise _refuse(path, value, owner)
 
 
-def _encode_dataclass(obj: Any, prefix: str, owner: str) -> dict[str, Any]:
+def _encode_dataclass(obj: Any, prefix: _Path, owner: str) -> dict[str, Any]:
     types = _field_types(type(obj))  # type: ignore[arg-type]
     out = {}
     for f in dataclasses.fields(obj):
-        path = f"{prefix}.{f.name}" if prefix else f.name
+        path = (prefix, f".{f.name}") if prefix else f.name
         out[f.name] = _encode(getattr(obj, f.name), path, owner, types.get(f.name))
     return out
 

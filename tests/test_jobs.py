@@ -550,3 +550,30 @@ def test_running_job_outlives_an_expiry_shorter_than_the_heartbeat(make_jobs, ba
             assert handle.status()["status"] == "running"
         assert handle.cancel() is True
         assert handle.wait(10)["status"] == "cancelled"
+
+
+def test_a_deep_value_costs_memory_in_its_depth_not_its_square() -> None:
+    """A value's path is spelled out only when it is refused: 800 levels under 1,000-character
+    keys once built 800 ever longer paths (320 MB); now a few MB, and a refusal at the bottom
+    still names the whole path."""
+    import tracemalloc
+
+    import pytest
+
+    from flask_asyncstate import UnserializableState, serialization
+
+    key = "k" * 1000
+    value: object = 1
+    for _ in range(800):
+        value = {key: value}
+    tracemalloc.start()
+    serialization.check_value(value, "result", "job 'deep'")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 * 2**20, peak
+    bad: object = {"when": object()}
+    for name in ("c", "b", "a"):
+        bad = {name: [bad]}
+    with pytest.raises(UnserializableState) as refused:
+        serialization.check_value(bad, "result", "job 'deep'")
+    assert refused.value.path == "result.a[0].b[0].c[0].when"
