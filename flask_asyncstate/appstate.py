@@ -190,11 +190,18 @@ class AppState:
             self.lifecycle.cancel_queued(job_id)
         elif found and queued:  # waiting here for a pool thread: it ends now
             self.lifecycle.end_cancelled_waiting()
+            if self.registry.get(job_id) is None and self.extension.runs_again():
+                self.lifecycle.cancel_queued(job_id)  # waiting for a retry: it ends now
         return found
 
     def local_context(self, job_id: str) -> JobBuffer | None:
         local = self.registry.get(job_id)
         return None if local is None else local.ctx
+
+    @property
+    def closed(self) -> bool:
+        """Shut down (or shutting down): no job starts or runs here any more."""
+        return self._closed
 
     def retire_process(self) -> None:
         """A process about to ``os._exit`` (an RQ work horse) whose jobs have all ended: stop
@@ -218,10 +225,12 @@ class AppState:
             local.ctx.cancelled.set()
         for job_id in self.executor.shutdown():  # never started: honour the cancel now
             waiting = self.registry.get(job_id)
-            if waiting is not None:
+            if waiting is not None and not self.lifecycle.resume_later(waiting.ctx, waiting.job):
                 self.lifecycle.finish(waiting.ctx, waiting.job, JobStatus.CANCELLED)
         self.executor.wait(timeout)
         for local in self.registry.running():
+            if self.lifecycle.resume_later(local.ctx, local.job):
+                continue  # it goes on elsewhere; this thread's writes no longer count
             self.lifecycle.finish(
                 local.ctx,
                 local.job,

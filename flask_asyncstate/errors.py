@@ -77,6 +77,14 @@ class QueueFull(Refused):
     """
 
 
+class JobNotRetryable(Refused):
+    """``retry()`` of a job that is still unfinished, or that cannot be run again (its
+    function is not registered here, or it was started before jobs kept their arguments).
+
+    Nothing changed; the web layer answers 409.
+    """
+
+
 class InvalidToken(AsyncStateError):
     """A job token is malformed, forged, signed with another key, or expired."""
 

@@ -220,8 +220,11 @@ class RemoteExecutor(Executor):
         return True
 
     @abstractmethod
-    def enqueue(self, job_id: str, payload: dict[str, Any], timeout: float | None) -> None:
-        """Put the job on the engine's queue; ``StoreUnavailable`` if the engine is away.
+    def enqueue(
+        self, job_id: str, payload: dict[str, Any], timeout: float | None, queue: str | None = None
+    ) -> None:
+        """Put the job on the engine's queue (``queue``, or the default one);
+        ``StoreUnavailable`` if the engine is away.
 
         ``timeout`` is the job's own (seconds, or None); the engine's hard limit, if it
         has one, leaves room for the ``timeout_grace`` tuning keyword after it.
@@ -298,9 +301,11 @@ class RQExecutor(RemoteExecutor):
         self._fast_queue = Queue(queue, connection=fast_client, serializer=JSONSerializer)
         self._expires = int(expires)
 
-    def enqueue(self, job_id: str, payload: dict[str, Any], timeout: float | None) -> None:
+    def enqueue(
+        self, job_id: str, payload: dict[str, Any], timeout: float | None, queue: str | None = None
+    ) -> None:
         with translate():
-            self._queue_now().enqueue_call(
+            self._queue_now(queue).enqueue_call(
                 PERFORM,
                 args=[payload],
                 job_id=job_id,
@@ -313,9 +318,25 @@ class RQExecutor(RemoteExecutor):
                 description=f"flask-asyncstate job {payload['name']}",
             )
 
-    def _queue_now(self) -> Queue:
-        """The short-timeout queue while serving a request (ASYNCSTATE_REDIS_TIMEOUT)."""
-        return self._fast_queue if has_request_context() else self._queue
+    def _queue_now(self, name: str | None = None) -> Queue:
+        """The short-timeout queue while serving a request (ASYNCSTATE_REDIS_TIMEOUT); with
+        ``name``, that queue (a job's ``queue=``) on the same connection."""
+        found = self._fast_queue if has_request_context() else self._queue
+        if name is None or name == self.queue_name:
+            return found
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
+        return Queue(name, connection=found.connection, serializer=JSONSerializer)
+
+    def _queue_of(self, job_id: str) -> str | None:
+        """The RQ queue the job was put on (its job's ``queue=``), read from its entry."""
+        try:
+            with translate():
+                name = self._queue_now().connection.hget(f"rq:job:{job_id}", "origin")
+        except StoreError:
+            return None
+        return None if name is None else name.decode() if isinstance(name, bytes) else str(name)
 
     def missing(self, job_ids: list[str]) -> set[str]:
         from rq.job import Job
@@ -338,7 +359,7 @@ class RQExecutor(RemoteExecutor):
 
         try:
             with translate():
-                queue = self._queue_now()
+                queue = self._queue_now(self._queue_of(job_id))
                 if not queue.remove(job_id):  # LREM: 0 when a worker has it, or it is gone
                     return
                 # Out of the list, no worker can take it any more: its RQ job goes too.
@@ -364,8 +385,10 @@ class CeleryExecutor(RemoteExecutor):
         self._grace = grace
         self.task = register_celery_task(celery, app_state)
 
-    def enqueue(self, job_id: str, payload: dict[str, Any], timeout: float | None) -> None:
-        limits = {}
+    def enqueue(
+        self, job_id: str, payload: dict[str, Any], timeout: float | None, queue: str | None = None
+    ) -> None:
+        limits: dict[str, Any] = {}
         if timeout is not None:  # the job's Event is set at the deadline; these are backstops
             limits = {
                 "soft_time_limit": timeout + self._grace,
@@ -378,6 +401,7 @@ class CeleryExecutor(RemoteExecutor):
                 serializer="json",
                 retry=True,
                 retry_policy=_PUBLISH_RETRY,
+                **({} if queue is None else {"queue": queue}),
                 **limits,
             )
         except Exception as exc:  # kombu's OperationalError and friends: the broker is away

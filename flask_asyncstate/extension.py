@@ -45,6 +45,8 @@ class AsyncState:
         self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         # Jobs by name: what a worker process runs when a queue entry names one.
         self._registered: dict[str, TrackedJob] = {}
+        #: A "Try again" is due that its instance had no room for (see :meth:`runs_again`).
+        self.waiting_again = False
         # The tuning keywords given here: every app's, unless its init_app says otherwise.
         self._tuning = Tuning().replace(**tuning)
         #: Set by :meth:`guard`: run before every route of the blueprint.
@@ -159,6 +161,12 @@ class AsyncState:
         unique: bool | str = False,
         render_result: Any = None,
         label: Any = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        backoff: float = 1.0,
+        resumable: bool | int = False,
+        queue: str | None = None,
+        cancel_grace: float | None = None,
     ) -> Callable[[Callable[..., Any]], TrackedJob]: ...
 
     def job(
@@ -172,6 +180,12 @@ class AsyncState:
         unique: bool | str = False,
         render_result: Any = None,
         label: Any = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        backoff: float = 1.0,
+        resumable: bool | int = False,
+        queue: str | None = None,
+        cancel_grace: float | None = None,
     ) -> TrackedJob | Callable[[Callable[..., Any]], TrackedJob]:
         """Decorate a function ``fn(job, *args)`` as a tracked job.
 
@@ -192,6 +206,19 @@ class AsyncState:
         :param render_result: what the widget shows under the bar once the job succeeded
             (and on a reload): a template name, rendered with ``result`` and ``job``, or a
             callable taking the result (see :mod:`flask_asyncstate.templating`).
+        :param retries: run again up to this many times after a run raised one of
+            ``retry_on`` (default: any exception; never a cancel), with the same id and
+            token, after ``backoff * 2**(k-1)`` seconds (jittered, capped at an hour).
+            Meanwhile ``status`` is ``queued`` and ``retry_at`` says when.
+        :param resumable: when the process running the job dies or shuts down (a deploy),
+            the job goes back to the queue and the first instance or worker that sees it
+            runs it again; ``job.iter()`` goes on after the items done (``job.cursor``).
+            ``True``: at most 3 resumes; a number: that many.
+        :param queue: on RQ or Celery, the queue its runs go to (workers:
+            ``flask asyncstate worker --queue NAME``).
+        :param cancel_grace: on RQ's forking worker or Celery's prefork pool, seconds a job
+            may run on after a cancel before its process is ended (``reason: "forced"``).
+            See :doc:`failures`.
         """
 
         def decorate(f: Callable[..., Any]) -> TrackedJob:
@@ -205,6 +232,12 @@ class AsyncState:
                 unique=unique,
                 render_result=render_result,
                 label=label,
+                retries=retries,
+                retry_on=retry_on,
+                backoff=backoff,
+                resumable=resumable,
+                queue=queue,
+                cancel_grace=cancel_grace,
             )
             known = self._registered.get(tracked.name)
             if known is not None and _origin(known.fn) != _origin(f):
@@ -216,6 +249,12 @@ class AsyncState:
             return tracked
 
         return decorate(fn) if fn is not None else decorate
+
+    def runs_again(self) -> bool:
+        """Whether any job may run again by itself (``retries=``, ``resumable=``), or by a
+        "Try again" that found no room where it was asked: the writer then looks for due
+        jobs (a round trip a second); other apps pay nothing for the feature."""
+        return self.waiting_again or any(j.retries or j.resumes for j in self._registered.values())
 
     def has_results(self) -> bool:
         """Whether any job declared ``render_result`` (else widgets need not read the job)."""

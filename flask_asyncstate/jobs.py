@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import random
 import re
 import threading
 import time
@@ -47,6 +48,10 @@ MAX_PROGRESS_VALUE = 2**53
 _YIELD_EVERY = 0.001
 _YIELD_FOR = 0.0  # time.sleep(0) releases the GIL; waiting threads take it at once
 _MAX = MAX_PROGRESS_VALUE
+#: Resumes a ``resumable=True`` job may take (a job that kills its process stops there).
+RESUMES = 3
+#: Longest wait before a retry, in seconds (an hour).
+MAX_BACKOFF = 3600.0
 #: Template names Flask renders with autoescape on (``Flask.select_jinja_autoescape``).
 _ESCAPED = (".html", ".htm", ".xml", ".xhtml", ".svg")
 #: Time constant, in seconds, of the rate's exponential smoothing.
@@ -76,6 +81,24 @@ def _check_message(text: object) -> None:
         )
     if not encodable_text(text):
         raise ValueError("progress message has a lone surrogate, which UTF-8 cannot hold")
+
+
+def _check_count(what: str, value: object, most: int) -> None:
+    if isinstance(value, bool) and what == "resumable":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise ValueError(f"{what} must be a whole number from 0 to {most}, got {value!r}")
+
+
+def _check_seconds(what: str, value: object, zero: bool = False) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        raise ValueError(f"{what} must be a number of seconds, got {value!r}")
 
 
 # -- rate and ETA -----------------------------------------------------------------------
@@ -187,7 +210,18 @@ class Job:
     """What a job function receives as its first argument: report progress, watch for a
     cancel. ``@asyncstate.job def work(job, ...)``."""
 
-    __slots__ = ("_buffer", "_checks", "_doc", "cancelled", "id", "name", "state")
+    __slots__ = (
+        "_buffer",
+        "_checks",
+        "_doc",
+        "attempt",
+        "cancelled",
+        "cursor",
+        "id",
+        "name",
+        "resumed",
+        "state",
+    )
 
     def __init__(self, buffer: JobBuffer) -> None:
         #: The job id (what the token signs).
@@ -198,6 +232,13 @@ class Job:
         self.cancelled: threading.Event = buffer.cancelled
         #: The job's typed state entry, if the job declared ``state=``; else None.
         self.state: BoundState[Any] | None = buffer.state
+        #: This run's number, 1 for the first; retries and resumes count (see ``retries=``).
+        self.attempt: int = buffer.doc.get("attempt") or 1
+        #: True when this run resumes the job after its process stopped (``resumable=True``).
+        self.resumed: bool = bool(buffer.doc.get("resumed"))
+        #: Items :meth:`iter` finished before this run (saved with the flushed progress); a
+        #: resumed run's ``job.iter()`` skips them. 0 on a first run.
+        self.cursor: int = int(buffer.doc.get("cursor") or 0) if self.resumed else 0
         self._buffer = buffer
         self._doc = buffer.doc
         self._checks = 0
@@ -285,6 +326,9 @@ class Job:
         optionally with a thousands separator (``{current:,}``, ``{total:_}``); every other
         character, braces included, is kept as it is: a file name in the message is text,
         never a format string.
+
+        The number of items done is the job's ``cursor``, saved with its progress: a
+        resumed run (``resumable=True``) skips the items done before it (read, not yielded).
         """
         if total is None:
             try:
@@ -294,10 +338,14 @@ class Job:
         if message is not None:
             _check_message(message)
         fill = _message_filler(message, total)
-        check, progress = self.check_cancelled, self.progress
+        check, progress, doc = self.check_cancelled, self.progress, self._doc
+        skip = self.cursor
         for done, item in enumerate(iterable, 1):
+            if done <= skip:  # done by the run this one resumes
+                continue
             check()
             yield item
+            doc["cursor"] = done  # before progress() marks the document dirty
             progress(done, total, None if fill is None else fill(done))
 
     def __repr__(self) -> str:
@@ -356,9 +404,11 @@ class JobBuffer:
         owner: str | None,
         label: str,
         unique: str | None = None,
+        max_attempts: int = 1,
     ) -> JobBuffer:
         """A queued job's buffer, its document as :func:`records.new_document` makes it."""
-        buffer = cls(job_id, name, new_document(job_id, name, instance, owner, label, unique))
+        doc = new_document(job_id, name, instance, owner, label, unique, max_attempts)
+        buffer = cls(job_id, name, doc)
         buffer.owner = owner
         buffer.unique_key = unique
         return buffer
@@ -469,6 +519,13 @@ class JobBuffer:
             )
             return self._snapshot_locked()
 
+    def seal_again(self, doc: dict[str, Any]) -> None:
+        """This run ended, the job did not: ``doc`` (queued to run again) was stored, and
+        nothing this process buffers may be written after it. Call inside the write turn."""
+        self._finished = True
+        with self.lock:
+            self.doc.update(doc)
+
     def replace_final(self, final: dict[str, Any]) -> None:
         """The sealed document could not be stored: this one stands in for it."""
         with self.lock:
@@ -553,17 +610,22 @@ class JobHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         ctx = self._app.local_context(self.id)
-        if ctx is not None:
-            if not ctx.done.wait(timeout):
-                raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
-            return self.status()
-        while True:  # runs elsewhere: poll the store
+        if ctx is not None and not ctx.done.wait(timeout):
+            raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+        while True:  # runs elsewhere (or runs again: a retry), poll the store
             doc = self.status()
             if doc is None or doc["status"] in FINAL:
                 return doc
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
             time.sleep(0.05)
+
+    def retry(self) -> JobHandle:
+        """Run a ``failed``, ``cancelled`` or ``lost`` job again, with the same arguments and
+        token (``attempt`` + 1); ``JobNotRetryable`` while it is unfinished or when it cannot
+        be run again. The owner's quota and ``unique=`` apply as at ``start()``."""
+        self._app.lifecycle.rerun(self.id)
+        return self
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id}>"
@@ -586,6 +648,12 @@ class TrackedJob:
         unique: bool | str = False,
         render_result: Any = None,
         label: Any = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        backoff: float = 1.0,
+        resumable: bool | int = False,
+        queue: str | None = None,
+        cancel_grace: float | None = None,
     ) -> None:
         if isinstance(render_result, str) and not render_result.endswith(_ESCAPED):
             raise ValueError(
@@ -600,6 +668,20 @@ class TrackedJob:
             or not 0 < timeout < float("inf")
         ):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        _check_count("retries", retries, 100)
+        _check_count("resumable", resumable, 100)
+        _check_seconds("backoff", backoff, zero=True)
+        if cancel_grace is not None:
+            _check_seconds("cancel_grace", cancel_grace)
+        retry_types = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        if not retry_types or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in retry_types
+        ):
+            raise TypeError(f"retry_on must be an exception type or a tuple of them: {retry_on!r}")
+        if queue is not None and not (
+            isinstance(queue, str) and re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", queue)
+        ):
+            raise ValueError(f"queue must be a name of letters, digits and _.:- , got {queue!r}")
         self.extension = extension
         self.fn = fn
         self.name = name or fn.__name__
@@ -614,7 +696,29 @@ class TrackedJob:
         self.unique: bool | str = unique
         #: What the widget shows on success: a template name or a callable (see :mod:`.results`).
         self.render_result = render_result
+        #: Runs again after a failure (an exception of ``retry_on``, never a cancel).
+        self.retries = int(retries)
+        self.retry_on: tuple[type[BaseException], ...] = retry_types
+        #: Seconds before the first retry; each next waits twice as long (jittered, capped).
+        self.backoff = float(backoff)
+        #: Runs again after its process stopped (killed, or a deploy): at most this often.
+        self.resumes = (RESUMES if resumable is True else int(resumable)) if resumable else 0
+        #: The RQ or Celery queue of its runs (None: ``ASYNCSTATE_RQ_QUEUE``, Celery's default).
+        self.queue = queue
+        #: Seconds a job in a process of its own may go on after a cancel before it is killed.
+        self.cancel_grace = None if cancel_grace is None else float(cancel_grace)
         functools.update_wrapper(self, fn)
+
+    @property
+    def max_attempts(self) -> int:
+        """The runs it may take at most: the first, the retries and the resumes."""
+        return 1 + self.retries + self.resumes
+
+    def retry_delay(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1-based): ``backoff * 2**(retry-1)``, capped
+        at :data:`MAX_BACKOFF`, with up to a quarter of it at random added (no herd)."""
+        base = min(MAX_BACKOFF, self.backoff * 2 ** (retry - 1))
+        return base + random.uniform(0, base / 4)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)

@@ -47,12 +47,20 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, has_request_context, request
 
 from . import serialization, signals
-from .errors import Duplicate, JobCancelled, QueueFull, QuotaExceeded, StoreError, error_of
+from .errors import (
+    Duplicate,
+    JobCancelled,
+    JobNotRetryable,
+    QueueFull,
+    QuotaExceeded,
+    StoreError,
+    error_of,
+)
 from .executors import PAYLOAD_VERSION, RemoteExecutor
 from .jobs import BoundState, JobBuffer, JobHandle
 from .records import reason_of
 from .signals import send
-from .status import UNFINISHED, JobStatus
+from .status import FINAL, UNFINISHED, JobStatus
 from .stores.base import request_path
 from .templating import translated
 
@@ -117,6 +125,35 @@ def _waiting(doc: dict[str, Any]) -> bool:
 
 def _unfinished(doc: dict[str, Any]) -> bool:
     return doc.get("status") in UNFINISHED
+
+
+#: What "Try again" runs again: a job that ended without succeeding.
+RETRYABLE = (JobStatus.FAILED.value, JobStatus.CANCELLED.value, JobStatus.LOST.value)
+#: Jobs the dispatcher reads from the due list per look (the soonest due first).
+DUE_BATCH = 50
+#: Resumable jobs the sweep reads per look for a dead instance.
+WATCH_BATCH = 1000
+
+
+def _due(now: float) -> Callable[[dict[str, Any]], bool]:
+    """The condition of taking a job whose next run is due (a retry, a resume, a re-run)."""
+    return lambda doc: _waiting(doc) and doc.get("retry_at") is not None and doc["retry_at"] <= now
+
+
+def again(doc: dict[str, Any], at: float, **change: Any) -> dict[str, Any]:
+    """The change that puts an ended (or stopped) job back in the queue, due at ``at``."""
+    return {
+        "status": JobStatus.QUEUED.value,
+        "instance": None,
+        "retry_at": at,
+        "attempt": (doc.get("attempt") or 1) + 1,
+        "result": None,
+        "reason": None,
+        "eta": None,
+        "rate": None,
+        "started_at": None,
+        **change,
+    }
 
 
 # -- this process's jobs ----------------------------------------------------------------
@@ -245,7 +282,7 @@ class Lifecycle:
                 translated()["busy"],
             )
         try:
-            ctx = self.admit(job, job_id, owner)
+            ctx = self.admit(job, job_id, owner, False, args, kwargs)
         except Duplicate as found:  # unique=: that job is still unfinished
             self.jobs.unqueue(job_id)
             return JobHandle(app, found.job_id, is_new=False)
@@ -261,7 +298,13 @@ class Lifecycle:
         return JobHandle(app, job_id)  # the token is signed when first asked for
 
     def admit(
-        self, job: TrackedJob, job_id: str, owner: str | None, remote: bool = False
+        self,
+        job: TrackedJob,
+        job_id: str,
+        owner: str | None,
+        remote: bool = False,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
     ) -> JobBuffer:
         """Write the queued document, claim the owner's quota slot (and, for a worker, a
         place in the engine's queue), create the job's state.
@@ -275,8 +318,9 @@ class Lifecycle:
         # The unique place is named once, here, and kept in the document: every end reads it.
         unique = self.records.unique_key(job.name, job.unique, owner)
         instance = None if remote else self.records.instance_id
-        ctx = JobBuffer.new(job_id, job.name, instance, owner, label, unique)
+        ctx = JobBuffer.new(job_id, job.name, instance, owner, label, unique, job.max_attempts)
         ctx.origin = capture()
+        self._keep_arguments(ctx, job, args, kwargs or {})
         event = None if remote else ctx.cancelled
         first = ctx.snapshot()
         if ctx.unique_key is not None:
@@ -310,12 +354,42 @@ class Lifecycle:
                 ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
             if ctx.unique_key is not None:  # admitted: a duplicate start may now return it
                 self.records.store.write(self.records.job_key(job_id), ctx.snapshot())
+            if job.resumes:
+                self.records.watch(job_id, first["created_at"])
             # Last: a refused start never reaches the newest jobs the admin page reads.
             self.records.list_job(job_id, first["created_at"])
         except BaseException:
             self.abandon(ctx, job, remote)
             raise
         return ctx
+
+    def _keep_arguments(
+        self, ctx: JobBuffer, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """Keep what running the job again needs in its document (internal fields): the
+        arguments, the URL root, the retry and resume budgets. Arguments larger than half
+        an entry are not kept (the job then cannot be run again, unless it must: refused)."""
+        call = {"args": list(args), "kwargs": kwargs}
+        store = self.app_state.store
+        if len(serialization.dumps(call)) > store.max_entry_size // 2:
+            if job.retries or job.resumes:
+                raise ValueError(
+                    f"job {job.name!r}: arguments over {store.max_entry_size // 2} bytes"
+                    " cannot be kept to run it again (retries=, resumable=); pass a reference"
+                    " (an id, a path) instead"
+                )
+            return
+        if (job.retries or job.resumes) and not store.ranks:
+            raise ValueError(
+                f"{type(store).__name__} keeps no ranked lists: no retries=/resumable="
+            )
+        with ctx.lock:
+            ctx.doc.update(
+                call=call,
+                origin=ctx.origin,
+                retries_left=job.retries,
+                resumes_left=job.resumes,
+            )
 
     def abandon(self, ctx: JobBuffer, job: TrackedJob, remote: bool = False) -> None:
         """Undo a start that did not go through.
@@ -412,8 +486,11 @@ class Lifecycle:
             if not isinstance(exc, Exception) and self.app_state.executor.remote:
                 # SystemExit, KeyboardInterrupt in a worker: its engine is stopping the process
                 # (a cold shutdown, revoke(terminate=True)), not a failure of the job's own.
-                self.finish(ctx, job, JobStatus.LOST, error=_STOPPED)
+                if not self.resume_later(ctx, job):
+                    self.finish(ctx, job, JobStatus.LOST, error=_STOPPED)
                 raise
+            if isinstance(exc, job.retry_on) and self._retry_later(ctx, job, exc):
+                return
             log.error("job %s (%s) failed", ctx.id, job.name, exc_info=exc)
             self.finish(ctx, job, JobStatus.FAILED, error=error_of(exc))
             if not isinstance(exc, Exception):
@@ -433,8 +510,265 @@ class Lifecycle:
         """The job stopped on its Event: cancelled, or failed if its deadline set it."""
         if ctx.timed_out:
             self.finish(ctx, job, JobStatus.FAILED, error=timeout_error(job.timeout))
+        elif ctx.stop_reason == "shutdown" and self.resume_later(ctx, job):
+            return  # a deploy: it runs again elsewhere, from its cursor
         else:
             self.finish(ctx, job, JobStatus.CANCELLED)
+
+    # -- running again ---------------------------------------------------------
+
+    def _retry_later(self, ctx: JobBuffer, job: TrackedJob, exc: BaseException) -> bool:
+        """The run raised one of ``retry_on``: if retries are left, queue the job again
+        after its backoff (due in the store, so a deploy meanwhile loses nothing)."""
+        left = ctx.doc.get("retries_left") or 0
+        if left <= 0 or ctx.cancelled.is_set() or not isinstance(exc, Exception):
+            return False
+        delay = job.retry_delay(job.retries - left + 1)
+        log.warning(
+            "job %s (%s) failed (%s); retrying in %.1f s", ctx.id, job.name, error_of(exc), delay
+        )
+        return self.reschedule(
+            ctx, job, time.time() + delay, error=error_of(exc), retries_left=left - 1
+        )
+
+    def resume_later(self, ctx: JobBuffer, job: TrackedJob) -> bool:
+        """Its process stops (a deploy, a worker's shutdown): a ``resumable`` job with
+        resumes left goes back to the queue, due now, to go on from its cursor elsewhere."""
+        left = ctx.doc.get("resumes_left") or 0
+        if left <= 0:
+            return False
+        return self.reschedule(ctx, job, time.time(), resumed=True, resumes_left=left - 1)
+
+    def reschedule(self, ctx: JobBuffer, job: TrackedJob, at: float, **change: Any) -> bool:
+        """End this run without ending the job: its document goes back to ``queued``, due
+        at ``at``, listed for any instance or worker to take; this process forgets it. The
+        job keeps its token, owner's slot and unique place. False (nothing changed) if the
+        job ended meanwhile or the store is away: the caller ends it as it would have."""
+        with ctx.write_turn():
+            if ctx.finished:
+                return False
+            doc = ctx.snapshot()
+            doc.update(again(doc, at, **change))
+            try:
+                self.records.save(doc, ctx.cancelled, job.never_expires)
+                self.records.schedule(ctx.id, at)
+            except Exception as exc:  # noqa: BLE001 - not run again: it ends as it would have
+                log.warning("job %s: could not queue it to run again: %s", ctx.id, exc)
+                return False
+            ctx.seal_again(doc)
+        self._forget_local(ctx)
+        send(signals.job_progress, self.app_state.app_ref(), job_id=ctx.id, document=doc)
+        return True
+
+    def _forget_local(self, ctx: JobBuffer) -> None:
+        if self.jobs.remove(ctx.id) is None:
+            return
+        store = self.app_state.store
+        store.release(self.records.job_key(ctx.id))
+        if ctx.state is not None:
+            store.release(self.app_state.state.key(ctx.state.type, ctx.id))
+        ctx.done.set()
+
+    def dispatch(self) -> None:
+        """Take the jobs due to run again (retries, resumes, re-runs) that this process can
+        run: each is taken by exactly one process (a conditional update), then runs here
+        (thread pool) or goes on the engine's queue (RQ, Celery)."""
+        if self.app_state.closed:  # shutting down: what it rescheduled is for others
+            return
+        records = self.records
+        ids = records.due(DUE_BATCH)
+        if not ids:
+            return
+        now = time.time()
+        docs = records.documents(ids)
+        gone = [j for j, d in zip(ids, docs) if d is None or not _waiting(d)]
+        if gone:
+            records.unschedule(gone)
+        for doc in docs:
+            if doc is None or not _due(now)(doc):
+                continue
+            if not self.take_due(doc["id"], now):
+                break  # this process is full: leave the rest to others
+
+    def take_due(self, job_id: str, now: float) -> bool:
+        """Take one due job; False when this process has no room for it now."""
+        app_state = self.app_state
+        executor = app_state.executor
+        remote = executor if isinstance(executor, RemoteExecutor) else None
+        if not remote and self.jobs.reserve(job_id, app_state.settings.max_queued) is None:
+            return False
+        change: dict[str, Any] = {"retry_at": None}
+        if not remote:
+            change["instance"] = self.records.instance_id
+        try:
+            doc = self.records.transition(job_id, _due(now), change)
+        except BaseException:
+            self.jobs.unqueue(job_id)
+            raise
+        self.records.unschedule([job_id])
+        if doc is None:  # another process took it, or it was cancelled meanwhile
+            self.jobs.unqueue(job_id)
+            return True
+        job = app_state.extension.registered_job(doc["name"])
+        if job is None:
+            self.jobs.unqueue(job_id)
+            self.end_abandoned(job_id, f"no job named {doc['name']!r} is registered here", "failed")
+            return True
+        call = doc.get("call") or {}
+        args, kwargs = tuple(call.get("args") or ()), dict(call.get("kwargs") or {})
+        if remote is not None:
+            self._requeue(remote, job, doc, args, kwargs)
+            return True
+        self._run_here(job, doc, args, kwargs)
+        return True
+
+    def _run_here(
+        self, job: TrackedJob, doc: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """A due job this instance took: run it in the pool, as a started one."""
+        app_state = self.app_state
+        ctx = JobBuffer.adopt(doc)
+        ctx.origin = doc.get("origin")
+        key = self.records.job_key(ctx.id)
+        app_state.store.hold(key, ctx.cancelled)
+        if job.state_type is not None:
+            app_state.state.create(
+                job.state_type(),
+                name=ctx.id,
+                cancel_event=ctx.cancelled,
+                never_expires=job.never_expires,
+            )
+            ctx.state = BoundState(app_state.state, job.state_type, ctx.id)
+        self.jobs.add(ctx, job)
+        try:
+            app_state.executor.submit(ctx.id, lambda: self.run(ctx, job, args, kwargs))
+        except RuntimeError:  # shutting down: back to the list for another instance
+            if not self.resume_later(ctx, job) and not self.reschedule(ctx, job, time.time()):
+                self.finish(ctx, job, JobStatus.LOST, error=_STOPPED)
+
+    def _requeue(
+        self,
+        executor: RemoteExecutor,
+        job: TrackedJob,
+        doc: dict[str, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """A due job taken for a worker: on the engine's queue again (its place counted)."""
+        job_id = doc["id"]
+        payload = {"v": PAYLOAD_VERSION, "id": job_id, "name": job.name, "args": list(args)}
+        payload["kwargs"], payload["origin"] = kwargs, doc.get("origin")
+        try:
+            self.records.enter_queue(job_id, 2**31)  # admitted at its start: no limit now
+            executor.enqueue(job_id, payload, job.timeout, job.queue)
+        except StoreError as exc:  # the engine is away: due again in a moment
+            log.warning("job %s: could not queue it again (%s); will retry", job_id, exc)
+            at = time.time() + self.app_state.settings.heartbeat_interval
+            if self.records.transition(job_id, _waiting, {"retry_at": at}) is not None:
+                self.records.schedule(job_id, at)
+
+    def sweep(self) -> None:
+        """Resumable jobs whose instance died (``lost``) go back to the queue, due now;
+        exactly one process moves each (a conditional update on the dead instance's name).
+        Those with no resume left end ``lost`` as any job."""
+        records = self.records
+        ids = records.watched(WATCH_BATCH)
+        if not ids:
+            return
+        docs = records.documents(ids)
+        done = [j for j, d in zip(ids, docs) if d is None or d.get("status") in FINAL]
+        if done:
+            records.unwatch(done)
+        running = [d for d in docs if d is not None and d.get("status") in UNFINISHED]
+        named = [d for d in running if d.get("instance") is not None]
+        dead = records.dead(named) if named else set()
+        for doc in named:
+            if doc["instance"] in dead:
+                self.resume_lost(doc["id"], doc["instance"])
+
+    def resume_lost(self, job_id: str, instance: str | None, why: str = "") -> bool:
+        """Put a job whose process is gone back in the queue if it may resume; True if so."""
+        now = time.time()
+
+        def gone(doc: dict[str, Any]) -> bool:
+            return (
+                doc.get("status") in UNFINISHED
+                and (instance is None or doc.get("instance") == instance)
+                and (doc.get("resumes_left") or 0) > 0
+            )
+
+        doc = self.records.transition(
+            job_id,
+            gone,
+            lambda d: again(d, now, resumed=True, resumes_left=d["resumes_left"] - 1),
+        )
+        if doc is None:
+            return False
+        self.records.schedule(job_id, now)
+        log.warning("job %s: its process stopped%s; it resumes on the next taker", job_id, why)
+        return True
+
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        """ "Try again": a ``failed``, ``cancelled`` or ``lost`` job runs again with the same
+        arguments and token; the owner's quota and ``unique=`` apply as at ``start()``.
+        Whose job it is, the caller checked."""
+        doc = self.records.documents([job_id])[0]
+        if doc is None:
+            raise JobNotRetryable(f"job {job_id} is unknown or expired")
+        if doc["status"] not in RETRYABLE:
+            raise JobNotRetryable(
+                f"job {job_id} is {doc['status']}: only a failed, cancelled or lost job runs again"
+            )
+        job = self.app_state.extension.registered_job(doc["name"])
+        if job is None or "call" not in doc:
+            raise JobNotRetryable(f"job {job_id} ({doc['name']}) cannot be run again here")
+        doc_owner, unique = doc.get("owner"), doc.get("unique")
+        if unique is not None:
+            holder = self.records.claim_unique(unique, job_id)
+            if holder is not None:
+                raise Duplicate(holder)
+        limit = self.app_state.settings.max_jobs_per_owner
+        try:
+            if doc_owner is not None and not self.records.admit(doc_owner, job_id, limit):
+                raise QuotaExceeded(
+                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
+                    translated()["quotaExceeded"].format(limit=limit),
+                )
+            now = time.time()
+            new = self.records.transition(
+                job_id,
+                lambda d: d.get("status") in RETRYABLE,
+                lambda d: again(
+                    d,
+                    now,
+                    error=None,
+                    message=None,
+                    max_attempts=(d.get("max_attempts") or 1) + 1,
+                    resumed=False,
+                    cursor=None,
+                ),
+            )
+            if new is None:
+                raise JobNotRetryable(f"job {job_id} changed meanwhile; reload it")
+        except BaseException:
+            if doc_owner is not None:
+                self.records.discharge(doc_owner, job_id)
+            if unique is not None:
+                self.records.release_unique(unique, job_id)
+            raise
+        # a fresh entry: the old cancel flag goes (create replaces it), the expiry restarts
+        self.records.create(new, None, job.never_expires)
+        if (new.get("resumes_left") or 0) > 0:
+            self.records.watch(job_id, new["created_at"])
+        self.records.schedule(job_id, now)
+        try:
+            taken = self.take_due(job_id, now)  # here and now if there is room
+        except StoreError:
+            taken = False
+        if not taken:  # the next look of this process's writer takes it (or another's)
+            self.app_state.extension.waiting_again = True
+            self.app_state.supervise()
+        return new
 
     def end_cancelled_waiting(self) -> None:
         """Jobs cancelled while they wait for a pool thread end ``cancelled`` now, not when a
@@ -539,6 +873,8 @@ class Lifecycle:
                 records.release_unique(unique, job_id)
             if queued:
                 records.leave_queue(job_id)
+            if doc.get("resumes_left"):
+                records.unwatch([job_id])
         except StoreError:  # the next start that needs the place finds it stale and frees it
             log.debug("job %s: quota slot, unique or queue place not freed yet", job_id)
         send(signals.job_finished, self.app_state.app_ref(), job_id=job_id, document=doc)
@@ -656,13 +992,13 @@ class Lifecycle:
         """In the web process: admit the job and put it on the engine's queue."""
         app_state = self.app_state
         try:
-            ctx = self.admit(job, job_id, owner, remote=True)
+            ctx = self.admit(job, job_id, owner, True, args, kwargs)
         except Duplicate as found:  # unique=: that job is still unfinished
             return JobHandle(app_state, found.job_id, is_new=False)
         payload = {"v": PAYLOAD_VERSION, "id": job_id, "name": job.name, "args": list(args)}
         payload["kwargs"], payload["origin"] = kwargs, ctx.origin
         try:
-            executor.enqueue(job_id, payload, job.timeout)
+            executor.enqueue(job_id, payload, job.timeout, job.queue)
         except BaseException:
             self.abandon(ctx, job, remote=True)
             raise
@@ -750,6 +1086,8 @@ class Lifecycle:
     def end_abandoned(self, job_id: str, why: str, status: str = JobStatus.LOST.value) -> None:
         """The engine gave up on a job without its code ending it (a killed worker, a hard
         time limit, a revoke): store a final document, unless one is stored already."""
+        if status == JobStatus.LOST and self.resume_lost(job_id, None, f" ({why})"):
+            return
         kinds = {"lost": "WorkerLost", "failed": "JobFailed", "cancelled": None}
         error = None if kinds[status] is None else {"type": kinds[status], "message": why[:2000]}
         if "time limit" in why:

@@ -63,6 +63,9 @@ INDEX_KIND = "flask_asyncstate.index"
 RECENT_JOBS = 1000
 #: How many instances the ``instances`` list keeps (the most recently beating).
 LISTED_INSTANCES = 1000
+#: Most jobs listed as due to run again, or as resumable (a bound, never reached in practice:
+#: every such job holds one of its owner's ASYNCSTATE_MAX_JOBS_PER_OWNER slots).
+MAX_SCHEDULED = 100_000
 #: Seconds between an instance's additions of itself to the ``instances`` list.
 _RELIST_EVERY = 60.0
 
@@ -90,10 +93,14 @@ PUBLIC_FIELDS = (
     "rate",
     "eta",
     "reason",
+    "attempt",
+    "max_attempts",
+    "retry_at",
+    "resumed",
 )
 
 #: Why a job ended (the document's ``reason``; None while it runs and when it succeeded).
-REASONS = ("user", "shutdown", "timeout", "lost", "error")
+REASONS = ("user", "shutdown", "timeout", "lost", "error", "forced")
 #: Error types that mean the process running the job was stopped, not that the job failed.
 _STOPPED_TYPES = ("Shutdown", "WorkerStopped")
 
@@ -117,6 +124,7 @@ def new_document(
     owner: str | None = None,
     label: str | None = None,
     unique: str | None = None,
+    max_attempts: int = 1,
 ) -> dict[str, Any]:
     """A queued job's document. ``label`` (what users see) defaults to the name; ``unique``
     is the place a ``unique=`` job holds (see :meth:`JobRecords.unique_key`)."""
@@ -138,6 +146,10 @@ def new_document(
         "rate": None,
         "eta": None,
         "reason": None,
+        "attempt": 1,
+        "max_attempts": max_attempts,
+        "retry_at": None,
+        "resumed": False,
         "instance": instance,
         "owner": owner,
     }
@@ -197,13 +209,22 @@ class JobRecords:
         """The ranked list of the newest jobs (see the module docstring)."""
         return self.store.key(INDEX_KIND, "jobs")
 
+    def due_list_key(self) -> str:
+        """The ranked list of jobs waiting to run again (a retry, a resume), soonest first."""
+        return self.store.key(INDEX_KIND, "due")
+
+    def resumable_list_key(self) -> str:
+        """The ranked list of unfinished ``resumable`` jobs, watched for a dead instance."""
+        return self.store.key(INDEX_KIND, "resumable")
+
     def instances_list_key(self) -> str:
         """The ranked list of the instances that beat lately."""
         return self.store.key(INDEX_KIND, "instances")
 
-    def transition(self, job_id: str, when: Any, change: dict[str, Any]) -> dict[str, Any] | None:
-        """Apply ``change`` to the job's document if ``when(document)`` holds, atomically
-        against every other writer; the new document, or None (no such job, or no match).
+    def transition(self, job_id: str, when: Any, change: Any) -> dict[str, Any] | None:
+        """Apply ``change`` (a dict, or a function of the document giving one) to the job's
+        document if ``when(document)`` holds, atomically against every other writer; the
+        new document, or None (no such job, or no match).
 
         What lets a worker's take and a web instance's cancel of a queued job, or two
         processes ending one job, never both win.
@@ -220,7 +241,8 @@ class JobRecords:
                 return doc
             if not when(doc):
                 raise _Unchanged
-            new = dict(doc, **change, _t=nonce, updated_at=time.time())
+            fields = change(doc) if callable(change) else change
+            new = dict(doc, **fields, _t=nonce, updated_at=time.time())
             done.append(new)
             return new
 
@@ -229,6 +251,39 @@ class JobRecords:
         except _Unchanged:
             return None
         return done[0] if found and done else None
+
+    # -- running again (retries, resumes, "Try again") ----------------------------
+
+    def schedule(self, job_id: str, at: float) -> None:
+        """List the job as due to run again at ``at`` (a time.time()); soonest first."""
+        self.store.rank(self.due_list_key(), job_id, -at, keep=MAX_SCHEDULED)
+
+    def due(self, count: int) -> list[str]:
+        """Up to ``count`` ids of jobs listed to run again, the soonest due first."""
+        return self.store.ranked(self.due_list_key(), count)
+
+    def unschedule(self, job_ids: list[str]) -> None:
+        self.store.unrank(self.due_list_key(), job_ids)
+
+    def watch(self, job_id: str, created_at: float) -> None:
+        """A ``resumable`` job: checked for a dead instance until it ends."""
+        self.store.rank(self.resumable_list_key(), job_id, created_at, keep=MAX_SCHEDULED)
+
+    def watched(self, count: int) -> list[str]:
+        return self.store.ranked(self.resumable_list_key(), count)
+
+    def unwatch(self, job_ids: list[str]) -> None:
+        self.store.unrank(self.resumable_list_key(), job_ids)
+
+    def documents(self, job_ids: list[str]) -> list[dict[str, Any] | None]:
+        """The stored documents, internal fields too (arguments, cursor), as they are:
+        for running a job again. No expiry restarted, no lost check."""
+        entries = self.store.read_many([self.job_key(j) for j in job_ids], refresh=False)
+        return [None if e is None else dict(e.data) for e in entries]
+
+    def dead(self, docs: list[dict[str, Any]]) -> set[str]:
+        """Instances named by these unfinished documents whose heartbeat is gone."""
+        return self._dead_instances([Entry(d, False) for d in docs])
 
     # -- writing (the instance that runs the job) ---------------------------
 

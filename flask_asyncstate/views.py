@@ -1,11 +1,12 @@
 """The HTTP layer: the ``asyncstate`` blueprint, :data:`bp`, and every answer under its prefix.
 
 ``init_app`` registers :data:`bp` under ``ASYNCSTATE_URL_PREFIX``. Its routes: the
-progress document (``progress``), cancel, the Server-Sent Events stream (``events``),
-the owner's jobs (``jobs``) and dismissing one (``dismiss``), the result slot
-(``result``), the widget's scripts and stylesheet, and the operator's page (``admin``,
-``admin_jobs``, ``admin_cancel``), on only while an admin guard is set. Each route
-declares its methods; Flask answers HEAD where GET is taken, and OPTIONS.
+progress document (``progress``), cancel, "Try again" (``retry``), the Server-Sent
+Events stream (``events``), the owner's jobs (``jobs``) and dismissing one
+(``dismiss``), the result slot (``result``), the widget's scripts and stylesheet, and
+the operator's page (``admin``, ``admin_jobs``, ``admin_cancel``, ``admin_retry``), on
+only while an admin guard is set. Each route declares its methods; Flask answers HEAD
+where GET is taken, and OPTIONS.
 
 Every answer under the prefix carries ``Vary: Cookie`` and ``nosniff``; every JSON answer
 ``Cache-Control: no-store``, errors included, for every method: bad input never reaches
@@ -58,7 +59,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import appstate, serialization, templating
-from .errors import InvalidToken, QueueFull, QuotaExceeded, StoreError
+from .errors import Duplicate, InvalidToken, JobNotRetryable, QueueFull, QuotaExceeded, StoreError
 from .records import PUBLIC_FIELDS
 from .security import NOT_FOUND, csrf_token, json_refusal, same_origin, verdict, visible_job
 from .sessions import UnavailableSession
@@ -80,7 +81,12 @@ _ASSETS = {
     "asyncstate.jquery_auto",
 }
 #: The operator's page: its own guard, and no route at all while none is set.
-_ADMIN = {"asyncstate.admin", "asyncstate.admin_jobs", "asyncstate.admin_cancel"}
+_ADMIN = {
+    "asyncstate.admin",
+    "asyncstate.admin_jobs",
+    "asyncstate.admin_cancel",
+    "asyncstate.admin_retry",
+}
 #: The widget's assets, served by our own routes (no blueprint static route beside them).
 STATIC_FOLDER = os.path.join(os.path.dirname(__file__), "static")
 #: Most jobs the operator's page lists (the newest); the CLI lists them all.
@@ -185,6 +191,25 @@ def cancel(token: str) -> Response:
         doc = found.records.status(job_id) or doc
     doc["cancel_requested"] = True
     return _json(doc, 202)
+
+
+@bp.post("/retry/<token>")
+@_same_origin_only
+def retry(token: str) -> Response:
+    """ "Try again": a failed, cancelled or lost job of the caller's runs again, same token."""
+    found = appstate.get()
+    job_id, _doc = visible_job(found, token)
+    return _run_again(found, job_id)
+
+
+def _run_again(found: appstate.AppState, job_id: str) -> Response:
+    try:
+        found.lifecycle.rerun(job_id)
+    except JobNotRetryable as exc:
+        return error(409, str(exc))
+    except Duplicate:
+        return error(409, "another job of this kind is unfinished; wait for it to end")
+    return _json(found.records.status(job_id), 202)
 
 
 @bp.get("/events/<token>")
@@ -346,6 +371,16 @@ def admin_cancel(job_id: str) -> Response:
     doc = found.records.status(job_id) or doc
     doc["cancel_requested"] = True
     return _json(doc, 202)
+
+
+@bp.post("/admin/retry/<job_id>")
+@_same_origin_only
+def admin_retry(job_id: str) -> Response:
+    """The operator runs any failed, cancelled or lost job again (its owner's quota applies)."""
+    found = appstate.get()
+    if not _JOB_ID.fullmatch(job_id) or found.records.status(job_id) is None:
+        return error(404, "no such job")
+    return _run_again(found, job_id)
 
 
 # -- the blueprint's hooks and error handlers -------------------------------------------

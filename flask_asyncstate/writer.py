@@ -1,7 +1,9 @@
 """The writer thread of one app in one process: flush buffered progress, beat the heartbeat.
 
 Every ``ASYNCSTATE_FLUSH_INTERVAL`` it writes the progress of jobs that changed
-and retries final documents that met an outage; every heartbeat interval it
+and retries final documents that met an outage; in apps with jobs that run again
+(``retries=``, ``resumable=``) it takes due ones every second and moves dead
+instances' resumable jobs back to the queue once a beat; every heartbeat interval it
 refreshes this instance's liveness entry (a fixed size: jobs name their
 instance, the beat does not list them) and keeps the entries of silent jobs
 alive. No failure of one step stops the others, or the loop.
@@ -73,6 +75,10 @@ class Writer:
         # their expiry), so beat at least three times per ASYNCSTATE_EXPIRES.
         beat_every = min(settings.heartbeat_interval, settings.expires / 3)
         next_beat = time.monotonic() + beat_every
+        # Jobs due to run again (retries, resumes) are looked for every second at most, dead
+        # instances' resumable jobs once a beat; only by apps that declare such jobs.
+        look_every = min(1.0, settings.heartbeat_interval)
+        next_look = next_sweep = time.monotonic()
         while not self._stop.wait(settings.flush_interval):
             if app_state.app_ref() is None:  # the app is gone (a test, a factory): so are we
                 app_state.shutdown(0)
@@ -82,6 +88,18 @@ class Writer:
                 app_state.lifecycle.flush()
             except Exception:
                 log.exception("flask-asyncstate writer: flush failed")
+            now = time.monotonic()
+            if now >= next_look and app_state.extension.runs_again():
+                next_look = now + look_every
+                try:
+                    if now >= next_sweep:
+                        next_sweep = now + beat_every
+                        app_state.lifecycle.sweep()
+                    app_state.lifecycle.dispatch()
+                except StoreError as exc:
+                    log.debug("asyncstate: jobs due to run again not read (%s)", exc)
+                except Exception:
+                    log.exception("flask-asyncstate writer: running jobs again failed")
             try:
                 app_state.store.ensure_threads()
             except Exception:

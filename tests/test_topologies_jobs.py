@@ -59,7 +59,9 @@ def _failover_mid_job(spec: dict[str, Any], failover: Any) -> str:
         began = time.monotonic()
         failover(ext.app_state().records.job_key(handle.id))
         switched = time.monotonic() - began
-        before = handle.status()["current"]
+        # a write made while the sentinel still named the old master is lost with it (even
+        # the document, if the replica lagged): the job's next flush recreates it
+        before = (handle.status() or {}).get("current", 0)
         wait_until(lambda: (handle.status() or {}).get("current", 0) > before, 10, interval=0.05)
         resumed = time.monotonic() - began
         doc = handle.wait(30)

@@ -534,6 +534,11 @@ class SentinelSet(_Topology):
         old = self.master_address()
         (new,) = [address for address in self.nodes if address != old]
         deadline = time.monotonic() + timeout
+        # a planned failover: the replica first holds every write made so far (under load it
+        # can lag by seconds, and a replica promoted then loses documents, as Redis's
+        # asynchronous replication allows; the job's writer recreates them, the test waits)
+        with _probe(old[1]) as client:
+            client.execute_command("WAIT", 1, 800)  # under the probe's 1 s timeout
 
         while True:
             try:
