@@ -206,6 +206,9 @@ class RemoteExecutor(Executor):
     def __init__(self, app_state: AppState) -> None:
         self.app_state = app_state
         self._waiting_due = 0.0
+        #: This process runs one job at a time and may end with it (an RQ work horse, a
+        #: Celery prefork child): ``cancel_grace=`` can end a job by ending the process.
+        self.own_process = False
 
     def start(self) -> None:
         pass

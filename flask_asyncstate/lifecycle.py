@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import threading
 import time
@@ -1054,8 +1055,47 @@ class Lifecycle:
             )
             ctx.state = BoundState(app_state.state, job.state_type, job_id)
         self.jobs.add(ctx, job)
+        executor = app_state.executor
+        if job.cancel_grace is not None and getattr(executor, "own_process", False):
+            threading.Thread(
+                target=self._force_after_grace,
+                args=(ctx, job, job.cancel_grace),
+                name=f"asyncstate-grace-{job_id[:8]}",
+                daemon=True,
+            ).start()
         self.run(ctx, job, tuple(payload["args"]), dict(payload["kwargs"]))
         self._await_final(ctx)
+
+    def _force_after_grace(self, ctx: JobBuffer, job: TrackedJob, grace: float) -> None:
+        """``cancel_grace=``: in a process that runs this job alone (an RQ work horse, a
+        Celery prefork child), a job still running ``grace`` s after a cancel is ended: its
+        final document (``cancelled``, ``reason: "forced"``) is stored, then the process
+        exits, which stops the job's code where nothing else can. The engine replaces
+        the process; its failure hooks find the document final and leave it."""
+        try:
+            while not ctx.done.is_set():
+                if ctx.cancelled.wait(0.2):
+                    break
+            if ctx.done.wait(grace) or ctx.timed_out:  # stopped, or the deadline path has it
+                return
+            ctx.stop_reason = "forced"
+            log.warning(
+                "job %s (%s): still running %g s after its cancel; ending its process",
+                ctx.id,
+                job.name,
+                grace,
+            )
+            if not self.finish(ctx, job, JobStatus.CANCELLED):
+                return  # it ended by itself just now
+            deadline = time.monotonic() + self.app_state.settings.tuning.shutdown_timeout
+            while not ctx.done.is_set() and time.monotonic() < deadline:  # an outage: retry
+                self.flush()
+                ctx.done.wait(self.app_state.settings.flush_interval)
+        except Exception:
+            log.exception("job %s: forced cancel", ctx.id)
+            return
+        logging.shutdown()
+        os._exit(1)  # the job's code cannot be stopped otherwise; the engine replaces us
 
     def _await_final(self, ctx: JobBuffer) -> None:
         """A final document that met an outage is retried here: a work horse exits right after."""

@@ -143,6 +143,9 @@ class _Hooks:
         super().unsubscribe()  # type: ignore[misc]
 
     def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        if self._is_horse:  # type: ignore[attr-defined]
+            # this process runs this one job and exits after it: cancel_grace may end it
+            self.asyncstate.executor.own_process = True  # type: ignore[attr-defined]
         try:
             return super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
         finally:
@@ -250,6 +253,8 @@ def _register(celery: Celery) -> Any:
         if app_state is None:
             return
         app_state.role = "celery worker"
+        # A prefork pool child: the pool replaces it if it exits, so cancel_grace may end it.
+        app_state.executor.own_process = True  # type: ignore[attr-defined]
         try:
             app_state.ensure_running()  # beat now: the pool process is listed among instances
         except Exception:

@@ -223,7 +223,9 @@ def test_try_again_runs_a_failed_job_with_the_same_arguments_and_token(
         return {"token": jobs["fails_once"].start("abc").token}
 
     token = http.post("/start").get_json()["token"]
-    wait_until(lambda: http.get(f"/asyncstate/progress/{token}").get_json()["status"] == "failed", 10)
+    wait_until(
+        lambda: http.get(f"/asyncstate/progress/{token}").get_json()["status"] == "failed", 10
+    )
     answer = http.post(f"/asyncstate/retry/{token}")
     assert answer.status_code == 202, answer.get_json()
     assert answer.get_json()["attempt"] == 2
@@ -260,7 +262,9 @@ def test_try_again_respects_the_quota_and_unique(make_app: Any) -> None:
         return {"token": single.start(bool(fail)).token}
 
     failed = http.post("/start/1").get_json()["token"]
-    wait_until(lambda: http.get(f"/asyncstate/progress/{failed}").get_json()["status"] == "failed", 5)
+    wait_until(
+        lambda: http.get(f"/asyncstate/progress/{failed}").get_json()["status"] == "failed", 5
+    )
     running = http.post("/start/0").get_json()["token"]
     assert running != failed
     answer = http.post(f"/asyncstate/retry/{failed}")

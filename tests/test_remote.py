@@ -551,3 +551,62 @@ def test_an_rq_worker_stops_without_waiting_for_its_pubsub_thread(redis_url) -> 
     finally:
         on_rq._worker_app = None
         ext.shutdown(1)
+
+
+def test_a_job_with_a_queue_goes_to_that_rq_queue_and_its_retry_too(redis_url) -> None:
+    import redis
+
+    from flask_asyncstate import workers as on_rq
+
+    app, ext = _rq_app(redis_url)
+    runs: list[int] = []
+
+    @ext.job(queue="reports", retries=1, backoff=0.05)
+    def report(job: JobContext, n: int) -> int:
+        runs.append(job.attempt)
+        if job.attempt == 1:
+            raise ConnectionError("the warehouse is away")
+        return n
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with app.test_request_context():
+            handle = report.start(4)
+            assert client.lrange("rq:queue:reports", 0, -1) == [handle.id.encode()]
+            assert client.llen("rq:queue:unit") == 0  # not the default queue
+            on_rq.run_worker(ext.app_state(), ["reports"], burst=True, simple=True)
+            doc = handle.status()
+            assert (doc["status"], doc["attempt"]) == ("queued", 2)  # waits for its retry
+            wait_until(lambda: client.llen("rq:queue:reports") == 1, 10)  # back on its queue
+            on_rq.run_worker(ext.app_state(), ["reports"], burst=True, simple=True)
+            doc = handle.status()
+            assert (doc["status"], doc["result"], doc["attempt"]) == ("succeeded", 4, 2)
+        assert runs == [1, 2]
+    finally:
+        on_rq._worker_app = None
+        ext.shutdown(1)
+
+
+def test_a_job_with_a_queue_goes_to_that_celery_queue(redis_url) -> None:
+    import redis
+    from celery import Celery
+    from support.apps import make_app as build
+
+    celery = Celery("unit-queues", broker=redis_url, set_as_current=False)
+    celery.conf.update(task_serializer="json", broker_connection_retry_on_startup=False)
+    app, ext = build(redis_url, celery=celery, ASYNCSTATE_EXECUTOR="celery")
+
+    @ext.job(queue="reports")
+    def report(job: JobContext) -> None:
+        pass
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with app.app_context():
+            handle = report.start()
+            messages = client.lrange("reports", 0, -1)  # kombu's Redis transport: a list
+            assert len(messages) == 1 and handle.id.encode() in messages[0]
+            assert client.llen("celery") == 0
+            handle.cancel()
+    finally:
+        ext.shutdown(1)

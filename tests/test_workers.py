@@ -124,6 +124,43 @@ def test_a_job_past_its_timeout_ends_failed_whether_or_not_it_stops(
     assert (doc["status"], doc["error"]["type"]) == ("failed", "JobTimeout")
 
 
+def test_cancel_grace_ends_the_process_of_a_job_that_ignores_its_cancel(
+    engine: Engine, web: Any
+) -> None:
+    if engine.kind == "rq-simple":
+        pytest.skip("a simple worker runs jobs in itself: cancel_grace needs a process per job")
+    s, a, b = web
+    job = start(s, a, "deaf")
+    running(s, b, job["token"])
+    pid = int(engine.mark("pid", job["id"]) or 0)
+    asked = time.monotonic()
+    answer = s.post(f"{b}/asyncstate/cancel/{job['token']}", headers=XHR, timeout=5)
+    assert answer.status_code == 202
+    doc = final(s, b, job["token"], timeout=10)
+    took = time.monotonic() - asked
+    assert (doc["status"], doc["reason"]) == ("cancelled", "forced"), doc
+    wait_until(lambda: not _alive(pid), 10, message=f"the job's process {pid} ended")
+    time.sleep(1)  # the engine's failure hooks ran: the document stays as it is
+    doc = progress(s, b, job["token"])
+    assert (doc["status"], doc["reason"]) == ("cancelled", "forced"), doc
+    assert engine.mark("ran-out", job["id"]) is None
+    print(f"{engine.kind}: cancel_grace=1 ended the job's process {took:.1f} s after the cancel")
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie the worker has not reaped yet counts as ended
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_queued_job_cancelled_before_any_worker_never_runs(engine: Engine, web: Any) -> None:
     s, a, b = web
     engine.stop_workers()

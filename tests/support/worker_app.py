@@ -88,6 +88,19 @@ def create_app() -> Flask:
         job.cancelled.wait(30)
         return "stopped at the deadline"
 
+    @ext.job(cancel_grace=1)
+    def deaf(job: JobContext) -> str:
+        mark("called", job)
+        mark("pid", job, os.getpid())
+        end = time.monotonic() + 8
+        i = 0
+        while time.monotonic() < end:  # never looks at its Event: only its process's end stops it
+            i += 1
+            job.progress(i)
+            time.sleep(0.02)
+        mark("ran-out", job)
+        return "ignored the cancel"
+
     @app.post("/start/<name>")
     def start(name: str) -> Any:
         job = ext.registered_job(name)
