@@ -134,6 +134,8 @@ RETRYABLE = (JobStatus.FAILED.value, JobStatus.CANCELLED.value, JobStatus.LOST.v
 DUE_BATCH = 50
 #: Resumable jobs the sweep reads per look for a dead instance.
 WATCH_BATCH = 1000
+#: Seconds a "Try again" in progress keeps others off the job (see :meth:`Lifecycle.rerun`).
+RERUN_MARK = 30.0
 
 
 def _due(now: float) -> Callable[[dict[str, Any]], bool]:
@@ -551,8 +553,11 @@ class Lifecycle:
             doc = ctx.snapshot()
             doc.update(again(doc, at, **change))
             try:
-                self.records.save(doc, ctx.cancelled, job.never_expires)
+                # Listed first: a process that dies between the two leaves a listed job that
+                # is not waiting (dropped from the list at the next look), never a waiting
+                # job nobody lists.
                 self.records.schedule(ctx.id, at)
+                self.records.save(doc, ctx.cancelled, job.never_expires)
             except Exception as exc:  # noqa: BLE001 - not run again: it ends as it would have
                 log.warning("job %s: could not queue it to run again: %s", ctx.id, exc)
                 return False
@@ -582,7 +587,11 @@ class Lifecycle:
             return
         now = time.time()
         docs = records.documents(ids)
-        gone = [j for j, d in zip(ids, docs) if d is None or not _waiting(d)]
+        gone = [
+            j
+            for j, d in zip(ids, docs)
+            if d is None or not _waiting(d) or d.get("retry_at") is None
+        ]
         if gone:
             records.unschedule(gone)
         for doc in docs:
@@ -698,6 +707,11 @@ class Lifecycle:
                 and (doc.get("resumes_left") or 0) > 0
             )
 
+        if instance is None:  # the engine's word (a killed work horse): most jobs cannot resume
+            probe = self.records.documents([job_id])[0]
+            if probe is None or not gone(probe):
+                return False
+        self.records.schedule(job_id, now)  # first: see reschedule()
         doc = self.records.transition(
             job_id,
             gone,
@@ -705,7 +719,6 @@ class Lifecycle:
         )
         if doc is None:
             return False
-        self.records.schedule(job_id, now)
         log.warning("job %s: its process stopped%s; it resumes on the next taker", job_id, why)
         return True
 
@@ -736,32 +749,38 @@ class Lifecycle:
                     translated()["quotaExceeded"].format(limit=limit),
                 )
             now = time.time()
-            new = self.records.transition(
+            self.records.schedule(job_id, now)  # first: see reschedule()
+            # One "Try again" wins (two tabs, two instances): it marks the ended document,
+            # then replaces the entry, which also clears the stored cancel flag of the run
+            # that was cancelled. A mark older than RERUN_MARK s is a taker that died.
+            marked = self.records.transition(
                 job_id,
-                lambda d: d.get("status") in RETRYABLE,
-                lambda d: again(
-                    d,
-                    now,
-                    error=None,
-                    message=None,
-                    max_attempts=(d.get("max_attempts") or 1) + 1,
-                    resumed=False,
-                    cursor=None,
-                ),
+                lambda d: d.get("status") in RETRYABLE and d.get("_rerun", 0) < now - RERUN_MARK,
+                {"_rerun": now},
             )
-            if new is None:
-                raise JobNotRetryable(f"job {job_id} changed meanwhile; reload it")
         except BaseException:
             if doc_owner is not None:
                 self.records.discharge(doc_owner, job_id)
             if unique is not None:
                 self.records.release_unique(unique, job_id)
             raise
-        # a fresh entry: the old cancel flag goes (create replaces it), the expiry restarts
+        if marked is None:  # another "Try again" won: the places it holds are its own now
+            raise JobNotRetryable(f"job {job_id} changed meanwhile; reload it")
+        new = {k: v for k, v in marked.items() if k not in ("_rerun", "_t")}
+        new.update(
+            again(
+                marked,
+                now,
+                error=None,
+                message=None,
+                max_attempts=(marked.get("max_attempts") or 1) + 1,
+                resumed=False,
+                cursor=None,
+            )
+        )
         self.records.create(new, None, job.never_expires)
         if (new.get("resumes_left") or 0) > 0:
             self.records.watch(job_id, new["created_at"])
-        self.records.schedule(job_id, now)
         try:
             taken = self.take_due(job_id, now)  # here and now if there is room
         except StoreError:

@@ -309,3 +309,50 @@ def test_a_cancelled_job_never_retries(make_app: Any) -> None:
         handle.cancel()
         assert handle.wait(5)["status"] == "cancelled"
     assert calls == [1]
+
+
+def test_simultaneous_try_agains_run_the_job_once_and_a_cancelled_job_runs_uncancelled(
+    make_app: Any, backend_url: str | None
+) -> None:
+    app, ext = make_app(backend_url)
+    runs: list[bool] = []
+    hold = threading.Event()
+
+    @ext.job
+    def waits(job: Any) -> str:
+        runs.append(job.cancelled.is_set())
+        if len(runs) == 1:
+            job.cancelled.wait(10)
+            job.check_cancelled()
+        hold.wait(10)
+        return "done"
+
+    with app.app_context():
+        handle = waits.start()
+        wait_until(lambda: handle.status()["status"] == "running", 5)
+        handle.cancel()
+        assert handle.wait(5)["status"] == "cancelled"
+        outcomes: list[str] = []
+
+        def again() -> None:
+            try:
+                ext.app_state().lifecycle.rerun(handle.id)
+                outcomes.append("ran")
+            except JobNotRetryable:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=again) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes).count("ran") == 1, outcomes
+        hold.set()
+        doc = handle.wait(10)
+        assert (doc["status"], doc["result"], doc["cancel_requested"]) == (
+            "succeeded",
+            "done",
+            False,
+        )
+        time.sleep(0.5)
+    assert runs == [False, False]  # once more, and not born cancelled
