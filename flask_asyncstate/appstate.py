@@ -188,14 +188,19 @@ class AppState:
     def job_handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, job_id)
 
-    def cancel_job(self, job_id: str, queued: bool = True) -> bool:
+    def cancel_job(
+        self, job_id: str, queued: bool = True, *, family: bool = True, depth: int = 0
+    ) -> bool:
         """Store the cancel request; the holder's Event is set via pub/sub (or its next write).
 
         A job still waiting for a worker ends ``cancelled`` at once and leaves the engine's queue.
         ``queued=False`` (the caller read a later status: a job never goes back to waiting)
-        spares that check's round trip.
+        spares that check's round trip. Every unfinished child of the job is cancelled too;
+        ``family=False`` (the caller read that it has none) spares that read.
         """
         found = self.store.cancel(self.records.job_key(job_id))
+        if found and family:
+            self.lifecycle.cancel_children(job_id, depth)
         if found and queued and self.executor.remote:
             self.lifecycle.cancel_queued(job_id)
         elif found and queued:  # waiting here for a pool thread: it ends now

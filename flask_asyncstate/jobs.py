@@ -26,7 +26,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+
+from flask import current_app
 
 from .errors import JobCancelled
 from .records import new_document, percent_of, reason_of
@@ -48,6 +50,12 @@ MAX_PROGRESS_VALUE = 2**53
 _YIELD_EVERY = 0.001
 _YIELD_FOR = 0.0  # time.sleep(0) releases the GIL; waiting threads take it at once
 _MAX = MAX_PROGRESS_VALUE
+#: Most stages of one job, and the longest stage name.
+MAX_STAGES = 50
+MAX_STAGE_NAME = 200
+#: Lines of ``job.log()`` a document keeps (the newest), and the longest line.
+MAX_LOG_LINES = 20
+MAX_LOG_TEXT = 500
 #: Resumes a ``resumable=True`` job may take (a job that kills its process stops there).
 RESUMES = 3
 #: Longest wait before a retry, in seconds (an hour).
@@ -81,6 +89,15 @@ def _check_message(text: object) -> None:
         )
     if not encodable_text(text):
         raise ValueError("progress message has a lone surrogate, which UTF-8 cannot hold")
+
+
+def _check_text(text: object, what: str, most: int) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise TypeError(f"{what} must be non-empty text, got {text!r}")
+    if len(text) > most:
+        raise ValueError(f"{what} is {len(text)} characters, more than {most}")
+    if not encodable_text(text):
+        raise ValueError(f"{what} has a lone surrogate, which UTF-8 cannot hold")
 
 
 def _check_count(what: str, value: object, most: int) -> None:
@@ -348,8 +365,107 @@ class Job:
             doc["cursor"] = done  # before progress() marks the document dirty
             progress(done, total, None if fill is None else fill(done))
 
+    # -- structure: children, stages, a trail ---------------------------------------
+
+    def spawn(self, tracked_job: TrackedJob, *args: Any, **kwargs: Any) -> JobHandle:
+        """Start ``tracked_job`` as a child of this job: same owner, no quota slot of its own,
+        run by the executor alongside (on the thread pool, leave a thread free for it). This
+        job's document counts its children (``children``); cancelling it cancels them."""
+        buffer = self._buffer
+        lifecycle = tracked_job.extension.app_state().lifecycle
+        if not self._doc.get("children"):  # readers must know before the first child exists
+            with buffer.lock:
+                self._doc["children"] = True
+                buffer.dirty = True
+            lifecycle.flush_one(buffer, tracked_job, signal=False)
+        return lifecycle.start(tracked_job, args, kwargs, parent=buffer)
+
+    def wait_children(self, timeout: float | None = None) -> dict[str, int]:
+        """Wait until every child has ended (or ``timeout`` s, or a cancel of this job);
+        return the counts as the document shows them (``total``, ``succeeded``, ...)."""
+        records = current_app.extensions["asyncstate"].records  # a job runs in its app context
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            counts = records.child_counts(self.id)
+            if counts["queued"] + counts["running"] == 0 or self.cancelled.is_set():
+                return counts
+            if deadline is not None and time.monotonic() >= deadline:
+                return counts
+            self.cancelled.wait(0.05)
+
+    def stage(self, name: str) -> _Stage:
+        """Begin the step ``name`` (the previous one is done): the document's ``stage`` and
+        ``stages``. As a context manager it also ends the step, ``failed`` (or
+        ``cancelled``) if the block raised: ``with job.stage("download"): ...``."""
+        _check_text(name, "stage name", MAX_STAGE_NAME)
+        buffer = self._buffer
+        now = time.time()
+        with buffer.lock:
+            stages = [dict(s) for s in self._doc.get("stages") or ()]
+            if len(stages) >= MAX_STAGES:
+                raise ValueError(f"a job has at most {MAX_STAGES} stages")
+            for old in stages:
+                if old["status"] == "running":
+                    old.update(status="done", ended_at=now)
+            stages.append({"name": name, "status": "running", "started_at": now, "ended_at": None})
+            self._doc["stages"], self._doc["stage"] = stages, name  # a new list: no tearing
+            self._doc["updated_at"] = now
+            buffer.dirty = True
+        return _Stage(self, len(stages) - 1)
+
+    def end_stage(self, index: int, status: str) -> None:
+        """End the step at ``index`` (what leaving ``with job.stage(...)`` does)."""
+        buffer = self._buffer
+        now = time.time()
+        with buffer.lock:
+            stages = [dict(s) for s in self._doc.get("stages") or ()]
+            if index < len(stages) and stages[index]["status"] == "running":
+                stages[index].update(status=status, ended_at=now)
+                self._doc["stages"] = stages
+                if self._doc.get("stage") == stages[index]["name"]:
+                    self._doc["stage"] = None
+                self._doc["updated_at"] = now
+                buffer.dirty = True
+
+    def log(self, text: str) -> None:
+        """Add a line to the job's trail: the document's ``log``, its last
+        :data:`MAX_LOG_LINES` ``{"at", "text"}`` entries (text only, at most
+        :data:`MAX_LOG_TEXT` characters, longer ones cut)."""
+        if not isinstance(text, str):
+            raise TypeError(f"job.log() takes str, got {type(text).__name__}")
+        text = text[:MAX_LOG_TEXT]
+        _check_text(text, "log text", MAX_LOG_TEXT)
+        buffer = self._buffer
+        now = time.time()
+        with buffer.lock:
+            old = self._doc.get("log") or []
+            self._doc["log"] = [*old[-(MAX_LOG_LINES - 1) :], {"at": now, "text": text}]
+            self._doc["updated_at"] = now
+            buffer.dirty = True
+
     def __repr__(self) -> str:
         return f"<Job {self.name} {self.id}>"
+
+
+class _Stage:
+    """What :meth:`Job.stage` returns: leaving it as a context manager ends the step."""
+
+    __slots__ = ("_index", "_job")
+
+    def __init__(self, job: Job, index: int) -> None:
+        self._job, self._index = job, index
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: object, tb: object) -> None:
+        if kind is None:
+            status = "done"
+        elif issubclass(kind, JobCancelled):
+            status = "cancelled"
+        else:
+            status = "failed"
+        self._job.end_stage(self._index, status)
 
 
 #: The name the job's first argument had before 0.2 (still exported).
@@ -510,6 +626,11 @@ class JobBuffer:
             return None
         self._finished = True
         with self.lock:
+            stages = self.doc.get("stages")
+            if stages and stages[-1]["status"] == "running":
+                end = {"succeeded": "done", "cancelled": "cancelled"}.get(status, "failed")
+                last = dict(stages[-1], status=end, ended_at=time.time())
+                self.doc["stages"], self.doc["stage"] = [*stages[:-1], last], None
             self.doc.update(
                 status=JobStatus(status).value,
                 result=result,

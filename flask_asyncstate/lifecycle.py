@@ -59,7 +59,7 @@ from .errors import (
 )
 from .executors import PAYLOAD_VERSION, RemoteExecutor
 from .jobs import BoundState, JobBuffer, JobHandle
-from .records import reason_of
+from .records import MAX_CHILDREN, reason_of
 from .signals import send
 from .status import FINAL, UNFINISHED, JobStatus
 from .stores.base import request_path
@@ -155,6 +155,7 @@ def again(doc: dict[str, Any], at: float, **change: Any) -> dict[str, Any]:
         "eta": None,
         "rate": None,
         "started_at": None,
+        "counted": False,
         **change,
     }
 
@@ -265,18 +266,26 @@ class Lifecycle:
 
     # -- starting ------------------------------------------------------------
 
-    def start(self, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobHandle:
-        """Admit, record and submit a job; nothing is left behind when it is refused."""
+    def start(
+        self,
+        job: TrackedJob,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parent: JobBuffer | None = None,
+    ) -> JobHandle:
+        """Admit, record and submit a job (with ``parent``, a child of that running job:
+        its owner, no quota slot of its own); nothing is left behind when it is refused."""
         app = self.app_state
         serialization.check_arguments(args, kwargs, f"job {job.name!r}")  # JSON, for every executor
         app.ensure_running()
-        owner = None
-        if has_request_context() and not in_job():  # a job's context serves no user
+        owner = None if parent is None else parent.owner
+        if parent is None and has_request_context() and not in_job():  # a job serves no user
             app.signer.require_key()  # a job nobody could be given a token for is never made
             owner = app.request_owner(create=True)
         job_id = secrets.token_hex(16)
+        parent_id = None if parent is None else parent.id
         if isinstance(app.executor, RemoteExecutor):
-            return self._enqueue(app.executor, job, job_id, owner, args, kwargs)
+            return self._enqueue(app.executor, job, job_id, owner, args, kwargs, parent_id)
         waiting = self.jobs.reserve(job_id, app.settings.max_queued)
         if waiting is None:
             raise QueueFull(
@@ -285,7 +294,7 @@ class Lifecycle:
                 translated()["busy"],
             )
         try:
-            ctx = self.admit(job, job_id, owner, False, args, kwargs)
+            ctx = self.admit(job, job_id, owner, False, args, kwargs, parent_id)
         except Duplicate as found:  # unique=: that job is still unfinished
             self.jobs.unqueue(job_id)
             return JobHandle(app, found.job_id, is_new=False)
@@ -308,6 +317,7 @@ class Lifecycle:
         remote: bool = False,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
+        parent: str | None = None,
     ) -> JobBuffer:
         """Write the queued document, claim the owner's quota slot (and, for a worker, a
         place in the engine's queue), create the job's state.
@@ -319,10 +329,12 @@ class Lifecycle:
         # other instances have no such request.
         label = job.name if job.label is None else str(job.label) or job.name
         # The unique place is named once, here, and kept in the document: every end reads it.
-        unique = self.records.unique_key(job.name, job.unique, owner)
+        unique = None if parent else self.records.unique_key(job.name, job.unique, owner)
         instance = None if remote else self.records.instance_id
         ctx = JobBuffer.new(job_id, job.name, instance, owner, label, unique, job.max_attempts)
         ctx.origin = capture()
+        if parent is not None:
+            ctx.doc["parent"] = parent
         self._keep_arguments(ctx, job, args, kwargs or {})
         event = None if remote else ctx.cancelled
         first = ctx.snapshot()
@@ -336,7 +348,14 @@ class Lifecycle:
                     ctx.unique_key = None  # not ours to give back
                     raise Duplicate(holder)
             limit = self.app_state.settings.max_jobs_per_owner
-            if owner is not None and not self.records.admit(owner, job_id, limit):
+            if parent is not None and not self.records.adopt_child(parent, job_id):
+                ctx.doc.pop("parent")  # not counted: nothing to give back
+                raise ValueError(f"job {parent} has {MAX_CHILDREN} children, the most it may")
+            if (
+                parent is None
+                and owner is not None
+                and not self.records.admit(owner, job_id, limit)
+            ):
                 raise QuotaExceeded(
                     f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
                     translated()["quotaExceeded"].format(limit=limit),
@@ -402,13 +421,16 @@ class Lifecycle:
         also frees the owner's quota slot. Nothing stays ``queued`` for ever.
         """
         owner, state_type, unique = ctx.owner, job.state_type, ctx.unique_key
+        parent = ctx.doc.get("parent")
         # Not listed among the newest jobs (admit lists last): the flood path of refused
         # starts costs no round trip for it. (An id listed before an enqueue failed stays
         # there, skipped by readers, until newer jobs push it out.)
         steps: list[Callable[[], object]] = [lambda: self.records.remove(ctx.id, unlist=False)]
         if unique is not None:
             steps.append(lambda: self.records.release_unique(unique, ctx.id))
-        if owner is not None:
+        if parent is not None:
+            steps.append(lambda: self.records.count_child(parent, {"total": -1}, ended=ctx.id))
+        elif owner is not None:
             steps.append(lambda: self.records.discharge(owner, ctx.id))
         if state_type is not None:
             steps.append(lambda: self.app_state.state.remove(state_type, name=ctx.id))
@@ -468,6 +490,12 @@ class Lifecycle:
         ctx.mark_running()
         if job.timeout is not None:
             ctx.deadline = time.monotonic() + job.timeout
+        parent = ctx.doc.get("parent")
+        if parent is not None:  # counted once, and said so in the stored document at once
+            self._count_child(parent, {"running": 1})
+            with ctx.lock:
+                ctx.doc["counted"] = True
+            taken = False
         if not taken:
             # The write answers with the stored cancel flag too: a cancel that the listener
             # missed while the job waited (a reconnect) is delivered here, without a read.
@@ -520,6 +548,24 @@ class Lifecycle:
 
     # -- running again ---------------------------------------------------------
 
+    def _count_child(self, parent: str, changes: dict[str, int], ended: str | None = None) -> None:
+        try:
+            self.records.count_child(parent, changes, ended)
+        except StoreError as exc:  # counters are a view: a lost change is logged, not fatal
+            log.warning("job %s: a child's change was not counted (%s)", parent, exc)
+
+    def _uncount_run(self, doc: dict[str, Any]) -> None:
+        """A child's run ended without the child ending (a retry, a resume): not running."""
+        if doc.get("parent") is not None and doc.get("counted"):
+            self._count_child(doc["parent"], {"running": -1})
+
+    def cancel_children(self, job_id: str, depth: int = 0) -> None:
+        """Cancel every unfinished child of the job (and theirs), wherever they run."""
+        if depth > 10:  # a family deeper than this is a loop in someone's code
+            return
+        for child in self.records.unfinished_children(job_id):
+            self.app_state.cancel_job(child, depth=depth + 1)
+
     def _retry_later(self, ctx: JobBuffer, job: TrackedJob, exc: BaseException) -> bool:
         """The run raised one of ``retry_on``: if retries are left, queue the job again
         after its backoff (due in the store, so a deploy meanwhile loses nothing)."""
@@ -551,6 +597,7 @@ class Lifecycle:
             if ctx.finished:
                 return False
             doc = ctx.snapshot()
+            ran = dict(doc)  # as it ran: counted among its parent's running children or not
             doc.update(again(doc, at, **change))
             try:
                 # Listed first: a process that dies between the two leaves a listed job that
@@ -562,6 +609,7 @@ class Lifecycle:
                 log.warning("job %s: could not queue it to run again: %s", ctx.id, exc)
                 return False
             ctx.seal_again(doc)
+        self._uncount_run(ran)
         self._forget_local(ctx)
         send(signals.job_progress, self.app_state.app_ref(), job_id=ctx.id, document=doc)
         return True
@@ -712,13 +760,16 @@ class Lifecycle:
             if probe is None or not gone(probe):
                 return False
         self.records.schedule(job_id, now)  # first: see reschedule()
-        doc = self.records.transition(
-            job_id,
-            gone,
-            lambda d: again(d, now, resumed=True, resumes_left=d["resumes_left"] - 1),
-        )
+        ran: list[dict[str, Any]] = []
+
+        def resumed(d: dict[str, Any]) -> dict[str, Any]:
+            ran[:] = [d]  # the last call is the one applied
+            return again(d, now, resumed=True, resumes_left=d["resumes_left"] - 1)
+
+        doc = self.records.transition(job_id, gone, resumed)
         if doc is None:
             return False
+        self._uncount_run(ran[0])
         log.warning("job %s: its process stopped%s; it resumes on the next taker", job_id, why)
         return True
 
@@ -779,6 +830,12 @@ class Lifecycle:
             )
         )
         self.records.create(new, None, job.never_expires)
+        if marked.get("parent") is not None:  # a child again: unfinished, not ended
+            parent = marked["parent"]
+            self._count_child(parent, {marked["status"]: -1})
+            self.records.store.claim(
+                self.records.family_key(parent), job_id, limit=2**31, keep=0, score=now
+            )
         if (new.get("resumes_left") or 0) > 0:
             self.records.watch(job_id, new["created_at"])
         try:
@@ -886,8 +943,12 @@ class Lifecycle:
         queue) and send ``job_finished``. The one path of every job's end."""
         job_id, owner, unique = doc["id"], doc.get("owner"), doc.get("unique")
         records = self.records
+        parent = doc.get("parent")
+        if parent is not None:  # its parent's counts, not a quota slot of its own
+            running = -1 if doc.get("counted") else 0
+            self._count_child(parent, {doc["status"]: 1, "running": running}, ended=job_id)
         try:
-            if owner is not None:
+            if owner is not None and parent is None:
                 records.discharge(owner, job_id)
             if unique is not None:
                 records.release_unique(unique, job_id)
@@ -1008,11 +1069,12 @@ class Lifecycle:
         owner: str | None,
         args: Any,
         kwargs: Any,
+        parent: str | None = None,
     ) -> JobHandle:
-        """In the web process: admit the job and put it on the engine's queue."""
+        """In the web process (or a parent job): admit the job, put it on the engine's queue."""
         app_state = self.app_state
         try:
-            ctx = self.admit(job, job_id, owner, True, args, kwargs)
+            ctx = self.admit(job, job_id, owner, True, args, kwargs, parent)
         except Duplicate as found:  # unique=: that job is still unfinished
             return JobHandle(app_state, found.job_id, is_new=False)
         payload = {"v": PAYLOAD_VERSION, "id": job_id, "name": job.name, "args": list(args)}

@@ -51,6 +51,13 @@ INSTANCE_KIND = "flask_asyncstate.instance"
 OWNER_KIND = "flask_asyncstate.owner"
 QUEUE_KIND = "flask_asyncstate.queue"
 UNIQUE_KIND = "flask_asyncstate.unique"
+#: A parent job's counters of its children, and the index of its unfinished ones.
+CHILDREN_KIND = "flask_asyncstate.children"
+FAMILY_KIND = "flask_asyncstate.family"
+#: Most children one parent job may spawn.
+MAX_CHILDREN = 10_000
+#: The counts of a parent's ``children`` (``queued`` is what the others leave of ``total``).
+CHILD_COUNTS = ("total", "queued", "running", "succeeded", "failed", "cancelled", "lost")
 #: Tries of a unique claim whose holder keeps ending under it before start() gives up.
 _UNIQUE_TRIES = 5
 #: Longest wait, in seconds, for a unique place's holder that is still being admitted.
@@ -97,6 +104,10 @@ PUBLIC_FIELDS = (
     "max_attempts",
     "retry_at",
     "resumed",
+    "children",
+    "stage",
+    "stages",
+    "log",
 )
 
 #: Why a job ended (the document's ``reason``; None while it runs and when it succeeded).
@@ -216,6 +227,39 @@ class JobRecords:
     def resumable_list_key(self) -> str:
         """The ranked list of unfinished ``resumable`` jobs, watched for a dead instance."""
         return self.store.key(INDEX_KIND, "resumable")
+
+    def children_key(self, parent: str) -> str:
+        return self.store.key(CHILDREN_KIND, parent)
+
+    def family_key(self, parent: str) -> str:
+        return self.store.key(FAMILY_KIND, parent)
+
+    # -- a parent's children ------------------------------------------------------
+
+    def adopt_child(self, parent: str, child: str) -> bool:
+        """Count a new child of ``parent``; False (nothing counted) past :data:`MAX_CHILDREN`."""
+        if not self.store.claim(
+            self.family_key(parent), child, limit=MAX_CHILDREN, keep=0, score=time.time()
+        ):
+            return False
+        if self.child_counts(parent)["total"] >= MAX_CHILDREN:
+            self.store.unclaim(self.family_key(parent), [child])
+            return False
+        self.store.tally(self.children_key(parent), {"total": 1})
+        return True
+
+    def count_child(self, parent: str, changes: dict[str, int], ended: str | None = None) -> None:
+        """A child changed state: ``changes`` to the parent's counters; with ``ended``, the
+        child (that id) is no longer among the parent's unfinished ones."""
+        self.store.tally(self.children_key(parent), changes)
+        if ended is not None:
+            self.store.unclaim(self.family_key(parent), [ended])
+
+    def unfinished_children(self, parent: str) -> list[str]:
+        return sorted(self.store.claims(self.family_key(parent)).active)
+
+    def child_counts(self, parent: str) -> dict[str, int]:
+        return _counts(self.store.tallies([self.children_key(parent)])[0])
 
     def instances_list_key(self) -> str:
         """The ranked list of the instances that beat lately."""
@@ -518,8 +562,33 @@ class JobRecords:
                 public["instance"] = doc.get("instance")
                 public["owner"] = doc.get("owner")
                 public["unique"] = doc.get("unique")
+                public["parent"] = doc.get("parent")
             out.append(public)
+        self._with_children(entries, out)
         return out
+
+    def _with_children(
+        self, entries: list[Entry | None], docs: list[dict[str, Any] | None]
+    ) -> None:
+        """Parents' ``children`` counts: one read of their counters for all of them (no
+        read per child); a parent with no progress of its own shows its children's."""
+        parents = [
+            (e.data["id"], d)
+            for e, d in zip(entries, docs)
+            if e is not None and d is not None and e.data.get("children")
+        ]
+        if not parents:
+            return
+        found = self.store.tallies([self.children_key(p) for p, _d in parents])
+        for (_p, doc), raw in zip(parents, found):
+            counts = doc["children"] = _counts(raw)
+            if doc["total"] is None and counts["total"]:
+                done = counts["total"] - counts["queued"] - counts["running"]
+                doc.update(
+                    current=done,
+                    total=counts["total"],
+                    percent=percent_of(done, counts["total"]),
+                )
 
     def _dead_instances(self, entries: list[Entry | None]) -> set[str]:
         owners = {
@@ -656,6 +725,14 @@ class JobRecords:
     def owner_jobs(self, owner: str) -> list[str]:
         """The owner's job ids, newest first: unfinished ones and the latest finished ones."""
         return self.store.claims(self.owner_key(owner)).recent
+
+
+def _counts(raw: dict[str, int]) -> dict[str, int]:
+    """The public ``children`` counts from the stored counters."""
+    counts = {name: max(0, int(raw.get(name, 0))) for name in CHILD_COUNTS}
+    others = sum(counts[n] for n in CHILD_COUNTS[2:])
+    counts["queued"] = max(0, counts["total"] - others)
+    return counts
 
 
 def _ended(doc: dict[str, Any] | None) -> bool:

@@ -185,7 +185,9 @@ def cancel(token: str) -> Response:
     job_id, doc = visible_job(found, token)
     if doc["status"] in FINAL:
         return _json(doc, 202)  # nothing left to cancel: the document says how it ended
-    if not found.cancel_job(job_id, queued=doc["status"] == "queued"):
+    if not found.cancel_job(
+        job_id, queued=doc["status"] == "queued", family=doc.get("children") is not None
+    ):
         return error(404, NOT_FOUND)
     if doc["status"] == "queued" and found.executor.remote:  # it may have ended just now
         doc = found.records.status(job_id) or doc
@@ -366,7 +368,9 @@ def admin_cancel(job_id: str) -> Response:
         return error(404, "no such job")
     if doc["status"] in FINAL:
         return _json(doc, 202)  # nothing left to cancel: the document says how it ended
-    if not found.cancel_job(job_id, queued=doc["status"] == "queued"):
+    if not found.cancel_job(
+        job_id, queued=doc["status"] == "queued", family=doc.get("children") is not None
+    ):
         return error(404, "no such job")
     doc = found.records.status(job_id) or doc
     doc["cancel_requested"] = True

@@ -290,3 +290,41 @@ def test_concurrent_ranks_keep_the_bound(store: Store) -> None:
     for t in threads:
         t.join()
     assert store.ranked(key, 100) == [f"m{i:04}" for i in range(299, 279, -1)]
+
+
+# -- counters: a parent job's children, one atomic step per change ---------------------------
+
+
+def test_counters_add_atomically_and_read_in_one_step(store: Store) -> None:
+    import threading
+
+    assert store.tallies([]) == []
+    assert store.tallies(["test:none"]) == [{}]
+    store.tally("test:c1", {"total": 2, "running": 1})
+    store.tally("test:c1", {"running": -1, "succeeded": 1})
+    store.tally("test:c2", {})  # nothing to add: nothing written
+
+    def many() -> None:
+        for _ in range(100):
+            store.tally("test:c3", {"running": 1, "total": 1})
+            store.tally("test:c3", {"running": -1, "failed": 1})
+
+    threads = [threading.Thread(target=many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    one, two, three = store.tallies(["test:c1", "test:c2", "test:c3"])
+    assert one == {"total": 2, "running": 0, "succeeded": 1}
+    assert two == {}
+    assert three == {"running": 0, "total": 400, "failed": 400}
+
+
+def test_counters_expire_like_an_index(store: Store) -> None:
+    import time
+
+    store.index_expires = 0.3
+    store.tally("test:short", {"total": 1})
+    assert store.tallies(["test:short"]) == [{"total": 1}]
+    time.sleep(0.5)
+    assert store.tallies(["test:short"]) == [{}]

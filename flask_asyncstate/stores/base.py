@@ -274,6 +274,24 @@ class Store(ABC):
         if keys:
             self._touch_claims(keys, int(self.index_expires * 1000))
 
+    # -- counters (a parent job's children) -----------------------------------------
+
+    def tally(self, key: str, changes: dict[str, int]) -> None:
+        """Add ``changes`` to the counters at ``key`` in one atomic step (a counter not there
+        starts at 0). The counters expire like an index, each change restarting it."""
+        if changes:
+            self._tally(key, list(changes.items()), int(self.index_expires * 1000))
+
+    def tallies(self, keys: list[str]) -> list[dict[str, int]]:
+        """The counters at each key (empty where none), in one round trip; restarts nothing."""
+        return self._tallies(keys) if keys else []
+
+    def _tally(self, key: str, changes: list[tuple[str, int]], ttl_ms: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} keeps no counters")
+
+    def _tallies(self, keys: list[str]) -> list[dict[str, int]]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no counters")
+
     # -- ranked lists (the newest jobs, the live instances) ----------------------
 
     def rank(

@@ -45,6 +45,7 @@ class MemoryStore(Store):
         self._indexes: dict[str, _Index] = {}
         self._ranked_lists: dict[str, dict[str, float]] = {}  # key -> member -> score
         self._ranked_keep: dict[str, int] = {}  # key -> how many members it keeps
+        self._counters: dict[str, tuple[dict[str, int], float]] = {}  # key -> counts, expiry
         self._lock = threading.Lock()
         self._last_purge = time.monotonic()
         # expired keys (with the hold generation seen then) whose local Events need releasing
@@ -72,6 +73,8 @@ class MemoryStore(Store):
             self._live(key, now)
         for key in [k for k, i in self._indexes.items() if i.expires_at <= now]:
             del self._indexes[key]
+        for key in [k for k, (_c, at) in self._counters.items() if at <= now]:
+            del self._counters[key]
 
     def _locked(self, op: Callable[[float], Any]) -> Any:
         """Run ``op`` under the lock, then release the Events of entries found expired."""
@@ -261,6 +264,26 @@ class MemoryStore(Store):
                     index.expires_at = now + ttl_ms / 1000
 
         self._locked(op)
+
+    # -- counters ----------------------------------------------------------------
+
+    def _tally(self, key: str, changes: list[tuple[str, int]], ttl_ms: int) -> None:
+        def op(now: float) -> None:
+            counts, at = self._counters.get(key, ({}, 0.0))
+            counts = dict(counts) if at > now else {}
+            for name, delta in changes:
+                counts[name] = counts.get(name, 0) + int(delta)
+            self._counters[key] = (counts, now + ttl_ms / 1000)
+
+        self._locked(op)
+
+    def _tallies(self, keys: list[str]) -> list[dict[str, int]]:
+        def op(now: float) -> list[dict[str, int]]:
+            found = [self._counters.get(key) for key in keys]
+            return [dict(f[0]) if f is not None and f[1] > now else {} for f in found]
+
+        result: list[dict[str, int]] = self._locked(op)
+        return result
 
     # -- ranked lists ----------------------------------------------------------
 

@@ -67,6 +67,14 @@ if not x then return 0 end
 if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
 return 1
 
+-- script: tally
+-- Counters (a parent job's children): ARGV holds name, delta pairs, then the ttl in ms.
+for i = 1, #ARGV - 1, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+return 1
+
 -- script: claim
 -- An owner's index: KEYS[1] the set of active members, KEYS[2] a sorted set of recent ones.
 -- ARGV: member, limit, keep, score, ttl_ms. Both keys share the hash tag: one slot.

@@ -87,6 +87,7 @@ class _Lua(NamedTuple):
     cancel: str
     touch: str
     claim: str
+    tally: str
 
 
 def _load_lua() -> _Lua:
@@ -468,6 +469,19 @@ class RedisStore(Store):
                 pipe.zremrangebyscore(key, "-inf", f"({floor!r}")
             pipe.execute()
 
+    def _tally(self, key: str, changes: list[tuple[str, int]], ttl_ms: int) -> None:
+        args: list[Any] = [x for pair in changes for x in pair]
+        with self._io() as client:
+            self._run(_LUA.tally, [key], [*args, ttl_ms], client)
+
+    def _tallies(self, keys: list[str]) -> list[dict[str, int]]:
+        with self._io() as client:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            found = pipe.execute()
+        return [{_text_of(k): int(v) for k, v in f.items()} for f in found]
+
     def _ranked(self, key: str, count: int) -> list[str]:
         with self._io() as client:
             return [_text_of(m) for m in client.zrevrange(key, 0, count - 1)]
@@ -744,7 +758,7 @@ ACL_COMMANDS = (
     "hello", "auth", "ping", "select", "client|setname",
     "eval", "evalsha", "script|load", "script|exists",
     "del", "exists", "scan",
-    "hget", "hmget", "hset", "hincrby", "pexpire",
+    "hget", "hmget", "hset", "hincrby", "hgetall", "pexpire",
     "sadd", "srem", "scard", "smembers", "sismember",
     "zadd", "zrem", "zcard", "zrange", "zrevrange", "zremrangebyrank", "zremrangebyscore",
     "publish", "subscribe", "unsubscribe",
