@@ -371,6 +371,7 @@ class Job:
         """Start ``tracked_job`` as a child of this job: same owner, no quota slot of its own,
         run by the executor alongside (on the thread pool, leave a thread free for it). This
         job's document counts its children (``children``); cancelling it cancels them."""
+        self.check_cancelled()  # a cancelled parent starts nothing more
         buffer = self._buffer
         lifecycle = tracked_job.extension.app_state().lifecycle
         if not self._doc.get("children"):  # readers must know before the first child exists
@@ -378,7 +379,12 @@ class Job:
                 self._doc["children"] = True
                 buffer.dirty = True
             lifecycle.flush_one(buffer, tracked_job, signal=False)
-        return lifecycle.start(tracked_job, args, kwargs, parent=buffer)
+        handle = lifecycle.start(tracked_job, args, kwargs, parent=buffer)
+        # A cancel of this job that read its children before this one was counted: the
+        # stored flag says so even before this process's Event hears of it.
+        if self.cancelled.is_set() or lifecycle.records.cancel_requested(self.id):
+            handle.cancel()
+        return handle
 
     def wait_children(self, timeout: float | None = None) -> dict[str, int]:
         """Wait until every child has ended (or ``timeout`` s, or a cancel of this job);

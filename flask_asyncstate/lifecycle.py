@@ -376,8 +376,8 @@ class Lifecycle:
                 ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
             if ctx.unique_key is not None:  # admitted: a duplicate start may now return it
                 self.records.store.write(self.records.job_key(job_id), ctx.snapshot())
-            if job.resumes:
-                self.records.watch(job_id, first["created_at"])
+            if (job.resumes or parent is not None) and self.records.store.ranks:
+                self.records.watch(job_id, first["created_at"])  # its death is acted on
             # Last: a refused start never reaches the newest jobs the admin page reads.
             self.records.list_job(job_id, first["created_at"])
         except BaseException:
@@ -726,10 +726,13 @@ class Lifecycle:
                 self.records.schedule(job_id, at)
 
     def sweep(self) -> None:
-        """Resumable jobs whose instance died (``lost``) go back to the queue, due now;
-        exactly one process moves each (a conditional update on the dead instance's name).
-        Those with no resume left end ``lost`` as any job."""
+        """Watched jobs (resumable ones, children) whose instance died: a resumable one goes
+        back to the queue, due now; any other ends ``lost`` (through :meth:`ended`: its
+        parent counts it). Exactly one process moves each (a conditional update on the dead
+        instance's name). Other jobs of a dead instance read ``lost`` without a write."""
         records = self.records
+        if not records.store.ranks:  # no watch list: no resumable job or child was admitted
+            return
         ids = records.watched(WATCH_BATCH)
         if not ids:
             return
@@ -741,8 +744,19 @@ class Lifecycle:
         named = [d for d in running if d.get("instance") is not None]
         dead = records.dead(named) if named else set()
         for doc in named:
-            if doc["instance"] in dead:
-                self.resume_lost(doc["id"], doc["instance"])
+            if doc["instance"] in dead and not self.resume_lost(doc["id"], doc["instance"]):
+                self.end_lost(doc["id"], doc["instance"])
+
+    def end_lost(self, job_id: str, instance: str) -> None:
+        """A watched job whose instance died, with no resume left: store it ``lost``."""
+        error = {"type": "WorkerLost", "message": "the process running it stopped beating"}
+        change = {"status": JobStatus.LOST.value, "error": error, "result": None, "reason": "lost"}
+        doc = self.records.transition(
+            job_id, lambda d: _unfinished(d) and d.get("instance") == instance, change
+        )
+        if doc is not None:
+            log.warning("job %s: its instance %s stopped beating; recorded lost", job_id, instance)
+            self.ended(doc)
 
     def resume_lost(self, job_id: str, instance: str | None, why: str = "") -> bool:
         """Put a job whose process is gone back in the queue if it may resume; True if so."""
@@ -954,7 +968,7 @@ class Lifecycle:
                 records.release_unique(unique, job_id)
             if queued:
                 records.leave_queue(job_id)
-            if doc.get("resumes_left"):
+            if doc.get("resumes_left") or parent is not None:
                 records.unwatch([job_id])
         except StoreError:  # the next start that needs the place finds it stale and frees it
             log.debug("job %s: quota slot, unique or queue place not freed yet", job_id)

@@ -255,6 +255,11 @@ class JobRecords:
         if ended is not None:
             self.store.unclaim(self.family_key(parent), [ended])
 
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a cancel of the job is stored (read without restarting its expiry)."""
+        entry = self.store.read(self.job_key(job_id), refresh=False)
+        return entry is not None and entry.cancel_requested
+
     def unfinished_children(self, parent: str) -> list[str]:
         return sorted(self.store.claims(self.family_key(parent)).active)
 

@@ -2,8 +2,8 @@
 
 Every ``ASYNCSTATE_FLUSH_INTERVAL`` it writes the progress of jobs that changed
 and retries final documents that met an outage; in apps with jobs that run again
-(``retries=``, ``resumable=``) it takes due ones every second and moves dead
-instances' resumable jobs back to the queue once a beat; every heartbeat interval it
+(``retries=``, ``resumable=``) it takes due ones every second; once a beat it acts
+on watched jobs (resumable ones, children) of dead instances; every heartbeat interval it
 refreshes this instance's liveness entry (a fixed size: jobs name their
 instance, the beat does not list them) and keeps the entries of silent jobs
 alive. No failure of one step stops the others, or the loop.
@@ -89,17 +89,17 @@ class Writer:
             except Exception:
                 log.exception("flask-asyncstate writer: flush failed")
             now = time.monotonic()
-            if now >= next_look and app_state.extension.runs_again():
-                next_look = now + look_every
-                try:
-                    if now >= next_sweep:
-                        next_sweep = now + beat_every
-                        app_state.lifecycle.sweep()
+            try:
+                if now >= next_sweep:  # one read a beat while no job is watched
+                    next_sweep = now + beat_every
+                    app_state.lifecycle.sweep()
+                if now >= next_look and app_state.extension.runs_again():
+                    next_look = now + look_every
                     app_state.lifecycle.dispatch()
-                except StoreError as exc:
-                    log.debug("asyncstate: jobs due to run again not read (%s)", exc)
-                except Exception:
-                    log.exception("flask-asyncstate writer: running jobs again failed")
+            except StoreError as exc:
+                log.debug("asyncstate: watched or due jobs not read (%s)", exc)
+            except Exception:
+                log.exception("flask-asyncstate writer: watched or due jobs failed")
             try:
                 app_state.store.ensure_threads()
             except Exception:

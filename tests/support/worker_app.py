@@ -101,6 +101,26 @@ def create_app() -> Flask:
         mark("ran-out", job)
         return "ignored the cancel"
 
+    @ext.job
+    def leaf(job: JobContext, n: int, pause: float = 0.0) -> int:
+        marks.rpush(f"{prefix}leaf-pids", os.getpid())
+        if pause:
+            end = time.monotonic() + pause
+            while time.monotonic() < end and not job.cancelled.is_set():
+                time.sleep(0.01)
+            job.check_cancelled()
+        if n % 10 == 7:
+            raise ValueError(f"file {n} is broken")
+        return n
+
+    @ext.job
+    def batch(job: JobContext, count: int, pause: float = 0.0) -> dict[str, int]:
+        with job.stage("spawn"):
+            for n in range(count):
+                job.spawn(leaf, n, pause)
+        with job.stage("wait"):
+            return job.wait_children(120)
+
     @app.post("/start/<name>")
     def start(name: str) -> Any:
         job = ext.registered_job(name)
