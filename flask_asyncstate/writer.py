@@ -90,8 +90,11 @@ class Writer:
                 log.exception("flask-asyncstate writer: flush failed")
             now = time.monotonic()
             try:
-                if now >= next_sweep:  # one read a beat while no job is watched
-                    next_sweep = now + beat_every
+                if now >= next_sweep:  # one read while no job is watched
+                    # Resumable jobs: a dead instance's are found within a quarter beat of its
+                    # heartbeat entry expiring (2.75 beats), so they run again within 3 beats.
+                    again = app_state.extension.runs_again()
+                    next_sweep = now + (min(look_every, beat_every / 4) if again else beat_every)
                     app_state.lifecycle.sweep()
                 if now >= next_look and app_state.extension.runs_again():
                     next_look = now + look_every
