@@ -841,11 +841,13 @@ class TrackedJob:
         """The runs it may take at most: the first, the retries and the resumes."""
         return 1 + self.retries + self.resumes
 
-    def retry_delay(self, retry: int) -> float:
-        """Seconds before retry number ``retry`` (1-based): ``backoff * 2**(retry-1)``, capped
-        at :data:`MAX_BACKOFF`, with up to a quarter of it at random added (no herd)."""
-        base = min(MAX_BACKOFF, self.backoff * 2 ** (retry - 1))
-        return base + random.uniform(0, base / 4)
+    def retry_delay(self, retry: int, longest: float = MAX_BACKOFF) -> float:
+        """Seconds before retry number ``retry`` (1-based): ``backoff * 2**(retry-1)`` with up
+        to a quarter of it at random added (no herd), capped at ``longest`` (at most
+        :data:`MAX_BACKOFF`; the lifecycle passes half of ``ASYNCSTATE_EXPIRES``, so a job's
+        entries outlive its wait)."""
+        base = min(MAX_BACKOFF, self.backoff * 2 ** min(retry - 1, 64))
+        return min(longest, MAX_BACKOFF, base + random.uniform(0, base / 4))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)

@@ -572,12 +572,19 @@ class Lifecycle:
         left = ctx.doc.get("retries_left") or 0
         if left <= 0 or ctx.cancelled.is_set() or not isinstance(exc, Exception):
             return False
-        delay = job.retry_delay(job.retries - left + 1)
+        # Nothing keeps a waiting job's entries alive but their expiry: wait at most half of it.
+        delay = job.retry_delay(job.retries - left + 1, self.app_state.settings.expires / 2)
         log.warning(
             "job %s (%s) failed (%s); retrying in %.1f s", ctx.id, job.name, error_of(exc), delay
         )
-        return self.reschedule(
-            ctx, job, time.time() + delay, error=error_of(exc), retries_left=left - 1
+        return self.reschedule(  # a retry starts over: not resumed, no cursor
+            ctx,
+            job,
+            time.time() + delay,
+            error=error_of(exc),
+            retries_left=left - 1,
+            resumed=False,
+            cursor=None,
         )
 
     def resume_later(self, ctx: JobBuffer, job: TrackedJob) -> bool:
@@ -794,7 +801,14 @@ class Lifecycle:
         doc = self.records.documents([job_id])[0]
         if doc is None:
             raise JobNotRetryable(f"job {job_id} is unknown or expired")
-        if doc["status"] not in RETRYABLE:
+        # A job whose process died is stored unfinished and read ``lost``: it may run again,
+        # still holding its owner's slot and unique place.
+        dead = None
+        if _unfinished(doc) and doc.get("instance") is not None:
+            shown = self.records.status(job_id)
+            if shown is not None and shown["status"] == JobStatus.LOST:
+                dead = doc["instance"]
+        if doc["status"] not in RETRYABLE and dead is None:
             raise JobNotRetryable(
                 f"job {job_id} is {doc['status']}: only a failed, cancelled or lost job runs again"
             )
@@ -802,10 +816,15 @@ class Lifecycle:
         if job is None or "call" not in doc:
             raise JobNotRetryable(f"job {job_id} ({doc['name']}) cannot be run again here")
         doc_owner, unique = doc.get("owner"), doc.get("unique")
+        if doc.get("parent") is not None or dead is not None:
+            doc_owner = unique = None  # no slot or place of its own to take (again)
         if unique is not None:
             holder = self.records.claim_unique(unique, job_id)
             if holder is not None:
-                raise Duplicate(holder)
+                raise JobNotRetryable(
+                    f"another {doc['name']} job ({holder}) is unfinished; wait for it to end",
+                    translated()["duplicate"],
+                )
         limit = self.app_state.settings.max_jobs_per_owner
         try:
             if doc_owner is not None and not self.records.admit(doc_owner, job_id, limit):
@@ -820,7 +839,10 @@ class Lifecycle:
             # that was cancelled. A mark older than RERUN_MARK s is a taker that died.
             marked = self.records.transition(
                 job_id,
-                lambda d: d.get("status") in RETRYABLE and d.get("_rerun", 0) < now - RERUN_MARK,
+                lambda d: (
+                    (d.get("status") in RETRYABLE or (dead and d.get("instance") == dead))
+                    and d.get("_rerun", 0) < now - RERUN_MARK
+                ),
                 {"_rerun": now},
             )
         except BaseException:
@@ -846,7 +868,10 @@ class Lifecycle:
         self.records.create(new, None, job.never_expires)
         if marked.get("parent") is not None:  # a child again: unfinished, not ended
             parent = marked["parent"]
-            self._count_child(parent, {marked["status"]: -1})
+            if dead is None:
+                self._count_child(parent, {marked["status"]: -1})
+            else:
+                self._uncount_run(marked)
             self.records.store.claim(
                 self.records.family_key(parent), job_id, limit=2**31, keep=0, score=now
             )

@@ -561,7 +561,10 @@ class JobRecords:
                 continue
             doc = dict(entry.data, cancel_requested=entry.cancel_requested)
             if doc["status"] in UNFINISHED and doc.get("instance") in dead:
-                doc.update(status=JobStatus.LOST.value, reason="lost", eta=None)
+                if doc.get("resumes_left"):  # it runs again as soon as a process looks
+                    doc.update(status=JobStatus.QUEUED.value, resumed=True, eta=None)
+                else:
+                    doc.update(status=JobStatus.LOST.value, reason="lost", eta=None)
             public = {f: doc.get(f) for f in PUBLIC_FIELDS}
             if internal:
                 public["instance"] = doc.get("instance")

@@ -15,9 +15,9 @@ refusal as JSON (:func:`json_refusal`).
 requesting user or session (:func:`visible_job`); both failures are the same
 :exc:`~flask_asyncstate.errors.InvalidToken`, so tokens cannot be used to probe for jobs.
 
-**Proofs.** Cancel, dismiss and the operator's cancel need a same-origin request
-(:func:`same_origin`: a header only same-origin JavaScript can add, or our own
-``Origin``). When Flask-WTF's ``CSRFProtect`` is set up on the app, it checks their CSRF
+**Proofs.** Cancel, "Try again", dismiss and the operator's cancel and run-again need a
+same-origin request (:func:`same_origin`: a header only same-origin JavaScript can add,
+or our own ``Origin``). When Flask-WTF's ``CSRFProtect`` is set up on the app, it checks their CSRF
 token too, as it checks the app's own views, following its ``WTF_CSRF_*`` settings and
 its exemptions; the views module answers its ``CSRFError`` as a JSON 403 under our
 prefix. :func:`csrf_token` gives the pages the token to send.

@@ -91,6 +91,7 @@ DEFAULT_LABELS: dict[str, str] = {
         " then try again."
     ),
     "busy": _("The server is busy, try again shortly"),
+    "duplicate": _("The same job is already in progress; wait for it to finish"),
 }
 
 

@@ -23,7 +23,8 @@ a 500 or an HTML page. The answers are made where Flask expects them:
   handlers are neither replaced nor asked: Flask looks them up only for werkzeug's
   exceptions, which never reach it for these requests;
 - app-wide, where the app's own views raise them too: :exc:`InvalidToken` 404,
-  :exc:`QuotaExceeded` 429, :exc:`QueueFull` 503, :exc:`StoreError` 503.
+  :exc:`JobNotRetryable` 409, :exc:`QuotaExceeded` 429, :exc:`QueueFull` 503,
+  :exc:`StoreError` 503.
 
 A job is visible only when its token verifies *and* the job's owner is the requesting
 session (and user): see :func:`~flask_asyncstate.security.visible_job`.
@@ -59,7 +60,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import appstate, serialization, templating
-from .errors import Duplicate, InvalidToken, JobNotRetryable, QueueFull, QuotaExceeded, StoreError
+from .errors import InvalidToken, JobNotRetryable, QueueFull, QuotaExceeded, StoreError
 from .records import PUBLIC_FIELDS
 from .security import NOT_FOUND, csrf_token, json_refusal, same_origin, verdict, visible_job
 from .sessions import UnavailableSession
@@ -205,12 +206,7 @@ def retry(token: str) -> Response:
 
 
 def _run_again(found: appstate.AppState, job_id: str) -> Response:
-    try:
-        found.lifecycle.rerun(job_id)
-    except JobNotRetryable as exc:
-        return error(409, str(exc))
-    except Duplicate:
-        return error(409, "another job of this kind is unfinished; wait for it to end")
+    found.lifecycle.rerun(job_id)  # JobNotRetryable: 409 (not_retryable below)
     return _json(found.records.status(job_id), 202)
 
 
@@ -529,6 +525,12 @@ def quota_exceeded(exc: QuotaExceeded) -> Response:
     """App-wide: a view whose ``start()`` hit the owner's quota answers 429 (in words for
     the user: ``exc.user_message``)."""
     return error(429, exc.user_message, **{"Retry-After": "5"})
+
+
+@bp.app_errorhandler(JobNotRetryable)
+def not_retryable(exc: JobNotRetryable) -> Response:
+    """A "Try again" that cannot be: unfinished, another unique one runs, or unknown here."""
+    return error(409, str(exc))
 
 
 @bp.app_errorhandler(QueueFull)

@@ -356,3 +356,105 @@ def test_simultaneous_try_agains_run_the_job_once_and_a_cancelled_job_runs_uncan
         )
         time.sleep(0.5)
     assert runs == [False, False]  # once more, and not born cancelled
+
+
+def test_a_retry_waits_at_most_half_the_expiry_so_its_entries_outlive_the_wait(
+    make_app: Any,
+) -> None:
+    app, ext = make_app(ASYNCSTATE_EXPIRES=4)
+    calls: list[Any] = []
+
+    @ext.job(retries=1, backoff=3600)
+    def hourly(job: Any) -> str:
+        calls.append(job.attempt)
+        if job.attempt == 1:
+            raise ConnectionError("down")
+        return "ok"
+
+    with app.app_context():
+        handle = hourly.start()
+        wait_until(lambda: (handle.status() or {}).get("retry_at") is not None, 5)
+        wait = handle.status()["retry_at"] - time.time()
+        assert 0 < wait <= 2.0, wait  # half of ASYNCSTATE_EXPIRES, not an hour
+        assert handle.wait(10)["status"] == "succeeded"
+    assert calls == [1, 2]
+    for retry in range(1, 80):  # never past the cap, jitter included; no overflow
+        assert hourly.retry_delay(retry) <= 3600
+
+
+def test_a_retry_after_a_resumed_run_starts_over(make_app: Any) -> None:
+    app, ext = make_app()
+    runs: list[tuple[int, bool, int]] = []
+
+    @ext.job(resumable=True, retries=1, backoff=0.05)
+    def work(job: Any) -> int:
+        runs.append((job.attempt, job.resumed, job.cursor))
+        for i in job.iter(range(10)):
+            if job.attempt == 1 and i == 5:
+                job.cancelled.wait(10)  # held here: the test resumes it
+                job.check_cancelled()
+            if job.attempt == 2 and i == 7:
+                raise ConnectionError("flaky")
+        return job.attempt
+
+    with app.app_context():
+        handle = work.start()
+        wait_until(lambda: (handle.status() or {}).get("current") == 5, 5)
+        state = ext.app_state()
+        local = state.registry.get(handle.id)
+        local.ctx.stop_reason = "shutdown"
+        local.ctx.cancelled.set()  # what a deploy does: it resumes from its cursor
+        doc = handle.wait(10)
+    assert doc["status"] == "succeeded" and doc["result"] == 3
+    assert runs == [(1, False, 0), (2, True, 5), (3, False, 0)], runs
+
+
+def test_a_job_whose_process_died_is_read_lost_and_can_be_tried_again(redis_url: str) -> None:
+    """A process that dies leaves its job stored ``running``: readers see ``lost``, "Try
+    again" takes it (its owner slot still held), a resumable one reads ``queued``."""
+    import json
+
+    import redis
+    from support.apps import make_app as build
+
+    app, ext = build(redis_url, ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
+    calls: list[Any] = []
+    jobs = _define(ext, calls)
+    http = testing.client(app)
+
+    @app.post("/start")
+    def start() -> dict[str, str]:
+        return {"token": jobs["fails_once"].start("x").token}
+
+    try:
+        calls.append("first run fails")  # the next run succeeds
+        token = http.post("/start").get_json()["token"]
+        job_id = ext.app_state().signer.unsign(token)
+        wait_until(
+            lambda: http.get(f"/asyncstate/progress/{token}").get_json()["status"] == "succeeded",
+            5,
+        )
+        # Make it look like a run on a process that died: stored running, on a dead instance.
+        client = redis.Redis.from_url(redis_url)
+        key = ext.app_state().records.job_key(job_id)
+        doc = json.loads(client.hget(key, "d"))
+        doc.update(status="running", instance="dead-instance", result=None)
+        client.hset(key, "d", json.dumps(doc))
+        owner_key = ext.app_state().records.owner_key(doc["owner"])
+        client.sadd(f"{owner_key}:a", job_id)  # it holds its slot, as a running job does
+        assert http.get(f"/asyncstate/progress/{token}").get_json()["status"] == "lost"
+        answer = http.post(f"/asyncstate/retry/{token}")
+        assert answer.status_code == 202, answer.get_json()  # no quota refusal: its own slot
+        wait_until(
+            lambda: http.get(f"/asyncstate/progress/{token}").get_json()["status"] == "succeeded",
+            5,
+        )
+        assert calls[-1] == "x"
+        # resumable: read queued (it runs again when a process looks), never a final lost
+        doc = json.loads(client.hget(key, "d"))
+        doc.update(status="running", instance="dead-instance", resumes_left=1)
+        client.hset(key, "d", json.dumps(doc))
+        shown = http.get(f"/asyncstate/progress/{token}").get_json()
+        assert (shown["status"], shown["resumed"]) == ("queued", True)
+    finally:
+        ext.shutdown(2)
