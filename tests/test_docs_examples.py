@@ -30,7 +30,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 HEADERS = {"X-Requested-With": "XMLHttpRequest"}  # the cancel route's same-origin proof
 FINAL = {"succeeded", "failed", "cancelled", "lost"}
 #: Module constants of the examples (sizes and pauses of their made-up work).
-CONSTANTS = {"PAUSE", "STEPS", "PRODUCTS", "PAGES"}
+CONSTANTS = {"PAUSE", "STEPS", "PRODUCTS", "PAGES", "FILES"}
 _serial = itertools.count()
 
 
@@ -1002,3 +1002,34 @@ def test_recipe_a_refused_export_is_a_flashed_message(load, tmp_path: Path) -> N
         assert answer.status_code == 202
         assert poll(browser, token, finished)["status"] == "cancelled"
     assert list(tmp_path.iterdir()) == []  # no half-written export stays
+
+
+def test_batches_export_counts_its_children_and_shows_its_stages(load) -> None:
+    example = load("batches", FILES=26, PAUSE=0.005)
+    client = example.app.test_client()
+    token = token_of(client.post("/export"))
+    doc = poll(client, token, finished)
+    assert doc["status"] == "succeeded" and doc["result"] == {"converted": 24, "failed": 2}
+    assert doc["children"]["total"] == 26 and doc["children"]["failed"] == 2
+    assert [s["name"] for s in doc["stages"]] == ["plan", "convert", "archive"]
+    assert [line["text"] for line in doc["log"]] == [
+        "26 files to convert",
+        "24 converted, 2 failed",
+    ]
+    assert len(client.get("/asyncstate/jobs").get_json()) == 1  # the export stands for them
+
+
+def test_batches_cancel_of_the_export_cancels_its_children(load) -> None:
+    example = load("batches", FILES=40, PAUSE=0.2)
+    client = example.app.test_client()
+    token = token_of(client.post("/export"))
+    poll(client, token, lambda d: d["stage"] == "convert" and (d["children"] or {}).get("running"))
+    assert client.post(f"/asyncstate/cancel/{token}", headers=HEADERS).status_code == 202
+    doc = poll(client, token, finished)
+    assert doc["status"] == "cancelled"
+    counts = poll(
+        client,
+        token,
+        lambda d: d["children"]["queued"] + d["children"]["running"] == 0,
+    )["children"]
+    assert counts["cancelled"] >= 1 and counts["succeeded"] + counts["failed"] < 40
