@@ -419,7 +419,7 @@ class Job:
             buffer.dirty = True
         return _Stage(self, len(stages) - 1)
 
-    def end_stage(self, index: int, status: str) -> None:
+    def _end_stage(self, index: int, status: str) -> None:
         """End the step at ``index`` (what leaving ``with job.stage(...)`` does)."""
         buffer = self._buffer
         now = time.time()
@@ -471,7 +471,7 @@ class _Stage:
             status = "cancelled"
         else:
             status = "failed"
-        self._job.end_stage(self._index, status)
+        self._job._end_stage(self._index, status)
 
 
 #: The name the job's first argument had before 0.2 (still exported).
