@@ -21,7 +21,8 @@ SESSION_KEY = "lang"
 
 #: The widget in French: every key of ``flask_asyncstate.templating.DEFAULT_LABELS``, passed as
 #: ``asyncstate_widget(token, labels=FRENCH)`` and ``asyncstate_jobs(labels=FRENCH)``.
-#: ``{seconds}``, ``{minutes}`` and ``{time}`` are filled in by the widget.
+#: ``{seconds}``, ``{minutes}``, ``{time}``, ``{attempt}`` and ``{max}`` are filled in by the
+#: widget.
 FRENCH: dict[str, str] = {
     "progress": "Progression",
     "cancel": "Annuler",
@@ -46,6 +47,11 @@ FRENCH: dict[str, str] = {
     "noJobs": "Aucune tâche pour l’instant",
     "reasonShutdown": "Arrêtée par un redémarrage du serveur",
     "reasonTimeout": "Arrêtée : elle a pris trop de temps",
+    "retryScheduled": "Échec, nouvel essai prévu",
+    "retryingIn": "Nouvel essai dans {seconds} s (tentative {attempt} sur {max})",
+    "resumed": "Reprise après un redémarrage du serveur",
+    "tryAgain": "Réessayer",
+    "tryAgainFailed": "Impossible de réessayer",
     "quotaExceeded": (
         "Vous avez déjà {limit} tâches en cours. Attendez qu’une se termine, ou annulez-en"
         " une, puis réessayez."

@@ -86,6 +86,11 @@ DEFAULT_LABELS: dict[str, str] = {
     "noJobs": _("No jobs yet"),
     "reasonShutdown": _("Stopped by a server restart"),
     "reasonTimeout": _("Stopped: it took too long"),
+    "retryScheduled": _("Failed, will try again"),
+    "retryingIn": _("Retrying in {seconds} s (attempt {attempt} of {max})"),
+    "resumed": _("Resumed after a server restart"),
+    "tryAgain": _("Try again"),
+    "tryAgainFailed": _("Could not try again"),
     "quotaExceeded": _(
         "You already have {limit} jobs in progress. Wait for one to finish, or cancel one,"
         " then try again."
@@ -125,7 +130,8 @@ def _babel_gettext() -> Any:
 def widget(
     app_state: AppState, token: str, labels: dict[str, str] | None = None, **options: Any
 ) -> Markup:
-    """``asyncstate_widget(token)``: the progress bar, cancel button, result slot and assets.
+    """``asyncstate_widget(token)``: the progress bar, cancel and "Try again" buttons, result
+    slot and assets.
 
     ``labels`` replaces any of the widget's texts (keys: :data:`DEFAULT_LABELS`; the rest
     come through Flask-Babel when it is set up). Other options go to the macro in
@@ -151,7 +157,8 @@ def widget(
 
 def jobs_panel(app_state: AppState, labels: dict[str, str] | None = None, **options: Any) -> Markup:
     """``asyncstate_jobs()``: the current owner's jobs, newest first, each with a live bar,
-    a cancel button and its result (options as for ``asyncstate_widget``)."""
+    a cancel button, "Try again" once it failed, and its result (options as for
+    ``asyncstate_widget``)."""
     jobs = app_state.extension.jobs()
     # Every job that shows a result gets a slot: filled if it succeeded, else fetched later.
     shown = {

@@ -6,7 +6,8 @@
  * ``interval`` ms while the tab is visible, and keeps two tables up to date: one row per
  * job (tr.asyncstate-admin-job[data-job-id]) and one per instance
  * (tr.asyncstate-admin-instance[data-instance-id]). Cancel buttons POST
- * <prefix>/admin/cancel/<job id>.
+ * <prefix>/admin/cancel/<job id>; the "Run again" button of a job that ended failed,
+ * cancelled or lost POSTs <prefix>/admin/retry/<job id>.
  *
  * The filter bar picks one status (kept in the address as #status=<status>): the list is
  * then asked for with ?status=<status>, so the server's cap on the number of jobs listed
@@ -119,8 +120,13 @@
 
   var CONFIG = readConfig();
   var FINAL = {};
+  // What "Run again" runs again: a job that ended without succeeding (the server's rule).
+  var RETRYABLE = {};
   $.each(CONFIG.final, function (_i, s) {
     FINAL[s] = true;
+    if (s !== 'succeeded') {
+      RETRYABLE[s] = true;
+    }
   });
 
   function has(obj, key) {
@@ -253,8 +259,8 @@
     filter: '', // a status, or '' for all
     rows: {}, // job id -> {$tr, cells...}
     instanceRows: {}, // instance id -> {$tr, cells...}
-    pending: {}, // job id -> true while its cancel request is in flight
-    notes: {}, // job id -> a note shown in its row (a cancel that failed)
+    pending: {}, // job id -> true while its cancel or run-again request is in flight
+    notes: {}, // job id -> a note shown in its row (a cancel or run again that failed)
     xhr: null,
     timer: null,
     failures: 0,
@@ -371,6 +377,15 @@
       event.preventDefault();
       cancelJob(id);
     });
+    row.$retry = $('<button>', {
+      type: 'button',
+      'class': ADMIN + '-retry',
+      hidden: 'hidden'
+    }).appendTo(row.$actions);
+    row.$retry.on('click', function (event) {
+      event.preventDefault();
+      runAgain(id);
+    });
     row.$tr.append(
       row.$name,
       row.$status,
@@ -467,6 +482,22 @@
       }
       setText(row.$cancel, cancelling ? label('cancelling') : label('cancel'));
       row.$cancel.attr('aria-label', format(label('adminCancelJob'), { name: labelOf(job) }));
+    }
+
+    if (RETRYABLE[status] === true) {
+      var asked = state.pending[id] === true;
+      row.$retry.removeAttr('hidden').prop('disabled', asked);
+      if (asked) {
+        row.$retry.attr('aria-busy', 'true');
+      } else {
+        row.$retry.removeAttr('aria-busy');
+      }
+      setText(row.$retry, label('adminRunAgain'));
+      row.$retry.attr('aria-label', format(label('adminRunAgainJob'), { name: labelOf(job) }));
+    } else {
+      // no text while hidden: the cell's text is the one button shown
+      row.$retry.prop('disabled', true).attr('hidden', 'hidden').removeAttr('aria-busy');
+      setText(row.$retry, '');
     }
   }
 
@@ -667,7 +698,10 @@
     }
   }
 
-  function cancelJob(id) {
+  // POST <prefix>/admin/<action>/<id> for one row: its buttons are busy meanwhile; the
+  // answer's document updates the row, a failure leaves a note in it (``failedLabel`` and
+  // the server's reason).
+  function act(id, action, failedLabel, applied) {
     if (state.pending[id] || CONFIG.prefix === null) {
       return;
     }
@@ -675,7 +709,7 @@
     delete state.notes[id];
     rerender(id);
     $.ajax({
-      url: endpoint('/admin/cancel/' + encodeURIComponent(id)),
+      url: endpoint('/admin/' + action + '/' + encodeURIComponent(id)),
       type: 'POST',
       dataType: 'json',
       jsonp: false,
@@ -692,19 +726,32 @@
             }
           });
         }
-        if (job && !FINAL[str(job.status)]) {
-          job.cancel_requested = true;
+        if (job) {
+          applied(job);
         }
       })
       .fail(function (jqXHR, textStatus, errorThrown) {
-        state.notes[id] =
-          label('cancelFailed') + ': ' + failureText(jqXHR, textStatus, errorThrown);
+        state.notes[id] = label(failedLabel) + ': ' + failureText(jqXHR, textStatus, errorThrown);
       })
       .always(function () {
         delete state.pending[id];
         rerender(id);
         schedule(300); // the store has the news soon: show it
       });
+  }
+
+  function cancelJob(id) {
+    act(id, 'cancel', 'cancelFailed', function (job) {
+      if (!FINAL[str(job.status)]) {
+        job.cancel_requested = true;
+      }
+    });
+  }
+
+  // "Run again": the job, by id, queued again with its arguments (202), as its owner's
+  // "Try again" does; 409 while it is unfinished, 429 over its owner's quota.
+  function runAgain(id) {
+    act(id, 'retry', 'adminRunAgainFailed', function () {});
   }
 
   // ---------------------------------------------------------------- start

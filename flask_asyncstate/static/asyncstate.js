@@ -8,8 +8,8 @@
  * Options may also come from data attributes on the element:
  * data-asyncstate-token, -prefix, -interval, -mode, -notify ("true"), -page-title
  * ("false" to leave the page title alone), -labels (a JSON object of labels), -result
- * ("true": the job has a result view, see below), and -manual to opt out of the automatic
- * initialisation on document ready.
+ * ("true": the job has a result view, see below), -try-again ("false": no Try again
+ * button), and -manual to opt out of the automatic initialisation on document ready.
  *
  * The prefix (data-asyncstate-prefix or the ``prefix`` option) must be a path on this site,
  * "/asyncstate" say: a URL, "//host" or any other origin gets the widget refused, with a
@@ -25,6 +25,14 @@
  * Why a job ended: a final document's ``reason`` ("user", "shutdown", "timeout", "lost",
  * "error") becomes the modifier class asyncstate--reason-<reason>; "shutdown" and "timeout"
  * also replace the status text (labels reasonShutdown, reasonTimeout).
+ *
+ * Running again: a job queued until its ``retry_at`` (a retry after a failed run) says so
+ * (label retryScheduled, class asyncstate--retry-scheduled) and counts the seconds down
+ * in the .asyncstate-eta line (label retryingIn); a ``resumed`` one adds the label resumed
+ * to its status (class asyncstate--resumed). A job that ended failed, cancelled or lost
+ * shows the .asyncstate-retry button ("Try again"): it POSTs <prefix>/retry/<token> like a
+ * cancel and the widget follows the same token again; a refusal (409, 429...) shows the
+ * server's error in the .asyncstate-message line.
  *
  * jQuery may come after this script (the page's own copy at the end of <body>): the plugin
  * then registers itself on that jQuery once it is there, and never loads one itself.
@@ -86,12 +94,21 @@
       'retrying',
       'reconnecting',
       'indeterminate',
-      'cancelling'
+      'cancelling',
+      'retry-scheduled',
+      'resumed'
     ]);
     var MODIFIER_CLASSES = $.map(MODIFIERS, function (m) {
       return NAME + '--' + m;
     }).join(' ');
-    var METHODS = { destroy: true, cancel: true, refresh: true };
+    var METHODS = { destroy: true, cancel: true, refresh: true, retry: true };
+    // What "Try again" runs again: a job that ended without succeeding (the server's rule).
+    var RETRYABLE = {};
+    $.each(SERVER_STATUSES.final, function (_i, s) {
+      if (s !== 'succeeded') {
+        RETRYABLE[s] = true;
+      }
+    });
 
     // ---------------------------------------------------------------- helpers
 
@@ -150,6 +167,7 @@
       var notify = flagAttribute(el, 'notify');
       var pageTitle = flagAttribute(el, 'page-title');
       var result = flagAttribute(el, 'result');
+      var tryAgain = flagAttribute(el, 'try-again');
       if (token) {
         out.token = token;
       }
@@ -170,6 +188,9 @@
       }
       if (result !== null) {
         out.result = result;
+      }
+      if (tryAgain !== null) {
+        out.tryAgain = tryAgain;
       }
       return out;
     }
@@ -311,6 +332,20 @@
     // Whether the job did any of its work: a count above zero.
     function madeProgress(doc) {
       return isFiniteNumber(doc.current) && doc.current > 0;
+    }
+
+    // A job queued to be retried after a failed run: due after its back-off, later than the
+    // document's own time, with the failure in ``error``. (A run asked for again is due at
+    // once; so is a resume, which the server may store with the time of the last progress,
+    // earlier than its retry_at: ``resumed`` with no error tells it apart.)
+    function retryScheduled(doc) {
+      return (
+        doc.status === 'queued' &&
+        isFiniteNumber(doc.retry_at) &&
+        isFiniteNumber(doc.updated_at) &&
+        doc.retry_at > doc.updated_at &&
+        (doc.resumed !== true || !!doc.error)
+      );
     }
 
     function errorDetail(err) {
@@ -492,6 +527,7 @@
       opts.notify = opts.notify === true;
       opts.pageTitle = opts.pageTitle !== false;
       opts.result = opts.result === true;
+      opts.tryAgain = opts.tryAgain !== false;
       // Labels: server defaults < defaults.texts < defaults.labels < data-asyncstate-labels <
       // the texts option < the labels option. ``texts`` and ``labels`` are the same object.
       var given = options || {};
@@ -541,6 +577,9 @@
       this._elapsedShown = 0;
       this._resultXhr = null;
       this._resultTimer = null;
+      this.retryPending = false; // a "Try again" request is in flight
+      this._retryXhr = null;
+      this._retryError = ''; // why the last "Try again" was refused, in the message line
 
       this._build();
     }
@@ -596,6 +635,7 @@
         this.$message = $el.find('.' + NAME + '-message').first();
         this.$statusLine = $el.find('.' + NAME + '-status').first();
         this.$cancel = $el.find('.' + NAME + '-cancel').first();
+        this.$retry = this.options.tryAgain ? $el.find('.' + NAME + '-retry').first() : $();
         this.$eta = $el.find('.' + NAME + '-eta').first();
         this.$result = $el.find('.' + NAME + '-result').first();
         if (!this.$result.length && this.options.result) {
@@ -628,6 +668,27 @@
           event.preventDefault();
           self.cancel();
         });
+        if (this.options.tryAgain && !this.$retry.length) {
+          // Markup from before "Try again" (or none): add the button, hidden until needed.
+          this.$retry = $('<button>', {
+            type: 'button',
+            'class': NAME + '-retry',
+            hidden: 'hidden'
+          });
+          if (this.$cancel.length) {
+            this.$retry.insertAfter(this.$cancel);
+          } else {
+            this.$retry.appendTo($el);
+          }
+        }
+        this._retryLabel = has.call(given, 'tryAgain')
+          ? this._label('tryAgain')
+          : $.trim(this.$retry.text()) || this._label('tryAgain');
+        setText(this.$retry, this._retryLabel);
+        this.$retry.on('click' + EVENT_NS, function (event) {
+          event.preventDefault();
+          self.retry();
+        });
       },
 
       // -------------------------------------------------------------- lifecycle
@@ -645,6 +706,12 @@
           });
           return;
         }
+        this._follow(0);
+      },
+
+      // Follow the job: its event stream when the mode asks for one and it can open, else
+      // polls, the first one after ``delay`` ms.
+      _follow: function (delay) {
         var mode = this.options.mode;
         if (
           (mode === 'auto' || mode === 'sse') &&
@@ -654,7 +721,7 @@
         ) {
           return;
         }
-        this._usePolling(0);
+        this._usePolling(delay);
       },
 
       destroy: function () {
@@ -672,7 +739,13 @@
           this._cancelXhr = null;
           cx.abort();
         }
+        if (this._retryXhr) {
+          var rx = this._retryXhr;
+          this._retryXhr = null;
+          rx.abort();
+        }
         this.$cancel.off(EVENT_NS);
+        this.$retry.off(EVENT_NS);
         if ($.data(this.element, NAME) === this) {
           $.removeData(this.element, NAME);
         }
@@ -1045,6 +1118,7 @@
         this._haltLabel = this._label(HALT_LABELS[modifier] || 'error');
         this._renderStatusLine();
         this._renderCancel();
+        this._renderRetry();
         this._renderEta();
         this.$bar.removeAttr('aria-valuenow').attr('aria-valuetext', text);
         claimTitle(this, true);
@@ -1154,10 +1228,19 @@
           var detail = errorDetail(doc.error);
           return detail ? this._label('failed') + ': ' + detail : this._label('failed');
         }
+        var text;
         if (!isFinal && this.cancelRequested) {
-          return this._label('cancelling');
+          text = this._label('cancelling');
+        } else if (retryScheduled(doc)) {
+          var failure = errorDetail(doc.error);
+          text = this._label('retryScheduled') + (failure ? ': ' + failure : '');
+        } else {
+          text = this._label(String(status));
         }
-        return this._label(String(status));
+        if (!isFinal && doc.resumed === true) {
+          text += TITLE_SEPARATOR + this._label('resumed');
+        }
+        return text;
       },
 
       _render: function (doc, isFinal) {
@@ -1184,6 +1267,12 @@
         }
         if (!isFinal && this.cancelRequested) {
           classes.push(NAME + '--cancelling');
+        }
+        if (retryScheduled(doc)) {
+          classes.push(NAME + '--retry-scheduled');
+        }
+        if (!isFinal && doc.resumed === true) {
+          classes.push(NAME + '--resumed');
         }
         if (reasonOf(doc)) {
           classes.push(NAME + '--reason-' + reasonOf(doc));
@@ -1216,6 +1305,7 @@
           this.$bar.attr('aria-busy', 'true');
         }
 
+        this._retryError = '';
         setText(this.$message, message);
         this._finalText = null;
         this._baseText = statusText;
@@ -1225,6 +1315,7 @@
         }
         this._renderStatusLine();
         this._renderCancel();
+        this._renderRetry();
         this._renderEta();
         claimTitle(this, isFinal);
       },
@@ -1234,6 +1325,9 @@
       // "0:42 elapsed \u00b7 about 30 s left" under the bar. Elapsed is server time: what
       // the document says (updated_at - started_at) plus the time since it arrived while
       // running, so the browser's clock never matters. Redrawn every second while running.
+      // A job waiting for a retry shows "Retrying in 8 s (attempt 2 of 4)" there instead,
+      // redrawn as the seconds go down (this line is not a live region: no announcement a
+      // second).
       _renderEta: function () {
         this._stopEtaTimer();
         var $eta = this.$eta;
@@ -1243,8 +1337,20 @@
         var doc = this.doc;
         var text = '';
         var ticking = false;
-        var elapsed = 0;
-        if (
+        var wait = 1000;
+        var retryIn =
+          doc && !this.destroyed && this.status === doc.status ? this._retryIn(doc) : null;
+        if (retryIn !== null) {
+          text = format(this._label('retryingIn'), {
+            seconds: Math.max(1, Math.ceil(retryIn)),
+            attempt: isFiniteNumber(doc.attempt) ? doc.attempt : '?',
+            max: isFiniteNumber(doc.max_attempts) ? doc.max_attempts : '?'
+          });
+          ticking = true;
+          // Just after the count crosses its next whole second (once due: until the run
+          // starts, at the server's next look, it says 1 s).
+          wait = retryIn > 0 ? clamp(Math.floor((retryIn * 1000) % 1000) + 20, 50, 1000) : 1000;
+        } else if (
           doc &&
           !this.destroyed &&
           this.status === doc.status &&
@@ -1255,7 +1361,7 @@
           var since =
             isFinal || this._docAt === null ? 0 : Math.max(0, (monotonicMs() - this._docAt) / 1000);
           var upTo = isFiniteNumber(doc.updated_at) ? doc.updated_at : doc.started_at;
-          elapsed = Math.max(0, upTo - doc.started_at) + since;
+          var elapsed = Math.max(0, upTo - doc.started_at) + since;
           if (!isFinal) {
             // A fresher document may say a little less than the estimate shown: never count back.
             if (this._elapsedStart === doc.started_at && elapsed < this._elapsedShown) {
@@ -1269,17 +1375,31 @@
             text += TITLE_SEPARATOR + this._etaText(Math.max(0, doc.eta - since));
           }
           ticking = !isFinal;
+          // Just after the elapsed time crosses its next whole second.
+          wait = clamp(1020 - Math.floor((elapsed * 1000) % 1000), 50, 1000);
         }
         setText($eta, text);
         if (ticking) {
           var self = this;
-          // Just after the elapsed time crosses its next whole second.
-          var wait = clamp(1020 - Math.floor((elapsed * 1000) % 1000), 50, 1000);
           this._etaTimer = window.setTimeout(function () {
             self._etaTimer = null;
             self._renderEta();
           }, wait);
         }
+      },
+
+      // Seconds until a job waiting for a retry runs again (null: it waits for none). The
+      // server's times give at most retry_at - updated_at less the time since the document
+      // arrived (it may be older than that: a page opened during the wait); the browser's
+      // clock, when it is right, the exact count: the smaller of the two.
+      _retryIn: function (doc) {
+        if (!retryScheduled(doc)) {
+          return null;
+        }
+        var since = this._docAt === null ? 0 : Math.max(0, (monotonicMs() - this._docAt) / 1000);
+        var byServer = doc.retry_at - doc.updated_at - since;
+        var byClock = doc.retry_at - new Date().getTime() / 1000;
+        return Math.max(0, Math.min(byServer, byClock));
       },
 
       _etaText: function (seconds) {
@@ -1468,6 +1588,17 @@
         return meta ? meta.getAttribute('content') : null;
       },
 
+      // The headers of a state-changing request (cancel, Try again): the same-origin proof
+      // and the CSRF token, when there is one.
+      _postHeaders: function () {
+        var headers = { 'X-Requested-With': 'XMLHttpRequest' };
+        var csrf = this._csrfToken();
+        if (csrf) {
+          headers[this.options.csrfHeader] = csrf;
+        }
+        return headers;
+      },
+
       cancel: function () {
         if (
           this.destroyed ||
@@ -1498,11 +1629,6 @@
           this._cancelError = '';
           return;
         }
-        var headers = { 'X-Requested-With': 'XMLHttpRequest' };
-        var csrf = this._csrfToken();
-        if (csrf) {
-          headers[this.options.csrfHeader] = csrf;
-        }
         this._cancelAttempt += 1;
 
         var xhr = $.ajax({
@@ -1512,7 +1638,7 @@
           jsonp: false, // JSON only: never a JSONP script, whatever the URL says
           crossDomain: false,
           timeout: this.options.timeout,
-          headers: headers
+          headers: this._postHeaders()
         });
         this._cancelXhr = xhr;
         xhr
@@ -1592,6 +1718,174 @@
           this._clearCancelTimer();
           this.cancelPending = false;
           this._cancelError = '';
+        }
+      },
+
+      // -------------------------------------------------------------- try again
+
+      // Whether the button is offered: the job shown ended failed, cancelled or lost (not
+      // a widget stopped by an error of its own: 404, 403...).
+      _retryOffered: function () {
+        var doc = this.doc;
+        return !!(
+          this.options.tryAgain &&
+          this.finished &&
+          !this.destroyed &&
+          doc &&
+          this.status === doc.status &&
+          RETRYABLE[doc.status] === true
+        );
+      },
+
+      _renderRetry: function () {
+        var $b = this.$retry;
+        if (!$b.length) {
+          return;
+        }
+        if (!this._retryOffered()) {
+          $b.prop('disabled', true).attr('hidden', 'hidden').removeAttr('aria-busy');
+          return;
+        }
+        $b.removeAttr('hidden').prop('disabled', this.retryPending);
+        if (this.retryPending) {
+          $b.attr('aria-busy', 'true');
+        } else {
+          $b.removeAttr('aria-busy');
+        }
+      },
+
+      // "Try again": POST /retry/<token>. Accepted (202, the job queued again, same token):
+      // the widget follows it as a new start. Refused: the server's reason in the message
+      // line, and the button can be pressed again; never sent again by itself (the user
+      // asked once).
+      retry: function () {
+        if (this.retryPending || !this._retryOffered()) {
+          return;
+        }
+        var self = this;
+        this.retryPending = true;
+        this._showRetryError('');
+        this._renderRetry();
+        var xhr = $.ajax({
+          url: this._endpoint('retry'),
+          type: 'POST',
+          dataType: 'json',
+          jsonp: false, // JSON only: never a JSONP script, whatever the URL says
+          crossDomain: false,
+          timeout: this.options.timeout,
+          headers: this._postHeaders()
+        });
+        this._retryXhr = xhr;
+        xhr
+          .done(function (doc) {
+            if (self._retryXhr !== xhr) {
+              return;
+            }
+            self._retryXhr = null;
+            self.retryPending = false;
+            if (doc && typeof doc === 'object' && typeof doc.status === 'string') {
+              self._reopen(doc);
+            } else {
+              self._retryFailed(
+                { kind: 'retry', status: xhr.status, message: 'malformed answer' },
+                ''
+              );
+            }
+          })
+          .fail(function (jqXHR, textStatus, errorThrown) {
+            if (self._retryXhr !== xhr) {
+              return; // aborted by destroy()
+            }
+            self._retryXhr = null;
+            self.retryPending = false;
+            var status = jqXHR.status || 0;
+            var body = jqXHR.responseJSON;
+            var serverMessage = body && typeof body.error === 'string' ? body.error : '';
+            var info = {
+              kind: 'retry',
+              status: status,
+              textStatus: textStatus,
+              message: serverMessage || errorThrown || textStatus || 'request failed'
+            };
+            if (status === 404) {
+              self._halt('notfound', self._label('notFound'), info); // expired, or not ours
+              return;
+            }
+            self._retryFailed(info, serverMessage);
+            if (status === 409) {
+              self._recheck(); // unfinished: run again from another tab, say
+            }
+          });
+      },
+
+      // A refused or failed "Try again": ``reason``, the server's words, in the message line.
+      _retryFailed: function (info, reason) {
+        var status = info.status || 0;
+        info.transient = status === 0 || status === 408 || status === 429 || status >= 500;
+        this._showRetryError(this._label('tryAgainFailed') + (reason ? ': ' + reason : ''));
+        this._renderRetry();
+        this._emit('error', 'onError', info);
+      },
+
+      // Why "Try again" was refused, in the message line ('' puts the job's message back);
+      // a widget without one says it on its status line.
+      _showRetryError: function (text) {
+        this._retryError = text;
+        var message = this.doc && this.doc.message != null ? String(this.doc.message) : '';
+        if (this.$message.length) {
+          setText(this.$message, text || message);
+          return;
+        }
+        var base = this._finalText || this._baseText || '';
+        setText(this.$statusLine, text ? (base ? base + ' \u2014 ' : '') + text : base);
+      },
+
+      // One look at the job after a 409: if it runs again (from another tab, another
+      // device), follow it.
+      _recheck: function () {
+        var self = this;
+        $.ajax({
+          url: this._endpoint('progress'),
+          type: 'GET',
+          dataType: 'json',
+          jsonp: false, // JSON only: never a JSONP script, whatever the URL says
+          crossDomain: false,
+          cache: false,
+          timeout: this.options.timeout,
+          headers: { 'X-Requested-With': 'XMLHttpRequest' }
+        }).done(function (doc) {
+          if (
+            self.finished &&
+            !self.destroyed &&
+            !self.retryPending &&
+            doc &&
+            typeof doc === 'object' &&
+            typeof doc.status === 'string' &&
+            FINAL[doc.status] !== true
+          ) {
+            self._reopen(doc);
+          }
+        });
+      },
+
+      // The job runs again (same token): forget how its last run ended, show ``doc`` and
+      // follow it as at a start (polls or its event stream; the end fires done again).
+      _reopen: function (doc) {
+        if (this.destroyed) {
+          return;
+        }
+        this.finished = false;
+        this._doneFired = false;
+        this._sawUnfinished = false;
+        this.cancelRequested = false;
+        this.cancelPending = false;
+        this._cancelError = '';
+        this._finalText = null;
+        this._haltLabel = '';
+        this.failures = 0;
+        this._handleDoc(doc);
+        if (!this.finished) {
+          this._follow(this.options.interval);
         }
       },
 
@@ -1678,6 +1972,7 @@
       label: null, // aria-label of a bar the plugin creates (default: labels.progress)
       notify: false, // a desktop notification at the end (if the user allowed them)
       pageTitle: true, // show the progress in the page title while the tab is hidden
+      tryAgain: true, // a "Try again" button once a job ended failed, cancelled or lost
       csrfToken: null, // string or function; default: <meta name="csrf-token">
       csrfHeader: 'X-CSRFToken',
       onProgress: null, // function (doc, instance), this = element
