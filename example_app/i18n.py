@@ -57,6 +57,9 @@ FRENCH: dict[str, str] = {
         " une, puis réessayez."
     ),
     "busy": "Le serveur est occupé, réessayez dans un instant",
+    "duplicate": "La même tâche est déjà en cours ; attendez qu’elle se termine",
+    "tryAgainUnfinished": "Cette tâche est encore en cours",
+    "tryAgainRefused": "Cette tâche ne peut pas être relancée",
 }
 
 #: The widget's labels per language ({} = the extension's English defaults).

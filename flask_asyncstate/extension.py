@@ -167,6 +167,7 @@ class AsyncState:
         resumable: bool | int = False,
         queue: str | None = None,
         cancel_grace: float | None = None,
+        try_again: bool = True,
     ) -> Callable[[Callable[..., Any]], TrackedJob]: ...
 
     def job(
@@ -186,6 +187,7 @@ class AsyncState:
         resumable: bool | int = False,
         queue: str | None = None,
         cancel_grace: float | None = None,
+        try_again: bool = True,
     ) -> TrackedJob | Callable[[Callable[..., Any]], TrackedJob]:
         """Decorate a function ``fn(job, *args)`` as a tracked job.
 
@@ -219,6 +221,8 @@ class AsyncState:
         :param cancel_grace: on RQ's forking worker or Celery's prefork pool, seconds a job
             may run on after a cancel before its process is ended (``reason: "forced"``).
             See :doc:`failures`.
+        :param try_again: ``False``: no "Try again" of this job once it ended (work that
+            must never run twice); retries and resumes are not affected.
         """
 
         def decorate(f: Callable[..., Any]) -> TrackedJob:
@@ -238,6 +242,7 @@ class AsyncState:
                 resumable=resumable,
                 queue=queue,
                 cancel_grace=cancel_grace,
+                try_again=try_again,
             )
             known = self._registered.get(tracked.name)
             if known is not None and _origin(known.fn) != _origin(f):

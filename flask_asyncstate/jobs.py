@@ -781,6 +781,7 @@ class TrackedJob:
         resumable: bool | int = False,
         queue: str | None = None,
         cancel_grace: float | None = None,
+        try_again: bool = True,
     ) -> None:
         if isinstance(render_result, str) and not render_result.endswith(_ESCAPED):
             raise ValueError(
@@ -834,6 +835,9 @@ class TrackedJob:
         self.queue = queue
         #: Seconds a job in a process of its own may go on after a cancel before it is killed.
         self.cancel_grace = None if cancel_grace is None else float(cancel_grace)
+        #: Its owner may run it again after it ended ("Try again"); False for work that must
+        #: never run twice (a payment).
+        self.try_again = bool(try_again)
         functools.update_wrapper(self, fn)
 
     @property

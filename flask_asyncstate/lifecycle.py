@@ -143,6 +143,21 @@ def _due(now: float) -> Callable[[dict[str, Any]], bool]:
     return lambda doc: _waiting(doc) and doc.get("retry_at") is not None and doc["retry_at"] <= now
 
 
+#: What a run that starts over (a retry, a "Try again") does not keep of the last one.
+_AFRESH: dict[str, Any] = {
+    "current": 0,
+    "total": None,
+    "percent": None,
+    "message": None,
+    "resumed": False,
+    "cursor": None,
+}
+
+
+def _cannot() -> str:
+    return translated()["tryAgainRefused"]
+
+
 def again(doc: dict[str, Any], at: float, **change: Any) -> dict[str, Any]:
     """The change that puts an ended (or stopped) job back in the queue, due at ``at``."""
     return {
@@ -156,6 +171,7 @@ def again(doc: dict[str, Any], at: float, **change: Any) -> dict[str, Any]:
         "rate": None,
         "started_at": None,
         "counted": False,
+        "updated_at": time.time(),
         **change,
     }
 
@@ -577,14 +593,8 @@ class Lifecycle:
         log.warning(
             "job %s (%s) failed (%s); retrying in %.1f s", ctx.id, job.name, error_of(exc), delay
         )
-        return self.reschedule(  # a retry starts over: not resumed, no cursor
-            ctx,
-            job,
-            time.time() + delay,
-            error=error_of(exc),
-            retries_left=left - 1,
-            resumed=False,
-            cursor=None,
+        return self.reschedule(  # a retry starts over: no progress, not resumed, no cursor
+            ctx, job, time.time() + delay, error=error_of(exc), retries_left=left - 1, **_AFRESH
         )
 
     def resume_later(self, ctx: JobBuffer, job: TrackedJob) -> bool:
@@ -800,7 +810,7 @@ class Lifecycle:
         Whose job it is, the caller checked."""
         doc = self.records.documents([job_id])[0]
         if doc is None:
-            raise JobNotRetryable(f"job {job_id} is unknown or expired")
+            raise JobNotRetryable(f"job {job_id} is unknown or expired", _cannot())
         # A job whose process died is stored unfinished and read ``lost``: it may run again,
         # still holding its owner's slot and unique place.
         dead = None
@@ -810,11 +820,16 @@ class Lifecycle:
                 dead = doc["instance"]
         if doc["status"] not in RETRYABLE and dead is None:
             raise JobNotRetryable(
-                f"job {job_id} is {doc['status']}: only a failed, cancelled or lost job runs again"
+                f"job {job_id} is {doc['status']}: only a failed, cancelled or lost job runs again",
+                translated()["tryAgainUnfinished"],
             )
         job = self.app_state.extension.registered_job(doc["name"])
+        if job is not None and not job.try_again:
+            raise JobNotRetryable(f"job {doc['name']!r} is declared try_again=False", _cannot())
         if job is None or "call" not in doc:
-            raise JobNotRetryable(f"job {job_id} ({doc['name']}) cannot be run again here")
+            raise JobNotRetryable(
+                f"job {job_id} ({doc['name']}) cannot be run again here", _cannot()
+            )
         doc_owner, unique = doc.get("owner"), doc.get("unique")
         if doc.get("parent") is not None or dead is not None:
             doc_owner = unique = None  # no slot or place of its own to take (again)
@@ -852,19 +867,14 @@ class Lifecycle:
                 self.records.release_unique(unique, job_id)
             raise
         if marked is None:  # another "Try again" won: the places it holds are its own now
-            raise JobNotRetryable(f"job {job_id} changed meanwhile; reload it")
+            raise JobNotRetryable(
+                f"job {job_id} changed meanwhile", translated()["tryAgainUnfinished"]
+            )
         new = {k: v for k, v in marked.items() if k not in ("_rerun", "_t")}
         new.update(
-            again(
-                marked,
-                now,
-                error=None,
-                message=None,
-                max_attempts=(marked.get("max_attempts") or 1) + 1,
-                resumed=False,
-                cursor=None,
-            )
+            again(marked, now, error=None, max_attempts=(marked.get("max_attempts") or 1) + 1)
         )
+        new.update(_AFRESH)
         self.records.create(new, None, job.never_expires)
         if marked.get("parent") is not None:  # a child again: unfinished, not ended
             parent = marked["parent"]

@@ -97,6 +97,8 @@ DEFAULT_LABELS: dict[str, str] = {
     ),
     "busy": _("The server is busy, try again shortly"),
     "duplicate": _("The same job is already in progress; wait for it to finish"),
+    "tryAgainUnfinished": _("This job is still in progress"),
+    "tryAgainRefused": _("This job cannot be run again"),
 }
 
 

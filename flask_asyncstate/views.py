@@ -529,8 +529,10 @@ def quota_exceeded(exc: QuotaExceeded) -> Response:
 
 @bp.app_errorhandler(JobNotRetryable)
 def not_retryable(exc: JobNotRetryable) -> Response:
-    """A "Try again" that cannot be: unfinished, another unique one runs, or unknown here."""
-    return error(409, str(exc))
+    """A "Try again" that cannot be: unfinished, another unique one runs, or unknown here;
+    the answer says why in the user's words (the log has the developer's)."""
+    log.info("asyncstate: %s", exc)
+    return error(409, exc.user_message)
 
 
 @bp.app_errorhandler(QueueFull)

@@ -458,3 +458,25 @@ def test_a_job_whose_process_died_is_read_lost_and_can_be_tried_again(redis_url:
         assert (shown["status"], shown["resumed"]) == ("queued", True)
     finally:
         ext.shutdown(2)
+
+
+def test_a_job_declared_try_again_false_is_never_run_again_on_request(make_app: Any) -> None:
+    app, ext = make_app()
+
+    @ext.job(try_again=False)
+    def charge(job: Any) -> None:
+        raise RuntimeError("the card was declined")
+
+    http = testing.client(app)
+
+    @app.post("/charge")
+    def start() -> dict[str, str]:
+        return {"token": charge.start().token}
+
+    token = http.post("/charge").get_json()["token"]
+    wait_until(
+        lambda: http.get(f"/asyncstate/progress/{token}").get_json()["status"] == "failed", 5
+    )
+    answer = http.post(f"/asyncstate/retry/{token}")
+    assert answer.status_code == 409
+    assert answer.get_json() == {"error": "This job cannot be run again"}  # the user's words
