@@ -511,7 +511,14 @@ class JobRecords:
                 out.append(None)
                 continue
             doc = dict(entry.data, cancel_requested=entry.cancel_requested)
-            if doc["status"] in UNFINISHED and doc.get("instance") in dead:
+            # A resumable job with resumes left is not lost: the next sweep (any serving
+            # instance's or worker's writer, within a beat) puts it back in the queue. Read
+            # as lost meanwhile, a final status, its pollers would stop before it resumes.
+            if (
+                doc["status"] in UNFINISHED
+                and doc.get("instance") in dead
+                and not doc.get("resumes_left")
+            ):
                 doc.update(status=JobStatus.LOST.value, reason="lost", eta=None)
             public = {f: doc.get(f) for f in PUBLIC_FIELDS}
             if internal:
