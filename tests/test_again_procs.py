@@ -322,6 +322,40 @@ def test_a_warm_shutdown_lets_the_import_finish_where_it_runs(workers: Engine) -
     print(f"{workers.kind}: warm shutdown mid-job: it finished there ({count} items, one run)")
 
 
+def test_a_late_report_of_a_death_moves_no_job_that_runs_in_a_live_process(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery may report a pool process's death (``WorkerLostError``) seconds late, after a
+    sweep has already put the job back in the queue and another process runs it. That
+    report, delivered here as Celery's main process delivers it, must neither move the
+    running job to the queue again (a second run beside the first) nor end it: it names a
+    process that is alive."""
+    engine = again_engine("threads", redis_url, tmp_path)
+    for key in ("WT_REDIS_URL", "WT_PREFIX", "WT_EXECUTOR", "WT_QUEUE", "WT_AGAIN"):
+        monkeypatch.setenv(key, engine.env[key])
+    from support import worker_app
+
+    here = worker_app.create_app()  # the process the report reaches
+    try:
+        a = engine.start_web()
+        s = requests.Session()
+        job = start(s, a, "import_items", 300, 0.01)
+        wait_items(engine, job["id"], 20)
+        with here.app_context():
+            lifecycle = here.extensions["asyncstate"].lifecycle
+            lifecycle.end_abandoned(job["id"], "Worker exited prematurely: signal 9 (SIGKILL)")
+        after = stored(engine, job["id"])
+        assert (after["status"], after["attempt"]) == ("running", 1), after
+        doc = final(s, a, job["token"], timeout=30)
+    finally:
+        here.extensions["asyncstate"].extension.shutdown(2)
+        engine.close()
+    assert (doc["status"], doc["attempt"], doc["result"]) == ("succeeded", 1, 300), doc
+    assert len(runs(engine, job["id"])) == 1
+    assert sorted(items(engine, job["id"])) == list(range(300))
+    print("a late engine report naming a live process: the job ran on, once, to its end")
+
+
 # -- 3. ten instances, one lost job ----------------------------------------------------------------
 
 
