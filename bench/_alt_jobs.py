@@ -83,6 +83,23 @@ def bare_wait(reply_key: str, seconds: float) -> str:
     return "not stopped"
 
 
+#: Seconds between two checks of ``again_hold``'s release key (one step of its work).
+HOLD_STEP = 0.02
+
+
+def again_hold(reply_key: str, release_key: str, attempt: int = 0, steps: Any = iter) -> None:
+    """Say "started" (``time.monotonic()``, this process's id, ``attempt``), then work in
+    steps of :data:`HOLD_STEP` s until ``release_key`` exists; say "done". ``again.py``
+    kills the process running it and times the run that follows (``steps``: ours passes
+    ``job.iter``)."""
+    reply(reply_key, "started", time.monotonic(), os.getpid(), attempt)
+    for _ in steps(range(int(JOB_LIMIT / HOLD_STEP))):
+        if client().exists(release_key):
+            break
+        time.sleep(HOLD_STEP)
+    reply(reply_key, "done", time.monotonic(), os.getpid(), attempt)
+
+
 def gate(release_key: str, reply_key: str) -> None:
     """Hold this worker (process) until the bench pushes to ``release_key``."""
     reply(reply_key, "gated", os.getpid())
@@ -110,7 +127,8 @@ def make_bare_celery(
 ) -> tuple[Any, dict[str, Any]]:
     """A Celery app without flask-asyncstate (Redis broker and result backend, JSON) and its
     tasks: ``trivial``, ``wait`` (for ``revoke(terminate=True)``), ``abortable`` (an
-    ``AbortableTask`` polling ``is_aborted()``) and ``gate``."""
+    ``AbortableTask`` polling ``is_aborted()``), ``gate`` and ``again`` (``again_hold``,
+    ``acks_late`` with ``reject_on_worker_lost``)."""
     from celery.contrib.abortable import AbortableTask
 
     url = url or os.environ["BW_REDIS_URL"]
@@ -120,6 +138,15 @@ def make_bare_celery(
         "trivial": celery.task(name="bench.bare_trivial", ignore_result=True, shared=False)(
             bare_trivial
         ),
+        # Celery's own way to run a task again after its process died: acknowledged at its
+        # end, and requeued when the worker loses the process running it.
+        "again": celery.task(
+            name="bench.again_hold",
+            ignore_result=True,
+            acks_late=True,
+            reject_on_worker_lost=True,
+            shared=False,
+        )(again_hold),
         "wait": celery.task(name="bench.bare_wait", ignore_result=True, shared=False)(bare_wait),
         "gate": celery.task(name="bench.gate", ignore_result=True, shared=False)(gate),
     }

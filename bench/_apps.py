@@ -37,6 +37,13 @@ run ``flask --app "_apps:worker_app()" asyncstate worker --queue Q [--simple]`` 
 ``celery -A _apps:celery_app worker``. Its jobs do what ``_alt_jobs.py``'s bare
 ones do and answer the same way.
 
+Jobs that run again (``again.py``): :func:`again_app` is the same kind of app with one
+``resumable=True`` job, ``bench_again_hold`` (what ``_alt_jobs.again_hold`` does), and
+the heartbeat interval ``BW_HEARTBEAT``; on the thread pool (an instance in a process of
+the bench's), or on workers (``flask --app "_apps:again_app()" asyncstate worker``,
+``celery -A _apps:again_celery_app worker``). A separate app, so ``workers.py``'s
+writers do not look for due jobs.
+
 Bench only: nothing here is part of the library or the example.
 """
 
@@ -52,7 +59,7 @@ from typing import Any
 
 import harness
 import redis
-from _alt_jobs import JOB_LIMIT, bare_trivial, gate, make_celery, reply
+from _alt_jobs import JOB_LIMIT, again_hold, bare_trivial, gate, make_celery, reply
 from flask import Flask, Response, abort, request
 
 #: Longest a bench job may run (it is cancelled or stopped when the benchmark ends).
@@ -283,16 +290,53 @@ def worker_app(
     return app
 
 
+def again_app(
+    url: str | None = None,
+    prefix: str | None = None,
+    executor: str | None = None,
+    queue: str | None = None,
+    heartbeat: float | None = None,
+) -> Flask:
+    """The app of ``again.py``'s deaths: ``bench_again_hold``, a ``resumable=True`` job,
+    on ``executor`` (``threads``, ``rq`` or ``celery``); arguments default to the ``BW_*``
+    environment (workers), the heartbeat interval to ``BW_HEARTBEAT``."""
+    url = url or os.environ["BW_REDIS_URL"]
+    prefix = prefix or os.environ["BW_PREFIX"]
+    executor = executor or os.environ["BW_EXECUTOR"]
+    queue = queue or os.environ.get("BW_QUEUE", "asyncstate")
+    heartbeat = heartbeat or float(os.environ["BW_HEARTBEAT"])
+    celery = make_celery(url, queue, "bench_again") if executor == "celery" else None
+    app, ext = harness.make_app(
+        __name__,
+        redis_url=url,
+        key_prefix=prefix,
+        celery=celery,
+        ASYNCSTATE_EXECUTOR=executor,
+        ASYNCSTATE_RQ_QUEUE=queue,
+        ASYNCSTATE_HEARTBEAT_INTERVAL=heartbeat,
+    )
+
+    @ext.job(name="bench_again_hold", resumable=True)
+    def hold(job: harness.JobContext, reply_key: str, release_key: str) -> None:
+        """``_alt_jobs.again_hold``, its steps through ``job.iter`` (a resumed run goes on
+        from its cursor), the attempt in its "started" reply."""
+        again_hold(reply_key, release_key, job.attempt, steps=job.iter)
+
+    return app
+
+
 _built: dict[str, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
-    """``celery_app`` for ``celery -A _apps:celery_app``: built on first use from the
-    environment, so the bench process can import the module without it. The Flask app is
-    kept too: the extension holds its per-app state only weakly for the Celery app."""
-    if name != "celery_app":
+    """``celery_app`` for ``celery -A _apps:celery_app`` (``again_celery_app``: of
+    :func:`again_app`): built on first use from the environment, so the bench process can
+    import the module without it. The Flask app is kept too: the extension holds its
+    per-app state only weakly for the Celery app."""
+    if name not in ("celery_app", "again_celery_app"):
         raise AttributeError(name)
-    if not _built:
-        _built["app"] = worker_app()
-        _built["celery_app"] = harness.celery_of(_built["app"])
+    if name not in _built:
+        app = worker_app() if name == "celery_app" else again_app()
+        _built[name.replace("celery_app", "app")] = app
+        _built[name] = harness.celery_of(app)
     return _built[name]

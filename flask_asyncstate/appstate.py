@@ -143,16 +143,6 @@ class AppState:
             if not self.writer.alive:
                 self.writer.start()
 
-    def take_part(self) -> None:
-        """An instance serving our routes takes its part in running jobs again (retries,
-        resumes) even before it starts one itself: its writer looks for due jobs."""
-        if self.writer.alive or self._closed or not self.extension.runs_again():
-            return
-        try:
-            self.ensure_running()
-        except Exception:  # a poll is answered all the same
-            log.exception("flask-asyncstate could not start its writer")
-
     def after_fork(self) -> None:
         """In a forked child (gunicorn --preload): its own instance id, so its death is its
         own; none of the parent's jobs, threads or lock states."""

@@ -7,7 +7,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, overload
 
-from flask import Flask, has_app_context, session
+from flask import Flask, has_app_context, request_started, session
 
 from . import appstate, owners, security, sessions, signals, templating, views
 from .appstate import AppState
@@ -113,6 +113,7 @@ class AsyncState:
         )
         app.cli.add_command(asyncstate_cli)
         sessions.guard(app, settings.url_prefix)
+        request_started.connect(_look_again, app)
 
     # -- the per-app state ------------------------------------------------------
 
@@ -372,6 +373,19 @@ def _callable(method: str, fn: Any) -> Any:
 
 def _origin(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}"
+
+
+def _look_again(sender: Flask, **extra: Any) -> None:
+    """A request: an instance that serves the app looks for its jobs due to run again and
+    for resumable jobs of dead instances (its writer), even before it starts a job itself:
+    after a deploy, the new instances are the ones that must find them."""
+    found = appstate.get(sender)
+    if found.writer.alive or found.closed or not found.extension.runs_again():
+        return
+    try:
+        found.ensure_running()
+    except RuntimeError:  # shut down meanwhile
+        pass
 
 
 def _forget_owner_on_logout(sender: Flask, **extra: Any) -> None:

@@ -59,7 +59,7 @@ from .errors import (
 )
 from .executors import PAYLOAD_VERSION, RemoteExecutor
 from .jobs import BoundState, JobBuffer, JobHandle
-from .records import MAX_CHILDREN, reason_of
+from .records import MAX_CHILDREN, process_ended, reason_of
 from .signals import send
 from .status import FINAL, UNFINISHED, JobStatus
 from .stores.base import request_path
@@ -126,6 +126,12 @@ def _waiting(doc: dict[str, Any]) -> bool:
 
 def _unfinished(doc: dict[str, Any]) -> bool:
     return doc.get("status") in UNFINISHED
+
+
+def _reported(doc: dict[str, Any]) -> bool:
+    """An engine's report of a death is about this run: the job names no process yet, or
+    one that has ended (not one that took it since: see :func:`records.process_ended`)."""
+    return doc.get("instance") is None or process_ended(doc["instance"])
 
 
 #: What "Try again" runs again: a job that ended without succeeding.
@@ -782,7 +788,7 @@ class Lifecycle:
         def gone(doc: dict[str, Any]) -> bool:
             return (
                 doc.get("status") in UNFINISHED
-                and (instance is None or doc.get("instance") == instance)
+                and (_reported(doc) if instance is None else doc.get("instance") == instance)
                 and (doc.get("resumes_left") or 0) > 0
             )
 
@@ -1268,8 +1274,9 @@ class Lifecycle:
             "result": None,
             "reason": reason_of(status, error, None),
         }
+        ended = (lambda d: _unfinished(d) and _reported(d)) if status == "lost" else _unfinished
         try:
-            doc = self.records.transition(job_id, _unfinished, change)
+            doc = self.records.transition(job_id, ended, change)
         except StoreError as exc:
             log.warning("job %s: could not record that it ended (%s): %s", job_id, why, exc)
             return

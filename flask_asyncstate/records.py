@@ -34,7 +34,9 @@ for ever.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -176,6 +178,32 @@ def percent_of(current: float, total: float | None) -> float | None:
         return round(min(100.0, max(0.0, current * 100.0 / total)), 2)
     except OverflowError:  # numbers beyond float range: no percentage rather than no document
         return None
+
+
+def process_ended(instance_id: Any) -> bool:
+    """Whether ``instance_id`` names a process of this host that has ended.
+
+    An engine reports that the process running a job died from that process's parent, on
+    its host: RQ's worker for its work horse, Celery's main process for a pool process
+    (both reaped it first). A report that arrives after the job was taken again (Celery
+    may deliver a ``WorkerLostError`` seconds late, after a sweep) names a live process,
+    or one of another host: it is about an earlier run, and changes nothing.
+    """
+    parts = instance_id.rsplit("-", 2) if isinstance(instance_id, str) else []
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process: alive
+        return False
+    try:  # a zombie (ended, not reaped yet) has ended too
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 class JobRecords:
@@ -560,6 +588,8 @@ class JobRecords:
                 out.append(None)
                 continue
             doc = dict(entry.data, cancel_requested=entry.cancel_requested)
+            # A resumable job with resumes left is not lost: the next sweep puts it back in
+            # the queue. Read as lost meanwhile, a final status, its pollers would stop.
             if doc["status"] in UNFINISHED and doc.get("instance") in dead:
                 if doc.get("resumes_left"):  # it runs again as soon as a process looks
                     doc.update(status=JobStatus.QUEUED.value, resumed=True, eta=None)

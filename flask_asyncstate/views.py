@@ -393,7 +393,6 @@ def guarded() -> Response | None:
     if request.endpoint in _ASSETS:
         return None
     found = appstate.get()
-    found.take_part()
     if request.endpoint in _ADMIN:
         guard = found.admin_guard
         as_page = request.endpoint == "asyncstate.admin"

@@ -4,10 +4,19 @@ Configured from the environment (``WT_REDIS_URL``, ``WT_PREFIX``, ``WT_EXECUTOR`
 ``WT_QUEUE``), so every process of one test shares one store and one queue.
 Jobs leave markers in Redis (``<prefix>mark:called:<id>``, ``...:seen-cancel:<id>``)
 that show the test what ran where.
+
+With ``WT_AGAIN=1`` the app also declares the jobs that run again (issue 24, used by
+``tests/test_again_procs.py``): ``flaky`` (``retries=2``) and ``import_items``
+(``resumable=True``). They count their runs (``<prefix>mark:runs:<id>``, an ``INCR``), list
+each run (``...:run-log:<id>``: attempt, resumed, cursor, pid, parent pid, instance) and each item
+processed (``...:items:<id>``), so a test sees every run and every item, wherever it ran.
+Only then does the app's writer look for due jobs: the other worker tests' apps stay as
+they were.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -121,6 +130,9 @@ def create_app() -> Flask:
         with job.stage("wait"):
             return job.wait_children(120)
 
+    if os.environ.get("WT_AGAIN") == "1":
+        _define_again(ext, marks, prefix)
+
     @app.post("/start/<name>")
     def start(name: str) -> Any:
         job = ext.registered_job(name)
@@ -130,6 +142,52 @@ def create_app() -> Flask:
         return {"token": handle.token, "id": handle.id}, 202
 
     return app
+
+
+def _define_again(ext: AsyncState, marks: redis.Redis, prefix: str) -> None:
+    """The jobs that run again (see the module docstring)."""
+
+    def log_run(job: JobContext) -> int:
+        """Count this run and list it; the run's number (1 for the first, whoever ran it)."""
+        run = {
+            "attempt": job.attempt,
+            "resumed": job.resumed,
+            "cursor": job.cursor,
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "instance": ext.app_state().instance_id,
+            "at": time.time(),
+        }
+        with marks.pipeline() as pipe:
+            pipe.incr(f"{prefix}mark:runs:{job.id}")
+            pipe.rpush(f"{prefix}mark:run-log:{job.id}", json.dumps(run))
+            pipe.expire(f"{prefix}mark:runs:{job.id}", 600)
+            pipe.expire(f"{prefix}mark:run-log:{job.id}", 600)
+            return int(pipe.execute()[0])
+
+    @ext.job(retries=2, backoff=0.2)
+    def flaky(job: JobContext, fail_runs: int) -> dict[str, int]:
+        """Raises ``ConnectionError`` on its first ``fail_runs`` runs, then succeeds."""
+        run = log_run(job)
+        if run <= fail_runs:
+            raise ConnectionError(f"flaky dependency (run {run})")
+        return {"attempt": job.attempt, "run": run, "pid": os.getpid()}
+
+    @ext.job(resumable=True)
+    def import_items(job: JobContext, count: int, pause: float) -> int:
+        """``count`` items through ``job.iter`` (a resumed run skips those done), each pushed
+        to ``...:items:<id>`` once processed, ``pause`` s apiece."""
+        log_run(job)
+        key = f"{prefix}mark:items:{job.id}"
+        done = 0
+        for i in job.iter(range(count)):
+            with marks.pipeline() as pipe:
+                pipe.rpush(key, i)
+                pipe.expire(key, 600)
+                pipe.execute()
+            done += 1
+            time.sleep(pause)  # the work an item takes
+        return done
 
 
 _built: dict[str, Any] = {}
