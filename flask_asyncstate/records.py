@@ -319,7 +319,7 @@ class JobRecords:
             if not when(doc):
                 raise _Unchanged
             fields = change(doc) if callable(change) else change
-            new = dict(doc, **fields, _t=nonce, updated_at=time.time())
+            new = {**doc, **fields, "_t": nonce, "updated_at": time.time()}
             done.append(new)
             return new
 

@@ -480,3 +480,37 @@ def test_a_job_declared_try_again_false_is_never_run_again_on_request(make_app: 
     answer = http.post(f"/asyncstate/retry/{token}")
     assert answer.status_code == 409
     assert answer.get_json() == {"error": "This job cannot be run again"}  # the user's words
+
+
+def test_the_sweep_moves_a_dead_instances_resumable_job_back_and_it_runs(
+    make_app: Any, backend_url: str | None
+) -> None:
+    app, ext = make_app(backend_url)
+    calls: list[Any] = []
+    jobs = _define(ext, calls)
+    state = ext.app_state()
+    with app.app_context():
+        handle = jobs["items"].start(20)
+        handle.wait(10)
+        key = state.records.job_key(handle.id)
+        # as if its process had died at item 12: stored running on an instance with no beat
+        state.store.update(
+            key,
+            lambda d: {
+                **d,
+                "status": "running",
+                "instance": "gone-1-abc",
+                "cursor": 12,
+                "resumes_left": 1,
+                "result": None,
+            },
+        )
+        state.records.watch(handle.id, time.time())
+        calls.clear()
+        state.lifecycle.sweep()
+        doc = state.records.status(handle.id)
+        assert (doc["status"], doc["resumed"], doc["attempt"]) == ("queued", True, 2), doc
+        state.lifecycle.dispatch()
+        doc = handle.wait(10)
+    assert (doc["status"], doc["result"]) == ("succeeded", 8)  # items 12..19
+    assert calls[0] == ("run", 2, True, 12)
