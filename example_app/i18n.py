@@ -51,6 +51,7 @@ FRENCH: dict[str, str] = {
         " une, puis réessayez."
     ),
     "busy": "Le serveur est occupé, réessayez dans un instant",
+    "tryAgain": "Réessayer",
 }
 
 #: The widget's labels per language ({} = the extension's English defaults).
