@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from support.waiting import wait_until
 
-from flask_asyncstate import JobCancelled, JobNotRetryable
-from flask_asyncstate import testing
+from flask_asyncstate import JobCancelled, JobNotRetryable, testing
 
 
 def _define(ext: Any, calls: list[Any], fail_times: int = 2) -> dict[str, Any]:
@@ -174,7 +173,7 @@ def test_a_resumable_job_stopped_by_a_shutdown_goes_on_from_its_cursor_elsewhere
             doc = state.job_handle(handle.id).wait(15)
         first = [c for c in calls_a if isinstance(c, int)]
         second = [c for c in calls_b if isinstance(c, int)]
-        run_b = [c for c in calls_b if isinstance(c, tuple)][0]
+        run_b = next(c for c in calls_b if isinstance(c, tuple))
         assert doc["status"] == "succeeded" and doc["result"] == 100 - run_b[3]
         assert run_b[:3] == ("run", 2, True)
         assert sorted(set(first) | set(second)) == list(range(100))  # every item, once at least
@@ -223,7 +222,9 @@ def test_try_again_runs_a_failed_job_with_the_same_arguments_and_token(
         return {"token": jobs["fails_once"].start("abc").token}
 
     token = http.post("/start").get_json()["token"]
-    wait_until(lambda: http.get(f"/asyncstate/progress/{token}").get_json()["status"] == "failed", 10)
+    wait_until(
+        lambda: http.get(f"/asyncstate/progress/{token}").get_json()["status"] == "failed", 10
+    )
     answer = http.post(f"/asyncstate/retry/{token}")
     assert answer.status_code == 202, answer.get_json()
     assert answer.get_json()["attempt"] == 2
@@ -260,7 +261,9 @@ def test_try_again_respects_the_quota_and_unique(make_app: Any) -> None:
         return {"token": single.start(bool(fail)).token}
 
     failed = http.post("/start/1").get_json()["token"]
-    wait_until(lambda: http.get(f"/asyncstate/progress/{failed}").get_json()["status"] == "failed", 5)
+    wait_until(
+        lambda: http.get(f"/asyncstate/progress/{failed}").get_json()["status"] == "failed", 5
+    )
     running = http.post("/start/0").get_json()["token"]
     assert running != failed
     answer = http.post(f"/asyncstate/retry/{failed}")
@@ -269,9 +272,8 @@ def test_try_again_respects_the_quota_and_unique(make_app: Any) -> None:
     wait_until(
         lambda: http.get(f"/asyncstate/progress/{running}").get_json()["status"] == "succeeded", 5
     )
-    with app.app_context():
-        with pytest.raises(JobNotRetryable):
-            ext.app_state().job_handle(ext.app_state().signer.unsign(running)).retry()
+    with app.app_context(), pytest.raises(JobNotRetryable):
+        ext.app_state().job_handle(ext.app_state().signer.unsign(running)).retry()
 
 
 def test_retry_options_are_checked_where_the_job_is_declared(make_app: Any) -> None:
