@@ -67,6 +67,8 @@ setup(
             "pallets-sphinx-themes>=2.1",
             "rq>=2.0",  # the RQ and Celery worker tests
             "celery[redis]>=5.3",
+            "openapi-spec-validator>=0.7",  # tests/test_clients.py checks <prefix>/openapi.json
+            "jsonschema>=4.18",  # ... and that real answers fit its schemas
         ],
         "bench": [
             "redis>=4.5.2",

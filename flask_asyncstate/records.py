@@ -111,6 +111,9 @@ PUBLIC_FIELDS = (
     "stages",
     "log",
 )
+#: What the operator's page shows of a job (``<prefix>/admin/jobs``): the progress document
+#: but its result (derived, so a field added to the document is never forgotten there).
+ADMIN_FIELDS = tuple(f for f in PUBLIC_FIELDS if f != "result")
 
 #: Why a job ended (the document's ``reason``; None while it runs and when it succeeded).
 REASONS = ("user", "shutdown", "timeout", "lost", "error", "forced")

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from flask import Response, current_app, has_request_context, request, session
+from flask import Flask, Response, current_app, has_request_context, request, session
 
 from .errors import InvalidToken
 
@@ -207,3 +207,12 @@ def csrf_token() -> str | None:
     from flask_wtf.csrf import generate_csrf  # installed: CSRFProtect is set up
 
     return str(generate_csrf())
+
+
+def csrf_header(app: Flask) -> str | None:
+    """The header Flask-WTF reads the CSRF token from (the first of its
+    ``WTF_CSRF_HEADERS``), while its ``CSRFProtect`` is on the app; else None."""
+    if "csrf" not in app.extensions:
+        return None
+    names = app.config.get("WTF_CSRF_HEADERS") or ["X-CSRFToken"]
+    return str(names[0])

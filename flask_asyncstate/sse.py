@@ -11,6 +11,10 @@ server thread), an ``end`` event after a final status, and after
 before it closes, so no stream holds a server thread for long, nor delays a graceful
 shutdown. The streams of one job share their reads (:class:`SharedReads`).
 
+Its ``message`` and ``end`` events carry the document as JSON; given ``render``, they
+carry ``render(doc)`` instead (``/events/<token>?format=html``: the widget's HTML
+fragment, for htmx's SSE extension), and the other events stay as they are.
+
 :class:`StreamSlots` bounds the open streams of this process, in all and per owner:
 each holds a server thread (or greenlet) for up to ``sse_max_age`` seconds,
 so one browser, or a flood of them, could otherwise take every thread of a worker. A
@@ -73,12 +77,33 @@ class SharedReads:
 
 
 def _event(data: Any, name: str | None = None) -> str:
+    return _text_event(json.dumps(data, separators=(",", ":")), name)
+
+
+def _text_event(text: str, name: str | None = None) -> str:
+    """A frame whose data is ``text``: one ``data:`` line per line of it (an event's data
+    ends at the first blank line, so a line break cannot end it early)."""
     head = f"event: {name}\n" if name else ""
-    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    lines = "".join(f"data: {line}\n" for line in text.splitlines() or [""])
+    return f"{head}{lines}\n"
 
 
-def progress_stream(app_state: AppState, job_id: str) -> Iterator[str]:
-    """Yield SSE frames for one job until it ends, vanishes, or the stream grows too old."""
+#: What a stream's ``message`` and ``end`` events carry for a document (None: the job is
+#: gone): the text of their ``data``.
+Render = Callable[[dict[str, Any] | None], str]
+
+
+def progress_stream(
+    app_state: AppState, job_id: str, render: Render | None = None
+) -> Iterator[str]:
+    """Yield SSE frames for one job until it ends, vanishes, or the stream grows too old.
+
+    ``render``: what the ``message`` and ``end`` events carry instead of the JSON document.
+    """
+
+    def document(doc: dict[str, Any], name: str | None = None) -> str:
+        return _event(doc, name) if render is None else _text_event(render(doc), name)
+
     settings = app_state.settings
     now = time.monotonic()
     deadline = now + settings.tuning.sse_max_age
@@ -95,13 +120,16 @@ def progress_stream(app_state: AppState, job_id: str) -> Iterator[str]:
                 yield _event({"error": "the job store is unavailable, retrying"}, "unavailable")
             else:
                 if doc is None:
-                    yield _event({"error": "no such job in this session"}, "end")
+                    if render is None:
+                        yield _event({"error": "no such job in this session"}, "end")
+                    else:
+                        yield _text_event(render(None), "end")
                     return
                 if doc != last:
-                    yield _event(doc)
+                    yield document(doc)
                     last = doc
                 if doc["status"] in FINAL:
-                    yield _event(doc, "end")
+                    yield document(doc, "end")
                     return
             now = time.monotonic()
             if now >= deadline:  # free this server thread; the browser opens a new stream

@@ -24,11 +24,21 @@ is escaped, so a value from the job can never inject markup by accident. The wid
 fetches it from ``<prefix>/result/<token>`` when the job succeeds, and
 ``asyncstate_widget`` renders it straight away for a job that had already succeeded (a
 reload).
+
+**htmx.** :func:`fragment` renders a job's widget complete on the server, for htmx:
+``<prefix>/fragment/<token>`` answers it, it polls that URL itself while the job is
+unfinished (``hx-get``, ``hx-trigger="every 1s"``, ``hx-swap="outerHTML"``), and its
+Cancel and "Try again" buttons post with ``hx-post``. ``asyncstate_widget(token,
+client="htmx")`` renders its first state inline (:func:`htmx_widget`), and the
+``/events`` stream carries it for htmx's SSE extension (``?format=html``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +54,8 @@ from flask import (
 from markupsafe import Markup, escape
 
 from .errors import InvalidToken, StoreError
-from .security import csrf_token, visible_job
-from .status import JobStatus
+from .security import csrf_header, csrf_token, visible_job
+from .status import FINAL, JobStatus
 
 if TYPE_CHECKING:
     from .appstate import AppState
@@ -129,8 +139,16 @@ def _babel_gettext() -> Any:
 # -- the Jinja globals (init_app binds widget and jobs_panel to its app's AppState) -----
 
 
+#: The front ends ``asyncstate_widget(token, client=...)`` renders for.
+CLIENTS = ("jquery", "htmx")
+
+
 def widget(
-    app_state: AppState, token: str, labels: dict[str, str] | None = None, **options: Any
+    app_state: AppState,
+    token: str,
+    labels: dict[str, str] | None = None,
+    client: str = "jquery",
+    **options: Any,
 ) -> Markup:
     """``asyncstate_widget(token)``: the progress bar, cancel and "Try again" buttons, result
     slot and assets.
@@ -138,8 +156,17 @@ def widget(
     ``labels`` replaces any of the widget's texts (keys: :data:`DEFAULT_LABELS`; the rest
     come through Flask-Babel when it is set up). Other options go to the macro in
     ``asyncstate/widget.html`` (``interval``, ``mode``, ``include_assets``, ``jquery_url``,
-    ``notify``...).
+    ``notify``...). ``client="htmx"``: the widget for htmx instead (:func:`htmx_widget`).
     """
+    if client not in CLIENTS:
+        raise ValueError(f"asyncstate_widget(client={client!r}): use one of {CLIENTS}")
+    if client == "htmx":
+        if labels is not None:
+            raise TypeError(
+                "asyncstate_widget(client='htmx') takes no labels=: every update is rendered"
+                " on the server, with the server's labels (translate them with Flask-Babel)"
+            )
+        return htmx_widget(app_state, token, **options)
     result_html, has_result = _result_of(app_state, token)
     _poll_without_streams(app_state, options)
     macro = get_template_attribute("asyncstate/widget.html", "asyncstate_widget")
@@ -234,6 +261,238 @@ def _result_of(app_state: AppState, token: str | None) -> tuple[Markup | None, b
     if result_renderer(app_state, doc.get("name")) is None:
         return None, False
     return render_result(app_state, doc), True
+
+
+# -- htmx: the widget rendered on the server ----------------------------------------------
+
+#: The status that tells htmx to stop polling (its own convention): the fragment of a final
+#: job, or of a token that shows none, answers it.
+STOP_POLLING = 286
+#: How often an htmx widget polls, in milliseconds: the default and the bounds of
+#: ``interval=`` (``?interval=`` on its URL), outside which the nearest bound is used.
+DEFAULT_INTERVAL, MIN_INTERVAL, MAX_INTERVAL = 1000, 250, 60_000
+#: A final document's ``reason`` whose label replaces its status text (as in the script).
+_REASON_LABELS = {"shutdown": "reasonShutdown", "timeout": "reasonTimeout"}
+#: Between the elapsed time and the ETA (as in the script).
+_SEPARATOR = " \u00b7 "
+#: A ``reason`` fit for a class name (as in the script).
+_CLASS_WORD = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+#: The fragment's live modes: polling itself, on an ``/events`` stream, or not at all.
+LIVE = ("poll", "sse", None)
+
+
+def interval_of(value: Any) -> int:
+    """A poll interval in milliseconds from an option or a query value: the default for
+    anything that is not a number, else clamped to [MIN_INTERVAL, MAX_INTERVAL]."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return DEFAULT_INTERVAL
+    return min(MAX_INTERVAL, max(MIN_INTERVAL, number))
+
+
+def htmx_widget(
+    app_state: AppState,
+    token: str,
+    interval: Any = DEFAULT_INTERVAL,
+    mode: str = "poll",
+    include_assets: bool | None = None,
+    css_url: str | None = None,
+) -> Markup:
+    """``asyncstate_widget(token, client="htmx")``: the job's fragment as it is now, which
+    then follows the job by itself with htmx (the page loads htmx; no other script).
+
+    ``interval``: milliseconds between polls. ``mode="sse"`` (or ``"auto"``): follow the
+    job on its ``/events`` stream with htmx's SSE extension (``htmx-ext-sse``) where this
+    process serves streams, else poll. ``include_assets``: the stylesheet, by default
+    only with the first widget of a page; ``css_url``: another stylesheet.
+    """
+    options: dict[str, Any] = {"mode": mode}
+    _poll_without_streams(app_state, options)
+    try:
+        doc = visible_job(app_state, token)[1] if token else None
+    except InvalidToken:
+        doc = None
+    # StoreError: the app's 503, as for any view whose store is away.
+    live = "sse" if options["mode"] in ("auto", "sse") else "poll"
+    if include_assets is None:
+        include_assets = not g.get("_asyncstate_assets", False) and not g.get(
+            "_asyncstate_stylesheet", False
+        )
+    g._asyncstate_stylesheet = True
+    html = fragment(app_state, token, doc, interval=interval, live=live)
+    if live == "sse" and doc is not None and doc["status"] not in FINAL:
+        events = url_for("asyncstate.events", token=token, format="html")
+        stream = get_template_attribute("asyncstate/fragment.html", "asyncstate_fragment_stream")
+        html = Markup(stream(events, html))
+    if include_assets:
+        sheet = get_template_attribute("asyncstate/assets.html", "asyncstate_stylesheet")
+        html = Markup(sheet(prefix=prefix_url(), css_url=css_url)) + Markup("\n") + html
+    return html
+
+
+def fragment(
+    app_state: AppState,
+    token: str,
+    doc: dict[str, Any] | None,
+    interval: Any = DEFAULT_INTERVAL,
+    live: str | None = "poll",
+) -> Markup:
+    """The htmx widget of a visible job's document (None: the job is not to be seen).
+
+    ``live="poll"``: while the job is unfinished, the root polls its own URL; ``"sse"``:
+    it is on an ``/events`` stream, which brings the changes (so the Cancel button swaps
+    nothing); None: it stays as it is. "Try again" swaps in a polling fragment.
+    """
+    if live not in LIVE:
+        raise ValueError(f"live={live!r}: use one of {LIVE}")
+    labels = translated()
+    macro = get_template_attribute("asyncstate/fragment.html", "asyncstate_fragment")
+    if doc is None:
+        return Markup(macro({"not_found": True}, labels=labels))
+    every = interval_of(interval)
+    query: dict[str, Any] = {} if every == DEFAULT_INTERVAL else {"interval": every}
+    view = fragment_view(doc, labels, render_result(app_state, doc))
+    polls = live == "poll" and not view["final"]
+    return Markup(
+        macro(
+            view,
+            poll_url=url_for("asyncstate.fragment", token=token, **query) if polls else None,
+            trigger=f"every {every // 1000}s" if every % 1000 == 0 else f"every {every}ms",
+            cancel_url=url_for("asyncstate.cancel", token=token, format="html", **query),
+            cancel_swap="none" if live == "sse" else "outerHTML",
+            retry_url=url_for("asyncstate.retry", token=token, format="html", **query),
+            headers=_proof_headers(),
+            labels=labels,
+        )
+    )
+
+
+def fragment_view(
+    doc: dict[str, Any],
+    labels: Mapping[str, str],
+    result_html: Markup | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """What the htmx widget shows of ``doc``: the script's rendering, done on the server
+    (plain text everywhere but ``result_html``)."""
+    from .lifecycle import RETRYABLE  # "Try again"'s statuses (lifecycle imports this module)
+
+    status = str(doc.get("status"))
+    final = status in FINAL
+    message = "" if doc.get("message") is None else str(doc["message"])
+    shown = _shown_percent(doc, final)
+    status_text = _status_text(doc, labels, final)
+    classes = ["asyncstate"]
+    if status in JobStatus._value2member_map_:
+        classes.append(f"asyncstate--{status}")
+    if shown is None and not final:
+        classes.append("asyncstate--indeterminate")
+    cancelling = not final and bool(doc.get("cancel_requested"))
+    if cancelling:
+        classes.append("asyncstate--cancelling")
+    reason = doc.get("reason")
+    if isinstance(reason, str) and _CLASS_WORD.fullmatch(reason):
+        classes.append(f"asyncstate--reason-{reason}")
+    if final:
+        value_text = status_text
+    elif shown is not None:
+        value_text = f"{shown}%" + (f" ({message})" if message else "")
+    else:
+        value_text = message or status_text
+    if shown is not None:
+        fill: int | None = shown
+    elif final:  # a job that ended having done nothing shows an empty bar, not a full grey one
+        fill = 100 if (_finite(doc.get("current")) or 0) > 0 else 0
+    else:
+        fill = None  # the sliding segment (CSS)
+    return {
+        "status": status,
+        "final": final,
+        "classes": classes,
+        "shown": shown,
+        "fill": fill,
+        "value_text": value_text,
+        "bar_label": str(doc.get("label") or doc.get("name") or labels["progress"]),
+        "message": message,
+        "eta_text": _eta_text(doc, labels, final, time.time() if now is None else now),
+        "status_text": status_text,
+        "cancel": None if final else ("cancelling" if cancelling else "offer"),
+        "retry": status in RETRYABLE,
+        "result_html": result_html,
+        "not_found": False,
+    }
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` when it is a finite number (not a bool), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _shown_percent(doc: dict[str, Any], final: bool) -> int | None:
+    """The whole percentage the bar shows; never 100 before the job is done."""
+    if doc.get("status") == JobStatus.SUCCEEDED:
+        return 100
+    percent = _finite(doc.get("percent"))
+    if percent is None:
+        return None
+    shown = math.floor(min(100.0, max(0.0, percent)))
+    return shown if final or shown <= 99 else 99
+
+
+def _status_text(doc: dict[str, Any], labels: Mapping[str, str], final: bool) -> str:
+    status = str(doc.get("status"))
+    reason = doc.get("reason")
+    if final and reason in _REASON_LABELS:
+        return labels[_REASON_LABELS[reason]]
+    if status == JobStatus.FAILED:
+        error = doc.get("error")
+        kind = message = ""
+        if isinstance(error, dict):
+            kind, message = str(error.get("type") or ""), str(error.get("message") or "")
+        detail = f"{kind}: {message}" if kind and message else kind or message
+        return f"{labels['failed']}: {detail}" if detail else labels["failed"]
+    if not final and doc.get("cancel_requested"):
+        return labels["cancelling"]
+    return labels.get(status, status)
+
+
+def _eta_text(doc: dict[str, Any], labels: Mapping[str, str], final: bool, now: float) -> str:
+    """ "0:42 elapsed · about 30 s left", as the script writes it, from the server's clock."""
+    started = _finite(doc.get("started_at"))
+    if doc.get("status") == JobStatus.QUEUED or started is None:
+        return ""
+    updated = _finite(doc.get("updated_at")) or started
+    elapsed = max(0.0, (updated if final else now) - started)
+    text = labels["elapsed"].replace("{time}", _clock(elapsed))
+    eta = _finite(doc.get("eta"))
+    if not final and doc.get("status") == JobStatus.RUNNING and eta is not None and eta >= 0:
+        left = max(0.0, eta - max(0.0, now - updated))
+        if left < 60:
+            shown = labels["etaSeconds"].replace("{seconds}", str(max(1, math.ceil(left))))
+        else:
+            shown = labels["etaMinutes"].replace("{minutes}", str(max(1, round(left / 60))))
+        text += _SEPARATOR + shown
+    return text
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _proof_headers() -> dict[str, str]:
+    """What the htmx buttons send with their posts (``hx-headers``): the same-origin
+    header, and Flask-WTF's CSRF token under the first of its ``WTF_CSRF_HEADERS``."""
+    headers = {"X-Requested-With": "XMLHttpRequest"}
+    token, header = csrf_token(), csrf_header(current_app)
+    if token and header:
+        headers[header] = token
+    return headers
 
 
 # -- the result slot ----------------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``init_app`` registers :data:`bp` under ``ASYNCSTATE_URL_PREFIX``. Its routes: the
 progress document (``progress``), cancel, "Try again" (``retry``), the Server-Sent
 Events stream (``events``), the owner's jobs (``jobs``) and dismissing one
-(``dismiss``), the result slot (``result``), the widget's scripts and stylesheet, and
+(``dismiss``), the result slot (``result``), the widget for htmx (``fragment``), the
+OpenAPI description of all of them (``openapi``), the widget's scripts and stylesheet, and
 the operator's page (``admin``, ``admin_jobs``, ``admin_cancel``, ``admin_retry``), on
 only while an admin guard is set. Each route declares its methods; Flask answers HEAD
 where GET is taken, and OPTIONS.
@@ -55,13 +56,14 @@ from flask import (
     request_started,
     send_from_directory,
     session,
+    stream_with_context,
 )
 from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from . import appstate, serialization, templating
+from . import appstate, openapi, serialization, templating
 from .errors import InvalidToken, JobNotRetryable, QueueFull, QuotaExceeded, StoreError
-from .records import PUBLIC_FIELDS
+from .records import ADMIN_FIELDS
 from .security import NOT_FOUND, csrf_token, json_refusal, same_origin, verdict, visible_job
 from .sessions import UnavailableSession
 from .sse import progress_stream
@@ -80,6 +82,7 @@ _ASSETS = {
     "asyncstate.jquery",
     "asyncstate.admin_script",
     "asyncstate.jquery_auto",
+    "asyncstate.openapi",
 }
 #: The operator's page: its own guard, and no route at all while none is set.
 _ADMIN = {
@@ -93,9 +96,8 @@ STATIC_FOLDER = os.path.join(os.path.dirname(__file__), "static")
 #: Most jobs the operator's page lists (the newest); the CLI lists them all.
 MAX_LISTED = 500
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
-#: What the operator's page shows of a job: the progress document but its result (derived,
-#: so a field added to the document is never forgotten here).
-_ADMIN_FIELDS = tuple(f for f in PUBLIC_FIELDS if f != "result")
+#: The media type of our scripts (RFC 9239), whatever the platform's ``mimetypes`` say.
+_JS = "text/javascript"
 #: The order in which answers name methods (``Allow``, ``{"allow": [...]}``).
 _METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
@@ -149,6 +151,23 @@ def _allow(methods: Iterable[str]) -> list[str]:
     return sorted(set(methods) - {"OPTIONS"}, key=lambda m: (rank.get(m, len(rank)), m))
 
 
+def _html(markup: str, status: int = 200) -> Response:
+    """An htmx fragment, never cached."""
+    return Response(markup, status=status, headers={"Cache-Control": "no-store"})
+
+
+def _as_html() -> bool:
+    """``?format=html``: the answer is the htmx widget (:func:`templating.fragment`) rather
+    than the JSON document (cancel, "Try again") or the JSON events (``/events``)."""
+    return request.args.get("format") == "html"
+
+
+def _fragment_of(token: str, doc: dict[str, Any] | None, status: int) -> Response:
+    found = appstate.get()
+    interval = request.args.get("interval")
+    return _html(templating.fragment(found, token, doc, interval=interval), status)
+
+
 def _refused(refused: Response) -> Response:
     """A guard's refusal answered as our JSON error."""
     status, body = json_refusal(refused)
@@ -184,16 +203,15 @@ def progress(token: str) -> Response:
 def cancel(token: str) -> Response:
     found = appstate.get()
     job_id, doc = visible_job(found, token)
-    if doc["status"] in FINAL:
-        return _json(doc, 202)  # nothing left to cancel: the document says how it ended
-    if not found.cancel_job(
-        job_id, queued=doc["status"] == "queued", family=doc.get("children") is not None
-    ):
-        return error(404, NOT_FOUND)
-    if doc["status"] == "queued" and found.executor.remote:  # it may have ended just now
-        doc = found.records.status(job_id) or doc
-    doc["cancel_requested"] = True
-    return _json(doc, 202)
+    if doc["status"] not in FINAL:  # else nothing left to cancel: the document says how it ended
+        if not found.cancel_job(
+            job_id, queued=doc["status"] == "queued", family=doc.get("children") is not None
+        ):
+            return error(404, NOT_FOUND)
+        if doc["status"] == "queued" and found.executor.remote:  # it may have ended just now
+            doc = found.records.status(job_id) or doc
+        doc["cancel_requested"] = True
+    return _fragment_of(token, doc, 202) if _as_html() else _json(doc, 202)
 
 
 @bp.post("/retry/<token>")
@@ -202,12 +220,19 @@ def retry(token: str) -> Response:
     """ "Try again": a failed, cancelled or lost job of the caller's runs again, same token."""
     found = appstate.get()
     job_id, _doc = visible_job(found, token)
-    return _run_again(found, job_id)
+    return _run_again(found, job_id, token if _as_html() else None)
 
 
-def _run_again(found: appstate.AppState, job_id: str) -> Response:
-    found.lifecycle.rerun(job_id)  # JobNotRetryable: 409 (not_retryable below)
-    return _json(found.records.status(job_id), 202)
+def _run_again(
+    found: appstate.AppState, job_id: str, fragment_token: str | None = None
+) -> Response:
+    """Run the job again: 202 with its document (or, given ``fragment_token``, its htmx
+    widget, polling again); JobNotRetryable answers 409 (``not_retryable`` below)."""
+    found.lifecycle.rerun(job_id)
+    doc = found.records.status(job_id)
+    if fragment_token is not None:
+        return _fragment_of(fragment_token, doc, 202)
+    return _json(doc, 202)
 
 
 @bp.get("/events/<token>")
@@ -222,7 +247,15 @@ def events(token: str) -> Response:
             **{"Retry-After": "10"},
         )
     # The stream runs after the request ended: its reads still get request-path waits.
-    stream = progress_stream(found, job_id)
+    if _as_html():  # htmx's SSE extension: each event is the widget (rendered in the request)
+        interval = request.args.get("interval")
+
+        def render(doc: dict[str, Any] | None) -> str:
+            return str(templating.fragment(found, token, doc, interval=interval, live="sse"))
+
+        stream = stream_with_context(progress_stream(found, job_id, render))
+    else:
+        stream = progress_stream(found, job_id)
     return Response(
         slot.wrap(stream, request_path),
         mimetype="text/event-stream",
@@ -256,6 +289,26 @@ def result(token: str) -> Response:
     return _json({"html": str(html)})
 
 
+@bp.get("/fragment/<token>")
+def fragment(token: str) -> Response:
+    """The widget for htmx: 200 while the job is unfinished (the fragment polls itself),
+    286 when it is final, and 286 with a "Not found" fragment for a token that shows no
+    job (htmx swaps it and stops polling: that job will never show)."""
+    try:
+        _job_id, doc = visible_job(appstate.get(), token)
+    except InvalidToken:
+        return _fragment_of(token, None, templating.STOP_POLLING)
+    final = doc["status"] in FINAL
+    return _fragment_of(token, doc, templating.STOP_POLLING if final else 200)
+
+
+@bp.get("/openapi.json", endpoint="openapi")
+def openapi_document() -> Response:
+    """The OpenAPI 3.1 description of this blueprint's routes, as this app serves them (made
+    for each request, cheaply: a JSON answer like the others, never cached)."""
+    return _json(openapi.describe(current_app))
+
+
 # -- the widget's assets ----------------------------------------------------------------
 
 
@@ -274,7 +327,7 @@ def _script_text(folder: str) -> str:
 @bp.get("/asyncstate.js")
 def script() -> Response:
     text = _script_text(STATIC_FOLDER)
-    response = Response(text, mimetype="text/javascript")
+    response = Response(text, mimetype=_JS)
     response.cache_control.public = True
     response.cache_control.max_age = 300
     response.set_etag(hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
@@ -289,17 +342,19 @@ def stylesheet() -> Response:
 
 @bp.get("/jquery-auto.js")
 def jquery_auto() -> Response:
-    return send_from_directory(STATIC_FOLDER, "jquery-auto.js", max_age=300)
+    return send_from_directory(STATIC_FOLDER, "jquery-auto.js", max_age=300, mimetype=_JS)
 
 
 @bp.get("/asyncstate-admin.js")
 def admin_script() -> Response:
-    return send_from_directory(STATIC_FOLDER, "asyncstate-admin.js", max_age=300)
+    return send_from_directory(STATIC_FOLDER, "asyncstate-admin.js", max_age=300, mimetype=_JS)
 
 
 @bp.get("/jquery.js")
 def jquery() -> Response:
-    return send_from_directory(xstatic.pkg.jquery.BASE_DIR, "jquery.min.js", max_age=3600)
+    return send_from_directory(
+        xstatic.pkg.jquery.BASE_DIR, "jquery.min.js", max_age=3600, mimetype=_JS
+    )
 
 
 # -- the operator's page ----------------------------------------------------------------
@@ -338,7 +393,7 @@ def admin_jobs() -> Response:
         docs = [d for d in docs if d["status"] == wanted]
     listed = []
     for doc in docs[:MAX_LISTED]:
-        row = {f: doc.get(f) for f in _ADMIN_FIELDS}
+        row = {f: doc.get(f) for f in ADMIN_FIELDS}
         owner = doc.get("owner")
         row["owner"] = owner[:8] if isinstance(owner, str) else None
         row["instance"] = doc.get("instance")
