@@ -28,7 +28,7 @@ from typing import Any
 from flask import Flask, has_request_context, request
 
 from . import appstate, templating
-from .records import ADMIN_FIELDS, PUBLIC_FIELDS, REASONS
+from .records import ADMIN_FIELDS, CHILD_COUNTS, PUBLIC_FIELDS, REASONS
 from .security import NOT_FOUND, csrf_header
 from .status import JobStatus
 
@@ -89,6 +89,37 @@ FIELDS: dict[str, Schema] = {
     "max_attempts": {"type": "integer", "minimum": 1, "description": "Runs it may take."},
     "retry_at": _nullable("number", description="Unix time of the next run, while it waits."),
     "resumed": {"type": "boolean", "description": "This run resumed an interrupted one."},
+    "children": {
+        "type": ["object", "null"],
+        "properties": {name: {"type": "integer", "minimum": 0} for name in CHILD_COUNTS},
+        "description": "A parent job's counts of its children (job.spawn); else null.",
+    },
+    "stage": _nullable("string", description="The step the job is at (job.stage)."),
+    "stages": {
+        "type": ["array", "null"],
+        "items": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "status": {"enum": ["running", "done", "failed", "cancelled"]},
+                "started_at": {"type": "number"},
+                "ended_at": {"type": ["number", "null"]},
+            },
+            "required": ["name", "status", "started_at", "ended_at"],
+        },
+        "maxItems": 50,
+        "description": "Every step the job named, in order (job.stage); null if none.",
+    },
+    "log": {
+        "type": ["array", "null"],
+        "items": {
+            "type": "object",
+            "properties": {"at": {"type": "number"}, "text": {"type": "string", "maxLength": 500}},
+            "required": ["at", "text"],
+        },
+        "maxItems": 20,
+        "description": "The last lines of the job's trail (job.log); null if none.",
+    },
 }
 
 
