@@ -976,6 +976,8 @@ class Lifecycle:
                 records.leave_queue(job_id)
             if doc.get("resumes_left"):
                 records.unwatch([job_id])
+            if doc.get("retry_at") is not None:  # ended while due to run again (a cancel)
+                records.unschedule([job_id])
         except StoreError:  # the next start that needs the place finds it stale and frees it
             log.debug("job %s: quota slot, unique or queue place not freed yet", job_id)
         send(signals.job_finished, self.app_state.app_ref(), job_id=job_id, document=doc)

@@ -355,12 +355,16 @@ class StoreCollector:
 
 def _waiting() -> dict[str, int]:
     figures: dict[str, int] = {}
-    seen: set[str] = set()
+    seen: set[tuple[Any, str]] = set()
     for app_state in list(_apps):
-        records = app_state.records
-        if records.queue_key() in seen:  # two apps of this process on one store
+        if app_state.closed:
             continue
-        seen.add(records.queue_key())
+        records = app_state.records
+        client = getattr(app_state.store, "client", None)  # Redis: names its server and db
+        place = (id(app_state.store) if client is None else repr(client), records.queue_key())
+        if place in seen:  # two apps of this process on one store and prefix: counted once
+            continue
+        seen.add(place)
         try:
             if app_state.executor.remote:
                 figures["worker"] = figures.get("worker", 0) + len(records.queued_ids())
