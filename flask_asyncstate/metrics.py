@@ -135,9 +135,8 @@ class Metrics:
         self.cancels = Counter(
             "asyncstate_cancel_requests", "Cancel requests stored.", registry=None
         )
-        # Label children by value: labels() takes a lock and builds a key on every call.
-        self._started: dict[str, Any] = {}
-        self._running: dict[str, Any] = {}
+        # Label children by value: labels() checks, locks and builds a key on every call.
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def collectors(self) -> list[Any]:
         return [
@@ -150,16 +149,12 @@ class Metrics:
             self.cancels,
         ]
 
-    def started_child(self, name: str) -> Any:
-        found = self._started.get(name)
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, made once (labels are bounded: so is this cache)."""
+        key = (id(metric), *values)
+        found = self._children.get(key)
         if found is None:
-            found = self._started[name] = self.started.labels(name)
-        return found
-
-    def running_child(self, name: str) -> Any:
-        found = self._running.get(name)
-        if found is None:
-            found = self._running[name] = self.running.labels(name)
+            found = self._children[key] = metric.labels(*values)
         return found
 
 
@@ -211,7 +206,7 @@ def started(name: str) -> None:
     found = _metrics
     if found is not None:
         try:
-            found.started_child(name).inc()
+            found.child(found.started, name).inc()
         except Exception:  # a metric never stops a start
             log.debug("asyncstate_jobs_started not counted", exc_info=True)
 
@@ -226,7 +221,7 @@ class _Running:
     __slots__ = ("_child",)
 
     def __init__(self, found: Metrics, name: str) -> None:
-        self._child = found.running_child(name)
+        self._child = found.child(found.running, name)
 
     def __enter__(self) -> None:
         try:
@@ -284,7 +279,7 @@ def _on_started(sender: Any, *, document: dict[str, Any], **kw: Any) -> None:
         return  # the wait is start() to the first run; a retry's is its backoff, by design
     waited = _seconds(document.get("started_at"), document.get("created_at"))
     if waited is not None:
-        found.wait.labels(str(document.get("name"))).observe(waited)
+        found.child(found.wait, str(document.get("name"))).observe(waited)
 
 
 def _on_finished(sender: Any, *, document: dict[str, Any], **kw: Any) -> None:
@@ -292,10 +287,10 @@ def _on_finished(sender: Any, *, document: dict[str, Any], **kw: Any) -> None:
     if found is None:
         return
     name, status = str(document.get("name")), str(document.get("status"))
-    found.finished.labels(name, status, str(document.get("reason") or "")).inc()
+    found.child(found.finished, name, status, str(document.get("reason") or "")).inc()
     took = _seconds(document.get("updated_at"), document.get("started_at"))
     if took is not None:
-        found.duration.labels(name, status).observe(took)
+        found.child(found.duration, name, status).observe(took)
 
 
 def _on_circuit(sender: Any, *, new: str, **kw: Any) -> None:

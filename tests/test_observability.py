@@ -102,6 +102,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("tests"))
+    monkeypatch.setattr(tracing, "_live", True)  # as once an app has set a provider
     yield exporter
     provider.shutdown()
 
@@ -400,6 +401,22 @@ def test_a_traced_start_keeps_only_the_w3c_context_internal(
     assert public is not None and "trace" not in public
 
 
+def test_until_the_app_sets_a_tracer_provider_no_span_is_made(
+    make_app: Any, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, tag: str
+) -> None:
+    """With the API alone (no provider set: this process never sets one), hooks do nothing."""
+    monkeypatch.setattr(tracing, "_live", False)
+    app, ext = make_app()
+    jobs = _define(ext, tag)
+    with app.app_context(), tracing._tracer.start_as_current_span("outer"):
+        handle = jobs["ok"].start()
+        testing.wait_for(handle)
+        stored = ext.app_state().records.documents([handle.id])[0]
+    assert [span.name for span in finished(spans, 1)] == ["outer"]
+    assert stored is not None and "trace" not in stored
+    assert not tracing.tracing()
+
+
 # -- log records -----------------------------------------------------------------------
 
 
@@ -459,8 +476,11 @@ def test_records_of_other_threads_and_made_by_hand_have_the_fields(records: Reco
         )
         thread.start()
         thread.join()
-    assert (inside.asyncstate_job_id, inside.asyncstate_job_name) == ("abc", "export")  # type: ignore[attr-defined]
-    assert elsewhere[0].asyncstate_job_id == logs.OUTSIDE  # type: ignore[attr-defined]
+    assert (inside.asyncstate_job_id, inside.asyncstate_job_name) == (
+        "abc",
+        "export",
+    )
+    assert elsewhere[0].asyncstate_job_id == logs.OUTSIDE
     assert logs.current() == (logs.OUTSIDE, logs.OUTSIDE)
 
 

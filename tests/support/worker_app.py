@@ -54,7 +54,7 @@ class _MarkFields(logging.Handler):
         self.marks, self.prefix = marks, prefix
 
     def emit(self, record: logging.LogRecord) -> None:
-        job_id, name = record.asyncstate_job_id, record.asyncstate_job_name  # type: ignore[attr-defined]
+        job_id, name = record.asyncstate_job_id, record.asyncstate_job_name
         self.marks.set(f"{self.prefix}mark:log:{job_id}", f"{name} {record.getMessage()}", ex=600)
 
 
