@@ -227,6 +227,7 @@ class AppState:
         self._closed = True
         self.writer.stop(join=0.5)
         metrics.process_ended()
+        tracing.flush()  # os._exit follows: the SDK's batch would be lost
         try:
             self.records.retire_instance()
         except Exception:  # the entry expires by itself

@@ -37,6 +37,7 @@ the first look that finds one (a provider, once set, stays), the spans are made.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,10 @@ STATUS = "asyncstate.job.status"
 REASON = "asyncstate.job.reason"
 #: The document field that carries the start span's context to the run.
 FIELD = "trace"
+#: Longest wait, in seconds, for the spans of a process that is about to end.
+FLUSH_TIMEOUT = 2.0
+
+log = logging.getLogger("flask_asyncstate")
 
 _NULL = contextlib.nullcontext()
 
@@ -122,6 +127,21 @@ def cancel_requested(job_id: str) -> None:
     """A cancel of ``job_id`` was stored: an event on the current span (the request's)."""
     if tracing():
         trace.get_current_span().add_event("asyncstate.cancel", {ID: job_id})
+
+
+def flush(timeout: float = FLUSH_TIMEOUT) -> None:
+    """This process is about to end without running ``atexit`` (an RQ work horse ends with
+    ``os._exit`` after its job): export the spans the SDK's batch processor still holds,
+    waiting at most ``timeout`` s."""
+    if not _live:
+        return
+    force = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if force is None:
+        return
+    try:
+        force(int(timeout * 1000))
+    except Exception:  # an exporter's failure must not keep the process from ending
+        log.warning("flask-asyncstate: spans not exported before the process ended", exc_info=True)
 
 
 def run_span(ctx: JobBuffer) -> contextlib.AbstractContextManager[Any]:

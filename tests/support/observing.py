@@ -2,9 +2,9 @@
 ``/metrics`` texts.
 
 :func:`export_spans_to` sets up the OpenTelemetry SDK in a process (a web instance, an RQ or
-Celery worker: ``support.worker_app`` calls it when ``WT_SPANS`` names a file) with an
-exporter that appends one JSON line per ended span; forked work horses and pool processes
-inherit it. :func:`read_spans` reads them back; :func:`samples` parses a Prometheus text.
+Celery worker: ``support.worker_app`` calls it when ``WT_SPANS`` names a file) with a
+batch processor and an exporter that appends one JSON line per ended span; forked work
+horses and pool processes inherit it. :func:`read_spans` reads them back; :func:`samples` parses a Prometheus text.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def export_spans_to(path: str) -> None:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
     from opentelemetry.sdk.trace.export import (
-        SimpleSpanProcessor,
+        BatchSpanProcessor,
         SpanExporter,
         SpanExportResult,
     )
@@ -34,7 +34,9 @@ def export_spans_to(path: str) -> None:
             return SpanExportResult.SUCCESS
 
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(FileExporter()))
+    # A batch, as in production: an RQ work horse's spans are exported only because its
+    # end flushes them (flask_asyncstate.tracing.flush); a short delay for the test's sake.
+    provider.add_span_processor(BatchSpanProcessor(FileExporter(), schedule_delay_millis=100))
     trace.set_tracer_provider(provider)
 
 
