@@ -41,6 +41,10 @@ setup(
         # where jobs run when they outgrow the web processes (ASYNCSTATE_EXECUTOR)
         "rq": ["rq>=2.0"],
         "celery": ["celery[redis]>=5.3"],
+        # what operators see (docs/operating.rst, "Metrics, traces and logs"): Prometheus
+        # metrics in the default registry; OpenTelemetry spans (the app brings the SDK)
+        "metrics": ["prometheus_client>=0.16"],
+        "otel": ["opentelemetry-api>=1.20"],
         # what `flask --app example_app run` needs: sessions, CSRF protection for its forms, sign-in
         "example": [
             "flask-session>=0.7",
@@ -69,6 +73,9 @@ setup(
             "celery[redis]>=5.3",
             "openapi-spec-validator>=0.7",  # tests/test_clients.py checks <prefix>/openapi.json
             "jsonschema>=4.18",  # ... and that real answers fit its schemas
+            "prometheus_client>=0.16",  # the metrics tests
+            "opentelemetry-api>=1.20",
+            "opentelemetry-sdk>=1.20",  # the tracing tests' in-memory exporter
         ],
         "bench": [
             "redis>=4.5.2",
@@ -81,6 +88,8 @@ setup(
             "flask-wtf>=1.1",  # the example app's CSRF protection
             "flask-login>=0.6",  # the example app's sign-in
             "gunicorn>=21",  # throughput.py serves the app with it
+            "prometheus_client>=0.16",  # observability.py: metrics on and off
+            "opentelemetry-sdk>=1.20",  # observability.py: tracing on and off
         ],
     },
     classifiers=[

@@ -81,6 +81,9 @@ from support.worker_procs import descendants
 
 # The library: its public names, and the internals the benchmarks measure or count through.
 from flask_asyncstate import AsyncState, JobContext, serialization  # noqa: F401
+from flask_asyncstate import logs as _logs
+from flask_asyncstate import metrics as _metrics
+from flask_asyncstate import tracing as _tracing
 from flask_asyncstate.config import (
     DEFAULTS as CONFIG_DEFAULTS,
 )
@@ -93,6 +96,60 @@ from flask_asyncstate.stores.redis import RedisStore, client_from_url  # noqa: F
 #: The writer's flush interval and the heartbeat interval, the library's defaults (s).
 FLUSH = float(CONFIG_DEFAULTS["ASYNCSTATE_FLUSH_INTERVAL"])
 HEARTBEAT = float(CONFIG_DEFAULTS["ASYNCSTATE_HEARTBEAT_INTERVAL"])
+
+
+def observing(metrics: bool, tracer: Any = None) -> None:
+    """Metrics on or off, and spans through ``tracer`` (None: off), in this process, as
+    ``flask_asyncstate.metrics`` and ``.tracing`` behave with or without their packages
+    (metrics need one app set up first: that registers them). ``tracer="api"``: the
+    OpenTelemetry API's own tracer, as an app without the SDK has."""
+    global _kept_metrics
+    if _metrics._metrics is not None:
+        _kept_metrics = _metrics._metrics
+    receivers = (
+        (_metrics.signals.job_started, _metrics._on_started),
+        (_metrics.signals.job_finished, _metrics._on_finished),
+        (_metrics.signals.store_circuit_changed, _metrics._on_circuit),
+    )
+    for sent, receiver in receivers:
+        sent.disconnect(receiver)
+        if metrics:
+            sent.connect(receiver, weak=False)
+    _metrics._metrics = _kept_metrics if metrics else None
+    _tracing.ENABLED = tracer is not None
+    _tracing._live = tracer not in (None, "api")  # "api": as long as no provider was set
+    if tracer is not None:
+        _tracing._tracer = _api_tracer if tracer == "api" else tracer
+
+
+_kept_metrics: Any = None
+_api_tracer: Any = getattr(_tracing, "_tracer", None)
+
+
+def run_hooks_off(job_id: str, name: str) -> Callable[[], None]:
+    """What a run adds when metrics and tracing are off: the log fields, two null contexts."""
+    fields, span, gauge = _logs.JobFields, _tracing.run_span, _metrics.running
+
+    def hooks() -> None:
+        with fields(job_id, name), span(None), gauge(name):  # off: span() reads nothing
+            pass
+
+    return hooks
+
+
+def start_hooks(name: str) -> Callable[[], None]:
+    """What a ``start()`` adds, in the current settings (see :func:`observing`): its span,
+    the trace context kept in the document, the count."""
+    start_span, started, carry = _tracing.start_span, _tracing.started, _tracing.carry
+    counted = _metrics.started
+
+    def hooks() -> None:
+        with start_span(name) as span:
+            carry({})
+            started(span, "0" * 32, True)
+        counted(name)
+
+    return hooks
 
 
 def runtime(ext: AsyncState) -> Any:

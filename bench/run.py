@@ -53,6 +53,7 @@ BENCHMARKS = (
     "topologies",
     "growth",
     "again",
+    "observability",
 )
 README = harness.BENCH / "README.md"
 MARKERS = ("<!-- summary: start (bench/run.py writes this part) -->", "<!-- summary: end -->")

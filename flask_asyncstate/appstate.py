@@ -21,7 +21,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from . import owners, tokens
+from . import metrics, owners, tokens, tracing
 from .config import Settings
 from .executors import Executor, InlineExecutor, ThreadExecutor
 from .jobs import JobBuffer, JobHandle
@@ -189,6 +189,9 @@ class AppState:
         ``family=False`` (the caller read that it has none) spares that read.
         """
         found = self.store.cancel(self.records.job_key(job_id))
+        if found:
+            metrics.cancel_requested()
+            tracing.cancel_requested(job_id)
         if found and family:
             self.lifecycle.cancel_children(job_id, depth)
         if found and queued and self.executor.remote:
@@ -213,6 +216,8 @@ class AppState:
         the writer and remove the heartbeat entry, without joining threads."""
         self._closed = True
         self.writer.stop(join=0.5)
+        metrics.process_ended()
+        tracing.flush()  # os._exit follows: the SDK's batch would be lost
         try:
             self.records.retire_instance()
         except Exception:  # the entry expires by itself

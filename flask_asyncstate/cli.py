@@ -163,7 +163,17 @@ def acl(user: str) -> None:
 @click.option("--burst", is_flag=True, help="Stop once the queues are empty.")
 @click.option("--simple", is_flag=True, help="Run jobs in this process, without forking.")
 @click.option("--name", default=None, help="RQ worker name (default: RQ's own).")
-def worker(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics on this port (the forking worker needs"
+    " PROMETHEUS_MULTIPROC_DIR).",
+)
+def worker(
+    queues: tuple[str, ...], burst: bool, simple: bool, name: str | None, metrics_port: int | None
+) -> None:
     """Run an RQ worker for this app's jobs (ASYNCSTATE_EXECUTOR = "rq")."""
     found = _app_state()
     if found.settings.executor != "rq":
@@ -175,6 +185,13 @@ def worker(queues: tuple[str, ...], burst: bool, simple: bool, name: str | None)
         from .workers import run_worker
     except ImportError as exc:  # pragma: no cover - the rq extra is missing
         raise click.ClickException(f"the RQ worker needs the rq extra: {exc}") from None
+    if metrics_port is not None:
+        from . import metrics
+
+        try:
+            metrics.serve(metrics_port, forking=not simple)
+        except RuntimeError as exc:
+            raise click.UsageError(str(exc)) from None
     found.role = "rq worker"
     run_worker(
         found, list(queues) or [found.settings.rq_queue], burst=burst, simple=simple, name=name

@@ -9,7 +9,7 @@ from typing import Any, overload
 
 from flask import Flask, has_app_context, request_started, session
 
-from . import appstate, owners, security, sessions, signals, templating, views
+from . import appstate, logs, metrics, owners, security, sessions, signals, templating, views
 from .appstate import AppState
 from .cli import asyncstate_cli
 from .config import Settings, Tuning
@@ -88,6 +88,8 @@ class AsyncState:
             raise
         app.extensions[appstate.EXTENSION_KEY] = found
         self._apps.add(app)
+        logs.install()  # job ids on log records, once per process
+        metrics.install(found)  # with prometheus_client: in its default registry, once per process
         self._register_web(app, settings)
         app_ref = weakref.ref(app)
         if hasattr(store, "on_circuit_change"):

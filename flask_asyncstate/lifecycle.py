@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, has_request_context, request
 
-from . import serialization, signals
+from . import logs, metrics, serialization, signals, tracing
 from .errors import (
     Duplicate,
     JobCancelled,
@@ -296,7 +296,22 @@ class Lifecycle:
         parent: JobBuffer | None = None,
     ) -> JobHandle:
         """Admit, record and submit a job (with ``parent``, a child of that running job:
-        its owner, no quota slot of its own); nothing is left behind when it is refused."""
+        its owner, no quota slot of its own); nothing is left behind when it is refused.
+        Seen by operators: a span around it (:mod:`.tracing`), a count (:mod:`.metrics`)."""
+        with tracing.start_span(job.name) as span:
+            handle = self._start(job, args, kwargs, parent)
+            tracing.started(span, handle.id, handle.is_new)
+        if handle.is_new:
+            metrics.started(job.name)
+        return handle
+
+    def _start(
+        self,
+        job: TrackedJob,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parent: JobBuffer | None,
+    ) -> JobHandle:
         app = self.app_state
         serialization.check_arguments(args, kwargs, f"job {job.name!r}")  # JSON, for every executor
         app.ensure_running()
@@ -355,6 +370,7 @@ class Lifecycle:
         instance = None if remote else self.records.instance_id
         ctx = JobBuffer.new(job_id, job.name, instance, owner, label, unique, job.max_attempts)
         ctx.origin = capture()
+        tracing.carry(ctx.doc)  # the start span's context, for the run to continue its trace
         if parent is not None:
             ctx.doc["parent"] = parent
         self._keep_arguments(ctx, job, args, kwargs or {})
@@ -489,7 +505,9 @@ class Lifecycle:
             return  # cancelled while it waited, and ended then (see end_cancelled_waiting)
         self.app_state.supervise()
         try:
-            self._run(ctx, job, args, kwargs)
+            # What operators see of the run: its span, the running gauge, the job on log records.
+            with logs.JobFields(ctx.id, ctx.name), tracing.run_span(ctx), metrics.running(ctx.name):
+                self._run(ctx, job, args, kwargs)
         finally:
             if not ctx.finished:  # whatever went wrong above, nothing stays running
                 self.finish(
@@ -881,7 +899,9 @@ class Lifecycle:
             again(marked, now, error=None, max_attempts=(marked.get("max_attempts") or 1) + 1)
         )
         new.update(_AFRESH)
+        tracing.carry(new)  # runs in the trace of the request that asked, if traced
         self.records.create(new, None, job.never_expires)
+        metrics.started(job.name)
         if marked.get("parent") is not None:  # a child again: unfinished, not ended
             parent = marked["parent"]
             if dead is None:
@@ -1011,6 +1031,8 @@ class Lifecycle:
                 records.leave_queue(job_id)
             if doc.get("resumes_left") or parent is not None:
                 records.unwatch([job_id])
+            if doc.get("retry_at") is not None:  # ended while due to run again (a cancel)
+                records.unschedule([job_id])
         except StoreError:  # the next start that needs the place finds it stale and frees it
             log.debug("job %s: quota slot, unique or queue place not freed yet", job_id)
         send(signals.job_finished, self.app_state.app_ref(), job_id=job_id, document=doc)

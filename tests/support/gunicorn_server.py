@@ -98,7 +98,9 @@ class GunicornServer:
     ``env`` overrides the app's environment (see :func:`app_environment`);
     ``worker_class`` is ``"gthread"`` (``threads`` per worker) or ``"gevent"``
     (``worker_connections`` per worker). The log (gunicorn's and the app's
-    stderr) goes to ``log_dir/gunicorn-<port>.log``.
+    stderr) goes to ``log_dir/gunicorn-<port>.log``. ``app`` is another WSGI app
+    to serve (it must answer ``GET /``; a module of ``tests/`` needs ``PYTHONPATH``
+    in ``env``).
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class GunicornServer:
         extra_args: tuple[str, ...] = (),
         ready_timeout: float = 30.0,
         graceful_timeout: float = 10.0,
+        app: str = "example_app:create_app()",
     ) -> None:
         if worker_class not in ("gthread", "gevent"):
             raise ValueError(f"worker_class must be 'gthread' or 'gevent', got {worker_class!r}")
@@ -125,6 +128,7 @@ class GunicornServer:
         self.extra_args = extra_args
         self.ready_timeout = ready_timeout
         self.graceful_timeout = graceful_timeout
+        self.app = app
         self.log_path = Path(log_dir) / f"gunicorn-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
@@ -156,7 +160,7 @@ class GunicornServer:
             # 25.1+ opens a control socket at one fixed path per user: two servers would share it
             *(["--no-control-socket"] if gunicorn.version_info >= (25, 1) else []),
             *self.extra_args,
-            "example_app:create_app()",
+            self.app,
         ]
 
     def start(self) -> Self:

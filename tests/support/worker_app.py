@@ -12,11 +12,16 @@ each run (``...:run-log:<id>``: attempt, resumed, cursor, pid, parent pid, insta
 processed (``...:items:<id>``), so a test sees every run and every item, wherever it ran.
 Only then does the app's writer look for due jobs: the other worker tests' apps stay as
 they were.
+
+that show the test what ran where. With ``WT_SPANS`` (a file) every process writes its
+spans there (``support.observing``); with ``WT_METRICS_PORT`` a Celery worker's main
+process serves ``/metrics`` there (an RQ worker: ``--metrics-port``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -41,10 +46,39 @@ def _celery(url: str, queue: str) -> Any:
     return celery
 
 
+def _serve_metrics_from_celery(port: int) -> None:
+    from celery.signals import worker_init
+
+    from flask_asyncstate import metrics
+
+    def serve(**kw: Any) -> None:  # the worker's main process, before its pool forks
+        metrics.serve(port, "127.0.0.1")
+
+    worker_init.connect(serve, weak=False)
+
+
+class _MarkFields(logging.Handler):
+    """Marks the job fields of each record it handles: ``<prefix>mark:log:<asyncstate_job_id>``."""
+
+    def __init__(self, marks: redis.Redis, prefix: str) -> None:
+        super().__init__()
+        self.marks, self.prefix = marks, prefix
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job_id, name = record.asyncstate_job_id, record.asyncstate_job_name
+        self.marks.set(f"{self.prefix}mark:log:{job_id}", f"{name} {record.getMessage()}", ex=600)
+
+
 def create_app() -> Flask:
     url = os.environ["WT_REDIS_URL"]
     prefix = os.environ["WT_PREFIX"]
     executor = os.environ["WT_EXECUTOR"]
+    if os.environ.get("WT_SPANS"):
+        from support.observing import export_spans_to
+
+        export_spans_to(os.environ["WT_SPANS"])
+    if os.environ.get("WT_METRICS_PORT") and executor == "celery":
+        _serve_metrics_from_celery(int(os.environ["WT_METRICS_PORT"]))
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY="worker-test-secret",
@@ -61,6 +95,18 @@ def create_app() -> Flask:
 
     def mark(what: str, job: JobContext, value: Any = 1) -> None:
         marks.set(f"{prefix}mark:{what}:{job.id}", value, ex=600)
+
+    job_log = logging.getLogger("worker_app.jobs")
+    job_log.addHandler(_MarkFields(marks, prefix))
+    job_log.setLevel(logging.INFO)
+    job_log.propagate = False
+
+    @ext.job
+    def observed(job: JobContext) -> int:
+        mark("called", job)
+        mark("pid", job, os.getpid())
+        job_log.info("converting")
+        return 1
 
     @ext.job
     def until_cancelled(job: JobContext) -> str:
