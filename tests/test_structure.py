@@ -42,7 +42,10 @@ def _define(ext: Any, seen: dict[str, Any]) -> dict[str, Any]:
 
     @ext.job
     def fan_out(job: Any, count: int) -> dict[str, int]:
-        seen["children"] = [job.spawn(endless).id for _ in range(count)]
+        seen["children"] = []
+        for _ in range(count):
+            seen["children"].append(job.spawn(endless).id)
+        seen["spawned"] = True
         return job.wait_children(30)
 
     return {"convert": convert, "export": export, "endless": endless, "fan_out": fan_out}
@@ -104,7 +107,13 @@ def test_cancelling_the_parent_cancels_every_unfinished_child(
     jobs = _define(ext, seen)
     with app.app_context():
         parent = jobs["fan_out"].start(12)  # 7 run at once, 5 wait for a thread
-        wait_until(lambda: ((parent.status() or {}).get("children") or {}).get("running") == 7, 10)
+        wait_until(
+            lambda: (
+                seen.get("spawned")
+                and ((parent.status() or {}).get("children") or {}).get("running") == 7
+            ),
+            10,
+        )
         asked = time.monotonic()
         assert parent.cancel() is True
         doc = parent.wait(10)
