@@ -177,9 +177,15 @@ def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, re
     def finished(sender: object, job_id: str, document: dict, **kw: object) -> None:
         seen.append(document["status"])
 
+    import socket
+    import subprocess
+
+    ended = subprocess.Popen(["true"])  # a work horse of this host that has ended
+    ended.wait()
+    horse = f"{socket.gethostname()}-{ended.pid}-abc123"
     with signals.job_finished.connected_to(finished, sender=app):
         for job_id, status in [("gone1", JobStatus.RUNNING), ("gone2", JobStatus.SUCCEEDED)]:
-            doc = dict(new_document(job_id, "import", "worker-9"), status=status.value)
+            doc = dict(new_document(job_id, "import", horse), status=status.value)
             found.records.create(doc, None, False)
             found.lifecycle.end_abandoned(job_id, "Work-horse terminated unexpectedly")
             found.lifecycle.end_abandoned(job_id, "again")
