@@ -274,7 +274,7 @@ class JobRecords:
         ):
             return False
         if self.child_counts(parent)["total"] >= MAX_CHILDREN:
-            self.store.unclaim(self.family_key(parent), [child])
+            self.store.forget(self.family_key(parent), [child])
             return False
         self.store.tally(self.children_key(parent), {"total": 1})
         return True
@@ -283,8 +283,8 @@ class JobRecords:
         """A child changed state: ``changes`` to the parent's counters; with ``ended``, the
         child (that id) is no longer among the parent's unfinished ones."""
         self.store.tally(self.children_key(parent), changes)
-        if ended is not None:
-            self.store.unclaim(self.family_key(parent), [ended])
+        if ended is not None:  # gone from the index altogether: a claim never steps over it
+            self.store.forget(self.family_key(parent), [ended])
 
     def cancel_requested(self, job_id: str) -> bool:
         """Whether a cancel of the job is stored (read without restarting its expiry)."""
