@@ -66,7 +66,7 @@ Targets: reading a parent flat: at 10,000 children <= 1.2x at 10, for
 ``records.status`` and for the route; Redis commands per child state change
 constant: at 10,000 children the same as at 10 (<= 1.0x), each change of each way.
 
-    python bench/structure.py           # 10 / 1,000 / 10,000 children, 5 x 200 polls, 200 steps (~65 s)
+    python bench/structure.py           # 10 / 1,000 / 10,000 children, 5 x 200 polls, 200 steps (~1 min)
     python bench/structure.py --quick   # 10 / 100 / 1,000 children, 3 x 50 polls, 50 steps (~10 s)
 """
 
