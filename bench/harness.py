@@ -83,12 +83,13 @@ from support.worker_procs import descendants
 from flask_asyncstate import AsyncState, JobContext, serialization  # noqa: F401
 from flask_asyncstate import logs as _logs
 from flask_asyncstate import metrics as _metrics
+from flask_asyncstate import records as _records
 from flask_asyncstate import tracing as _tracing
 from flask_asyncstate.config import (
     DEFAULTS as CONFIG_DEFAULTS,
 )
 from flask_asyncstate.owners import OWNER_KEY, request_owner  # noqa: F401
-from flask_asyncstate.records import FINAL  # noqa: F401
+from flask_asyncstate.records import CHILD_COUNTS, FINAL  # noqa: F401
 from flask_asyncstate.state import StateAPI  # noqa: F401
 from flask_asyncstate.stores import MemoryStore  # noqa: F401
 from flask_asyncstate.stores.redis import RedisStore, client_from_url  # noqa: F401
@@ -155,6 +156,26 @@ def start_hooks(name: str) -> Callable[[], None]:
 def runtime(ext: AsyncState) -> Any:
     """The per-app runtime of the current app (push an app context first)."""
     return ext.app_state()
+
+
+def job_records(ext: AsyncState) -> Any:
+    """The job records of the current app (push an app context first): ``status(job_id)``
+    reads a document as a poll does; ``adopt_child(parent, child)``, ``count_child(parent,
+    changes, ended=None)`` and ``child_counts(parent)`` are what the lifecycle keeps a
+    parent's ``children`` counts with."""
+    return runtime(ext).records
+
+
+@contextmanager
+def children_limit(limit: int) -> Iterator[None]:
+    """The most children one parent job may have (``records.MAX_CHILDREN``) set to ``limit``
+    for a while, in this process."""
+    kept = _records.MAX_CHILDREN
+    _records.MAX_CHILDREN = limit
+    try:
+        yield
+    finally:
+        _records.MAX_CHILDREN = kept
 
 
 def signer(ext: AsyncState) -> Any:

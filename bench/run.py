@@ -54,6 +54,7 @@ BENCHMARKS = (
     "growth",
     "again",
     "observability",
+    "structure",
 )
 README = harness.BENCH / "README.md"
 MARKERS = ("<!-- summary: start (bench/run.py writes this part) -->", "<!-- summary: end -->")
