@@ -190,6 +190,7 @@ def test_start_beyond_max_queued_raises_queue_full_and_creates_nothing(
         assert jobs["count"].start(1).wait(10)["status"] == "succeeded"  # room again
 
 
+@pytest.mark.reliability  # processes, servers or a flood: the whole suite runs it
 def test_heartbeat_stays_small_with_thousands_of_queued_jobs(make_jobs, redis_url) -> None:
     app, ext, jobs = make_jobs(
         redis_url,

@@ -39,6 +39,7 @@ def _timed(fn):
     return result, time.monotonic() - started
 
 
+@pytest.mark.reliability  # processes, servers or a flood: the whole suite runs it
 def test_stalled_redis_fails_fast_on_the_request_path_and_recovers(stalled_app) -> None:
     app, ext, server = stalled_app
     jobs = define_jobs(ext)

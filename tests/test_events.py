@@ -107,6 +107,7 @@ def live_server(make_app):
     server.shutdown()
 
 
+@pytest.mark.reliability  # processes, servers or a flood: the whole suite runs it
 def test_open_streams_cost_no_memory_per_update_and_free_threads_on_close(live_server) -> None:
     app, ext, url = live_server
     gate, step = threading.Event(), threading.Event()

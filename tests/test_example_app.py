@@ -246,6 +246,7 @@ def _race_for_secret(barrier: Any, instance: str, out: Any) -> None:
     out.put(shared_secret_key(instance))
 
 
+@pytest.mark.reliability  # processes, servers or a flood: the whole suite runs it
 def test_workers_racing_to_create_the_secret_all_get_the_winners(tmp_path: Path) -> None:
     instance, n = str(tmp_path / "instance"), 8
     barrier, out = spawn.Barrier(n), spawn.Queue()
@@ -295,6 +296,7 @@ def _wait_for(browser: requests.Session, url: str, status: str, within: float) -
     return wait_until(reached, within, interval=0.05, message=lambda: f"{status}: {seen}")
 
 
+@pytest.mark.reliability  # processes, servers or a flood: the whole suite runs it
 def test_import_watch_and_cancel_under_gunicorn_gevent(redis_url: str, tmp_path: Path) -> None:
     env = {
         "REDIS_URL": redis_url,
@@ -668,6 +670,7 @@ def test_the_french_labels_cover_every_widget_label_and_keep_its_fields() -> Non
     assert set(TEXTS["fr"]) == set(TEXTS["en"])
 
 
+@pytest.mark.reliability  # processes, servers or a flood: the whole suite runs it
 def test_streams_never_take_a_threaded_servers_threads(redis_url: str, tmp_path: Path) -> None:
     """gunicorn gthread with 4 threads and the default ASYNCSTATE_MAX_STREAMS: one session's
     streams are refused at once (the widget polls), so another visitor's page never waits."""

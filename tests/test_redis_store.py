@@ -29,6 +29,7 @@ def test_cancel_from_other_process_sets_event(redis_url: str) -> None:
     print("cross-process cancel: Event set in the holder process")
 
 
+@pytest.mark.reliability  # processes, servers or a flood: the whole suite runs it
 def test_updates_from_two_processes_are_atomic(redis_url: str) -> None:
     state = state_api(redis_url)
     state.create(Counter(), name="count")

@@ -253,6 +253,7 @@ def test_simultaneous_unique_starts_in_threads_make_one_job(make_app, backend_ur
     assert len({job_id for job_id, _ in got}) == 1 and sum(new for _, new in got) == 1
 
 
+@pytest.mark.reliability  # processes, servers or a flood: the whole suite runs it
 def test_simultaneous_unique_starts_from_two_instances_make_one_job(make_app, redis_url) -> None:
     """Two OS processes start the app-unique job at the same moment, five times over."""
     spawn = multiprocessing.get_context("spawn")
