@@ -232,7 +232,8 @@ def test_assets_are_served_locally(web) -> None:
     client = app.test_client()
     for path, needle in [
         ("jquery.js", b"jQuery v3"),
-        ("asyncstate.js", b"$.fn[NAME] = function"),
+        ("asyncstate.js", b"$.fn[NAME] = Plugin"),
+        ("asyncstate.mjs", b"customElements.define('asyncstate-progress'"),
         ("asyncstate.css", b".asyncstate-bar"),
     ]:
         with client.get(f"/asyncstate/{path}") as response:
@@ -309,3 +310,19 @@ def test_widget_script_is_told_the_statuses_wherever_it_is_served_from(make_app)
         ).render()
     assert '<script>window.asyncstateStatuses = {"all": ["queued"' in page
     assert '"final": ["succeeded", "failed", "cancelled", "lost"]' in page
+
+
+def test_the_classic_script_is_the_modules_core_then_the_plugin(make_app) -> None:
+    """``asyncstate.mjs`` and ``asyncstate.js`` serve one core: the module's code, its one
+    export statement turned into the classic script's namespace, then the jQuery plugin."""
+    app, _ext = make_app()
+    client = app.test_client()
+    module = client.get("/asyncstate/asyncstate.mjs")
+    assert module.status_code == 200 and module.mimetype == "text/javascript"
+    text = module.get_data(as_text=True)
+    assert text.startswith('window.asyncstateStatuses = {"all": ["queued", "running"')
+    assert text.count("\nexport ") == 1 and "\nimport " not in text  # no bundler needed
+    core = text[text.index("/*!") : text.rindex("\nexport {")]
+    classic = client.get("/asyncstate/asyncstate.js").get_data(as_text=True)
+    assert "\nexport " not in classic and "window.asyncstate = (function () {" in classic
+    assert core in classic and classic.index(core) < classic.index("$.fn[NAME] = Plugin")
