@@ -1,28 +1,20 @@
 /*!
- * flask-asyncstate: the progress widget's core, an ES module with no dependencies. BSD-3-Clause.
+ * flask-asyncstate: the progress widget, an ES module with no dependencies. BSD-3-Clause.
  *
  *   <asyncstate-progress token="..." prefix="/asyncstate"></asyncstate-progress>
  *   <script type="module" src="/asyncstate/asyncstate.mjs"></script>
  *
- * Tracker follows one job (its event stream or polls, back-off, Retry-After, cancel, "Try
- * again") and fires events on itself: transport, progress, done, error, change, destroy.
- * Widget is a Tracker drawn on the widget's markup (the server's, templates/asyncstate/
- * widget.html; the parts an element lacks are made). The add-ons (page title, notification,
- * result slot) listen to a Widget's events. <asyncstate-progress> is a Widget on itself that
- * fires the events on the element as "asyncstate:<name>" (bubbling, payload in `detail`).
- *
- * Load it from <prefix>/asyncstate.mjs: that route puts the job statuses and the default
- * labels in front of it (window.asyncstateStatuses, window.asyncstateLabels). The route
- * <prefix>/asyncstate.js serves this same code as a classic script (window.asyncstate),
- * followed by the jQuery plugin.
- *
- * Every request goes to this page's origin, as JSON; everything the server sends is written
- * as text, but the result slot's HTML (rendered and escaped by the app's own template).
+ * The core, Tracker, follows one job (its event stream or polls, back-off, Retry-After,
+ * cancel, "Try again") and fires events on itself. Widget is a Tracker drawn on the widget's
+ * markup; the add-ons (page title, notification, result slot) listen to a Widget's events;
+ * <asyncstate-progress> is a Widget on itself. Served by <prefix>/asyncstate.mjs, which puts
+ * the job statuses and default labels in front (and by <prefix>/asyncstate.js as a classic
+ * script, window.asyncstate, followed by the jQuery plugin). Types: asyncstate.d.ts.
  */
 
+// ------------------------------------------------------------------ the core
+
 const NAME = 'asyncstate';
-const SEP = ' \u00b7 ';
-const DASH = ' \u2014 ';
 
 function fromServer(key, fallback) {
   const value = globalThis[key];
@@ -33,23 +25,9 @@ function fromServer(key, fallback) {
 
 /** The job statuses, from the server's JobStatus: {all: [...], final: [...]}. */
 const statuses = fromServer('asyncstateStatuses', { all: [], final: [] });
-/** The server's default labels (templating.DEFAULT_LABELS); a label missing shows its key. */
+/** The server's default labels (templating.DEFAULT_LABELS). */
 const labels = fromServer('asyncstateLabels', { progress: 'Progress', cancel: 'Cancel' });
 const FINAL = new Set(statuses.final);
-const MODIFIERS = new Set(
-  [
-    ...statuses.all,
-    ...['notfound', 'forbidden', 'error', 'retrying', 'reconnecting', 'indeterminate'],
-    ...['cancelling', 'retry-scheduled', 'resumed']
-  ].map((m) => `${NAME}--${m}`)
-);
-const HALT_LABELS = { notfound: 'notFound', forbidden: 'forbidden', error: 'error' };
-// A final document's reason that replaces its status text, whatever the status.
-const REASON_LABELS = new Map([
-  ['shutdown', 'reasonShutdown'],
-  ['timeout', 'reasonTimeout']
-]);
-const RESULT_ATTEMPTS = 3; // result requests, in all, after transient failures
 
 /** Every widget's options unless given others: change them here for the whole page. */
 const defaults = {
@@ -71,12 +49,11 @@ const defaults = {
   result: false // the job has a result slot to fetch when it succeeds
 };
 
-// ------------------------------------------------------------------ helpers
-
 const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
 const clamp = (v, lo, hi) => Math.min(Math.max(v, lo), hi);
-const join = (text, more) => (text ? text + DASH + more : more);
 const isDoc = (body) => !!body && typeof body === 'object' && typeof body.status === 'string';
+// An option that may come from an attribute: "false", "0", "no" and "off" are false.
+const flag = (v, dflt) => (v == null ? dflt : !/^\s*(false|0|no|off)\s*$/i.test(String(v)));
 // Network error, timeout, 408, 429, 5xx, or a 2xx that is no JSON: try again later.
 const transient = (s) => s === 0 || s === 408 || s === 429 || s >= 500 || (s >= 200 && s < 300);
 
@@ -85,39 +62,19 @@ function positiveInt(v) {
   return isNum(n) && n > 0 ? Math.floor(n) : null;
 }
 
-// An option that may come from an attribute: "false", "0", "no" and "off" are false.
-const flag = (v, dflt) => (v == null ? dflt : !/^\s*(false|0|no|off)\s*$/i.test(String(v)));
-
-function format(template, values) {
-  return String(template).replace(/\{(\w+)\}/g, (all, key) =>
-    Object.hasOwn(values, key) ? String(values[key]) : all
-  );
-}
-
-// Only when the text changes, so that live regions do not announce it again.
-function setText(node, text) {
-  if (node && node.textContent !== text) node.textContent = text;
-}
-
-// The string values of labels objects (a string is JSON that did not parse: reported).
-function strings(...layers) {
-  const out = {};
-  for (const layer of layers.flat(Infinity)) {
-    if (typeof layer === 'string') console.error(`flask-asyncstate: labels not JSON: ${layer}`);
-    else if (layer && typeof layer === 'object') {
-      for (const [key, value] of Object.entries(layer))
-        if (typeof value === 'string') out[key] = value;
-    }
+function parse(json) {
+  try {
+    return JSON.parse(json);
+  } catch {
+    return undefined;
   }
-  return out;
 }
 
 // The prefix as a path on this site ("/asyncstate"), or null. Markup a page lets through (a
 // sanitized comment keeps data-* attributes) must never point the widget elsewhere: no URL,
 // no "//host" or "/\host", no query or fragment, no control character (the URL parser drops
 // a tab: "/<TAB>/host" is "//host"), and it resolves to this page's origin (CVE-2018-14042).
-function checkedPrefix(value) {
-  const raw = value == null ? '' : value;
+function checkedPrefix(raw = '') {
   const onSite = typeof raw === 'string' && (raw === '' || /^\/(?!\/)/.test(raw));
   // eslint-disable-next-line no-control-regex -- refusing control characters is the point
   if (!onSite || /[\\?#\u0000-\u001f\u007f]/.test(raw)) return null;
@@ -138,55 +95,19 @@ function retryAfterMs(header) {
   return isNum(date) ? Math.max(0, date - Date.now()) : null;
 }
 
-function percentOf(doc) {
-  if (isNum(doc.percent)) return doc.percent;
-  // percent: null means "total unknown"; only derive it when the key is absent
-  const derive = doc.percent === undefined && isNum(doc.total) && doc.total > 0;
-  return derive && isNum(doc.current) ? (doc.current * 100) / doc.total : null;
-}
-
-// A job queued to be retried after a failed run: due after its back-off, later than the
-// document's own time, with the failure in `error` (a resume may be stored with the time of
-// its last progress, earlier than its retry_at: `resumed` with no error tells it apart).
-function retryScheduled(doc) {
-  const later = isNum(doc.retry_at) && isNum(doc.updated_at) && doc.retry_at > doc.updated_at;
-  return doc.status === 'queued' && later && (doc.resumed !== true || !!doc.error);
-}
-
-function errorDetail(err) {
-  if (!err || typeof err === 'string') return err || '';
-  return [err.type, err.message].filter(Boolean).map(String).join(': ');
-}
-
-// The reason of a document when it is a word fit for a class name, else ''.
-function reasonOf(doc) {
-  const reason = doc && doc.reason;
-  return typeof reason === 'string' && /^[a-z][a-z0-9_-]{0,31}$/.test(reason) ? reason : '';
-}
-
-// Seconds as m:ss, or h:mm:ss from an hour on.
-function clockText(seconds) {
-  const s = Math.max(0, Math.floor(seconds));
-  const [h, m] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60)];
-  const pad = (n) => String(n).padStart(2, '0');
-  return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
-}
-
-// ------------------------------------------------------------------ the core
-
-/** Follows one job by its token; fires its events on itself. */
+/** Follows one job by its token; fires transport, progress, done, error, change, destroy. */
 class Tracker extends EventTarget {
   constructor(token, options = {}) {
     super();
     const o = (this.options = { ...defaults, ...options });
     const prefix = o.prefix;
     this.token = token == null ? '' : String(token);
-    this.prefix = o.prefix = checkedPrefix(prefix);
+    this.prefix = o.prefix = checkedPrefix(prefix ?? '');
     this.refused = this.prefix === null; // then it does nothing at all
     if (this.refused) {
       console.warn(
-        `flask-asyncstate: widget refused: its prefix ${JSON.stringify(prefix)} is not ` +
-          `a path on this site (one starting with "/", on ${location.origin}); it makes no request`
+        `flask-asyncstate: widget refused: its prefix ${JSON.stringify(prefix)} is not a path ` +
+          `on this site (one starting with "/", on ${location.origin}); it makes no request`
       );
     }
     o.interval = positiveInt(o.interval) || defaults.interval;
@@ -195,28 +116,15 @@ class Tracker extends EventTarget {
     o.cancelRetries = o.cancelRetries === 0 ? 0 : positiveInt(o.cancelRetries) || 5;
     o.mode = String(o.mode || 'poll').toLowerCase();
     o.tryAgain = flag(o.tryAgain, true);
-    Object.assign(this, {
-      doc: null, // the last progress document
-      docAt: null, // performance.now() when it arrived
-      status: null, // its status, or "notfound", "forbidden", "error" once halted
-      halt: null, // {modifier, label, detail}: stopped by an error of its own (404, 403...)
-      finished: this.refused, // a final status or a halt
-      destroyed: this.refused,
-      transport: null, // "sse" or "poll"
-      sseRefused: false, // a stream failed before it opened: polls from then on
-      failures: 0, // transient failures in a row
-      reconnecting: false, // the server answered 503 or 429 (or sent "unavailable")
-      retryIn: null, // ms until the next poll after another transient failure
-      sawUnfinished: false, // a document before the final one
-      cancelPending: false, // a cancel is being sent
-      cancelRequested: false, // the server has it
-      cancelError: null, // {retrying} or {message}
-      retryPending: false, // a "Try again" is being sent
-      retryError: null // {message}: why it was refused
-    });
+    // The state (asyncstate.d.ts says what each field holds).
+    this.doc = this.docAt = this.status = this.halt = this.transport = null;
+    this.retryIn = this.cancelError = this.retryError = null;
+    this.finished = this.destroyed = this.refused;
+    this.sseRefused = this.reconnecting = this.sawUnfinished = false;
+    this.cancelPending = this.cancelRequested = this.retryPending = false;
+    this.failures = 0;
     this._timers = {};
     this._requests = {};
-    this._source = null;
   }
 
   url(kind) {
@@ -263,20 +171,14 @@ class Tracker extends EventTarget {
     try {
       const init = { method, headers, cache: 'no-store', signal: controller.signal };
       const response = await fetch(this.url(kind), init);
-      const text = await response.text();
-      let body;
-      try {
-        body = JSON.parse(text);
-      } catch {
-        /* not JSON: below */
-      }
+      const body = parse(await response.text());
       return {
         status: response.status,
         ok: response.ok && body !== undefined,
         body,
         error: body && typeof body.error === 'string' ? body.error : '',
-        statusText: response.statusText,
         textStatus: body === undefined ? 'parsererror' : response.ok ? 'success' : 'error',
+        statusText: response.statusText,
         retryAfter: retryAfterMs(response.headers.get('Retry-After'))
       };
     } catch {
@@ -292,13 +194,8 @@ class Tracker extends EventTarget {
   info(kind, answer) {
     const malformed = answer.status >= 200 && answer.status < 300 && 'malformed answer';
     const message = answer.error || malformed || answer.statusText || answer.textStatus;
-    return {
-      kind,
-      status: answer.status,
-      textStatus: answer.textStatus,
-      message: message || 'request failed',
-      transient: transient(answer.status)
-    };
+    const { status, textStatus } = answer;
+    return { kind, status, textStatus, message, transient: transient(status) };
   }
 
   // The wait after the attempt-th failure in a row: the server's Retry-After (1 s ..
@@ -310,19 +207,12 @@ class Tracker extends EventTarget {
     return Math.min(o.interval * 2 ** attempt, o.maxInterval);
   }
 
-  _since() {
-    return this.docAt === null ? 0 : Math.max(0, (performance.now() - this.docAt) / 1000);
-  }
-
   // -------------------------------------------------------------- transport
 
   start() {
     if (this.refused) return;
-    if (!this.token) {
-      const info = { kind: 'config', status: 0, message: 'no job token given' };
-      return this._halt('error', info, 'noToken');
-    }
-    this._follow(0);
+    if (this.token) return this._follow(0);
+    this._halt('error', { kind: 'config', status: 0, message: 'no job token given' }, 'noToken');
   }
 
   // Its event stream when the mode asks for one and it opens, else polls after `delay` ms.
@@ -333,10 +223,9 @@ class Tracker extends EventTarget {
   }
 
   _setTransport(name) {
-    if (this.transport !== name) {
-      this.transport = name;
-      this.emit('transport', name);
-    }
+    if (this.transport === name) return;
+    this.transport = name;
+    this.emit('transport', name);
   }
 
   _usePolling(delay) {
@@ -381,12 +270,11 @@ class Tracker extends EventTarget {
     // transient failures "retrying in N s". The bar stays where it was.
     this.failures += 1;
     const delay = this.delay(this.failures, answer);
-    Object.assign(info, { attempt: this.failures, retryIn: delay });
     this.reconnecting = answer.status === 503 || answer.status === 429;
     this.retryIn = this.reconnecting ? null : delay;
     this.emit('change');
     this._schedule(delay);
-    this.emit('error', info);
+    this.emit('error', { ...info, attempt: this.failures, retryIn: delay });
   }
 
   // One EventSource. It fails before it ever opened (a 429 for too many streams, a 503, a
@@ -408,19 +296,14 @@ class Tracker extends EventTarget {
     on('open', () => (opened = true));
     on('message', (event) => {
       opened = true;
-      let doc;
-      try {
-        doc = JSON.parse(event.data);
-      } catch {
-        /* below */
-      }
+      const doc = parse(event.data);
       if (!isDoc(doc)) return this._fallBack(); // {"error": ...}: a poll finds out what it is
       this.failures = 0;
       this._handleDoc(doc);
     });
     on('unavailable', (event) => {
       opened = true;
-      this._unavailable(event);
+      this._unavailable(parse(event.data));
     });
     on('reconnect', () => {
       this._closeStream();
@@ -436,14 +319,8 @@ class Tracker extends EventTarget {
 
   // The stream is open, but the server cannot read the job store; it keeps trying and sends
   // the document when it can: "Reconnecting" until then (or for a while, if nothing changed).
-  _unavailable(event) {
+  _unavailable(body) {
     if (this.finished || this.destroyed) return;
-    let body;
-    try {
-      body = JSON.parse(event.data);
-    } catch {
-      /* the default message */
-    }
     this.reconnecting = true;
     this.emit('change');
     this.later('unavailable', Math.max(5000, 3 * this.options.interval), () => {
@@ -451,16 +328,10 @@ class Tracker extends EventTarget {
       this.reconnecting = false;
       this.emit('change');
     });
-    const message = body && typeof body.error === 'string' && body.error;
-    this.emit('error', {
-      kind: 'progress',
-      status: 503,
-      textStatus: 'unavailable',
-      message: message || 'the job store is unavailable',
-      transient: true,
-      attempt: 1,
-      retryIn: null
-    });
+    const error =
+      (body && typeof body.error === 'string' && body.error) || 'the job store is unavailable';
+    const info = this.info('progress', { status: 503, textStatus: 'unavailable', error });
+    this.emit('error', { ...info, attempt: 1, retryIn: null });
   }
 
   _closeStream() {
@@ -481,21 +352,16 @@ class Tracker extends EventTarget {
   }
 
   // A final error (404, 403, another refusal): stop, and say so.
-  _halt(modifier, info, label = HALT_LABELS[modifier], detail = '') {
-    Object.assign(this, {
-      finished: true,
-      status: modifier,
-      halt: { modifier, label, detail },
-      reconnecting: false,
-      retryIn: null,
-      cancelPending: false,
-      cancelError: null
-    });
-    info.transient = false;
+  _halt(modifier, info, label, detail = '') {
+    this.halt = { modifier, label, detail };
+    this.status = modifier;
+    this.finished = true;
+    this.reconnecting = this.cancelPending = false;
+    this.retryIn = this.cancelError = null;
     this._stopTransport();
     this.clear('cancel');
     this.emit('change');
-    this.emit('error', info);
+    this.emit('error', { ...info, transient: false });
   }
 
   // -------------------------------------------------------------- documents
@@ -510,8 +376,10 @@ class Tracker extends EventTarget {
     // the same moment again (nothing written since): elapsed counts on from its first arrival
     const same = last && at === last.updated_at && doc.started_at === last.started_at;
     if (!same || this.docAt === null) this.docAt = performance.now();
-    Object.assign(this, { doc, status: doc.status, reconnecting: false, retryIn: null });
-    this.retryError = null;
+    this.doc = doc;
+    this.status = doc.status;
+    this.reconnecting = false;
+    this.retryIn = this.retryError = null;
     this.cancelRequested = this.cancelRequested || !!doc.cancel_requested;
     this.clear('unavailable');
     if (isFinal || this.cancelRequested) this._stopCancelRetries(); // the server has it
@@ -534,7 +402,9 @@ class Tracker extends EventTarget {
   cancel() {
     const busy = this.cancelPending || this.cancelRequested;
     if (this.destroyed || this.finished || busy || !this.token) return;
-    Object.assign(this, { cancelPending: true, cancelError: null, _cancelAttempt: 0 });
+    this.cancelPending = true;
+    this.cancelError = null;
+    this._cancelAttempt = 0;
     this.emit('change');
     this._sendCancel();
   }
@@ -544,39 +414,37 @@ class Tracker extends EventTarget {
   // once a document from the server says so.
   async _sendCancel() {
     if (this.destroyed || this.finished || this.cancelRequested) {
-      return Object.assign(this, { cancelPending: false, cancelError: null });
+      this.cancelPending = false;
+      this.cancelError = null;
+      return;
     }
     const attempt = (this._cancelAttempt += 1);
     const answer = await this.request('cancel', 'POST');
     if (!answer) return;
-    if (answer.ok) {
-      Object.assign(this, { cancelPending: false, cancelError: null });
-      if (isDoc(answer.body)) this._handleDoc(answer.body);
-      return this.emit('change');
-    }
     const info = this.info('cancel', answer);
     if (answer.status === 404) return this._halt('notfound', info);
     const again = attempt <= this.options.cancelRetries && !this.finished && !this.cancelRequested;
-    if (info.transient) {
-      Object.assign(info, { attempt, retryIn: again ? this.delay(attempt, answer) : null });
-    }
-    if (info.transient && again) {
+    if (!answer.ok && info.transient) Object.assign(info, { attempt, retryIn: null });
+    if (!answer.ok && info.transient && again) {
+      info.retryIn = this.delay(attempt, answer);
       this.cancelError = { retrying: true };
       this.later('cancel', info.retryIn, () => this._sendCancel());
     } else {
-      // not sent again (403, 400...) or out of retries: say so; the button works again
-      Object.assign(this, { cancelPending: false, cancelError: { message: answer.error } });
+      // done, or not to be sent again (403, 400...) or out of retries: the button works again
+      this.cancelPending = false;
+      this.cancelError = answer.ok ? null : { message: answer.error };
     }
+    if (answer.ok && isDoc(answer.body)) this._handleDoc(answer.body);
     this.emit('change');
-    this.emit('error', info);
+    if (!answer.ok) this.emit('error', info);
   }
 
   // Drop a cancel waiting to be sent again (not one in flight: its answer is still useful).
   _stopCancelRetries() {
-    if (this._timers.cancel) {
-      this.clear('cancel');
-      Object.assign(this, { cancelPending: false, cancelError: null });
-    }
+    if (!this._timers.cancel) return;
+    this.clear('cancel');
+    this.cancelPending = false;
+    this.cancelError = null;
   }
 
   // -------------------------------------------------------------- try again
@@ -592,7 +460,8 @@ class Tracker extends EventTarget {
   // Refused: retryError says why, and it can be asked again; never sent again by itself.
   async retry() {
     if (this.retryPending || !this.retryOffered()) return;
-    Object.assign(this, { retryPending: true, retryError: null });
+    this.retryPending = true;
+    this.retryError = null;
     this.emit('change');
     const answer = await this.request('retry', 'POST');
     if (!answer) return;
@@ -610,17 +479,17 @@ class Tracker extends EventTarget {
   async _recheck() {
     const answer = await this.request('progress', 'GET', 'recheck');
     const doc = answer && answer.ok && answer.body;
-    if (isDoc(doc) && !FINAL.has(doc.status) && this.finished && !this.retryPending) {
-      this._reopen(doc);
-    }
+    const again = isDoc(doc) && !FINAL.has(doc.status);
+    if (again && this.finished && !this.retryPending) this._reopen(doc);
   }
 
   // The job runs again under its token: forget how its last run ended, follow it anew.
   _reopen(doc) {
     if (this.destroyed) return;
-    Object.assign(this, { finished: false, halt: null, failures: 0, sawUnfinished: false });
-    Object.assign(this, { cancelPending: false, cancelRequested: false, cancelError: null });
-    this._doneFired = false;
+    this.finished = this.sawUnfinished = this._doneFired = false;
+    this.cancelPending = this.cancelRequested = false;
+    this.halt = this.cancelError = null;
+    this.failures = 0;
     this._handleDoc(doc);
     if (!this.finished) this._follow(this.options.interval);
   }
@@ -638,15 +507,87 @@ class Tracker extends EventTarget {
 
 // ------------------------------------------------------------------ the widget
 
+const SEP = ' \u00b7 ';
+const MODIFIERS = new Set(
+  [
+    ...statuses.all,
+    ...['notfound', 'forbidden', 'error', 'retrying', 'reconnecting', 'indeterminate'],
+    ...['cancelling', 'retry-scheduled', 'resumed']
+  ].map((m) => `${NAME}--${m}`)
+);
+const HALT_LABELS = { notfound: 'notFound', forbidden: 'forbidden', error: 'error' };
+// A final document's reason that replaces its status text, whatever the status.
+const REASON_LABELS = new Map([
+  ['shutdown', 'reasonShutdown'],
+  ['timeout', 'reasonTimeout']
+]);
+
+const join = (text, more) => (text ? `${text} \u2014 ${more}` : more);
+const messageOf = (doc) => (doc && doc.message != null ? String(doc.message) : '');
+
+function format(template, values) {
+  return String(template).replace(/\{(\w+)\}/g, (all, key) =>
+    Object.hasOwn(values, key) ? String(values[key]) : all
+  );
+}
+
+// Only when the text changes, so that live regions do not announce it again.
+function setText(node, text) {
+  if (node && node.textContent !== text) node.textContent = text;
+}
+
+// The string values of labels objects (a string is JSON that did not parse: reported).
+function strings(...layers) {
+  const out = {};
+  for (const layer of layers.flat(Infinity)) {
+    if (typeof layer === 'string') console.error(`flask-asyncstate: labels not JSON: ${layer}`);
+    else if (layer && typeof layer === 'object') {
+      for (const [key, value] of Object.entries(layer))
+        if (typeof value === 'string') out[key] = value;
+    }
+  }
+  return out;
+}
+
+function percentOf(doc) {
+  if (isNum(doc.percent)) return doc.percent;
+  // percent: null means "total unknown"; only derive it when the key is absent
+  const derive = doc.percent === undefined && isNum(doc.total) && doc.total > 0;
+  return derive && isNum(doc.current) ? (doc.current * 100) / doc.total : null;
+}
+
+// A job queued to be retried after a failed run: due after its back-off, later than the
+// document's own time, with the failure in `error` (a resume may be stored with the time of
+// its last progress, earlier than its retry_at: `resumed` with no error tells it apart).
+function retryScheduled(doc) {
+  const later = isNum(doc.retry_at) && isNum(doc.updated_at) && doc.retry_at > doc.updated_at;
+  return doc.status === 'queued' && later && (doc.resumed !== true || !!doc.error);
+}
+
+function errorDetail(err) {
+  if (!err || typeof err === 'string') return err || '';
+  return [err.type, err.message].filter(Boolean).map(String).join(': ');
+}
+
+// The reason of a document when it is a word fit for a class name, else ''.
+function reasonOf(doc) {
+  const reason = doc && doc.reason;
+  return typeof reason === 'string' && /^[a-z][a-z0-9_-]{0,31}$/.test(reason) ? reason : '';
+}
+
+// Seconds as m:ss, or h:mm:ss from an hour on.
+function clockText(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const [h, m] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60)];
+  const pad = (n) => String(n).padStart(2, '0');
+  return h > 0 ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
+}
+
 // The parts, in their order: [name, tag, attributes, made when missing if...]. An empty
 // element gets all of them (widget.html's markup); an element with markup of its own keeps
 // what it has, plus the time line, the result slot if `result` and the button if `tryAgain`.
 const PARTS = [
-  [
-    'bar',
-    'div',
-    { role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': 0 }
-  ],
+  ['bar', 'div', { role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100 }],
   ['eta', 'p', {}, true],
   ['message', 'p', { 'aria-live': 'polite' }],
   ['result', 'div', { hidden: '' }, 'result'],
@@ -662,13 +603,9 @@ class Widget extends Tracker {
     this.element = element;
     if (this.refused) return; // no request, no markup
     const o = this.options;
-    for (const [key, dflt] of [
-      ['notify', false],
-      ['pageTitle', true],
-      ['result', false]
-    ]) {
-      o[key] = flag(o[key], dflt);
-    }
+    o.notify = flag(o.notify, false);
+    o.pageTitle = flag(o.pageTitle, true);
+    o.result = flag(o.result, false);
     // Labels: the server's defaults < the page's (defaults.labels) < this widget's.
     const given = strings(defaults.labels, o.labels);
     this.labels = { ...labels, ...given };
@@ -697,24 +634,22 @@ class Widget extends Tracker {
     if (bar && (Object.hasOwn(given, 'progress') || o.label || !bar.getAttribute('aria-label'))) {
       bar.setAttribute('aria-label', o.label || this.label('progress'));
     }
-    const text = (node, key) => {
+    const textOf = (node, key) => {
       const own = node ? node.textContent.trim() : '';
       return Object.hasOwn(given, key) || !own ? this.label(key) : own;
     };
-    this.cancelText = text(cancel, 'cancel');
-    this.retryText = text(retry, 'tryAgain');
+    this.cancelText = textOf(cancel, 'cancel');
+    this.retryText = textOf(retry, 'tryAgain');
     setText(cancel, this.cancelText);
     setText(this.parts.retry, this.retryText);
     const listening = new AbortController();
-    const press = (node, fn) =>
-      node?.addEventListener(
-        'click',
-        (event) => {
-          event.preventDefault();
-          fn();
-        },
-        { signal: listening.signal }
-      );
+    const press = (node, fn) => {
+      const click = (event) => {
+        event.preventDefault();
+        fn();
+      };
+      node?.addEventListener('click', click, { signal: listening.signal });
+    };
     press(cancel, () => this.cancel());
     press(this.parts.retry, () => this.retry());
     this.addEventListener('change', () => this.render());
@@ -751,12 +686,12 @@ class Widget extends Tracker {
 
   /** Draw the state: classes, bar, status and message lines, buttons, time line. */
   render() {
-    const { doc, halt, parts, finished } = this;
+    const { doc, halt, parts, finished, cancelError, retryError } = this;
     let modifiers = [];
     let status = '';
     if (halt) {
       modifiers = ['error', halt.modifier];
-      status = this.label(halt.label) + halt.detail;
+      status = this.label(halt.label || HALT_LABELS[halt.modifier]) + halt.detail;
       parts.bar?.removeAttribute('aria-valuenow');
       parts.bar?.setAttribute('aria-valuetext', status);
     } else if (doc) {
@@ -776,19 +711,14 @@ class Widget extends Tracker {
       if (ours && !wanted.has(name)) this.element.classList.remove(name);
     }
     this.element.classList.add(...wanted);
-    const { cancelError, retryError } = this;
     if (cancelError && !finished) {
-      const message = cancelError.message ? `: ${cancelError.message}` : '';
-      status = join(
-        status,
-        cancelError.retrying ? this.label('cancelRetrying') : this.label('cancelFailed') + message
-      );
+      const failed =
+        this.label('cancelFailed') + (cancelError.message ? `: ${cancelError.message}` : '');
+      status = join(status, cancelError.retrying ? this.label('cancelRetrying') : failed);
     }
-    const refusal =
-      retryError &&
-      this.label('tryAgainFailed') + (retryError.message ? `: ${retryError.message}` : '');
-    if (parts.message)
-      setText(parts.message, refusal || (doc && doc.message != null ? String(doc.message) : ''));
+    const refused = retryError && this.label('tryAgainFailed');
+    const refusal = refused && refused + (retryError.message ? `: ${retryError.message}` : '');
+    if (parts.message) setText(parts.message, refusal || messageOf(doc));
     else if (refusal) status = join(status, refusal);
     setText(parts.status, status);
     this._drawButtons();
@@ -798,11 +728,11 @@ class Widget extends Tracker {
   _drawBar(doc, statusText) {
     const isFinal = FINAL.has(doc.status);
     const pct = percentOf(doc);
-    let shown =
-      doc.status === 'succeeded' ? 100 : pct === null ? null : Math.floor(clamp(pct, 0, 100));
-    if (!isFinal && shown > 99) shown = 99; // never 100 before it is done
+    const top = isFinal ? 100 : 99; // never 100 before it is done
+    const shown =
+      doc.status === 'succeeded' ? 100 : pct === null ? null : Math.floor(clamp(pct, 0, top));
     this.shown = shown;
-    const message = doc.message == null ? '' : String(doc.message);
+    const message = messageOf(doc);
     const { bar, fill } = this.parts;
     if (bar) {
       if (shown === null) bar.removeAttribute('aria-valuenow');
@@ -855,10 +785,14 @@ class Widget extends Tracker {
     clearTimeout(this._etaTimer);
     const { doc } = this;
     const live = doc && !this.halt && !this.destroyed;
+    const since = this.docAt === null ? 0 : Math.max(0, (performance.now() - this.docAt) / 1000);
     let text = '';
     let wait = 0;
-    const retryIn = live && retryScheduled(doc) ? this._retryIn(doc) : null;
-    if (retryIn !== null) {
+    if (live && retryScheduled(doc)) {
+      // at most what the server's times say (less the time since the document came), and
+      // what this browser's clock says when it is right
+      const byServer = doc.retry_at - doc.updated_at - since;
+      const retryIn = Math.max(0, Math.min(byServer, doc.retry_at - Date.now() / 1000));
       const [attempt, max] = [doc.attempt, doc.max_attempts].map((n) => (isNum(n) ? n : '?'));
       const seconds = Math.max(1, Math.ceil(retryIn));
       text = format(this.label('retryingIn'), { seconds, attempt, max });
@@ -866,35 +800,27 @@ class Widget extends Tracker {
       wait = retryIn > 0 ? clamp(Math.floor((retryIn * 1000) % 1000) + 20, 50, 1000) : 1000;
     } else if (live && doc.status !== 'queued' && isNum(doc.started_at)) {
       const isFinal = FINAL.has(doc.status);
-      const since = isFinal ? 0 : this._since();
       const upTo = isNum(doc.updated_at) ? doc.updated_at : doc.started_at;
-      let elapsed = Math.max(0, upTo - doc.started_at) + since;
+      let elapsed = Math.max(0, upTo - doc.started_at) + (isFinal ? 0 : since);
       if (!isFinal) {
         // a fresher document may say a little less than the estimate shown: no counting back
-        if (this._elapsed?.start === doc.started_at)
-          elapsed = Math.max(elapsed, this._elapsed.shown);
-        this._elapsed = { start: doc.started_at, shown: elapsed };
+        const shown = this._elapsed;
+        if (shown && shown.start === doc.started_at) elapsed = Math.max(elapsed, shown.value);
+        this._elapsed = { start: doc.started_at, value: elapsed };
         wait = clamp(1020 - Math.floor((elapsed * 1000) % 1000), 50, 1000);
       }
       text = format(this.label('elapsed'), { time: clockText(elapsed) });
       if (!isFinal && doc.status === 'running' && isNum(doc.eta) && doc.eta >= 0) {
         const left = Math.max(0, doc.eta - since);
+        text += SEP;
         text +=
-          SEP +
-          (left < 60
+          left < 60
             ? format(this.label('etaSeconds'), { seconds: Math.max(1, Math.ceil(left)) })
-            : format(this.label('etaMinutes'), { minutes: Math.max(1, Math.round(left / 60)) }));
+            : format(this.label('etaMinutes'), { minutes: Math.max(1, Math.round(left / 60)) });
       }
     }
     setText(this.parts.eta, text);
     if (wait) this._etaTimer = setTimeout(() => this._drawEta(), wait);
-  }
-
-  // Seconds until a job waiting for a retry runs: at most what the server's times say (less
-  // the time since the document came), and what this browser's clock says when it is right.
-  _retryIn(doc) {
-    const byServer = doc.retry_at - doc.updated_at - this._since();
-    return Math.max(0, Math.min(byServer, doc.retry_at - Date.now() / 1000));
   }
 }
 
@@ -943,7 +869,8 @@ function claimTitle(w, finishedNow) {
   if (owner !== w) {
     const keeps = owner && !owner.destroyed && (!owner.finished || title.unseenFinal);
     if (keeps && !finishedNow) return;
-    Object.assign(title, { owner: w, unseenFinal: false });
+    title.owner = w;
+    title.unseenFinal = false;
   }
   if (finishedNow && document.hidden) title.unseenFinal = true;
   applyTitle();
@@ -958,7 +885,8 @@ function pageTitle(w) {
   });
   w.addEventListener('destroy', () => {
     if (title.owner !== w) return;
-    Object.assign(title, { owner: null, unseenFinal: false });
+    title.owner = null;
+    title.unseenFinal = false;
     restoreTitle();
   });
 }
@@ -970,10 +898,11 @@ function notification(w) {
   w.addEventListener('done', ({ detail: doc }) => {
     const Notify = globalThis.Notification;
     if (!w.sawUnfinished || typeof Notify !== 'function' || Notify.permission !== 'granted') return;
-    const body =
-      (doc.message == null ? '' : String(doc.message)) || String(doc.label || doc.name || '');
     try {
-      new Notify(w.finalLabel(doc), { body }); // shows itself: nothing to keep
+      // shows itself: nothing to keep
+      new Notify(w.finalLabel(doc), {
+        body: messageOf(doc) || String(doc.label || doc.name || '')
+      });
     } catch (e) {
       console.warn(`flask-asyncstate: could not show a notification: ${e}`); // Chrome on Android
     }
@@ -982,8 +911,8 @@ function notification(w) {
 
 // The result slot, with `result`: a job that succeeds while its slot is empty GETs
 // <prefix>/result/<token> and shows the HTML of its {"html": ...}, then fires "result" (a 404:
-// the slot stays hidden; a transient failure is tried again, RESULT_ATTEMPTS times in all).
-// innerHTML: a <script> in it does not run; the HTML is the app's template's, escaped there.
+// the slot stays hidden; a transient failure is tried again, 3 times in all). innerHTML: a
+// <script> in it does not run; the HTML is the app's template's, escaped there.
 function resultSlot(w) {
   const slot = w.parts.result;
   if (!w.options.result || !slot) return;
@@ -991,18 +920,15 @@ function resultSlot(w) {
   const load = async (attempt) => {
     if (!wanted() || w._requests.result) return;
     const answer = await w.request('result');
-    if (!answer || answer.status === 404) return;
-    if (answer.ok) {
-      const html = answer.body && answer.body.html;
-      if (typeof html === 'string' && html.trim() && wanted()) {
-        slot.innerHTML = html;
-        slot.hidden = false;
-        w.emit('result', html);
-      }
-      return;
+    const html = answer && answer.ok && answer.body && answer.body.html;
+    if (typeof html === 'string' && html.trim() && wanted()) {
+      slot.innerHTML = html;
+      slot.hidden = false;
+      w.emit('result', html);
     }
+    if (!answer || answer.ok || answer.status === 404) return;
     const info = { ...w.info('result', answer), attempt, retryIn: null };
-    if (info.transient && attempt < RESULT_ATTEMPTS) {
+    if (info.transient && attempt < 3) {
       info.retryIn = w.delay(attempt, answer);
       w.later('result', info.retryIn, () => load(attempt + 1));
     }
@@ -1016,19 +942,10 @@ const addOns = [pageTitle, notification, resultSlot];
 
 // ------------------------------------------------------------------ <asyncstate-progress>
 
-const ATTRIBUTES = [
-  'token',
-  'prefix',
-  'interval',
-  'mode',
-  'label',
-  'labels',
-  'notify',
-  'result',
-  'try-again',
-  'page-title',
-  'csrf-token'
-];
+const ATTRIBUTES =
+  'token prefix interval mode label labels notify result try-again page-title csrf-token'.split(
+    ' '
+  );
 const EVENTS = ['transport', 'progress', 'done', 'error', 'result'];
 
 /** <asyncstate-progress token="..."> a Widget on itself, its events as asyncstate:<name>. */
@@ -1039,11 +956,7 @@ class ProgressElement extends (globalThis.HTMLElement || Object) {
       const value = this.getAttribute(name); // try-again="false": the option tryAgain
       if (value !== null) options[name.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = value;
     }
-    try {
-      options.labels = options.labels && JSON.parse(options.labels);
-    } catch {
-      /* reported by the widget */
-    }
+    if (options.labels) options.labels = parse(options.labels) ?? options.labels;
     this.widget = new Widget(this, options);
     for (const name of EVENTS) {
       this.widget.addEventListener(name, ({ detail }) =>
