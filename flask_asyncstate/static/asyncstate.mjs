@@ -951,6 +951,11 @@ const EVENTS = ['transport', 'progress', 'done', 'error', 'result'];
 /** <asyncstate-progress token="..."> a Widget on itself, its events as asyncstate:<name>. */
 class ProgressElement extends (globalThis.HTMLElement || Object) {
   connectedCallback() {
+    // After the module script that imported this one ran: the defaults it set apply.
+    queueMicrotask(() => this.isConnected && !this.widget && this._start());
+  }
+
+  _start() {
     const options = {};
     for (const name of ATTRIBUTES) {
       const value = this.getAttribute(name); // try-again="false": the option tryAgain
