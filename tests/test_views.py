@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -11,6 +13,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from support.apps import Gate
 from support.redis_server import RedisServer
 
+from flask_asyncstate import views
 from flask_asyncstate.tokens import SALT
 
 XHR = {"X-Requested-With": "XMLHttpRequest"}
@@ -326,3 +329,13 @@ def test_the_classic_script_is_the_modules_core_then_the_plugin(make_app) -> Non
     classic = client.get("/asyncstate/asyncstate.js").get_data(as_text=True)
     assert "\nexport " not in classic and "window.asyncstate = (function () {" in classic
     assert core in classic and classic.index(core) < classic.index("$.fn[NAME] = Plugin")
+
+
+def test_the_type_declarations_name_what_the_module_exports() -> None:
+    static = Path(views.STATIC_FOLDER)
+    exports = re.search(r"\nexport \{([^}]*)\};", (static / "asyncstate.mjs").read_text())
+    assert exports is not None
+    declared = (static / "asyncstate.d.ts").read_text()
+    assert sorted(name.strip() for name in exports[1].split(",")) == sorted(
+        re.findall(r"^export (?:class|const) (\w+)", declared, re.MULTILINE)
+    )
