@@ -52,6 +52,7 @@ BENCHMARKS = (
     "workers",
     "topologies",
     "growth",
+    "bytes",
 )
 README = harness.BENCH / "README.md"
 MARKERS = ("<!-- summary: start (bench/run.py writes this part) -->", "<!-- summary: end -->")
