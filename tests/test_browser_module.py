@@ -2,6 +2,7 @@
 ``<asyncstate-progress>`` follows a job (polling, its event stream), cancels it, runs it
 again; its events reach the page; page-wide defaults and the element's attributes give its
 labels; and the core alone (``Tracker``) follows a job with no markup, as a SPA would.
+Last, the pages of docs/browser.rst (docs/examples/clients.py), jQuery's and the module's.
 
 A small app in this process, served on a free loopback port (werkzeug's server in a
 thread); ``RUNS`` records the runs the server started, so the tests check what the server
@@ -10,11 +11,13 @@ did, not only what the page says.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -318,3 +321,48 @@ def test_the_core_alone_follows_a_job(new_page, server, key) -> None:
     assert page.evaluate("() => document.querySelector('#app').children.length") == 0
     assert page.evaluate("() => window.__tracker.doc.result") == 10
     no_jquery(page)
+
+
+# ------------------------------------------------------------------ the pages of the docs
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "clients.py"
+
+
+@pytest.fixture(scope="module")
+def example() -> Iterator[ThreadedServer]:
+    """docs/examples/clients.py as its run line says, with a job of two seconds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLASK_SECRET_KEY", "docs-example-clients")
+        spec = importlib.util.spec_from_file_location("docs_example_clients", EXAMPLE)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    module.STEPS, module.PAUSE = 20, 0.1
+    with ThreadedServer(module.app, module.asyncstate) as running:
+        yield running
+
+
+@pytest.fixture
+def example_page(browser, example) -> Iterator[Callable[..., Any]]:
+    yield from page_factory(browser, example.url)
+
+
+@pytest.mark.parametrize("client", ["jquery", "module"])
+def test_the_pages_of_the_docs_show_a_job_to_its_end(example_page, example, client) -> None:
+    page = example_page()
+    page.goto(f"{example.url}/{client}")
+    page.click("button")
+    page.wait_for_url("**?token=*")
+    page.wait_for_selector(".asyncstate.asyncstate--running")
+    assert not page.locator("#done").is_visible()
+    page.wait_for_selector(".asyncstate.asyncstate--succeeded", timeout=15000)
+    assert page.locator("#done").is_visible()  # the page's own handler of the done event
+    assert text_of(page, ".asyncstate-message") == "20 of 20 products"
+    # the module page's defaults.labels, set by the script that imports the module
+    done = "Imported" if client == "module" else DEFAULT_LABELS["succeeded"]
+    assert text_of(page, ".asyncstate-status") == done
+    assert page.evaluate("() => typeof window.jQuery") == (
+        "function" if client == "jquery" else "undefined"
+    )
+    errors = [e for e in page.console_errors if "asyncstate" in e]  # (not the favicon's 404)
+    assert not errors, page.console_errors

@@ -483,6 +483,31 @@ def test_team_owner_callable_shares_jobs_within_a_team(load) -> None:
     poll(visitor, mine["token"], finished)
 
 
+# -- docs/browser.rst, jQuery, a plain module, htmx ---------------------------------------
+
+
+def test_clients_jquery_and_module_pages_show_the_job(load) -> None:
+    """The job on each page: the jQuery page's widget brings jQuery and the plugin, the
+    module page only the module (tests/test_browser_module.py runs both in Chromium)."""
+    example = load("clients", STEPS=2, PAUSE=0)
+    client = example.app.test_client()
+    for name in ("jquery", "module"):
+        token = token_of(client.post(f"/{name}"))
+        page = client.get(f"/{name}?token={token}").get_data(as_text=True)
+        assert poll(client, token, finished)["status"] == "succeeded"
+        if name == "jquery":
+            assert widget_tokens(page) == [token]
+            assert "/asyncstate/jquery-auto.js" in page and "/asyncstate/asyncstate.js" in page
+        else:
+            assert (
+                f'<asyncstate-progress token="{token}"' in page and 'prefix="/asyncstate"' in page
+            )
+            assert 'from "/asyncstate/asyncstate.mjs"' in page
+            assert "jquery" not in page.lower() and "asyncstate.js" not in page
+    with client.get("/asyncstate/asyncstate.mjs") as module:
+        assert module.status_code == 200 and module.mimetype == "text/javascript"
+
+
 # -- docs/browser.rst, A "my jobs" page ------------------------------------------------
 
 
