@@ -186,6 +186,7 @@ def test_the_element_follows_a_job_to_its_end(new_page, server, key, mode) -> No
     ]
     bar = page.locator(".asyncstate-bar")
     assert bar.get_attribute("role") == "progressbar"
+    assert [bar.get_attribute(f"aria-value{end}") for end in ("min", "max")] == ["0", "100"]
     assert bar.get_attribute("aria-label") == DEFAULT_LABELS["progress"]
     assert page.locator(".asyncstate-status").get_attribute("role") == "status"
     assert page.locator(".asyncstate-message").get_attribute("aria-live") == "polite"

@@ -587,7 +587,11 @@ function clockText(seconds) {
 // element gets all of them (widget.html's markup); an element with markup of its own keeps
 // what it has, plus the time line, the result slot if `result` and the button if `tryAgain`.
 const PARTS = [
-  ['bar', 'div', { role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100 }],
+  [
+    'bar',
+    'div',
+    { role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': 0 }
+  ],
   ['eta', 'p', {}, true],
   ['message', 'p', { 'aria-live': 'polite' }],
   ['result', 'div', { hidden: '' }, 'result'],
