@@ -7,7 +7,7 @@ const globals = require('globals');
 
 module.exports = [
   {
-    files: ['flask_asyncstate/static/**/*.js'],
+    files: ['flask_asyncstate/static/**/*.js', 'flask_asyncstate/static/**/*.mjs'],
     languageOptions: {
       // Classic <script>s (no modules, no bundler), written in ES5 on purpose: keep them so.
       ecmaVersion: 5,
@@ -24,6 +24,17 @@ module.exports = [
       // ES5 has no optional catch binding (`catch {}` is ES2019): `catch (e)` must name it.
       'no-unused-vars': ['error', { caughtErrors: 'none' }]
     }
+  },
+  {
+    // The widget's core, an ES module, and the jQuery plugin that <prefix>/asyncstate.js
+    // serves after it as one classic script: modern browsers only (fetch, EventTarget,
+    // custom elements), whatever the page.
+    files: ['flask_asyncstate/static/asyncstate.mjs', 'flask_asyncstate/static/asyncstate.js'],
+    languageOptions: { ecmaVersion: 2022 }
+  },
+  {
+    files: ['flask_asyncstate/static/**/*.mjs'],
+    languageOptions: { sourceType: 'module' }
   },
   {
     // This file itself (Node, CommonJS).

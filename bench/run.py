@@ -55,6 +55,7 @@ BENCHMARKS = (
     "again",
     "observability",
     "structure",
+    "bytes",
 )
 README = harness.BENCH / "README.md"
 MARKERS = ("<!-- summary: start (bench/run.py writes this part) -->", "<!-- summary: end -->")

@@ -78,6 +78,7 @@ bp = Blueprint("asyncstate", __name__, template_folder="templates")
 #: Our static files: no guard stands before them (a login page may show a widget).
 _ASSETS = {
     "asyncstate.script",
+    "asyncstate.module",
     "asyncstate.stylesheet",
     "asyncstate.jquery",
     "asyncstate.admin_script",
@@ -312,21 +313,47 @@ def openapi_document() -> Response:
 # -- the widget's assets ----------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _script_text(folder: str) -> str:
-    """The widget's script, told the job statuses and default labels first (it keeps no
-    copy of them)."""
-    with open(os.path.join(folder, "asyncstate.js"), encoding="utf-8") as script:
-        return (
-            f"window.asyncstateStatuses = {json.dumps(templating.statuses())};\n"
-            f"window.asyncstateLabels = {json.dumps(templating.DEFAULT_LABELS)};\n"
-            f"{script.read()}"
-        )
+#: The core module's one export statement, its last: the classic script returns those names.
+_EXPORTS = re.compile(r"\nexport \{([^}]*)\};\s*\Z")
+
+
+@functools.lru_cache(maxsize=8)
+def _script_text(folder: str, name: str) -> str:
+    """The widget's script ``name``, told the job statuses and default labels first (it
+    keeps no copy of them): ``asyncstate.mjs``, the core as an ES module, or
+    ``asyncstate.js``, the same core as a classic script (``window.asyncstate``) followed by
+    the jQuery plugin, for pages without modules. Concatenation, no build step."""
+
+    def read(file: str) -> str:
+        with open(os.path.join(folder, file), encoding="utf-8") as script:
+            return script.read()
+
+    text = read("asyncstate.mjs")
+    if name == "asyncstate.js":
+        exports = _EXPORTS.search(text)
+        if exports is None:
+            raise RuntimeError("asyncstate.mjs must end with its one `export { ... };`")
+        core = f"{text[: exports.start()]}\nreturn {{{exports[1]}}};"
+        text = f"window.asyncstate = (function () {{\n'use strict';\n{core}\n}})();\n{read(name)}"
+    return (
+        f"window.asyncstateStatuses = {json.dumps(templating.statuses())};\n"
+        f"window.asyncstateLabels = {json.dumps(templating.DEFAULT_LABELS)};\n"
+        f"{text}"
+    )
 
 
 @bp.get("/asyncstate.js")
 def script() -> Response:
-    text = _script_text(STATIC_FOLDER)
+    return _script_response("asyncstate.js")
+
+
+@bp.get("/asyncstate.mjs")
+def module() -> Response:
+    return _script_response("asyncstate.mjs")
+
+
+def _script_response(name: str) -> Response:
+    text = _script_text(STATIC_FOLDER, name)
     response = Response(text, mimetype=_JS)
     response.cache_control.public = True
     response.cache_control.max_age = 300

@@ -167,7 +167,7 @@ def build_app() -> tuple[Flask, AsyncState]:
     @app.get("/assets")
     def assets() -> str:
         """Assets in <head> (the macro); ``theirs``: the page's jQuery and plugin before them;
-        ``late``: the page's jQuery at the end of <body>; ``widget_assets``: the widget
+        ``late=body``: the page's jQuery at the end of <body>; ``widget_assets``: the widget
         includes its own (jquery auto) instead of the head."""
         theirs = request.args.get("theirs") == "1"
         late = request.args.get("late")
@@ -177,16 +177,7 @@ def build_app() -> tuple[Flask, AsyncState]:
         head = (THEIR_HEAD if theirs else "") + (
             assets_macro + "{{ asyncstate_assets(jquery=jquery)}}" if in_head else ""
         )
-        tail = ""
-        if late == "body":
-            tail = '<script src="/vendor/jquery.js"></script>'
-        elif late == "after-load":  # long after the load event, from a script
-            tail = """<script>window.addEventListener('load', function () {
-  setTimeout(function () {
-    var s = document.createElement('script'); s.src = '/vendor/jquery.js';
-    document.body.appendChild(s);
-  }, 1500);
-});</script>"""
+        tail = '<script src="/vendor/jquery.js"></script>' if late == "body" else ""
         handle = steady.start(6)
         return page(
             widget_macro + '<div id="w">{{ asyncstate_widget(token, interval=200,'
@@ -555,27 +546,19 @@ def test_assets_in_head_load_our_jquery_when_the_page_has_none(new_page, server)
         assert loaded == ["jquery.js", "asyncstate.js"], order  # (after the "auto" loader)
 
 
-def test_jquery_loaded_after_the_plugin(new_page, server) -> None:
-    # jquery=False in <head>, the page's own jQuery at the end of <body>
+def test_jquery_loaded_after_the_plugin_is_an_error_that_says_so(new_page, server) -> None:
+    """jquery=False in <head> and the page's own jQuery at the end of <body>: the plugin needs
+    jQuery before it, says so at once (it does not wait for a late one), and starts nothing."""
     page = new_page(JQUERY_COUNTER)
     page.goto(server.url + "/assets?jquery=false&late=body")
-    page.wait_for_selector("#w .asyncstate--running")
-    page.wait_for_selector("#w .asyncstate--succeeded")
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(500)  # a widget would have polled by now
+    assert len(page.errors) == 1 and "load jQuery before it" in page.errors[0], page.errors
+    page.errors.clear()  # the one page error expected here
     assert page.evaluate("() => window.__jqueryAssignments") == 1
-    assert jquery_files(page) == [server.url + "/vendor/jquery.js"], page.requests
-    assert page.evaluate("() => typeof jQuery.fn.asyncstate") == "function"
-    assert text_of(page, "#w .asyncstate-status") == DEFAULT_LABELS["succeeded"]
-    assert not [e for e in page.console_errors if "asyncstate" in e], page.console_errors
-
-    # jQuery arriving well after the load event: found by the poll
-    later = new_page(JQUERY_COUNTER)
-    later.goto(server.url + "/assets?jquery=false&late=after-load")
-    later.wait_for_timeout(800)
-    assert later.evaluate("() => window.jQuery === undefined")
-    assert later.locator("#w .asyncstate--running, #w .asyncstate--queued").count() == 0
-    later.wait_for_selector("#w .asyncstate--succeeded")
-    assert later.evaluate("() => window.__jqueryAssignments") == 1
-    assert jquery_files(later) == [server.url + "/vendor/jquery.js"], later.requests
+    assert page.evaluate("() => typeof jQuery.fn.asyncstate") == "undefined"
+    assert not [u for u in page.requests if "/asyncstate/progress/" in u], page.requests
+    assert page.locator("#w .asyncstate--running, #w .asyncstate--queued").count() == 0
 
 
 # ------------------------------------------------------------------ with the Python side

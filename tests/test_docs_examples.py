@@ -483,6 +483,31 @@ def test_team_owner_callable_shares_jobs_within_a_team(load) -> None:
     poll(visitor, mine["token"], finished)
 
 
+# -- docs/browser.rst, jQuery, a plain module, htmx ---------------------------------------
+
+
+def test_clients_jquery_and_module_pages_show_the_job(load) -> None:
+    """The job on each page: the jQuery page's widget brings jQuery and the plugin, the
+    module page only the module (tests/test_browser_module.py runs both in Chromium)."""
+    example = load("clients", STEPS=2, PAUSE=0)
+    client = example.app.test_client()
+    for name in ("jquery", "module"):
+        token = token_of(client.post(f"/{name}"))
+        page = client.get(f"/{name}?token={token}").get_data(as_text=True)
+        assert poll(client, token, finished)["status"] == "succeeded"
+        if name == "jquery":
+            assert widget_tokens(page) == [token]
+            assert "/asyncstate/jquery-auto.js" in page and "/asyncstate/asyncstate.js" in page
+        else:
+            assert (
+                f'<asyncstate-progress token="{token}"' in page and 'prefix="/asyncstate"' in page
+            )
+            assert 'from "/asyncstate/asyncstate.mjs"' in page
+            assert "jquery" not in page.lower() and "asyncstate.js" not in page
+    with client.get("/asyncstate/asyncstate.mjs") as module:
+        assert module.status_code == 200 and module.mimetype == "text/javascript"
+
+
 # -- docs/browser.rst, A "my jobs" page ------------------------------------------------
 
 
@@ -836,8 +861,8 @@ def test_assets_in_the_head_and_one_jquery_the_sites(load) -> None:
     assert head.count('src="/asyncstate/asyncstate.js"') == 1
     assert "asyncstate.js" not in body and "asyncstate.css" not in body  # widgets: none
     assert "/asyncstate/jquery.js" not in page and "window.jQuery" not in page
-    assert page.count("<script src=") == 2  # the plugin, and the site's jQuery
-    assert body.index("data-asyncstate-token") < body.index('src="/vendor/jquery.js"')
+    assert page.count("<script src=") == 2  # the site's jQuery, then the plugin
+    assert head.index('src="/vendor/jquery.js"') < head.index('src="/asyncstate/asyncstate.js"')
     with client.get("/vendor/jquery.js") as jquery:
         assert jquery.status_code == 200
     tokens = widget_tokens(page)

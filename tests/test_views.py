@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -11,6 +13,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from support.apps import Gate
 from support.redis_server import RedisServer
 
+from flask_asyncstate import views
 from flask_asyncstate.tokens import SALT
 
 XHR = {"X-Requested-With": "XMLHttpRequest"}
@@ -232,7 +235,8 @@ def test_assets_are_served_locally(web) -> None:
     client = app.test_client()
     for path, needle in [
         ("jquery.js", b"jQuery v3"),
-        ("asyncstate.js", b"$.fn[NAME] = function"),
+        ("asyncstate.js", b"$.fn[NAME] = Plugin"),
+        ("asyncstate.mjs", b"customElements.define('asyncstate-progress'"),
         ("asyncstate.css", b".asyncstate-bar"),
     ]:
         with client.get(f"/asyncstate/{path}") as response:
@@ -309,3 +313,29 @@ def test_widget_script_is_told_the_statuses_wherever_it_is_served_from(make_app)
         ).render()
     assert '<script>window.asyncstateStatuses = {"all": ["queued"' in page
     assert '"final": ["succeeded", "failed", "cancelled", "lost"]' in page
+
+
+def test_the_classic_script_is_the_modules_core_then_the_plugin(make_app) -> None:
+    """``asyncstate.mjs`` and ``asyncstate.js`` serve one core: the module's code, its one
+    export statement turned into the classic script's namespace, then the jQuery plugin."""
+    app, _ext = make_app()
+    client = app.test_client()
+    module = client.get("/asyncstate/asyncstate.mjs")
+    assert module.status_code == 200 and module.mimetype == "text/javascript"
+    text = module.get_data(as_text=True)
+    assert text.startswith('window.asyncstateStatuses = {"all": ["queued", "running"')
+    assert text.count("\nexport ") == 1 and "\nimport " not in text  # no bundler needed
+    core = text[text.index("/*!") : text.rindex("\nexport {")]
+    classic = client.get("/asyncstate/asyncstate.js").get_data(as_text=True)
+    assert "\nexport " not in classic and "window.asyncstate = (function () {" in classic
+    assert core in classic and classic.index(core) < classic.index("$.fn[NAME] = Plugin")
+
+
+def test_the_type_declarations_name_what_the_module_exports() -> None:
+    static = Path(views.STATIC_FOLDER)
+    exports = re.search(r"\nexport \{([^}]*)\};", (static / "asyncstate.mjs").read_text())
+    assert exports is not None
+    declared = (static / "asyncstate.d.ts").read_text()
+    assert sorted(name.strip() for name in exports[1].split(",")) == sorted(
+        re.findall(r"^export (?:class|const) (\w+)", declared, re.MULTILINE)
+    )

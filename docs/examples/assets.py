@@ -1,8 +1,8 @@
 """The widget's assets in the layout's ``<head>``, with the site's own jQuery (docs/frontend.rst).
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/assets.py run`` and open
-http://127.0.0.1:5000. The page loads one jQuery, the site's, at the end of
-``<body>``; the widgets start once it is there.
+http://127.0.0.1:5000. The page loads one jQuery, the site's, in ``<head>`` before the
+widget's assets (the plugin needs jQuery loaded before it).
 """
 
 import time
@@ -21,12 +21,12 @@ TEMPLATES = {  # the app's templates/ folder, inline
 <head>
   <meta charset="utf-8">
   <title>{% block title %}Shop{% endblock %}</title>
+  <script src="{{ url_for('vendor_jquery') }}"></script>
   {{ asyncstate_assets(jquery=False) }}
+  {# ...and the site's scripts that use jQuery #}
 </head>
 <body>
   {% block content %}{% endblock %}
-  <script src="{{ url_for('vendor_jquery') }}"></script>
-  {# ...and the site's scripts that use it #}
 </body>
 </html>
 """,
