@@ -407,10 +407,20 @@ OPERATIONS: dict[str, dict[str, Schema]] = {
     },
     "script": {
         "get": {
-            "summary": "The jQuery plugin (with the statuses and default labels)",
+            "summary": "The core as a classic script and the jQuery plugin (with the statuses"
+            " and default labels)",
             "tags": ["assets"],
             "guard": None,
             "responses": {"200": _text("The script.", "text/javascript"), "304": _UNCHANGED},
+        }
+    },
+    "module": {
+        "get": {
+            "summary": "The core as an ES module, with <asyncstate-progress> (with the statuses"
+            " and default labels)",
+            "tags": ["assets"],
+            "guard": None,
+            "responses": {"200": _text("The module.", "text/javascript"), "304": _UNCHANGED},
         }
     },
     "stylesheet": {
