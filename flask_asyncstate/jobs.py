@@ -389,15 +389,19 @@ class Job:
     def wait_children(self, timeout: float | None = None) -> dict[str, int]:
         """Wait until every child has ended (or ``timeout`` s, or a cancel of this job);
         return the counts as the document shows them (``total``, ``succeeded``, ...)."""
-        records = current_app.extensions["asyncstate"].records  # a job runs in its app context
+        app_state = current_app.extensions["asyncstate"]  # a job runs in its app context
+        # One read of the counters per flush interval (what a poll of the parent would see):
+        # a long wait costs the store no more than the parent's own progress does.
+        every = app_state.settings.flush_interval
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            counts = records.child_counts(self.id)
+            counts = app_state.records.child_counts(self.id)
             if counts["queued"] + counts["running"] == 0 or self.cancelled.is_set():
                 return counts
-            if deadline is not None and time.monotonic() >= deadline:
+            left = every if deadline is None else min(every, deadline - time.monotonic())
+            if left <= 0:
                 return counts
-            self.cancelled.wait(0.05)
+            self.cancelled.wait(left)  # a cancel ends the wait at once
 
     def stage(self, name: str) -> _Stage:
         """Begin the step ``name`` (the previous one is done): the document's ``stage`` and
