@@ -61,6 +61,10 @@ PERFORM = "flask_asyncstate.workers.perform"
 _PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
+#: How long RQ keeps a succeeded entry (see enqueue).
+_RQ_RESULT_TTL = 60
+
+
 class Executor(ABC):
     """Runs each submitted job's ``run`` callable once, somewhere.
 
@@ -316,7 +320,10 @@ class RQExecutor(RemoteExecutor):
                 # and kills the work horse 60 s later if that does not end it. Our deadline
                 # sets the Event first, at ``timeout``.
                 timeout=-1 if timeout is None else int(timeout + 2 * self._grace) + 1,
-                result_ttl=0,  # the result is in our document
+                # The result is in our document; RQ's entry (payload, None result) is kept a
+                # minute: result_ttl=0 makes RQ delete it at once, a path that reads back the
+                # job's executions (7 more commands and ~1 ms a job on a busy worker).
+                result_ttl=_RQ_RESULT_TTL,
                 failure_ttl=self._expires,
                 description=f"flask-asyncstate job {payload['name']}",
             )

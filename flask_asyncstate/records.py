@@ -748,8 +748,15 @@ class JobRecords:
         return self._claim(self.queue_key(), job_id, limit, 0, _not_waiting, scan)
 
     def leave_queue(self, job_id: str) -> None:
-        """A worker took the job, or it ended while queued."""
-        self.store.unclaim(self.queue_key(), [job_id])
+        """A worker took the job, or it ended while queued.
+
+        Forgotten, not just marked inactive: the queue index lists no recent members, so
+        the next claim has nothing to trim, and the worker's take costs two commands.
+        """
+        try:
+            self.store.forget(self.queue_key(), [job_id])
+        except NotImplementedError:  # a store plugin without forget
+            self.store.unclaim(self.queue_key(), [job_id])
 
     def queued_ids(self) -> set[str]:
         """Ids of jobs waiting for a worker (reading restarts the index's expiry)."""

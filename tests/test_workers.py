@@ -432,9 +432,12 @@ def test_cancels_racing_a_workers_take_end_cancelled_and_leave_rq_no_failure(
     assert [d["status"] for d in docs] == ["cancelled"] * rounds, docs
     failed = FailedJobRegistry(engine.queue, connection=engine.redis, serializer=JSONSerializer)
 
-    def settled() -> bool:  # RQ finished with each entry: gone (done), or a failure
+    def settled() -> bool:  # RQ finished with each entry: finished (or gone), or a failure
         ids = set(failed.get_job_ids())
-        return all(h.id in ids or not engine.redis.exists(f"rq:job:{h.id}") for h in handles)
+        done = (None, b"finished")
+        return all(
+            h.id in ids or engine.redis.hget(f"rq:job:{h.id}", "status") in done for h in handles
+        )
 
     wait_until(settled, 20, interval=0.1, message="RQ done with every entry")
     in_failed = [h.id for h in handles if h.id in set(failed.get_job_ids())]

@@ -38,20 +38,20 @@ return {v[1], v[2] or '', (v[4] or '') .. ':' .. (v[3] or '0')}
 local v = redis.call('HMGET', KEYS[1], 'x', 'v', 'c', 'e')
 if not v[1] then return false end
 if (v[4] or '') .. ':' .. (v[2] or '0') ~= ARGV[2] then return {0, ''} end
-redis.call('HSET', KEYS[1], 'd', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'v', 1)
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', (tonumber(v[2]) or 0) + 1)
 if tonumber(v[1]) > 0 then redis.call('PEXPIRE', KEYS[1], v[1]) end
 redis.call('PUBLISH', ARGV[3] .. KEYS[1], KEYS[1])
 return {1, v[3] or ''}
 
 -- script: write
-local x = redis.call('HGET', KEYS[1], 'x')
-if not x then return false end
-redis.call('HSET', KEYS[1], 'd', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-if tonumber(x) > 0 then redis.call('PEXPIRE', KEYS[1], x) end
+-- One read (expiry, version, cancel flag) and one write of document and version: the
+-- fewest commands per write, since every job's progress and end come this way.
+local v = redis.call('HMGET', KEYS[1], 'x', 'v', 'c')
+if not v[1] then return false end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', (tonumber(v[2]) or 0) + 1)
+if tonumber(v[1]) > 0 then redis.call('PEXPIRE', KEYS[1], v[1]) end
 redis.call('PUBLISH', ARGV[2] .. KEYS[1], KEYS[1])
-return redis.call('HGET', KEYS[1], 'c') or ''
+return v[3] or ''
 
 -- script: cancel
 local x = redis.call('HGET', KEYS[1], 'x')
