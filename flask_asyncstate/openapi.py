@@ -128,6 +128,9 @@ def _schemas() -> dict[str, Schema]:
     admin_row = {f: FIELDS.get(f, undescribed) for f in ADMIN_FIELDS}
     admin_row["owner"] = _nullable("string", description="The owner's id, its first 8 characters.")
     admin_row["instance"] = _nullable("string", description="The instance that runs it.")
+    admin_row["parent"] = _nullable(
+        "string", description="The id of the job that spawned it (job.spawn); else null."
+    )
     return {
         "ProgressDocument": {
             "type": "object",

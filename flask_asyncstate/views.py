@@ -437,6 +437,7 @@ def admin_jobs() -> Response:
         owner = doc.get("owner")
         row["owner"] = owner[:8] if isinstance(owner, str) else None
         row["instance"] = doc.get("instance")
+        row["parent"] = doc.get("parent")  # the page lists a parent's children under it
         listed.append(row)
     return _json(
         {
