@@ -424,6 +424,8 @@ def step_names(names: Any) -> list[str]:
     many and as long as a job's stages may be."""
     from .jobs import MAX_STAGE_NAME, MAX_STAGES  # jobs imports the app state, which imports us
 
+    if names is None:
+        return []
     if isinstance(names, str) or not isinstance(names, (list, tuple)):
         raise TypeError(f"steps= takes a list of stage names, got {type(names).__name__}")
     return [str(n)[:MAX_STAGE_NAME] for n in names if str(n)][:MAX_STAGES]
