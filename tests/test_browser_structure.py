@@ -31,7 +31,11 @@ pytestmark = pytest.mark.browser
 
 HOSTILE = '<img src=x onerror="window.__ran = 1"><b>bold</b> &amp; done'
 STEPS = ["plan", "convert", "archive"]
-HTMX = Path(__file__).resolve().parents[1] / "node_modules" / "htmx.org" / "dist" / "htmx.min.js"
+NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
+SCRIPTS = {
+    "htmx.js": NODE_MODULES / "htmx.org" / "dist" / "htmx.min.js",
+    "sse.js": NODE_MODULES / "htmx-ext-sse" / "dist" / "sse.js",
+}
 
 #: Gate name -> the Event a job waits on.
 GATES: dict[str, threading.Event] = {}
@@ -63,8 +67,8 @@ JQUERY_PAGE = (
 
 HTMX_PAGE = (
     HEAD
-    + """<script src="/htmx.js"></script></head><body>
-{{ asyncstate_widget(token, client="htmx", interval=250, steps=steps) }}
+    + """<script src="/htmx.js"></script><script src="/sse.js"></script></head><body>
+{{ asyncstate_widget(token, client="htmx", interval=250, steps=steps, mode=mode) }}
 </body></html>"""
 )
 
@@ -122,24 +126,28 @@ def build_app() -> tuple[Flask, AsyncState]:
         token = starters[kind](request.args["key"]).token
         labels = json.loads(request.args.get("labels", "null"))
         steps = STEPS if kind == "staged" else None  # its stages, to come ones too
-        return render_template_string(pages[client], token=token, steps=steps, labels=labels)
+        mode = request.args.get("mode", "poll")
+        return render_template_string(
+            pages[client], token=token, steps=steps, labels=labels, mode=mode
+        )
 
     @app.get("/panel/<kind>")
     def panel(kind: str) -> str:
         starters[kind](request.args["key"])
         return render_template_string(PANEL_PAGE)
 
-    @app.get("/htmx.js")
-    def htmx() -> Any:
-        return send_file(HTMX, mimetype="text/javascript")
+    @app.get("/<any('htmx.js', 'sse.js'):name>")
+    def script(name: str) -> Any:
+        return send_file(SCRIPTS[name], mimetype="text/javascript")
 
     return app, ext
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ThreadedServer]:
-    if not HTMX.exists():
-        pytest.fail(f"npm ci first (htmx from package-lock.json): missing {HTMX}")
+    missing = [str(p) for p in SCRIPTS.values() if not p.exists()]
+    if missing:
+        pytest.fail(f"npm ci first (htmx from package-lock.json): missing {missing}")
     with ThreadedServer(*build_app()) as running:
         yield running
     for event in GATES.values():
@@ -320,37 +328,42 @@ def test_the_trail_opens_on_demand_and_shows_hostile_text_as_text(new_page, serv
 # ------------------------------------------------------------------ htmx
 
 
-def test_the_htmx_widget_shows_totals_steps_and_keeps_its_trail_open(
-    new_page, server, key
+#: Where an htmx widget says whether its trail is open: the URL it polls, or its stream's.
+FOLLOWED = """(mode) => { const node = mode === 'poll'
+  ? document.querySelector('.asyncstate[hx-get]') : document.querySelector('[sse-connect]');
+  const url = node && node.getAttribute(mode === 'poll' ? 'hx-get' : 'sse-connect');
+  return url && new URL(url, location.href).searchParams.get('details'); }"""
+
+
+@pytest.mark.parametrize("mode", ["poll", "sse"])
+def test_the_htmx_widget_lists_the_steps_and_keeps_its_trail_as_left(
+    new_page, server, key, mode
 ) -> None:
     page = new_page()
-    goto(page, server, "/htmx/staged", key)
+    goto(page, server, "/htmx/staged", key, mode=mode)
     page.wait_for_selector(".asyncstate-stages > li[aria-current='step']")
     assert [s[:3] for s in steps_of(page)] == [
         ("plan", "asyncstate-stage--current", "step"),
         ("convert", "asyncstate-stage--todo", None),
         ("archive", "asyncstate-stage--todo", None),
     ]
+    assert page.evaluate(FOLLOWED, mode) is None
     page.click(".asyncstate-trail summary")
-    # the server renders it open, and the polls that follow keep it so
-    page.wait_for_function(
-        "() => new URL(document.querySelector('[hx-get]').getAttribute('hx-get'),"
-        " location.href).searchParams.get('details') === '1'"
-    )
+    # the server renders it open, and the polls (or the stream) that follow keep it so
+    page.wait_for_function(f"() => ({FOLLOWED})({json.dumps(mode)}) === '1'")
     open_gate(key, "plan")
     page.wait_for_selector(".asyncstate-stages > li:nth-child(2)[aria-current='step']")
     assert page.locator("details.asyncstate-trail").get_attribute("open") == ""
     texts = page.locator(".asyncstate-log-text").all_text_contents()
     assert texts == [HOSTILE, "plan begun", "convert begun"]
     assert page.locator(".asyncstate-trail img").count() == 0
+    assert page.evaluate("() => window.__ran") is None
     page.click(".asyncstate-trail summary")  # closed again: it stays closed
-    page.wait_for_function(
-        "() => !new URL(document.querySelector('[hx-get]').getAttribute('hx-get'),"
-        " location.href).searchParams.has('details')"
-    )
+    page.wait_for_function(f"() => ({FOLLOWED})({json.dumps(mode)}) === null")
     open_gate(key, "convert")
     page.wait_for_selector(".asyncstate-stages > li:nth-child(3)[aria-current='step']")
     assert page.locator("details.asyncstate-trail").get_attribute("open") is None
+    assert page.locator(".asyncstate-stream").count() == (1 if mode == "sse" else 0)
 
 
 # ------------------------------------------------------------------ panel and admin
@@ -378,7 +391,7 @@ def test_the_operators_page_lists_children_under_their_parent(new_page, server, 
     admin = new_page()
     admin.goto(f"{server.url}/asyncstate/admin")
     rows = f"tr[data-job-id='{parent}'], tr[data-parent-id='{parent}']"
-    admin.wait_for_function(f"() => document.querySelectorAll(\"{rows}\").length === 4")
+    admin.wait_for_function(f'() => document.querySelectorAll("{rows}").length === 4')
     order = admin.evaluate(
         """(rows) => { const all = [...document.querySelectorAll('tr.asyncstate-admin-job')];
           const ours = [...document.querySelectorAll(rows)];
