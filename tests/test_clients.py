@@ -142,6 +142,7 @@ def test_every_field_of_the_progress_document_has_a_schema(app: Flask) -> None:
     assert set(schemas["AdminRow"]["properties"]) == set(PUBLIC_FIELDS) - {"result"} | {
         "owner",
         "instance",
+        "parent",
     }
 
 
