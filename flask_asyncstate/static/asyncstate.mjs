@@ -1094,7 +1094,6 @@ class ProgressElement extends (globalThis.HTMLElement || Object) {
       if (value !== null) options[name.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = value;
     }
     if (options.labels) options.labels = parse(options.labels) ?? options.labels;
-    if (options.steps) options.steps = parse(options.steps) ?? options.steps;
     this.widget = new Widget(this, options);
     for (const name of EVENTS) {
       this.widget.addEventListener(name, ({ detail }) =>
