@@ -60,6 +60,17 @@ FRENCH: dict[str, str] = {
     "duplicate": "La même tâche est déjà en cours ; attendez qu’elle se termine",
     "tryAgainUnfinished": "Cette tâche est encore en cours",
     "tryAgainRefused": "Cette tâche ne peut pas être relancée",
+    "children": "{done} sur {total} terminées",
+    "childrenFailed": "{count} en échec",
+    "childrenCancelled": "{count} annulées",
+    "childrenLost": "{count} perdues",
+    "stages": "Étapes",
+    "stageDone": "(terminée)",
+    "stageCurrent": "(étape en cours)",
+    "stageFailed": "(en échec)",
+    "stageCancelled": "(annulée)",
+    "stageToCome": "(à venir)",
+    "showDetails": "Afficher les détails",
 }
 
 #: The widget's labels per language ({} = the extension's English defaults).

@@ -128,6 +128,9 @@ def _schemas() -> dict[str, Schema]:
     admin_row = {f: FIELDS.get(f, undescribed) for f in ADMIN_FIELDS}
     admin_row["owner"] = _nullable("string", description="The owner's id, its first 8 characters.")
     admin_row["instance"] = _nullable("string", description="The instance that runs it.")
+    admin_row["parent"] = _nullable(
+        "string", description="The id of the job that spawned it (job.spawn); else null."
+    )
     return {
         "ProgressDocument": {
             "type": "object",
@@ -257,6 +260,30 @@ _INTERVAL = {
         f" {templating.MIN_INTERVAL}..{templating.MAX_INTERVAL})."
     ),
 }
+_DETAILS = {
+    "name": "details",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["1"]},
+    "description": "1: the htmx widget's trail (job.log) is open.",
+}
+_STEP = {
+    "name": "step",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "array", "items": {"type": "string"}, "maxItems": 50},
+    "style": "form",
+    "explode": True,
+    "description": "The names of the job's stages, in order: the htmx widget lists those"
+    " not begun as to come.",
+}
+_LIVE = {
+    "name": "live",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": ["sse"]},
+    "description": "sse: the htmx widget in its container on the job's /events stream.",
+}
 _EVENTS = """\
 ``retry: 2000`` first; then the progress document as a ``message`` event at once and
 whenever it changes; ``end`` with the final document (or ``{"error": ...}`` when the job
@@ -293,7 +320,7 @@ OPERATIONS: dict[str, dict[str, Schema]] = {
             "tags": ["jobs"],
             "guard": "app",
             "proofs": True,
-            "parameters": [_FORMAT, _INTERVAL],
+            "parameters": [_FORMAT, _INTERVAL, _DETAILS, _STEP],
             "responses": {
                 "202": _document_or_fragment("The cancel is recorded."),
                 "403": _NO_PROOF,
@@ -311,7 +338,7 @@ OPERATIONS: dict[str, dict[str, Schema]] = {
             "tags": ["jobs"],
             "guard": "app",
             "proofs": True,
-            "parameters": [_FORMAT, _INTERVAL],
+            "parameters": [_FORMAT, _INTERVAL, _DETAILS, _STEP],
             "responses": {
                 "202": _document_or_fragment("The job is queued again."),
                 "403": _NO_PROOF,
@@ -327,7 +354,7 @@ OPERATIONS: dict[str, dict[str, Schema]] = {
             "description": _EVENTS,
             "tags": ["jobs"],
             "guard": "app",
-            "parameters": [_FORMAT, _INTERVAL],
+            "parameters": [_FORMAT, _INTERVAL, _DETAILS, _STEP],
             "responses": {
                 "200": _text("The event stream.", "text/event-stream"),
                 "404": _NOT_FOUND,
@@ -386,7 +413,7 @@ OPERATIONS: dict[str, dict[str, Schema]] = {
             ),
             "tags": ["htmx"],
             "guard": "app",
-            "parameters": [_INTERVAL],
+            "parameters": [_INTERVAL, _DETAILS, _STEP, _LIVE],
             "responses": {
                 "200": _text("The unfinished job's widget, polling itself.", "text/html"),
                 str(templating.STOP_POLLING): _text(

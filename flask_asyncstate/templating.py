@@ -39,7 +39,8 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import (
@@ -109,6 +110,17 @@ DEFAULT_LABELS: dict[str, str] = {
     "duplicate": _("The same job is already in progress; wait for it to finish"),
     "tryAgainUnfinished": _("This job is still in progress"),
     "tryAgainRefused": _("This job cannot be run again"),
+    "children": _("{done} of {total} done"),
+    "childrenFailed": _("{count} failed"),
+    "childrenCancelled": _("{count} cancelled"),
+    "childrenLost": _("{count} lost"),
+    "stages": _("Steps"),
+    "stageDone": _("(done)"),
+    "stageCurrent": _("(current step)"),
+    "stageFailed": _("(failed)"),
+    "stageCancelled": _("(cancelled)"),
+    "stageToCome": _("(to come)"),
+    "showDetails": _("Show details"),
 }
 
 
@@ -298,6 +310,7 @@ def htmx_widget(
     mode: str = "poll",
     include_assets: bool | None = None,
     css_url: str | None = None,
+    steps: Sequence[str] = (),
 ) -> Markup:
     """``asyncstate_widget(token, client="htmx")``: the job's fragment as it is now, which
     then follows the job by itself with htmx (the page loads htmx; no other script).
@@ -305,7 +318,8 @@ def htmx_widget(
     ``interval``: milliseconds between polls. ``mode="sse"`` (or ``"auto"``): follow the
     job on its ``/events`` stream with htmx's SSE extension (``htmx-ext-sse``) where this
     process serves streams, else poll. ``include_assets``: the stylesheet, by default
-    only with the first widget of a page; ``css_url``: another stylesheet.
+    only with the first widget of a page; ``css_url``: another stylesheet. ``steps``: the
+    names of the job's stages, so that the ones to come are listed too.
     """
     options: dict[str, Any] = {"mode": mode}
     _poll_without_streams(app_state, options)
@@ -320,11 +334,10 @@ def htmx_widget(
             "_asyncstate_stylesheet", False
         )
     g._asyncstate_stylesheet = True
-    html = fragment(app_state, token, doc, interval=interval, live=live)
-    if live == "sse" and doc is not None and doc["status"] not in FINAL:
-        events = url_for("asyncstate.events", token=token, format="html")
-        stream = get_template_attribute("asyncstate/fragment.html", "asyncstate_fragment_stream")
-        html = Markup(stream(events, html))
+    if live == "sse":
+        html = streamed_fragment(app_state, token, doc, interval=interval, steps=steps)
+    else:
+        html = fragment(app_state, token, doc, interval=interval, steps=steps)
     if include_assets:
         sheet = get_template_attribute("asyncstate/assets.html", "asyncstate_stylesheet")
         html = Markup(sheet(prefix=prefix_url(), css_url=css_url)) + Markup("\n") + html
@@ -337,12 +350,16 @@ def fragment(
     doc: dict[str, Any] | None,
     interval: Any = DEFAULT_INTERVAL,
     live: str | None = "poll",
+    details: bool = False,
+    steps: Sequence[str] = (),
 ) -> Markup:
     """The htmx widget of a visible job's document (None: the job is not to be seen).
 
     ``live="poll"``: while the job is unfinished, the root polls its own URL; ``"sse"``:
     it is on an ``/events`` stream, which brings the changes (so the Cancel button swaps
     nothing); None: it stays as it is. "Try again" swaps in a polling fragment.
+    ``details``: the trail is open; ``steps``: the names of the job's stages, so the ones
+    to come are listed (both kept in the URLs the fragment asks, ``?details=1&step=...``).
     """
     if live not in LIVE:
         raise ValueError(f"live={live!r}: use one of {LIVE}")
@@ -351,21 +368,67 @@ def fragment(
     if doc is None:
         return Markup(macro({"not_found": True}, labels=labels))
     every = interval_of(interval)
+    steps = step_names(steps)
     query: dict[str, Any] = {} if every == DEFAULT_INTERVAL else {"interval": every}
-    view = fragment_view(doc, labels, render_result(app_state, doc))
+    if steps:
+        query["step"] = steps
+    view = fragment_view(doc, labels, render_result(app_state, doc), steps=steps)
+    view["details"] = bool(details)
     polls = live == "poll" and not view["final"]
+    opened = {**query, "details": 1} if details else query
+    # Opening or closing the trail asks the server for the fragment so (the next polls keep
+    # it); on a stream, for the stream's container, which then follows the job so.
+    toggled = {**query} if details else {**query, "details": 1}
+    streamed = live == "sse" and not view["final"]  # a final one has no stream left
+    if streamed:
+        toggled["live"] = "sse"
     return Markup(
         macro(
             view,
-            poll_url=url_for("asyncstate.fragment", token=token, **query) if polls else None,
+            poll_url=url_for("asyncstate.fragment", token=token, **opened) if polls else None,
             trigger=f"every {every // 1000}s" if every % 1000 == 0 else f"every {every}ms",
-            cancel_url=url_for("asyncstate.cancel", token=token, format="html", **query),
+            cancel_url=url_for("asyncstate.cancel", token=token, format="html", **opened),
             cancel_swap="none" if live == "sse" else "outerHTML",
             retry_url=url_for("asyncstate.retry", token=token, format="html", **query),
+            details_url=url_for("asyncstate.fragment", token=token, **toggled),
+            details_target=".asyncstate-stream" if streamed else ".asyncstate",
             headers=_proof_headers(),
             labels=labels,
         )
     )
+
+
+def streamed_fragment(
+    app_state: AppState,
+    token: str,
+    doc: dict[str, Any] | None,
+    interval: Any = DEFAULT_INTERVAL,
+    details: bool = False,
+    steps: Sequence[str] = (),
+) -> Markup:
+    """The htmx widget on the job's ``/events`` stream (htmx's SSE extension): its
+    container, which the stream's events fill; a final job's fragment alone."""
+    html = fragment(app_state, token, doc, interval, "sse", details=details, steps=steps)
+    if doc is None or doc["status"] in FINAL:
+        return html
+    query: dict[str, Any] = {"format": "html", "step": step_names(steps)}
+    if details:
+        query["details"] = 1
+    events = url_for("asyncstate.events", token=token, **query)
+    stream = get_template_attribute("asyncstate/fragment.html", "asyncstate_fragment_stream")
+    return Markup(stream(events, html))
+
+
+def step_names(names: Any) -> list[str]:
+    """The names of ``steps=`` (or ``?step=``) as the widget lists them: strings, at most as
+    many and as long as a job's stages may be."""
+    from .jobs import MAX_STAGE_NAME, MAX_STAGES  # jobs imports the app state, which imports us
+
+    if names is None:
+        return []
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise TypeError(f"steps= takes a list of stage names, got {type(names).__name__}")
+    return [str(n)[:MAX_STAGE_NAME] for n in names if str(n)][:MAX_STAGES]
 
 
 def fragment_view(
@@ -373,6 +436,7 @@ def fragment_view(
     labels: Mapping[str, str],
     result_html: Markup | None = None,
     now: float | None = None,
+    steps: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What the htmx widget shows of ``doc``: the script's rendering, done on the server
     (plain text everywhere but ``result_html``)."""
@@ -421,7 +485,82 @@ def fragment_view(
         "retry": status in RETRYABLE,
         "result_html": result_html,
         "not_found": False,
+        "id": str(doc.get("id") or ""),
+        "children_text": _children_text(doc.get("children"), labels),
+        "stages": _stages_of(doc, labels, steps),
+        "log": _trail_of(doc),
+        "details": False,
     }
+
+
+#: A parent's non-zero counts shown after its totals, and their labels (as in the script).
+_CHILD_LABELS = (
+    ("failed", "childrenFailed"),
+    ("cancelled", "childrenCancelled"),
+    ("lost", "childrenLost"),
+)
+#: A stage's status -> its state in the list (anything else: to come), and their labels.
+_STAGE_STATES = {"done": "done", "running": "current", "failed": "failed", "cancelled": "cancelled"}
+_STAGE_LABELS = {
+    "done": "stageDone",
+    "current": "stageCurrent",
+    "failed": "stageFailed",
+    "cancelled": "stageCancelled",
+    "todo": "stageToCome",
+}
+
+
+def _fill(template: str, values: Mapping[str, Any]) -> str:
+    """``{name}`` fields of a label filled in (unknown ones left as they are)."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(values.get(m[1], m[0])), template)
+
+
+def _children_text(counts: Any, labels: Mapping[str, str]) -> str:
+    """ "31 of 40 done, 1 failed": a parent's totals, '' for a job with no children."""
+    if not isinstance(counts, dict) or not (_finite(counts.get("total")) or 0) > 0:
+        return ""
+    n = {k: int(_finite(v) or 0) for k, v in counts.items()}
+    done = max(0, n["total"] - n.get("queued", 0) - n.get("running", 0))
+    text = _fill(labels["children"], {**n, "done": done})
+    for key, label in _CHILD_LABELS:
+        if n.get(key, 0) > 0:
+            text += ", " + _fill(labels[label], {"count": n[key]})
+    return text
+
+
+def _stages_of(
+    doc: dict[str, Any], labels: Mapping[str, str], steps: Sequence[str]
+) -> list[dict[str, str]]:
+    """The steps to list: the document's stages, then the named ``steps`` not begun."""
+    out = [
+        {"name": str(s.get("name") or ""), "state": _STAGE_STATES.get(str(s.get("status")), "todo")}
+        for s in doc.get("stages") or ()
+        if isinstance(s, dict)
+    ]
+    begun = {s["name"] for s in out}
+    out += [{"name": name, "state": "todo"} for name in steps if name not in begun]
+    for step in out:
+        step["word"] = labels[_STAGE_LABELS[step["state"]]]
+    return out
+
+
+def _trail_of(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """The log's lines as shown: the time since the job started (m:ss), its ISO form, text."""
+    started = _finite(doc.get("started_at"))
+    out = []
+    for line in doc.get("log") or ():
+        if not isinstance(line, dict):
+            continue
+        at = _finite(line.get("at"))
+        since = None if at is None else at - (started if started is not None else at)
+        out.append(
+            {
+                "time": "" if since is None else _clock(max(0.0, since)),
+                "iso": "" if at is None else datetime.fromtimestamp(at, UTC).isoformat(),
+                "text": "" if line.get("text") is None else str(line["text"]),
+            }
+        )
+    return out
 
 
 def _finite(value: Any) -> float | None:

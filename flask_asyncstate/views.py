@@ -164,9 +164,22 @@ def _as_html() -> bool:
 
 
 def _fragment_of(token: str, doc: dict[str, Any] | None, status: int) -> Response:
+    """The htmx widget as this request's query asks: ``interval``, ``details=1`` (the trail
+    open), ``step`` (the names of the stages to list); ``live=sse``: on its stream."""
     found = appstate.get()
-    interval = request.args.get("interval")
-    return _html(templating.fragment(found, token, doc, interval=interval), status)
+    options = _fragment_options()
+    if request.args.get("live") == "sse":
+        return _html(templating.streamed_fragment(found, token, doc, **options), status)
+    return _html(templating.fragment(found, token, doc, **options), status)
+
+
+def _fragment_options() -> dict[str, Any]:
+    args = request.args
+    return {
+        "interval": args.get("interval"),
+        "details": args.get("details") == "1",
+        "steps": templating.step_names(args.getlist("step")),
+    }
 
 
 def _refused(refused: Response) -> Response:
@@ -249,10 +262,10 @@ def events(token: str) -> Response:
         )
     # The stream runs after the request ended: its reads still get request-path waits.
     if _as_html():  # htmx's SSE extension: each event is the widget (rendered in the request)
-        interval = request.args.get("interval")
+        options = _fragment_options()
 
         def render(doc: dict[str, Any] | None) -> str:
-            return str(templating.fragment(found, token, doc, interval=interval, live="sse"))
+            return str(templating.fragment(found, token, doc, live="sse", **options))
 
         stream = stream_with_context(progress_stream(found, job_id, render))
     else:
@@ -424,6 +437,7 @@ def admin_jobs() -> Response:
         owner = doc.get("owner")
         row["owner"] = owner[:8] if isinstance(owner, str) else None
         row["instance"] = doc.get("instance")
+        row["parent"] = doc.get("parent")  # the page lists a parent's children under it
         listed.append(row)
     return _json(
         {

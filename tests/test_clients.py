@@ -142,6 +142,7 @@ def test_every_field_of_the_progress_document_has_a_schema(app: Flask) -> None:
     assert set(schemas["AdminRow"]["properties"]) == set(PUBLIC_FIELDS) - {"result"} | {
         "owner",
         "instance",
+        "parent",
     }
 
 
@@ -463,3 +464,156 @@ def test_the_html_stream_carries_the_fragment_in_its_events(web) -> None:
     text = b"".join(plain.response).decode()
     plain.close()
     assert json.loads(text.split("event: end\ndata: ")[1])["status"] == "succeeded"
+
+
+# -- structured progress in the htmx widget (issue 26) -----------------------------------
+
+
+@pytest.fixture
+def structured(make_app):
+    """An app with a parent of three children (the second fails) and a job in steps with
+    a trail; both wait on ``gate`` (its children and its second step)."""
+    app, ext = make_app(ASYNCSTATE_MAX_WORKERS=8)
+    gate = Gate()
+
+    @ext.job
+    def piece(job: Any, fails: bool) -> None:
+        while not gate.event.wait(0.02):
+            job.check_cancelled()
+        if fails:
+            raise ValueError("broken file")
+
+    @ext.job
+    def batch(job: Any) -> None:
+        for number in range(3):
+            job.spawn(piece, number == 1)
+        job.wait_children()
+
+    @ext.job
+    def staged(job: Any) -> None:
+        with job.stage("plan"):
+            job.log(HOSTILE)
+        with job.stage("convert"):
+            job.log("converting")
+            gate.event.wait(10)
+
+    jobs = {"batch": batch, "staged": staged}
+
+    @app.post("/start/<kind>")
+    def start(kind: str) -> dict[str, str]:
+        return {"token": jobs[kind].start().token}
+
+    yield app, gate
+    gate.set()
+
+
+def _summary(page: str) -> dict[str, str]:
+    found = re.search(r"<summary [^>]*>", page)
+    assert found is not None, page
+    return {k: html.unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', found.group(0))}
+
+
+def test_a_parents_fragment_shows_its_childrens_totals(structured) -> None:
+    app, gate = structured
+    client = app.test_client()
+    token = _start(client, "batch")
+    wait_until(
+        lambda: (
+            (client.get(f"/asyncstate/progress/{token}").json["children"] or {}).get("running") == 3
+        ),
+        10,
+    )
+    page = client.get(f"/asyncstate/fragment/{token}").get_data(as_text=True)
+    totals = DEFAULT_LABELS["children"].format(done=0, total=3)
+    assert f'<p class="asyncstate-children">{totals}</p>' in page
+    assert 'aria-valuenow="0"' in page  # its progress is its children's
+    assert "asyncstate-stages" not in page and "asyncstate-trail" not in page
+    gate.set()
+    _status_of(client, token, "succeeded")
+    page = client.get(f"/asyncstate/fragment/{token}").get_data(as_text=True)
+    failed = DEFAULT_LABELS["childrenFailed"].format(count=1)
+    totals = f"{DEFAULT_LABELS['children'].format(done=3, total=3)}, {failed}"
+    assert f'<p class="asyncstate-children">{totals}</p>' in page
+
+
+def test_the_fragment_lists_the_steps_and_keeps_the_trail_as_asked(structured) -> None:
+    app, _gate = structured
+    client = app.test_client()
+    token = _start(client, "staged")
+    wait_until(lambda: client.get(f"/asyncstate/progress/{token}").json["stage"] == "convert", 10)
+    steps = "step=plan&step=convert&step=archive"
+    page = client.get(f"/asyncstate/fragment/{token}?{steps}").get_data(as_text=True)
+    items = re.findall(
+        r'<li class="asyncstate-stage asyncstate-stage--(\w+)"( aria-current="step")?>'
+        r'<span class="asyncstate-stage-name">([^<]*)</span> '
+        r'<span class="asyncstate-visually-hidden">([^<]*)</span></li>',
+        page,
+    )
+    words = {k: DEFAULT_LABELS[k] for k in ("stageDone", "stageCurrent", "stageToCome")}
+    assert items == [
+        ("done", "", "plan", words["stageDone"]),
+        ("current", ' aria-current="step"', "convert", words["stageCurrent"]),
+        ("todo", "", "archive", words["stageToCome"]),  # named by ?step=, not begun
+    ]
+    assert f'<ol class="asyncstate-stages" aria-label="{DEFAULT_LABELS["stages"]}">' in page
+    # the trail: closed, its lines text (escaped), each with the time since the job began
+    assert '<details class="asyncstate-trail">' in page
+    assert "<img" not in page
+    lines = re.findall(
+        r'<li><time datetime="([^"]+)">(\d+:\d\d)</time> <span class="asyncstate-log-text">'
+        r"([^<]*)</span></li>",
+        page,
+    )
+    assert [html.unescape(text) for _iso, _time, text in lines] == [HOSTILE, "converting"]
+    assert all(iso.endswith("+00:00") for iso, _time, _text in lines)
+    # its summary asks for the fragment with the trail open (the steps kept), which then
+    # polls with it open; from there, it asks for it closed again
+    summary = _summary(page)
+    assert summary.pop("id").endswith("-details")
+    assert summary == {
+        "hx-get": f"/asyncstate/fragment/{token}?{steps}&details=1",
+        "hx-target": "closest .asyncstate",
+        "hx-swap": "outerHTML",
+    }
+    assert summary_text(page) == DEFAULT_LABELS["showDetails"]
+    opened = client.get(summary["hx-get"]).get_data(as_text=True)
+    assert '<details class="asyncstate-trail" open>' in opened
+    assert _root(opened)["hx-get"] == summary["hx-get"]
+    assert _button(opened, "cancel")["hx-post"] == (
+        f"/asyncstate/cancel/{token}?format=html&{steps}&details=1"
+    )
+    assert _summary(opened)["hx-get"] == f"/asyncstate/fragment/{token}?{steps}"
+
+
+def summary_text(page: str) -> str:
+    found = re.search(r"<summary [^>]*>([^<]*)</summary>", page)
+    assert found is not None, page
+    return html.unescape(found.group(1))
+
+
+def test_on_a_stream_the_trail_reopens_the_stream_as_asked(structured) -> None:
+    app, _gate = structured
+    client = app.test_client()
+    token = _start(client, "staged")
+    wait_until(lambda: client.get(f"/asyncstate/progress/{token}").json["stage"] == "convert", 10)
+    page = _render(
+        app,
+        client,
+        "{{ asyncstate_widget(token, client='htmx', mode='sse', steps=['plan', 'zip']) }}",
+        token=token,
+    )
+    events = f"/asyncstate/events/{token}?format=html&step=plan&step=zip"
+    assert f'sse-connect="{html.escape(events)}"' in page
+    assert "asyncstate-stage--todo" in page and ">zip</span>" in page
+    summary = _summary(page)
+    assert summary["hx-target"] == "closest .asyncstate-stream"
+    assert (
+        summary["hx-get"] == f"/asyncstate/fragment/{token}?step=plan&step=zip&details=1&live=sse"
+    )
+    # the answer: the stream's container again, on a stream whose events keep it open
+    opened = client.get(summary["hx-get"]).get_data(as_text=True)
+    assert f'sse-connect="{html.escape(events)}&amp;details=1"' in opened
+    assert '<details class="asyncstate-trail" open>' in opened
+    assert "hx-get" not in opened.split("<summary")[0]  # no polling beside the stream
+    with pytest.raises(TypeError, match="list of stage names"):
+        _render(app, client, "{{ asyncstate_widget(t, client='htmx', steps='plan') }}", t=token)

@@ -50,7 +50,8 @@ def export_reports(job, files):
 PAGE = """<!doctype html>
 <title>Export</title>
 <form method="post" action="{{ url_for('start_export') }}"><button>Export reports</button></form>
-{% if token %}{{ asyncstate_widget(token) }}{% endif %}
+{% if token %}{{ asyncstate_widget(token, steps=["plan", "convert", "archive"],
+                                   labels={"children": "{done} of {total} files"}) }}{% endif %}
 """
 
 

@@ -37,6 +37,12 @@
   var MAX_DELAY = 30000;
   var WORD = /^[a-z][a-z0-9_-]{0,31}$/;
   var REASON_LABELS = { shutdown: 'reasonShutdown', timeout: 'reasonTimeout' };
+  // A parent's non-zero counts shown after its totals, and their labels ({count}).
+  var CHILD_LABELS = {
+    failed: 'childrenFailed',
+    cancelled: 'childrenCancelled',
+    lost: 'childrenLost'
+  };
 
   // ---------------------------------------------------------------- helpers
 
@@ -261,6 +267,7 @@
     instanceRows: {}, // instance id -> {$tr, cells...}
     pending: {}, // job id -> true while its cancel or run-again request is in flight
     notes: {}, // job id -> a note shown in its row (a cancel or run again that failed)
+    parents: {}, // child job id -> its parent's document, when the parent is listed too
     xhr: null,
     timer: null,
     failures: 0,
@@ -348,6 +355,8 @@
     var row = { $tr: $('<tr>', { 'class': ADMIN + '-job' }) };
     row.$tr.attr('data-job-id', id);
     row.$name = cell('name');
+    row.$nameText = $('<span>', { 'class': ADMIN + '-name-text' }).appendTo(row.$name);
+    row.$partOf = $('<span>', { 'class': ADMIN + '-visually-hidden' }).appendTo(row.$name);
     row.$status = cell('status');
     row.$statusName = $('<span>', { 'class': ADMIN + '-status-name' }).appendTo(row.$status);
     row.$reason = $('<span>', { 'class': ADMIN + '-reason' }).appendTo(row.$status);
@@ -364,6 +373,7 @@
     }).appendTo(row.$widget);
     row.$fill = $('<div>', { 'class': NAME + '-fill' }).appendTo(row.$bar);
     row.$percent = $('<span>', { 'class': ADMIN + '-percent' }).appendTo(row.$progress);
+    row.$children = $('<span>', { 'class': ADMIN + '-children' }).appendTo(row.$progress);
     row.$message = cell('message');
     row.$messageText = $('<span>', { 'class': ADMIN + '-message-text' }).appendTo(row.$message);
     row.$error = $('<span>', { 'class': ADMIN + '-error' }).appendTo(row.$message);
@@ -399,6 +409,26 @@
     return row;
   }
 
+  // "31 of 40 done, 1 failed": a parent's children (the widget's labels), '' for others.
+  function childrenText(counts) {
+    if (!counts || typeof counts !== 'object' || !isNumber(counts.total) || counts.total <= 0) {
+      return '';
+    }
+    function n(key) {
+      return isNumber(counts[key]) ? counts[key] : 0;
+    }
+    var values = $.extend({}, counts, {
+      done: Math.max(0, n('total') - n('queued') - n('running'))
+    });
+    var text = format(label('children'), values);
+    $.each(CHILD_LABELS, function (key, name) {
+      if (n(key) > 0) {
+        text += ', ' + format(label(name), { count: n(key) });
+      }
+    });
+    return text;
+  }
+
   function renderJobRow(row, job) {
     var id = str(job.id);
     var status = str(job.status);
@@ -417,13 +447,26 @@
     if (cancelling) {
       classes.push(ADMIN + '-job--cancelling');
     }
+    var parent = state.parents[id]; // the parent's document, when it is listed above
+    if (parent) {
+      classes.push(ADMIN + '-job--child');
+    }
+    if (job.children && typeof job.children === 'object') {
+      classes.push(ADMIN + '-job--parent');
+    }
     if (row.$tr.attr('class') !== classes.join(' ')) {
       row.$tr.attr('class', classes.join(' '));
     }
     row.$tr.attr('data-status', status);
     row.$tr.prop('hidden', state.filter !== '' && state.filter !== status);
 
-    setText(row.$name, labelOf(job));
+    setText(row.$nameText, labelOf(job));
+    setText(row.$partOf, parent ? format(label('adminPartOf'), { name: labelOf(parent) }) : '');
+    if (parent) {
+      row.$tr.attr('data-parent-id', str(parent.id));
+    } else {
+      row.$tr.removeAttr('data-parent-id');
+    }
     row.$status.attr(
       'class',
       ADMIN + '-status' + (statusClass ? ' ' + ADMIN + '-status--' + statusClass : '')
@@ -465,6 +508,7 @@
       setText(row.$percent, shown + '%');
     }
     row.$bar.attr('aria-valuetext', shown === null ? statusName(status) : shown + '%');
+    setText(row.$children, childrenText(job.children));
 
     setText(row.$messageText, str(job.message));
     setText(row.$error, status === 'failed' ? errorDetail(job.error) : '');
@@ -513,11 +557,41 @@
     });
   }
 
+  // The list in the order shown: newest first, each listed parent followed by its listed
+  // children (newest first); a child whose parent is not listed stands on its own. Sets
+  // state.parents (child id -> its parent's document).
+  function grouped(jobs) {
+    var byId = {};
+    var kids = {};
+    state.parents = {};
+    $.each(jobs, function (_i, job) {
+      var id = str(job.id);
+      if (id && !has(byId, id)) {
+        byId[id] = job;
+      }
+    });
+    $.each(jobs, function (_i, job) {
+      var parent = str(job.parent);
+      if (parent && has(byId, parent) && parent !== str(job.id)) {
+        state.parents[str(job.id)] = byId[parent];
+        (kids[parent] = kids[parent] || []).push(job);
+      }
+    });
+    var out = [];
+    $.each(jobs, function (_i, job) {
+      if (!has(state.parents, str(job.id))) {
+        out.push(job);
+        out.push.apply(out, kids[str(job.id)] || []);
+      }
+    });
+    return out;
+  }
+
   function renderJobs() {
     var seen = {};
     var ids = [];
     var visible = 0;
-    $.each(state.jobs, function (_i, job) {
+    $.each(grouped(state.jobs), function (_i, job) {
       var id = str(job.id);
       if (!id || has(seen, id)) {
         return;

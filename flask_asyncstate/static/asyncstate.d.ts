@@ -32,7 +32,39 @@ export interface ProgressDocument {
   max_attempts?: number;
   retry_at?: number | null;
   resumed?: boolean;
+  /** A parent's counts of its children (job.spawn); null for other jobs. */
+  children?: ChildCounts | null;
+  /** The name of the stage running now (job.stage), or null. */
+  stage?: string | null;
+  /** The job's stages, in the order begun; null if it has none. */
+  stages?: Stage[] | null;
+  /** The last 20 lines of the job's trail (job.log); null if none. */
+  log?: LogLine[] | null;
   [field: string]: unknown;
+}
+
+export interface ChildCounts {
+  total: number;
+  queued: number;
+  running: number;
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  lost: number;
+}
+
+export interface Stage {
+  name: string;
+  status: 'running' | 'done' | 'failed' | 'cancelled';
+  started_at: number;
+  ended_at: number | null;
+}
+
+export interface LogLine {
+  /** Seconds since the epoch. */
+  at: number;
+  /** Text (never HTML). */
+  text: string;
 }
 
 /** What an `error` event carries: a failed request. */
@@ -82,6 +114,8 @@ export interface Options {
   notify?: boolean | string;
   /** Widget: the job has a result slot to fetch when it succeeds (false). */
   result?: boolean | string;
+  /** Widget: the names of the job's stages (or their JSON), to list the ones to come. */
+  steps?: string[] | string | null;
 }
 
 export type Labels = Record<string, string>;
@@ -166,10 +200,12 @@ export class Widget extends Tracker {
   constructor(element: HTMLElement, options?: Options);
   readonly element: HTMLElement;
   readonly labels: Labels;
+  /** The parts; children (the totals), stages and trail once the document has them. */
   readonly parts: Record<
     'bar' | 'fill' | 'eta' | 'message' | 'result' | 'status' | 'cancel' | 'retry',
     HTMLElement | null
-  >;
+  > &
+    Partial<Record<'children' | 'stages' | 'trail', HTMLElement | null>>;
   /** The percentage the bar shows (null: unknown). */
   readonly shown: number | null;
   label(key: string): string;

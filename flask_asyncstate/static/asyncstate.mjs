@@ -46,7 +46,8 @@ const defaults = {
   labels: {}, // labels for every widget of the page, over the server's
   pageTitle: true, // the progress in the page title while the tab is hidden
   notify: false, // a notification at the end, if the user allowed them
-  result: false // the job has a result slot to fetch when it succeeds
+  result: false, // the job has a result slot to fetch when it succeeds
+  steps: null // the names of the job's stages, to list the ones to come
 };
 
 const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
@@ -575,6 +576,55 @@ function reasonOf(doc) {
   return typeof reason === 'string' && /^[a-z][a-z0-9_-]{0,31}$/.test(reason) ? reason : '';
 }
 
+// A parent's non-zero counts shown after its totals, and their labels ({count}).
+const CHILD_LABELS = [
+  ['failed', 'childrenFailed'],
+  ['cancelled', 'childrenCancelled'],
+  ['lost', 'childrenLost']
+];
+// A step's state -> the label of its visually hidden status word.
+const STAGE_LABELS = {
+  done: 'stageDone',
+  current: 'stageCurrent',
+  failed: 'stageFailed',
+  cancelled: 'stageCancelled',
+  todo: 'stageToCome'
+};
+const STAGE_STATES = { done: 'done', running: 'current', failed: 'failed', cancelled: 'cancelled' };
+
+// The `steps` option: a list of names (or its JSON), else null.
+function stepNames(value) {
+  const list = typeof value === 'string' ? parse(value) : value;
+  if (typeof value === 'string' && !Array.isArray(list)) {
+    console.error(`flask-asyncstate: steps not a JSON list: ${value}`);
+  }
+  return Array.isArray(list) ? list.filter((n) => typeof n === 'string' && n) : null;
+}
+
+// The steps to list: the document's stages in order, then the named steps it has not begun
+// (to come). [{name, state}], state one of STAGE_LABELS' keys.
+function stepsOf(doc, names) {
+  const begun = Array.isArray(doc.stages)
+    ? doc.stages.filter((s) => s && typeof s === 'object')
+    : [];
+  const steps = begun.map((s) => ({
+    name: String(s.name ?? ''),
+    state: STAGE_STATES[s.status] || 'todo'
+  }));
+  const seen = new Set(steps.map((s) => s.name));
+  for (const name of names || []) if (!seen.has(name)) steps.push({ name, state: 'todo' });
+  return steps;
+}
+
+// One <li> per item of `items` in `list`, kept and redrawn in place by draw(li, item).
+function drawItems(list, items, draw) {
+  while (list.children.length > items.length) list.lastElementChild.remove();
+  items.forEach((entry, index) => {
+    const item = list.children[index] || list.appendChild(document.createElement('li'));
+    draw(item, entry);
+  });
+}
+
 // Seconds as m:ss, or h:mm:ss from an hour on.
 function clockText(seconds) {
   const s = Math.max(0, Math.floor(seconds));
@@ -610,6 +660,7 @@ class Widget extends Tracker {
     o.notify = flag(o.notify, false);
     o.pageTitle = flag(o.pageTitle, true);
     o.result = flag(o.result, false);
+    o.steps = stepNames(o.steps);
     // Labels: the server's defaults < the page's (defaults.labels) < this widget's.
     const given = strings(defaults.labels, o.labels);
     this.labels = { ...labels, ...given };
@@ -727,6 +778,7 @@ class Widget extends Tracker {
     setText(parts.status, status);
     this._drawButtons();
     this._drawEta();
+    if (doc) this._drawStructure(doc);
   }
 
   _drawBar(doc, statusText) {
@@ -780,6 +832,82 @@ class Widget extends Tracker {
       retry.disabled = !offered || this.retryPending;
       busy(retry, offered && this.retryPending);
     }
+  }
+
+  // A parent's totals ("31 of 40 done, 1 failed"), its steps and its trail: parts made the
+  // first time the document has them, then updated in place (no re-creation as it changes).
+  _drawStructure(doc) {
+    const counts = doc.children;
+    let totals = '';
+    if (counts && typeof counts === 'object' && isNum(counts.total) && counts.total > 0) {
+      const n = (key) => (isNum(counts[key]) ? counts[key] : 0);
+      const done = Math.max(0, n('total') - n('queued') - n('running'));
+      totals = format(this.label('children'), { ...counts, done });
+      for (const [key, label] of CHILD_LABELS) {
+        if (n(key) > 0) totals += `, ${format(this.label(label), { count: n(key) })}`;
+      }
+    }
+    const shownTotals = this._part('children', 'p', !!totals);
+    setText(shownTotals, totals);
+
+    const steps = stepsOf(doc, this.options.steps);
+    const list = this._part('stages', 'ol', steps.length > 0);
+    if (list) {
+      list.setAttribute('aria-label', this.label('stages'));
+      drawItems(list, steps, (item, step) => {
+        if (!item.firstChild) {
+          item.append(document.createElement('span'), ' ', document.createElement('span'));
+          item.firstChild.className = `${NAME}-stage-name`;
+          item.lastChild.className = `${NAME}-visually-hidden`;
+        }
+        item.className = `${NAME}-stage ${NAME}-stage--${step.state}`;
+        if (step.state === 'current') item.setAttribute('aria-current', 'step');
+        else item.removeAttribute('aria-current');
+        setText(item.firstChild, step.name);
+        setText(item.lastChild, this.label(STAGE_LABELS[step.state]));
+      });
+    }
+
+    const lines = Array.isArray(doc.log) ? doc.log.filter((l) => l && typeof l === 'object') : [];
+    const trail = this._part('trail', 'details', lines.length > 0);
+    if (trail) {
+      if (!trail.firstChild) {
+        trail.append(document.createElement('summary'), document.createElement('ol'));
+        trail.lastChild.className = `${NAME}-log`;
+      }
+      setText(trail.firstChild, this.label('showDetails'));
+      drawItems(trail.lastChild, lines, (item, line) => {
+        if (!item.firstChild) {
+          item.append(document.createElement('time'), ' ', document.createElement('span'));
+          item.lastChild.className = `${NAME}-log-text`;
+        }
+        const at = isNum(line.at) ? line.at : null;
+        const start = isNum(doc.started_at) ? doc.started_at : at;
+        const time = item.firstChild;
+        if (at === null) time.removeAttribute('datetime');
+        else time.setAttribute('datetime', new Date(at * 1000).toISOString());
+        setText(time, at === null ? '' : clockText(at - start));
+        setText(item.lastChild, line.text == null ? '' : String(line.text));
+      });
+    }
+  }
+
+  // The part `name` (.asyncstate-<name>), made after the message line the first time it is
+  // `wanted`; hidden while not. Null while it was never wanted.
+  _part(name, tag, wanted) {
+    let node = this.parts[name] || this.element.querySelector(`.${NAME}-${name}`);
+    if (!node && wanted) {
+      node = document.createElement(tag);
+      node.className = `${NAME}-${name}`;
+      const order = ['bar', 'eta', 'message', 'children', 'stages', 'trail'];
+      const earlier = order.slice(0, order.indexOf(name)).map((n) => this.parts[n]);
+      const before = earlier.reverse().find(Boolean);
+      if (before) before.after(node);
+      else this.element.prepend(node);
+    }
+    this.parts[name] = node || null;
+    if (node && node.hidden === wanted) node.hidden = !wanted;
+    return node;
   }
 
   // "0:42 elapsed · about 30 s left": server time (the document's updated_at - started_at,
@@ -947,7 +1075,7 @@ const addOns = [pageTitle, notification, resultSlot];
 // ------------------------------------------------------------------ <asyncstate-progress>
 
 const ATTRIBUTES =
-  'token prefix interval mode label labels notify result try-again page-title csrf-token'.split(
+  'token prefix interval mode label labels notify result try-again page-title csrf-token steps'.split(
     ' '
   );
 const EVENTS = ['transport', 'progress', 'done', 'error', 'result'];
