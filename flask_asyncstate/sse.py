@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 _FALLBACK_READ = 1.0
 #: Longest a read is shared by the streams of one job when no notification came between.
 _SHARED_FOR = 0.5
+#: Longest a stream waits for the read another stream of its job is making.
+_SHARED_WAIT = 5.0
 
 
 class SharedReads:
@@ -52,12 +54,14 @@ class SharedReads:
 
     A document read after a job's n-th change notification is handed to every local
     stream of that job until the next notification (or for ``_SHARED_FOR`` seconds), so
-    a write costs one read here, not one per open stream.
+    a write costs one read here, not one per open stream. The streams a notification
+    wakes together wait for the one read the first of them makes (a read yields to the
+    others under gevent; without this they would each miss the cache and read too).
     """
 
     def __init__(self, limit: int = 1000) -> None:
         self._lock = threading.Lock()
-        self._docs: dict[str, tuple[int, float, dict[str, Any] | None]] = {}
+        self._docs: dict[str, _Read] = {}
         self._limit = limit
 
     def status(self, app_state: AppState, job_id: str) -> dict[str, Any] | None:
@@ -66,14 +70,40 @@ class SharedReads:
         now = time.monotonic()
         with self._lock:
             hit = self._docs.get(job_id)
-        if hit is not None and hit[0] == seq and now - hit[1] < _SHARED_FOR:
-            return hit[2]
-        doc = app_state.records.status(job_id)
-        with self._lock:
-            if len(self._docs) >= self._limit and job_id not in self._docs:
-                self._docs.clear()  # bounded: jobs come and go
-            self._docs[job_id] = (seq, now, doc)
-        return doc
+            if hit is None or hit.seq != seq or now - hit.at >= _SHARED_FOR:
+                if len(self._docs) >= self._limit and job_id not in self._docs:
+                    self._docs.clear()  # bounded: jobs come and go
+                mine = self._docs[job_id] = _Read(seq, now)
+                hit = None
+        if hit is not None:
+            if hit.ready.wait(_SHARED_WAIT):
+                if hit.failed is not None:
+                    raise StoreError(f"the shared read failed: {hit.failed}")
+                return hit.doc
+            return app_state.records.status(job_id)  # that read hangs: do not wait on it
+        try:
+            mine.doc = app_state.records.status(job_id)
+        except BaseException as exc:
+            mine.failed = exc
+            with self._lock:  # nothing to share: the next wake-up reads again
+                if self._docs.get(job_id) is mine:
+                    del self._docs[job_id]
+            raise
+        finally:
+            mine.ready.set()
+        return mine.doc
+
+
+class _Read:
+    """One shared read: set ``ready`` once ``doc`` (or ``failed``) is known."""
+
+    __slots__ = ("at", "doc", "failed", "ready", "seq")
+
+    def __init__(self, seq: int, at: float) -> None:
+        self.seq, self.at = seq, at
+        self.doc: dict[str, Any] | None = None
+        self.failed: BaseException | None = None
+        self.ready = threading.Event()
 
 
 def _event(data: Any, name: str | None = None) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from typing import Any
 
 from support.waiting import wait_until
 
@@ -146,3 +148,68 @@ def test_streams_of_one_job_share_one_read_per_change(make_app, backend_url, mon
             again = [shared.status(found, handle.id) for _ in range(20)]
             assert len(reads) == 2 and all(d is again[0] for d in again)
         handle.cancel()
+
+
+def test_streams_woken_together_wait_for_one_read(make_app, backend_url, monkeypatch) -> None:
+    """Streams that wake at once (one notification, many streams, the read still in
+    flight) share the first one's read instead of each missing the cache; a failed read
+    fails its waiters too, and the next wake-up reads again."""
+    from flask_asyncstate.sse import SharedReads
+
+    app, ext = make_app(backend_url)
+
+    @ext.job
+    def quiet(job) -> None:
+        job.cancelled.wait(10)
+
+    with app.app_context():
+        handle = quiet.start()
+        found = ext.app_state()
+        wait_until(lambda: handle.status()["status"] == "running", 5)
+        reads: list[str] = []
+        failing = threading.Event()
+        real = found.records.status
+
+        def slow_status(job_id: str) -> Any:
+            reads.append(job_id)
+            time.sleep(0.1)  # the read is in flight while the other streams wake
+            if failing.is_set():
+                raise StoreUnavailable("Redis is unreachable: test")
+            return real(job_id)
+
+        monkeypatch.setattr(found.records, "status", slow_status)
+        shared = SharedReads()
+        key = found.records.job_key(handle.id)
+
+        def wake_all(count: int) -> list[Any]:
+            got: list[Any] = [None] * count
+            barrier = threading.Barrier(count)
+
+            def stream(i: int) -> None:
+                barrier.wait()
+                try:
+                    got[i] = shared.status(found, handle.id)
+                except Exception as exc:  # noqa: BLE001 - the reader's error, or its waiters'
+                    got[i] = exc
+
+            threads = [threading.Thread(target=stream, args=(i,)) for i in range(count)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+            return got
+
+        with found.store.watch(key):
+            found.store.watchers.notify(key)
+            docs = wake_all(30)
+            assert len(reads) == 1, f"{len(reads)} reads for 30 streams woken together"
+            assert all(isinstance(d, dict) and d["id"] == handle.id for d in docs)
+            failing.set()
+            found.store.watchers.notify(key)
+            failed = wake_all(30)
+            assert len(reads) == 2 and all(isinstance(e, Exception) for e in failed), failed
+            failing.clear()
+            again = wake_all(5)  # nothing kept of the failed read: one new read
+            assert len(reads) == 3 and all(isinstance(d, dict) for d in again)
+        handle.cancel()
+    print("30 streams woken together: 1 read; a failed read failed its 30 waiters, then 1 new read")
