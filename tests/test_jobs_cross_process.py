@@ -113,3 +113,43 @@ def test_hot_progress_loop_costs_a_bounded_number_of_redis_round_trips(redis_url
     # a cancel-listener sweep per second. Nothing grows with the number of progress() calls.
     assert used <= 25 + flushes + 2 * beats + elapsed, used
     print(f"10,000 progress() calls in {elapsed:.2f} s -> {used} Redis round trips in all")
+
+
+def test_a_job_whose_process_ended_just_after_writing_its_end_is_never_read_lost(
+    make_app, redis_url, monkeypatch
+) -> None:
+    """A work horse writes its job's final document, then removes its heartbeat and exits:
+    a poll that read the document before the one and checked the heartbeat after the other
+    reads the document again, and sees how the job ended, not ``lost``."""
+    from flask_asyncstate.stores.base import Entry
+
+    app, ext = make_app(redis_url)
+
+    @ext.job
+    def quick(job) -> str:
+        return "done"
+
+    with app.app_context():
+        handle = quick.start()
+        assert handle.wait(5)["status"] == "succeeded"
+        found = ext.app_state()
+        store, key = found.store, found.records.job_key(handle.id)
+        ended = store.read_many([key], refresh=False)[0]
+        assert ended is not None
+        # What a poll read a moment earlier: running, on a process whose heartbeat is gone.
+        running = Entry({**ended.data, "status": "running", "instance": "gone-1-x"}, False)
+        real = store.read_many
+        calls: list[list[str]] = []
+
+        def first_read_was_earlier(keys, refresh=True):
+            calls.append(list(keys))
+            return [running] if len(calls) == 1 else real(keys, refresh=refresh)
+
+        monkeypatch.setattr(store, "read_many", first_read_was_earlier)
+        doc = handle.status()
+        assert (doc["status"], doc["result"]) == ("succeeded", "done")
+        assert calls == [[key], [key]]  # one read more, only because its process was gone
+        # A process that died without ending its job: still lost after the second read.
+        monkeypatch.setattr(store, "read_many", lambda keys, refresh=True: [running])
+        assert handle.status()["status"] == "lost"
+    print("a job read running on a process gone: read again -> succeeded; still running -> lost")

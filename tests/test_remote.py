@@ -267,6 +267,28 @@ def test_rq_queue_is_bounded_app_wide(redis_url) -> None:
         ext.shutdown(1)
 
 
+def test_jobs_a_worker_took_leave_the_queue_index_at_its_writers_next_tick(redis_url) -> None:
+    """A worker's take costs no round trip for the queue's index: the jobs it took leave it
+    together at the writer's next tick, so they do not hold ``ASYNCSTATE_MAX_QUEUED`` places."""
+    from flask_asyncstate import workers as on_rq
+
+    app, ext = _rq_app(redis_url, ASYNCSTATE_MAX_QUEUED=3)
+    jobs = define_jobs(ext)
+    records = ext.app_state().records
+    try:
+        with app.app_context():
+            handles = [jobs["count"].start(i) for i in range(3)]
+            assert records.queued_ids() == {h.id for h in handles}  # the queue is full
+            on_rq.run_worker(ext.app_state(), ["unit"], burst=True, simple=True)
+            assert [h.status()["status"] for h in handles] == ["succeeded"] * 3
+            wait_until(lambda: records.queued_ids() == set(), 2, message="places given back")
+            more = [jobs["count"].start(i) for i in range(3)]  # three places free again
+            assert len({h.id for h in more}) == 3
+    finally:
+        on_rq._worker_app = None
+        ext.shutdown(1)
+
+
 # -- Celery: the registered task, run eagerly in this process -------------------------
 
 
