@@ -2,7 +2,8 @@
 ``<asyncstate-progress>`` follows a job (polling, its event stream), cancels it, runs it
 again; its events reach the page; page-wide defaults and the element's attributes give its
 labels; and the core alone (``Tracker``) follows a job with no markup, as a SPA would.
-Last, the pages of docs/browser.rst (docs/examples/clients.py), jQuery's and the module's.
+Last, the pages of docs/browser.rst (docs/examples/clients.py): jQuery's, the module's and
+htmx's.
 
 A small app in this process, served on a free loopback port (werkzeug's server in a
 thread); ``RUNS`` records the runs the server started, so the tests check what the server
@@ -538,7 +539,7 @@ def example_page(browser, example) -> Iterator[Callable[..., Any]]:
     yield from page_factory(browser, example.url)
 
 
-@pytest.mark.parametrize("client", ["jquery", "module"])
+@pytest.mark.parametrize("client", ["jquery", "module", "htmx"])
 def test_the_pages_of_the_docs_show_a_job_to_its_end(example_page, example, client) -> None:
     page = example_page()
     page.goto(f"{example.url}/{client}")
@@ -555,5 +556,9 @@ def test_the_pages_of_the_docs_show_a_job_to_its_end(example_page, example, clie
     assert page.evaluate("() => typeof window.jQuery") == (
         "function" if client == "jquery" else "undefined"
     )
+    # htmx: polls of the server's fragment, no script of ours
+    ours = [u for u in page.requests if re.search(r"/asyncstate/asyncstate\.m?js", u)]
+    assert bool(ours) is (client != "htmx")
+    assert any("/asyncstate/fragment/" in u for u in page.requests) is (client == "htmx")
     errors = [e for e in page.console_errors if "asyncstate" in e]  # (not the favicon's 404)
     assert not errors, page.console_errors
