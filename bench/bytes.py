@@ -9,9 +9,12 @@ names fetched through the app's test client, as a first visit with an empty cach
 - jQuery, now: the same page with this checkout's ``asyncstate.js`` (the core and the
   jQuery plugin, one classic script);
 - plain module, now: ``<asyncstate-progress>`` with the stylesheet and ``asyncstate.mjs``,
-  no jQuery.
+  no jQuery;
+- htmx: ``asyncstate_widget(token, client="htmx")``, the stylesheet, htmx from npm
+  (``node_modules/htmx.org/dist/htmx.min.js``, as ``npm ci`` installs it) and the widget's
+  fragment as ``<prefix>/fragment/<token>`` answers it (each poll brings it again); then
+  the same with htmx's SSE extension (``htmx-ext-sse``), for ``mode="sse"``.
 
-(The htmx page, ``asyncstate_widget(token, client="htmx")``, gets its row with that client.)
 Each is counted unminified (as served: jQuery is xstatic's ``jquery.min.js``, the widget's
 own files are not minified) and gzipped (level 6, what a server's gzip sends), with the
 ratio to the jQuery page before; then the widget's scripts alone, and their lines
@@ -39,6 +42,7 @@ import harness
 from flask import Flask, render_template_string
 
 from flask_asyncstate import AsyncState, JobContext, templating
+from flask_asyncstate.security import visible_job
 
 #: The last commit of the widget before the core (the jQuery-only asyncstate.js).
 BEFORE = "6cfd5b4"
@@ -55,6 +59,14 @@ MODULE_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Import<
 <script type="module" src="{{ prefix }}/asyncstate.mjs"></script></head>
 <body><asyncstate-progress token="{{ token }}" prefix="{{ prefix }}"></asyncstate-progress>
 </body></html>"""
+
+
+NODE_MODULES = Path(harness.ROOT, "node_modules")
+#: htmx and its SSE extension as npm installs them (the app serves them; not our routes).
+HTMX = {
+    "htmx.min.js": NODE_MODULES / "htmx.org" / "dist" / "htmx.min.js",
+    "sse.js": NODE_MODULES / "htmx-ext-sse" / "dist" / "sse.js",
+}
 
 
 class Assets(HTMLParser):
@@ -98,14 +110,29 @@ def make_app() -> tuple[Flask, Any]:
     return app, noop
 
 
-def widget_pages(app: Flask, job: Any) -> tuple[dict[str, bytes], dict[str, bytes]]:
-    """The assets of the jQuery page and of the plain module page, now."""
-    with app.test_request_context("/"):
+def widget_pages(app: Flask, job: Any) -> tuple[dict[str, bytes], ...]:
+    """The assets of the jQuery page, of the plain module page and of the htmx page (with
+    htmx and the fragment; empty without ``node_modules``), now."""
+    with app.test_request_context("/"):  # one session: the job is the htmx widget's too
         token = job.start().token
         prefix = templating.prefix_url()
         jquery = render_template_string("{{ asyncstate_widget(token) }}", token=token)
         module = render_template_string(MODULE_PAGE, token=token, prefix=prefix)
-    return page_assets(app, jquery), page_assets(app, module)
+        found = app.extensions["asyncstate"]
+        # alone on its page: its stylesheet with it
+        htmx = render_template_string(
+            "{{ asyncstate_widget(token, client='htmx', include_assets=True) }}", token=token
+        )
+        # each poll of a running job: its fragment, Cancel and all (the job here ends at once)
+        doc = dict(visible_job(found, token)[1], status="running", percent=42.0)
+        doc.update(current=42, total=100, message="42 of 100 products")
+        fragment = templating.fragment(found, token, doc)
+    htmx_page: dict[str, bytes] = {}
+    if all(path.is_file() for path in HTMX.values()):
+        htmx_page = page_assets(app, htmx)
+        htmx_page["htmx.min.js"] = HTMX["htmx.min.js"].read_bytes()
+        htmx_page["fragment"] = str(fragment).encode()  # what <prefix>/fragment/<token> answers
+    return page_assets(app, jquery), page_assets(app, module), htmx_page
 
 
 def script_before(prelude: bytes) -> tuple[bytes, int] | None:
@@ -149,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Bytes of a widget page's assets, first visit; {harness.checkout()} against {BEFORE};"
         f" Python {sys.version.split()[0]}, load average {harness.load_average():.2f}"
     )
-    jquery_now, module_now = widget_pages(*make_app())
+    jquery_now, module_now, htmx_now = widget_pages(*make_app())
+    htmx_sse = dict(htmx_now, **{"sse.js": HTMX["sse.js"].read_bytes()}) if htmx_now else {}
     served = module_now["asyncstate.mjs"]
     found = script_before(served[: served.index(b"/*!")])
     before, old = found if found else (None, 0)
@@ -158,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         ("jQuery, before", jquery_before if before else None),
         ("jQuery, now (core + jQuery plugin)", jquery_now),
         ("plain module, now", module_now),
+        ("htmx (polling its fragment)", htmx_now or None),
+        ("htmx + its SSE extension", htmx_sse or None),
     ]
     base_raw = sum(map(len, jquery_before.values()))
     base_gz = sum(map(gz, jquery_before.values()))
@@ -165,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes: dict[str, tuple[int, int]] = {}
     for name, assets in pages:
         if assets is None:
-            rows.append([name, "(no git history)", "-", "-", "-", "-"])
+            missing = "(npm ci first)" if name.startswith("htmx") else "(no git history)"
+            rows.append([name, missing, "-", "-", "-", "-"])
             continue
         raw, packed = sum(map(len, assets.values())), sum(map(gz, assets.values()))
         sizes[name] = (raw, packed)
@@ -190,24 +221,28 @@ def main(argv: list[str] | None = None) -> int:
         ("asyncstate.js, now (core + jQuery plugin)", jquery_now["asyncstate.js"]),
         ("asyncstate.mjs, now (the plain module)", module_now["asyncstate.mjs"]),
         ("jQuery 3 (xstatic, minified)", jquery_now["jquery.js"]),
+        ("htmx 2 (npm, minified)", htmx_now.get("htmx.min.js")),
+        ("htmx-ext-sse (npm)", htmx_sse.get("sse.js")),
+        ("the htmx widget's fragment (each poll)", htmx_now.get("fragment")),
     ]
     first = before or jquery_now["asyncstate.js"]
     rows = []
     for name, data in scripts:
         if data is None:
-            rows.append([name, "(no git history)", "-", "-", "-"])
+            missing = "(no git history)" if name.startswith("asyncstate") else "(npm ci first)"
+            rows.append([name, missing, "-", "-", "-"])
             continue
         ratios = [f"{len(data) / len(first):.2f}x", f"{gz(data) / gz(first):.2f}x"]
-        rows.append(
-            [
-                name,
-                kib(len(data)),
-                kib(gz(data)),
-                *(["-", "-"] if name.startswith("jQuery") else ratios),
-            ]
-        )
+        ours = name.startswith("asyncstate")
+        rows.append([name, kib(len(data)), kib(gz(data)), *(ratios if ours else ["-", "-"])])
     report.table(
-        ["script, as served", "unminified", "gzipped", "unminified / before", "gzipped / before"],
+        [
+            "script or fragment, as served",
+            "unminified",
+            "gzipped",
+            "unminified / before",
+            "gzipped / before",
+        ],
         rows,
     )
 

@@ -10,6 +10,11 @@ With Redis, ``ASYNCSTATE_EXECUTOR=rq`` or ``=celery`` runs the imports on worker
 instead of the web processes: ``flask --app example_app asyncstate worker`` (RQ),
 ``celery -A example_app.celery_worker worker`` (Celery, broker ``REDIS_URL``).
 
+The import's page comes three ways, linked from each other: ``/`` with jQuery (what
+``asyncstate_widget`` brings), ``/htmx`` rendered on the server and kept current by htmx,
+``/module`` as ``<asyncstate-progress>`` with no library. htmx is served from
+``node_modules`` (``npm ci`` at the root of the checkout; without it the htmx page says so).
+
 The import runs through ``job.iter`` (a cancel stops it within one product) and
 is ``unique=True``: a second start while one is unfinished shows the running
 one. Visitors may sign in under any name (``users.py``, Flask-Login, no
@@ -36,8 +41,19 @@ import secrets
 import stat
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from flask import Flask, Response, flash, redirect, render_template, request, url_for
+from flask import (
+    Flask,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from flask_login import current_user
 from flask_session import Session
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -49,6 +65,16 @@ from .pages import no_store, wants_json
 
 asyncstate = AsyncState()
 csrf = CSRFProtect()
+
+#: The pages of the import, one per way to put the widget on a page: client -> endpoint.
+CLIENTS = {"jquery": "index", "htmx": "htmx_page", "module": "module_page"}
+#: htmx and its SSE extension, as ``npm ci`` installs them at the root of the checkout
+#: (served by the app itself, never from a CDN).
+NODE_MODULES = Path(__file__).resolve().parent.parent / "node_modules"
+VENDOR = {
+    "htmx.min.js": NODE_MODULES / "htmx.org" / "dist" / "htmx.min.js",
+    "sse.js": NODE_MODULES / "htmx-ext-sse" / "dist" / "sse.js",
+}
 
 #: File in ``app.instance_path`` holding the secret key when ``SECRET_KEY`` is not set.
 SECRET_KEY_FILE = "secret_key"
@@ -305,11 +331,42 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
             return {"error": str(exc.description)}, 400
         return exc.get_response()
 
-    @app.get("/")
-    def index() -> Response:
+    def import_page(client: str) -> Response:
+        """The import, its widget put on the page the ``client`` way."""
         # mode "auto": push updates over Server-Sent Events, falling back to polling
         mode = "poll" if request.args.get("mode") == "poll" else "auto"
-        return no_store(render_template("index.html", token=request.args.get("token"), mode=mode))
+        if client == "module" and not asyncstate.app_state().streams.on():
+            mode = "poll"  # no stream to ask for here (the Jinja global does the same)
+        page = render_template(
+            "index.html",
+            token=request.args.get("token"),
+            mode=mode,
+            client=client,
+            clients=CLIENTS,
+            htmx_ready=all(path.is_file() for path in VENDOR.values()),
+        )
+        return no_store(page)
+
+    @app.get("/")
+    def index() -> Response:
+        """The widget with jQuery (``asyncstate_widget`` brings it and the plugin)."""
+        return import_page("jquery")
+
+    @app.get("/htmx")
+    def htmx_page() -> Response:
+        """The widget rendered on the server and kept current by htmx (no script of ours)."""
+        return import_page("htmx")
+
+    @app.get("/module")
+    def module_page() -> Response:
+        """The widget as ``<asyncstate-progress>``, the plain module: no library at all."""
+        return import_page("module")
+
+    @app.get("/vendor/<any('htmx.min.js', 'sse.js'):name>")
+    def vendor_script(name: str) -> Response:
+        if not VENDOR[name].is_file():
+            abort(404, f"{VENDOR[name]} is missing: run npm ci at the root of the checkout")
+        return send_file(VENDOR[name], mimetype="text/javascript", max_age=3600)
 
     @app.post("/import")
     def start_import():  # type: ignore[no-untyped-def]
@@ -319,6 +376,7 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
         JSON client gets ``{"token": ...}``: 202 for a new import, 200 for the one
         already running, which a second start hands back instead of starting another.
         """
+        page = CLIENTS.get(request.form.get("client", ""), "index")  # back to its own page
         job = import_products if app.config["EXAMPLE_UNIQUE"] else import_products_repeatable
         try:
             handle = job.start(
@@ -331,12 +389,12 @@ def create_app(config: dict[str, object] | None = None, instance_path: str | Non
             if wants_json():
                 raise  # the app-wide handler: 429 JSON with Retry-After
             flash(i18n.text("quota"), "error")  # a person at a form gets the message on the page
-            return redirect(url_for("index"))
+            return redirect(url_for(page))
         if wants_json():
             return {"token": handle.token}, 202 if handle.is_new else 200
         if not handle.is_new:
             flash(i18n.text("already_running"))
-        return redirect(url_for("index", token=handle.token))
+        return redirect(url_for(page, token=handle.token))
 
     @app.get("/my-jobs")
     def my_jobs() -> Response:

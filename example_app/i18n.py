@@ -92,6 +92,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "start": "Import products",
         "job_label": "Product import",
         "progress_heading": "Import progress",
+        "clients": "The same widget with",
+        "client_jquery": "jQuery",
+        "client_htmx": "htmx",
+        "client_module": "no library (the plain module)",
+        "htmx_missing": "htmx is not installed, so this widget stays as it is: run npm ci at"
+        " the root of the checkout (it installs htmx into node_modules), then reload the page.",
+        "htmx_labels": "",
         "progress_label": "Product import progress",
         "progress_message": "{current:,} of {total:,} products",
         "jobs_heading": "My jobs",
@@ -124,6 +131,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "start": "Importer les produits",
         "job_label": "Importation de produits",
         "progress_heading": "Progression de l’importation",
+        "clients": "Le même widget avec",
+        "client_jquery": "jQuery",
+        "client_htmx": "htmx",
+        "client_module": "aucune bibliothèque (le module seul)",
+        "htmx_missing": "htmx n’est pas installé, ce widget ne bouge donc pas : lancez npm ci à"
+        " la racine du dépôt (il installe htmx dans node_modules), puis rechargez la page.",
+        "htmx_labels": "Le widget htmx est rendu par le serveur avec ses propres textes"
+        " (traduits par Flask-Babel, que cet exemple n’utilise pas) : ils restent en anglais.",
         "progress_label": "Progression de l’importation des produits",
         # str.format has no French thousands separator: the numbers go without one
         "progress_message": "{current} sur {total} produits",

@@ -291,7 +291,10 @@ is gone), after which the stream closes; ``unavailable`` (``{"error": ...}``) wh
 store is away; ``reconnect`` (``{"reason": ...}``) when the stream reached its age limit
 and closes; a ``: ping`` comment every 15 s. With ``format=html`` the ``message`` and
 ``end`` events carry the htmx widget (one ``data:`` line per line of HTML) instead of
-JSON, for htmx's SSE extension (``sse-swap="message"``, ``sse-close="end"``)."""
+JSON, for htmx's SSE extension (``sse-swap="message"``, ``sse-close="end"``); and a
+stream refused by the limits below is, with ``format=html``, a 200 stream of one
+``message``, the widget polling by itself, then ``end`` (EventSource cannot read a 429:
+the extension would open the stream again and again)."""
 
 #: Each route of the blueprint: endpoint -> method -> its description. ``guard`` says
 #: which guard runs first ("app": ``AsyncState.guard``, "admin": the admin guard, None:
@@ -360,7 +363,7 @@ OPERATIONS: dict[str, dict[str, Schema]] = {
                 "404": _NOT_FOUND,
                 "429": _error(
                     "Streams are off in this process (the default on a threaded server), or"
-                    " too many are open: poll /progress instead.",
+                    " too many are open: poll /progress instead (format=html: see above).",
                     "Retry-After",
                 ),
             },

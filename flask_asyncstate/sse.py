@@ -123,6 +123,12 @@ def _text_event(text: str, name: str | None = None) -> str:
 Render = Callable[[dict[str, Any] | None], str]
 
 
+def handed_over(text: str) -> str:
+    """A whole stream of one ``message`` event carrying ``text``, then ``end``: what an htmx
+    widget gets for a stream it may not have (see ``views.events``)."""
+    return "retry: 2000\n\n" + _text_event(text) + _text_event("", "end")
+
+
 def progress_stream(
     app_state: AppState, job_id: str, render: Render | None = None
 ) -> Iterator[str]:

@@ -66,7 +66,7 @@ from .errors import InvalidToken, JobNotRetryable, QueueFull, QuotaExceeded, Sto
 from .records import ADMIN_FIELDS
 from .security import NOT_FOUND, csrf_token, json_refusal, same_origin, verdict, visible_job
 from .sessions import UnavailableSession
-from .sse import progress_stream
+from .sse import handed_over, progress_stream
 from .status import FINAL
 from .stores.base import request_path
 
@@ -254,6 +254,15 @@ def events(token: str) -> Response:
     found = appstate.get()
     job_id, _doc = visible_job(found, token)
     slot = found.streams.acquire(found.request_owner(create=False) or "")
+    if slot is None and _as_html():
+        # htmx's SSE extension cannot read a 429 (EventSource only sees a failure) and would
+        # open the stream again and again: hand it the widget that polls by itself instead.
+        polling = templating.fragment(found, token, _doc, interval=request.args.get("interval"))
+        return Response(
+            handed_over(str(polling)),
+            mimetype="text/event-stream",
+            headers={"Cache-Control": "no-store", "Retry-After": "10"},
+        )
     if slot is None:
         return error(
             429,

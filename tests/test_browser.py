@@ -1,4 +1,5 @@
-"""The example app in headless Chromium (Debian's, driven by Playwright): bar, cancel, isolation."""
+"""The example app in headless Chromium (Debian's, driven by Playwright): bar, cancel, isolation,
+on its jQuery page and on its htmx and plain-module pages."""
 
 from __future__ import annotations
 
@@ -102,3 +103,55 @@ def test_import_progress_and_cancel_in_the_browser(browser, example, tmp_path, m
         f"{mode}: aria-valuenow rose {first} -> {risen} over {transport}, cancelled;"
         f" screenshot {tmp_path / f'cancelled-{mode}.png'}"
     )
+
+
+@pytest.fixture(scope="module")
+def shared_example(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    """One example app for the tests of its htmx and module pages (a session each)."""
+    tmp = tmp_path_factory.mktemp("example")
+    with AppProcess(
+        tmp, SESSION_DIR=str(tmp / "sessions"), FLASK_ASYNCSTATE_MAX_STREAMS="20"
+    ) as app:
+        yield app
+
+
+@pytest.mark.parametrize("client", ["htmx", "module"])
+def test_the_htmx_and_module_pages_follow_and_cancel_the_import(
+    browser, shared_example, client
+) -> None:
+    """The example's other two pages (streams on: htmx's SSE extension, the element's
+    mode "auto"): the bar rises, Cancel stops the import, a reload shows it cancelled."""
+    url = shared_example.url
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+
+    page.goto(f"{url}/{client}")
+    page.click("#start-import")
+    page.wait_for_url(f"**/{client}?token=*")
+    above = "(n) => +document.querySelector('.asyncstate-bar').getAttribute('aria-valuenow') > n"
+    page.wait_for_function(above, arg=0, timeout=15000)
+    first = int(page.locator(".asyncstate-bar").get_attribute("aria-valuenow") or 0)
+    page.wait_for_function(above, arg=first, timeout=15000)
+    assert "of 2,000 products" in page.locator(".asyncstate-message").inner_text()
+    assert any("/asyncstate/events/" in u for u in requests)  # the stream, either way
+    if client == "module":
+        assert (
+            page.evaluate("() => document.querySelector('asyncstate-progress').widget.transport")
+            == "sse"
+        )
+
+    page.click(".asyncstate-cancel")
+    page.wait_for_selector(".asyncstate.asyncstate--cancelled", timeout=15000)
+    assert page.locator(".asyncstate-status").inner_text() == "Cancelled"
+    page.reload()
+    page.wait_for_selector(".asyncstate.asyncstate--cancelled", timeout=15000)
+    token = page.url.split("token=", 1)[1]
+    assert page.request.get(f"{url}/asyncstate/progress/{token}").json()["status"] == "cancelled"
+    assert page.evaluate("() => typeof window.jQuery") == "undefined"
+    assert not [u for u in requests if not u.startswith(url)]  # nothing off the app
+    assert errors == []
+    context.close()

@@ -2,7 +2,8 @@
 ``<asyncstate-progress>`` follows a job (polling, its event stream), cancels it, runs it
 again; its events reach the page; page-wide defaults and the element's attributes give its
 labels; and the core alone (``Tracker``) follows a job with no markup, as a SPA would.
-Last, the pages of docs/browser.rst (docs/examples/clients.py), jQuery's and the module's.
+Last, the pages of docs/browser.rst (docs/examples/clients.py): jQuery's, the module's and
+htmx's.
 
 A small app in this process, served on a free loopback port (werkzeug's server in a
 thread); ``RUNS`` records the runs the server started, so the tests check what the server
@@ -23,6 +24,7 @@ from urllib.parse import urlencode
 
 import pytest
 from flask import Flask, render_template_string, request
+from markupsafe import Markup
 from support.apps import make_app
 from support.pages import ThreadedServer, page_factory
 
@@ -47,10 +49,10 @@ PAGE = """<!doctype html>
 </asyncstate-progress>
 <script>
   window.__events = [];
-  for (const name of ['transport', 'progress', 'done', 'error']) {
+  for (const name of ['transport', 'progress', 'done', 'error', 'result']) {
     document.addEventListener('asyncstate:' + name, (event) => window.__events.push(
       { name, target: event.target.id, status: event.detail && event.detail.status,
-        detail: name === 'transport' ? event.detail : null }));
+        detail: ['transport', 'result'].includes(name) ? event.detail : null }));
   }
 </script>
 </body></html>"""
@@ -69,6 +71,29 @@ TRACKER_PAGE = """<!doctype html>
   tracker.start();
   window.__tracker = tracker;
 </script></head><body><div id="app"></div></body></html>"""
+
+#: Before the page's scripts: each change of the element's classes, status line and bar, in
+#: window.__shown, so that a state shown for a moment is not missed.
+RECORDER = """
+window.__shown = [];
+new MutationObserver(() => {
+  const el = document.querySelector('#job');
+  const status = el && el.querySelector('.asyncstate-status');
+  if (!status) return;
+  const bar = el.querySelector('.asyncstate-bar');
+  const entry = { cls: el.className, status: status.textContent,
+                  now: bar && bar.getAttribute('aria-valuenow') };
+  const last = window.__shown[window.__shown.length - 1];
+  if (!last || last.cls !== entry.cls || last.status !== entry.status || last.now !== entry.now)
+    window.__shown.push(entry);
+}).observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+"""
+#: Classes that would mean the element gave up, or showed an end it was not told about.
+NOT_THE_END = {
+    f"asyncstate--{name}"
+    for name in ("failed", "error", "lost", "notfound", "forbidden", "cancelled", "succeeded")
+}
+UNAVAILABLE = '{"error": "the job store is unavailable, try again shortly"}'
 
 #: Test key -> the ``job.attempt`` of every run the server started, in order.
 RUNS: dict[str, list[int]] = {}
@@ -103,20 +128,30 @@ def build_app() -> tuple[Flask, AsyncState]:
         job.progress(2, total=2, message="row 2 of 2")
         return len(runs)
 
-    jobs = {job.name: job for job in (steady, endless, fails_once)}
+    @ext.job(render_result=lambda rows: Markup('<p class="report">{} rows</p>').format(rows))
+    def reported(job: JobContext, key: str) -> int:
+        RUNS.setdefault(key, []).append(job.attempt)
+        for i in range(1, 5):
+            time.sleep(0.1)  # running first, so the slot is seen empty
+            job.progress(i, total=4)
+        return 12
+
+    jobs = {job.name: job for job in (steady, endless, fails_once, reported)}
 
     def start(name: str) -> JobHandle:
-        handle: JobHandle = jobs[name].start(request.args["key"])
+        steps = {"steps": int(request.args["steps"])} if "steps" in request.args else {}
+        handle: JobHandle = jobs[name].start(request.args["key"], **steps)
         return handle
 
     @app.get("/element/<name>")
     def element(name: str) -> str:
-        """A new job and its element; ``attributes`` (JSON) adds to the element's, ``script``
-        is the page's own module script."""
+        """A new job and its element (or the job of ``?token=``: a reload of its page);
+        ``attributes`` (JSON) adds to the element's, ``script`` is the page's own module
+        script."""
         return render_template_string(
             PAGE,
             csrf=CSRF,
-            token=start(name).token,
+            token=request.args.get("token") or start(name).token,
             attributes=json.loads(request.args.get("attributes", "{}")),
             script=request.args.get("script", ""),
         )
@@ -308,6 +343,162 @@ def test_labels_from_the_page_and_from_the_element(new_page, server, key) -> Non
     assert page.locator(".asyncstate-bar").get_attribute("aria-label") == "Progress"
 
 
+def shown(page: Any) -> list[dict[str, Any]]:
+    """What the element showed, each change (see RECORDER), up to its first end."""
+    log = list(page.evaluate("() => window.__shown"))
+    for entry in log:
+        ended = NOT_THE_END & set(entry["cls"].split())
+        if ended:
+            return log[: log.index(entry)]
+    return log
+
+
+def test_a_reload_follows_the_same_job(new_page, server, key) -> None:
+    page = new_page()
+    page.goto(f"{server.url}/element/steady?key={key}&steps=30")
+    token = page.locator("#job").get_attribute("token")
+    page.goto(f"{server.url}/element/steady?{urlencode({'key': key, 'token': token})}")
+    above = "(n) => +document.querySelector('.asyncstate-bar').getAttribute('aria-valuenow') > n"
+    page.wait_for_function(above, arg=0)
+    before = int(page.locator(".asyncstate-bar").get_attribute("aria-valuenow") or 0)
+    page.reload()
+    page.wait_for_function(above, arg=before - 1)  # from where it was, not from the start
+    assert page.locator("#job").get_attribute("token") == token
+    assert "asyncstate--running" in (page.locator("#job").get_attribute("class") or "")
+    page.wait_for_selector("asyncstate-progress.asyncstate--succeeded", timeout=15000)
+    assert text_of(page, ".asyncstate-message") == "step 30 of 30"
+    assert RUNS[key] == [1]  # the reload started nothing
+    no_jquery(page)
+
+
+def test_503_polls_show_reconnecting_keep_the_bar_and_recover(new_page, server, key) -> None:
+    page = new_page(RECORDER)
+    polls: list[tuple[float, int]] = []
+
+    def progress(route: Any) -> None:
+        status = 503 if len(polls) in (2, 3) else 200  # polls 3 and 4
+        polls.append((time.monotonic(), status))
+        if status == 503:
+            route.fulfill(
+                status=503,
+                headers={"Retry-After": "1", "Cache-Control": "no-store"},
+                content_type="application/json",
+                body=UNAVAILABLE,
+            )
+        else:
+            route.continue_()
+
+    page.route("**/asyncstate/progress/**", progress)
+    page.goto(f"{server.url}/element/steady?key={key}&steps=25")
+    page.wait_for_selector("asyncstate-progress.asyncstate--reconnecting")
+    assert text_of(page, ".asyncstate-status") == DEFAULT_LABELS["reconnecting"]
+    page.wait_for_selector("asyncstate-progress.asyncstate--succeeded", timeout=15000)
+    assert text_of(page, ".asyncstate-status") == DEFAULT_LABELS["succeeded"]
+
+    log = shown(page)  # nothing final before the end the server sent
+    reconnecting = [e for e in log if "asyncstate--reconnecting" in e["cls"].split()]
+    assert reconnecting, log
+    for entry in reconnecting:  # a running job still, its bar where it was (> 0)
+        assert entry["status"] == DEFAULT_LABELS["reconnecting"], entry
+        assert "asyncstate--running" in entry["cls"].split(), entry
+        assert entry["now"] == reconnecting[0]["now"] and int(entry["now"]) > 0, entry
+    statuses = [status for _, status in polls]
+    assert statuses[2:5] == [503, 503, 200]
+    assert 0.9 <= polls[3][0] - polls[2][0] < 1.9  # Retry-After: 1, not the back-off
+    assert [(e["status"], e["target"]) for e in events(page, "error")] == [(503, "job")] * 2
+    assert RUNS[key] == [1]
+
+
+def test_a_stream_the_server_refuses_falls_back_to_polls(
+    new_page, server, key, monkeypatch
+) -> None:
+    """The server's own 429 (too many open streams): one stream asked for, then polls."""
+    monkeypatch.setattr(server.ext.app_state(server.app).streams, "acquire", lambda owner: None)
+    page = new_page()
+    query = urlencode({"key": key, "attributes": json.dumps({"mode": "auto"})})
+    page.goto(f"{server.url}/element/steady?{query}")
+    page.wait_for_selector("asyncstate-progress.asyncstate--succeeded", timeout=15000)
+    assert [e["detail"] for e in events(page, "transport")] == ["sse", "poll"]
+    widget = page.evaluate(
+        "() => { const w = document.querySelector('#job').widget;"
+        " return {transport: w.transport, sseRefused: w.sseRefused}; }"
+    )
+    assert widget == {"transport": "poll", "sseRefused": True}
+    page.wait_for_timeout(300)  # what is tested is that nothing happens: no stream reopened
+    assert sum("/asyncstate/events/" in u for u in page.requests) == 1
+    assert sum("/asyncstate/progress/" in u for u in page.requests) >= 2
+    assert events(page, "error") == []  # a refused stream is no error of the job
+    no_jquery(page)
+
+
+def test_a_stream_that_says_unavailable_then_drops_hands_over_to_polls(
+    new_page, server, key
+) -> None:
+    """An open stream: a document, then the store away, then the connection ends."""
+    streams: list[str] = []
+    doc = {
+        "id": "x",
+        "name": "steady",
+        "status": "running",
+        "current": 1,
+        "total": 10,
+        "percent": 10.0,
+        "message": "step 1 of 10",
+        "cancel_requested": False,
+        "created_at": 1.0,
+        "updated_at": 1.0,
+    }
+    body = f"retry: 60000\n\ndata: {json.dumps(doc)}\n\nevent: unavailable\ndata: {UNAVAILABLE}\n\n"
+
+    def stream(route: Any) -> None:
+        streams.append(route.request.url)
+        route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    page = new_page(RECORDER)
+    page.route("**/asyncstate/events/**", stream)
+    query = urlencode({"key": key, "attributes": json.dumps({"mode": "auto"})})
+    page.goto(f"{server.url}/element/steady?{query}")
+    page.wait_for_selector("asyncstate-progress.asyncstate--succeeded", timeout=15000)
+    log = shown(page)
+    assert any(
+        e["status"] == DEFAULT_LABELS["reconnecting"] and "asyncstate--reconnecting" in e["cls"]
+        for e in log
+    ), log
+    assert [e["detail"] for e in events(page, "transport")] == ["sse", "poll"]
+    assert page.evaluate("() => document.querySelector('#job').widget.sseRefused") is False
+    assert len(streams) == 1
+    assert [e["status"] for e in events(page, "error")] == [503]  # the unavailable event
+    no_jquery(page)
+
+
+def test_the_result_slot_of_the_element(new_page, server, key) -> None:
+    page = new_page()
+    query = urlencode({"key": key, "attributes": json.dumps({"result": "true"})})
+    page.goto(f"{server.url}/element/reported?{query}")
+    page.wait_for_selector("asyncstate-progress.asyncstate--running")
+    slot = page.locator(".asyncstate-result")
+    assert slot.is_hidden() and slot.inner_html() == ""
+    page.wait_for_selector(".asyncstate-result:not([hidden]) .report", timeout=10000)
+    assert text_of(page, ".asyncstate-result") == "12 rows"
+    assert text_of(page, ".asyncstate-status") == DEFAULT_LABELS["succeeded"]
+    html = '<p class="report">12 rows</p>'
+    assert [e["detail"] for e in events(page, "result")] == [html]
+    # the slot between the message and the status line, as in the server's markup
+    parts = page.evaluate(
+        "() => [...document.querySelector('#job').children].map(e => e.className)"
+    )
+    assert parts.index("asyncstate-message") < parts.index("asyncstate-result")
+    assert parts.index("asyncstate-result") < parts.index("asyncstate-status")
+    results = [u for u in page.requests if "/asyncstate/result/" in u]
+    token = page.locator("#job").get_attribute("token")
+    assert [u.split("?", 1)[0] for u in results] == [f"{server.url}/asyncstate/result/{token}"]
+
+    page.goto(f"{server.url}/element/reported?{urlencode({'key': key, 'token': token})}&{query}")
+    page.wait_for_selector(".asyncstate-result:not([hidden]) .report")  # fetched again
+    assert RUNS[key] == [1]
+    no_jquery(page)
+
+
 # ------------------------------------------------------------------ the core alone
 
 
@@ -348,7 +539,7 @@ def example_page(browser, example) -> Iterator[Callable[..., Any]]:
     yield from page_factory(browser, example.url)
 
 
-@pytest.mark.parametrize("client", ["jquery", "module"])
+@pytest.mark.parametrize("client", ["jquery", "module", "htmx"])
 def test_the_pages_of_the_docs_show_a_job_to_its_end(example_page, example, client) -> None:
     page = example_page()
     page.goto(f"{example.url}/{client}")
@@ -365,5 +556,9 @@ def test_the_pages_of_the_docs_show_a_job_to_its_end(example_page, example, clie
     assert page.evaluate("() => typeof window.jQuery") == (
         "function" if client == "jquery" else "undefined"
     )
+    # htmx: polls of the server's fragment, no script of ours
+    ours = [u for u in page.requests if re.search(r"/asyncstate/asyncstate\.m?js", u)]
+    assert bool(ours) is (client != "htmx")
+    assert any("/asyncstate/fragment/" in u for u in page.requests) is (client == "htmx")
     errors = [e for e in page.console_errors if "asyncstate" in e]  # (not the favicon's 404)
     assert not errors, page.console_errors

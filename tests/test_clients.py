@@ -466,6 +466,26 @@ def test_the_html_stream_carries_the_fragment_in_its_events(web) -> None:
     assert json.loads(text.split("event: end\ndata: ")[1])["status"] == "succeeded"
 
 
+def test_a_refused_html_stream_hands_over_the_polling_widget(web, monkeypatch) -> None:
+    """Over the stream limits, ``?format=html`` gets a stream of one message (the widget
+    that polls by itself) and ``end``: htmx's SSE extension cannot read a 429, and would open
+    the stream again and again. The JSON stream keeps its 429."""
+    app, ext = web
+    client = app.test_client()
+    token = _start(client, "blocked")
+    monkeypatch.setattr(ext.app_state(app).streams, "acquire", lambda owner: None)  # limits
+    answer = client.get(f"/asyncstate/events/{token}?format=html&interval=500")
+    assert answer.status_code == 200 and answer.mimetype == "text/event-stream"
+    blocks = answer.get_data(as_text=True).split("\n\n")
+    assert blocks[0] == "retry: 2000"
+    assert blocks[2] == "event: end\ndata: " and blocks[3:] == [""]
+    html = "\n".join(line.removeprefix("data: ") for line in blocks[1].splitlines())
+    assert f'hx-get="/asyncstate/fragment/{token}?interval=500"' in html
+    assert 'hx-trigger="every 500ms"' in html
+    plain = client.get(f"/asyncstate/events/{token}")
+    assert plain.status_code == 429 and plain.headers["Retry-After"] == "10"
+
+
 # -- structured progress in the htmx widget (issue 26) -----------------------------------
 
 

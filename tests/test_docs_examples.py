@@ -486,24 +486,31 @@ def test_team_owner_callable_shares_jobs_within_a_team(load) -> None:
 # -- docs/browser.rst, jQuery, a plain module, htmx ---------------------------------------
 
 
-def test_clients_jquery_and_module_pages_show_the_job(load) -> None:
+def test_clients_jquery_module_and_htmx_pages_show_the_job(load) -> None:
     """The job on each page: the jQuery page's widget brings jQuery and the plugin, the
-    module page only the module (tests/test_browser_module.py runs both in Chromium)."""
+    module page only the module, the htmx page htmx and the fragment, no script of ours
+    (tests/test_browser_module.py runs the three in Chromium)."""
     example = load("clients", STEPS=2, PAUSE=0)
     client = example.app.test_client()
-    for name in ("jquery", "module"):
+    for name in ("jquery", "module", "htmx"):
         token = token_of(client.post(f"/{name}"))
         page = client.get(f"/{name}?token={token}").get_data(as_text=True)
         assert poll(client, token, finished)["status"] == "succeeded"
         if name == "jquery":
             assert widget_tokens(page) == [token]
             assert "/asyncstate/jquery-auto.js" in page and "/asyncstate/asyncstate.js" in page
-        else:
+        elif name == "module":
             assert (
                 f'<asyncstate-progress token="{token}"' in page and 'prefix="/asyncstate"' in page
             )
             assert 'from "/asyncstate/asyncstate.mjs"' in page
             assert "jquery" not in page.lower() and "asyncstate.js" not in page
+        else:  # the widget as it was when the page was rendered, polling its fragment
+            assert f'hx-get="/asyncstate/fragment/{token}"' in page
+            assert '<script src="/htmx.min.js">' in page
+            assert "jquery" not in page.lower() and not re.search(r"asyncstate\.m?js", page)
+            with client.get("/htmx.min.js") as htmx:  # served by the app, from npm
+                assert htmx.status_code == 200 and b"htmx" in htmx.get_data()
     with client.get("/asyncstate/asyncstate.mjs") as module:
         assert module.status_code == 200 and module.mimetype == "text/javascript"
 

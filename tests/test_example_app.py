@@ -158,6 +158,72 @@ def test_pages_with_job_tokens_are_sent_no_store(app: Flask) -> None:
     assert jobs.headers["Cache-Control"] == "no-store"
 
 
+@pytest.mark.parametrize("client", ["jquery", "htmx", "module"])
+def test_the_import_page_three_ways(app: Flask, client: str) -> None:
+    """The form of each page starts the import and comes back to that page, which shows the
+    widget its way; each page links to the other two."""
+    browser = app.test_client()
+    path = {"jquery": "/", "htmx": "/htmx", "module": "/module"}[client]
+    form = browser.get(path).get_data(as_text=True)
+    for other in ("/", "/htmx", "/module"):
+        assert f'href="{other}"' in form
+    assert f'<input type="hidden" name="client" value="{client}">' in form
+    answer = browser.post("/import", data={"csrf_token": _page_csrf(browser), "client": client})
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith(f"{path}?token=")
+    token = location.split("token=", 1)[1]
+    shown = browser.get(location)
+    page = shown.get_data(as_text=True)
+    assert shown.headers["Cache-Control"] == "no-store"
+    assert f'id="client-{client}" aria-current="page"' in page
+    scripts = re.findall(r'<script[^>]* src="([^"]+)"', page)
+    if client == "jquery":
+        assert f'data-asyncstate-token="{token}"' in page
+        assert "/asyncstate/asyncstate.js" in scripts
+    elif client == "htmx":  # rendered on the server, htmx and its SSE extension from npm
+        assert 'data-asyncstate-fragment="succeeded"' in page  # (it ran inline: done)
+        assert scripts == ["/vendor/htmx.min.js", "/vendor/sse.js"]  # no jQuery, none of ours
+        for script in scripts:
+            with browser.get(script) as served:
+                assert served.status_code == 200 and served.mimetype == "text/javascript"
+    else:  # the element and the module, no jQuery
+        assert f'<asyncstate-progress token="{token}" prefix="/asyncstate"' in page
+        assert 'mode="poll"' in page  # this process serves no streams: none asked for
+        assert scripts == ["/asyncstate/asyncstate.mjs"]
+    assert 'id="htmx-missing"' not in page
+
+
+def test_the_htmx_page_says_to_run_npm_ci_when_htmx_is_missing(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = {name: tmp_path / "node_modules" / name for name in example_app.VENDOR}
+    monkeypatch.setattr(example_app, "VENDOR", missing)
+    browser = app.test_client()
+    token = _start(browser).json["token"]
+    page = browser.get(f"/htmx?token={token}").get_data(as_text=True)
+    notice = re.search(r'<p [^>]*id="htmx-missing">([^<]*)</p>', page)
+    assert notice and "run npm ci" in notice.group(1)
+    assert 'role="alert"' in page and "/vendor/" not in page  # no script tag that would 404
+    assert 'data-asyncstate-fragment="succeeded"' in page  # the widget as it is, still shown
+    answer = browser.get("/vendor/htmx.min.js")
+    assert answer.status_code == 404 and b"run npm ci" in answer.data
+
+
+def test_the_htmx_page_in_french_says_why_its_widget_is_english(app: Flask) -> None:
+    browser = app.test_client()
+    _choose(browser, "fr")
+    token = _start(browser).json["token"]
+    page = browser.get(f"/htmx?token={token}").get_data(as_text=True)
+    assert 'id="htmx-labels"' in page and "Flask-Babel" in page
+    assert '<p class="asyncstate-status" role="status">Done</p>' in page  # the server's labels
+    module = browser.get(f"/module?token={token}").get_data(as_text=True)
+    assert "Annuler" in module  # the element takes the page's labels, in French
+    english = app.test_client()
+    token = _start(english).json["token"]
+    assert 'id="htmx-labels"' not in english.get(f"/htmx?token={token}").get_data(as_text=True)
+
+
 # -- the session directory --------------------------------------------------------------------
 
 
@@ -755,7 +821,9 @@ def test_every_page_has_one_main_landmark_holding_all_but_the_header(app: Flask)
         pages = {"/ (flashed)": client.get("/").get_data(as_text=True)}
         assert 'class="flash"' in pages["/ (flashed)"]  # it must be in main too
         token = _start(client).json["token"]
-        for path in ("/", f"/?token={token}", "/my-jobs", "/login"):
+        for path in ("/", f"/?token={token}", "/my-jobs", "/login") + tuple(
+            f"/{client}?token={token}" for client in ("htmx", "module")
+        ):
             pages[path] = client.get(path).get_data(as_text=True)
         _logout(client)
         pages["/ (signed out)"] = client.get("/").get_data(as_text=True)

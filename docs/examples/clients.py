@@ -1,13 +1,15 @@
 """One job, one complete page per front end (docs/browser.rst, "jQuery, a plain module, htmx").
 
 Run it with ``FLASK_SECRET_KEY=dev flask --app docs/examples/clients.py run`` and open
-http://127.0.0.1:5000/jquery or http://127.0.0.1:5000/module: the same widget, the same
-behaviour, with jQuery or with no library at all.
+http://127.0.0.1:5000/jquery, http://127.0.0.1:5000/module or http://127.0.0.1:5000/htmx:
+the same widget, the same behaviour, with jQuery, with no library at all, or with htmx
+(``npm ci`` first, at the root of the checkout: the app serves htmx from ``node_modules``).
 """
 
 import time
+from pathlib import Path
 
-from flask import Flask, redirect, render_template_string, request, url_for
+from flask import Flask, abort, redirect, render_template_string, request, send_file, url_for
 
 from flask_asyncstate import AsyncState
 
@@ -81,6 +83,36 @@ MODULE_PAGE = """\
 """
 # -- end of the module page
 
+# -- the htmx page
+HTMX_PAGE = """\
+<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Import</title>
+  <script src="{{ url_for('htmx_script') }}"></script>
+</head>
+<body>
+  <form method="post"><button>Import</button></form>
+  {% if token %}
+    {{ asyncstate_widget(token, client="htmx") }}  {# the stylesheet and the widget #}
+    <p id="done" hidden>Imported.</p>
+    <script>
+      document.body.addEventListener("htmx:afterSettle", () => {  // after each new state
+        const state = document.querySelector("[data-asyncstate-fragment]").dataset;
+        document.getElementById("done").hidden = state.asyncstateFragment !== "succeeded";
+      });
+    </script>
+  {% endif %}
+</body>
+</html>
+"""
+# -- end of the htmx page
+
+#: htmx itself, from npm (``npm ci`` installs the version package-lock.json pins): served by
+#: this app, like any script of your own, never from a CDN.
+HTMX = Path(__file__).resolve().parents[2] / "node_modules" / "htmx.org" / "dist" / "htmx.min.js"
+
 
 @app.get("/jquery")
 def jquery_page():
@@ -92,7 +124,19 @@ def module_page():
     return render_template_string(MODULE_PAGE, token=request.args.get("token"))
 
 
-@app.post("/<any(jquery, module):client>")
+@app.get("/htmx")
+def htmx_page():
+    return render_template_string(HTMX_PAGE, token=request.args.get("token"))
+
+
+@app.get("/htmx.min.js")
+def htmx_script():
+    if not HTMX.is_file():
+        abort(404, f"{HTMX} is missing: run npm ci at the root of the checkout")
+    return send_file(HTMX, mimetype="text/javascript")
+
+
+@app.post("/<any(jquery, module, htmx):client>")
 def start(client):
     handle = import_products.start()  # then back to the page, which shows the job
     return redirect(url_for(f"{client}_page", token=handle.token))
