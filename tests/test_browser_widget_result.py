@@ -574,8 +574,12 @@ def test_the_jinja_global_and_the_result_route(new_page, server) -> None:
     page.goto(server.url + "/global?token=" + token)
     widget = page.locator("#g1 .asyncstate")
     assert widget.get_attribute("data-asyncstate-result") == "true"  # the job has a view
-    page.wait_for_selector("#g1 .asyncstate--running")
-    assert slot(page, "#g1")["hidden"] is True
+    # while it runs the slot is hidden: both read at one moment (the job may end at any time)
+    running = page.wait_for_function(
+        "() => { const w = document.querySelector('#g1 .asyncstate--running');"
+        " return w ? {hidden: w.querySelector('.asyncstate-result').hidden} : null; }"
+    )
+    assert running.json_value() == {"hidden": True}
     page.wait_for_selector("#g1 .asyncstate-result:not([hidden]) .real")
     assert slot(page, "#g1")["html"] == '<p class="real">60 rows</p>'
     assert len(result_requests(page)) == 1
