@@ -1,0 +1,196 @@
+"""The live app against its own description (issue 25): schemathesis draws requests for every
+operation of ``<prefix>/openapi.json`` and sends them over HTTP to the app served on a
+loopback port (Redis store, Flask-WTF's CSRFProtect on, an admin guard set). No answer may be
+a 500, have a status or media type the description does not name for that operation, or a
+body or header that breaks its schema.
+
+The path parameters are drawn from the owner's real tokens and job ids (a running, a
+succeeded, a failed and a cancelled job), another owner's token and whatever schemathesis
+makes of ``{"type": "string"}``; each request is sent either as the owner (its session
+cookie, the same-origin header and the CSRF token) or as a stranger with none of them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+import schemathesis
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from support.apps import Gate, define_jobs, make_app
+from support.pages import ThreadedServer
+from support.redis_server import RedisServer
+from support.waiting import wait_until
+
+from flask_asyncstate import openapi
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+#: Requests drawn for each operation.
+EXAMPLES = 40
+
+
+def _order(operation_id: str) -> tuple[int, str]:
+    """Reads first, then what changes a job, forgetting one last: the jobs are still in
+    each of their states while most operations are drawn."""
+    endpoint, _, method = operation_id.rpartition("_")
+    spec = openapi.OPERATIONS[endpoint][method]
+    return (2 if endpoint == "dismiss" else 1 if spec.get("proofs") else 0, operation_id)
+
+
+#: Every operation the description has, by its operationId, but the description's own
+#: (schemathesis leaves out the path it loaded the description from; test_clients.py
+#: validates that answer).
+OPERATION_IDS = sorted(
+    (
+        f"{endpoint}_{method}"
+        for endpoint, methods in openapi.OPERATIONS.items()
+        for method in methods
+        if endpoint != "openapi"
+    ),
+    key=_order,
+)
+
+
+class Live:
+    """The app on a loopback port, its owner's and a stranger's HTTP sessions, and what
+    the owner's jobs are called."""
+
+    def __init__(self, url: str, owner: requests.Session, stranger: requests.Session) -> None:
+        self.url, self.owner, self.stranger = url, owner, stranger
+        self.tokens: list[str] = []
+        self.job_ids: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def live(redis_server: RedisServer) -> Iterator[Live]:
+    from flask_wtf.csrf import CSRFProtect, generate_csrf
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    app, ext = make_app(redis_server.url, admin_guard=lambda: True, sse_max_age=0.3)
+    CSRFProtect(app)
+    jobs = define_jobs(ext)
+    gate = Gate()
+
+    @ext.job(render_result=lambda rows: f"{rows} rows <imported>")
+    def shows(job: Any) -> int:
+        return 7
+
+    @app.get("/begin")
+    def begin() -> dict[str, Any]:
+        """The owner's jobs, one for each way a job ends (and one that runs), and the CSRF
+        token of its session."""
+        started = [
+            jobs["blocked"].start(gate.name),
+            shows.start(),
+            jobs["fails"].start(),
+            jobs["until_cancelled"].start(),
+        ]
+        started[3].cancel()
+        return {
+            "tokens": [h.token for h in started],
+            "ids": [h.id for h in started],
+            "csrf": generate_csrf(),
+        }
+
+    with ThreadedServer(app, ext) as server:
+        owner, stranger = requests.Session(), requests.Session()
+        made = owner.get(f"{server.url}/begin", timeout=10).json()
+        owner.headers.update({"X-Requested-With": "XMLHttpRequest", "X-CSRFToken": made["csrf"]})
+        theirs = stranger.get(f"{server.url}/begin", timeout=10).json()
+        found = Live(server.url, owner, stranger)
+        found.tokens = [*made["tokens"], theirs["tokens"][0]]
+        found.job_ids = made["ids"]
+
+        def settled() -> bool:
+            statuses = [
+                owner.get(f"{server.url}/asyncstate/progress/{t}", timeout=10).json()["status"]
+                for t in made["tokens"]
+            ]
+            return statuses == ["running", "succeeded", "failed", "cancelled"]
+
+        wait_until(settled, 10)
+        yield found
+        gate.set()
+        owner.close()
+        stranger.close()
+
+
+@pytest.fixture(scope="module")
+def schema(live: Live) -> Any:
+    loaded = schemathesis.openapi.from_url(f"{live.url}/asyncstate/openapi.json")
+    assert loaded.get_base_url() == f"{live.url}/asyncstate"  # the description's server
+    return loaded
+
+
+def test_every_described_operation_is_fuzzed(schema: Any) -> None:
+    described = {op.ok().definition.raw["operationId"] for op in schema.get_all_operations()}
+    assert described == set(OPERATION_IDS)
+
+
+@pytest.mark.parametrize("operation_id", OPERATION_IDS)
+def test_the_live_app_answers_as_described(live: Live, schema: Any, operation_id: str) -> None:
+    operation = schema.find_operation_by_id(operation_id)
+    modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]  # negative: bad query values
+    cases = st.one_of([operation.as_strategy(generation_mode=m) for m in modes])
+    known: list[str] = []
+    names = [p.name for p in operation.path_parameters]
+    if names:
+        (name,) = names
+        known = live.tokens if name == "token" else live.job_ids
+        real = st.sampled_from(known).flatmap(
+            lambda value: st.one_of(
+                [
+                    operation.as_strategy(generation_mode=m, path_parameters={name: value})
+                    for m in modes
+                ]
+            )
+        )
+        cases = st.one_of(real, cases)
+    seen: Counter[int] = Counter()
+
+    def run(case: Any, as_owner: bool) -> None:
+        response = case.call(session=live.owner if as_owner else live.stranger, timeout=10)
+        seen[response.status_code] += 1
+        case.validate_response(response, checks=CHECKS)
+
+    # first each real token (or job id) as its owner sends it, and the first as a stranger
+    # does, so that every run reaches those answers; then what hypothesis draws
+    firsts = [{name: value} for value in known] if names else [{}]
+    for path_parameters, as_owner in [*((p, True) for p in firsts), (firsts[0], False)]:
+        run = example(case=operation.Case(path_parameters=path_parameters), as_owner=as_owner)(run)
+    run = given(case=cases, as_owner=st.sampled_from([True, True, False]))(run)
+    run = settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )(run)
+    run()
+    print(operation_id, dict(sorted(seen.items())))
+    # the requests reached the answers worth reaching, not only refusals: a success, and
+    # for a state-changing route the refusal of a request without the proofs too
+    endpoint, _, method = operation_id.rpartition("_")
+    spec = openapi.OPERATIONS[endpoint][method]
+    assert seen.keys() & {int(s) for s in spec["responses"] if s.startswith("2")}, seen
+    if spec.get("proofs"):
+        assert 403 in seen, seen
