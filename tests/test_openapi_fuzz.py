@@ -1,13 +1,15 @@
 """The live app against its own description (issue 25): schemathesis draws requests for every
 operation of ``<prefix>/openapi.json`` and sends them over HTTP to the app served on a
-loopback port (Redis store, Flask-WTF's CSRFProtect on, an admin guard set). No answer may be
-a 500, have a status or media type the description does not name for that operation, or a
-body or header that breaks its schema.
+loopback port, on two apps whose descriptions differ (Redis store with Flask-WTF's
+CSRFProtect; the memory store without Flask-WTF), each with a guard and an admin guard. No
+answer may be a 500, have a status or media type the description does not name for that
+operation, or a body or header that breaks its schema.
 
 The path parameters are drawn from the owner's real tokens and job ids (a running, a
 succeeded, a failed and a cancelled job), another owner's token and whatever schemathesis
-makes of ``{"type": "string"}``; each request is sent either as the owner (its session
-cookie, the same-origin header and the CSRF token) or as a stranger with none of them.
+makes of ``{"type": "string"}``; each request is sent as the owner (its session cookie,
+the same-origin header and the CSRF token), as another session without the proofs, or
+signed out (no cookie: the guards send it to sign in).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ from support.waiting import wait_until
 from flask_asyncstate import openapi
 from flask_asyncstate.security import csrf_token
 
+#: Each operation's test takes up to a second or two (a cancel on Redis, a stream that waits
+#: for its end); all of them, on both apps, 20 to 30 s.
+pytestmark = pytest.mark.reliability
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -47,10 +53,6 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-#: Each operation's test takes a second or two (a cancel on Redis, a stream that waits for
-#: its end); all of them, on both apps, take 20 to 30 s.
-pytestmark = pytest.mark.reliability
-
 #: Requests drawn for each operation.
 EXAMPLES = 30
 
@@ -196,8 +198,9 @@ def test_the_live_app_answers_as_described(live: Live, schema: Any, operation_id
 
     # first each real token (or job id) as its owner sends it, and the first as the others
     # do, so that every run reaches those answers; then what hypothesis draws
-    firsts = [{name: value} for value in known] if names else [{}]
-    explicit = [(p, "owner") for p in firsts] + [(firsts[0], "stranger"), (firsts[0], "signed out")]
+    given_values = [{name: value} for value in known] if names else [{}]
+    explicit = [(v, "owner") for v in given_values]
+    explicit += [(given_values[0], "stranger"), (given_values[0], "signed out")]
     for path_parameters, sender in explicit:
         run = example(case=operation.Case(path_parameters=path_parameters), sender=sender)(run)
     run = given(case=cases, sender=st.sampled_from(["owner", "owner", "stranger", "signed out"]))(
