@@ -73,6 +73,7 @@ setup(
             "celery[redis]>=5.3",
             "openapi-spec-validator>=0.7",  # tests/test_clients.py checks <prefix>/openapi.json
             "jsonschema>=4.18",  # ... and that real answers fit its schemas
+            "schemathesis>=4",  # tests/test_openapi_fuzz.py: the live app against its description
             "prometheus_client>=0.16",  # the metrics tests
             "opentelemetry-api>=1.20",
             "opentelemetry-sdk>=1.20",  # the tracing tests' in-memory exporter

@@ -123,6 +123,11 @@ FIELDS: dict[str, Schema] = {
 }
 
 
+def _json_text(schema: Schema) -> Schema:
+    """A string holding a JSON document that fits ``schema`` (an event's data)."""
+    return {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}
+
+
 def _schemas() -> dict[str, Schema]:
     undescribed = {"description": "Not described yet."}
     admin_row = {f: FIELDS.get(f, undescribed) for f in ADMIN_FIELDS}
@@ -161,6 +166,50 @@ def _schemas() -> dict[str, Schema]:
             },
             "required": ["error"],
             "example": {"error": "login required", "login_url": "/login?next=%2F"},
+        },
+        "Event": {
+            "description": (
+                "One event of the stream, as an EventSource reads it (before OpenAPI 3.2's"
+                " itemSchema, a text/event-stream schema describes each event)."
+            ),
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {
+                        "event": {"enum": ["message", "end"]},
+                        "data": {
+                            "type": "string",
+                            "description": (
+                                "The progress document as JSON (or, for a job that is gone,"
+                                ' {"error": ...}); with format=html the htmx widget.'
+                            ),
+                        },
+                    },
+                    "required": ["event", "data"],
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "event": {"const": "unavailable"},
+                        "data": _json_text(_ref("Error")),
+                    },
+                    "required": ["event", "data"],
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "event": {"const": "reconnect"},
+                        "data": _json_text(
+                            {
+                                "type": "object",
+                                "properties": {"reason": {"type": "string"}},
+                                "required": ["reason"],
+                            }
+                        ),
+                    },
+                    "required": ["event", "data"],
+                },
+            ],
         },
         "Dismissed": {
             "type": "object",
@@ -359,7 +408,10 @@ OPERATIONS: dict[str, dict[str, Schema]] = {
             "guard": "app",
             "parameters": [_FORMAT, _INTERVAL, _DETAILS, _STEP],
             "responses": {
-                "200": _text("The event stream.", "text/event-stream"),
+                "200": {
+                    "description": "The event stream.",
+                    "content": {"text/event-stream": {"schema": _ref("Event")}},
+                },
                 "404": _NOT_FOUND,
                 "429": _error(
                     "Streams are off in this process (the default on a threaded server), or"
@@ -574,6 +626,7 @@ def describe(app: Flask) -> dict[str, Any]:
     prefix = found.settings.url_prefix
     root = request.script_root if has_request_context() else ""
     csrf = csrf_header(app)
+    checked = _csrf_methods(app) if csrf else set()
     paths: dict[str, dict[str, Schema]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         blueprint, _, endpoint = rule.endpoint.partition(".")
@@ -584,7 +637,7 @@ def describe(app: Flask) -> dict[str, Any]:
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             spec = described.get(method.lower())
             paths.setdefault(path, {})[method.lower()] = _operation(
-                endpoint, method.lower(), spec, rule.arguments, csrf
+                endpoint, method.lower(), spec, rule.arguments, csrf if method in checked else None
             )
     return {
         "openapi": VERSION,
@@ -643,6 +696,14 @@ def _operation(
         for name in sorted(arguments)
     ]
     operation["parameters"] = parameters + list(spec.get("parameters", []))
+    if csrf and not proofs:  # only reads, but Flask-WTF checks every request of its methods
+        responses.setdefault(
+            "403",
+            _json(
+                "The guard refused, or Flask-WTF's CSRF token is missing or wrong.",
+                _ref("Refusal"),
+            ),
+        )
     if guard == "app":
         responses.setdefault("401", _json("The guard wants a signed-in user.", _ref("Refusal")))
         responses.setdefault("403", _json("The guard refused.", _ref("Refusal")))
@@ -663,12 +724,23 @@ def _operation(
     return operation
 
 
+def _csrf_methods(app: Flask) -> set[str]:
+    """The methods whose requests Flask-WTF's ``CSRFProtect`` checks, read from the settings
+    it reads (``WTF_CSRF_ENABLED``, ``WTF_CSRF_CHECK_DEFAULT``, ``WTF_CSRF_METHODS``)."""
+    config = app.config
+    if not config.get("WTF_CSRF_ENABLED", True) or not config.get("WTF_CSRF_CHECK_DEFAULT", True):
+        return set()
+    methods = config.get("WTF_CSRF_METHODS") or ("POST", "PUT", "PATCH", "DELETE")
+    return {m.upper() for m in methods}
+
+
 def _requirements(proofs: bool, csrf: str | None) -> list[dict[str, list[str]]]:
     """Who may call: the owner's session; for a state-changing route, with the same-origin
-    header or a same-origin ``Origin``, and the CSRF token when Flask-WTF checks one."""
-    if not proofs:
-        return [{"session": []}]
+    header or a same-origin ``Origin``; and the CSRF token wherever Flask-WTF checks one
+    (every request of its methods, the reading ``POST /progress`` too)."""
     extra: dict[str, list[str]] = {"csrf": []} if csrf else {}
+    if not proofs:
+        return [{"session": [], **extra}]
     return [
         {"session": [], "sameOrigin": [], **extra},
         {"session": [], "origin": [], **extra},

@@ -236,6 +236,103 @@ def test_the_admin_routes_are_described_as_absent_without_an_admin_guard(app: Fl
     assert client.get("/asyncstate/admin/jobs").status_code == 404
 
 
+def _events(text: str) -> list[dict[str, str]]:
+    """The events of a stream as an EventSource dispatches them: a block with data lines
+    (``event`` is "message" unless named); comments and a lone ``retry:`` are no event."""
+    found = []
+    for block in text.split("\n\n"):
+        lines = [line for line in block.splitlines() if not line.startswith(":")]
+        data = [line[6:] for line in lines if line.startswith("data: ")]
+        if data:
+            names = [line[7:] for line in lines if line.startswith("event: ")]
+            found.append({"event": names[0] if names else "message", "data": "\n".join(data)})
+    return found
+
+
+def test_the_event_stream_is_described_one_event_at_a_time(make_jobs) -> None:
+    """Regression (schemathesis): a text/event-stream schema describes each event, as an
+    EventSource reads it, not the stream as one string; a JSON payload fits its schema."""
+    app, _ext, jobs = make_jobs(sse_max_age=0.2)
+    gate = Gate()
+
+    @app.post("/start/<kind>")
+    def start(kind: str) -> dict[str, str]:
+        handle = jobs["count"].start(2) if kind == "count" else jobs["blocked"].start(gate.name)
+        return {"token": handle.token}
+
+    client = testing.client(app)
+    document = client.get("/asyncstate/openapi.json").json
+    validate(document)
+    answer = document["paths"]["/events/{token}"]["get"]["responses"]["200"]
+    schema = answer["content"]["text/event-stream"]["schema"]
+    event_schema = {**schema, "components": document["components"]}
+    done, running = _start(client, "count"), _start(client, "blocked")
+    _status_of(client, done, "succeeded")
+    seen = []
+    try:
+        for url in (
+            f"/asyncstate/events/{done}",
+            f"/asyncstate/events/{done}?format=html",
+            f"/asyncstate/events/{running}",  # alive past sse_max_age: reconnect
+        ):
+            streamed = client.get(url, buffered=False)
+            _check(document, "/events/{token}", "get", streamed)
+            events = _events(b"".join(streamed.response).decode())
+            streamed.close()
+            for event in events:
+                jsonschema.Draft202012Validator(event_schema).validate(event)
+                (branch,) = [
+                    b
+                    for b in document["components"]["schemas"]["Event"]["oneOf"]
+                    if event["event"] in b["properties"]["event"].get("enum", [])
+                    or event["event"] == b["properties"]["event"].get("const")
+                ]
+                content = branch["properties"]["data"].get("contentSchema")
+                if content is not None:  # JSON in the data: that fits its schema too
+                    payload = json.loads(event["data"])
+                    whole = {**content, "components": document["components"]}
+                    jsonschema.Draft202012Validator(whole).validate(payload)
+                seen.append(event["event"])
+    finally:
+        gate.set()
+    assert set(seen) == {"message", "end", "reconnect"}
+    assert "type" not in schema  # an event, not {"type": "string"} for the whole stream
+
+
+def test_a_reading_post_names_the_csrf_token_flask_wtf_checks(web) -> None:
+    """Regression (schemathesis): Flask-WTF checks every POST, the reading POST /progress
+    too, so its description names the CSRF token and the 403 for a request without it."""
+    app, _ext = web
+    plain = openapi.describe(app)  # before CSRFProtect (a request would end the setup)
+    assert plain["paths"]["/progress/{token}"]["post"]["security"] == [{"session": []}]
+    CSRFProtect(app)
+    session = testing.client(app)  # sends the token
+    document = session.get("/asyncstate/openapi.json").json
+    validate(document)
+    post = document["paths"]["/progress/{token}"]["post"]
+    assert post["security"] == [{"session": [], "csrf": []}]
+    assert "CSRF" in post["responses"]["403"]["description"]
+    assert document["paths"]["/progress/{token}"]["get"]["security"] == [{"session": []}]
+    token = _start(session, "blocked")
+    _check(document, "/progress/{token}", "post", session.post(f"/asyncstate/progress/{token}"))
+    browser = app.test_client()
+    cookie = session.get_cookie("session")
+    assert cookie is not None
+    browser.set_cookie("session", cookie.value)
+    refused = browser.post(f"/asyncstate/progress/{token}")
+    assert refused.status_code == 403 and "CSRF" in refused.json["error"]
+    _check(document, "/progress/{token}", "post", refused)
+    # an app that has Flask-WTF check only the views it marks: nothing to name
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    unchecked = browser.get("/asyncstate/openapi.json").json
+    assert unchecked["paths"]["/progress/{token}"]["post"]["security"] == [{"session": []}]
+    assert unchecked["paths"]["/cancel/{token}"]["post"]["security"] == [
+        {"session": [], "sameOrigin": []},
+        {"session": [], "origin": []},
+    ]
+    assert browser.post(f"/asyncstate/progress/{token}").status_code == 200
+
+
 # -- the htmx fragment ------------------------------------------------------------------
 
 
