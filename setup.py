@@ -61,6 +61,7 @@ setup(
             "flask-session>=0.7",
             "cachelib>=0.10",
             "pytest>=7.4",
+            "pytest-xdist>=3.5",  # the quick suite in two processes (README, .ci/run)
             "hypothesis>=6.80",
             "playwright>=1.40",
             "gunicorn>=21",
