@@ -149,7 +149,6 @@ class AppState:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.records.instance_id = new_instance_id()
-        self.records.after_fork()
         self.registry.after_fork()
         self.executor.after_fork()
         self.writer.after_fork()
@@ -217,10 +216,6 @@ class AppState:
         the writer and remove the heartbeat entry, without joining threads."""
         self._closed = True
         self.writer.stop(join=0.5)
-        try:
-            self.records.leave_queue_now()  # its job's place: no writer tick comes any more
-        except Exception:  # the full queue's scan frees it
-            log.debug("queue place not freed", exc_info=True)
         metrics.process_ended()
         tracing.flush()  # os._exit follows: the SDK's batch would be lost
         try:

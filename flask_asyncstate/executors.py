@@ -228,13 +228,19 @@ class RemoteExecutor(Executor):
 
     @abstractmethod
     def enqueue(
-        self, job_id: str, payload: dict[str, Any], timeout: float | None, queue: str | None = None
+        self,
+        job_id: str,
+        payload: dict[str, Any],
+        timeout: float | None,
+        queue: str | None = None,
+        again: bool = False,
     ) -> None:
         """Put the job on the engine's queue (``queue``, or the default one);
         ``StoreUnavailable`` if the engine is away.
 
         ``timeout`` is the job's own (seconds, or None); the engine's hard limit, if it
-        has one, leaves room for the ``timeout_grace`` tuning keyword after it.
+        has one, leaves room for the ``timeout_grace`` tuning keyword after it. ``again``:
+        the job ran before (a retry, a resume, "Try again"), under the same id.
         """
 
     def missing(self, job_ids: list[str]) -> set[str]:
@@ -309,10 +315,20 @@ class RQExecutor(RemoteExecutor):
         self._expires = int(expires)
 
     def enqueue(
-        self, job_id: str, payload: dict[str, Any], timeout: float | None, queue: str | None = None
+        self,
+        job_id: str,
+        payload: dict[str, Any],
+        timeout: float | None,
+        queue: str | None = None,
+        again: bool = False,
     ) -> None:
+        from rq.job import Job
+
         with translate():
-            self._queue_now(queue).enqueue_call(
+            found = self._queue_now(queue)
+            if again:  # the last run's entry (and its expiry: a new one would keep it) goes
+                found.connection.delete(Job.key_for(job_id))
+            found.enqueue_call(
                 PERFORM,
                 args=[payload],
                 job_id=job_id,
@@ -396,7 +412,12 @@ class CeleryExecutor(RemoteExecutor):
         self.task = register_celery_task(celery, app_state)
 
     def enqueue(
-        self, job_id: str, payload: dict[str, Any], timeout: float | None, queue: str | None = None
+        self,
+        job_id: str,
+        payload: dict[str, Any],
+        timeout: float | None,
+        queue: str | None = None,
+        again: bool = False,
     ) -> None:
         limits: dict[str, Any] = {}
         if timeout is not None:  # the job's Event is set at the deadline; these are backstops

@@ -759,7 +759,7 @@ class Lifecycle:
         payload["kwargs"], payload["origin"] = kwargs, doc.get("origin")
         try:
             self.records.enter_queue(job_id, 2**31)  # admitted at its start: no limit now
-            executor.enqueue(job_id, payload, job.timeout, job.queue)
+            executor.enqueue(job_id, payload, job.timeout, job.queue, again=True)
         except StoreError as exc:  # the engine is away: due again in a moment
             log.warning("job %s: could not queue it again (%s); will retry", job_id, exc)
             at = time.time() + self.app_state.settings.heartbeat_interval
@@ -1056,8 +1056,7 @@ class Lifecycle:
 
     def flush(self) -> None:
         """End waiting jobs that were cancelled, write every running job's buffered
-        progress, then retry deferred final documents; jobs taken here since the last
-        tick leave the engine queue's index.
+        progress, then retry deferred final documents.
 
         The writer's tick takes the write turn of every running job, takes each dirty
         document, and sends them together (:meth:`~flask_asyncstate.records.JobRecords.save_many`:
@@ -1074,10 +1073,6 @@ class Lifecycle:
             send(signals.job_progress, app, job_id=local.ctx.id, document=doc)
         for local in self.jobs.deferred():
             self.retry_final(local)
-        try:
-            self.records.leave_queue_now()
-        except StoreError:
-            pass  # kept for the next tick
 
     def _flush_running(self, running: list[Local]) -> list[tuple[Local, dict[str, Any]]]:
         if not running:
@@ -1208,7 +1203,10 @@ class Lifecycle:
         ctx.cancelled = event
         ctx.unique_key = doc.get("unique")  # given back at the end
         ctx.origin = payload.get("origin")
-        records.leave_queue_soon(job_id)
+        try:
+            records.leave_queue(job_id)
+        except StoreError:
+            pass  # the next full queue finds it taken and frees its place
         if job.state_type is not None:  # created here, not at start: a long wait cannot expire it
             app_state.state.create(
                 job.state_type(), name=job_id, cancel_event=event, never_expires=job.never_expires

@@ -68,8 +68,6 @@ _PENDING_WAIT = 2.0
 ANYONE: Any = object()
 #: The ranked lists the operator's page reads: names ``jobs`` and ``instances``.
 INDEX_KIND = "flask_asyncstate.index"
-#: Taken jobs waiting to leave the engine queue's index (see JobRecords.leave_queue_soon).
-MAX_LEAVING = 10_000
 #: How many of the newest jobs the ``jobs`` list keeps (what one admin poll reads at most).
 RECENT_JOBS = 1000
 #: How many instances the ``instances`` list keeps (the most recently beating).
@@ -239,9 +237,6 @@ class JobRecords:
         #: How many of the newest jobs :meth:`recent_jobs` reads (the ``jobs`` list's size).
         self.recent_kept = RECENT_JOBS
         self._relist_at = 0.0  # when this instance next adds itself to the instances list
-        # Jobs a worker here took, to leave the engine queue's index at the writer's next tick.
-        self._leaving: set[str] = set()
-        self._leaving_lock = threading.Lock()
 
     def job_key(self, job_id: str) -> str:
         return self.store.key(JOB_KIND, job_id)
@@ -772,42 +767,8 @@ class JobRecords:
             self._queue_scanned_at = now
         return self._claim(self.queue_key(), job_id, limit, 0, _not_waiting, scan)
 
-    def leave_queue_soon(self, job_id: str) -> None:
-        """A worker here took the job: it leaves the queue's index at :meth:`leave_queue_now`
-        (the writer's next tick, or this process's end), with every other job taken since,
-        in one command: not a round trip more on each job's way to running.
-
-        Until then it counts against ``ASYNCSTATE_MAX_QUEUED``, as a place held a quarter
-        second longer; a process that dies first leaves it to the full queue's scan.
-        """
-        with self._leaving_lock:
-            if len(self._leaving) < MAX_LEAVING:
-                self._leaving.add(job_id)
-                return
-        self.leave_queue(job_id)  # a backlog (the store away for long): one at a time
-
-    def leave_queue_now(self) -> None:
-        """The jobs taken since the last call leave the queue's index (kept on a store error)."""
-        with self._leaving_lock:
-            leaving, self._leaving = self._leaving, set()
-        if not leaving:
-            return
-        try:
-            self.store.forget(self.queue_key(), leaving)
-        except NotImplementedError:  # a store plugin without forget
-            self.store.unclaim(self.queue_key(), leaving)
-        except StoreError:
-            with self._leaving_lock:
-                self._leaving.update(leaving)
-            raise
-
-    def after_fork(self) -> None:
-        """A forked child takes its own jobs: none of the parent's to leave, a fresh lock."""
-        self._leaving = set()
-        self._leaving_lock = threading.Lock()
-
     def leave_queue(self, job_id: str) -> None:
-        """A job ended while queued (or a backlog of taken ones is too long to wait).
+        """A worker took the job, or it ended while queued.
 
         Forgotten, not just marked inactive: the queue index lists no recent members, so
         the next claim has nothing to trim, and the worker's take costs two commands.

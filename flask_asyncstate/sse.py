@@ -76,11 +76,14 @@ class SharedReads:
                 mine = self._docs[job_id] = _Read(seq, now)
                 hit = None
         if hit is not None:
-            if hit.ready.wait(_SHARED_WAIT):
-                if hit.failed is not None:
+            # Wait for it only where waiting yields to it: greenlets whose sockets were
+            # patched but not threading would block the one OS thread they all run on.
+            if _waits_yield() and hit.ready.wait(_SHARED_WAIT):
+                if isinstance(hit.failed, StoreError):  # the store is away for us too
                     raise StoreError(f"the shared read failed: {hit.failed}")
-                return hit.doc
-            return app_state.records.status(job_id)  # that read hangs: do not wait on it
+                if hit.failed is None:
+                    return hit.doc
+            return app_state.records.status(job_id)  # that read hangs or broke: our own
         try:
             mine.doc = app_state.records.status(job_id)
         except BaseException as exc:
@@ -234,6 +237,18 @@ class StreamSlots:
         """Streams open in this process now."""
         with self._lock:
             return len(self._open)
+
+
+def _waits_yield() -> bool:
+    """Whether a ``threading.Event`` wait here lets the stream being waited for go on: OS
+    threads, or greenlets with threading patched too (not sockets alone)."""
+    gevent_monkey = sys.modules.get("gevent.monkey")
+    if gevent_monkey is not None and gevent_monkey.is_module_patched("socket"):
+        return bool(gevent_monkey.is_module_patched("threading"))
+    eventlet_patcher = sys.modules.get("eventlet.patcher")
+    if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("socket"):
+        return bool(eventlet_patcher.is_monkey_patched("thread"))
+    return True
 
 
 def green_server() -> bool:

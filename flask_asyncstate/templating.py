@@ -35,13 +35,15 @@ client="htmx")`` renders its first state inline (:func:`htmx_widget`), and the
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from flask import (
     current_app,
@@ -421,14 +423,25 @@ def streamed_fragment(
 
 def step_names(names: Any) -> list[str]:
     """The names of ``steps=`` (or ``?step=``) as the widget lists them: strings, at most as
-    many and as long as a job's stages may be."""
+    many and as long as a job's stages may be, and together short enough to ride in every
+    URL the htmx widget asks (``?step=...``: a server refuses a request line over 4 KiB)."""
     from .jobs import MAX_STAGE_NAME, MAX_STAGES  # jobs imports the app state, which imports us
 
     if names is None:
         return []
-    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+    if isinstance(names, (str, bytes, Mapping)) or not isinstance(names, Iterable):
         raise TypeError(f"steps= takes a list of stage names, got {type(names).__name__}")
-    return [str(n)[:MAX_STAGE_NAME] for n in names if str(n)][:MAX_STAGES]
+    kept: list[str] = []
+    room = _STEPS_IN_URL
+    for name in itertools.islice(names, MAX_STAGES):
+        text = str(name)[:MAX_STAGE_NAME]
+        if not text:
+            continue
+        room -= len(quote(text)) + len("&step=")
+        if room < 0:
+            break
+        kept.append(text)
+    return kept
 
 
 def fragment_view(
@@ -492,6 +505,9 @@ def fragment_view(
         "details": False,
     }
 
+
+#: Most characters the ``steps=`` names take in a URL, percent-encoded (see step_names).
+_STEPS_IN_URL = 1024
 
 #: A parent's non-zero counts shown after its totals, and their labels (as in the script).
 _CHILD_LABELS = (

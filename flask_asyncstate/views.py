@@ -257,7 +257,7 @@ def events(token: str) -> Response:
     if slot is None and _as_html():
         # htmx's SSE extension cannot read a 429 (EventSource only sees a failure) and would
         # open the stream again and again: hand it the widget that polls by itself instead.
-        polling = templating.fragment(found, token, _doc, interval=request.args.get("interval"))
+        polling = templating.fragment(found, token, _doc, **_fragment_options())
         return Response(
             handed_over(str(polling)),
             mimetype="text/event-stream",

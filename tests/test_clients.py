@@ -734,3 +734,21 @@ def test_on_a_stream_the_trail_reopens_the_stream_as_asked(structured) -> None:
     assert "hx-get" not in opened.split("<summary")[0]  # no polling beside the stream
     with pytest.raises(TypeError, match="list of stage names"):
         _render(app, client, "{{ asyncstate_widget(t, client='htmx', steps='plan') }}", t=token)
+
+
+def test_step_names_stay_short_enough_for_every_url_they_ride_in(web) -> None:
+    """``steps=`` / ``?step=`` go into every URL the htmx widget asks: 50 names of 200
+    non-ASCII characters would make a request line servers refuse (gunicorn: 4 KiB)."""
+    from flask_asyncstate.templating import step_names
+
+    assert step_names(n for n in ["plan", "", "zip"]) == ["plan", "zip"]  # any iterable
+    kept = step_names([f"étape {i} " + "é" * 60 for i in range(50)])
+    assert 0 < len(kept) < 50 and kept[0].startswith("étape 0 ")  # the first ones, in order
+    app, _ext = web
+    client = app.test_client()
+    token = _start(client, "blocked")
+    query = "&".join(f"step=%C3%A9tape{i}{'%C3%A9' * 60}" for i in range(50))
+    answer = client.get(f"/asyncstate/fragment/{token}?{query}")
+    assert answer.status_code == 200
+    urls = re.findall(r'(?:hx-get|hx-post)="([^"]+)"', answer.get_data(as_text=True))
+    assert urls and max(len(u) for u in urls) < 2048, [len(u) for u in urls]

@@ -213,3 +213,24 @@ def test_streams_woken_together_wait_for_one_read(make_app, backend_url, monkeyp
             assert len(reads) == 3 and all(isinstance(d, dict) for d in again)
         handle.cancel()
     print("30 streams woken together: 1 read; a failed read failed its 30 waiters, then 1 new read")
+
+
+def test_streams_on_greenlets_without_patched_threading_never_wait_on_each_other(
+    monkeypatch,
+) -> None:
+    """gevent with sockets patched but not threading: an Event wait would block the one OS
+    thread every greenlet runs on, so a stream reads for itself instead of waiting."""
+    import sys
+    import types
+
+    from flask_asyncstate import sse
+
+    monkey = types.ModuleType("gevent.monkey")
+    patched = {"socket": True, "threading": False}
+    monkey.is_module_patched = lambda name: patched.get(name, False)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gevent.monkey", monkey)
+    assert sse.green_server() is True and sse._waits_yield() is False
+    patched["threading"] = True  # gunicorn's gevent worker: patch_all()
+    assert sse._waits_yield() is True
+    monkeypatch.delitem(sys.modules, "gevent.monkey")
+    assert sse._waits_yield() is True  # OS threads

@@ -267,9 +267,9 @@ def test_rq_queue_is_bounded_app_wide(redis_url) -> None:
         ext.shutdown(1)
 
 
-def test_jobs_a_worker_took_leave_the_queue_index_at_its_writers_next_tick(redis_url) -> None:
-    """A worker's take costs no round trip for the queue's index: the jobs it took leave it
-    together at the writer's next tick, so they do not hold ``ASYNCSTATE_MAX_QUEUED`` places."""
+def test_jobs_a_worker_took_leave_the_queue_index(redis_url) -> None:
+    """A worker's take gives the job's place in the queue's index back (forgotten, not kept
+    among recent members): taken jobs never hold ``ASYNCSTATE_MAX_QUEUED`` places."""
     from flask_asyncstate import workers as on_rq
 
     app, ext = _rq_app(redis_url, ASYNCSTATE_MAX_QUEUED=3)
@@ -281,9 +281,39 @@ def test_jobs_a_worker_took_leave_the_queue_index_at_its_writers_next_tick(redis
             assert records.queued_ids() == {h.id for h in handles}  # the queue is full
             on_rq.run_worker(ext.app_state(), ["unit"], burst=True, simple=True)
             assert [h.status()["status"] for h in handles] == ["succeeded"] * 3
-            wait_until(lambda: records.queued_ids() == set(), 2, message="places given back")
+            assert records.queued_ids() == set()
+            assert not records.store.claims(records.queue_key()).recent  # nothing to trim
             more = [jobs["count"].start(i) for i in range(3)]  # three places free again
             assert len({h.id for h in more}) == 3
+    finally:
+        on_rq._worker_app = None
+        ext.shutdown(1)
+
+
+def test_a_job_queued_again_under_its_id_keeps_no_expiry_of_its_last_run(redis_url) -> None:
+    """RQ keeps a finished entry a minute (``result_ttl``), and saving a new entry under the
+    same id would keep that expiry: a retry, resume or "Try again" waiting longer would
+    vanish from RQ. Queued again, the last run's entry goes first."""
+    import redis
+    from rq import Queue
+    from rq.job import Job
+
+    from flask_asyncstate import workers as on_rq
+
+    app, ext = _rq_app(redis_url)
+    jobs = define_jobs(ext)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with app.app_context():
+            handle = jobs["count"].start(1)
+            on_rq.run_worker(ext.app_state(), ["unit"], burst=True, simple=True)
+            assert handle.status()["status"] == "succeeded"
+            key = Job.key_for(handle.id)
+            assert 0 < client.ttl(key) <= 60  # the finished entry, kept a minute
+            payload = {"v": 1, "id": handle.id, "name": "count", "args": [1], "kwargs": {}}
+            ext.app_state().executor.enqueue(handle.id, payload, None, again=True)
+            assert client.ttl(key) == -1  # queued again: no expiry
+            assert Queue("unit", connection=client).job_ids == [handle.id]
     finally:
         on_rq._worker_app = None
         ext.shutdown(1)

@@ -558,7 +558,7 @@
   }
 
   // The list in the order shown: newest first, each listed parent followed by its listed
-  // children (newest first); a child whose parent is not listed stands on its own. Sets
+  // children (newest first) and theirs; a child whose parent is not listed stands on its own. Sets
   // state.parents (child id -> its parent's document).
   function grouped(jobs) {
     var byId = {};
@@ -578,11 +578,28 @@
       }
     });
     var out = [];
+    var seen = {};
+    // A job, then its listed children and theirs (a child may spawn too), 10 levels at most.
+    function emit(job, depth) {
+      var id = str(job.id);
+      if (has(seen, id)) {
+        return;
+      }
+      seen[id] = true;
+      out.push(job);
+      if (depth < 10) {
+        $.each(kids[id] || [], function (_j, kid) {
+          emit(kid, depth + 1);
+        });
+      }
+    }
     $.each(jobs, function (_i, job) {
       if (!has(state.parents, str(job.id))) {
-        out.push(job);
-        out.push.apply(out, kids[str(job.id)] || []);
+        emit(job, 0);
       }
+    });
+    $.each(jobs, function (_i, job) {
+      emit(job, 10); // deeper, or parents in a loop: each still listed once
     });
     return out;
   }
