@@ -42,6 +42,8 @@ GATES: dict[str, threading.Event] = {}
 #: Test key -> the parent job's id; the ids of its children, in the order spawned.
 PARENTS: dict[str, str] = {}
 CHILDREN: dict[str, list[str]] = {}
+#: Test key -> the ids of the grandchildren (children of the child of ``archive``).
+GRANDCHILDREN: dict[str, list[str]] = {}
 
 HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
@@ -106,6 +108,18 @@ def build_app() -> tuple[Flask, AsyncState]:
         job.wait_children()
         job.check_cancelled()
 
+    @ext.job(label="Part")
+    def part(job: JobContext, key: str) -> None:
+        GRANDCHILDREN.setdefault(key, []).append(job.spawn(piece, key, 5, False).id)
+        job.wait_children()
+
+    @ext.job(label="Archive")
+    def archive(job: JobContext, key: str) -> None:
+        """A child that has a child of its own."""
+        PARENTS[key] = job.id
+        CHILDREN.setdefault(key, []).append(job.spawn(part, key).id)
+        job.wait_children()
+
     @ext.job
     def staged(job: JobContext, key: str) -> None:
         job.log(HOSTILE)
@@ -117,6 +131,7 @@ def build_app() -> tuple[Flask, AsyncState]:
     starters: dict[str, Callable[[str], Any]] = {
         "batch": lambda key: batch.start(key, int(request.args.get("count", 3)), [1]),
         "staged": lambda key: staged.start(key),
+        "nested": lambda key: archive.start(key),
     }
     pages = {"module": MODULE_PAGE, "jquery": JQUERY_PAGE, "htmx": HTMX_PAGE}
 
@@ -411,3 +426,23 @@ def test_the_operators_page_lists_children_under_their_parent(new_page, server, 
     failed = DEFAULT_LABELS["childrenFailed"].format(count=1)
     totals = f"{DEFAULT_LABELS['children'].format(done=1, total=3)}, {failed}"
     wait_text(admin, f"tr[data-job-id='{parent}'] .asyncstate-admin-children", totals)
+
+
+def test_the_operators_page_lists_grandchildren_under_their_parent(new_page, server, key) -> None:
+    """A child may spawn too: its children follow it, right under its parent's."""
+    page = new_page()
+    goto(page, server, "/module/nested", key)
+    wait_until(lambda: len(GRANDCHILDREN.get(key, [])) == 1, 10)
+    ids = [PARENTS[key], CHILDREN[key][0], GRANDCHILDREN[key][0]]
+    admin = new_page()
+    admin.goto(f"{server.url}/asyncstate/admin")
+    admin.wait_for_function(
+        "(ids) => ids.every((id) => document.querySelector(`tr[data-job-id='${id}']`))", arg=ids
+    )
+    order = admin.evaluate(
+        """(ids) => { const all = [...document.querySelectorAll('tr.asyncstate-admin-job')];
+          return ids.map((id) => all.indexOf(document.querySelector(`tr[data-job-id='${id}']`)));
+        }""",
+        ids,
+    )
+    assert order == [order[0], order[0] + 1, order[0] + 2], order
