@@ -364,7 +364,8 @@ def test_elapsed_and_eta_of_a_running_job(new_page, server) -> None:
     assert len(left) >= 3, log
     assert elapsed == sorted(elapsed) and elapsed[-1] >= elapsed[0] + 2, log
     assert left[0] > left[-1], log  # the ETA shrinks as the job goes on
-    assert left[0] <= 5, log  # 40 steps at 10 a second
+    # 40 steps at 10 a second: 4 s, more on a loaded machine (the first steps set the rate)
+    assert left[0] <= 10, log
     gaps = [b[2] - a[2] for a, b in itertools.pairwise(samples)]
     assert max(gaps) < 1600, log  # redrawn every second, not only when a document comes
     final = log[-1]["text"]
