@@ -200,7 +200,8 @@ def test_503_polls_show_reconnecting_keep_the_bar_and_recover(page, example) -> 
     statuses = [status for _, status in polls]
     assert statuses[2:5] == [503, 503, 503] and statuses[5] == 200
     gaps = [polls[i + 1][0] - polls[i][0] for i in range(2, 5)]
-    assert all(0.9 <= gap < 1.9 for gap in gaps), gaps
+    # (a loaded machine may delay one poll: the middle gap tells 1 s from 2, 4, 8 s)
+    assert all(0.9 <= gap < 2.9 for gap in gaps) and sorted(gaps)[1] < 1.9, gaps
 
 
 def test_auto_mode_falls_back_to_polling_when_events_answers_429(page, example) -> None:

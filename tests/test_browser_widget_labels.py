@@ -367,9 +367,10 @@ def test_elapsed_and_eta_of_a_running_job(new_page, server) -> None:
     # 40 steps at 10 a second: 4 s, more on a loaded machine (the first steps set the rate)
     assert left[0] <= 10, log
     gaps = [b[2] - a[2] for a, b in itertools.pairwise(samples)]
-    assert max(gaps) < 1600, log  # redrawn every second, not only when a document comes
+    assert max(gaps) < 2000, log  # redrawn every second, not only when a document comes
     final = log[-1]["text"]
-    assert re.fullmatch(r"0:0[3-6] elapsed", final), log  # the job's own time, no ETA part
+    # the job's own time (4 s, more on a loaded machine), no ETA part
+    assert re.fullmatch(r"0:(0[3-9]|1\d) elapsed", final), log
     assert text_of(page, ".asyncstate-eta") == final
 
 
