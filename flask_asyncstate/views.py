@@ -43,6 +43,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import xstatic.pkg.jquery
 from flask import (
@@ -59,7 +60,7 @@ from flask import (
     stream_with_context,
 )
 from flask.blueprints import BlueprintSetupState
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import Forbidden, HTTPException, MethodNotAllowed, NotFound
 
 from . import appstate, openapi, serialization, templating
 from .errors import InvalidToken, JobNotRetryable, QueueFull, QuotaExceeded, StoreError
@@ -568,11 +569,26 @@ def answer_first(app: Flask, **_extra: Any) -> None:
         return
     if isinstance(session, UnavailableSession):
         raise SessionStoreDown
+    if "csrf" in app.extensions and _malformed_referer():
+        # Flask-WTF's CSRFProtect parses it over https and raises ValueError (a 500).
+        raise Forbidden("the Referer header is not a URL")
     routing_error = request.routing_exception
     if found.admin_guard is None and _endpoint(routing_error) in _ADMIN:
         raise NotRouted(NotFound())  # no admin guard, no admin page, for every method
     if routing_error is not None:
         raise NotRouted(routing_error)
+
+
+def _malformed_referer() -> bool:
+    """An unsafe request whose ``Referer`` no URL parser takes (``http://[``)."""
+    referer = request.headers.get("Referer")
+    if not referer or request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
+        return False
+    try:
+        urlsplit(referer)
+    except ValueError:
+        return True
+    return False
 
 
 def _connect_answer_first(state: BlueprintSetupState) -> None:

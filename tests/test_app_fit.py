@@ -96,6 +96,40 @@ def _csrf_app(make_app: Any, exempt: bool = False, **config: Any) -> tuple[Any, 
     return client, f"/asyncstate/cancel/{started['token']}", started["csrf"]
 
 
+@pytest.mark.parametrize("referer", ["http://[", "http://[::1", "https://a]b"])
+def test_a_malformed_referer_over_https_under_csrfprotect_is_a_403_not_a_500(
+    make_app, referer
+) -> None:
+    """Flask-WTF checks the Referer over https, and its URL parser raises on these."""
+    from flask_wtf.csrf import CSRFProtect, generate_csrf
+    from support.apps import define_jobs
+
+    app, ext = make_app()
+    CSRFProtect(app)
+    jobs = define_jobs(ext)
+
+    @app.get("/start")
+    def start() -> Any:
+        return {"token": jobs["until_cancelled"].start().token, "csrf": generate_csrf()}
+
+    client = app.test_client()
+    https = {"base_url": "https://shop.example"}
+    started = client.get("/start", **https).json
+    proofs = {**XHR, "X-CSRFToken": started["csrf"]}
+    for method, path in [
+        ("POST", f"/asyncstate/cancel/{started['token']}"),
+        ("DELETE", f"/asyncstate/jobs/{started['token']}"),
+        ("POST", f"/asyncstate/retry/{started['token']}"),
+    ]:
+        answer = client.open(path, method=method, headers={**proofs, "Referer": referer}, **https)
+        assert answer.status_code == 403 and answer.is_json, (path, answer.data)
+    good = {**proofs, "Referer": "https://shop.example/"}
+    assert (
+        client.post(f"/asyncstate/cancel/{started['token']}", headers=good, **https).status_code
+        == 202
+    )
+
+
 @pytest.mark.parametrize(
     "config",
     [
