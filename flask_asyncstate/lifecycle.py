@@ -376,6 +376,9 @@ class Lifecycle:
         self._keep_arguments(ctx, job, args, kwargs or {})
         event = None if remote else ctx.cancelled
         first = ctx.snapshot()
+        if ctx.unique_key is None and parent is None:
+            self._admit_at_once(ctx, job, first, remote)
+            return ctx
         if ctx.unique_key is not None:
             first["_pending"] = True  # a unique place holder not admitted yet (claim_unique)
         self.records.create(first, event, job.never_expires)
@@ -423,6 +426,46 @@ class Lifecycle:
             raise
         return ctx
 
+    def _admit_at_once(
+        self, ctx: JobBuffer, job: TrackedJob, first: dict[str, Any], remote: bool
+    ) -> None:
+        """:meth:`admit` of a job with no unique place and no parent, its steps sent together
+        (:meth:`~flask_asyncstate.records.JobRecords.create_admitted`: one round trip on
+        Redis); a refusal undoes them all, its listing included."""
+        settings = self.app_state.settings
+        owner = ctx.owner
+        try:
+            refused = self.records.create_admitted(
+                first,
+                None if remote else ctx.cancelled,
+                job.never_expires,
+                None if owner is None else (owner, settings.max_jobs_per_owner),
+                settings.max_queued if remote else None,
+                bool(job.resumes),
+            )
+            if refused == "owner":
+                limit = settings.max_jobs_per_owner
+                raise QuotaExceeded(
+                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
+                    translated()["quotaExceeded"].format(limit=limit),
+                )
+            if refused == "queue":
+                raise QueueFull(
+                    f"{settings.max_queued} jobs already wait for a worker (ASYNCSTATE_MAX_QUEUED)",
+                    translated()["busy"],
+                )
+            if job.state_type is not None and not remote:  # a worker creates it when it takes
+                self.app_state.state.create(
+                    job.state_type(),
+                    name=ctx.id,
+                    cancel_event=ctx.cancelled,
+                    never_expires=job.never_expires,
+                )
+                ctx.state = BoundState(self.app_state.state, job.state_type, ctx.id)
+        except BaseException:
+            self.abandon(ctx, job, remote, listed=True)
+            raise
+
     def _keep_arguments(
         self, ctx: JobBuffer, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
@@ -451,7 +494,9 @@ class Lifecycle:
                 resumes_left=job.resumes,
             )
 
-    def abandon(self, ctx: JobBuffer, job: TrackedJob, remote: bool = False) -> None:
+    def abandon(
+        self, ctx: JobBuffer, job: TrackedJob, remote: bool = False, listed: bool = False
+    ) -> None:
         """Undo a start that did not go through.
 
         Each step on its own; if the store refused one (it is away), the job is
@@ -460,10 +505,11 @@ class Lifecycle:
         """
         owner, state_type, unique = ctx.owner, job.state_type, ctx.unique_key
         parent = ctx.doc.get("parent")
-        # Not listed among the newest jobs (admit lists last): the flood path of refused
-        # starts costs no round trip for it. (An id listed before an enqueue failed stays
-        # there, skipped by readers, until newer jobs push it out.)
-        steps: list[Callable[[], object]] = [lambda: self.records.remove(ctx.id, unlist=False)]
+        # A refused start that was ``listed`` among the newest jobs leaves that list, or a
+        # flood of refused starts would push real jobs off the operator's page.
+        steps: list[Callable[[], object]] = [lambda: self.records.remove(ctx.id, unlist=listed)]
+        if listed and job.resumes and self.records.store.ranks:
+            steps.append(lambda: self.records.unwatch([ctx.id]))
         if unique is not None:
             steps.append(lambda: self.records.release_unique(unique, ctx.id))
         if parent is not None:
@@ -1159,7 +1205,7 @@ class Lifecycle:
         try:
             executor.enqueue(job_id, payload, job.timeout, job.queue)
         except BaseException:
-            self.abandon(ctx, job, remote=True)
+            self.abandon(ctx, job, remote=True, listed=True)
             raise
         return JobHandle(app_state, job_id)
 

@@ -380,6 +380,59 @@ class JobRecords:
             ttl=self.keep_finished,
         )
 
+    def create_admitted(
+        self,
+        doc: dict[str, Any],
+        event: threading.Event | None,
+        never_expires: bool,
+        owner_limit: tuple[str, int] | None,
+        queue_limit: int | None,
+        watch: bool,
+    ) -> str | None:
+        """Write a new job's document, claim its owner's quota slot (``owner_limit``: owner,
+        limit) and, for a worker, a place in the engine's queue (``queue_limit``), and list
+        it (newest jobs; watched if resumable): one round trip on Redis.
+
+        A refused place is looked at again (its holders may have ended without giving it
+        back). What stays refused, ``"owner"`` or ``"queue"``, or None: the caller undoes
+        the start, this job's listing included.
+        """
+        job_id = doc["id"]
+        claims = []
+        if owner_limit is not None:
+            owner, limit = owner_limit
+            claims.append((self.owner_key(owner), limit, limit))
+        if queue_limit is not None:
+            claims.append((self.queue_key(), queue_limit, 0))
+        ranks = []
+        if self.store.ranks:
+            ranks.append((self.jobs_list_key(), doc["created_at"], self.recent_kept))
+            if watch:
+                ranks.append((self.resumable_list_key(), doc["created_at"], MAX_SCHEDULED))
+        taken = self.store.create(
+            self.job_key(job_id),
+            doc,
+            cancel_event=event,
+            never_expires=never_expires,
+            ttl=self.keep_finished,
+            member=job_id,
+            claims=claims,
+            ranks=ranks,
+        )
+        if owner_limit is not None:
+            owner, limit = owner_limit
+            if not taken.pop(0) and not self._claim(
+                self.owner_key(owner), job_id, limit, limit, _ended, tried=True
+            ):
+                return "owner"
+        if (
+            queue_limit is not None
+            and not taken.pop(0)
+            and not self.enter_queue(job_id, queue_limit, tried=True)
+        ):
+            return "queue"
+        return None
+
     def list_job(self, job_id: str, created_at: float) -> None:
         """Add an admitted job to the newest jobs the operator's page reads."""
         if self.store.ranks:
@@ -689,10 +742,19 @@ class JobRecords:
         return self._claim(self.owner_key(owner), job_id, limit, limit, _ended)
 
     def _claim(
-        self, key: str, job_id: str, limit: int, keep: int, stale: Any, scan: bool = True
+        self,
+        key: str,
+        job_id: str,
+        limit: int,
+        keep: int,
+        stale: Any,
+        scan: bool = True,
+        tried: bool = False,
     ) -> bool:
+        """Claim; when refused, release holders ``stale`` says ended and claim once more
+        (``tried``: the first claim was made already, and refused)."""
         now = time.time()
-        if self.store.claim(key, job_id, limit=limit, keep=keep, score=now):
+        if not tried and self.store.claim(key, job_id, limit=limit, keep=keep, score=now):
             return True
         if not scan:
             return False
@@ -756,16 +818,17 @@ class JobRecords:
 
     # -- the engine's queue (jobs run by RQ or Celery workers) ----------------
 
-    def enter_queue(self, job_id: str, limit: int) -> bool:
+    def enter_queue(self, job_id: str, limit: int, tried: bool = False) -> bool:
         """Count a job waiting for a worker against ``limit`` (app-wide, atomic); False if full.
 
-        Ids of jobs a worker took, or that ended, are released when the queue is full.
+        Ids of jobs a worker took, or that ended, are released when the queue is full
+        (looked for at most once a second: a flood of refused starts reads nothing more).
         """
         now = time.monotonic()
         scan = now - self._queue_scanned_at >= 1.0
         if scan:
             self._queue_scanned_at = now
-        return self._claim(self.queue_key(), job_id, limit, 0, _not_waiting, scan)
+        return self._claim(self.queue_key(), job_id, limit, 0, _not_waiting, scan, tried)
 
     def leave_queue(self, job_id: str) -> None:
         """A worker took the job, or it ended while queued.

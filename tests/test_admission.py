@@ -72,6 +72,31 @@ def test_claims_keep_active_members_and_the_newest_finished_ones(store) -> None:
     assert claims.active == set() and claims.recent == ["j7"]
 
 
+def test_a_refused_start_leaves_no_document_place_or_listing(make_app, redis_url) -> None:
+    """A start's steps go to the store together; a refusal undoes every one of them."""
+    app, ext = make_app(redis_url, owner_loader=lambda: "alice", ASYNCSTATE_MAX_JOBS_PER_OWNER=1)
+    gate = threading.Event()
+
+    @ext.job
+    def held(job) -> None:
+        gate.wait(10)
+
+    runner = ext.app_state(app)
+    try:
+        with app.test_request_context():
+            first = held.start()
+            for _ in range(5):
+                with pytest.raises(QuotaExceeded):
+                    held.start()
+            assert _job_keys(ext, app) == [runner.records.job_key(first.id)]
+            owner = runner.records.status(first.id, internal=True)["owner"]
+            assert runner.store.claims(runner.records.owner_key(owner)).active == {first.id}
+            assert runner.store.ranked(runner.records.jobs_list_key(), 10) == [first.id]
+    finally:
+        gate.set()
+        ext.shutdown(5)
+
+
 # -- quota: N simultaneous starts of one session --------------------------------------------
 
 

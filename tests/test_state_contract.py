@@ -292,6 +292,30 @@ def test_concurrent_ranks_keep_the_bound(store: Store) -> None:
     assert store.ranked(key, 100) == [f"m{i:04}" for i in range(299, 279, -1)]
 
 
+def test_create_with_claims_and_ranks_answers_each_claim_and_tries_every_step(
+    store: Store,
+) -> None:
+    """A start's document, its places and listings (one round trip on Redis)."""
+    owner, queue = store.key("flask_asyncstate.owner", "o"), store.key("flask_asyncstate.q", "")
+    listed = store.key("flask_asyncstate.index", "newest")
+    assert store.claim(owner, "old", limit=1, keep=5, score=1.0)  # the owner's one slot is taken
+    taken = store.create(
+        store.key("j", "new"),
+        {"n": 1},
+        member="new",
+        claims=[(owner, 1, 5), (queue, 3, 0)],
+        ranks=[(listed, 10.0, 2)],
+    )
+    assert taken == [False, True]  # refused by the owner's index, and the queue still claimed
+    assert store.read(store.key("j", "new")).data == {"n": 1}
+    assert store.claims(queue).active == {"new"} and store.claims(owner).active == {"old"}
+    assert store.ranked(listed, 5) == ["new"]
+    for name, score in (("b", 11.0), ("c", 12.0)):  # the listing keeps its bound
+        store.create(store.key("j", name), {}, member=name, ranks=[(listed, score, 2)])
+    assert store.ranked(listed, 5) == ["c", "b"]
+    assert store.create(store.key("j", "plain"), {}) == []  # no claims: nothing to answer
+
+
 # -- counters: a parent job's children, one atomic step per change ---------------------------
 
 

@@ -33,8 +33,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import Enum
@@ -138,16 +139,36 @@ class Store(ABC):
         cancel_event: threading.Event | None = None,
         never_expires: bool = False,
         ttl: float | None = None,
-    ) -> None:
-        """Add or replace the entry at ``key`` (a replaced entry's cancel flag is cleared)."""
+        member: str = "",
+        claims: Sequence[tuple[str, int, int]] = (),
+        ranks: Sequence[tuple[str, float, int]] = (),
+    ) -> list[bool]:
+        """Add or replace the entry at ``key`` (a replaced entry's cancel flag is cleared).
+
+        Then, in order, ``member`` is claimed in each index of ``claims`` (index key,
+        limit, keep: as :meth:`claim`) and ranked in each list of ``ranks`` (list key,
+        score, keep: as :meth:`rank`), in the same round trip where the backend can: what
+        a start needs before anyone may see its job. Whether each claim was taken; every
+        step is tried whatever the claims before it answered, so a caller that gives up
+        on a refusal undoes the others.
+        """
         text = self._encode(key, data)
         seconds = 0 if never_expires else (ttl if ttl is not None else self.expires)
-        self._create(key, text, int(seconds * 1000))
+        taken = self._create_with(
+            key,
+            text,
+            int(seconds * 1000),
+            member,
+            list(claims),
+            list(ranks),
+            int(self.index_expires * 1000),
+        )
         self._changed(key)
         if cancel_event is not None:
             self.hold(key, cancel_event)
         else:
             self.events.release(key)
+        return taken
 
     def read(self, key: str, *, refresh: bool = True) -> Entry | None:
         """The entry at ``key``, or None; a read counts as use and restarts its expiry."""
@@ -403,6 +424,28 @@ class Store(ABC):
     @abstractmethod
     def _create(self, key: str, text: str, ttl_ms: int) -> None:
         """Replace the entry: document ``text``, flag cleared, expiry ``ttl_ms`` (0 = never)."""
+
+    def _create_with(
+        self,
+        key: str,
+        text: str,
+        ttl_ms: int,
+        member: str,
+        claims: list[tuple[str, int, int]],
+        ranks: list[tuple[str, float, int]],
+        index_ttl_ms: int,
+    ) -> list[bool]:
+        """``_create``, then each claim and rank in order; a backend that can send them
+        together overrides this (the entry must be written before the claims run)."""
+        self._create(key, text, ttl_ms)
+        now = time.time()
+        taken = [
+            self._claim(index, member, limit, keep, now, index_ttl_ms)
+            for index, limit, keep in claims
+        ]
+        for ranked, score, keep in ranks:
+            self._rank(ranked, member, score, keep, None)
+        return taken
 
     @abstractmethod
     def _read(self, keys: list[str], refresh: bool) -> list[tuple[str, bool] | None]:

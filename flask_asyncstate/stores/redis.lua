@@ -78,10 +78,11 @@ return 1
 -- script: claim
 -- An owner's index: KEYS[1] the set of active members, KEYS[2] a sorted set of recent ones.
 -- ARGV: member, limit, keep, score, ttl_ms. Both keys share the hash tag: one slot.
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('SADD', KEYS[1], ARGV[1])
+local active = redis.call('SCARD', KEYS[1])
+if active >= tonumber(ARGV[2]) then return 0 end
+active = active + redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-local excess = redis.call('ZCARD', KEYS[2]) - redis.call('SCARD', KEYS[1]) - tonumber(ARGV[3])
+local excess = redis.call('ZCARD', KEYS[2]) - active - tonumber(ARGV[3])
 if excess > 0 then
   for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     if excess <= 0 then break end

@@ -300,6 +300,40 @@ class RedisStore(Store):
             epoch = secrets.token_hex(4)
             self._run(_LUA.create, [key], [text, ttl_ms, self.changes_channel, epoch], client)
 
+    def _create_with(
+        self,
+        key: str,
+        text: str,
+        ttl_ms: int,
+        member: str,
+        claims: list[tuple[str, int, int]],
+        ranks: list[tuple[str, float, int]],
+        index_ttl_ms: int,
+    ) -> list[bool]:
+        # One pipeline, one round trip: a start's document, its places and listings. The
+        # server runs them in order, so the document exists before any claim sees the id.
+        # A cluster spreads them over nodes (no order between them), and its pipelines
+        # cannot run scripts: one by one there.
+        if self.cluster or not (claims or ranks):
+            return super()._create_with(key, text, ttl_ms, member, claims, ranks, index_ttl_ms)
+        now = time.time()
+        with self._io() as client:
+            pipe = client.pipeline(transaction=False)
+            epoch = secrets.token_hex(4)
+            self._run(_LUA.create, [key], [text, ttl_ms, self.changes_channel, epoch], pipe)
+            for index, limit, keep in claims:
+                self._run(
+                    _LUA.claim,
+                    [f"{index}:a", f"{index}:r"],
+                    [member, limit, keep, now, index_ttl_ms],
+                    pipe,
+                )
+            for ranked, score, keep in ranks:
+                pipe.zadd(ranked, {member: score})
+                pipe.zremrangebyrank(ranked, 0, -keep - 1)
+            results = self._scripts.execute(pipe)
+        return [bool(taken) for taken in results[1 : 1 + len(claims)]]
+
     def _read(self, keys: list[str], refresh: bool) -> list[tuple[str, bool] | None]:
         # A read that restarts the expiry needs the entry's own ttl: a script. One that
         # does not is a plain HMGET (the hot path of a progress poll).
