@@ -37,7 +37,7 @@ loopback, with the library's default intervals (flush every
    100, 1,000; --quick 10, 100). ``_apps.streams_app()`` under ``gunicorn -k
    gevent --workers 1 --worker-connections S+100``, its Redis client on a
    ``BlockingConnectionPool`` of ``--pool`` (100) connections as the
-   deployment docs advise, ``ASYNCSTATE_MAX_STREAMS`` and ``_PER_SESSION`` =
+   deployment docs advise, ``ASYNCSTATE_MAX_STREAMS`` and ``max_streams_per_owner`` =
    S (every stream from one cookie session), one job (``--stream-jobs``)
    calling ``job.progress(i, message=str(time.time()))`` every ``--period``
    (0.3 s: one write per update). S raw-socket HTTP/1.0 clients in one

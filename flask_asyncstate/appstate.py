@@ -90,7 +90,7 @@ class AppState:
             lifetime=settings.tuning.sse_max_age + 2 * settings.tuning.sse_ping_interval + 5,
         )
         #: The jobs of this process (queued, running, or with a final document to store).
-        self.registry = LocalJobs()
+        self.local_jobs = LocalJobs()
         #: What this process is, in heartbeats: ``"web"``, ``"rq worker"``, ``"celery worker"``.
         self.role = "web"
         #: Where jobs run (``ASYNCSTATE_EXECUTOR``): a thread pool, RQ or Celery workers, or inline.
@@ -149,7 +149,7 @@ class AppState:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self.records.instance_id = new_instance_id()
-        self.registry.after_fork()
+        self.local_jobs.after_fork()
         self.executor.after_fork()
         self.writer.after_fork()
         self.store.after_fork()
@@ -198,12 +198,12 @@ class AppState:
             self.lifecycle.cancel_queued(job_id)
         elif found and queued:  # waiting here for a pool thread: it ends now
             self.lifecycle.end_cancelled_waiting()
-            if self.registry.get(job_id) is None and self.extension.runs_again():
+            if self.local_jobs.get(job_id) is None and self.extension.runs_again():
                 self.lifecycle.cancel_queued(job_id)  # waiting for a retry: it ends now
         return found
 
     def local_context(self, job_id: str) -> JobBuffer | None:
-        local = self.registry.get(job_id)
+        local = self.local_jobs.get(job_id)
         return None if local is None else local.ctx
 
     @property
@@ -230,15 +230,15 @@ class AppState:
                 return
             self._closed = True
         timeout = self.settings.tuning.shutdown_timeout if timeout is None else timeout
-        for local in self.registry.running():
+        for local in self.local_jobs.running():
             local.ctx.stop_reason = "shutdown"  # the document tells a restart from a user's cancel
             local.ctx.cancelled.set()
         for job_id in self.executor.shutdown():  # never started: honour the cancel now
-            waiting = self.registry.get(job_id)
+            waiting = self.local_jobs.get(job_id)
             if waiting is not None and not self.lifecycle.resume_later(waiting.ctx, waiting.job):
                 self.lifecycle.finish(waiting.ctx, waiting.job, JobStatus.CANCELLED)
         self.executor.wait(timeout)
-        for local in self.registry.running():
+        for local in self.local_jobs.running():
             if self.lifecycle.resume_later(local.ctx, local.job):
                 continue  # it goes on elsewhere; this thread's writes no longer count
             self.lifecycle.finish(

@@ -264,7 +264,7 @@ class Settings:
         The Redis that keeps jobs and state, as a redis-py URL; ``None``: process memory.
 
         A URL such as ``"redis://redis:6379/0"`` (``rediss://`` and the other redis-py
-        forms work); needs the ``redis`` extra. ``None`` keeps jobs and state in process
+        forms work). ``None`` keeps jobs and state in process
         memory, seen by the threads of one process only: set it as soon as more than one
         process serves the app. A client passed as ``init_app(app, redis=client)`` wins over
         this key, and :data:`ASYNCSTATE_STORE` over both (see :doc:`deployment`).

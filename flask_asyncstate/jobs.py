@@ -260,6 +260,13 @@ class Job:
         self._doc = buffer.doc
         self._checks = 0
 
+    @property
+    def token(self) -> str:
+        """The job's signed token, the one its ``start()`` handed out: for the links a job
+        puts in its result to its own pages (signature only, like ``asyncstate.handle``)."""
+        app_state = current_app.extensions["asyncstate"]  # a job runs in its app context
+        return str(app_state.signer.sign(self.id))
+
     def progress(
         self, current: float, total: float | None = None, message: str | None = None
     ) -> None:
@@ -661,11 +668,6 @@ class JobBuffer:
         """The sealed document could not be stored: this one stands in for it."""
         with self.lock:
             self.doc.update(final)
-
-    def set_instance(self, instance: str) -> None:
-        """The process that runs the job (a worker, after taking it from the queue)."""
-        with self.lock:
-            self.doc["instance"] = instance
 
     def last_resort(self, status: str) -> dict[str, Any]:
         """A final document built only from values known to encode, for when the real one cannot."""

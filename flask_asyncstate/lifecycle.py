@@ -284,7 +284,7 @@ class Lifecycle:
     def __init__(self, app_state: AppState) -> None:
         self.app_state = app_state
         self.records = app_state.records
-        self.jobs = app_state.registry
+        self.jobs = app_state.local_jobs
 
     # -- starting ------------------------------------------------------------
 

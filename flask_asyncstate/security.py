@@ -1,8 +1,8 @@
 """Who may do what on our routes: the app's guards, the owner check of a token, and the
 proofs a state-changing request carries.
 
-**Guards.** ``ASYNCSTATE_BLUEPRINT_GUARD`` (or ``AsyncState.guard``) runs before every
-route of the blueprint but its static files, ``ASYNCSTATE_ADMIN_GUARD`` before the
+**Guards.** The check given to ``@asyncstate.guard`` runs before every route of the
+blueprint but its static files, the one given to ``@asyncstate.admin_guard`` before the
 operator's page. A guard is either a view decorator such as Flask-Login's
 ``login_required`` (it takes one argument) or a check of no arguments. A check returns
 ``True`` or ``None`` to allow, ``False`` to refuse with a 403, or anything a view may

@@ -92,16 +92,16 @@ def job_gate(name: str, app: Flask | None = None) -> Iterator[JobGate]:
         wait_for(handle, "succeeded")
     """
     found = appstate.get(app or current_app._get_current_object())  # type: ignore[attr-defined]
-    registry = found.registry.checkpoints
-    if name in registry:
+    checkpoints = found.local_jobs.checkpoints
+    if name in checkpoints:
         raise RuntimeError(f"a job_gate({name!r}) is already closed on this app")
     gate = JobGate(name, inline=found.settings.executor == "inline")
-    registry[name] = gate
+    checkpoints[name] = gate
     try:
         yield gate
     finally:
         gate.release()
-        registry.pop(name, None)
+        checkpoints.pop(name, None)
 
 
 def wait_for(

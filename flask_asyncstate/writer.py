@@ -121,7 +121,7 @@ class Writer:
     def beat(self) -> None:
         """Refresh the liveness entry; if the store had lost it, write every job again."""
         app_state = self.app_state
-        locals_ = app_state.registry.running()
+        locals_ = app_state.local_jobs.running()
         contexts = [local.ctx for local in locals_]
         states = [app_state.state.key(c.state.type, c.id) for c in contexts if c.state is not None]
         owners = list({c.owner for c in contexts if c.owner is not None})

@@ -198,12 +198,12 @@ def test_resumes_are_bounded(make_app: Any) -> None:
         handle = once.start()
         wait_until(lambda: handle.status()["status"] == "running", 5)
         state = ext.app_state()
-        local = state.registry.get(handle.id)
+        local = state.local_jobs.get(handle.id)
         assert state.lifecycle.resume_later(local.ctx, local.job) is True
         doc = handle.status()
         assert (doc["status"], doc["attempt"], doc["resumed"]) == ("queued", 2, True)
         wait_until(lambda: handle.status()["status"] == "running", 5)
-        local = state.registry.get(handle.id)
+        local = state.local_jobs.get(handle.id)
         assert state.lifecycle.resume_later(local.ctx, local.job) is False  # none left
         handle.cancel()
         assert handle.wait(5)["status"] == "cancelled"
@@ -401,7 +401,7 @@ def test_a_retry_after_a_resumed_run_starts_over(make_app: Any) -> None:
         handle = work.start()
         wait_until(lambda: (handle.status() or {}).get("current") == 5, 5)
         state = ext.app_state()
-        local = state.registry.get(handle.id)
+        local = state.local_jobs.get(handle.id)
         local.ctx.stop_reason = "shutdown"
         local.ctx.cancelled.set()  # what a deploy does: it resumes from its cursor
         doc = handle.wait(10)

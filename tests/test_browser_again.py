@@ -357,7 +357,7 @@ def test_a_resumed_job_says_so_beside_its_status(new_page, server, key) -> None:
     handle = HANDLES[key]
     with server.app.app_context():
         state = server.ext.app_state()
-        local = state.registry.get(handle.id)
+        local = state.local_jobs.get(handle.id)
         # what a deploy does to a resumable job: back to the queue, for any instance
         assert state.lifecycle.resume_later(local.ctx, local.job) is True
     resumed = f"{DEFAULT_LABELS['running']} \u00b7 {DEFAULT_LABELS['resumed']}"

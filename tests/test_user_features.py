@@ -19,6 +19,25 @@ from flask_asyncstate.templating import DEFAULT_LABELS, translated
 HEADERS = {"X-Requested-With": "fetch"}
 
 
+# -- job.token -----------------------------------------------------------------
+
+
+def test_a_job_knows_its_own_token(make_app, backend_url) -> None:
+    """For the links a job builds to its own pages (the recipe's download link)."""
+    app, ext = make_app(backend_url)
+
+    @ext.job
+    def own(job: JobContext) -> str:
+        return job.token
+
+    with app.test_request_context():
+        handle = own.start()
+        doc = handle.wait(10)
+        assert doc["status"] == "succeeded"
+        assert ext.handle(doc["result"]).id == handle.id  # a token of this job, signed here
+        assert ext.status(doc["result"])["id"] == handle.id  # the owner's session takes it
+
+
 # -- job.iter ------------------------------------------------------------------
 
 

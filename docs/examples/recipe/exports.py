@@ -63,7 +63,7 @@ def export_orders(job, year):
     # The job runs in a request context at the starting request's address: this is the
     # link the view would have built (for an e-mail, or an API client). It carries the
     # job's token, which the download view checks with asyncstate.owned().
-    token = asyncstate.app_state().job_handle(job.id).token
+    token = job.token
     return {"rows": rows, "url": url_for("exports.download", token=token, _external=True)}
 
 
