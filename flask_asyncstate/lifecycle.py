@@ -75,6 +75,9 @@ _STOPPED = {"type": "WorkerStopped", "message": "the worker process was stopped 
 
 #: Longest URL root kept (a hostile Host header is not worth more).
 MAX_ORIGIN = 2048
+#: Largest queued document (encoded, bytes) a worker's payload carries for its take; a
+#: larger one is read by the take instead (one round trip more, a smaller message).
+_PAYLOAD_DOCUMENT = 4096
 
 _in_job: ContextVar[bool] = ContextVar("asyncstate_in_job", default=False)
 
@@ -1202,6 +1205,9 @@ class Lifecycle:
             return JobHandle(app_state, found.job_id, is_new=False)
         payload = {"v": PAYLOAD_VERSION, "id": job_id, "name": job.name, "args": list(args)}
         payload["kwargs"], payload["origin"] = kwargs, ctx.origin
+        queued = ctx.snapshot()  # what is stored now: the worker's take needs no read first
+        if len(serialization.dumps(queued)) <= _PAYLOAD_DOCUMENT:
+            payload["doc"] = queued
         try:
             executor.enqueue(job_id, payload, job.timeout, job.queue)
         except BaseException:
@@ -1228,6 +1234,7 @@ class Lifecycle:
         key = records.job_key(job_id)
         event = threading.Event()
         store.hold(key, event)  # the take below sets it if a cancel is already stored
+        queued = payload.get("doc")
         try:
             doc = records.transition(
                 job_id,
@@ -1237,6 +1244,8 @@ class Lifecycle:
                     "status": JobStatus.RUNNING.value,
                     "started_at": time.time(),
                 },
+                expect=queued if isinstance(queued, dict) else None,
+                leave_queue=True,  # taken, or cancelled, taken or gone: it waits no more
             )
         except BaseException:
             store.release(key)
@@ -1249,10 +1258,6 @@ class Lifecycle:
         ctx.cancelled = event
         ctx.unique_key = doc.get("unique")  # given back at the end
         ctx.origin = payload.get("origin")
-        try:
-            records.leave_queue(job_id)
-        except StoreError:
-            pass  # the next full queue finds it taken and frees its place
         if job.state_type is not None:  # created here, not at start: a long wait cannot expire it
             app_state.state.create(
                 job.state_type(), name=job_id, cancel_event=event, never_expires=job.never_expires

@@ -33,6 +33,7 @@ for ever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -301,13 +302,23 @@ class JobRecords:
         """The ranked list of the instances that beat lately."""
         return self.store.key(INDEX_KIND, "instances")
 
-    def transition(self, job_id: str, when: Any, change: Any) -> dict[str, Any] | None:
+    def transition(
+        self,
+        job_id: str,
+        when: Any,
+        change: Any,
+        *,
+        expect: dict[str, Any] | None = None,
+        leave_queue: bool = False,
+    ) -> dict[str, Any] | None:
         """Apply ``change`` (a dict, or a function of the document giving one) to the job's
         document if ``when(document)`` holds, atomically against every other writer; the
         new document, or None (no such job, or no match).
 
         What lets a worker's take and a web instance's cancel of a queued job, or two
-        processes ending one job, never both win.
+        processes ending one job, never both win. A worker's take passes the queued
+        document its payload carried (``expect``: no read first while it is still the
+        stored one) and leaves the queue index in the same round trip (``leave_queue``).
         """
         done: list[dict[str, Any]] = []
         # A nonce of this transition: if the client resends a swap whose reply was lost, the
@@ -326,9 +337,13 @@ class JobRecords:
             done.append(new)
             return new
 
+        forget = (self.queue_key(), job_id) if leave_queue else None
         try:
-            found = self.store.update(self.job_key(job_id), apply)
+            found = self.store.update(self.job_key(job_id), apply, expect=expect, forget=forget)
         except _Unchanged:
+            if forget is not None:  # the update stopped before its own forget: do it here
+                with contextlib.suppress(StoreError):  # (found stale by the next full queue)
+                    self.leave_queue(job_id)
             return None
         return done[0] if found and done else None
 

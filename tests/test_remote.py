@@ -224,16 +224,19 @@ def test_rq_entries_are_json_naming_the_job_and_cancel_takes_them_off_the_queue(
             assert kept.status()["status"] == "queued"
             entry = queue.fetch_job(kept.id)
             assert entry is not None and entry.func_name == on_rq.PERFORM
-            assert entry.args == [
-                {
-                    "v": 1,
-                    "id": kept.id,
-                    "name": "count",
-                    "args": [3],
-                    "kwargs": {},
-                    "origin": "http://localhost/",  # the request's URL root, for url_for
-                }
-            ]
+            (payload,) = entry.args
+            queued = payload.pop("doc")  # the stored document, for a take with no read first
+            runner = ext.app_state(app)
+            stored = runner.store.read(runner.records.job_key(kept.id), refresh=False)
+            assert stored is not None and queued == stored.data
+            assert payload == {
+                "v": 1,
+                "id": kept.id,
+                "name": "count",
+                "args": [3],
+                "kwargs": {},
+                "origin": "http://localhost/",  # the request's URL root, for url_for
+            }
             raw = client.hget(f"rq:job:{kept.id}", "data")  # RQ zlib-compresses it
             assert raw is not None
             assert json.loads(zlib.decompress(raw))[0] == on_rq.PERFORM  # JSON, never pickle

@@ -316,6 +316,31 @@ def test_create_with_claims_and_ranks_answers_each_claim_and_tries_every_step(
     assert store.create(store.key("j", "plain"), {}) == []  # no claims: nothing to answer
 
 
+def test_update_from_an_expected_document_and_leaving_an_index(store: Store) -> None:
+    """A worker's take: the queued document from its payload, the queue index left at once."""
+    key, index = store.key("j", "take"), store.key("flask_asyncstate.q", "take")
+    store.create(key, {"status": "queued", "n": 0})
+    for member in ("take", "other"):
+        assert store.claim(index, member, limit=10, keep=0, score=1.0)
+    seen: list[dict] = []
+
+    def run(doc: dict) -> dict:
+        seen.append(dict(doc))
+        return {**doc, "status": "running"}
+
+    stored = {"status": "queued", "n": 0}
+    assert store.update(key, run, expect=stored, forget=(index, "take"))
+    assert seen == [stored] and store.read(key).data == {"status": "running", "n": 0}
+    assert store.claims(index).active == {"other"}
+    seen.clear()  # an expectation the store no longer holds: fn sees what is stored
+    assert store.update(key, run, expect=stored, forget=(index, "other"))
+    assert seen[-1] == {"status": "running", "n": 0} and store.claims(index).active == set()
+    gone = store.key("j", "gone")
+    assert store.claim(index, "gone", limit=10, keep=0, score=1.0)
+    assert not store.update(gone, run, expect=stored, forget=(index, "gone"))  # no entry
+    assert store.claims(index).active == set()  # and the index is left all the same
+
+
 # -- counters: a parent job's children, one atomic step per change ---------------------------
 
 

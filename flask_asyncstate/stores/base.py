@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -44,9 +45,11 @@ from typing import Any, ClassVar
 from flask import has_request_context
 
 from .. import serialization
-from ..errors import StateTooLarge
+from ..errors import StateTooLarge, StoreError
 
 __all__ = ["Claims", "Entry", "Found", "Store", "on_request_path", "request_path"]
+
+log = logging.getLogger("flask_asyncstate")
 
 #: Default sliding expiry in seconds (``ASYNCSTATE_EXPIRES``).
 DEFAULT_EXPIRES = 900
@@ -208,11 +211,24 @@ class Store(ABC):
         found = self._write_many(keys, texts)
         return [self._after_write(k, f, g) for k, f, g in zip(keys, found, generations)]
 
-    def update(self, key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    def update(
+        self,
+        key: str,
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        expect: dict[str, Any] | None = None,
+        forget: tuple[str, str] | None = None,
+    ) -> bool:
         """Atomically replace the document with ``fn(document)``, retrying on conflict.
 
         ``fn`` may run more than once and must not have side effects beyond its result.
         Returns False when there is no entry (nothing is created).
+
+        ``expect``: the document the caller believes is stored (a worker's job payload
+        carries it): ``fn`` is applied to it and the result set without reading first, if
+        the stored document is still exactly that; otherwise the usual read and retry.
+        ``forget``: an index and a member to drop from it (:meth:`forget`), whatever the
+        update finds, in the same round trip where the backend can.
         """
 
         def apply(text: str) -> str:
@@ -222,8 +238,31 @@ class Store(ABC):
         # between processes.
         generation = self.events.generation(key)
         with self._turns.turn(key, _UPDATE_LOCK_TIMEOUT):
-            found = self._update(key, apply)
+            found, forgot = None, False
+            if expect is not None:
+                expected = self._encode(key, expect)
+                try:
+                    new_text: str | None = apply(expected)
+                except Exception:  # noqa: BLE001 - fn refuses it: ask fn about what is stored
+                    new_text = None
+                if new_text is not None:
+                    found, forgot = self._swap_known(key, expected, new_text, forget)
+            if found is None:
+                found = self._update(key, apply)
+        if forget is not None and not forgot:
+            self._forget_after(*forget)
         return self._after_write(key, found, generation)
+
+    def _forget_after(self, index: str, member: str) -> None:
+        """``update``'s ``forget`` as a step of its own. Its failure does not undo the update
+        that was made: the member stays listed until the index's owner finds it stale."""
+        try:
+            try:
+                self.forget(index, [member])
+            except NotImplementedError:  # a backend without forget: inactive at least
+                self.unclaim(index, [member])
+        except StoreError as exc:
+            log.debug("%s: %s not dropped from %s (%s)", type(self).__name__, member, index, exc)
 
     def cancel(self, key: str) -> bool:
         """Record a cancel request and set the entry's Event wherever it is held.
@@ -462,6 +501,15 @@ class Store(ABC):
     @abstractmethod
     def _update(self, key: str, apply: Callable[[str], str]) -> Found:
         """Compare-and-set loop around ``apply`` (which may run more than once)."""
+
+    def _swap_known(
+        self, key: str, expected: str, text: str, forget: tuple[str, str] | None
+    ) -> tuple[Found | None, bool]:
+        """Set ``text`` if the stored document is exactly ``expected``, in one step with no
+        read before it, and drop ``forget``'s member from its index in that step: (what
+        was found, None if the document is another; whether ``forget`` was done). A
+        backend that cannot leaves both to :meth:`update` (the default)."""
+        return None, False
 
     @abstractmethod
     def _cancel(self, key: str) -> bool:

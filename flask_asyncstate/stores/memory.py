@@ -149,6 +149,26 @@ class MemoryStore(Store):
             if done:
                 return Found.of(flag)
 
+    def _swap_known(
+        self, key: str, expected: str, text: str, forget: tuple[str, str] | None
+    ) -> tuple[Found | None, bool]:
+        def op(now: float) -> Found | None:
+            if forget is not None:
+                index = self._index(forget[0], now)
+                if index is not None:
+                    index.active.discard(forget[1])
+                    index.recent.pop(forget[1], None)
+            slot = self._live(key, now)
+            if slot is None:
+                return Found.MISSING
+            if slot.text != expected:
+                return None
+            slot.text, slot.expires_at, slot.version = text, now + slot.ttl, slot.version + 1
+            return Found.of(slot.cancelled)
+
+        found: Found | None = self._locked(op)
+        return found, forget is not None
+
     def _cancel(self, key: str) -> bool:
         def op(now: float) -> bool:
             slot = self._live(key, now)

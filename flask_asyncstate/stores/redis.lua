@@ -5,7 +5,8 @@
 -- and version. A write publishes the key on that key's own change channel
 -- (<prefix>changed:<key>), heard only by processes that watch it; a cancel on
 -- <prefix>cancel, heard by all. Each script touches one hash slot (Cluster-safe): an
--- entry's hash, or an owner index's two keys, which share a hash tag.
+-- entry's hash, or an owner index's two keys, which share a hash tag ('take' is given an
+-- index's keys beside the entry's only on a standalone server).
 --
 -- Every command used here must be in the ACL rule of redis.py (ACL_COMMANDS): Redis checks the
 -- commands a script runs against the user's permissions too.
@@ -42,6 +43,23 @@ redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', (tonumber(v[2]) or 0) + 1)
 if tonumber(v[1]) > 0 then redis.call('PEXPIRE', KEYS[1], v[1]) end
 redis.call('PUBLISH', ARGV[3] .. KEYS[1], KEYS[1])
 return {1, v[3] or ''}
+
+-- script: take
+-- Set the document ARGV[1] only if the stored one is exactly ARGV[2] (a worker's take: the
+-- job's payload carried the queued document, so no read before): 1 done (flag in the second
+-- element), 0 it is another document, false the entry is gone. With KEYS[2..3] (an index's
+-- two keys, same slot only), ARGV[4] leaves that index first, whatever is found.
+if #KEYS == 3 then
+  redis.call('SREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+end
+local v = redis.call('HMGET', KEYS[1], 'd', 'x', 'v', 'c')
+if not v[1] then return false end
+if v[1] ~= ARGV[2] then return {0, ''} end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', (tonumber(v[3]) or 0) + 1)
+if tonumber(v[2]) > 0 then redis.call('PEXPIRE', KEYS[1], v[2]) end
+redis.call('PUBLISH', ARGV[3] .. KEYS[1], KEYS[1])
+return {1, v[4] or ''}
 
 -- script: write
 -- One read (expiry, version, cancel flag) and one write of document and version: the

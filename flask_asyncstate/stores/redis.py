@@ -83,6 +83,7 @@ class _Lua(NamedTuple):
     create: str
     peek: str
     swap: str
+    take: str
     write: str
     cancel: str
     touch: str
@@ -393,6 +394,25 @@ class RedisStore(Store):
                 return Found.MISSING
             if int(swapped[0]):
                 return Found.of(bool(swapped[1]))
+
+    def _swap_known(
+        self, key: str, expected: str, text: str, forget: tuple[str, str] | None
+    ) -> tuple[Found | None, bool]:
+        # The index leaves in the same script where one script may touch it: standalone
+        # Redis (a script's keys in a cluster must share a slot; these do not).
+        keys, member = [key], ""
+        if forget is not None and not self.cluster:
+            keys, member = [key, f"{forget[0]}:a", f"{forget[0]}:r"], forget[1]
+        with self._io() as client:
+            taken = self._run(
+                _LUA.take, keys, [text, expected, self.changes_channel, member], client
+            )
+        forgot = len(keys) == 3
+        if taken is None:
+            return Found.MISSING, forgot
+        if not int(taken[0]):
+            return None, forgot
+        return Found.of(bool(taken[1])), forgot
 
     def _cancel(self, key: str) -> bool:
         with self._io() as client:
