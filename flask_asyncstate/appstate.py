@@ -218,6 +218,8 @@ class AppState:
         self.writer.stop(join=0.5)
         metrics.process_ended()
         tracing.flush()  # os._exit follows: the SDK's batch would be lost
+        if self.writer.borrowed:
+            return  # the instance id is the worker's, which lives on
         try:
             self.records.retire_instance()
         except Exception:  # the entry expires by itself

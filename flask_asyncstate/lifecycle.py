@@ -131,10 +131,15 @@ def _unfinished(doc: dict[str, Any]) -> bool:
     return doc.get("status") in UNFINISHED
 
 
-def _reported(doc: dict[str, Any]) -> bool:
+def _reported(doc: dict[str, Any], reporter: str | None = None) -> bool:
     """An engine's report of a death is about this run: the job names no process yet, or
-    one that has ended (not one that took it since: see :func:`records.process_ended`)."""
-    return doc.get("instance") is None or process_ended(doc["instance"])
+    one that has ended (not one that took it since: see :func:`records.process_ended`), or
+    the ``reporter`` itself (an RQ forking worker reporting its work horse, which runs
+    under the worker's instance id)."""
+    named = doc.get("instance")
+    if named is None:
+        return True
+    return named == reporter if reporter is not None else process_ended(named)
 
 
 #: What "Try again" runs again: a job that ended without succeeding.
@@ -848,14 +853,22 @@ class Lifecycle:
             log.warning("job %s: its instance %s stopped beating; recorded lost", job_id, instance)
             self.ended(doc)
 
-    def resume_lost(self, job_id: str, instance: str | None, why: str = "") -> bool:
-        """Put a job whose process is gone back in the queue if it may resume; True if so."""
+    def resume_lost(
+        self, job_id: str, instance: str | None, why: str = "", reporter: str | None = None
+    ) -> bool:
+        """Put a job whose process is gone back in the queue if it may resume; True if so.
+        ``instance``: the dead instance the job names; else the engine's report (from
+        ``reporter``, see :func:`_reported`)."""
         now = time.time()
 
         def gone(doc: dict[str, Any]) -> bool:
             return (
                 doc.get("status") in UNFINISHED
-                and (_reported(doc) if instance is None else doc.get("instance") == instance)
+                and (
+                    _reported(doc, reporter)
+                    if instance is None
+                    else doc.get("instance") == instance
+                )
                 and (doc.get("resumes_left") or 0) > 0
             )
 
@@ -1332,10 +1345,18 @@ class Lifecycle:
         if isinstance(executor, RemoteExecutor):
             executor.dequeue(job_id)
 
-    def end_abandoned(self, job_id: str, why: str, status: str = JobStatus.LOST.value) -> None:
+    def end_abandoned(
+        self,
+        job_id: str,
+        why: str,
+        status: str = JobStatus.LOST.value,
+        reporter: str | None = None,
+    ) -> None:
         """The engine gave up on a job without its code ending it (a killed worker, a hard
-        time limit, a revoke): store a final document, unless one is stored already."""
-        if status == JobStatus.LOST and self.resume_lost(job_id, None, f" ({why})"):
+        time limit, a revoke): store a final document, unless one is stored already.
+        ``reporter``: the instance id of the process reporting, when the job ran under it
+        (see :func:`_reported`)."""
+        if status == JobStatus.LOST and self.resume_lost(job_id, None, f" ({why})", reporter):
             return
         kinds = {"lost": "WorkerLost", "failed": "JobFailed", "cancelled": None}
         error = None if kinds[status] is None else {"type": kinds[status], "message": why[:2000]}
@@ -1347,7 +1368,11 @@ class Lifecycle:
             "result": None,
             "reason": reason_of(status, error, None),
         }
-        ended = (lambda d: _unfinished(d) and _reported(d)) if status == "lost" else _unfinished
+        ended = (
+            (lambda d: _unfinished(d) and _reported(d, reporter))
+            if status == "lost"
+            else _unfinished
+        )
         try:
             doc = self.records.transition(job_id, ended, change)
         except StoreError as exc:

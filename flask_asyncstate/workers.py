@@ -21,7 +21,11 @@ job's document too (:meth:`~flask_asyncstate.lifecycle.Lifecycle.end_abandoned`)
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +49,13 @@ TASK_NAME = "flask_asyncstate.run"
 
 #: The app a ``flask asyncstate worker`` process serves; forked work horses inherit it.
 _worker_app: AppState | None = None
+
+#: What a forking worker sends its work horse when the horse's job is cancelled: the worker
+#: hears cancels for it, and the horse runs under the worker's instance id, so a horse
+#: opens no subscription and beats no heartbeat of its own before its job runs. Blocked
+#: in the worker (and so in every horse, which takes it in a thread with ``sigwait``): it
+#: never interrupts anything, and one sent before the horse waits for it stays pending.
+CANCEL_SIGNAL = signal.SIGUSR1
 
 #: Celery apps that run a Flask app's jobs, and that app's state (the latest registered).
 _registered: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = weakref.WeakKeyDictionary()
@@ -116,7 +127,8 @@ class _Hooks:
             why = str(kwargs.get("exc_string") or "the worker gave up on the job").strip()
             why = why.splitlines()[0] if why else "the worker gave up on the job"
             status = "lost" if why.startswith("Work-horse terminated") else "failed"
-            self.asyncstate.lifecycle.end_abandoned(job.id, why, status)
+            app_state = self.asyncstate  # its instance id names the horse's run too
+            app_state.lifecycle.end_abandoned(job.id, why, status, app_state.instance_id)
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
         # Only a forking worker's parent, and only once RQ really killed the work horse (it
@@ -127,7 +139,10 @@ class _Hooks:
             super().request_force_stop(signum, frame)  # type: ignore[misc]
         except SystemExit:
             if job_id:
-                self.asyncstate.lifecycle.end_abandoned(job_id, "the worker was shut down cold")
+                app_state = self.asyncstate
+                app_state.lifecycle.end_abandoned(
+                    job_id, "the worker was shut down cold", reporter=app_state.instance_id
+                )
             raise
 
     def unsubscribe(self) -> None:
@@ -146,6 +161,9 @@ class _Hooks:
         if self._is_horse:  # type: ignore[attr-defined]
             # this process runs this one job and exits after it: cancel_grace may end it
             self.asyncstate.executor.own_process = True  # type: ignore[attr-defined]
+            parent = getattr(self, "_worker_instance", None)
+            if parent is not None:  # (a horse of AsyncStateWorker: see CANCEL_SIGNAL)
+                _borrow_worker(self.asyncstate, parent)
         try:
             return super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
         finally:
@@ -156,7 +174,62 @@ class _Hooks:
 
 
 class AsyncStateWorker(_Hooks, Worker):
-    """RQ's forking worker: each job in a fresh work horse with its own heartbeat and listener."""
+    """RQ's forking worker: each job in a fresh work horse. The worker keeps the heartbeat
+    and the cancel listener; a cancel of the horse's job reaches the horse as
+    :data:`CANCEL_SIGNAL`."""
+
+    _worker_instance: str | None = None
+    _held_for_horse: str | None = None
+
+    def fork_work_horse(self, job: Job, queue: Queue) -> None:
+        app_state = self.asyncstate
+        self._worker_instance = app_state.instance_id  # what the horse runs under
+        super().fork_work_horse(job, queue)  # returns in this process only
+        if _function_of(job) == PERFORM:
+            key = app_state.records.job_key(job.id)
+            app_state.store.hold(key, _HorseCancel(self._horse_pid))
+            self._held_for_horse = key
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            key, self._held_for_horse = self._held_for_horse, None
+            if key is not None:
+                self.asyncstate.store.release(key)
+
+
+class _HorseCancel(threading.Event):
+    """What a forking worker holds for its horse's job: set by a cancel, it signals the horse."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__()
+        self.pid = pid
+
+    def set(self) -> None:
+        super().set()
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # the horse is gone
+            os.kill(self.pid, CANCEL_SIGNAL)
+
+
+def _borrow_worker(app_state: AppState, instance_id: str) -> None:
+    """In a work horse, before its job is taken: run under the worker's instance id, with no
+    listener of its own; a thread hands :data:`CANCEL_SIGNAL` to the job's Event."""
+    app_state.records.instance_id = instance_id
+    app_state.writer.borrowed = True
+    app_state.store.listens = False  # type: ignore[attr-defined]  # (RQ: a RedisStore)
+
+    def hear_worker() -> None:
+        while True:
+            signal.sigwait({CANCEL_SIGNAL})
+            store = app_state.store
+            try:
+                for key in store.held_keys():  # the horse holds its one job's (and its state's)
+                    store.events.deliver(key)
+            except Exception:  # the next signal, or the stored flag, gets through
+                log.exception("asyncstate: a cancel from the worker was not delivered")
+
+    threading.Thread(target=hear_worker, name="asyncstate-horse-cancels", daemon=True).start()
 
 
 class AsyncStateSimpleWorker(_Hooks, SimpleWorker):
@@ -181,6 +254,8 @@ def run_worker(
         name=name,
     )
     worker.asyncstate = app_state
+    if not simple:  # before any thread starts: every thread of the worker and horse blocks it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {CANCEL_SIGNAL})
     app_state.ensure_running()  # this process beats too: "instances" lists the worker
     return bool(worker.work(burst=burst, with_scheduler=False))
 

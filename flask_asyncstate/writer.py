@@ -35,6 +35,11 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started_at = time.time()
+        #: True in a process that runs under another's instance id, which that process
+        #: beats (an RQ work horse and its worker): no beat at the start, none at the end;
+        #: the loop's beats (after an interval) keep the job's entries, and the id should
+        #: the other process die, alive.
+        self.borrowed = False
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -52,7 +57,8 @@ class Writer:
     def start(self) -> None:
         """Beat once (so no reader sees a new instance's jobs as lost), then run the loop."""
         self._stop.clear()
-        self.beat()
+        if not self.borrowed:
+            self.beat()
         name = f"asyncstate-writer-{self.app_state.instance_id}"
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -61,6 +67,7 @@ class Writer:
         """The parent's writer thread did not come along."""
         self._thread = None
         self._stop = threading.Event()
+        self.borrowed = False
 
     def stop(self, join: float = 2.0) -> None:
         self._stop.set()

@@ -25,7 +25,7 @@ import pytest
 import requests
 from support.again_procs import AppGunicorn, racing_instance
 from support.waiting import wait_until
-from support.worker_procs import Engine, descendants
+from support.worker_procs import Engine, descendants, job_process
 
 from flask_asyncstate.status import FINAL
 
@@ -264,7 +264,7 @@ def test_an_import_whose_worker_stops_cold_resumes_on_another_worker(
     s, web = requests.Session(), workers.webs[0][1]
     job = start(s, web, "import_items", ITEMS, PAUSE)
     wait_items(workers, job["id"], STOP_AT)
-    runner = int(stored(workers, job["id"])["instance"].rsplit("-", 2)[1])  # host-pid-random
+    runner = job_process(stored(workers, job["id"])["instance"])
     victim = next(w for w in workers.workers if w.pid == runner or runner in descendants(w.pid))
     if how == "kill-runner":
         os.kill(runner, signal.SIGKILL)
@@ -302,7 +302,7 @@ def test_a_warm_shutdown_lets_the_import_finish_where_it_runs(workers: Engine) -
     count = 300
     job = start(s, web, "import_items", count, PAUSE)
     wait_items(workers, job["id"], 50)
-    runner = int(stored(workers, job["id"])["instance"].rsplit("-", 2)[1])
+    runner = job_process(stored(workers, job["id"])["instance"])
     victim = next(w for w in workers.workers if w.pid == runner or runner in descendants(w.pid))
     os.kill(victim.pid, signal.SIGTERM)
     try:

@@ -206,8 +206,39 @@ def test_two_hundred_jobs_over_two_workers_end_with_exact_results(
     )
 
 
+def test_a_work_horse_runs_under_its_workers_instance(engine: Engine, web: Any) -> None:
+    """RQ's forking worker keeps the heartbeat and the cancel subscription: a work horse adds
+    no instance and no subscriber, and a cancel still reaches its job at once."""
+    if engine.kind != "rq":
+        pytest.skip("the forking worker's work horses")
+    s, a, b = web
+    channel = f"{engine.prefix}cancel"
+
+    def subscribers() -> int:
+        return int(dict(engine.redis.pubsub_numsub(channel))[channel.encode()])
+
+    warm = final(s, b, start(s, a, "double", 1)["token"])  # each worker has held a job once
+    assert warm["status"] == "succeeded"
+    before, listening = engine.worker_instances(), subscribers()
+    job = start(s, a, "until_cancelled")
+    running(s, b, job["token"])
+    runner = stored(engine, job["id"])["instance"]
+    assert f"{engine.prefix}{{flask_asyncstate.instance:{runner}}}" in before  # the worker's
+    assert engine.worker_instances() == before and subscribers() <= listening
+    asked = time.time()
+    assert (
+        s.post(f"{b}/asyncstate/cancel/{job['token']}", headers=XHR, timeout=5).status_code == 202
+    )
+    assert final(s, b, job["token"])["status"] == "cancelled"
+    seen_at = engine.mark("seen-cancel", job["id"])
+    assert seen_at is not None  # the job's own Event, set in the horse by the worker's signal
+    print(f"rq: a horse's job saw the cancel {1000 * (float(seen_at) - asked):.1f} ms after it")
+
+
 def _runner_pid(engine: Engine, job_id: str) -> int:
-    return int(stored(engine, job_id)["instance"].rsplit("-", 2)[1])  # host-pid-random
+    from support.worker_procs import job_process
+
+    return job_process(stored(engine, job_id)["instance"])
 
 
 def test_the_process_running_a_job_killed_ends_it_lost_at_once(engine: Engine, web: Any) -> None:

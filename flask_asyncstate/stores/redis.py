@@ -266,6 +266,9 @@ class RedisStore(Store):
         self._change_keys: set[str] = set()  # keys whose change channel the listener hears
         #: Set each time the listener is subscribed; tests and bench wait on it.
         self.subscribed = threading.Event()
+        #: False in a process whose cancels another process hears and hands over (an RQ
+        #: work horse: its worker listens): no listener thread, no subscription here.
+        self.listens = True
 
     # -- talking to Redis ----------------------------------------------------
 
@@ -547,7 +550,7 @@ class RedisStore(Store):
     # -- the listener: cancels and changes published by any process ---------------------
 
     def _on_hold(self) -> None:
-        if self._closed.is_set():
+        if self._closed.is_set() or not self.listens:
             return
         with self._listener_lock:
             alive = self._listener is not None and self._listener.is_alive()

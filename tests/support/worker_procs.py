@@ -41,6 +41,15 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def job_process(instance_id: str) -> int:
+    """The pid of the process running a job whose document names ``instance_id``
+    (host-pid-random): that process, or, for RQ's forking worker (whose work horse runs
+    under the worker's instance id), its work horse."""
+    pid = int(instance_id.rsplit("-", 2)[1])
+    horses = descendants(pid)
+    return horses[0] if horses else pid
+
+
 class Engine:
     """One test's processes: a prefix and a queue of its own, web instances and workers."""
 
