@@ -405,24 +405,11 @@ class Lifecycle:
                 and owner is not None
                 and not self.records.admit(owner, job_id, limit)
             ):
-                raise QuotaExceeded(
-                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
-                    translated()["quotaExceeded"].format(limit=limit),
-                )
-            limit = self.app_state.settings.max_queued
-            if remote and not self.records.enter_queue(job_id, limit):
-                raise QueueFull(
-                    f"{limit} jobs already wait for a worker (ASYNCSTATE_MAX_QUEUED)",
-                    translated()["busy"],
-                )
+                raise self._refusal("owner")
+            if remote and not self.records.enter_queue(job_id, self.app_state.settings.max_queued):
+                raise self._refusal("queue")
             if job.state_type is not None and not remote:  # a worker creates it when it takes
-                self.app_state.state.create(
-                    job.state_type(),
-                    name=job_id,
-                    cancel_event=event,
-                    never_expires=job.never_expires,
-                )
-                ctx.state = BoundState(self.app_state.state, job.state_type, job_id)
+                self._create_state(ctx, job)
             if ctx.unique_key is not None:  # admitted: a duplicate start may now return it
                 self.records.store.write(self.records.job_key(job_id), ctx.snapshot())
             if (job.resumes or parent is not None) and self.records.store.ranks:
@@ -442,37 +429,52 @@ class Lifecycle:
         Redis); a refusal undoes them all, its listing included."""
         settings = self.app_state.settings
         owner = ctx.owner
+        # A store error here is raised as a lone create's was: what reached the store
+        # expires, and a place whose job has no document is freed by the next full claim.
+        refused = self.records.create_admitted(
+            first,
+            None if remote else ctx.cancelled,
+            job.never_expires,
+            None if owner is None else (owner, settings.max_jobs_per_owner),
+            settings.max_queued if remote else None,
+            bool(job.resumes),
+        )
         try:
-            refused = self.records.create_admitted(
-                first,
-                None if remote else ctx.cancelled,
-                job.never_expires,
-                None if owner is None else (owner, settings.max_jobs_per_owner),
-                settings.max_queued if remote else None,
-                bool(job.resumes),
-            )
-            if refused == "owner":
-                limit = settings.max_jobs_per_owner
-                raise QuotaExceeded(
-                    f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
-                    translated()["quotaExceeded"].format(limit=limit),
-                )
-            if refused == "queue":
-                raise QueueFull(
-                    f"{settings.max_queued} jobs already wait for a worker (ASYNCSTATE_MAX_QUEUED)",
-                    translated()["busy"],
-                )
+            for place in refused:
+                limit = settings.max_jobs_per_owner if place == "owner" else settings.max_queued
+                if not self.records.claim_again(place, ctx.id, owner, limit):
+                    raise self._refusal(place)
             if job.state_type is not None and not remote:  # a worker creates it when it takes
-                self.app_state.state.create(
-                    job.state_type(),
-                    name=ctx.id,
-                    cancel_event=ctx.cancelled,
-                    never_expires=job.never_expires,
-                )
-                ctx.state = BoundState(self.app_state.state, job.state_type, ctx.id)
+                self._create_state(ctx, job)
         except BaseException:
             self.abandon(ctx, job, remote, listed=True)
             raise
+
+    def _refusal(self, place: str) -> QuotaExceeded | QueueFull:
+        """What a start raises when the owner's quota (``"owner"``) or the jobs waiting for
+        a worker (``"queue"``) are full: words for the developer and for the user."""
+        settings = self.app_state.settings
+        if place == "owner":
+            limit = settings.max_jobs_per_owner
+            return QuotaExceeded(
+                f"owner has {limit} unfinished jobs (ASYNCSTATE_MAX_JOBS_PER_OWNER)",
+                translated()["quotaExceeded"].format(limit=limit),
+            )
+        return QueueFull(
+            f"{settings.max_queued} jobs already wait for a worker (ASYNCSTATE_MAX_QUEUED)",
+            translated()["busy"],
+        )
+
+    def _create_state(self, ctx: JobBuffer, job: TrackedJob) -> None:
+        """The job's typed state entry (``state=``), cancelled with the job."""
+        assert job.state_type is not None
+        self.app_state.state.create(
+            job.state_type(),
+            name=ctx.id,
+            cancel_event=ctx.cancelled,
+            never_expires=job.never_expires,
+        )
+        ctx.state = BoundState(self.app_state.state, job.state_type, ctx.id)
 
     def _keep_arguments(
         self, ctx: JobBuffer, job: TrackedJob, args: tuple[Any, ...], kwargs: dict[str, Any]

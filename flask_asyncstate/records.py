@@ -403,21 +403,22 @@ class JobRecords:
         owner_limit: tuple[str, int] | None,
         queue_limit: int | None,
         watch: bool,
-    ) -> str | None:
+    ) -> list[str]:
         """Write a new job's document, claim its owner's quota slot (``owner_limit``: owner,
         limit) and, for a worker, a place in the engine's queue (``queue_limit``), and list
         it (newest jobs; watched if resumable): one round trip on Redis.
 
-        A refused place is looked at again (its holders may have ended without giving it
-        back). What stays refused, ``"owner"`` or ``"queue"``, or None: the caller undoes
-        the start, this job's listing included.
+        The places found full, ``"owner"`` and/or ``"queue"``: :meth:`claim_again` looks
+        at their holders; a start that still finds one full is undone, listing included.
         """
         job_id = doc["id"]
-        claims = []
+        places, claims = [], []
         if owner_limit is not None:
             owner, limit = owner_limit
+            places.append("owner")
             claims.append((self.owner_key(owner), limit, limit))
         if queue_limit is not None:
+            places.append("queue")
             claims.append((self.queue_key(), queue_limit, 0))
         ranks = []
         if self.store.ranks:
@@ -434,19 +435,14 @@ class JobRecords:
             claims=claims,
             ranks=ranks,
         )
-        if owner_limit is not None:
-            owner, limit = owner_limit
-            if not taken.pop(0) and not self._claim(
-                self.owner_key(owner), job_id, limit, limit, _ended, tried=True
-            ):
-                return "owner"
-        if (
-            queue_limit is not None
-            and not taken.pop(0)
-            and not self.enter_queue(job_id, queue_limit, tried=True)
-        ):
-            return "queue"
-        return None
+        return [place for place, ok in zip(places, taken) if not ok]
+
+    def claim_again(self, place: str, job_id: str, owner: str | None, limit: int) -> bool:
+        """A place :meth:`create_admitted` found full, claimed once more after releasing
+        holders whose jobs ended without giving theirs back."""
+        if place == "owner" and owner is not None:
+            return self._claim(self.owner_key(owner), job_id, limit, limit, _ended, tried=True)
+        return self.enter_queue(job_id, limit, tried=True)
 
     def list_job(self, job_id: str, created_at: float) -> None:
         """Add an admitted job to the newest jobs the operator's page reads."""
