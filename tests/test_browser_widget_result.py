@@ -84,7 +84,7 @@ def build_app() -> tuple[Flask, AsyncState]:
     )
     def reported(job: JobContext, steps: int = 6) -> int:
         for i in range(1, steps + 1):
-            time.sleep(0.1)  # long enough for the page to see it run
+            time.sleep(0.4)  # long enough for a page on a loaded machine to see it run
             job.progress(i, total=steps)
         return steps * 10
 
