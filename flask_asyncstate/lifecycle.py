@@ -429,17 +429,16 @@ class Lifecycle:
         Redis); a refusal undoes them all, its listing included."""
         settings = self.app_state.settings
         owner = ctx.owner
-        # A store error here is raised as a lone create's was: what reached the store
-        # expires, and a place whose job has no document is freed by the next full claim.
-        refused = self.records.create_admitted(
-            first,
-            None if remote else ctx.cancelled,
-            job.never_expires,
-            None if owner is None else (owner, settings.max_jobs_per_owner),
-            settings.max_queued if remote else None,
-            bool(job.resumes),
-        )
         try:
+            # (a store error in that round trip is undone too: some of it may have run)
+            refused = self.records.create_admitted(
+                first,
+                None if remote else ctx.cancelled,
+                job.never_expires,
+                None if owner is None else (owner, settings.max_jobs_per_owner),
+                settings.max_queued if remote else None,
+                bool(job.resumes),
+            )
             for place in refused:
                 limit = settings.max_jobs_per_owner if place == "owner" else settings.max_queued
                 if not self.records.claim_again(place, ctx.id, owner, limit):

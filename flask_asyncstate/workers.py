@@ -183,6 +183,9 @@ class AsyncStateWorker(_Hooks, Worker):
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         app_state = self.asyncstate
+        # The horse borrows the worker's id only with the signal blocked (whoever started
+        # this worker): an unblocked SIGUSR1 would end the horse.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {CANCEL_SIGNAL})
         self._worker_instance = app_state.instance_id  # what the horse runs under
         super().fork_work_horse(job, queue)  # returns in this process only
         if _function_of(job) == PERFORM:
