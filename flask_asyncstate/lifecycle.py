@@ -75,7 +75,7 @@ _STOPPED = {"type": "WorkerStopped", "message": "the worker process was stopped 
 
 #: Longest URL root kept (a hostile Host header is not worth more).
 MAX_ORIGIN = 2048
-#: Largest queued document (encoded, bytes) a worker's payload carries for its take; a
+#: Largest queued document (encoded, in characters) a worker's payload carries for its take; a
 #: larger one is read by the take instead (one round trip more, a smaller message).
 _PAYLOAD_DOCUMENT = 4096
 

@@ -33,7 +33,6 @@ for ever.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -341,9 +340,6 @@ class JobRecords:
         try:
             found = self.store.update(self.job_key(job_id), apply, expect=expect, forget=forget)
         except _Unchanged:
-            if forget is not None:  # the update stopped before its own forget: do it here
-                with contextlib.suppress(StoreError):  # (found stale by the next full queue)
-                    self.leave_queue(job_id)
             return None
         return done[0] if found and done else None
 

@@ -224,9 +224,9 @@ def _borrow_worker(app_state: AppState, instance_id: str) -> None:
 
     def hear_worker() -> None:
         while True:
-            signal.sigwait({CANCEL_SIGNAL})
             store = app_state.store
             try:
+                signal.sigwait({CANCEL_SIGNAL})
                 for key in store.held_keys():  # the horse holds its one job's (and its state's)
                     store.events.deliver(key)
             except Exception:  # the next signal, or the stored flag, gets through

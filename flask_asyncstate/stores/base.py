@@ -237,20 +237,22 @@ class Store(ABC):
         # Threads of this process take turns on a key, so optimistic retries only happen
         # between processes.
         generation = self.events.generation(key)
-        with self._turns.turn(key, _UPDATE_LOCK_TIMEOUT):
-            found, forgot = None, False
-            if expect is not None:
-                expected = self._encode(key, expect)
-                try:
-                    new_text: str | None = apply(expected)
-                except Exception:  # noqa: BLE001 - fn refuses it: ask fn about what is stored
-                    new_text = None
-                if new_text is not None:
-                    found, forgot = self._swap_known(key, expected, new_text, forget)
-            if found is None:
-                found = self._update(key, apply)
-        if forget is not None and not forgot:
-            self._forget_after(*forget)
+        found, forgot = None, False
+        try:
+            with self._turns.turn(key, _UPDATE_LOCK_TIMEOUT):
+                if expect is not None:
+                    expected = self._encode(key, expect)
+                    try:
+                        new_text: str | None = apply(expected)
+                    except Exception:  # noqa: BLE001 - fn refuses it: ask fn about what is stored
+                        new_text = None
+                    if new_text is not None:
+                        found, forgot = self._swap_known(key, expected, new_text, forget)
+                if found is None:
+                    found = self._update(key, apply)
+        finally:  # also when fn refused what is stored, or the store failed
+            if forget is not None and not forgot:
+                self._forget_after(*forget)
         return self._after_write(key, found, generation)
 
     def _forget_after(self, index: str, member: str) -> None:
