@@ -148,6 +148,8 @@ RETRYABLE = (JobStatus.FAILED.value, JobStatus.CANCELLED.value, JobStatus.LOST.v
 DUE_BATCH = 50
 #: Resumable jobs the sweep reads per look for a dead instance.
 WATCH_BATCH = 1000
+#: Engine reports of a death kept while the store is unreachable (the oldest go first).
+ABANDONED_KEPT = 10_000
 #: Seconds a "Try again" in progress keeps others off the job (see :meth:`Lifecycle.rerun`).
 RERUN_MARK = 30.0
 
@@ -293,6 +295,9 @@ class Lifecycle:
         self.app_state = app_state
         self.records = app_state.records
         self.jobs = app_state.local_jobs
+        #: Engine reports of a death that met an outage (see :meth:`end_abandoned`), by job id.
+        self._abandoned: dict[str, tuple[str, str, str | None]] = {}
+        self._abandoned_lock = threading.Lock()
 
     # -- starting ------------------------------------------------------------
 
@@ -1136,6 +1141,8 @@ class Lifecycle:
             send(signals.job_progress, app, job_id=local.ctx.id, document=doc)
         for local in self.jobs.deferred():
             self.retry_final(local)
+        if self._abandoned:
+            self.retry_abandoned()
 
     def _flush_running(self, running: list[Local]) -> list[tuple[Local, dict[str, Any]]]:
         if not running:
@@ -1356,9 +1363,8 @@ class Lifecycle:
         """The engine gave up on a job without its code ending it (a killed worker, a hard
         time limit, a revoke): store a final document, unless one is stored already.
         ``reporter``: the instance id of the process reporting, when the job ran under it
-        (see :func:`_reported`)."""
-        if status == JobStatus.LOST and self.resume_lost(job_id, None, f" ({why})", reporter):
-            return
+        (see :func:`_reported`). One that meets an outage is kept and tried again by the
+        writer (:meth:`retry_abandoned`)."""
         kinds = {"lost": "WorkerLost", "failed": "JobFailed", "cancelled": None}
         error = None if kinds[status] is None else {"type": kinds[status], "message": why[:2000]}
         if "time limit" in why:
@@ -1375,13 +1381,29 @@ class Lifecycle:
             else _unfinished
         )
         try:
+            if status == JobStatus.LOST and self.resume_lost(job_id, None, f" ({why})", reporter):
+                return
             doc = self.records.transition(job_id, ended, change)
         except StoreError as exc:
+            # Kept and tried again by the writer: nobody else may (a work horse runs under
+            # its worker's live id, so no sweep would ever find the job lost).
             log.warning("job %s: could not record that it ended (%s): %s", job_id, why, exc)
+            with self._abandoned_lock:
+                self._abandoned.pop(job_id, None)
+                self._abandoned[job_id] = (why, status, reporter)
+                while len(self._abandoned) > ABANDONED_KEPT:  # the oldest report goes
+                    del self._abandoned[next(iter(self._abandoned))]
             return
         if doc is not None:
             log.warning("job %s ended %s: %s", job_id, status, why)
             self.ended(doc)
+
+    def retry_abandoned(self) -> None:
+        """The writer's tick: store the ends :meth:`end_abandoned` could not (an outage)."""
+        with self._abandoned_lock:
+            reports, self._abandoned = self._abandoned, {}
+        for job_id, (why, status, reporter) in reports.items():
+            self.end_abandoned(job_id, why, status, reporter)  # (kept again if still down)
 
     def end_vanished(self, job_id: str) -> None:
         """A job still waiting whose entry the engine no longer has (``rq empty``, a purged

@@ -86,6 +86,8 @@ class _Hooks:
     """RQ's failure paths that never reach the job's own code end its document too."""
 
     asyncstate: AppState
+    #: The job whose end this worker reported to the lifecycle last (see AsyncStateWorker).
+    _reported: str | None = None
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         # Before anything runs (and before a forking worker forks): only our entry point.
@@ -128,6 +130,7 @@ class _Hooks:
             why = why.splitlines()[0] if why else "the worker gave up on the job"
             status = "lost" if why.startswith("Work-horse terminated") else "failed"
             app_state = self.asyncstate  # its instance id names the horse's run too
+            self._reported = job.id  # once per run: a second report would resume it again
             app_state.lifecycle.end_abandoned(job.id, why, status, app_state.instance_id)
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
@@ -140,6 +143,7 @@ class _Hooks:
         except SystemExit:
             if job_id:
                 app_state = self.asyncstate
+                self._reported = job_id
                 app_state.lifecycle.end_abandoned(
                     job_id, "the worker was shut down cold", reporter=app_state.instance_id
                 )
@@ -170,16 +174,23 @@ class _Hooks:
             if self._is_horse:  # type: ignore[attr-defined]
                 # A work horse ends with os._exit right after (no atexit, threads just stop):
                 # retire its heartbeat now, without waiting for threads to wind down.
-                self.asyncstate.retire_process()
+                app_state = self.asyncstate
+                app_state.retire_process()
+                if app_state.local_jobs.deferred():  # its final document was never stored:
+                    logging.shutdown()  # exit unclean, so the worker, which lives on, ends it
+                    os._exit(1)
 
 
 class AsyncStateWorker(_Hooks, Worker):
     """RQ's forking worker: each job in a fresh work horse. The worker keeps the heartbeat
     and the cancel listener; a cancel of the horse's job reaches the horse as
-    :data:`CANCEL_SIGNAL`."""
+    :data:`CANCEL_SIGNAL`. A horse that exits without a stored final document (killed,
+    or its final write met an outage longer than the shutdown timeout) has its job ended
+    ``lost`` by the worker, which outlives it."""
 
     _worker_instance: str | None = None
-    _held_for_horse: str | None = None
+    _held_for_horse: tuple[str, _HorseCancel] | None = None
+    _horse_status: int | None = None
 
     def fork_work_horse(self, job: Job, queue: Queue) -> None:
         app_state = self.asyncstate
@@ -187,32 +198,85 @@ class AsyncStateWorker(_Hooks, Worker):
         # this worker): an unblocked SIGUSR1 would end the horse.
         signal.pthread_sigmask(signal.SIG_BLOCK, {CANCEL_SIGNAL})
         self._worker_instance = app_state.instance_id  # what the horse runs under
-        super().fork_work_horse(job, queue)  # returns in this process only
-        if _function_of(job) == PERFORM:
+        self._horse_status = None
+        self._reported = None
+        cancel = None
+        if _function_of(job) == PERFORM:  # held from before the fork: no cancel falls between
             key = app_state.records.job_key(job.id)
-            app_state.store.hold(key, _HorseCancel(self._horse_pid))
-            self._held_for_horse = key
+            cancel = _HorseCancel()
+            app_state.store.hold(key, cancel)
+            self._held_for_horse = (key, cancel)
+            app_state.writer.lent = 1
+        super().fork_work_horse(job, queue)  # returns in this process only
+        if cancel is not None:
+            cancel.attach(self._horse_pid)
+
+    def wait_for_horse(self) -> tuple[int | None, int | None, Any]:
+        pid, status, rusage = super().wait_for_horse()
+        held = self._held_for_horse
+        if pid is not None and held is not None:
+            held[1].detach()  # reaped: its pid may name another process from now on
+            self._horse_status = status
+        return pid, status, rusage
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         try:
             super().execute_job(job, queue)
         finally:
-            key, self._held_for_horse = self._held_for_horse, None
-            if key is not None:
-                self.asyncstate.store.release(key)
+            held, self._held_for_horse = self._held_for_horse, None
+            if held is not None:
+                app_state = self.asyncstate
+                app_state.store.release(held[0])
+                held[1].detach()
+                app_state.writer.lent = 0
+                status = self._horse_status
+                if status and self._reported != job.id:  # unclean, and RQ said nothing of it
+                    code = os.waitstatus_to_exitcode(status)
+                    how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                    app_state.lifecycle.end_abandoned(
+                        job.id,
+                        f"the work horse {how} without storing the job's final document",
+                        reporter=app_state.instance_id,
+                    )
 
 
 class _HorseCancel(threading.Event):
-    """What a forking worker holds for its horse's job: set by a cancel, it signals the horse."""
+    """What a forking worker holds for its horse's job: set by a cancel, it signals the
+    horse (through a pidfd where Linux has them, so never a process that took its pid)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.pid = pid
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._pidfd: int | None = None
+
+    def attach(self, pid: int) -> None:
+        """The horse is forked: signal it from now on (at once, if a cancel came already)."""
+        with self._lock:
+            self._pid = pid
+            with contextlib.suppress(AttributeError, OSError):  # no pidfd: the pid, until reaped
+                self._pidfd = os.pidfd_open(pid)
+        if self.is_set():
+            self._signal()
+
+    def detach(self) -> None:
+        """The horse is reaped: signal nothing any more."""
+        with self._lock:
+            self._pid = 0
+            fd, self._pidfd = self._pidfd, None
+        if fd is not None:
+            os.close(fd)
 
     def set(self) -> None:
         super().set()
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # the horse is gone
-            os.kill(self.pid, CANCEL_SIGNAL)
+        self._signal()
+
+    def _signal(self) -> None:
+        with self._lock, contextlib.suppress(ProcessLookupError, PermissionError):
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, CANCEL_SIGNAL)
+            elif self._pid:
+                os.kill(self._pid, CANCEL_SIGNAL)
 
 
 def _borrow_worker(app_state: AppState, instance_id: str) -> None:
@@ -220,7 +284,10 @@ def _borrow_worker(app_state: AppState, instance_id: str) -> None:
     listener of its own; a thread hands :data:`CANCEL_SIGNAL` to the job's Event."""
     app_state.records.instance_id = instance_id
     app_state.writer.borrowed = True
-    app_state.store.listens = False  # type: ignore[attr-defined]  # (RQ: a RedisStore)
+    store = app_state.store
+    store.listens = False  # type: ignore[attr-defined]  # (RQ: a RedisStore)
+    for key in store.held_keys():  # the worker's hold for this horse: the take holds anew
+        store.release(key)
 
     def hear_worker() -> None:
         while True:
@@ -257,10 +324,15 @@ def run_worker(
         name=name,
     )
     worker.asyncstate = app_state
+    mask = None
     if not simple:  # before any thread starts: every thread of the worker and horse blocks it
-        signal.pthread_sigmask(signal.SIG_BLOCK, {CANCEL_SIGNAL})
-    app_state.ensure_running()  # this process beats too: "instances" lists the worker
-    return bool(worker.work(burst=burst, with_scheduler=False))
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {CANCEL_SIGNAL})
+    try:
+        app_state.ensure_running()  # this process beats too: "instances" lists the worker
+        return bool(worker.work(burst=burst, with_scheduler=False))
+    finally:
+        if mask is not None and CANCEL_SIGNAL not in mask:  # (a caller that goes on: tests)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {CANCEL_SIGNAL})
 
 
 # -- Celery -------------------------------------------------------------------------------

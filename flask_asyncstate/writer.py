@@ -40,6 +40,9 @@ class Writer:
         #: the loop's beats (after an interval) keep the job's entries, and the id should
         #: the other process die, alive.
         self.borrowed = False
+        #: Jobs running under this instance id in other processes (an RQ forking worker's
+        #: work horse), counted in the beat's ``jobs``.
+        self.lent = 0
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -68,6 +71,7 @@ class Writer:
         self._thread = None
         self._stop = threading.Event()
         self.borrowed = False
+        self.lent = 0
 
     def stop(self, join: float = 2.0) -> None:
         self._stop.set()
@@ -137,10 +141,11 @@ class Writer:
         info = {
             "id": records.instance_id,
             "host": socket.gethostname(),
-            "pid": os.getpid(),
+            # A horse beats its worker's entry as the worker would: the same pid and count.
+            "pid": os.getppid() if self.borrowed else os.getpid(),
             "started_at": self._started_at,
             "beat_at": time.time(),
-            "jobs": len(contexts),
+            "jobs": len(contexts) + self.lent,
             "role": app_state.role,
             "engine": app_state.executor.engine,
         }

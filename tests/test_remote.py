@@ -198,6 +198,73 @@ def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, re
     assert seen == ["lost"]
 
 
+def test_an_abandoned_job_met_by_an_outage_is_ended_when_the_store_is_back(
+    make_app, redis_url, monkeypatch
+) -> None:
+    """An engine's report of a death that meets an outage is kept (bounded) and stored by
+    the writer's next flush: a work horse's job runs under its worker's live id, so no sweep
+    would ever end it."""
+    from flask_asyncstate import lifecycle as lifecycle_module
+    from flask_asyncstate.errors import StoreUnavailable
+
+    app, ext = make_app(redis_url)
+    found = ext.app_state(app)
+    worker = found.instance_id  # the reporter: the job runs (ran) under its id
+    for job_id in ("out1", "out2", "out3"):
+        found.records.create(
+            dict(new_document(job_id, "import", worker), status="running"), None, False
+        )
+
+    def outage(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("Redis is unreachable")
+
+    monkeypatch.setattr(lifecycle_module, "ABANDONED_KEPT", 2)
+    monkeypatch.setattr(found.records, "transition", outage)
+    monkeypatch.setattr(found.records, "documents", outage)
+    for job_id in ("out1", "out2", "out3"):  # no exception reaches the engine's hook
+        found.lifecycle.end_abandoned(job_id, "the work horse was killed", reporter=worker)
+    found.lifecycle.flush()  # still down: kept, the oldest over the bound gone
+    assert sorted(found.lifecycle._abandoned) == ["out2", "out3"]
+    monkeypatch.undo()
+    found.lifecycle.flush()  # back: the next tick stores them, the oldest over the bound gone
+    assert [found.records.status(j)["status"] for j in ("out1", "out2", "out3")] == [
+        "running",
+        "lost",
+        "lost",
+    ]
+    assert found.records.status("out3")["error"]["message"] == "the work horse was killed"
+    found.lifecycle.flush()  # nothing kept any more
+    assert found.lifecycle._abandoned == {}
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="no pidfd here")
+def test_a_forking_workers_cancel_signals_its_horse_only_while_it_is_attached() -> None:
+    """Held from before the fork, a cancel that came first reaches the horse as it is
+    attached; once reaped (detached), a cancel signals nothing, whoever has the pid now."""
+    import subprocess
+
+    from flask_asyncstate.workers import CANCEL_SIGNAL, _HorseCancel
+
+    early = _HorseCancel()
+    early.set()  # a cancel between the hold and the fork
+    first = subprocess.Popen(["sleep", "30"])
+    early.attach(first.pid)
+    assert first.wait(5) == -CANCEL_SIGNAL  # SIGUSR1 ends a plain process
+    early.detach()
+
+    late = _HorseCancel()
+    second = subprocess.Popen(["sleep", "30"])
+    try:
+        late.attach(second.pid)
+        late.detach()
+        late.set()
+        time.sleep(0.2)
+        assert second.poll() is None  # not signalled
+    finally:
+        second.kill()
+        second.wait()
+
+
 # -- RQ: what goes on the queue (a worker in this process runs it) -------------------------
 
 

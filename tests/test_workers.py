@@ -217,14 +217,33 @@ def test_a_work_horse_runs_under_its_workers_instance(engine: Engine, web: Any) 
     def subscribers() -> int:
         return int(dict(engine.redis.pubsub_numsub(channel))[channel.encode()])
 
-    warm = final(s, b, start(s, a, "double", 1)["token"])  # each worker has held a job once
-    assert warm["status"] == "succeeded"
+    runners: set[str] = set()
+    for _ in range(20):  # each worker has held a job once (and so listens)
+        jobs = [start(s, a, "double", n) for n in range(4)]
+        for one in jobs:
+            assert final(s, b, one["token"])["status"] == "succeeded"
+            runners.add(stored(engine, one["id"])["instance"])
+        if len(runners) == 2:
+            break
     before, listening = engine.worker_instances(), subscribers()
     job = start(s, a, "until_cancelled")
     running(s, b, job["token"])
     runner = stored(engine, job["id"])["instance"]
     assert f"{engine.prefix}{{flask_asyncstate.instance:{runner}}}" in before  # the worker's
     assert engine.worker_instances() == before and subscribers() <= listening
+    # The horse's beats (which keep its job's entries alive) say what the worker's say.
+    worker_pid = int(runner.rsplit("-", 2)[1])
+    beats: list[dict[str, Any]] = []
+
+    def beat_seen() -> bool:
+        raw = engine.redis.hget(f"{engine.prefix}{{flask_asyncstate.instance:{runner}}}", "d")
+        beats.append(json.loads(raw or "{}"))
+        return len(beats) >= 20
+
+    wait_until(beat_seen, 10, interval=HEARTBEAT / 8)  # both processes beat within 2.5 s
+    began = stored(engine, job["id"])["started_at"]
+    since = {(b["pid"], b["jobs"]) for b in beats if b["beat_at"] > began}  # (not one before)
+    assert since == {(worker_pid, 1)}, beats
     asked = time.time()
     assert (
         s.post(f"{b}/asyncstate/cancel/{job['token']}", headers=XHR, timeout=5).status_code == 202
@@ -264,6 +283,22 @@ def test_the_process_running_a_job_killed_ends_it_lost_at_once(engine: Engine, w
     print(
         f"{engine.kind}: job process SIGKILLed -> the worker recorded lost in {time.monotonic() - began:.2f} s"
     )
+
+
+def test_a_work_horse_that_cannot_store_its_final_document_has_it_ended_by_its_worker(
+    engine: Engine, web: Any
+) -> None:
+    """The horse runs under its worker's live id, so no sweep finds its job lost: a horse
+    whose final write outlasts the shutdown timeout exits unclean, and the worker ends it."""
+    if engine.kind != "rq":
+        pytest.skip("the forking worker's work horses")
+    s, a, b = web
+    job = start(s, a, "unstored")
+    doc = final(s, b, job["token"], timeout=40)  # the horse retries for shutdown_timeout (10 s)
+    assert doc["status"] == "lost", doc
+    assert "exited with status 1 without storing" in doc["error"]["message"], doc
+    assert engine.mark("called", job["id"]) is not None
+    assert final(s, b, start(s, a, "double", 4)["token"])["result"] == 8  # the worker goes on
 
 
 def test_sigkill_of_a_worker_mid_job_reads_lost_within_three_heartbeats(

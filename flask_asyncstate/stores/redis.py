@@ -740,12 +740,26 @@ class _ScriptRunner:
     ``EVAL`` where a node lacks it (new, restarted, promoted). In a plain pipeline the
     ``EVALSHA`` is queued as is and :meth:`execute` re-runs the ones a node answered
     ``NOSCRIPT``, so a pipeline costs one round trip (redis-py's registered scripts add a
-    ``SCRIPT EXISTS`` before each). A Cluster pipeline cannot run scripts: the store runs
-    them one by one there."""
+    ``SCRIPT EXISTS`` before each). A node found lacking one script is sent all of them:
+    a node then knows all or none, so a pipeline whose scripts depend on one another (a
+    start's document before its claims) never has a later one run and an earlier one fail.
+    A Cluster pipeline cannot run scripts: the store runs them one by one there."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self._sha: dict[str, str] = {}
+
+    def _load_all(self, client: Any) -> None:
+        """Send every script of ``redis.lua`` to the node behind ``client`` (one round trip
+        where a pipeline can carry them)."""
+        if isinstance(client, RedisCluster):
+            for text in _LUA:
+                client.script_load(text)
+            return
+        pipe = client.pipeline(transaction=False)
+        for text in _LUA:
+            pipe.script_load(text)
+        pipe.execute()
 
     def _sha_of(self, text: str) -> str:
         sha = self._sha.get(text)
@@ -764,7 +778,10 @@ class _ScriptRunner:
         try:
             return client.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:  # this node has not seen it (new, restarted, or promoted)
-            return client.eval(text, len(keys), *keys, *args)
+            result = client.eval(text, len(keys), *keys, *args)
+            with contextlib.suppress(Exception):  # (the next NOSCRIPT tries again)
+                self._load_all(client)
+            return result
 
     def execute(self, pipe: Any) -> list[Any]:
         """``pipe.execute()``, with the scripts a node did not know run again, one by one
@@ -774,9 +791,8 @@ class _ScriptRunner:
             return list(pipe.execute())
         results = list(pipe.execute(raise_on_error=False))
         failed = [q for q in queued if isinstance(results[q[0]], NoScriptError)]
-        if failed:  # load each script once, then send those commands again in one pipeline
-            for text in {text for _, text, _, _ in failed}:
-                self._client.script_load(text)
+        if failed:  # load the scripts, then send those commands again in one pipeline
+            self._load_all(self._client)
             again = self._client.pipeline(transaction=False)
             for _, text, keys, args in failed:
                 again.evalsha(self._sha_of(text), len(keys), *keys, *args)

@@ -157,6 +157,26 @@ def create_app() -> Flask:
         return "ignored the cancel"
 
     @ext.job
+    def unstored(job: JobContext) -> str:
+        """Its final document meets an outage (in this process only: an RQ work horse's)
+        that outlasts the shutdown timeout: the horse exits without storing it."""
+        from flask_asyncstate.errors import StoreUnavailable
+        from flask_asyncstate.status import FINAL
+
+        app_state = ext.app_state()
+        store, key = app_state.store, app_state.records.job_key(job.id)
+        write = store.write
+
+        def failing(at: str, doc: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            if at == key and doc.get("status") in FINAL:
+                raise StoreUnavailable("test: an outage for this job's final document")
+            return write(at, doc, *args, **kwargs)
+
+        store.write = failing  # type: ignore[method-assign]
+        mark("called", job)
+        return "done, never stored"
+
+    @ext.job
     def leaf(job: JobContext, n: int, pause: float = 0.0) -> int:
         marks.rpush(f"{prefix}leaf-pids", os.getpid())
         if pause:
