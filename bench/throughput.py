@@ -27,6 +27,15 @@ restarts the entry's expiry) and verifies the token.
 
 Target: ours / bare >= 0.85x.
 
+Then, in this process against the same server, where the difference goes: each
+step of both routes timed alone inside one request context (the same session
+cookie, ``--parts-calls`` calls, best of 5 batches, µs per call), so what ours
+does beyond the bare route's session, ``GET`` and owner check is named and
+measured: the read through the fail-fast breaker, the public document (internal
+fields dropped, a dead instance's job read as lost, a finished one's expiry
+restarted), the JSON answer, the hardened headers, the routing receiver and
+the blueprint's guard hook.
+
     python bench/throughput.py           # 2 rounds x 10 s per route (about 45 s)
     python bench/throughput.py --quick   # 1 round x 3 s (about 10 s)
 """
@@ -39,13 +48,14 @@ import os
 import shutil
 import tempfile
 from importlib.metadata import version
+from typing import Any
 
 import harness
 import redis
 
 TARGET = harness.Target("/progress requests/s, ours / bare", ">=", 0.85, "x")
-FULL = {"duration": 10.0, "rounds": 2}
-QUICK = {"duration": 3.0, "rounds": 1}
+FULL = {"duration": 10.0, "rounds": 2, "parts_calls": 2000}
+QUICK = {"duration": 3.0, "rounds": 1, "parts_calls": 300}
 ROUTES = ("ours", "bare")
 LABELS = {
     "ours": "ours: `GET /asyncstate/progress/<token>`",
@@ -93,8 +103,82 @@ def measure(
     return runs
 
 
+def parts(url: str, calls: int) -> list[tuple[str, str, float]]:
+    """Each step of both routes timed alone in one request context: (route, step, µs)."""
+    import timeit
+
+    os.environ["REDIS_URL"] = url
+    import _apps
+    from flask import Flask
+
+    from flask_asyncstate import appstate, security, views
+
+    app: Flask = _apps.throughput_app()
+    web = app.test_client()
+    started = web.post("/bench/start?seconds=120").get_json()
+    cookie = web.get_cookie("session")
+    if cookie is None:
+        raise RuntimeError("/bench/start set no session cookie")
+    token, job_id = started["token"], started["job_id"]
+    path = f"/asyncstate/progress/{token}"
+    bare = redis.Redis.from_url(url)
+    with app.test_request_context(path, headers={"Cookie": f"session={cookie.value}"}):
+        app.preprocess_request()  # the session is open: the steps below are what follows
+        found = appstate.get()
+        key = found.records.job_key(job_id)
+        owner = found.request_owner(create=False)
+        doc = security.visible_job(found, token)[1]
+        answer = views._json(doc)
+        steps: list[tuple[str, str, Any]] = [
+            (
+                "ours",
+                "the whole view (token, owner, document, JSON)",
+                lambda: views.progress(token),
+            ),
+            ("ours", "  token signature", lambda: found.signer.unsign(token)),
+            ("ours", "  owner of the request", lambda: found.request_owner(create=False)),
+            (
+                "ours",
+                "  document read (HMGET through the breaker, decoded)",
+                lambda: found.store.read_many([key], refresh=False),
+            ),
+            (
+                "ours",
+                "  the same and its public form (lost check, expiry)",
+                lambda: found.records.status(job_id, internal=True, owner=owner),
+            ),
+            ("ours", "  JSON answer", lambda: views._json(doc)),
+            (
+                "ours",
+                "headers of every answer (nosniff, Vary)",
+                lambda: views.harden(answer),
+            ),
+            ("ours", "routing receiver (request_started)", lambda: views.answer_first(app)),
+            ("ours", "blueprint guard hook", views.guarded),
+            ("both", "a plain HMGET of the document", lambda: bare.hmget(key, "d", "c")),
+            (
+                "bare",
+                "the whole view (owner, GET, decode, compare)",
+                lambda: app.view_functions["bench_bare"](job_id),
+            ),
+            ("bare", "  GET", lambda: bare.get(_apps.BARE_PREFIX + job_id)),
+        ]
+        out = []
+        for route, step, call in steps:
+            call()
+            best = min(timeit.repeat(call, number=calls, repeat=5)) / calls * 1e6
+            out.append((route, step, best))
+    web.post(
+        f"/asyncstate/cancel/{token}",
+        headers={"X-Requested-With": "XMLHttpRequest", "X-CSRFToken": started["csrf_token"]},
+    )
+    bare.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    found = harness.parser(__doc__, FULL, QUICK, harness.LOAD_SIZED)
+    sized = {**harness.LOAD_SIZED, "parts_calls": "calls per batch of each step timed alone"}
+    found = harness.parser(__doc__, FULL, QUICK, sized)
     harness.add_load_options(found)
     args = harness.parse(found, argv, harness.LOAD_RANGES)
     report = harness.Report(__file__, args)
@@ -114,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             with harness.serving(app):
                 runs = measure(app, client, args)
+            steps = parts(server.url, args.parts_calls)
             env = harness.environment(client)
             client.close()
     finally:
@@ -159,6 +244,16 @@ def main(argv: list[str] | None = None) -> None:
         ],
         rows,
     )
+    report.out(
+        f"Where the difference goes: each step timed alone in this process (one request "
+        f"context, the same session), best of 5 batches of {args.parts_calls:,} calls. The "
+        "steps indented are inside the line above them."
+    )
+    report.table(
+        ["route", "step", "µs per call"],
+        [[route, step.replace("  ", "&nbsp;&nbsp;"), f"{us:.1f}"] for route, step, us in steps],
+    )
+    report.figures["parts_us"] = {f"{route}: {step.strip()}": us for route, step, us in steps}
     report.summary(
         f"`/progress` requests/s, gunicorn {args.workers} workers x {args.threads} threads, "
         f"{args.client}",

@@ -284,10 +284,8 @@ def _borrow_worker(app_state: AppState, instance_id: str) -> None:
     listener of its own; a thread hands :data:`CANCEL_SIGNAL` to the job's Event."""
     app_state.records.instance_id = instance_id
     app_state.writer.borrowed = True
-    store = app_state.store
-    store.listens = False  # type: ignore[attr-defined]  # (RQ: a RedisStore)
-    for key in store.held_keys():  # the worker's hold for this horse: the take holds anew
-        store.release(key)
+    # (The worker's hold of this job did not come along: a forked store holds nothing.)
+    app_state.store.listens = False  # type: ignore[attr-defined]  # (RQ: a RedisStore)
 
     def hear_worker() -> None:
         while True:
