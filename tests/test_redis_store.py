@@ -224,3 +224,69 @@ def test_the_admin_page_is_right_again_after_redis_lost_everything() -> None:
         gate.set()
         ext.shutdown(2)
         server.stop()
+
+
+def test_a_take_on_a_server_that_enforces_slots_leaves_the_index_in_a_call_of_its_own(
+    tmp_path,
+) -> None:
+    """A standalone client in front of a server that enforces hash slots (a one-node Redis
+    Cluster here, as a proxy in front of shards would): the take's script over the document
+    and the queue index is refused with CROSSSLOT, so the take runs alone and the index is
+    left by a call of its own, then and from then on."""
+    import subprocess
+
+    from support.waiting import wait_until
+
+    port, bus = free_port(), free_port()  # a bus port of its own: port + 10000 may not exist
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            str(bus),
+            "--dir",
+            str(tmp_path),
+            "--cluster-config-file",
+            str(tmp_path / "nodes.conf"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    try:
+        wait_until(lambda: _answers(client), 10, message="PING answered")
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 10)
+        store = RedisStore(client, key_prefix="slots:")
+        index = store.key("flask_asyncstate.q", "take")
+        running = {"status": "running"}
+        for name in ("one", "two"):
+            key = store.key("j", name)
+            assert store.claim(index, name, limit=10, keep=0, score=1.0)
+            store.create(key, {"status": "queued"})
+            assert store.update(
+                key, lambda d: dict(running), expect={"status": "queued"}, forget=(index, name)
+            )
+            assert store.read(key).data == running
+        assert store.claims(index).active == set()  # both left it: the first after a refusal
+        assert store._cross_slot is False
+        store.close()
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

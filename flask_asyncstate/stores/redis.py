@@ -49,7 +49,7 @@ import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.client import Pipeline
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import ClusterCrossSlotError, NoScriptError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -259,6 +259,9 @@ class RedisStore(Store):
         self._scripts = _ScriptRunner(client)
         #: A Redis Cluster client: its pipelines cannot run scripts, so those go one by one.
         self.cluster = isinstance(client, RedisCluster)
+        #: Whether one script may touch keys of several slots (standalone Redis; not a
+        #: Cluster, nor a proxy that enforces slots: found out at the first refusal).
+        self._cross_slot = not self.cluster
         self._closed = threading.Event()
         self._listener: threading.Thread | None = None
         self._listener_pid = 0
@@ -404,12 +407,24 @@ class RedisStore(Store):
         # The index leaves in the same script where one script may touch it: standalone
         # Redis (a script's keys in a cluster must share a slot; these do not).
         keys, member = [key], ""
-        if forget is not None and not self.cluster:
+        if forget is not None and self._cross_slot:
             keys, member = [key, f"{forget[0]}:a", f"{forget[0]}:r"], forget[1]
         with self._io() as client:
-            taken = self._run(
-                _LUA.take, keys, [text, expected, self.changes_channel, member], client
-            )
+            try:
+                taken = self._run(
+                    _LUA.take, keys, [text, expected, self.changes_channel, member], client
+                )
+            except redis.ResponseError as exc:  # (a script that did not run at all)
+                if len(keys) == 1 or not _cross_slot_refusal(exc):
+                    raise
+                # A server that enforces slots without being a Cluster (a proxy in front of
+                # shards): the index leaves in a call of its own from now on.
+                log.warning("flask-asyncstate: Redis refuses scripts over two slots (%s)", exc)
+                self._cross_slot = False
+                keys, member = [key], ""
+                taken = self._run(
+                    _LUA.take, keys, [text, expected, self.changes_channel, member], client
+                )
         forgot = len(keys) == 3
         if taken is None:
             return Found.MISSING, forgot
@@ -695,6 +710,11 @@ def translate() -> Iterator[None]:
                 f"Redis refused the command for lack of an ACL permission: {exc}"
             ) from exc
         raise StoreError(f"Redis error: {exc}") from exc
+
+
+def _cross_slot_refusal(exc: redis.ResponseError) -> bool:
+    """``CROSSSLOT``: the server enforces hash slots and the keys of one call span two."""
+    return isinstance(exc, ClusterCrossSlotError) or "CROSSSLOT" in str(exc)
 
 
 def _is_refusal(exc: BaseException) -> bool:
