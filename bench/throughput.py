@@ -36,7 +36,7 @@ fields dropped, a dead instance's job read as lost, a finished one's expiry
 restarted), the JSON answer, the hardened headers, the routing receiver and
 the blueprint's guard hook.
 
-    python bench/throughput.py           # 2 rounds x 10 s per route (about 45 s)
+    python bench/throughput.py           # 2 rounds x 10 s per route, then the steps (about 75 s)
     python bench/throughput.py --quick   # 1 round x 3 s (about 10 s)
 """
 

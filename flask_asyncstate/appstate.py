@@ -153,6 +153,7 @@ class AppState:
         self.executor.after_fork()
         self.writer.after_fork()
         self.store.after_fork()
+        self.lifecycle.after_fork()
 
     def supervise(self) -> None:
         """Restart the writer (and through it the store's listener) if it ended anyway.

@@ -131,6 +131,12 @@ def _unfinished(doc: dict[str, Any]) -> bool:
     return doc.get("status") in UNFINISHED
 
 
+def _unchanged(doc: dict[str, Any], since: float | None) -> bool:
+    """A report kept through an outage is about the run it was made of: one the document
+    shows untouched since (a resume or another end changes ``updated_at``)."""
+    return since is None or (doc.get("updated_at") or 0.0) <= since
+
+
 def _reported(doc: dict[str, Any], reporter: str | None = None) -> bool:
     """An engine's report of a death is about this run: the job names no process yet, or
     one that has ended (not one that took it since: see :func:`records.process_ended`), or
@@ -150,6 +156,8 @@ DUE_BATCH = 50
 WATCH_BATCH = 1000
 #: Engine reports of a death kept while the store is unreachable (the oldest go first).
 ABANDONED_KEPT = 10_000
+#: A kept report: why, the status it ends the job in, the reporter, when it was made.
+_Report = tuple[str, str, "str | None", float]
 #: Seconds a "Try again" in progress keeps others off the job (see :meth:`Lifecycle.rerun`).
 RERUN_MARK = 30.0
 
@@ -296,8 +304,9 @@ class Lifecycle:
         self.records = app_state.records
         self.jobs = app_state.local_jobs
         #: Engine reports of a death that met an outage (see :meth:`end_abandoned`), by job id.
-        self._abandoned: dict[str, tuple[str, str, str | None]] = {}
+        self._abandoned: dict[str, _Report] = {}
         self._abandoned_lock = threading.Lock()
+        self._retrier: threading.Thread | None = None
 
     # -- starting ------------------------------------------------------------
 
@@ -860,11 +869,16 @@ class Lifecycle:
             self.ended(doc)
 
     def resume_lost(
-        self, job_id: str, instance: str | None, why: str = "", reporter: str | None = None
+        self,
+        job_id: str,
+        instance: str | None,
+        why: str = "",
+        reporter: str | None = None,
+        unchanged_since: float | None = None,
     ) -> bool:
         """Put a job whose process is gone back in the queue if it may resume; True if so.
         ``instance``: the dead instance the job names; else the engine's report (from
-        ``reporter``, see :func:`_reported`)."""
+        ``reporter``, see :func:`_reported`; ``unchanged_since``: see :meth:`end_abandoned`)."""
         now = time.time()
 
         def gone(doc: dict[str, Any]) -> bool:
@@ -876,6 +890,7 @@ class Lifecycle:
                     else doc.get("instance") == instance
                 )
                 and (doc.get("resumes_left") or 0) > 0
+                and _unchanged(doc, unchanged_since)
             )
 
         if instance is None:  # the engine's word (a killed work horse): most jobs cannot resume
@@ -1141,8 +1156,6 @@ class Lifecycle:
             send(signals.job_progress, app, job_id=local.ctx.id, document=doc)
         for local in self.jobs.deferred():
             self.retry_final(local)
-        if self._abandoned:
-            self.retry_abandoned()
 
     def _flush_running(self, running: list[Local]) -> list[tuple[Local, dict[str, Any]]]:
         if not running:
@@ -1335,7 +1348,19 @@ class Lifecycle:
             self.flush()
             ctx.done.wait(settings.flush_interval)
         if not ctx.done.is_set():
-            log.error("job %s: final document not stored; readers will see it lost", ctx.id)
+            log.error("job %s: final document not stored (the store is away)", ctx.id)
+
+    def settle(self) -> bool:
+        """Before a work horse exits: retry what the store has not taken (kept engine
+        reports; final documents are :meth:`_await_final`'s) for up to the shutdown
+        timeout. True if nothing is left, else the horse exits unclean and its worker
+        ends the job."""
+        settings = self.app_state.settings
+        deadline = time.monotonic() + settings.tuning.shutdown_timeout
+        while self._abandoned and time.monotonic() < deadline:
+            if not self.retry_abandoned():
+                time.sleep(settings.flush_interval)
+        return not self.pending_ends()
 
     def cancel_queued(self, job_id: str) -> None:
         """After a cancel request: if the job still waits for a worker, end it ``cancelled``
@@ -1359,12 +1384,15 @@ class Lifecycle:
         why: str,
         status: str = JobStatus.LOST.value,
         reporter: str | None = None,
-    ) -> None:
+        unchanged_since: float | None = None,
+    ) -> bool:
         """The engine gave up on a job without its code ending it (a killed worker, a hard
         time limit, a revoke): store a final document, unless one is stored already.
         ``reporter``: the instance id of the process reporting, when the job ran under it
-        (see :func:`_reported`). One that meets an outage is kept and tried again by the
-        writer (:meth:`retry_abandoned`)."""
+        (see :func:`_reported`). A report that meets an outage is kept, with the time it
+        was made, and a thread of its own tries it again (:meth:`retry_abandoned`): it
+        then applies only to a document untouched since (``unchanged_since``). False if
+        it was kept."""
         kinds = {"lost": "WorkerLost", "failed": "JobFailed", "cancelled": None}
         error = None if kinds[status] is None else {"type": kinds[status], "message": why[:2000]}
         if "time limit" in why:
@@ -1375,35 +1403,94 @@ class Lifecycle:
             "result": None,
             "reason": reason_of(status, error, None),
         }
-        ended = (
-            (lambda d: _unfinished(d) and _reported(d, reporter))
-            if status == "lost"
-            else _unfinished
-        )
+
+        def ended(doc: dict[str, Any]) -> bool:
+            return (
+                _unfinished(doc)
+                and (status != "lost" or _reported(doc, reporter))
+                and _unchanged(doc, unchanged_since)
+            )
+
         try:
-            if status == JobStatus.LOST and self.resume_lost(job_id, None, f" ({why})", reporter):
-                return
+            if status == JobStatus.LOST and self.resume_lost(
+                job_id, None, f" ({why})", reporter, unchanged_since
+            ):
+                return True
             doc = self.records.transition(job_id, ended, change)
         except StoreError as exc:
-            # Kept and tried again by the writer: nobody else may (a work horse runs under
-            # its worker's live id, so no sweep would ever find the job lost).
+            # Kept and tried again: nobody else may (a work horse runs under its worker's
+            # live id, so no sweep would ever find the job lost).
             log.warning("job %s: could not record that it ended (%s): %s", job_id, why, exc)
-            with self._abandoned_lock:
-                self._abandoned.pop(job_id, None)
-                self._abandoned[job_id] = (why, status, reporter)
-                while len(self._abandoned) > ABANDONED_KEPT:  # the oldest report goes
-                    del self._abandoned[next(iter(self._abandoned))]
-            return
+            self._keep_abandoned(job_id, (why, status, reporter, unchanged_since or time.time()))
+            return False
         if doc is not None:
             log.warning("job %s ended %s: %s", job_id, status, why)
             self.ended(doc)
+        return True
 
-    def retry_abandoned(self) -> None:
-        """The writer's tick: store the ends :meth:`end_abandoned` could not (an outage)."""
+    def _keep_abandoned(self, job_id: str, report: _Report) -> None:
         with self._abandoned_lock:
-            reports, self._abandoned = self._abandoned, {}
-        for job_id, (why, status, reporter) in reports.items():
-            self.end_abandoned(job_id, why, status, reporter)  # (kept again if still down)
+            self._abandoned.pop(job_id, None)
+            self._abandoned[job_id] = report
+            while len(self._abandoned) > ABANDONED_KEPT:  # the oldest report goes
+                dropped = next(iter(self._abandoned))
+                del self._abandoned[dropped]
+                log.error("job %s: its end was not recorded (too many kept reports)", dropped)
+            if self._retrier is None or not self._retrier.is_alive():
+                self._retrier = threading.Thread(
+                    target=self._retry_loop, name="asyncstate-abandoned", daemon=True
+                )
+                self._retrier.start()
+
+    def _retry_loop(self) -> None:
+        """Try the kept reports again until none is left, waiting longer while Redis is away
+        (the thread ends when they are all stored, and starts again with the next one)."""
+        wait = self.app_state.settings.flush_interval
+        while True:
+            time.sleep(wait)
+            try:
+                if self.retry_abandoned():
+                    wait = self.app_state.settings.flush_interval
+                else:
+                    wait = min(wait * 2, 5.0)
+            except Exception:  # the thread lives on; the next try may pass
+                log.exception("flask-asyncstate: kept job ends not retried")
+            with self._abandoned_lock:
+                if not self._abandoned:
+                    self._retrier = None
+                    return
+
+    def pending_ends(self) -> bool:
+        """Whether this process holds ends the store has not taken yet (final documents that
+        met an outage, kept engine reports)."""
+        return bool(self.jobs.deferred() or self._abandoned)
+
+    def retry_abandoned(self) -> bool:
+        """Store the kept reports, oldest first; at the first outage the rest stay kept, in
+        their order. True if all of them were stored."""
+        with self._abandoned_lock:
+            reports = list(self._abandoned.items())
+        for job_id, (why, status, reporter, at) in reports:
+            with self._abandoned_lock:
+                if self._abandoned.get(job_id) != (why, status, reporter, at):
+                    continue  # stored meanwhile, or replaced by a newer report
+                del self._abandoned[job_id]
+            try:
+                if not self.end_abandoned(job_id, why, status, reporter, at):
+                    with self._abandoned_lock:  # kept again: back in its place, the oldest
+                        kept = self._abandoned.pop(job_id, None)
+                        if kept is not None:
+                            self._abandoned = {job_id: kept, **self._abandoned}
+                    return False  # Redis is still away
+            except Exception:  # one bad report does not hold back the others
+                log.exception("job %s: its kept end could not be recorded", job_id)
+        return True
+
+    def after_fork(self) -> None:
+        """A forked child keeps none of its parent's reports: they are the parent's to store."""
+        self._abandoned = {}
+        self._abandoned_lock = threading.Lock()
+        self._retrier = None
 
     def end_vanished(self, job_id: str) -> None:
         """A job still waiting whose entry the engine no longer has (``rq empty``, a purged

@@ -167,7 +167,7 @@ class _Hooks:
             self.asyncstate.executor.own_process = True  # type: ignore[attr-defined]
             parent = getattr(self, "_worker_instance", None)
             if parent is not None:  # (a horse of AsyncStateWorker: see CANCEL_SIGNAL)
-                _borrow_worker(self.asyncstate, parent)
+                _borrow_worker(self.asyncstate, parent, self._worker_pid)  # type: ignore[attr-defined]
         try:
             return super().perform_job(job, queue, *args, **kwargs)  # type: ignore[misc]
         finally:
@@ -175,8 +175,9 @@ class _Hooks:
                 # A work horse ends with os._exit right after (no atexit, threads just stop):
                 # retire its heartbeat now, without waiting for threads to wind down.
                 app_state = self.asyncstate
+                settled = app_state.lifecycle.settle()  # kept ends, while the store is away
                 app_state.retire_process()
-                if app_state.local_jobs.deferred():  # its final document was never stored:
+                if not settled:  # an end never stored (a final document, an engine report):
                     logging.shutdown()  # exit unclean, so the worker, which lives on, ends it
                     os._exit(1)
 
@@ -189,6 +190,7 @@ class AsyncStateWorker(_Hooks, Worker):
     ``lost`` by the worker, which outlives it."""
 
     _worker_instance: str | None = None
+    _worker_pid = 0
     _held_for_horse: tuple[str, _HorseCancel] | None = None
     _horse_status: int | None = None
 
@@ -198,6 +200,7 @@ class AsyncStateWorker(_Hooks, Worker):
         # this worker): an unblocked SIGUSR1 would end the horse.
         signal.pthread_sigmask(signal.SIG_BLOCK, {CANCEL_SIGNAL})
         self._worker_instance = app_state.instance_id  # what the horse runs under
+        self._worker_pid = os.getpid()  # what its beats name (getppid() once we are gone: 1)
         self._horse_status = None
         self._reported = None
         cancel = None
@@ -215,8 +218,8 @@ class AsyncStateWorker(_Hooks, Worker):
         pid, status, rusage = super().wait_for_horse()
         held = self._held_for_horse
         if pid is not None and held is not None:
-            held[1].detach()  # reaped: its pid may name another process from now on
             self._horse_status = status
+            held[1].detach()  # reaped: its pid may name another process from now on
         return pid, status, rusage
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -230,9 +233,18 @@ class AsyncStateWorker(_Hooks, Worker):
                 held[1].detach()
                 app_state.writer.lent = 0
                 status = self._horse_status
-                if status and self._reported != job.id:  # unclean, and RQ said nothing of it
-                    code = os.waitstatus_to_exitcode(status)
-                    how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+                # Unclean, or its status never came back to us (RQ's monitor timed out between
+                # the reaping and us), and RQ said nothing of it: a final document stays.
+                if status != 0 and self._reported != job.id:
+                    if status is None:
+                        how = "ended, its exit status unknown,"
+                    else:
+                        code = os.waitstatus_to_exitcode(status)
+                        how = (
+                            f"killed by signal {-code}"
+                            if code < 0
+                            else f"exited with status {code}"
+                        )
                     app_state.lifecycle.end_abandoned(
                         job.id,
                         f"the work horse {how} without storing the job's final document",
@@ -246,7 +258,8 @@ class _HorseCancel(threading.Event):
 
     def __init__(self) -> None:
         super().__init__()
-        self._lock = threading.Lock()
+        # Reentrant: a cold shutdown's signal handler may detach while attach holds it.
+        self._lock = threading.RLock()
         self._pid = 0
         self._pidfd: int | None = None
 
@@ -279,11 +292,13 @@ class _HorseCancel(threading.Event):
                 os.kill(self._pid, CANCEL_SIGNAL)
 
 
-def _borrow_worker(app_state: AppState, instance_id: str) -> None:
-    """In a work horse, before its job is taken: run under the worker's instance id, with no
-    listener of its own; a thread hands :data:`CANCEL_SIGNAL` to the job's Event."""
+def _borrow_worker(app_state: AppState, instance_id: str, pid: int) -> None:
+    """In a work horse, before its job is taken: run under the worker's instance id (and
+    beat as its process ``pid``), with no listener of its own; a thread hands
+    :data:`CANCEL_SIGNAL` to the job's Event."""
     app_state.records.instance_id = instance_id
     app_state.writer.borrowed = True
+    app_state.writer.pid = pid
     # (The worker's hold of this job did not come along: a forked store holds nothing.)
     app_state.store.listens = False  # type: ignore[attr-defined]  # (RQ: a RedisStore)
 

@@ -43,6 +43,8 @@ class Writer:
         #: Jobs running under this instance id in other processes (an RQ forking worker's
         #: work horse), counted in the beat's ``jobs``.
         self.lent = 0
+        #: The process the beat names: this one, or (borrowed) the one whose id this is.
+        self.pid = os.getpid()
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -72,6 +74,7 @@ class Writer:
         self._stop = threading.Event()
         self.borrowed = False
         self.lent = 0
+        self.pid = os.getpid()
 
     def stop(self, join: float = 2.0) -> None:
         self._stop.set()
@@ -142,7 +145,7 @@ class Writer:
             "id": records.instance_id,
             "host": socket.gethostname(),
             # A horse beats its worker's entry as the worker would: the same pid and count.
-            "pid": os.getppid() if self.borrowed else os.getpid(),
+            "pid": self.pid,
             "started_at": self._started_at,
             "beat_at": time.time(),
             "jobs": len(contexts) + self.lent,

@@ -201,16 +201,19 @@ def test_an_abandoned_job_ends_once_and_never_over_a_final_document(make_app, re
 def test_an_abandoned_job_met_by_an_outage_is_ended_when_the_store_is_back(
     make_app, redis_url, monkeypatch
 ) -> None:
-    """An engine's report of a death that meets an outage is kept (bounded) and stored by
-    the writer's next flush: a work horse's job runs under its worker's live id, so no sweep
-    would ever end it."""
+    """An engine's report of a death that meets an outage is kept (bounded, oldest first)
+    and stored by a thread of its own once Redis answers: a work horse's job runs under its
+    worker's live id, so no sweep would ever end it. A kept report applies only to the run
+    it was made of: a job that ran again meanwhile is left alone."""
     from flask_asyncstate import lifecycle as lifecycle_module
     from flask_asyncstate.errors import StoreUnavailable
 
     app, ext = make_app(redis_url)
     found = ext.app_state(app)
+    lifecycle = found.lifecycle
     worker = found.instance_id  # the reporter: the job runs (ran) under its id
-    for job_id in ("out1", "out2", "out3"):
+    names = ("out1", "out2", "out3", "again")
+    for job_id in names:
         found.records.create(
             dict(new_document(job_id, "import", worker), status="running"), None, False
         )
@@ -218,23 +221,50 @@ def test_an_abandoned_job_met_by_an_outage_is_ended_when_the_store_is_back(
     def outage(*args: object, **kwargs: object) -> None:
         raise StoreUnavailable("Redis is unreachable")
 
-    monkeypatch.setattr(lifecycle_module, "ABANDONED_KEPT", 2)
+    monkeypatch.setattr(lifecycle_module, "ABANDONED_KEPT", 3)
+    monkeypatch.setattr(lifecycle_module.Lifecycle, "_retry_loop", lambda self: None)  # by hand
+    transition = found.records.transition
     monkeypatch.setattr(found.records, "transition", outage)
     monkeypatch.setattr(found.records, "documents", outage)
-    for job_id in ("out1", "out2", "out3"):  # no exception reaches the engine's hook
-        found.lifecycle.end_abandoned(job_id, "the work horse was killed", reporter=worker)
-    found.lifecycle.flush()  # still down: kept, the oldest over the bound gone
-    assert sorted(found.lifecycle._abandoned) == ["out2", "out3"]
+    for job_id in names:  # no exception reaches the engine's hook
+        assert not lifecycle.end_abandoned(job_id, "the work horse was killed", reporter=worker)
+    assert list(lifecycle._abandoned) == ["out2", "out3", "again"]  # out1: over the bound
+    assert lifecycle.pending_ends()
+    assert not lifecycle.retry_abandoned()  # still down: kept, in their order
+    assert list(lifecycle._abandoned) == ["out2", "out3", "again"]
+    monkeypatch.setattr(found.records, "transition", transition)
     monkeypatch.undo()
-    found.lifecycle.flush()  # back: the next tick stores them, the oldest over the bound gone
-    assert [found.records.status(j)["status"] for j in ("out1", "out2", "out3")] == [
+    # "again" ran again meanwhile (a resume, a "Try again" elsewhere): another run now.
+    found.records.transition("again", lambda d: True, {"attempt": 2})
+    assert lifecycle.retry_abandoned()  # back: stored, oldest first
+    assert [found.records.status(j)["status"] for j in names] == [
         "running",
         "lost",
         "lost",
+        "running",
     ]
     assert found.records.status("out3")["error"]["message"] == "the work horse was killed"
-    found.lifecycle.flush()  # nothing kept any more
-    assert found.lifecycle._abandoned == {}
+    assert lifecycle._abandoned == {} and not lifecycle.pending_ends()
+    lifecycle._abandoned["x"] = ("why", "lost", None, 0.0)
+    lifecycle.after_fork()  # a forked child keeps none of its parent's reports
+    assert lifecycle._abandoned == {}
+
+    # Without a hand on it: the first report kept starts the retry thread, which stores it.
+    found.records.create(
+        dict(new_document("late", "import", worker), status="running"), None, False
+    )
+    failures = iter([StoreUnavailable("Redis is unreachable")])
+
+    def once(*args: object, **kwargs: object) -> object:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return transition(*args, **kwargs)
+
+    monkeypatch.setattr(found.records, "transition", once)
+    assert not lifecycle.end_abandoned("late", "the work horse was killed", reporter=worker)
+    wait_until(lambda: found.records.status("late")["status"] == "lost", 10)
+    wait_until(lambda: lifecycle._retrier is None, 5)  # and it ends with nothing left
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "pidfd_open"), reason="no pidfd here")

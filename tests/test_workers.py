@@ -225,6 +225,7 @@ def test_a_work_horse_runs_under_its_workers_instance(engine: Engine, web: Any) 
             runners.add(stored(engine, one["id"])["instance"])
         if len(runners) == 2:
             break
+    assert len(runners) == 2, runners
     before, listening = engine.worker_instances(), subscribers()
     job = start(s, a, "until_cancelled")
     running(s, b, job["token"])

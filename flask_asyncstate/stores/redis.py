@@ -762,7 +762,8 @@ class _ScriptRunner:
     ``NOSCRIPT``, so a pipeline costs one round trip (redis-py's registered scripts add a
     ``SCRIPT EXISTS`` before each). A node found lacking one script is sent all of them:
     a node then knows all or none, so a pipeline whose scripts depend on one another (a
-    start's document before its claims) never has a later one run and an earlier one fail.
+    start's document before its claims) has a later one run and an earlier one fail only
+    if another connection loads them while the pipeline runs.
     A Cluster pipeline cannot run scripts: the store runs them one by one there."""
 
     def __init__(self, client: Any) -> None:
