@@ -227,52 +227,27 @@ def test_the_admin_page_is_right_again_after_redis_lost_everything() -> None:
 
 
 def test_a_take_on_a_server_that_enforces_slots_leaves_the_index_in_a_call_of_its_own(
-    tmp_path, redis_url: str
+    redis_url: str,
 ) -> None:
     """A standalone client in front of a server that enforces hash slots (a one-node Redis
     Cluster here, as a proxy in front of shards would): the take's script over the document
     and the queue index is refused with CROSSSLOT, so the take runs alone and the index is
     left by a call of its own, then and from then on."""
-    import contextlib
-    import subprocess
-
     from support.waiting import wait_until
 
     version = redis.Redis.from_url(redis_url).info("server")["redis_version"]
     if tuple(int(p) for p in version.split(".")[:2]) < (7, 0):
         pytest.skip(f"CLUSTER ADDSLOTSRANGE and --cluster-port need redis-server 7.0 ({version})")
-    port = free_port()
-    bus = next(p for p in iter(free_port, None) if p != port)  # its own: port + 10000 may not exist
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--cluster-enabled",
-            "yes",
-            "--cluster-port",
-            str(bus),
-            "--dir",
-            str(tmp_path),
-            "--cluster-config-file",
-            str(tmp_path / "nodes.conf"),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    stack = contextlib.ExitStack()
+    bus = free_port()  # a bus port of its own: port + 10000 may not exist
+    server = RedisServer(
+        next(p for p in iter(free_port, None) if p != bus),
+        extra=["--cluster-enabled", "yes", "--cluster-port", str(bus)],
+    ).start()
+    client = redis.Redis(port=server.port)
+    store = RedisStore(client, key_prefix="slots:")
     try:
-        wait_until(lambda: _answers(client), 10, message="PING answered")
         client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 10)
-        store = RedisStore(client, key_prefix="slots:")
-        stack.callback(store.close)
         index = store.key("flask_asyncstate.q", "take")
         running = {"status": "running"}
         for name in ("one", "two"):
@@ -286,14 +261,6 @@ def test_a_take_on_a_server_that_enforces_slots_leaves_the_index_in_a_call_of_it
         assert store.claims(index).active == set()  # both left it: the first after a refusal
         assert store._cross_slot is False
     finally:
-        stack.close()
+        store.close()
         client.close()
-        server.terminate()
-        server.wait(10)
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+        server.stop()

@@ -22,7 +22,7 @@ def free_port() -> int:
 class RedisServer:
     """Start, stop and restart a throwaway redis-server without persistence."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra: list[str] | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: apt-get install -y redis-server")
@@ -30,6 +30,7 @@ class RedisServer:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="asyncstate-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra = list(extra or [])  # more redis-server options (``--cluster-enabled yes``)
 
     @property
     def url(self) -> str:
@@ -51,6 +52,7 @@ class RedisServer:
                 self.dir,
                 "--protected-mode",
                 "no",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
