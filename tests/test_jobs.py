@@ -249,7 +249,7 @@ def test_shutdown_cancels_waits_and_marks_the_rest_lost(make_jobs, backend_url) 
     app, ext, jobs = make_jobs(backend_url, ASYNCSTATE_MAX_WORKERS=2)
     with app.app_context():
         polite = jobs["until_cancelled"].start()
-        stubborn = jobs["stubborn"].start(3)
+        stubborn = jobs["stubborn"].start(20)  # outlives any slow start of the other: ends lost
         queued = jobs["count"].start(1)
         wait_until(lambda: _running(polite) and _running(stubborn), 5, message="both workers busy")
         ext.shutdown(timeout=0.5)
