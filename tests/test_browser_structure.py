@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ PARENTS: dict[str, str] = {}
 CHILDREN: dict[str, list[str]] = {}
 #: Test key -> the ids of the grandchildren (children of the child of ``archive``).
 GRANDCHILDREN: dict[str, list[str]] = {}
+#: Seconds the server holds back the htmx fragment's answers: "polls", "details" (=1).
+SLOW: dict[str, float] = {}
+#: Set when a poll of the fragment is being held back.
+POLL_IN_FLIGHT = threading.Event()
 
 HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">
@@ -150,6 +155,14 @@ def build_app() -> tuple[Flask, AsyncState]:
     def panel(kind: str) -> str:
         starters[kind](request.args["key"])
         return render_template_string(PANEL_PAGE)
+
+    @app.before_request
+    def held_back() -> None:
+        if SLOW and request.path.startswith("/asyncstate/fragment/"):
+            details = request.args.get("details") == "1"
+            if not details:
+                POLL_IN_FLIGHT.set()
+            time.sleep(SLOW.get("details" if details else "polls", 0.0))
 
     @app.get("/<any('htmx.js', 'sse.js'):name>")
     def script(name: str) -> Any:
@@ -379,6 +392,29 @@ def test_the_htmx_widget_lists_the_steps_and_keeps_its_trail_as_left(
     page.wait_for_selector(".asyncstate-stages > li:nth-child(3)[aria-current='step']")
     assert page.locator("details.asyncstate-trail").get_attribute("open") is None
     assert page.locator(".asyncstate-stream").count() == (1 if mode == "sse" else 0)
+
+
+def test_a_poll_in_flight_when_the_trail_is_opened_does_not_close_it_again(
+    new_page, server, key
+) -> None:
+    """The summary is clicked while a poll is in flight, and the poll's answer comes first
+    (polls answered after 0.3 s, the click's after 0.8 s): the click's request replaces
+    the poll (hx-sync), whose answer would otherwise swap the root first and leave the
+    click's answer no target in the page, the trail closed for good."""
+    page = new_page()
+    goto(page, server, "/htmx/staged", key, mode="poll")
+    page.wait_for_selector(".asyncstate-trail summary")
+    SLOW["polls"], SLOW["details"] = 0.3, 0.8
+    try:
+        POLL_IN_FLIGHT.clear()
+        wait_until(POLL_IN_FLIGHT.is_set, 10, message="a poll in flight")
+        page.click(".asyncstate-trail summary")
+        page.wait_for_function(f"() => ({FOLLOWED})('poll') === '1'", timeout=5000)
+        page.wait_for_timeout(1500)  # polls that follow keep it open
+        assert page.evaluate(FOLLOWED, "poll") == "1"
+        assert page.locator("details.asyncstate-trail").get_attribute("open") == ""
+    finally:
+        SLOW.clear()
 
 
 # ------------------------------------------------------------------ panel and admin

@@ -691,6 +691,7 @@ def test_the_fragment_lists_the_steps_and_keeps_the_trail_as_asked(structured) -
         "hx-get": f"/asyncstate/fragment/{token}?{steps}&details=1",
         "hx-target": "closest .asyncstate",
         "hx-swap": "outerHTML",
+        "hx-sync": "closest .asyncstate:replace",  # a poll in flight cannot undo the click
     }
     assert summary_text(page) == DEFAULT_LABELS["showDetails"]
     opened = client.get(summary["hx-get"]).get_data(as_text=True)
