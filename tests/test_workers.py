@@ -295,7 +295,7 @@ def test_a_work_horse_that_cannot_store_its_final_document_has_it_ended_by_its_w
         pytest.skip("the forking worker's work horses")
     s, a, b = web
     job = start(s, a, "unstored")
-    doc = final(s, b, job["token"], timeout=40)  # the horse retries for shutdown_timeout (10 s)
+    doc = final(s, b, job["token"], timeout=40)  # the horse retries for shutdown_timeout
     assert doc["status"] == "lost", doc
     assert "exited with status 1 without storing" in doc["error"]["message"], doc
     assert engine.mark("called", job["id"]) is not None

@@ -20,6 +20,7 @@ process serves ``/metrics`` there (an RQ worker: ``--metrics-port``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -159,7 +160,7 @@ def create_app() -> Flask:
     @ext.job
     def unstored(job: JobContext) -> str:
         """Its final document meets an outage (in this process only: an RQ work horse's)
-        that outlasts the shutdown timeout: the horse exits without storing it."""
+        that outlasts the shutdown timeout (1 s here): the horse exits without storing it."""
         from flask_asyncstate.errors import StoreUnavailable
         from flask_asyncstate.status import FINAL
 
@@ -173,6 +174,10 @@ def create_app() -> Flask:
             return write(at, doc, *args, **kwargs)
 
         store.write = failing  # type: ignore[method-assign]
+        # This process only: retry the outage for 1 s, not the default 10 (the test's time).
+        settings = app_state.settings
+        tuning = dataclasses.replace(settings.tuning, shutdown_timeout=1.0)
+        app_state.settings = dataclasses.replace(settings, tuning=tuning)
         mark("called", job)
         return "done, never stored"
 
