@@ -157,7 +157,7 @@ WATCH_BATCH = 1000
 #: Engine reports of a death kept while the store is unreachable (the oldest go first).
 ABANDONED_KEPT = 10_000
 #: A kept report: why, the status it ends the job in, the reporter, when it was made.
-_Report = tuple[str, str, "str | None", float]
+_Report = tuple[str, str, str | None, float]
 #: Seconds a "Try again" in progress keeps others off the job (see :meth:`Lifecycle.rerun`).
 RERUN_MARK = 30.0
 

@@ -297,8 +297,7 @@ def _borrow_worker(app_state: AppState, instance_id: str, pid: int) -> None:
     beat as its process ``pid``), with no listener of its own; a thread hands
     :data:`CANCEL_SIGNAL` to the job's Event."""
     app_state.records.instance_id = instance_id
-    app_state.writer.borrowed = True
-    app_state.writer.pid = pid
+    app_state.writer.pid = pid  # (and so the writer is borrowed)
     # (The worker's hold of this job did not come along: a forked store holds nothing.)
     app_state.store.listens = False  # type: ignore[attr-defined]  # (RQ: a RedisStore)
 

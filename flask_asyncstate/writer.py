@@ -35,16 +35,20 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started_at = time.time()
-        #: True in a process that runs under another's instance id, which that process
-        #: beats (an RQ work horse and its worker): no beat at the start, none at the end;
-        #: the loop's beats (after an interval) keep the job's entries, and the id should
-        #: the other process die, alive.
-        self.borrowed = False
         #: Jobs running under this instance id in other processes (an RQ forking worker's
         #: work horse), counted in the beat's ``jobs``.
         self.lent = 0
-        #: The process the beat names: this one, or (borrowed) the one whose id this is.
+        #: The process the beat names: this one, or the one whose instance id this process
+        #: borrows (see :attr:`borrowed`).
         self.pid = os.getpid()
+
+    @property
+    def borrowed(self) -> bool:
+        """True in a process that runs under another's instance id, which that process
+        beats (an RQ work horse and its worker): no beat at the start, none at the end;
+        the loop's beats (after an interval) keep the job's entries, and the id should
+        the other process die, alive."""
+        return self.pid != os.getpid()
 
     @property
     def thread(self) -> threading.Thread | None:
@@ -72,7 +76,6 @@ class Writer:
         """The parent's writer thread did not come along."""
         self._thread = None
         self._stop = threading.Event()
-        self.borrowed = False
         self.lent = 0
         self.pid = os.getpid()
 

@@ -410,10 +410,13 @@ class RedisStore(Store):
         if forget is not None and self._cross_slot:
             keys, member = [key, f"{forget[0]}:a", f"{forget[0]}:r"], forget[1]
         with self._io() as client:
+
+            def take() -> Any:
+                args = [text, expected, self.changes_channel, member]
+                return self._run(_LUA.take, keys, args, client)
+
             try:
-                taken = self._run(
-                    _LUA.take, keys, [text, expected, self.changes_channel, member], client
-                )
+                taken = take()
             except redis.ResponseError as exc:  # (a script that did not run at all)
                 if len(keys) == 1 or not _cross_slot_refusal(exc):
                     raise
@@ -422,9 +425,7 @@ class RedisStore(Store):
                 log.warning("flask-asyncstate: Redis refuses scripts over two slots (%s)", exc)
                 self._cross_slot = False
                 keys, member = [key], ""
-                taken = self._run(
-                    _LUA.take, keys, [text, expected, self.changes_channel, member], client
-                )
+                taken = take()
         forgot = len(keys) == 3
         if taken is None:
             return Found.MISSING, forgot
