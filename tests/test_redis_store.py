@@ -264,3 +264,21 @@ def test_a_take_on_a_server_that_enforces_slots_leaves_the_index_in_a_call_of_it
         store.close()
         client.close()
         server.stop()
+
+
+def test_a_cancel_flag_read_for_one_hold_never_reaches_the_next() -> None:
+    """The listener's sweep reads the flags of the keys held when it starts; a flag read for
+    a run that ended (a cancelled job) must not cancel the run that holds the key by the
+    time the answer comes ("Try again" runs the same job id at once)."""
+    from flask_asyncstate.stores.base import CancelEvents
+
+    events = CancelEvents()
+    last_run, next_run = threading.Event(), threading.Event()
+    events.hold("job", last_run)
+    read_for = events.generation("job")  # the sweep's snapshot
+    events.release("job")
+    events.hold("job", next_run)  # "Try again" holds it anew before the sweep answers
+    events.deliver("job", read_for)
+    assert not next_run.is_set() and not last_run.is_set()
+    events.deliver("job", events.generation("job"))  # a flag read for this run reaches it
+    assert next_run.is_set()

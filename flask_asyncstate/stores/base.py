@@ -574,11 +574,12 @@ class CancelEvents:
             if held is not None and (generation is None or held[1] == generation):
                 del self._held[key]
 
-    def deliver(self, key: str) -> None:
-        """Set the Event held for ``key``, if any."""
+    def deliver(self, key: str, generation: int | None = None) -> None:
+        """Set the Event held for ``key``, if any; with ``generation``, only if nobody re-held
+        it since (a flag read for the last run must not cancel the next one)."""
         with self._lock:
             held = self._held.get(key)
-        if held is not None:
+        if held is not None and (generation is None or held[1] == generation):
             held[0].set()
 
     def generation(self, key: str) -> int | None:

@@ -667,7 +667,7 @@ class RedisStore(Store):
             if ttl is None:
                 self.events.release(key, generation)
             elif flag:
-                self.events.deliver(key)
+                self.events.deliver(key, generation)
 
     # -- process life ----------------------------------------------------------------
 
